@@ -1,0 +1,43 @@
+"""Atomic writes leave either the whole file or nothing."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from model_tools.errors import OutputExistsError
+from model_tools.io_utils import atomic_write, write_json
+
+
+def test_atomic_write_renames_on_success(tmp_path) -> None:
+    target = tmp_path / "sub" / "model.onnx"
+    with atomic_write(target) as tmp:
+        assert tmp.suffix == ".onnx" and tmp.parent == target.parent
+        tmp.write_bytes(b"abc")
+    assert target.read_bytes() == b"abc"
+    assert [p.name for p in target.parent.iterdir()] == ["model.onnx"]
+
+
+def test_atomic_write_leaves_nothing_on_failure(tmp_path) -> None:
+    target = tmp_path / "out.npz"
+    with pytest.raises(RuntimeError, match="boom"), atomic_write(target) as tmp:
+        tmp.write_bytes(b"half")
+        raise RuntimeError("boom")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_atomic_write_refuses_existing_and_empty(tmp_path) -> None:
+    target = tmp_path / "x.json"
+    target.write_text("old")
+    with pytest.raises(OutputExistsError, match=r"x\.json exists"), atomic_write(target):
+        pass
+    assert target.read_text() == "old"
+    with pytest.raises(OSError, match="nothing was written"), atomic_write(tmp_path / "y.bin"):
+        pass
+    assert not (tmp_path / "y.bin").exists()
+
+
+def test_write_json_nan_becomes_null(tmp_path) -> None:
+    path = write_json(tmp_path / "m.json", {"a": float("nan"), "b": [1.0, float("nan")]})
+    assert json.loads(path.read_text()) == {"a": None, "b": [1.0, None]}
