@@ -16,6 +16,17 @@ from model_tools.errors import ModelToolsError
 # name -> (module, one-line help). Add a subcommand by adding a line here.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "doctor": ("model_tools.doctor", "report what this environment can run (ROS, ONNX Runtime, QNN HTP)"),
+    "depth": ("model_tools.depth_cli", "depth model: train, eval, export to ONNX, validate, join split weights"),
+    "seg": ("model_tools.seg_cli", "DDRNet23-Slim segmentation: train, eval, export, validate, load-official"),
+    "replay": ("model_tools.bags.replay", "play a rosbag2 into the ROS graph with recorded timing (ros2 bag play stand-in)"),
+    "record": ("model_tools.bags.recorder", "record chosen topics of the ROS graph to a rosbag2 (mcap/sqlite3)"),
+    "eval-bag": ("model_tools.bags.eval_bag", "run the depth/seg/costmap pipelines over a bag and score them (HTML report)"),
+    "synth": ("model_tools.data.synth_cli", "render synthetic off-road frames (RGB, depth, labels) to folders or a rosbag2"),
+    "quantize": ("model_tools.quant.cmd_quantize", "FP32 ONNX -> INT8 QDQ ONNX for the QNN HTP (calibrated, metadata kept)"),
+    "sensitivity": ("model_tools.quant.cmd_sensitivity", "rank layers by INT8 sensitivity; search 16-bit mixed precision"),
+    "compile": ("model_tools.quant.cmd_compile", "QDQ ONNX -> QNN context binary (EPContext) with NPU op placement"),
+    "compare": ("model_tools.quant.cmd_compare", "FP32 vs INT8 accuracy report (task metrics, heads, HTP agreement)"),
+    "convert": ("model_tools.quant.cmd_convert", "training run -> FP32, QDQ, context binary and comparison in one go"),
 }
 
 

@@ -1,0 +1,219 @@
+"""Host-side time per frame of the inference nodes, model inference excluded, vs a naive baseline.
+
+What the depth and segmentation nodes do around ``session.run`` on each
+1280x1080 rgb8 camera frame: message -> array, resize + normalise, head
+composition / argmax, colouring, and building the output messages (plus the
+costmap build when ``model_tools.costmap`` exists). The model is replaced by
+fixed outputs of the real shapes (depth 384x640, segmentation 544x640), so the
+numbers are the host's share alone. Goal: <= 5 ms per frame per node on one core.
+
+The baseline in the same run does the same work the straightforward way:
+cv_bridge-style copies, float64 maths, fresh allocations every call,
+``np.argmax(axis=0)`` and fancy-index colouring.
+
+    python bench/bench_host.py [--frames 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import array
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import cv2
+import numpy as np
+
+from model_tools.image_codec import array_to_image_fields, image_to_array
+from model_tools.pipelines import (
+    DepthPipeline,
+    SegPipeline,
+    colorize_depth,
+    colorize_labels,
+    overlay,
+    scale_intrinsics,
+)
+from model_tools.runtime.loader import load_model
+from model_tools.testing.tiny_models import make_tiny_depth_model, make_tiny_seg_model
+
+CAMERA_HW = (1080, 1280)
+DEPTH_HW = (384, 640)
+SEG_HW = (544, 640)
+LEVELS = 256
+MAX_DEPTH = 15.0
+K = np.array([[1000.0, 0, 639.5], [0, 1000.0, 539.5], [0, 0, 1]])
+
+
+def _camera_msg():
+    """A real rclpy Image when ROS is importable, else a plain stand-in with the same fields."""
+    rgb = np.random.default_rng(0).integers(0, 256, (*CAMERA_HW, 3), dtype=np.uint8)
+    fields = array_to_image_fields(rgb, "rgb8")
+    try:
+        from sensor_msgs.msg import Image
+    except ImportError:
+        from types import SimpleNamespace
+
+        return SimpleNamespace(**fields), None
+    return Image(**fields), Image
+
+
+def _image_msg(image_cls, array_: np.ndarray, encoding: str):
+    fields = array_to_image_fields(array_, encoding)
+    return image_cls(**fields) if image_cls is not None else fields
+
+
+# --------------------------------------------------------------------------- optimised (what the nodes run)
+
+
+def depth_frame_fast(msg, pipe: DepthPipeline, outputs: dict, image_cls) -> None:
+    image = image_to_array(msg)
+    pipe.preprocessor.feeds(pipe.metadata.input_name, image, "RGB")
+    result = pipe.postprocess(outputs)
+    _image_msg(image_cls, result.depth, "32FC1")
+    _image_msg(image_cls, colorize_depth(result.depth, pipe.max_depth), "rgb8")
+    scale_intrinsics(K, CAMERA_HW, DEPTH_HW)
+
+
+def seg_frame_fast(msg, pipe: SegPipeline, outputs: dict, image_cls) -> None:
+    image = image_to_array(msg)
+    pipe.preprocessor.feeds(pipe.metadata.input_name, image, "RGB")
+    result = pipe.postprocess(outputs)
+    _image_msg(image_cls, result.labels, "mono8")
+    blended = overlay(pipe.preprocessor.resized, colorize_labels(result.labels, pipe.colors), 0.5)
+    _image_msg(image_cls, blended, "rgb8")
+
+
+# --------------------------------------------------------------------------- naive baseline
+
+
+def _naive_to_array(msg) -> np.ndarray:
+    data = bytes(msg.data)  # cv_bridge-style: copy the buffer, then reshape a copy
+    return np.frombuffer(data, np.uint8).reshape(msg.height, msg.width, 3).copy()
+
+
+def _naive_preprocess(image: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    resized = cv2.resize(image, (hw[1], hw[0]), interpolation=cv2.INTER_AREA)
+    x = resized.astype(np.float64) / 255.0
+    x = (x - np.array([0.0, 0.0, 0.0])) / np.array([1.0, 1.0, 1.0])
+    return np.ascontiguousarray(x.transpose(2, 0, 1)[None]).astype(np.float32)
+
+
+def _naive_msg(image_cls, array_: np.ndarray, encoding: str):
+    raw = array_.tobytes()
+    data = array.array("B", raw)
+    fields = {"height": array_.shape[0], "width": array_.shape[1], "encoding": encoding, "is_bigendian": 0,
+              "step": len(raw) // array_.shape[0], "data": data}
+    return image_cls(**fields) if image_cls is not None else fields
+
+
+def depth_frame_naive(msg, outputs: dict, image_cls) -> None:
+    _naive_preprocess(_naive_to_array(msg), DEPTH_HW)
+    integer = outputs["integer"][0, 0].astype(np.float64)
+    fractional = outputs["fractional"][0, 0].astype(np.float64)
+    depth = integer * MAX_DEPTH + fractional
+    depth = np.where((depth > 0) & (depth <= MAX_DEPTH), depth, np.nan).astype(np.float32)
+    _naive_msg(image_cls, depth, "32FC1")
+    scaled = np.nan_to_num(depth / MAX_DEPTH * 255.0).clip(0, 255).astype(np.uint8)
+    colour = cv2.cvtColor(cv2.applyColorMap(255 - scaled, cv2.COLORMAP_TURBO), cv2.COLOR_BGR2RGB)
+    colour[np.isnan(depth)] = 0
+    _naive_msg(image_cls, colour, "rgb8")
+    k = K.copy()
+    k[0] *= DEPTH_HW[1] / CAMERA_HW[1]
+    k[1] *= DEPTH_HW[0] / CAMERA_HW[0]
+
+
+def seg_frame_naive(msg, outputs: dict, colors: np.ndarray, image_cls) -> None:
+    image = _naive_to_array(msg)
+    _naive_preprocess(image, SEG_HW)
+    labels = outputs["logits"][0].argmax(axis=0).astype(np.uint8)
+    np.bincount(labels.ravel(), minlength=256)
+    _naive_msg(image_cls, labels, "mono8")
+    small = cv2.resize(image, (SEG_HW[1], SEG_HW[0]), interpolation=cv2.INTER_AREA)
+    colour = colors[labels]
+    blended = (0.5 * colour.astype(np.float64) + 0.5 * small.astype(np.float64)).astype(np.uint8)
+    _naive_msg(image_cls, blended, "rgb8")
+
+
+# --------------------------------------------------------------------------- costmap (G's module, if present)
+
+
+def _costmap_step(depth: np.ndarray, labels_at_depth: np.ndarray) -> Callable[[], None] | None:
+    try:
+        from model_tools import costmap
+    except ImportError:
+        return None
+    try:
+        config = costmap.CostmapConfig()
+        table = costmap.class_categories_from_ontology()
+        k_depth = scale_intrinsics(K, CAMERA_HW, DEPTH_HW)
+        costmap.build_costmap(depth, labels_at_depth, k_depth, config, table)
+    except Exception as err:  # noqa: BLE001 - report and go on: a bench must not die on a neighbour's module
+        print(f"costmap: skipped ({type(err).__name__}: {err})")
+        return None
+    return lambda: costmap.build_costmap(depth, labels_at_depth, k_depth, config, table)
+
+
+def _time(fn: Callable[[], None], frames: int) -> float:
+    fn()  # warm-up: first-call allocations, lazy imports
+    samples = []
+    for _ in range(frames):
+        start = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(samples)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--frames", type=int, default=30)
+    parser.add_argument("--workdir", default="/tmp/bench_host_models")
+    args = parser.parse_args(argv)
+    cv2.setNumThreads(1)
+    work = Path(args.workdir)
+    depth_model = load_model(make_tiny_depth_model(work / "depth.onnx", kind="levels", outputs="separate",
+                                                   hw=DEPTH_HW, levels=LEVELS, max_depth=MAX_DEPTH), backend="cpu")
+    seg_model = load_model(make_tiny_seg_model(work / "seg.onnx", output="logits", hw=SEG_HW), backend="cpu")
+    cid_model = load_model(make_tiny_seg_model(work / "seg_cid.onnx", output="class_id", hw=SEG_HW), backend="cpu")
+    depth_pipe, seg_pipe, cid_pipe = DepthPipeline(depth_model), SegPipeline(seg_model), SegPipeline(cid_model)
+    rng = np.random.default_rng(1)
+    depth_out = {
+        "integer": (rng.integers(0, LEVELS, (1, 1, *DEPTH_HW)) / (LEVELS - 1)).astype(np.float32),
+        "fractional": rng.uniform(0, MAX_DEPTH / (LEVELS - 1), (1, 1, *DEPTH_HW)).astype(np.float32),
+    }
+    seg_out = {"logits": rng.normal(size=(1, 7, *SEG_HW)).astype(np.float32)}
+    cid_out = {"class_id": seg_out["logits"].argmax(axis=1, keepdims=True).astype(np.float32)}
+    msg, image_cls = _camera_msg()
+    print(f"input {CAMERA_HW[1]}x{CAMERA_HW[0]} rgb8 -> depth {DEPTH_HW[1]}x{DEPTH_HW[0]}, "
+          f"seg {SEG_HW[1]}x{SEG_HW[0]}; messages: {'rclpy' if image_cls else 'plain dicts'}; "
+          f"median of {args.frames} frames, 1 thread, inference excluded")
+
+    rows = [
+        ("depth node", _time(lambda: depth_frame_fast(msg, depth_pipe, depth_out, image_cls), args.frames),
+         _time(lambda: depth_frame_naive(msg, depth_out, image_cls), args.frames)),
+        ("segmentation node", _time(lambda: seg_frame_fast(msg, seg_pipe, seg_out, image_cls), args.frames),
+         _time(lambda: seg_frame_naive(msg, seg_out, seg_pipe.colors, image_cls), args.frames)),
+        ("seg node (class_id)", _time(lambda: seg_frame_fast(msg, cid_pipe, cid_out, image_cls), args.frames),
+         _time(lambda: seg_frame_naive(msg, seg_out, seg_pipe.colors, image_cls), args.frames)),
+    ]
+    depth = depth_pipe.postprocess(depth_out).depth
+    labels = cv2.resize(seg_pipe.postprocess(seg_out).labels, (DEPTH_HW[1], DEPTH_HW[0]),
+                        interpolation=cv2.INTER_NEAREST)
+    step = _costmap_step(depth, labels)
+    print(f"{'stage':<20}{'optimised ms':>14}{'naive ms':>12}{'speed-up':>10}{'goal 5 ms':>11}")
+    for name, fast, naive in rows:
+        print(f"{name:<20}{fast:>14.2f}{naive:>12.2f}{naive / fast:>9.1f}x{'ok' if fast <= 5.0 else 'MISSED':>11}")
+    if step is not None:
+        print(f"{'costmap build':<20}{_time(step, args.frames):>14.2f}{'-':>12}{'-':>10}{'-':>11}")
+    else:
+        print("costmap build: model_tools.costmap not available")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

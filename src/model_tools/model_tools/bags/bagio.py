@@ -1,0 +1,325 @@
+"""Open, validate and read rosbag2 files; one typestore that knows perception_msgs.
+
+Every rosbags failure (missing file, bad metadata, truncated or corrupt
+storage) is translated here into a ``BagError`` naming the bag, so replay,
+recorder and eval-bag report the same clear one-line errors. No ROS import:
+the rclpy message classes are looked up lazily by ``message_class``.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import math
+import os
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from model_tools.errors import BagError
+
+PERCEPTION_MSGS = "perception_msgs"
+
+
+@dataclass(frozen=True)
+class TopicSummary:
+    """One topic of a bag: its ROS type and how many messages it holds."""
+
+    name: str
+    msgtype: str
+    count: int
+
+
+@dataclass(frozen=True)
+class BagSummary:
+    """What a bag holds, read from its metadata/summary without reading messages."""
+
+    path: Path
+    topics: dict[str, TopicSummary]
+    start_ns: int
+    end_ns: int
+    message_count: int
+    custom_data: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def duration_s(self) -> float:
+        return max(0, self.end_ns - self.start_ns) / 1e9
+
+    def msgtype(self, topic: str) -> str:
+        require_topics(self, [topic])
+        return self.topics[topic].msgtype
+
+
+@dataclass(frozen=True)
+class RawMessage:
+    """One stored message: CDR bytes as rosbag2 and the rmw hold them."""
+
+    topic: str
+    msgtype: str
+    timestamp_ns: int
+    data: bytes
+
+
+def _translate(path: Path, err: BaseException, doing: str) -> BagError:
+    return BagError(f"bag {path}: {doing} failed, the bag is truncated, corrupt or not a rosbag2 ({type(err).__name__}: {err})")
+
+
+@contextmanager
+def open_bag(path: str | os.PathLike[str]) -> Iterator[Any]:
+    """Open a rosbag2 (directory with metadata.yaml, or a bare .mcap/.db3 file) for reading.
+
+    Raises:
+        BagError: the path is missing, or the bag cannot be opened.
+    """
+    from rosbags.rosbag2 import Reader
+
+    bag_path = Path(path)
+    if not bag_path.exists():
+        raise BagError(f"bag {bag_path} does not exist")
+    try:
+        reader = Reader(bag_path)
+        reader.open()
+    except Exception as err:  # rosbags raises many kinds on bad files; all mean "unreadable bag"
+        raise _translate(bag_path, err, "opening") from err
+    try:
+        yield reader
+    finally:
+        try:
+            reader.close()
+        except Exception:  # noqa: BLE001 - closing a broken bag must not hide the first error
+            pass
+
+
+def summarize_bag(path: str | os.PathLike[str]) -> BagSummary:
+    """Topics, counts, time span and custom metadata of a bag."""
+    bag_path = Path(path)
+    with open_bag(bag_path) as reader:
+        try:
+            topics = {
+                name: TopicSummary(name, info.msgtype or "", int(info.msgcount)) for name, info in reader.topics.items()
+            }
+            custom = getattr(getattr(reader.storage, "metadata", None), "custom", None) or {}
+            return BagSummary(
+                path=bag_path,
+                topics=topics,
+                start_ns=int(reader.start_time) if reader.message_count else 0,
+                end_ns=int(reader.end_time) if reader.message_count else 0,
+                message_count=int(reader.message_count),
+                custom_data={str(k): str(v) for k, v in dict(custom).items()},
+            )
+        except Exception as err:  # see open_bag
+            raise _translate(bag_path, err, "reading the summary") from err
+
+
+def require_topics(summary: BagSummary, topics: Iterable[str], purpose: str = "") -> None:
+    """Raise a BagError naming the bag and each required topic it lacks (or holds no message on)."""
+    missing = [t for t in topics if t not in summary.topics or summary.topics[t].count == 0]
+    if missing:
+        why = f" (needed {purpose})" if purpose else ""
+        have = ", ".join(sorted(summary.topics)) or "none"
+        raise BagError(f"bag {summary.path} has no messages on topic(s) {', '.join(missing)}{why}; it has: {have}")
+
+
+def iter_raw(
+    path: str | os.PathLike[str],
+    topics: Iterable[str] | None = None,
+    start_ns: int | None = None,
+    stop_ns: int | None = None,
+) -> Iterator[RawMessage]:
+    """Yield the bag's messages in timestamp order, optionally only some topics.
+
+    Raises:
+        BagError: a requested topic is absent, or the bag ends early/corrupt while reading.
+    """
+    bag_path = Path(path)
+    wanted = None if topics is None else list(topics)
+    with open_bag(bag_path) as reader:
+        if wanted is not None:
+            absent = [t for t in wanted if t not in reader.topics]
+            if absent:
+                raise BagError(f"bag {bag_path} has no topic(s) {', '.join(absent)}; it has: {', '.join(sorted(reader.topics))}")
+            connections = [c for c in reader.connections if c.topic in wanted]
+        else:
+            connections = list(reader.connections)
+        index = 0
+        try:
+            for connection, timestamp, data in reader.messages(connections=connections, start=start_ns, stop=stop_ns):
+                index += 1
+                yield RawMessage(connection.topic, connection.msgtype, int(timestamp), bytes(data))
+        except BagError:
+            raise
+        except GeneratorExit:
+            raise
+        except Exception as err:  # see open_bag
+            raise _translate(bag_path, err, f"reading message {index + 1}") from err
+
+
+def perception_msg_files() -> list[Path]:
+    """The perception_msgs .msg files: from the source tree, else an installed share/ folder."""
+    candidates = [Path(__file__).resolve().parents[3] / PERCEPTION_MSGS / "msg"]
+    for prefix in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep):
+        if prefix:
+            candidates.append(Path(prefix) / "share" / PERCEPTION_MSGS / "msg")
+    for folder in candidates:
+        files = sorted(folder.glob("*.msg"))
+        if files:
+            return files
+    return []
+
+
+@functools.lru_cache(maxsize=1)
+def make_typestore() -> Any:
+    """A rosbags typestore for ROS 2 Jazzy plus perception_msgs, so bags we write are self-describing."""
+    from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+
+    typestore = get_typestore(Stores.ROS2_JAZZY)
+    types: dict[str, Any] = {}
+    for msg_file in perception_msg_files():
+        types.update(get_types_from_msg(msg_file.read_text(), f"{PERCEPTION_MSGS}/msg/{msg_file.stem}"))
+    if types:
+        typestore.register(types)
+    return typestore
+
+
+def deserialize(message: RawMessage, typestore: Any | None = None) -> Any:
+    """Decode a stored message into a rosbags message object (fields as in ROS)."""
+    store = typestore or make_typestore()
+    try:
+        return store.deserialize_cdr(message.data, message.msgtype)
+    except Exception as err:  # any decode failure means a corrupt or mistyped message
+        raise BagError(
+            f"message on topic {message.topic} at t={message.timestamp_ns} ns does not decode as {message.msgtype} "
+            f"({type(err).__name__}: {err})"
+        ) from err
+
+
+def message_class(msgtype: str) -> type | None:
+    """The rclpy message class for 'pkg/msg/Type', or None where that package is not installed here."""
+    parts = msgtype.split("/")
+    if len(parts) != 3:
+        return None
+    package, kind, name = parts
+    try:
+        module = importlib.import_module(f"{package}.{kind}")
+    except ImportError:
+        return None
+    return getattr(module, name, None)
+
+
+def stamp_ns(header: Any) -> int:
+    """Nanoseconds of a std_msgs/Header stamp (rosbags or rclpy object)."""
+    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
+
+
+# --------------------------------------------------------------------------- camera mount
+
+MOUNT_FIELDS = ("mount_x", "mount_y", "mount_z", "mount_roll", "mount_pitch", "mount_yaw")
+# custom_data key under which our bags store the camera mount (a YAML/JSON mapping of MOUNT_FIELDS).
+MOUNT_CUSTOM_KEY = "camera_mount"
+TF_STATIC = "/tf_static"
+
+
+def _mount_from_mapping(values: dict[str, Any], where: str) -> dict[str, float]:
+    mount: dict[str, float] = {}
+    for name in MOUNT_FIELDS:
+        for key in (name, name.removeprefix("mount_")):
+            if key in values:
+                try:
+                    mount[name] = float(values[key])
+                except (TypeError, ValueError) as err:
+                    raise BagError(f"{where}: camera mount field {key!r} is not a number ({values[key]!r})") from err
+                break
+        else:
+            raise BagError(f"{where}: camera mount lacks field {name!r} (has {', '.join(sorted(values))})")
+    return mount
+
+
+def mount_from_transform(rotation: Any, translation: Any, optical: bool) -> dict[str, float]:
+    """Mount fields (x, y, z, roll, pitch, yaw of the camera body frame) from a parent->camera transform.
+
+    ``optical`` says the child frame is an optical frame (z forward, x right,
+    y down), whose rotation is converted to the body frame (x fwd, y left, z up)
+    that model_tools.costmap's mount convention uses.
+    """
+    import numpy as np
+
+    rot = np.asarray(rotation, dtype=np.float64).reshape(3, 3)
+    if optical:
+        # R_optical = R_body @ OPTICAL_TO_BODY, with OPTICAL_TO_BODY's columns the optical axes in the body frame.
+        optical_to_body = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
+        rot = rot @ optical_to_body.T
+    pitch = float(np.arcsin(np.clip(-rot[2, 0], -1.0, 1.0)))
+    roll = float(np.arctan2(rot[2, 1], rot[2, 2]))
+    yaw = float(np.arctan2(rot[1, 0], rot[0, 0]))
+    x, y, z = (float(v) for v in np.asarray(translation, dtype=np.float64).reshape(3))
+    return dict(zip(MOUNT_FIELDS, (x, y, z, roll, pitch, yaw), strict=True))
+
+
+def _quaternion_matrix(q: Any) -> Any:
+    import numpy as np
+
+    x, y, z, w = float(q.x), float(q.y), float(q.z), float(q.w)
+    norm = math.sqrt(x * x + y * y + z * z + w * w) or 1.0
+    x, y, z, w = x / norm, y / norm, z / norm, w / norm
+    return np.array([
+        [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+        [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+        [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
+    ])
+
+
+def camera_mount_from_bag(
+    path: str | os.PathLike[str], camera_frame: str | None = None, base_frame: str = "base_link"
+) -> dict[str, float] | None:
+    """The camera mount recorded in a bag, as costmap mount fields; None when the bag has none.
+
+    Looks at the bag's custom metadata (key ``camera_mount``) first, then at a
+    /tf_static transform ``base_frame`` -> ``camera_frame`` (decoded with
+    rosbags, so tf2_msgs need not be installed). With no ``camera_frame``, the
+    first transform out of ``base_frame`` is used.
+    """
+    import yaml
+
+    summary = summarize_bag(path)
+    if MOUNT_CUSTOM_KEY in summary.custom_data:
+        where = f"bag {summary.path} metadata custom_data[{MOUNT_CUSTOM_KEY}]"
+        try:
+            values = yaml.safe_load(summary.custom_data[MOUNT_CUSTOM_KEY])
+        except yaml.YAMLError as err:
+            raise BagError(f"{where} is not YAML/JSON: {err}") from err
+        if not isinstance(values, dict):
+            raise BagError(f"{where} is not a mapping: {values!r}")
+        return _mount_from_mapping(values, where)
+    if TF_STATIC not in summary.topics:
+        return None
+    for raw in iter_raw(path, topics=[TF_STATIC]):
+        message = deserialize(raw)
+        for stamped in message.transforms:
+            parent = stamped.header.frame_id.lstrip("/")
+            child = stamped.child_frame_id.lstrip("/")
+            if parent != base_frame or (camera_frame is not None and child != camera_frame):
+                continue
+            tr = stamped.transform
+            return mount_from_transform(
+                _quaternion_matrix(tr.rotation),
+                (tr.translation.x, tr.translation.y, tr.translation.z),
+                optical="optical" in child,
+            )
+    return None
+
+
+def header_stamp_from_cdr(data: bytes) -> int | None:
+    """Header stamp (ns) of a serialized message whose first field is a std_msgs/Header, without decoding it.
+
+    CDR starts with a 4-byte encapsulation header (byte 1: 0 big-, 1 little-endian),
+    then Header.stamp as int32 sec and uint32 nanosec. Cheap enough to run on
+    every replayed image. None when the data is too short or not plain CDR.
+    """
+    if len(data) < 12 or data[0] != 0 or data[1] not in (0, 1):
+        return None
+    order = "little" if data[1] == 1 else "big"
+    sec = int.from_bytes(data[4:8], order, signed=True)
+    nanosec = int.from_bytes(data[8:12], order, signed=False)
+    return sec * 1_000_000_000 + nanosec

@@ -1,0 +1,470 @@
+"""Traversability costmap from a depth image and a label image (pure numpy, no ROS).
+
+The costmap node and offline evaluation share this module, so the geometry is
+tested without DDS. Conventions (see docs/costmap.md):
+
+- Grid frame (default ``base_link``, REP 103): x forward, y left, z up; the
+  ground is the plane z = 0. The grid is a ``nav_msgs/OccupancyGrid``: cell
+  (row, col) covers x in [origin_x + col*res, +res), y in [origin_y + row*res,
+  +res); data is row-major from that origin corner.
+- Camera optical frame (REP 103 ``*_optical_frame``): z forward, x right,
+  y down. Pixel (u, v) has its centre at integer coordinates (OpenCV/ROS K).
+- Camera mount: the pose of the camera *body* frame (x forward, y left, z up)
+  in the grid frame as x, y, z, roll, pitch, yaw (R = Rz(yaw) Ry(pitch)
+  Rx(roll)); positive pitch tilts the camera down towards the ground.
+- Categories, by severity: FREE < CAUTION < BLOCKED < HAZARD. When several
+  points land in one cell the most severe category with at least
+  ``min_points_per_cell`` points wins. Classes mapped to no category (sky,
+  ignore) are not projected. Unknown cells are -1.
+
+With depth every labelled pixel becomes a 3D point where it really is, so an
+obstacle is marked at its own distance and cells it hides stay unknown. The
+flat-ground fallback (no depth) intersects pixel rays with z = 0; it smears
+anything that sticks out of the ground to behind its true position, so results
+carry ``used_flat_ground`` for callers to flag.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import IntEnum
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+import numpy as np
+
+from model_tools.errors import ConfigError, DataError
+from model_tools.pipelines import scale_intrinsics  # numpy-only; the one K-resize rule of the stack
+
+
+class Category(IntEnum):
+    """Traversability category; the value is the severity rank (higher wins a cell)."""
+
+    FREE = 0
+    CAUTION = 1
+    BLOCKED = 2
+    HAZARD = 3
+
+
+CATEGORIES: tuple[Category, ...] = tuple(Category)
+NOT_PROJECTED = -1  # class_to_category entry of classes that are never projected (sky, ignore)
+UNKNOWN = -1  # OccupancyGrid value of a cell nothing was observed in
+# Category names in an ontology that mean "do not project this class".
+_NO_CATEGORY_NAMES = frozenset({"", "none", "null", "unknown", "sky", "ignore"})
+
+
+@dataclass
+class CostmapConfig:
+    """Grid geometry, category costs, camera mount and point filtering.
+
+    Default grid: 0.1 m cells, 20 m x 20 m, forward-biased (x in [-5, 15) m,
+    y in [-10, 10) m) because a forward camera sees nothing behind the vehicle.
+    """
+
+    resolution: float = 0.1
+    width_m: float = 20.0  # extent along grid x (OccupancyGrid info.width = width_m / resolution)
+    height_m: float = 20.0  # extent along grid y (info.height = height_m / resolution)
+    origin_x: float = -5.0  # grid x of the corner of cell (0, 0)
+    origin_y: float = -10.0
+    cost_free: int = 0
+    cost_caution: int = 50
+    cost_blocked: int = 100
+    cost_hazard: int = 100
+    mount_x: float = 0.0
+    mount_y: float = 0.0
+    mount_z: float = 1.5
+    mount_roll: float = 0.0
+    mount_pitch: float = 0.0
+    mount_yaw: float = 0.0
+    min_range: float = 0.3  # depth (optical z, metres) below which points are dropped
+    max_range: float = 15.0  # depth beyond which points are dropped (model max_depth)
+    max_point_height: float = 3.0  # points higher above the ground are dropped (canopy, overhangs)
+    min_points_per_cell: int = 3  # fewer points of a category in a cell are treated as noise
+    category_costs: dict[Category, int] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ConfigError naming the first inconsistent field."""
+        if not (self.resolution > 0 and math.isfinite(self.resolution)):
+            raise ConfigError(f"costmap resolution must be > 0 m, got {self.resolution}")
+        for name in ("width_m", "height_m"):
+            value = getattr(self, name)
+            if not value >= self.resolution:
+                raise ConfigError(f"costmap {name} must be >= resolution ({self.resolution} m), got {value}")
+        for category in CATEGORIES:
+            name = f"cost_{category.name.lower()}"
+            cost = getattr(self, name)
+            if not 0 <= int(cost) <= 100:
+                raise ConfigError(f"costmap {name} must be an OccupancyGrid cost in [0, 100], got {cost}")
+        if not 0 <= self.min_range < self.max_range:
+            raise ConfigError(f"costmap needs 0 <= min_range < max_range, got {self.min_range}, {self.max_range}")
+        if self.min_points_per_cell < 1:
+            raise ConfigError(f"costmap min_points_per_cell must be >= 1, got {self.min_points_per_cell}")
+        self.category_costs = {c: int(getattr(self, f"cost_{c.name.lower()}")) for c in CATEGORIES}
+
+    @property
+    def cols(self) -> int:
+        return round(self.width_m / self.resolution)
+
+    @property
+    def rows(self) -> int:
+        return round(self.height_m / self.resolution)
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> CostmapConfig:
+        """Build from a dict (e.g. node parameters), ignoring keys that are not fields."""
+        names = {f.name for f in cls.__dataclass_fields__.values() if f.init}
+        return cls(**{k: v for k, v in values.items() if k in names})
+
+
+@dataclass
+class CostmapResult:
+    """One built costmap. ``grid`` and every layer are int8 [rows, cols], row-major as OccupancyGrid data."""
+
+    grid: np.ndarray  # cost of the winning category, UNKNOWN where unobserved
+    category: np.ndarray  # winning Category value per cell, UNKNOWN where unobserved
+    layers: dict[str, np.ndarray]  # per category name: 100 present, 0 observed without it, -1 unknown
+    counts: np.ndarray  # int32 [4, rows, cols] points per category and cell
+    used_flat_ground: bool
+    points_projected: int  # points that landed inside the grid
+    resolution: float
+    origin_x: float
+    origin_y: float
+
+
+# --------------------------------------------------------------------------- geometry
+
+
+def rotation_rpy(roll: float, pitch: float, yaw: float) -> np.ndarray:
+    """R = Rz(yaw) @ Ry(pitch) @ Rx(roll) (REP 103 fixed-axis roll, pitch, yaw)."""
+    cr, sr = math.cos(roll), math.sin(roll)
+    cp, sp = math.cos(pitch), math.sin(pitch)
+    cy, sy = math.cos(yaw), math.sin(yaw)
+    rx = np.array([[1, 0, 0], [0, cr, -sr], [0, sr, cr]])
+    ry = np.array([[cp, 0, sp], [0, 1, 0], [-sp, 0, cp]])
+    rz = np.array([[cy, -sy, 0], [sy, cy, 0], [0, 0, 1]])
+    return rz @ ry @ rx
+
+
+# Columns: the optical axes (x right, y down, z forward) expressed in the camera body frame (x fwd, y left, z up).
+OPTICAL_TO_BODY = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
+
+
+def camera_to_grid_transform(config: CostmapConfig) -> np.ndarray:
+    """4x4 transform taking points in the camera *optical* frame to the grid frame, from the mount fields."""
+    transform = np.eye(4)
+    transform[:3, :3] = rotation_rpy(config.mount_roll, config.mount_pitch, config.mount_yaw) @ OPTICAL_TO_BODY
+    transform[:3, 3] = (config.mount_x, config.mount_y, config.mount_z)
+    return transform
+
+
+def resize_nearest(image: np.ndarray, to_hw: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour resize by pixel centres (class ids must never be blended)."""
+    src_h, src_w = image.shape[:2]
+    if (src_h, src_w) == tuple(to_hw):
+        return image
+    rows = np.minimum(((np.arange(to_hw[0]) + 0.5) * src_h / to_hw[0]).astype(np.int64), src_h - 1)
+    cols = np.minimum(((np.arange(to_hw[1]) + 0.5) * src_w / to_hw[1]).astype(np.int64), src_w - 1)
+    return image[rows[:, None], cols[None, :]]
+
+
+# --------------------------------------------------------------------------- categories
+
+
+def category_from_name(name: Any, where: str = "ontology") -> int:
+    """Category value of a category name, or NOT_PROJECTED for sky/none/ignore."""
+    text = "" if name is None else str(name).strip()
+    if text.lower() in _NO_CATEGORY_NAMES:
+        return NOT_PROJECTED
+    try:
+        return int(Category[text.upper()])
+    except KeyError:
+        valid = ", ".join(c.name for c in CATEGORIES)
+        raise ConfigError(f"{where}: category {name!r} is not one of {valid} or none") from None
+
+
+def _class_entries(ontology: Any) -> Iterable[tuple[int, Any]]:
+    """(id, category) pairs from an Ontology object, a parsed YAML mapping, or a list of class dicts."""
+    classes = getattr(ontology, "classes", None)
+    if classes is None and isinstance(ontology, Mapping):
+        classes = ontology.get("classes")
+    if classes is None:
+        classes = ontology
+    if isinstance(classes, Mapping):  # {id: {...}} or {name: {...}}
+        classes = [dict(v, id=v.get("id", k)) if isinstance(v, Mapping) else {"id": k, "category": v}
+                   for k, v in classes.items()]
+    if not isinstance(classes, Iterable) or isinstance(classes, (str, bytes)):
+        raise ConfigError(f"ontology has no list of classes (got {type(ontology).__name__})")
+    for entry in classes:
+        if isinstance(entry, Mapping):
+            yield int(entry["id"]), entry.get("category")
+        else:
+            yield int(entry.id), getattr(entry, "category", None)
+
+
+def _load_ontology(path: str | Path | None) -> Any:
+    """Engineer A's loader when present; otherwise the YAML read directly."""
+    try:
+        from model_tools.ontology import load_ontology
+    except ImportError:
+        load_ontology = None
+    if load_ontology is not None:
+        return load_ontology(path) if path is not None else load_ontology()
+    if path is None:
+        path = Path(__file__).resolve().parents[3] / "config" / "ontology.yaml"
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as stream:
+            return yaml.safe_load(stream)
+    except OSError as err:
+        raise ConfigError(f"cannot read ontology {path}: {err}") from err
+
+
+def class_categories_from_ontology(ontology: Any = None, overrides: Mapping[int, str] | None = None) -> np.ndarray:
+    """Lookup table class id -> Category value (NOT_PROJECTED for sky/ignore/unlisted), int8 [256].
+
+    ``ontology`` is an Ontology object (``.classes`` with ``.id`` and ``.category``),
+    a parsed ontology mapping, a path to ontology YAML, or None for the default file.
+    ``overrides`` maps class ids to category names (e.g. from a node parameter).
+    """
+    if ontology is None or isinstance(ontology, (str, Path)):
+        ontology = _load_ontology(ontology)
+    table = np.full(256, NOT_PROJECTED, dtype=np.int8)
+    for class_id, category in _class_entries(ontology):
+        if not 0 <= class_id < 255:
+            continue  # 255 is the ignore id; never projected
+        table[class_id] = category_from_name(category, where=f"ontology class {class_id}")
+    for class_id, category in (overrides or {}).items():
+        table[int(class_id)] = category_from_name(category, where=f"category override for class {class_id}")
+    return table
+
+
+# --------------------------------------------------------------------------- building
+
+
+def _check_inputs(depth: np.ndarray | None, labels: np.ndarray, k_matrix: np.ndarray) -> None:
+    if labels.ndim != 2 or not np.issubdtype(labels.dtype, np.integer):
+        raise DataError(f"labels must be a 2D integer class-id image, got {labels.dtype} {labels.shape}")
+    if depth is not None and (depth.ndim != 2 or not np.issubdtype(depth.dtype, np.floating)):
+        raise DataError(f"depth must be a 2D float image in metres, got {depth.dtype} {depth.shape}")
+    k = np.asarray(k_matrix, dtype=np.float64)
+    if k.size != 9 or not (k.reshape(3, 3)[0, 0] > 0 and k.reshape(3, 3)[1, 1] > 0):
+        raise DataError(f"camera intrinsics K must be 3x3 with fx, fy > 0, got {k.ravel().tolist()}")
+
+
+def _check_aspect(hw: tuple[int, ...], work_hw: tuple[int, ...], name: str, work_name: str) -> None:
+    """Images of one camera may differ in resolution but not in aspect ratio (then they are not one view)."""
+    if abs(hw[0] * work_hw[1] - hw[1] * work_hw[0]) > 0.02 * hw[1] * work_hw[0]:
+        raise DataError(
+            f"{name} size {hw[1]}x{hw[0]} does not match the {work_name} size {work_hw[1]}x{work_hw[0]} "
+            "(different aspect ratio; expected one camera at two resolutions)"
+        )
+
+
+def _pixel_grid(hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    v, u = np.mgrid[0 : hw[0], 0 : hw[1]]
+    return u.astype(np.float64), v.astype(np.float64)
+
+
+def project_points(
+    depth: np.ndarray | None,
+    categories: np.ndarray,
+    k_matrix: np.ndarray,
+    camera_to_grid: np.ndarray,
+    config: CostmapConfig,
+) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Grid-frame points [N, 3] and their categories [N] of the pixels that have a category.
+
+    With ``depth`` each pixel is back-projected at its own depth; without it,
+    rays are intersected with the ground plane z = 0 (flat-ground fallback).
+    Returns (points, categories, used_flat_ground).
+    """
+    k = np.asarray(k_matrix, dtype=np.float64).reshape(3, 3)
+    u, v = _pixel_grid(categories.shape)
+    ray_x = (u - k[0, 2] - k[0, 1] * (v - k[1, 2]) / k[1, 1]) / k[0, 0]
+    ray_y = (v - k[1, 2]) / k[1, 1]
+    rotation, translation = camera_to_grid[:3, :3], camera_to_grid[:3, 3]
+    keep = categories >= 0
+    if depth is not None:
+        z = depth.astype(np.float64)
+        with np.errstate(invalid="ignore"):
+            keep &= np.isfinite(z) & (z > config.min_range) & (z <= config.max_range)
+        z = z[keep]
+        optical = np.stack([ray_x[keep] * z, ray_y[keep] * z, z], axis=1)
+        points = optical @ rotation.T + translation
+        used_flat_ground = False
+    else:
+        rays = np.stack([ray_x[keep], ray_y[keep], np.ones(int(keep.sum()))], axis=1) @ rotation.T
+        with np.errstate(divide="ignore", invalid="ignore"):
+            t_hit = -translation[2] / rays[:, 2]  # optical depth of the hit, since the optical ray has z = 1
+        hits = (rays[:, 2] < 0) & (t_hit > config.min_range) & (t_hit <= config.max_range)
+        points = translation + rays[hits] * t_hit[hits, None]
+        keep[keep] = hits
+        used_flat_ground = True
+    cats = categories[keep].astype(np.int64)
+    low_enough = points[:, 2] <= config.max_point_height
+    return points[low_enough], cats[low_enough], used_flat_ground
+
+
+def build_costmap(
+    depth: np.ndarray | None,
+    labels: np.ndarray,
+    k_matrix: np.ndarray,
+    config: CostmapConfig,
+    class_to_category: np.ndarray,
+    camera_to_grid: np.ndarray | None = None,
+    k_hw: tuple[int, int] | None = None,
+) -> CostmapResult:
+    """Project labelled pixels into the grid; most severe category per cell wins.
+
+    Args:
+        depth: [H, W] metres (NaN/inf/<= 0 invalid), or None for the flat-ground fallback.
+        labels: [h, w] class ids, any resolution; resampled (nearest) to the depth's.
+        k_matrix: 3x3 intrinsics of an image of size ``k_hw`` (default: the depth's size, or the
+            labels' without depth); scaled to the working resolution.
+        config: grid geometry, costs, mount and filters.
+        class_to_category: int8 [256] table from ``class_categories_from_ontology``.
+        camera_to_grid: 4x4 optical->grid transform (from TF); default from the mount fields.
+    Raises:
+        DataError: an image or K is malformed.
+    """
+    labels = np.asarray(labels)
+    _check_inputs(depth, labels, k_matrix)
+    work_hw = depth.shape if depth is not None else labels.shape
+    _check_aspect(labels.shape, work_hw, "labels", "depth")
+    if k_hw:
+        _check_aspect(tuple(k_hw), work_hw, "camera_info", "depth" if depth is not None else "labels")
+    labels = resize_nearest(labels, work_hw)
+    k = scale_intrinsics(k_matrix, tuple(k_hw) if k_hw else tuple(work_hw), tuple(work_hw))
+    lut = np.asarray(class_to_category, dtype=np.int8)
+    categories = lut[np.clip(labels.astype(np.int64), 0, lut.size - 1)]
+    categories[labels.astype(np.int64) >= lut.size] = NOT_PROJECTED
+    transform = camera_to_grid_transform(config) if camera_to_grid is None else np.asarray(camera_to_grid)
+    points, cats, used_flat_ground = project_points(depth, categories, k, transform, config)
+    return grid_from_points(points, cats, config, used_flat_ground)
+
+
+def grid_from_points(
+    points: np.ndarray, cats: np.ndarray, config: CostmapConfig, used_flat_ground: bool = False
+) -> CostmapResult:
+    """Bin grid-frame points into cells and resolve each cell's category by severity."""
+    rows, cols = config.rows, config.cols
+    col = np.floor((points[:, 0] - config.origin_x) / config.resolution).astype(np.int64)
+    row = np.floor((points[:, 1] - config.origin_y) / config.resolution).astype(np.int64)
+    inside = (col >= 0) & (col < cols) & (row >= 0) & (row < rows)
+    flat_index = (cats[inside] * rows + row[inside]) * cols + col[inside]
+    counts = np.bincount(flat_index, minlength=len(CATEGORIES) * rows * cols).astype(np.int32)
+    counts = counts.reshape(len(CATEGORIES), rows, cols)
+    present = counts >= config.min_points_per_cell
+    category = np.full((rows, cols), UNKNOWN, dtype=np.int8)
+    grid = np.full((rows, cols), UNKNOWN, dtype=np.int8)
+    for cat in CATEGORIES:  # ascending severity: later (more severe) categories overwrite
+        category[present[cat]] = int(cat)
+        grid[present[cat]] = config.category_costs[cat]
+    observed = present.any(axis=0)
+    layers = {}
+    for cat in CATEGORIES:
+        layer = np.full((rows, cols), UNKNOWN, dtype=np.int8)
+        layer[observed] = 0
+        layer[present[cat]] = 100
+        layers[cat.name.lower()] = layer
+    return CostmapResult(
+        grid=grid,
+        category=category,
+        layers=layers,
+        counts=counts,
+        used_flat_ground=used_flat_ground,
+        points_projected=int(inside.sum()),
+        resolution=config.resolution,
+        origin_x=config.origin_x,
+        origin_y=config.origin_y,
+    )
+
+
+# --------------------------------------------------------------------------- driving corridor
+
+
+def corridor_distances(
+    result: CostmapResult, config: CostmapConfig, length: float, width: float, stop_distance: float = 0.0
+) -> dict[str, float | bool]:
+    """Forward distances to the nearest BLOCKED and HAZARD cells in the corridor ahead.
+
+    The corridor is x in [0, length], |y| <= width / 2 in the grid frame (cells
+    whose centres lie inside). A cell's distance is its near edge along +x
+    (clamped at 0), so the answer errs on the safe side. ``inf`` when none.
+    """
+    if not (length > 0 and width > 0):
+        raise ConfigError(f"corridor length and width must be > 0, got {length}, {width}")
+    rows, cols = result.grid.shape
+    res = result.resolution
+    centre_x = result.origin_x + (np.arange(cols) + 0.5) * res
+    centre_y = result.origin_y + (np.arange(rows) + 0.5) * res
+    in_x = (centre_x >= 0) & (centre_x <= length)
+    in_y = np.abs(centre_y) <= width / 2
+    corridor = in_y[:, None] & in_x[None, :]
+    near_edge_x = np.maximum(centre_x - res / 2, 0.0)
+    distances: dict[str, float | bool] = {}
+    for key, cat in (("nearest_blocked_m", Category.BLOCKED), ("nearest_hazard_m", Category.HAZARD)):
+        hit = corridor & (result.counts[cat] >= config.min_points_per_cell)
+        hit_cols = np.nonzero(hit.any(axis=0))[0]
+        distances[key] = float(near_edge_x[hit_cols].min()) if hit_cols.size else math.inf
+    n_cells = int(corridor.sum())
+    unknown = int((corridor & (result.grid == UNKNOWN)).sum())
+    distances["unknown_fraction"] = unknown / n_cells if n_cells else 1.0
+    nearest = min(distances["nearest_blocked_m"], distances["nearest_hazard_m"])
+    distances["stop_required"] = bool(nearest <= stop_distance)
+    return distances
+
+
+# --------------------------------------------------------------------------- depth/label pairing
+
+ItemT = TypeVar("ItemT")
+
+
+class ExactStampPairer(Generic[ItemT]):
+    """Pairs messages of two streams by identical stamp, keeping only the latest few of each.
+
+    A small stand-in for message_filters' exact-time synchronizer (not
+    installable here). When a pair completes, it and everything older on both
+    streams is dropped, so a late frame can never be paired after a newer one.
+    """
+
+    def __init__(self, streams: tuple[str, str] = ("depth", "labels"), capacity: int = 3) -> None:
+        if capacity < 1:
+            raise ConfigError(f"pairing buffer capacity must be >= 1, got {capacity}")
+        self.streams = streams
+        self.capacity = capacity
+        self._pending: dict[str, OrderedDict[int, ItemT]] = {name: OrderedDict() for name in streams}
+        self.dropped = 0  # messages discarded without ever being paired
+
+    def add(self, stream: str, stamp_ns: int, item: ItemT) -> dict[str, ItemT] | None:
+        """Add one message; return {stream: item} for both streams when its partner is waiting."""
+        if stream not in self._pending:
+            raise ValueError(f"unknown stream {stream!r}; expected one of {self.streams}")
+        other = self.streams[1] if stream == self.streams[0] else self.streams[0]
+        if stamp_ns in self._pending[other]:
+            pair = {stream: item, other: self._pending[other].pop(stamp_ns)}
+            for queue in self._pending.values():
+                for old in [s for s in queue if s < stamp_ns]:
+                    del queue[old]
+                    self.dropped += 1
+            return pair
+        queue = self._pending[stream]
+        if stamp_ns in queue:
+            self.dropped += 1  # a duplicate stamp replaces the older message
+        queue[stamp_ns] = item
+        queue.move_to_end(stamp_ns)
+        while len(queue) > self.capacity:
+            queue.popitem(last=False)
+            self.dropped += 1
+        return None
+
+    def pending(self, stream: str) -> list[int]:
+        """Stamps waiting for a partner on ``stream`` (oldest first)."""
+        return list(self._pending[stream])

@@ -1,0 +1,73 @@
+"""`model-tools synth`: render synthetic training folders and/or a ground-truth drive bag.
+
+Runs without ROS: ``PYTHONPATH=src/model_tools python -m model_tools.cli synth ...``
+needs only numpy, cv2, yaml (and tqdm for the progress bar); ``--bag`` also
+needs rosbags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from model_tools.errors import ConfigError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", help="root folder for <out>/<split>/{rgb,depth,label}/NNNNNN.png + camera.yaml")
+    parser.add_argument("--bag", help="also (or only) write a rosbag2 (mcap) drive to this folder")
+    parser.add_argument("--frames", type=int, default=100, help="frames in total (folders) or in the bag (default 100)")
+    parser.add_argument("--width", type=int, default=1280, help="image width (default 1280, the vehicle camera)")
+    parser.add_argument("--height", type=int, default=1080, help="image height (default 1080)")
+    parser.add_argument("--hfov", type=float, default=90.0, help="horizontal field of view in degrees (default 90)")
+    parser.add_argument("--mount-height", type=float, default=1.4, help="camera height above ground in metres (default 1.4)")
+    parser.add_argument("--pitch", type=float, default=10.0, help="camera pitch down in degrees (default 10)")
+    parser.add_argument("--seed", type=int, default=0, help="master seed; same seed => identical bytes")
+    parser.add_argument("--split", choices=("train", "val", "test"), default=None,
+                        help="write all --frames into this split (default train)")
+    parser.add_argument("--val-fraction", type=float, default=0.0, help="share of --frames written to val/ (instead of --split)")
+    parser.add_argument("--test-fraction", type=float, default=0.0, help="share of --frames written to test/")
+    parser.add_argument("--workers", type=int, default=1, help="processes rendering in parallel (default 1)")
+    parser.add_argument("--flat", action="store_true", help="obstacle-free flat ground and sky only (geometry tests)")
+    parser.add_argument("--fps", type=float, default=10.0, help="bag frame rate (default 10)")
+    parser.add_argument("--speed", type=float, default=4.0, help="bag vehicle speed in m/s (default 4)")
+    parser.add_argument("--ontology", default=None, help="ontology YAML (default: config/ontology.yaml)")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing frames / bag")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def split_counts(frames: int, split: str | None, val_fraction: float, test_fraction: float) -> dict[str, int]:
+    """Frames per split: all into --split, or divided by the fractions (train gets the rest)."""
+    if not (0.0 <= val_fraction < 1.0 and 0.0 <= test_fraction < 1.0 and val_fraction + test_fraction < 1.0):
+        raise ConfigError(f"--val-fraction {val_fraction} and --test-fraction {test_fraction} must be in [0, 1) and sum below 1")
+    if split is not None and (val_fraction or test_fraction):
+        raise ConfigError("give either --split or --val-fraction/--test-fraction, not both")
+    if split is not None or not (val_fraction or test_fraction):
+        return {split or "train": frames}
+    n_val = round(frames * val_fraction)
+    n_test = round(frames * test_fraction)
+    return {name: n for name, n in (("train", frames - n_val - n_test), ("val", n_val), ("test", n_test)) if n > 0}
+
+
+def run(args: argparse.Namespace) -> int:
+    from model_tools.data.synth import CameraRig, write_drive_bag, write_synthetic_folder
+
+    if not args.out and not args.bag:
+        raise ConfigError("give --out (folders) and/or --bag (rosbag2)")
+    if args.frames < 1 or args.width < 8 or args.height < 8 or args.workers < 1:
+        raise ConfigError("--frames and --workers must be >= 1, --width/--height >= 8")
+    rig = CameraRig.default(args.width, args.height, hfov_deg=args.hfov, mount_height=args.mount_height, pitch_deg=args.pitch)
+    progress = not args.no_progress
+    if args.out:
+        for split, n in split_counts(args.frames, args.split, args.val_fraction, args.test_fraction).items():
+            start = time.perf_counter()
+            folder = write_synthetic_folder(args.out, rig, n, args.seed, split, workers=args.workers, flat=args.flat,
+                                            overwrite=args.overwrite, ontology_path=args.ontology, progress=progress)
+            elapsed = time.perf_counter() - start
+            print(f"wrote {n} frames to {folder} in {elapsed:.1f} s ({n / max(elapsed, 1e-9):.1f} frames/s)")
+    if args.bag:
+        start = time.perf_counter()
+        bag = write_drive_bag(args.bag, rig, args.frames, args.fps, args.seed, speed=args.speed, workers=args.workers,
+                              flat=args.flat, overwrite=args.overwrite, ontology_path=args.ontology, progress=progress)
+        print(f"wrote {args.frames}-frame drive bag {bag} in {time.perf_counter() - start:.1f} s")
+    return 0

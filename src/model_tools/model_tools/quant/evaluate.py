@@ -1,0 +1,160 @@
+"""Task metrics of a model on prepared frames: the one scoring path of sensitivity and compare.
+
+Each frame is preprocessed once (runtime Preprocessor), every model variant
+runs on the same tensor, and outputs are decoded by the runtime pipelines'
+``postprocess`` (so composition/labels match the nodes exactly). Depth is
+scored with the lead's Eigen metrics, segmentation with ConfusionMatrix.
+Without ground truth, a reference model's outputs (FP32) stand in for it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from model_tools.errors import DataError
+from model_tools.model_metadata import ModelMetadata
+from model_tools.quant.images import Frame, ImageSource, check_frame_size
+
+# Primary metric per task and whether larger is better.
+PRIMARY_METRIC = {"depth": ("abs_rel", False), "segmentation": ("miou", True)}
+
+
+@dataclass
+class PreparedFrame:
+    frame: Frame
+    tensor: np.ndarray  # [1, 3, H, W] float32, preprocessed for the model
+
+
+def prepare_frames(
+    source: ImageSource, metadata: ModelMetadata, count: int, resize: bool = True, with_targets: bool = True
+) -> list[PreparedFrame]:
+    """Read ``count`` evenly spaced frames (0 = all) and preprocess each once.
+
+    Raises:
+        DataError: no frames, or a size mismatch when ``resize`` is off.
+    """
+    from model_tools.preprocess import Preprocessor
+
+    pre = Preprocessor(metadata)
+    _, frames = source.frames(count, with_targets=with_targets)
+    prepared = []
+    for frame in frames:
+        check_frame_size(frame, metadata, resize, source.describe())
+        prepared.append(PreparedFrame(frame, pre(frame.rgb).copy()))
+    if not prepared:
+        raise DataError(f"evaluation set is empty: {source.describe()} gave no images")
+    return prepared
+
+
+def decoder(metadata: ModelMetadata) -> Callable[[dict[str, np.ndarray]], Any]:
+    """The runtime pipeline's postprocess for this model (DepthOutput / SegOutput)."""
+    from model_tools.pipelines import DepthPipeline, SegPipeline
+
+    class _MetaOnly:
+        def __init__(self, meta: ModelMetadata) -> None:
+            self.metadata = meta
+
+        def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:  # pragma: no cover - never run
+            raise NotImplementedError
+
+    holder = _MetaOnly(metadata)
+    pipeline = DepthPipeline(holder) if metadata.task == "depth" else SegPipeline(holder)
+    return pipeline.postprocess
+
+
+def resize_to(array: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour resize (keeps labels and NaNs intact) to ``hw``."""
+    if array.shape[:2] == tuple(hw):
+        return array
+    import cv2
+
+    return cv2.resize(array, (hw[1], hw[0]), interpolation=cv2.INTER_NEAREST)
+
+
+def depth_range(metadata: ModelMetadata) -> tuple[float, float]:
+    return max(float(metadata.min_depth), 1e-3), float(metadata.max_depth)
+
+
+class TaskScorer:
+    """Accumulates one model's task metrics over frames (against GT or a reference)."""
+
+    def __init__(self, metadata: ModelMetadata) -> None:
+        self.metadata = metadata
+        if metadata.task == "depth":
+            from model_tools.metrics.depth import DepthMetricAccumulator
+
+            self.depth = DepthMetricAccumulator(*depth_range(metadata))
+        else:
+            from model_tools.metrics.segmentation import ConfusionMatrix
+
+            self.confusion = ConfusionMatrix(len(metadata.class_names))
+        self.frames = 0
+
+    def update(self, decoded: Any, target: np.ndarray) -> None:
+        """Add one frame; ``target`` is GT depth (metres) or GT labels at any resolution."""
+        self.frames += 1
+        if self.metadata.task == "depth":
+            pred = resize_to(decoded.depth, target.shape[:2])
+            self.depth.update(pred, target)
+        else:
+            self.confusion.update(resize_to(decoded.labels, target.shape[:2]), target)
+
+    def compute(self) -> dict[str, Any]:
+        if self.metadata.task == "depth":
+            return self.depth.compute()
+        return self.confusion.to_dict(self.metadata.class_names)
+
+
+def target_of(frame: Frame, task: str, reference: Any | None) -> np.ndarray | None:
+    """Ground truth of the frame for ``task``; else the reference model's decoded output."""
+    gt = frame.depth if task == "depth" else frame.label
+    if gt is not None:
+        return gt
+    if reference is None:
+        return None
+    if task == "depth":
+        return np.nan_to_num(reference.depth, nan=0.0)
+    return reference.labels
+
+
+def score_model(
+    run: Callable[[np.ndarray], dict[str, np.ndarray]],
+    frames: list[PreparedFrame],
+    metadata: ModelMetadata,
+    references: list[Any] | None = None,
+) -> dict[str, Any]:
+    """Task metrics of ``run`` (tensor -> outputs) over ``frames``; references stand in for missing GT."""
+    decode = decoder(metadata)
+    scorer = TaskScorer(metadata)
+    for i, item in enumerate(frames):
+        decoded = decode(run(item.tensor))
+        target = target_of(item.frame, metadata.task, references[i] if references else None)
+        if target is None:
+            raise DataError(f"frame {item.frame.name} has no ground truth and no reference output to score against")
+        scorer.update(decoded, target)
+    return scorer.compute()
+
+
+def primary(metrics: dict[str, Any], task: str) -> float:
+    name, _ = PRIMARY_METRIC[task]
+    return float(metrics[name])
+
+
+def degradation(fp32_value: float, int8_value: float, task: str, metric: str | None = None) -> float:
+    """How much worse INT8 is (positive = worse), for a metric where larger/smaller is better."""
+    higher_better = {"abs_rel": False, "sq_rel": False, "rmse": False, "rmse_log": False,
+                     "a1": True, "a2": True, "a3": True, "miou": True, "pixel_accuracy": True}
+    name = metric or PRIMARY_METRIC[task][0]
+    return (fp32_value - int8_value) if higher_better.get(name, False) else (int8_value - fp32_value)
+
+
+def cpu_runner(model_path: str, metadata: ModelMetadata) -> Callable[[np.ndarray], dict[str, np.ndarray]]:
+    """tensor -> outputs on ONNX Runtime's CPU EP (through the runtime loader)."""
+    from model_tools.runtime.loader import load_model
+
+    model = load_model(model_path, backend="cpu")
+    return lambda tensor: model.run({metadata.input_name: tensor})

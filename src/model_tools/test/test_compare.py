@@ -1,0 +1,88 @@
+"""FP32 vs INT8 report on tiny models: task metrics, head analysis, HTP agreement, thresholds."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from quant_fixtures import write_dataset
+
+from model_tools.errors import ConfigError, OutputExistsError
+from model_tools.quant.compare import Thresholds, compare_models, rate_metrics
+from model_tools.quant.compile import compile_context_binary
+from model_tools.quant.images import ImageSource
+from model_tools.quant.quantize import QuantSettings, quantize_model
+from model_tools.testing.tiny_models import make_tiny_depth_model, make_tiny_seg_model
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    return write_dataset(tmp_path_factory.mktemp("cmpdata") / "ds", n=4)
+
+
+@pytest.mark.htp
+def test_depth_report_metrics_heads_and_htp_agreement(tmp_path, data_root):
+    fp32 = make_tiny_depth_model(tmp_path / "d.onnx", outputs="separate", levels=32)
+    qdq = tmp_path / "d_qdq.onnx"
+    quantize_model(fp32, qdq, ImageSource(folder=str(data_root), split="train"), QuantSettings(head_bits=16), count=4,
+                   progress=False)
+    ctx = tmp_path / "d_ctx.onnx"
+    compile_context_binary(qdq, ctx, check_run=False)
+    out = tmp_path / "report"
+    report = compare_models(fp32, qdq, ImageSource(folder=str(data_root), split="val"), out, htp_frames=2,
+                            htp_model=ctx, progress=False)
+    assert report["frames"] == 4 and report["has_ground_truth"]
+    f, q = report["fp32_metrics"], report["int8_metrics"]
+    assert f["n_valid"] == q["n_valid"] > 0 and f["abs_rel"] < 0.2  # 32 levels: 0.48 m steps
+    rated = report["acceptability"]["metrics"]["abs_rel"]
+    assert rated["int8_worse_by"] == pytest.approx(q["abs_rel"] - f["abs_rel"])
+    assert report["acceptability"]["overall"] in ("excellent", "good", "warning", "unacceptable")
+    heads = report["head_errors"]
+    assert heads["integer_head_mean_abs_change_m"] + heads["fractional_head_mean_abs_change_m"] >= \
+        heads["mean_abs_depth_change_m"] - 1e-6  # |d(a+b)| <= |da| + |db|
+    assert 0.0 <= heads["integer_level_changed_fraction"] <= 1.0
+    assert sum(heads["by_depth"]["pixels"]) > 0 and len(heads["by_depth"]["bin_edges_m"]) == 11
+    ha = report["htp_agreement"]
+    assert ha["frames"] == 2 and ha["integer_level_agreement"] > 0.9 and "HTP" in ha["backend"]
+    assert set(ha["outputs"]) == {"integer", "fractional"}
+    saved = json.loads((out / "comparison.json").read_text())
+    assert saved["int8_quantization"]["label"] == "w8a8+head16"
+    npz = np.load(out / "outputs" / "000000.npz")
+    assert {"fp32_integer", "int8_integer", "fp32_fractional", "int8_fractional", "ground_truth"} <= set(npz.files)
+    md = (out / "comparison.md").read_text()
+    assert "## Depth heads" in md and "HTP vs QDQ-on-CPU agreement" in md and "![error_vs_depth.png]" in md
+    assert (out / "error_vs_depth.png").stat().st_size > 1000
+    with pytest.raises(OutputExistsError, match=r"comparison\.json exists"):
+        compare_models(fp32, qdq, ImageSource(folder=str(data_root), split="val"), out, htp_frames=0, progress=False)
+
+
+def test_seg_report_per_class_iou_without_htp(tmp_path, data_root):
+    fp32 = make_tiny_seg_model(tmp_path / "s.onnx", output="class_id")
+    qdq = tmp_path / "s_qdq.onnx"
+    quantize_model(fp32, qdq, ImageSource(folder=str(data_root), split="train"), count=4, progress=False)
+    report = compare_models(fp32, qdq, ImageSource(folder=str(data_root), split="val"), tmp_path / "r",
+                            htp_frames=0, progress=False)
+    names = report["fp32_metrics"]["class_names"]
+    assert len(names) == 7 and set(report["int8_metrics"]["per_class_iou"]) == set(names)
+    assert 0.0 <= report["label_agreement_int8_vs_fp32"] <= 1.0
+    assert report["htp_agreement"]["frames"] == 0
+    md = (tmp_path / "r" / "comparison.md").read_text()
+    assert "## Per-class IoU" in md and "| smooth_ground |" in md
+    assert (tmp_path / "r" / "confusion_int8.png").is_file()
+
+
+def test_thresholds_levels_and_file(tmp_path):
+    t = Thresholds()
+    fp32 = {"abs_rel": 0.0304, "rmse": 0.5, "a1": 0.97}
+    assert rate_metrics(fp32, {"abs_rel": 0.0310, "rmse": 0.51, "a1": 0.968}, "depth", t)["overall"] == "excellent"
+    seeds = rate_metrics(fp32, {"abs_rel": 0.1133, "rmse": 0.5, "a1": 0.97}, "depth", t)
+    assert seeds["metrics"]["abs_rel"]["level"] == "unacceptable" and seeds["overall"] == "unacceptable"
+    assert rate_metrics(fp32, {"abs_rel": 0.0384, "rmse": 0.5, "a1": 0.97}, "depth", t)["overall"] == "warning"
+    custom = tmp_path / "thr.yaml"
+    custom.write_text("depth:\n  abs_rel: [0.01, 0.05, 0.1]\n")
+    assert rate_metrics(fp32, {"abs_rel": 0.0384, "rmse": 0.5, "a1": 0.97}, "depth",
+                        Thresholds.load(custom))["metrics"]["abs_rel"]["level"] == "excellent"
+    custom.write_text("depth:\n  abs_rel: [0.1, 0.05, 0.01]\n")
+    with pytest.raises(ConfigError, match=r"depth.abs_rel must be 3 ascending numbers"):
+        Thresholds.load(custom)

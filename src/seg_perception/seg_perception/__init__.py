@@ -1,0 +1,1 @@
+"""ROS 2 nodes: DDRNet23-Slim segmentation and the traversability costmap (model-agnostic)."""

@@ -1,0 +1,211 @@
+"""System test: the costmap node over real DDS (loopback), fed depth + labels + camera_info."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.system
+
+rclpy = pytest.importorskip("rclpy")
+
+from builtin_interfaces.msg import Time  # noqa: E402
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
+from nav_msgs.msg import OccupancyGrid  # noqa: E402
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+from rclpy.parameter import Parameter  # noqa: E402
+from rclpy.qos import qos_profile_sensor_data  # noqa: E402
+from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
+from std_msgs.msg import Header  # noqa: E402
+
+from model_tools.image_codec import array_to_image_fields  # noqa: E402
+from perception_msgs.msg import CorridorStatus, InferenceStats  # noqa: E402
+from seg_perception.costmap_node import CostmapNode  # noqa: E402
+
+WIDTH, HEIGHT, FOCAL = 64, 48, 40.0
+CX, CY = (WIDTH - 1) / 2, (HEIGHT - 1) / 2
+CAM_HEIGHT, WALL_X = 1.0, 4.05  # level camera 1 m up; a wall face 4.05 m ahead (middle of a 0.1 m cell)
+GROUND, WALL = 0, 4  # smooth_ground -> FREE, static_obstacle -> BLOCKED (config/ontology.yaml)
+STAMP = Time(sec=1234, nanosec=5678)
+
+
+def scene() -> tuple[np.ndarray, np.ndarray]:
+    """Depth (optical z) and labels of a level camera over flat ground facing a wall: closed form."""
+    v = np.arange(HEIGHT, dtype=np.float64)[:, None] * np.ones((1, WIDTH))
+    with np.errstate(divide="ignore"):
+        ground_depth = np.where(v > CY, FOCAL * CAM_HEIGHT / (v - CY), np.inf)
+    on_wall = ground_depth > WALL_X
+    depth = np.where(on_wall, WALL_X, ground_depth).astype(np.float32)
+    labels = np.where(on_wall, WALL, GROUND).astype(np.uint8)
+    return depth, labels
+
+
+def image(array: np.ndarray, encoding: str, stamp: Time = STAMP) -> Image:
+    return Image(header=Header(stamp=stamp, frame_id="camera_optical_frame"), **array_to_image_fields(array, encoding))
+
+
+def camera_info() -> CameraInfo:
+    return CameraInfo(header=Header(stamp=STAMP, frame_id="camera_optical_frame"), width=WIDTH, height=HEIGHT,
+                      k=[FOCAL, 0.0, CX, 0.0, FOCAL, CY, 0.0, 0.0, 1.0])
+
+
+class Harness:
+    """A costmap node and a test node in one executor; the test node publishes inputs, records outputs."""
+
+    def __init__(self, context: Any, **parameters: Any) -> None:
+        overrides = [Parameter(k, value=v) for k, v in {"mount_z": CAM_HEIGHT, "min_points_per_cell": 1,
+                                                           **parameters}.items()]
+        self.node = CostmapNode(context=context, parameter_overrides=overrides)
+        self.probe = rclpy.create_node("costmap_probe", context=context)
+        qos = qos_profile_sensor_data
+        self.depth_pub = self.probe.create_publisher(Image, "/perception/depth/image", qos)
+        self.labels_pub = self.probe.create_publisher(Image, "/perception/segmentation/labels", qos)
+        self.info_pub = self.probe.create_publisher(CameraInfo, "/camera/camera_info", qos)
+        self.grids: list[OccupancyGrid] = []
+        self.blocked_layers: list[OccupancyGrid] = []
+        self.corridors: list[CorridorStatus] = []
+        self.stats: list[InferenceStats] = []
+        self.diagnostics: list[DiagnosticArray] = []
+        self.probe.create_subscription(OccupancyGrid, "/perception/costmap", self.grids.append, 10)
+        self.probe.create_subscription(OccupancyGrid, "/perception/costmap/blocked", self.blocked_layers.append, 10)
+        self.probe.create_subscription(CorridorStatus, "/perception/corridor", self.corridors.append, 10)
+        self.probe.create_subscription(InferenceStats, "/perception/costmap/stats", self.stats.append, 10)
+        self.probe.create_subscription(DiagnosticArray, "/diagnostics", self.diagnostics.append, 10)
+        self.executor = SingleThreadedExecutor(context=context)
+        self.executor.add_node(self.node)
+        self.executor.add_node(self.probe)
+
+    def spin_until(self, done: Callable[[], bool], publish: Callable[[], None], timeout: float = 20.0) -> None:
+        """Publish repeatedly (best-effort inputs, discovery takes a moment) until ``done``."""
+        deadline = time.monotonic() + timeout
+        next_publish = 0.0
+        while not done():
+            now = time.monotonic()
+            assert now < deadline, "timed out waiting for the costmap node's outputs"
+            if now >= next_publish:
+                publish()
+                next_publish = now + 0.25
+            self.executor.spin_once(timeout_sec=0.05)
+
+    def close(self) -> None:
+        self.executor.shutdown()
+        self.node.destroy_node()
+        self.probe.destroy_node()
+
+
+@pytest.fixture
+def context() -> Iterator[Any]:
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    yield context
+    rclpy.try_shutdown(context=context)
+
+
+def latest_values(harness: Harness) -> dict[str, str]:
+    """Key/values of the newest /diagnostics status (empty before the first)."""
+    if not harness.diagnostics:
+        return {}
+    return {kv.key: kv.value for kv in harness.diagnostics[-1].status[0].values}
+
+
+def cell(grid: OccupancyGrid, x: float, y: float) -> int:
+    col = math.floor((x - grid.info.origin.position.x) / grid.info.resolution)
+    row = math.floor((y - grid.info.origin.position.y) / grid.info.resolution)
+    return grid.data[row * grid.info.width + col]
+
+
+def test_depth_and_labels_with_one_stamp_give_a_grid_with_that_stamp(context: Any) -> None:
+    depth, labels = scene()
+    harness = Harness(context, stop_distance=5.0)
+    try:
+        def publish() -> None:
+            harness.info_pub.publish(camera_info())
+            harness.depth_pub.publish(image(depth, "32FC1"))
+            harness.labels_pub.publish(image(labels, "mono8"))
+
+        harness.spin_until(lambda: bool(harness.grids and harness.corridors and harness.stats
+                                        and harness.blocked_layers), publish)
+    finally:
+        harness.close()
+
+    grid = harness.grids[0]
+    assert (grid.header.stamp.sec, grid.header.stamp.nanosec) == (1234, 5678)
+    assert grid.header.frame_id == "base_link"
+    assert (grid.info.width, grid.info.height) == (200, 200)
+    assert grid.info.resolution == pytest.approx(0.1)
+    assert (grid.info.origin.position.x, grid.info.origin.position.y) == (pytest.approx(-5.0), pytest.approx(-10.0))
+    assert cell(grid, WALL_X, 0.0) == 100, "the wall is BLOCKED where it stands"
+    assert cell(grid, 2.05, 0.0) == 0, "visible ground is FREE"
+    assert cell(grid, 6.05, 0.0) == -1, "behind the wall is unknown, not smeared"
+    assert cell(grid, -2.0, 0.0) == -1
+    assert cell(harness.blocked_layers[0], WALL_X, 0.0) == 100 and cell(harness.blocked_layers[0], 2.05, 0.0) == 0
+
+    corridor = harness.corridors[0]
+    assert (corridor.header.stamp.sec, corridor.header.stamp.nanosec) == (1234, 5678)
+    assert corridor.nearest_blocked_m == pytest.approx(4.0)
+    assert math.isinf(corridor.nearest_hazard_m)
+    assert corridor.stop_required and corridor.stop_distance == pytest.approx(5.0)
+
+    stats = harness.stats[0]
+    assert stats.backend_used == "host" and stats.node_name == "costmap_node"
+    assert stats.frames_processed >= 1 and stats.inference_ms > 0
+    assert (stats.header.stamp.sec, stats.header.stamp.nanosec) == (1234, 5678)
+
+
+def test_bad_inputs_are_counted_and_the_node_keeps_running(context: Any) -> None:
+    depth, labels = scene()
+    harness = Harness(context)
+    try:
+        # Before any camera_info: a valid pair is dropped ("no camera_info").
+        harness.spin_until(lambda: harness.node.stats.dropped >= 1, lambda: (
+            harness.depth_pub.publish(image(depth, "32FC1")), harness.labels_pub.publish(image(labels, "mono8"))))
+        assert "no camera_info received yet on /camera/camera_info" in harness.node.stats.last_error
+        harness.spin_until(lambda: harness.node.camera_info is not None,
+                           lambda: harness.info_pub.publish(camera_info()))
+        # Wrong label encoding.
+        bad_stamp = Time(sec=1, nanosec=1)
+        dropped = harness.node.stats.dropped
+        harness.spin_until(lambda: harness.node.stats.dropped > dropped, lambda: (
+            harness.depth_pub.publish(image(depth, "32FC1", bad_stamp)),
+            harness.labels_pub.publish(image(np.dstack([labels] * 3), "rgb8", bad_stamp))))
+        assert "/perception/segmentation/labels: label encoding 'rgb8' is not mono8" in harness.node.stats.last_error
+        # Depth of another aspect ratio than the labels.
+        dropped = harness.node.stats.dropped
+        harness.spin_until(lambda: harness.node.stats.dropped > dropped, lambda: (
+            harness.depth_pub.publish(image(depth[:, :40].copy(), "32FC1", bad_stamp)),
+            harness.labels_pub.publish(image(labels, "mono8", bad_stamp))))
+        assert "does not match the depth size 40x48" in harness.node.stats.last_error
+        # The node still serves good frames, and says it dropped some.
+        harness.spin_until(lambda: bool(harness.grids and int(latest_values(harness).get("frames_processed", 0))),
+                           lambda: (harness.depth_pub.publish(image(depth, "32FC1")),
+                                    harness.labels_pub.publish(image(labels, "mono8"))))
+    finally:
+        harness.close()
+    assert cell(harness.grids[-1], WALL_X, 0.0) == 100
+    assert harness.stats[-1].frames_dropped >= 3
+    values = latest_values(harness)
+    assert int(values["frames_dropped"]) >= 3 and values["used_flat_ground"] == "false"
+    levels = {array.status[0].level for array in harness.diagnostics}
+    assert levels & {DiagnosticStatus.WARN, DiagnosticStatus.ERROR}, "drops must show in /diagnostics"
+
+
+def test_flat_ground_fallback_without_depth_is_flagged(context: Any) -> None:
+    _, labels = scene()
+    harness = Harness(context, use_depth=False)
+    try:
+        harness.spin_until(lambda: bool(harness.grids and int(latest_values(harness).get("frames_processed", 0))),
+                           lambda: (harness.info_pub.publish(camera_info()),
+                                    harness.labels_pub.publish(image(labels, "mono8"))))
+    finally:
+        harness.close()
+    grid = harness.grids[0]
+    assert (grid.header.stamp.sec, grid.header.stamp.nanosec) == (1234, 5678)
+    assert cell(grid, 2.05, 0.0) == 0, "ground rays meet z = 0 where the ground is"
+    assert harness.node.flat_ground_frames >= 1
+    assert latest_values(harness)["used_flat_ground"] == "true"
+    assert harness.diagnostics[-1].status[0].level == DiagnosticStatus.WARN

@@ -1,0 +1,95 @@
+"""scripts/run_stack.py: the no-`ros2 launch` runner applies the same YAML to the real nodes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+RUN_STACK = ROOT / "scripts" / "run_stack.py"
+
+
+def test_override_yaml_carries_model_flags_for_the_chosen_nodes(tmp_path: Path) -> None:
+    sys.path.insert(0, str(RUN_STACK.parent))
+    try:
+        import run_stack
+    finally:
+        sys.path.remove(str(RUN_STACK.parent))
+    model = tmp_path / "d.onnx"
+    args = run_stack.parse_args(["--nodes", "depth,costmap", "--depth-model", str(model), "--seg-model", "s.onnx",
+                                 "--backend", "cpu", "--remap", "/camera/image_raw:=/front/image_raw"])
+    assert run_stack.override_yaml(args) == {"depth_node": {"ros__parameters": {"model_path": str(model),
+                                                                                "backend": "cpu"}}}
+    ros_args = run_stack.ros_arguments(args, tmp_path / "o.yaml")
+    assert ros_args == ["--ros-args", "--params-file", str(ROOT / "config" / "perception.yaml"),
+                        "--params-file", str(tmp_path / "o.yaml"), "-r", "/camera/image_raw:=/front/image_raw"]
+    with pytest.raises(SystemExit):
+        run_stack.parse_args(["--nodes", "lidar"])
+
+
+def test_bad_node_choice_exits_with_one_line() -> None:
+    done = subprocess.run([sys.executable, str(RUN_STACK), "--nodes", "lidar"], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 2 and "unknown node(s) ['lidar']" in done.stderr
+
+
+@pytest.mark.system
+def test_run_stack_starts_the_costmap_node_with_the_yaml(tmp_path: Path) -> None:
+    import rclpy
+    from nav_msgs.msg import OccupancyGrid
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.qos import qos_profile_sensor_data
+    from sensor_msgs.msg import CameraInfo, Image
+    from std_msgs.msg import Header
+
+    from model_tools.image_codec import array_to_image_fields
+
+    params = yaml.safe_load((ROOT / "config" / "perception.yaml").read_text())
+    section = params["costmap_node"]["ros__parameters"]
+    section.update(resolution=0.25, width_m=10.0, height_m=8.0, origin_x=0.0, origin_y=-4.0, use_depth=False,
+                   mount_z=1.0, min_points_per_cell=1)
+    params_file = tmp_path / "stack.yaml"
+    params_file.write_text(yaml.safe_dump(params))
+    stack = subprocess.Popen([sys.executable, str(RUN_STACK), "--nodes", "costmap", "--params", str(params_file),
+                              "--remap", "/perception/segmentation/labels:=/test/labels"],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=dict(os.environ))
+    labels = np.zeros((24, 32), dtype=np.uint8)  # all smooth_ground (FREE); the lower half hits the ground
+    header = Header(frame_id="camera_optical_frame")
+    header.stamp.sec = 77
+    info = CameraInfo(header=header, width=32, height=24, k=[20.0, 0.0, 15.5, 0.0, 20.0, 11.5, 0.0, 0.0, 1.0])
+    label_msg = Image(header=header, **array_to_image_fields(labels, "mono8"))
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    grids: list[OccupancyGrid] = []
+    try:
+        probe = rclpy.create_node("run_stack_probe", context=context)
+        probe.create_subscription(OccupancyGrid, "/perception/costmap", grids.append, 10)
+        info_pub = probe.create_publisher(CameraInfo, "/camera/camera_info", qos_profile_sensor_data)
+        labels_pub = probe.create_publisher(Image, "/test/labels", qos_profile_sensor_data)
+        executor = SingleThreadedExecutor(context=context)
+        executor.add_node(probe)
+        deadline = time.monotonic() + 60.0
+        while not grids and time.monotonic() < deadline and stack.poll() is None:
+            info_pub.publish(info)
+            labels_pub.publish(label_msg)
+            executor.spin_once(timeout_sec=0.25)
+        executor.shutdown()
+        probe.destroy_node()
+    finally:
+        rclpy.try_shutdown(context=context)
+        stack.send_signal(signal.SIGINT)
+        output = stack.communicate(timeout=30)[0]
+    assert grids, f"no costmap from run_stack.py; its output:\n{output}"
+    grid = grids[0]
+    assert grid.info.resolution == pytest.approx(0.25) and (grid.info.width, grid.info.height) == (40, 32)
+    assert grid.header.stamp.sec == 77
+    assert stack.returncode == 0, f"run_stack.py did not shut down cleanly:\n{output}"
+    assert "running costmap_node" in output
