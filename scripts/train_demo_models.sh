@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# Train the demo models on a GPU box, end to end in < 9.5 minutes:
+#   1. render synthetic data (engineer A's generator, all cores) into $SCRATCH,
+#   2. train the depth models (ResNet-18 `levels` and `sigmoid`) [+ the segmentation run: see SEG JOB below],
+#      one queue per GPU (CUDA_VISIBLE_DEVICES), queues in parallel, each run within a wall-clock budget,
+#   3. evaluate each model on the held-out test split (metrics JSON + Markdown),
+#   4. copy fp16 state dicts (split into < 16 MiB parts) and one reports archive into $OUT (<= 8 files).
+# Needs only python + torch + numpy/cv2/yaml/matplotlib/tqdm; run from the repository root:
+#   OUT=/path/to/out bash scripts/train_demo_models.sh
+# EXTRA_TRAIN_ARGS="--set k=v ..." is appended to each depth run (e.g. tiny settings for a CPU smoke run).
+# Join the parts again with: model-tools depth join --prefix OUT/depth_levels_r18_fp16 --out model_fp16.pt
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PYTHONPATH="$PWD/src/model_tools${PYTHONPATH:+:$PYTHONPATH}"
+PY=${PYTHON:-python3}
+OUT=${OUT:?set OUT to the folder that receives the results}
+SCRATCH=${SCRATCH:-/tmp/demo_train}
+CORES=${CORES:-$(nproc)}
+TRAIN_FRAMES=${TRAIN_FRAMES:-2400}
+VAL_FRAMES=${VAL_FRAMES:-200}
+TEST_FRAMES=${TEST_FRAMES:-200}
+# Minutes of training per GPU queue (split between the jobs that share a GPU); the rest of the
+# 9.5 minutes goes to rendering (~1.5 min on 16 cores), start-up, evaluation and packaging.
+QUEUE_TRAIN_MIN=${QUEUE_TRAIN_MIN:-6.0}
+NGPU=${NGPU:-$($PY -c 'import torch; print(torch.cuda.device_count())')}
+START=$(date +%s)
+log() { echo "[train_demo $(( $(date +%s) - START ))s] $*"; }
+mkdir -p "$OUT" "$SCRATCH"
+DATA=$SCRATCH/synth
+RUNS=$SCRATCH/runs
+
+# ---- 1. data -----------------------------------------------------------------------------------
+if [[ ! -f $DATA/.complete ]]; then
+  total=$(( TRAIN_FRAMES + VAL_FRAMES + TEST_FRAMES ))
+  log "rendering $total synthetic 640x544 frames on $CORES cores into $DATA"
+  $PY -m model_tools.cli synth --out "$DATA" --frames "$total" --width 640 --height 544 \
+      --val-fraction "$($PY -c "print($VAL_FRAMES/$total)")" --test-fraction "$($PY -c "print($TEST_FRAMES/$total)")" \
+      --workers "$CORES" --seed 7 --overwrite --no-progress
+  touch "$DATA/.complete"
+fi
+
+# ---- 2. training jobs --------------------------------------------------------------------------
+# Each job: "<run name>|<command line, with @BUDGET@ and @WORKERS@ filled in per queue>".
+JOBS=(
+  "depth_levels_r18|$PY -m model_tools.cli depth train --config config/train/depth_levels_r18.yaml --data $DATA --run-dir $RUNS/depth_levels_r18 --time-budget-min @BUDGET@ --set num_workers=@WORKERS@ ${EXTRA_TRAIN_ARGS:-}"
+  # ==== SEG JOB (engineer D) ============================================================
+  # DDRNet23-Slim on the synthetic frames (config/train/seg_ddrnet23s_demo.yaml: the seed recipe, shortened).
+  # Listed second on purpose: job i runs on GPU (i % NGPU), so with 2 GPUs segmentation has GPU 1
+  # (CUDA_VISIBLE_DEVICES=1) to itself, concurrent with both depth runs on GPU 0; with 3 GPUs every run
+  # has its own; with 1 GPU it queues between the depth runs. SEG_EXTRA_TRAIN_ARGS="--set k=v ..." is
+  # appended (EXTRA_TRAIN_ARGS carries depth-only keys, so it is not).
+  "seg_ddrnet23s|$PY -m model_tools.cli seg train --config config/train/seg_ddrnet23s_demo.yaml --data $DATA --run-dir $RUNS/seg_ddrnet23s --time-budget-min @BUDGET@ --set num_workers=@WORKERS@ ${SEG_EXTRA_TRAIN_ARGS:-}"
+  # ==== end SEG JOB =====================================================================
+  "depth_sigmoid_r18|$PY -m model_tools.cli depth train --config config/train/depth_sigmoid_r18.yaml --data $DATA --run-dir $RUNS/depth_sigmoid_r18 --time-budget-min @BUDGET@ --set num_workers=@WORKERS@ ${EXTRA_TRAIN_ARGS:-}"
+)
+queues=$(( NGPU > 0 ? NGPU : 1 ))
+(( queues > ${#JOBS[@]} )) && queues=${#JOBS[@]}
+concurrent=$queues
+workers=$(( CORES / concurrent - 1 )); (( workers < 2 )) && workers=2
+log "${#JOBS[@]} training jobs on $NGPU GPU(s): $queues queue(s), $workers loader workers per job"
+pids=()
+for (( q = 0; q < queues; q++ )); do
+  mine=()
+  for (( j = q; j < ${#JOBS[@]}; j += queues )); do mine+=("${JOBS[$j]}"); done
+  budget=$($PY -c "print(round(($QUEUE_TRAIN_MIN - 0.3 * ${#mine[@]}) / ${#mine[@]}, 2))")  # 0.3 min/job for start-up and validation
+  (
+    export CUDA_VISIBLE_DEVICES=$q
+    for job in "${mine[@]}"; do
+      name=${job%%|*}; cmd=${job#*|}
+      cmd=${cmd//@BUDGET@/$budget}; cmd=${cmd//@WORKERS@/$workers}
+      mkdir -p "$RUNS"
+      log "GPU $q: $name for $budget min"
+      if [[ -f $RUNS/$name/checkpoints/last.pt && ! -f $RUNS/$name/summary.json ]]; then cmd="$cmd --resume"; fi
+      if [[ ! -f $RUNS/$name/summary.json ]]; then
+        $cmd > "$SCRATCH/$name.log" 2>&1 || { log "$name FAILED (see $SCRATCH/$name.log)"; tail -20 "$SCRATCH/$name.log"; exit 1; }
+      fi
+      tail -1 "$SCRATCH/$name.log"
+    done
+  ) &
+  pids+=($!)
+done
+status=0
+for pid in "${pids[@]}"; do wait "$pid" || status=1; done
+(( status == 0 )) || { log "a training job failed"; exit 1; }
+
+# ---- 3. evaluation on the held-out split -------------------------------------------------------
+for name in depth_levels_r18 depth_sigmoid_r18; do
+  log "evaluating $name on the test split"
+  CUDA_VISIBLE_DEVICES=0 $PY -m model_tools.cli depth eval --checkpoint "$RUNS/$name/model_fp16.pt" --data "$DATA" \
+      --split test --workers "$(( CORES / 2 ))" --batch-size 16 > "$SCRATCH/$name.eval.log" 2>&1 \
+      || { tail -20 "$SCRATCH/$name.eval.log"; exit 1; }
+  grep -E "abs_rel|\| a1" "$SCRATCH/$name.eval.log" || true
+done
+# ==== SEG EVAL (engineer D) =============================================================
+# Per-class IoU, mIoU, pixel accuracy and the confusion matrix on the held-out test frames (the full
+# 640x544 image), written beside the weights: eval_test.json ("metrics" key), eval_test.md,
+# eval_test_confusion.png.
+log "evaluating seg_ddrnet23s on the test split"
+CUDA_VISIBLE_DEVICES=0 $PY -m model_tools.cli seg eval --weights "$RUNS/seg_ddrnet23s/model_fp16.pt" --data "$DATA" \
+    --split test --num-workers "$(( CORES / 2 ))" --batch-size 16 --overwrite > "$SCRATCH/seg_ddrnet23s.eval.log" 2>&1 \
+    || { tail -20 "$SCRATCH/seg_ddrnet23s.eval.log"; exit 1; }
+grep -E "mIoU|IoU " "$SCRATCH/seg_ddrnet23s.eval.log" || true
+# ==== end SEG EVAL =====================================================================
+
+# ---- 4. package into $OUT (<= 8 files, each < 16 MiB) ------------------------------------------
+log "packaging into $OUT"
+$PY - "$RUNS" "$OUT" depth_levels_r18 depth_sigmoid_r18 seg_ddrnet23s <<'PYEOF'
+import sys, tarfile, json
+from pathlib import Path
+import torch
+from model_tools.training.checkpoint import save_split
+runs, out, names = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3:]
+# ==== SEG PACKAGING (engineer D): seg_ddrnet23s is in the names above; its fp16 state dict (~11.5 MB)
+# is one part (seg_ddrnet23s_fp16.part0of1.pt); eval_test_confusion.png joins the reports archive.
+for name in names:
+    state = torch.load(runs / name / "model_fp16.pt", weights_only=True)
+    for p in save_split(state, out / f"{name}_fp16"):
+        print(f"  {p.name} {p.stat().st_size / 2**20:.1f} MiB")
+with tarfile.open(out / "reports.tar.gz", "w:gz") as tar:
+    for name in names:
+        for f in ("config.yaml", "metrics.csv", "curves.png", "summary.json", "eval_test.json", "eval_test.md",
+                  "eval_test_confusion.png"):
+            if (runs / name / f).exists():
+                tar.add(runs / name / f, arcname=f"{name}/{f}")
+files = sorted(p for p in out.iterdir() if p.is_file())
+assert len(files) <= 8, f"{len(files)} files in {out}: the device returns at most 8"
+assert all(p.stat().st_size < 16 * 2**20 for p in files), "a file is >= 16 MiB"
+summary = {n: json.loads((runs / n / "eval_test.json").read_text())["metrics"] for n in names if (runs / n / "eval_test.json").exists()}
+print(json.dumps(summary, indent=1))
+PYEOF
+log "done; $OUT holds: $(ls "$OUT" | tr '\n' ' ')"

@@ -1,0 +1,413 @@
+"""`model-tools eval-bag`: run the node pipelines over a bag offline and score them against its ground truth.
+
+The per-frame work is exactly the nodes': ``runtime.loader.load_model``,
+``pipelines.DepthPipeline``/``SegPipeline`` (preprocess, inference,
+postprocess) and ``costmap.build_costmap`` with the costmap node's parameters
+(config/perception.yaml) and the camera mount from the bag. The reference
+costmap is the same ``build_costmap`` run on the bag's GT depth and labels.
+Writes ``metrics.json``, ``frames.csv`` and a self-contained ``report.html``.
+
+A bag that breaks mid-way (truncated, corrupt) still gets its partial results
+written, marked ``"partial": true`` with the reason, and the command fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from model_tools.bags.bagio import MOUNT_FIELDS, camera_mount_from_bag, summarize_bag
+from model_tools.bags.frames import DEFAULT_TOPICS, BagFrame, FrameTopics, gt_topics_in, iter_frames
+from model_tools.bags.report import SampleFrame, costmap_rgb, render_html, write_report
+from model_tools.bags.scoring import EvalScorer
+from model_tools.errors import BagError, ConfigError, OutputExistsError
+from model_tools.io_utils import atomic_write, write_json
+
+LOG = logging.getLogger(__name__)
+BRINGUP_PACKAGE = "offroad_perception_bringup"
+COSTMAP_NODE = "costmap_node"
+
+
+# --------------------------------------------------------------------------- configuration
+
+
+def default_params_file() -> Path | None:
+    """config/perception.yaml of this workspace, else of the installed bringup package's share/ folder."""
+    candidates = [Path(__file__).resolve().parents[4] / "config" / "perception.yaml"]
+    for prefix in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep):
+        if prefix:
+            candidates.append(Path(prefix) / "share" / BRINGUP_PACKAGE / "config" / "perception.yaml")
+    return next((c for c in candidates if c.is_file()), None)
+
+
+DEFAULT_PARAMS = default_params_file()
+
+
+def node_parameters(params_file: str | os.PathLike[str] | None, node_name: str) -> dict[str, Any]:
+    """``ros__parameters`` of one node from a ROS 2 parameter YAML ({} when the file or node is absent)."""
+    import yaml
+
+    if params_file is None:
+        return {}
+    path = Path(params_file)
+    if not path.is_file():
+        return {}
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from err
+    for key, section in data.items():
+        if str(key).strip("/").split("/")[-1] == node_name and isinstance(section, dict):
+            return dict(section.get("ros__parameters", {}) or {})
+    return {}
+
+
+def costmap_setup(
+    bag: str | os.PathLike[str],
+    params_file: str | os.PathLike[str] | None = DEFAULT_PARAMS,
+    overrides: Mapping[str, Any] | None = None,
+) -> tuple[Any, np.ndarray, dict[str, Any]]:
+    """(CostmapConfig, class->category table, where each came from) as the costmap node would build them.
+
+    Node parameters from ``params_file``; the camera mount from the bag (its
+    metadata or /tf_static) where the bag has one, as the node gets it from TF
+    on the vehicle; then explicit ``overrides``.
+    """
+    from model_tools.costmap import CostmapConfig, class_categories_from_ontology
+
+    params = node_parameters(params_file, COSTMAP_NODE)
+    sources = {"params_file": str(params_file) if params else None, "mount": "costmap defaults"}
+    if params:
+        sources["mount"] = "parameters"
+    mount = camera_mount_from_bag(bag)
+    if mount is not None:
+        params.update(mount)
+        sources["mount"] = "bag"
+    params.update(overrides or {})
+    config = CostmapConfig.from_mapping(params)
+    table = class_categories_from_ontology(params.get("ontology_path") or None)
+    sources["mount_values"] = {k: float(getattr(config, k)) for k in MOUNT_FIELDS}
+    return config, table, sources
+
+
+# --------------------------------------------------------------------------- the per-frame work
+
+
+@dataclass
+class FramePrediction:
+    """What the three nodes would publish for one frame."""
+
+    depth: np.ndarray  # [h, w] float32 metres, NaN invalid, depth-model resolution
+    labels: np.ndarray  # [h, w] uint8 class ids, seg-model resolution
+    category: np.ndarray  # costmap category per cell
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+class OfflineStack:
+    """The depth, segmentation and costmap nodes' processing, without ROS.
+
+    Node parameters that change outputs are honoured as the nodes do:
+    depth_node ``max_depth``/``min_depth`` (0 / -1 = the model's metadata) and
+    ``resize_to_camera`` of both inference nodes (nearest resize to the camera size).
+    """
+
+    def __init__(
+        self,
+        depth_model: str | os.PathLike[str],
+        seg_model: str | os.PathLike[str],
+        backend: str,
+        costmap_config: Any,
+        class_to_category: np.ndarray,
+        num_threads: int = 0,
+        depth_params: Mapping[str, Any] | None = None,
+        seg_params: Mapping[str, Any] | None = None,
+    ) -> None:
+        from model_tools.pipelines import DepthPipeline, SegPipeline
+        from model_tools.runtime.loader import load_model
+
+        depth_params = dict(depth_params or {})
+        seg_params = dict(seg_params or {})
+        self.depth_model = load_model(depth_model, backend=backend, expected_task="depth", num_threads=num_threads)
+        self.seg_model = load_model(seg_model, backend=backend, expected_task="segmentation", num_threads=num_threads)
+        max_depth = float(depth_params.get("max_depth", 0.0) or 0.0)
+        min_depth = float(depth_params.get("min_depth", -1.0))
+        self.depth = DepthPipeline(self.depth_model, max_depth=max_depth or None,
+                                   min_depth=None if min_depth < 0 else min_depth)
+        self.seg = SegPipeline(self.seg_model)
+        self.depth_to_camera = bool(depth_params.get("resize_to_camera", False))
+        self.labels_to_camera = bool(seg_params.get("resize_to_camera", False))
+        self.costmap_config = costmap_config
+        self.class_to_category = class_to_category
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.seg.metadata.class_names)
+
+    @property
+    def backend_used(self) -> str:
+        used = {self.depth_model.backend_used, self.seg_model.backend_used}
+        return used.pop() if len(used) == 1 else f"depth {self.depth_model.backend_used}, seg {self.seg_model.backend_used}"
+
+    def costmap(self, depth: np.ndarray | None, labels: np.ndarray, frame: BagFrame) -> Any:
+        """The costmap node's call: K and its size from camera_info, mount from the config."""
+        from model_tools.costmap import build_costmap
+
+        return build_costmap(depth, labels, frame.k_matrix, self.costmap_config, self.class_to_category,
+                             k_hw=frame.info_hw)
+
+    def process(self, frame: BagFrame) -> FramePrediction:
+        import cv2
+
+        start = time.perf_counter()
+        camera_hw = frame.rgb.shape[:2]
+        depth_out = self.depth.infer(frame.rgb, "RGB")
+        depth = depth_out.depth
+        if self.depth_to_camera and depth.shape != camera_hw:
+            depth = cv2.resize(depth, (camera_hw[1], camera_hw[0]), interpolation=cv2.INTER_NEAREST)
+        seg_out = self.seg.infer(frame.rgb, "RGB")
+        labels = seg_out.labels
+        if self.labels_to_camera and labels.shape != camera_hw:
+            labels = cv2.resize(labels, (camera_hw[1], camera_hw[0]), interpolation=cv2.INTER_NEAREST)
+        costmap_start = time.perf_counter()
+        result = self.costmap(depth, labels, frame)
+        end = time.perf_counter()
+        timings = {f"depth_{k}": v for k, v in depth_out.timings.items()}
+        timings |= {f"seg_{k}": v for k, v in seg_out.timings.items()}
+        timings["costmap_ms"] = (end - costmap_start) * 1e3
+        timings["total_ms"] = (end - start) * 1e3
+        return FramePrediction(depth, labels, result.category, timings)
+
+
+def ground_truth_category(stack_costmap: Callable[..., Any], frame: BagFrame) -> np.ndarray | None:
+    """The reference costmap: the same build_costmap on GT depth and labels (None without GT labels)."""
+    if frame.gt_labels is None:
+        return None
+    return stack_costmap(frame.gt_depth, frame.gt_labels, frame).category
+
+
+def sample_panels(frame: BagFrame, prediction: FramePrediction, gt_category: np.ndarray | None, colors: Any,
+                  max_depth: float) -> dict[str, np.ndarray]:
+    """Report views of one frame: input, depth, overlay and the two costmaps."""
+    import cv2
+
+    from model_tools.pipelines import colorize_depth, colorize_labels, overlay
+
+    h, w = prediction.labels.shape
+    small = cv2.resize(frame.rgb, (w, h), interpolation=cv2.INTER_AREA)
+    panels = {
+        "input": frame.rgb,
+        "depth (pred)": colorize_depth(prediction.depth, max_depth),
+    }
+    if frame.gt_depth is not None:
+        gt = np.where(frame.gt_depth > 0, frame.gt_depth, np.nan).astype(np.float32)
+        panels["depth (GT)"] = colorize_depth(gt, max_depth)
+    panels["segmentation overlay"] = overlay(small, colorize_labels(prediction.labels, colors), 0.5)
+    panels["costmap (pred)"] = costmap_rgb(prediction.category)
+    if gt_category is not None:
+        panels["costmap (GT)"] = costmap_rgb(gt_category)
+    return panels
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+@dataclass
+class EvalResult:
+    metrics: dict[str, Any]
+    out_dir: Path
+    scorer: EvalScorer
+    predictions: dict[int, FramePrediction]  # kept only when asked (for path-vs-path comparison)
+    stack: OfflineStack  # the loaded models and costmap setup, reusable for scoring a live run
+
+    @property
+    def partial(self) -> bool:
+        return bool(self.metrics.get("partial"))
+
+
+def prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
+    if (out_dir / "metrics.json").exists() and not overwrite:
+        raise OutputExistsError(f"{out_dir} already holds an evaluation (metrics.json); pass --overwrite to replace it")
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+
+def write_frames_csv(path: Path, scorer: EvalScorer) -> None:
+    """One row per frame: stamp, depth metrics, mIoU, costmap agreement, latencies."""
+    frames = [scorer.frames[s] for s in sorted(scorer.frames)]
+    latency_keys = sorted({k for f in frames for k in f.latency_ms})
+    depth_keys = ["abs_rel", "rmse", "a1"]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["stamp_ns", *depth_keys, "miou", "costmap_agreement", *latency_keys])
+    for f in frames:
+        writer.writerow([f.stamp_ns, *(f.depth.get(k, "") for k in depth_keys), f.miou, f.costmap_agreement,
+                         *(f"{f.latency_ms[k]:.3f}" if k in f.latency_ms else "" for k in latency_keys)])
+    with atomic_write(path, overwrite=True) as tmp:
+        tmp.write_text(buffer.getvalue())
+
+
+def evaluate_bag(
+    bag: str | os.PathLike[str],
+    depth_model: str | os.PathLike[str],
+    seg_model: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    *,
+    backend: str = "cpu",
+    topics: FrameTopics = DEFAULT_TOPICS,
+    params_file: str | os.PathLike[str] | None = DEFAULT_PARAMS,
+    costmap_overrides: Mapping[str, Any] | None = None,
+    max_frames: int = 0,
+    num_samples: int = 4,
+    keep_predictions: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    title: str = "Offline evaluation (eval-bag)",
+    notes: list[str] | None = None,
+) -> EvalResult:
+    """Run the stack over every camera frame of ``bag``, score it, write metrics.json + report.html.
+
+    Raises:
+        BagError: the bag is missing/unreadable or lacks camera topics; or it
+            broke mid-way, after the partial results were written (marked partial).
+    """
+    from tqdm import tqdm
+
+    bag_path, out_path = Path(bag), Path(out_dir)
+    summary = summarize_bag(bag_path)
+    frames_in_bag = summary.topics.get(topics.image).count if topics.image in summary.topics else 0
+    gt_topics = gt_topics_in(summary, topics)
+    prepare_out_dir(out_path, overwrite)
+    config, class_to_category, sources = costmap_setup(bag_path, params_file, costmap_overrides)
+    stack = OfflineStack(depth_model, seg_model, backend, config, class_to_category,
+                         depth_params=node_parameters(params_file, "depth_node"),
+                         seg_params=node_parameters(params_file, "segmentation_node"))
+    scorer = EvalScorer(stack.class_names, min_depth=1e-3, max_depth=stack.depth.max_depth)
+    wanted = min(frames_in_bag, max_frames) if max_frames > 0 else frames_in_bag
+    sample_at = set(np.linspace(0, max(wanted - 1, 0), num=min(num_samples, wanted)).round().astype(int).tolist())
+    samples: list[SampleFrame] = []
+    predictions: dict[int, FramePrediction] = {}
+    notes = list(notes or [])
+    if not gt_topics:
+        notes.append(f"the bag has no ground truth ({topics.gt_depth}, {topics.gt_labels}): only latency is reported")
+    partial_reason: str | None = None
+    bag_broke = False
+    frames_without_gt = 0
+    evaluated = 0
+    bar = tqdm(total=wanted, desc="eval-bag", unit="frame", disable=not progress)
+    try:
+        for frame in iter_frames(bag_path, summary, topics):
+            if max_frames > 0 and evaluated >= max_frames:
+                break
+            prediction = stack.process(frame)
+            scorer.add_latency(frame.stamp_ns, prediction.timings_ms)
+            if frame.gt_depth is not None:
+                scorer.add_depth(frame.stamp_ns, prediction.depth, frame.gt_depth)
+            if frame.gt_labels is not None:
+                scorer.add_labels(frame.stamp_ns, prediction.labels, frame.gt_labels)
+            if frame.gt_depth is None and frame.gt_labels is None:
+                frames_without_gt += 1
+            gt_category = ground_truth_category(stack.costmap, frame)
+            if gt_category is not None:
+                scorer.add_costmap(frame.stamp_ns, prediction.category, gt_category)
+            if evaluated in sample_at:
+                samples.append(SampleFrame(frame.stamp_ns, sample_panels(
+                    frame, prediction, gt_category, stack.seg.colors, stack.depth.max_depth)))
+            if keep_predictions:
+                predictions[frame.stamp_ns] = prediction
+            evaluated += 1
+            bar.update(1)
+    except BagError as err:
+        partial_reason = str(err)
+        bag_broke = True
+    finally:
+        bar.close()
+    if partial_reason is None and evaluated < wanted:
+        partial_reason = f"only {evaluated} of {wanted} camera frames could be assembled (image + camera_info + GT)"
+    metrics = {
+        "partial": partial_reason is not None,
+        "partial_reason": partial_reason,
+        "path": "offline",
+        "bag": str(bag_path),
+        "depth_model": str(depth_model),
+        "seg_model": str(seg_model),
+        "backend": backend,
+        "backend_used": stack.backend_used,
+        "frames_in_bag": frames_in_bag,
+        "frames_evaluated": evaluated,
+        "frames_without_gt": frames_without_gt,
+        "max_frames": max_frames or None,
+        "costmap_setup": sources,
+        "notes": notes,
+        **scorer.summary(),
+    }
+    write_outputs(out_path, metrics, scorer, samples, title)
+    if bag_broke:
+        raise BagError(f"{partial_reason} (partial results for {evaluated} frames written to {out_path}, "
+                       "marked partial)")
+    return EvalResult(metrics, out_path, scorer, predictions, stack)
+
+
+def write_outputs(out_dir: Path, metrics: dict[str, Any], scorer: EvalScorer, samples: list[SampleFrame],
+                  title: str, extra_sections: list[tuple[str, str]] | None = None) -> None:
+    """metrics.json, frames.csv and report.html, each written atomically."""
+    write_json(out_dir / "metrics.json", metrics)
+    write_frames_csv(out_dir / "frames.csv", scorer)
+    write_report(out_dir / "report.html", render_html(title, metrics, scorer.latencies, samples, extra_sections or []))
+
+
+def headline(metrics: Mapping[str, Any]) -> str:
+    """One line of the key numbers."""
+    parts = [f"{metrics.get('frames_evaluated', 0)} frames"]
+    if metrics.get("depth"):
+        parts.append(f"depth abs_rel {metrics['depth']['abs_rel']:.3f} a1 {metrics['depth']['a1']:.3f}")
+    if metrics.get("segmentation"):
+        parts.append(f"mIoU {metrics['segmentation']['miou']:.3f}")
+    if metrics.get("costmap"):
+        parts.append(f"costmap agreement {metrics['costmap']['agreement_observed']:.3f}")
+    total = metrics.get("latency_ms", {}).get("total_ms") or metrics.get("latency_ms", {}).get("end_to_end_ms")
+    if total and total.get("count"):
+        parts.append(f"latency p50 {total['p50']:.1f} ms")
+    if metrics.get("partial"):
+        parts.append("PARTIAL")
+    return ", ".join(parts)
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("bag", type=Path, help="rosbag2 with /camera/image_raw + /camera/camera_info (GT optional)")
+    parser.add_argument("--depth-model", type=Path, required=True, help="depth ONNX / QDQ / context-binary file")
+    parser.add_argument("--seg-model", type=Path, required=True, help="segmentation ONNX / QDQ / context-binary file")
+    parser.add_argument("--backend", choices=("cpu", "npu", "auto"), default="cpu")
+    parser.add_argument("--out", type=Path, required=True, help="folder for metrics.json, frames.csv, report.html")
+    parser.add_argument("--params", type=Path, default=DEFAULT_PARAMS,
+                        help="ROS parameter YAML with the costmap_node section (default: config/perception.yaml)")
+    parser.add_argument("--max-frames", type=int, default=0, help="evaluate at most this many frames (0: all)")
+    parser.add_argument("--samples", type=int, default=4, help="sample frames shown in the report")
+    parser.add_argument("--image-topic", default=FrameTopics.image)
+    parser.add_argument("--camera-info-topic", default=FrameTopics.camera_info)
+    parser.add_argument("--gt-depth-topic", default=FrameTopics.gt_depth)
+    parser.add_argument("--gt-labels-topic", default=FrameTopics.gt_labels)
+    parser.add_argument("--overwrite", action="store_true", help="replace an evaluation already in --out")
+
+
+def run(args: argparse.Namespace) -> int:
+    topics = FrameTopics(args.image_topic, args.camera_info_topic, args.gt_depth_topic, args.gt_labels_topic)
+    result = evaluate_bag(
+        args.bag, args.depth_model, args.seg_model, args.out, backend=args.backend, topics=topics,
+        params_file=args.params, max_frames=args.max_frames, num_samples=args.samples, overwrite=args.overwrite,
+    )
+    print(f"eval-bag: {headline(result.metrics)}")
+    print(f"  report:  {result.out_dir / 'report.html'}")
+    print(f"  metrics: {result.out_dir / 'metrics.json'}")
+    return 1 if result.partial else 0

@@ -1,0 +1,131 @@
+"""Camera frames out of a bag: image + camera_info + optional ground-truth depth/labels, grouped by stamp.
+
+Shared by eval-bag (offline) and the scorer of recorded live outputs, so both
+see the same frames and the same ground truth. No ROS import.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from model_tools.bags.bagio import BagSummary, deserialize, iter_raw, make_typestore, require_topics, stamp_ns
+from model_tools.errors import BagError, ImageEncodingError
+
+# How many stamps may wait for their missing parts before the oldest is given up on.
+PENDING_LIMIT = 8
+
+
+@dataclass(frozen=True)
+class FrameTopics:
+    """Topic names of one camera's data in a bag (defaults: model_tools.data.synth's drive bags)."""
+
+    image: str = "/camera/image_raw"
+    camera_info: str = "/camera/camera_info"
+    gt_depth: str = "/ground_truth/depth"
+    gt_labels: str = "/ground_truth/labels"
+
+
+DEFAULT_TOPICS = FrameTopics()
+
+
+@dataclass
+class BagFrame:
+    """One camera frame and what the bag knows about it."""
+
+    index: int
+    stamp_ns: int
+    frame_id: str
+    rgb: np.ndarray  # [H, W, 3] uint8 RGB
+    k_matrix: np.ndarray  # 3x3 of the camera_info
+    info_hw: tuple[int, int]  # (height, width) that K refers to
+    gt_depth: np.ndarray | None  # [H, W] float32 metres, 0/NaN invalid
+    gt_labels: np.ndarray | None  # [H, W] uint8 class ids, 255 ignore
+
+
+def gt_topics_in(summary: BagSummary, topics: FrameTopics) -> list[str]:
+    """The ground-truth topics this bag actually holds messages on."""
+    return [t for t in (topics.gt_depth, topics.gt_labels) if t in summary.topics and summary.topics[t].count > 0]
+
+
+def image_array(msg: Any, topic: str, encoding: str = "passthrough") -> np.ndarray:
+    """Pixels of a rosbags Image via the project's codec; errors name the topic."""
+    from model_tools.image_codec import image_to_array
+
+    try:
+        return np.asarray(image_to_array(msg, desired_encoding=encoding))
+    except ImageEncodingError as err:
+        raise ImageEncodingError(f"{topic}: {err}") from err
+
+
+def iter_frames(
+    bag: str | os.PathLike[str],
+    summary: BagSummary,
+    topics: FrameTopics = DEFAULT_TOPICS,
+    require_gt: bool = False,
+) -> Iterator[BagFrame]:
+    """Yield frames in stamp order. A frame needs an image and a camera_info; GT is attached when present.
+
+    Raises:
+        BagError: the bag lacks the camera topics (or GT topics with ``require_gt``), or is corrupt.
+    """
+    require_topics(summary, [topics.image, topics.camera_info], purpose="as camera input")
+    gt_topics = gt_topics_in(summary, topics)
+    if require_gt:
+        require_topics(summary, [topics.gt_depth, topics.gt_labels], purpose="as ground truth")
+    typestore = make_typestore()
+    pending: OrderedDict[int, dict[str, Any]] = OrderedDict()
+    latest_info: Any = None
+    index = 0
+
+    def build(stamp: int, parts: dict[str, Any]) -> BagFrame:
+        nonlocal index
+        image = parts[topics.image]
+        info = parts.get(topics.camera_info, latest_info)
+        gt_depth = gt_labels = None
+        if topics.gt_depth in parts:
+            gt_depth = image_array(parts[topics.gt_depth], topics.gt_depth).astype(np.float32, copy=False)
+        if topics.gt_labels in parts:
+            gt_labels = image_array(parts[topics.gt_labels], topics.gt_labels)
+        frame = BagFrame(
+            index=index,
+            stamp_ns=stamp,
+            frame_id=str(image.header.frame_id),
+            rgb=image_array(image, topics.image, "rgb8"),
+            k_matrix=np.asarray(info.k, dtype=np.float64).reshape(3, 3),
+            info_hw=(int(info.height), int(info.width)),
+            gt_depth=gt_depth,
+            gt_labels=gt_labels,
+        )
+        index += 1
+        return frame
+
+    for raw in iter_raw(bag, topics=[topics.image, topics.camera_info, *gt_topics]):
+        msg = deserialize(raw, typestore)
+        stamp = stamp_ns(msg.header)
+        if raw.topic == topics.camera_info:
+            if not (msg.k[0] > 0 and msg.k[4] > 0 and msg.width > 0 and msg.height > 0):
+                raise BagError(f"bag {summary.path}: {topics.camera_info} at stamp {stamp} has no intrinsics "
+                               "(K or width/height zero)")
+            latest_info = msg
+        parts = pending.setdefault(stamp, {})
+        parts[raw.topic] = msg
+        if topics.image in parts and (latest_info is not None) and all(t in parts for t in gt_topics):
+            # Stamps older than a complete frame can no longer complete: emit those with an image.
+            for old in [s for s in pending if s < stamp]:
+                old_parts = pending.pop(old)
+                if topics.image in old_parts and latest_info is not None:
+                    yield build(old, old_parts)
+            yield build(stamp, pending.pop(stamp))
+        while len(pending) > PENDING_LIMIT:
+            old, old_parts = pending.popitem(last=False)
+            if topics.image in old_parts and latest_info is not None:
+                yield build(old, old_parts)
+    for stamp, parts in pending.items():
+        if topics.image in parts and latest_info is not None:
+            yield build(stamp, parts)

@@ -1,0 +1,78 @@
+"""Export a torch module to a self-describing ONNX file (TorchScript exporter).
+
+Static shapes, batch 1, one input, named outputs, and the
+:class:`~model_tools.model_metadata.ModelMetadata` written into
+``metadata_props``. The file appears atomically (temp + rename).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from model_tools.errors import ConfigError, ModelFileError
+from model_tools.io_utils import atomic_write
+from model_tools.model_metadata import ModelMetadata
+
+SUPPORTED_OPSETS = range(11, 22)
+
+
+def export_onnx(
+    module: nn.Module,
+    out_path: str | os.PathLike[str],
+    metadata: ModelMetadata,
+    *,
+    opset: int = 17,
+    overwrite: bool = False,
+) -> Path:
+    """Trace ``module`` on a zero input of ``metadata.input_shape`` and write the ONNX file.
+
+    The metadata is validated first and must name the module's outputs in order.
+    """
+    import onnx
+
+    if opset not in SUPPORTED_OPSETS:
+        raise ConfigError(f"opset {opset} is not supported; pick one of {SUPPORTED_OPSETS.start}..{SUPPORTED_OPSETS.stop - 1}")
+    metadata.validate(str(out_path))
+    module = module.eval()
+    example = torch.zeros(*metadata.input_shape, dtype=torch.float32)
+    with atomic_write(out_path, overwrite=overwrite) as tmp:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                module,
+                (example,),
+                str(tmp),
+                input_names=[metadata.input_name],
+                output_names=list(metadata.output_names),
+                opset_version=opset,
+                do_constant_folding=True,
+                dynamo=False,
+            )
+        model = onnx.load(str(tmp))
+        graph_outputs = [o.name for o in model.graph.output]
+        if graph_outputs != list(metadata.output_names):
+            raise ModelFileError(f"{out_path}: exported outputs {graph_outputs} != metadata output_names {metadata.output_names}")
+        del model.metadata_props[:]
+        for key, value in metadata.to_props().items():
+            entry = model.metadata_props.add()
+            entry.key, entry.value = key, value
+        model.producer_name = "model_tools"
+        onnx.checker.check_model(model)
+        onnx.save(model, str(tmp))
+    return Path(out_path)
+
+
+def read_metadata(path: str | os.PathLike[str]) -> ModelMetadata:
+    """The ModelMetadata of an ONNX file (errors name the file)."""
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as err:
+        raise ModelFileError(f"{path}: not a readable ONNX file: {err}") from err
+    return ModelMetadata.from_props({p.key: p.value for p in model.metadata_props}, str(path))

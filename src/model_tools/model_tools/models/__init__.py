@@ -1,0 +1,1 @@
+"""Network definitions (torch only; no torchvision, which does not import beside our torch)."""

@@ -1,0 +1,1 @@
+"""Training tasks that plug into the shared engine (``model_tools.training.engine``)."""

@@ -1,0 +1,313 @@
+"""The depth task for the shared engine: dual-head model, losses, data, metrics.
+
+Loss (per scale, lower scales upsampled to full resolution as monodepth does,
+averaged over the 4 scales, valid pixels only = finite GT > 0; GT beyond
+max_depth is clipped to it):
+
+- integer: ``sigmoid`` kind -> L1(integer, floor(d/1 m)/max_depth);
+  ``levels`` kind -> cross-entropy against the floor level index.
+- fractional: L1 of the residual in units of one integer step
+  (so the same weight fits both kinds; for ``sigmoid`` the step is 1 m).
+- depth (consistency): L1 in metres of the composed depth against GT; for
+  ``levels`` the integer part is the softmax expectation (differentiable).
+
+Weights ``loss.w_integer`` / ``w_fractional`` / ``w_depth`` default to the seed's
+1.0 / 10.0 / 0.5. Distillation (``distill.teacher``) adds an output-level loss
+(and optionally a decoder-feature loss) against a frozen FP32 teacher, and can
+fake-quantise the student's activations to 8 bits (quantisation-aware).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F  # noqa: N812 - torch convention
+from torch import nn
+from torch.utils.data import Dataset
+
+from model_tools.depth_codec import decompose_depth, depth_to_level
+from model_tools.errors import ConfigError
+from model_tools.models.depth_net import (
+    NUM_SCALES,
+    DepthModelConfig,
+    DualHeadDepthNet,
+    build_depth_net,
+    normalize,
+)
+from model_tools.training.config import TrainConfig, dataclass_from_dict
+
+# ---- config sections ---------------------------------------------------------------------------
+
+
+@dataclass
+class DepthDataConfig:
+    root: str = ""
+    train_split: str = "train"
+    val_split: str = "val"
+    augment: bool = True
+    max_val_samples: int = 0  # 0 = all
+
+
+@dataclass
+class DepthLossConfig:
+    w_integer: float = 1.0
+    w_fractional: float = 10.0
+    w_depth: float = 0.5
+    scales: int = NUM_SCALES  # how many scales carry loss (1..4)
+
+
+@dataclass
+class DistillConfig:
+    teacher: str = ""  # checkpoint of the teacher (full checkpoint, or state dict + teacher_config)
+    teacher_config: str = ""  # YAML training config of the teacher when ``teacher`` is a plain state dict
+    w_ground_truth: float = 1.0
+    w_output: float = 1.0
+    w_feature: float = 0.0
+    temperature: float = 1.0  # levels kind: softmax temperature of the KL term
+    fake_quant_bits: int = 0  # > 0: fake-quantise student activations/outputs (e.g. 8)
+
+
+def parse_depth_sections(config: TrainConfig, source: str = "config") -> tuple[DepthModelConfig, DepthDataConfig, DepthLossConfig, DistillConfig]:
+    model = dataclass_from_dict(DepthModelConfig, config.model, f"{source}: model")
+    model.validate(source)
+    data = dataclass_from_dict(DepthDataConfig, config.data, f"{source}: data")
+    loss = dataclass_from_dict(DepthLossConfig, config.loss, f"{source}: loss")
+    if not 1 <= loss.scales <= NUM_SCALES:
+        raise ConfigError(f"{source}: loss.scales = {loss.scales} must be in 1..{NUM_SCALES}")
+    distill = dataclass_from_dict(DistillConfig, config.distill, f"{source}: distill")
+    return model, data, loss, distill
+
+
+# ---- losses ------------------------------------------------------------------------------------
+
+
+def soft_integer(integer_out: torch.Tensor, kind: str, levels: int) -> torch.Tensor:
+    """Differentiable integer value in [0,1] (levels: expectation of the softmax level)."""
+    if kind == "sigmoid":
+        return integer_out.float()
+    probs = torch.softmax(integer_out.float(), dim=1)
+    ks = torch.arange(levels, device=integer_out.device, dtype=probs.dtype).view(1, -1, 1, 1)
+    return (probs * ks).sum(dim=1, keepdim=True) / float(levels - 1)
+
+
+def _up(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    if tuple(x.shape[-2:]) == size:
+        return x
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
+def depth_loss(
+    out: dict[tuple[str, int], torch.Tensor], gt: torch.Tensor, model_cfg: DepthModelConfig, loss_cfg: DepthLossConfig
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Supervised dual-head loss; returns (total, parts averaged over scales)."""
+    gt = gt.float()
+    valid = torch.isfinite(gt) & (gt > 0)
+    safe = torch.where(valid, gt, torch.zeros_like(gt)).clamp(max=model_cfg.max_depth)
+    int_t, frac_t = decompose_depth(safe, model_cfg.max_depth, model_cfg.kind, model_cfg.levels)
+    step = model_cfg.step
+    n_valid = valid.sum().clamp(min=1)
+    size = (gt.shape[-2], gt.shape[-1])
+    parts = {"integer": gt.new_zeros(()), "fractional": gt.new_zeros(()), "depth": gt.new_zeros(())}
+    for s in range(loss_cfg.scales):
+        int_out = _up(out[("integer", s)].float(), size)
+        frac = _up(out[("fractional", s)].float(), size)
+        if model_cfg.kind == "levels":
+            target = depth_to_level(safe, model_cfg.max_depth, "levels", model_cfg.levels).long()[:, 0]
+            target = torch.where(valid[:, 0], target, torch.full_like(target, -100))
+            l_int = F.cross_entropy(int_out, target, ignore_index=-100, reduction="sum") / n_valid
+        else:
+            l_int = ((int_out - int_t).abs() * valid).sum() / n_valid
+        l_frac = ((frac - frac_t).abs() * valid).sum() / n_valid / step
+        depth = soft_integer(int_out, model_cfg.kind, model_cfg.levels) * model_cfg.max_depth + frac
+        l_depth = ((depth - safe).abs() * valid).sum() / n_valid
+        parts["integer"] = parts["integer"] + l_int / loss_cfg.scales
+        parts["fractional"] = parts["fractional"] + l_frac / loss_cfg.scales
+        parts["depth"] = parts["depth"] + l_depth / loss_cfg.scales
+    total = loss_cfg.w_integer * parts["integer"] + loss_cfg.w_fractional * parts["fractional"] + loss_cfg.w_depth * parts["depth"]
+    return total, {k: float(v.detach()) for k, v in parts.items()}
+
+
+def distill_loss(
+    student: dict[tuple[str, int], torch.Tensor],
+    teacher: dict[tuple[str, int], torch.Tensor],
+    model_cfg: DepthModelConfig,
+    distill_cfg: DistillConfig,
+    scales: int,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Output-level (and optional feature-level) loss of a student against a teacher, over all pixels."""
+    step = model_cfg.step
+    l_out = student[("fractional", 0)].new_zeros((), dtype=torch.float32)
+    for s in range(scales):
+        s_int, t_int = student[("integer", s)].float(), teacher[("integer", s)].float()
+        if model_cfg.kind == "levels":
+            temp = distill_cfg.temperature
+            l_int = F.kl_div(F.log_softmax(s_int / temp, 1), F.log_softmax(t_int / temp, 1), log_target=True,
+                             reduction="none").sum(1).mean() * temp**2
+        else:
+            l_int = (s_int - t_int).abs().mean()
+        l_frac = (student[("fractional", s)].float() - teacher[("fractional", s)].float()).abs().mean() / step
+        l_out = l_out + (l_int + l_frac) / scales
+    parts = {"distill_output": float(l_out.detach())}
+    total = distill_cfg.w_output * l_out
+    if distill_cfg.w_feature > 0:
+        l_feat = l_out.new_zeros(())
+        keys = [k for k in student if k[0] == "feature"]
+        for key in keys:
+            if student[key].shape != teacher[key].shape:
+                raise ConfigError(
+                    f"distill.w_feature > 0 needs matching decoder features; {key} is {tuple(student[key].shape)} "
+                    f"in the student but {tuple(teacher[key].shape)} in the teacher"
+                )
+            l_feat = l_feat + F.mse_loss(student[key].float(), teacher[key].float()) / len(keys)
+        parts["distill_feature"] = float(l_feat.detach())
+        total = total + distill_cfg.w_feature * l_feat
+    return total, parts
+
+
+# ---- evaluation --------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def evaluate_depth(model: nn.Module, batches: Any, min_depth: float, max_depth: float, device: torch.device) -> dict[str, float]:
+    """Eigen metrics of the deployed prediction (ArgMax for levels) over batch dicts."""
+    from model_tools.metrics.depth import DepthMetricAccumulator
+
+    net = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+    assert isinstance(net, DualHeadDepthNet)
+    acc = DepthMetricAccumulator(min_depth, max_depth)
+    for batch in batches:
+        image = batch["image"].to(device, non_blocking=True)
+        pred = net.predict_depth(normalize(image)).float().cpu().numpy()
+        gt = batch["depth"].float().cpu().numpy()
+        for p, g in zip(pred, gt, strict=True):
+            acc.update(p[0], g[0])
+    return acc.compute()
+
+
+# ---- the task ----------------------------------------------------------------------------------
+
+DatasetFactory = Callable[[str, bool], Dataset]
+
+
+class DepthTask:
+    """TrainingTask for the dual-head depth network."""
+
+    name = "depth"
+    higher_is_better = False  # headline metric abs_rel
+
+    def __init__(self, config: TrainConfig, source: str = "config", dataset_factory: DatasetFactory | None = None) -> None:
+        self.config = config
+        self.model_cfg, self.data_cfg, self.loss_cfg, self.distill_cfg = parse_depth_sections(config, source)
+        self.dataset_factory = dataset_factory
+        self._teacher: DualHeadDepthNet | None = None
+
+    def build_model(self) -> nn.Module:
+        net = build_depth_net(self.model_cfg)
+        if self.distill_cfg.fake_quant_bits:
+            net.decoder.fake_quant_bits = int(self.distill_cfg.fake_quant_bits)
+        return net
+
+    def build_datasets(self) -> tuple[Dataset, Dataset]:
+        if self.dataset_factory is not None:
+            return self.dataset_factory(self.data_cfg.train_split, True), self.dataset_factory(self.data_cfg.val_split, False)
+        if not self.data_cfg.root:
+            raise ConfigError("config field data.root is empty: point it at a synthetic/data-set folder")
+        seed = self.config.seed
+        train = synthetic_depth_dataset(self.data_cfg.root, self.data_cfg.train_split, self.model_cfg, self.data_cfg.augment, seed)
+        val = synthetic_depth_dataset(self.data_cfg.root, self.data_cfg.val_split, self.model_cfg, False, seed)
+        if self.data_cfg.max_val_samples:
+            val = torch.utils.data.Subset(val, range(min(len(val), self.data_cfg.max_val_samples)))
+        return train, val
+
+    def _teacher_outputs(self, image: torch.Tensor) -> dict[tuple[str, int], torch.Tensor]:
+        if self._teacher is None:
+            self._teacher = load_teacher(self.distill_cfg, self.model_cfg).to(image.device).eval()
+        with torch.no_grad(), torch.autocast(image.device.type, enabled=False):
+            return self._teacher(image.float(), scales=tuple(range(self.loss_cfg.scales)), with_features=self.distill_cfg.w_feature > 0)
+
+    def compute_loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        image = normalize(batch["image"])
+        with_features = bool(self.distill_cfg.teacher and self.distill_cfg.w_feature > 0)
+        out = model(image, scales=tuple(range(self.loss_cfg.scales)), with_features=with_features)
+        loss, parts = depth_loss(out, batch["depth"], self.model_cfg, self.loss_cfg)
+        if self.distill_cfg.teacher:
+            teacher = self._teacher_outputs(image)
+            d_loss, d_parts = distill_loss(out, teacher, self.model_cfg, self.distill_cfg, self.loss_cfg.scales)
+            loss = self.distill_cfg.w_ground_truth * loss + d_loss
+            parts |= d_parts
+        return loss, parts
+
+    @torch.no_grad()
+    def validate(self, model: nn.Module, loader: Any, device: torch.device) -> dict[str, float]:
+        m = evaluate_depth(model, loader, self.model_cfg.min_depth, self.model_cfg.max_depth, device)
+        return {k: m[k] for k in ("abs_rel", "sq_rel", "rmse", "rmse_log", "a1", "a2", "a3")}
+
+
+def load_teacher(distill_cfg: DistillConfig, student_cfg: DepthModelConfig) -> DualHeadDepthNet:
+    """Frozen FP32 teacher from a checkpoint; its head must match the student's (kind, levels, max_depth)."""
+    from model_tools.training.checkpoint import load_state_dict_checked, load_weights
+    from model_tools.training.config import load_config
+
+    state, saved = load_weights(distill_cfg.teacher)
+    if saved is not None:
+        teacher_model = saved.get("model", {})
+    elif distill_cfg.teacher_config:
+        teacher_model = load_config(distill_cfg.teacher_config).model
+    else:
+        raise ConfigError(f"distill.teacher {distill_cfg.teacher} is a plain state dict: set distill.teacher_config too")
+    teacher_cfg = dataclass_from_dict(DepthModelConfig, teacher_model, f"teacher {distill_cfg.teacher}: model")
+    for key in ("kind", "levels", "max_depth"):
+        if getattr(teacher_cfg, key) != getattr(student_cfg, key):
+            raise ConfigError(
+                f"teacher {distill_cfg.teacher}: model.{key} is {getattr(teacher_cfg, key)!r} but the student's is "
+                f"{getattr(student_cfg, key)!r}; distillation needs the same integer head"
+            )
+    teacher_cfg.encoder_weights = ""
+    net = DualHeadDepthNet(teacher_cfg)
+    load_state_dict_checked(net, state, f"teacher {distill_cfg.teacher}")
+    net.float()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return net.eval()
+
+
+def synthetic_depth_dataset(root: str, split: str, model_cfg: DepthModelConfig, train: bool, seed: int = 0) -> Dataset:
+    """Engineer A's SyntheticFolderDataset cropped to the model input (+ depth-safe augmentation in training).
+
+    Cropping keeps metric depth valid; scaling the image would not (it changes
+    the apparent focal length), so the seg recipe's RandomScale is left out.
+    """
+    from model_tools.data.datasets import SyntheticFolderDataset
+
+    return SyntheticFolderDataset(root, split, depth_transform(model_cfg.input_height, model_cfg.input_width, train), seed=seed)
+
+
+class CenterCrop:
+    """Deterministic centre crop of image/label/depth (validation), in A's transform protocol."""
+
+    def __init__(self, height: int, width: int) -> None:
+        self.height, self.width = height, width
+
+    def __call__(self, sample: dict[str, Any], rng: Any = None) -> dict[str, Any]:
+        h, w = sample["label"].shape[:2]
+        if h < self.height or w < self.width:
+            from model_tools.errors import DataError
+
+            raise DataError(f"{sample.get('path', 'sample')}: {w}x{h} is smaller than the model input {self.width}x{self.height}")
+        top, left = (h - self.height) // 2, (w - self.width) // 2
+        out = dict(sample)
+        for key in ("image", "label", "depth"):
+            out[key] = sample[key][top:top + self.height, left:left + self.width]
+        return out
+
+
+def depth_transform(height: int, width: int, train: bool) -> Any:
+    """Training: random crop, flip, mild colour jitter (A's transforms); otherwise a centre crop."""
+    from model_tools.data import transforms as T  # noqa: N812 - short alias
+
+    if not train:
+        return CenterCrop(height, width)
+    return T.Compose([T.RandomCrop(height, width), T.RandomHorizontalFlip(0.5), T.ColorJitter(0.3, 0.3, 0.3, 0.05)])

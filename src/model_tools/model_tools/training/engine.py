@@ -1,0 +1,629 @@
+"""The one training engine shared by the depth and segmentation tasks.
+
+``Trainer(task, config, run_dir).fit()`` runs the loop: AdamW with a
+warmup + cosine schedule, autocast (bf16 on CUDA), gradient clipping, an
+optional EMA of the weights (used for validation and exports), channels_last
+on CUDA, a tqdm bar, a CSV metrics log with PNG curves, validation every N
+epochs, and atomic checkpoints holding everything needed to continue a killed
+run exactly (``resume=True``): model, optimizer, schedule, scaler, EMA, epoch,
+step, position inside the epoch and RNG states.
+
+Exact resume works because data order and augmentation randomness are pure
+functions of (seed, epoch, sample index): the sampler is a seeded
+DistributedSampler that can start mid-epoch, and each sample is loaded under
+RNGs seeded from its own (seed, epoch, index), whichever worker loads it.
+
+DDP is picked up from the environment ``torchrun`` sets (RANK, WORLD_SIZE,
+LOCAL_RANK): the model is wrapped in DistributedDataParallel, each rank reads
+its shard, validation metrics are averaged over ranks, and only rank 0 writes
+logs, plots and checkpoints.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import math
+import os
+import random
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from model_tools.errors import ConfigError, ModelFileError
+from model_tools.training.checkpoint import (
+    CHECKPOINT_FORMAT,
+    fp16_state_dict,
+    load_safe,
+    rng_state,
+    save_atomic,
+    set_rng_state,
+)
+from model_tools.training.config import TrainConfig, save_config
+from model_tools.training.task import TrainingTask
+
+# Config sections that define the model: resuming with different values is an error.
+_ARCH_SECTIONS = ("task", "model")
+
+
+# ---- distributed -------------------------------------------------------------------------------
+
+
+@dataclass
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def dist_from_env() -> DistInfo:
+    """Rank info from torchrun's environment variables (single process when absent)."""
+    return DistInfo(
+        rank=int(os.environ.get("RANK", "0")),
+        world_size=int(os.environ.get("WORLD_SIZE", "1")),
+        local_rank=int(os.environ.get("LOCAL_RANK", "0")),
+    )
+
+
+def resolve_device(name: str, dist: DistInfo) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"config field 'device' = {name!r} but CUDA is not available")
+        if dist.enabled or name == "cuda":
+            return torch.device("cuda", dist.local_rank if dist.enabled else torch.cuda.current_device())
+    return torch.device(name)
+
+
+# ---- data order --------------------------------------------------------------------------------
+
+
+class ResumableSampler(DistributedSampler):
+    """DistributedSampler (seeded by seed + epoch) that can start mid-epoch.
+
+    Yields ``(index, sample_seed, epoch)`` so that :class:`SeededSamples` can
+    make each sample's augmentation depend only on (seed, epoch, index).
+    """
+
+    def __init__(self, dataset: Dataset, dist: DistInfo, *, shuffle: bool, seed: int, drop_last: bool) -> None:
+        super().__init__(dataset, num_replicas=dist.world_size, rank=dist.rank, shuffle=shuffle, seed=seed, drop_last=drop_last)
+        self.start_index = 0
+
+    def __iter__(self) -> Iterator[tuple[int, int, int]]:  # type: ignore[override]
+        indices = list(super().__iter__())[self.start_index:]
+        for index in indices:
+            yield index, (self.seed * 1_000_003 + self.epoch * 7_919 + index) % (2**31 - 1), self.epoch
+
+    def __len__(self) -> int:
+        return self.num_samples - self.start_index
+
+
+class SeededSamples(Dataset):
+    """Loads sample ``index`` with python/numpy/torch RNGs seeded for it, restoring them after.
+
+    Datasets with their own seeded augmentation stream (``set_epoch``, as in
+    ``model_tools.data``) get the epoch from the sampler here, inside the
+    worker, so it holds with persistent workers too.
+    """
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, key: tuple[int, int, int]) -> Any:
+        index, seed, epoch = key
+        set_epoch = getattr(self.dataset, "set_epoch", None)
+        if set_epoch is not None:
+            set_epoch(epoch)
+        saved = (random.getstate(), np.random.get_state(), torch.get_rng_state())
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+        try:
+            return self.dataset[index]
+        finally:
+            random.setstate(saved[0])
+            np.random.set_state(saved[1])
+            torch.set_rng_state(saved[2])
+
+
+# ---- EMA and schedule --------------------------------------------------------------------------
+
+
+class ModelEma:
+    """Exponential moving average of a model's weights (buffers copied as they are)."""
+
+    def __init__(self, model: nn.Module, decay: float, warmup: bool) -> None:
+        self.module = copy.deepcopy(model).eval()
+        for p in self.module.parameters():
+            p.requires_grad_(False)
+        self.decay = decay
+        self.warmup = warmup
+        self.updates = 0
+
+    def current_decay(self) -> float:
+        if not self.warmup:
+            return self.decay
+        return min(self.decay, (1 + self.updates) / (10 + self.updates))
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        decay = self.current_decay()
+        self.updates += 1
+        source = model.state_dict()
+        for key, ema_value in self.module.state_dict().items():
+            value = source[key].detach()
+            if ema_value.is_floating_point():
+                ema_value.lerp_(value.to(ema_value.dtype), 1.0 - decay)
+            else:
+                ema_value.copy_(value)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"module": self.module.state_dict(), "updates": self.updates}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.module.load_state_dict(state["module"])
+        self.updates = int(state["updates"])
+
+
+class WarmupCosine:
+    """Linear warmup to the base LR, then cosine to ``min_lr_ratio`` of it.
+
+    Progress is ``step / total_steps``, or the elapsed fraction of a time
+    budget when that is further along, so a budgeted run still anneals.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int, min_lr_ratio: float) -> None:
+        self.optimizer = optimizer
+        self.warmup_steps = warmup_steps
+        self.total_steps = max(1, total_steps)
+        self.min_lr_ratio = min_lr_ratio
+        self.base_lrs = [g["lr"] for g in optimizer.param_groups]
+        self.progress = 0.0
+        self.apply(0, 0.0)
+
+    def factor(self, step: int, progress: float) -> float:
+        if self.warmup_steps and step < self.warmup_steps:
+            return (step + 1) / self.warmup_steps
+        cos = 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+        return self.min_lr_ratio + (1 - self.min_lr_ratio) * cos
+
+    def apply(self, step: int, time_fraction: float) -> None:
+        self.progress = max(step / self.total_steps, time_fraction)
+        f = self.factor(step, self.progress)
+        for group, base in zip(self.optimizer.param_groups, self.base_lrs, strict=True):
+            group["lr"] = base * f
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"base_lrs": self.base_lrs, "total_steps": self.total_steps, "progress": self.progress}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.base_lrs = list(state["base_lrs"])
+        self.progress = float(state["progress"])
+
+
+# ---- metric log and plots ----------------------------------------------------------------------
+
+
+class MetricLog:
+    """Append-only CSV of training and validation rows (rank 0 only), plus a PNG of the curves."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.rows: list[dict[str, Any]] = []
+        if path.exists():
+            with path.open(newline="") as f:
+                self.rows = [dict(r) for r in csv.DictReader(f)]
+
+    def truncate_after(self, step: int) -> None:
+        """Drop rows logged after ``step`` (a killed run may have logged past its last checkpoint)."""
+        self.rows = [r for r in self.rows if int(float(r["step"])) <= step]
+        self._rewrite()
+
+    def add(self, row: dict[str, Any]) -> None:
+        self.rows.append({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+        self._rewrite()
+
+    def _rewrite(self) -> None:
+        from model_tools.io_utils import atomic_write
+
+        fields: list[str] = []
+        for row in self.rows:
+            fields += [k for k in row if k not in fields]
+        with atomic_write(self.path, overwrite=True) as tmp, tmp.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=fields or ["step"])
+            writer.writeheader()
+            writer.writerows(self.rows)
+
+    def plot(self, path: Path, title: str) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        from model_tools.io_utils import atomic_write
+
+        train = [r for r in self.rows if r.get("phase") == "train"]
+        val = [r for r in self.rows if r.get("phase") == "val"]
+        loss_keys = [k for k in (train[0] if train else {}) if k.startswith("loss")]
+        val_keys = [k for k in (val[0] if val else {}) if k not in ("phase", "step", "epoch", "lr", "time_s") and val[0].get(k) not in ("", None)]
+        fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+        for key in loss_keys:
+            xs = [float(r["step"]) for r in train if r.get(key) not in ("", None)]
+            ys = [float(r[key]) for r in train if r.get(key) not in ("", None)]
+            axes[0].plot(xs, ys, label=key)
+        axes[0].set_yscale("log")
+        axes[0].set_title("training loss")
+        axes[0].set_xlabel("step")
+        axes[1].plot([float(r["step"]) for r in train], [float(r["lr"]) for r in train])
+        axes[1].set_title("learning rate")
+        axes[1].set_xlabel("step")
+        for key in val_keys:
+            xs = [float(r["step"]) for r in val if r.get(key) not in ("", None)]
+            ys = [float(r[key]) for r in val if r.get(key) not in ("", None)]
+            axes[2].plot(xs, ys, marker="o", label=key)
+        axes[2].set_title("validation")
+        axes[2].set_xlabel("step")
+        for ax in axes:
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=7)
+            ax.grid(alpha=0.3)
+        fig.suptitle(title)
+        fig.tight_layout()
+        with atomic_write(path, overwrite=True) as tmp:
+            fig.savefig(tmp, dpi=90)
+        plt.close(fig)
+
+
+# ---- the trainer -------------------------------------------------------------------------------
+
+
+def _move(batch: Any, device: torch.device, channels_last: bool) -> Any:
+    if isinstance(batch, dict):
+        return {k: _move(v, device, channels_last) for k, v in batch.items()}
+    if isinstance(batch, torch.Tensor):
+        batch = batch.to(device, non_blocking=True)
+        if channels_last and batch.dim() == 4 and batch.shape[1] == 3:
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        return batch
+    return batch
+
+
+def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """No weight decay on biases and norm weights (1-D tensors)."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim <= 1 else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+class Trainer:
+    """Runs one training task under one config, writing everything into ``run_dir``.
+
+    Files in ``run_dir``: ``config.yaml`` (effective config), ``metrics.csv``,
+    ``curves.png``, ``checkpoints/last.pt`` (full state, for ``--resume``),
+    ``checkpoints/best.pt``, ``model_fp16.pt`` (plain fp16 state dict of the
+    best validated weights, EMA when on; the final weights when no validation
+    ran) and ``last_fp16.pt``, and ``summary.json``.
+    """
+
+    def __init__(
+        self,
+        task: TrainingTask,
+        config: TrainConfig,
+        run_dir: str | os.PathLike[str],
+        *,
+        resume: bool = False,
+        dist: DistInfo | None = None,
+    ) -> None:
+        self.task = task
+        self.config = config
+        self.run_dir = Path(run_dir)
+        self.resume = resume
+        self.dist = dist or dist_from_env()
+        self.device = resolve_device(config.device, self.dist)
+        self.ckpt_dir = self.run_dir / "checkpoints"
+        self.last_path = self.ckpt_dir / "last.pt"
+        self.on_cuda = self.device.type == "cuda"
+        self.amp_dtype = torch.bfloat16 if config.amp_dtype == "bf16" else torch.float16
+        self.use_amp = bool(config.amp and self.on_cuda)
+        self.channels_last = bool(config.channels_last and self.on_cuda)
+
+    # -- setup --
+    def _init_dist(self) -> None:
+        if self.dist.enabled and not torch.distributed.is_initialized():
+            if self.on_cuda:
+                torch.cuda.set_device(self.device)
+            torch.distributed.init_process_group(backend="nccl" if self.on_cuda else "gloo")
+
+    def _loader(self, dataset: Dataset, *, train: bool) -> DataLoader:
+        """One loader per run: its sampler's epoch/start are set before each pass, so workers persist."""
+        cfg = self.config
+        sampler = ResumableSampler(dataset, self.dist, shuffle=train, seed=cfg.seed, drop_last=train)
+        workers = cfg.num_workers
+        kwargs: dict[str, Any] = {}
+        if workers > 0:
+            kwargs = {"persistent_workers": cfg.persistent_workers, "prefetch_factor": cfg.prefetch_factor}
+        return DataLoader(
+            SeededSamples(dataset),
+            batch_size=cfg.batch_size,
+            sampler=sampler,
+            num_workers=workers,
+            pin_memory=bool(cfg.pin_memory and self.on_cuda),
+            drop_last=train,
+            **kwargs,
+        )
+
+    def steps_per_epoch(self, train_set: Dataset) -> int:
+        per_rank = len(train_set) // self.dist.world_size  # type: ignore[arg-type]
+        steps = per_rank // self.config.batch_size
+        if steps == 0:
+            raise ConfigError(
+                f"config field 'batch_size' = {self.config.batch_size} exceeds the {per_rank} training samples per process"
+            )
+        return steps
+
+    # -- checkpoints --
+    def _checkpoint(self, state: dict[str, Any], path: Path) -> None:
+        save_atomic(state, path)
+
+    def _state(self, *, epoch: int, step: int, index_in_epoch: int) -> dict[str, Any]:
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "task": self.task.name,
+            "config": self.config.to_dict(),
+            "model": self._bare(self.model).state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "ema": self.ema.state_dict() if self.ema else None,
+            "epoch": epoch,
+            "step": step,
+            "index_in_epoch": index_in_epoch,
+            "rng": rng_state(),
+            "best": self.best,
+            "elapsed_s": self._elapsed(),
+        }
+
+    def _check_compatible(self, saved: dict[str, Any], source: str) -> None:
+        now = self.config.to_dict()
+        for section in _ARCH_SECTIONS:
+            if isinstance(now[section], dict):
+                keys = sorted(set(now[section]) | set(saved.get(section, {})))
+                for key in keys:
+                    a, b = saved.get(section, {}).get(key), now[section].get(key)
+                    if a != b:
+                        raise ConfigError(f"{source}: config field {section}.{key} is {a!r} in the checkpoint but {b!r} now")
+            elif saved.get(section) != now[section]:
+                raise ConfigError(f"{source}: config field {section} is {saved.get(section)!r} in the checkpoint but {now[section]!r} now")
+
+    def _load_resume(self) -> tuple[int, int, int]:
+        obj = load_safe(self.last_path, map_location="cpu")
+        source = str(self.last_path)
+        if not isinstance(obj, dict) or obj.get("format") != CHECKPOINT_FORMAT:
+            raise ModelFileError(f"{source}: not a model_tools training checkpoint")
+        self._check_compatible(obj["config"], source)
+        self._bare(self.model).load_state_dict(obj["model"])
+        self.optimizer.load_state_dict(obj["optimizer"])
+        self.scheduler.load_state_dict(obj["scheduler"])
+        self.scaler.load_state_dict(obj["scaler"])
+        if self.ema is not None:
+            if not obj.get("ema"):
+                raise ConfigError(f"{source}: config field ema is on now but the checkpoint has no EMA state")
+            self.ema.load_state_dict(obj["ema"])
+        self.best = obj.get("best")
+        self._elapsed_before = float(obj.get("elapsed_s", 0.0))
+        set_rng_state(obj["rng"])
+        return int(obj["epoch"]), int(obj["step"]), int(obj["index_in_epoch"])
+
+    @staticmethod
+    def _bare(model: nn.Module) -> nn.Module:
+        return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+    def _elapsed(self) -> float:
+        return self._elapsed_before + (time.monotonic() - self._t0)
+
+    def eval_model(self) -> nn.Module:
+        """The weights validation and exports use: EMA when on, else the trained model."""
+        return self.ema.module if self.ema is not None else self._bare(self.model)
+
+    # -- validation --
+    def _validate(self) -> dict[str, float]:
+        loader = self._val_loader
+        model = self.eval_model()
+        was_training = model.training
+        model.eval()
+        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.use_amp):
+            metrics = self.task.validate(model, _MovingLoader(loader, self.device, self.channels_last), self.device)
+        model.train(was_training)
+        if self.dist.enabled:
+            keys = list(metrics)
+            values = torch.tensor([float(metrics[k]) for k in keys], device=self.device, dtype=torch.float64)
+            torch.distributed.all_reduce(values)
+            metrics = {k: float(v) / self.dist.world_size for k, v in zip(keys, values.tolist(), strict=True)}
+        return metrics
+
+    def _is_better(self, value: float) -> bool:
+        if self.best is None or not math.isfinite(value):
+            return self.best is None and math.isfinite(value)
+        return value > self.best["value"] if self.task.higher_is_better else value < self.best["value"]
+
+    # -- main loop --
+    def fit(self, stop_after_steps: int | None = None) -> dict[str, Any]:
+        """Train to the configured length (or stop, checkpointed, after ``stop_after_steps``).
+
+        ``stop_after_steps`` ends this process early at a global step, leaving
+        a checkpoint to ``resume`` from, e.g. to split a run over time-limited jobs.
+        Returns a summary dict (also written to ``summary.json``).
+        """
+        cfg = self.config
+        self._init_dist()
+        main = self.dist.is_main
+        if main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        if self.resume and not self.last_path.exists():
+            raise ModelFileError(f"--resume: no checkpoint {self.last_path} to resume from")
+        if not self.resume and self.last_path.exists():
+            raise ConfigError(f"{self.run_dir} already holds a run ({self.last_path}); pass --resume or pick a new run dir")
+
+        random.seed(cfg.seed)
+        np.random.seed(cfg.seed)
+        torch.manual_seed(cfg.seed)
+        model = self.task.build_model().to(self.device)
+        if self.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self.ema = ModelEma(model, cfg.ema_decay, cfg.ema_warmup) if cfg.ema else None
+        self.optimizer = torch.optim.AdamW(
+            _param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=tuple(cfg.betas), fused=self.on_cuda or None
+        )
+        train_set, val_set = self.task.build_datasets()
+        steps_per_epoch = self.steps_per_epoch(train_set)
+        total = cfg.epochs * steps_per_epoch
+        if cfg.max_steps:
+            total = min(total, cfg.max_steps)
+        warmup = round(cfg.warmup_epochs * steps_per_epoch) if cfg.warmup_epochs > 0 else cfg.warmup_steps
+        self.scheduler = WarmupCosine(self.optimizer, warmup, total, cfg.min_lr_ratio)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp and self.amp_dtype == torch.float16)
+        self.best: dict[str, Any] | None = None
+        self._elapsed_before = 0.0
+        self._t0 = time.monotonic()
+        self.model = model
+        epoch, step, index_in_epoch = 0, 0, 0
+        if self.resume:
+            epoch, step, index_in_epoch = self._load_resume()
+        if self.dist.enabled:
+            self.model = nn.parallel.DistributedDataParallel(
+                model, device_ids=[self.device.index] if self.on_cuda else None
+            )
+        log = MetricLog(self.run_dir / "metrics.csv") if main else None
+        if main:
+            save_config(cfg, self.run_dir / "config.yaml")
+            if self.resume and log is not None:
+                log.truncate_after(step)
+
+        train_loader = self._loader(train_set, train=True)
+        self._val_loader = self._loader(val_set, train=False)
+        budget_s = cfg.time_budget_min * 60.0
+        stop_reason = "done"
+        last_val: dict[str, float] = {}
+        self.model.train()
+        bar = None
+        if main and cfg.progress_bar:
+            from tqdm import tqdm
+
+            bar = tqdm(total=total, initial=step, desc=f"train {cfg.run_name}", dynamic_ncols=True)
+        while step < total and stop_reason == "done":
+            sampler = train_loader.sampler
+            assert isinstance(sampler, ResumableSampler)
+            sampler.set_epoch(epoch)
+            sampler.start_index = index_in_epoch * cfg.batch_size
+            window_t, window_n = time.monotonic(), 0
+            for batch in train_loader:
+                batch = _move(batch, self.device, self.channels_last)
+                with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.use_amp):
+                    loss, parts = self.task.compute_loss(self.model, batch)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"loss became {loss.item()} at step {step} (parts {parts})")
+                self.optimizer.zero_grad(set_to_none=True)
+                self.scaler.scale(loss).backward()
+                if cfg.grad_clip > 0:
+                    self.scaler.unscale_(self.optimizer)
+                    grad_norm = float(nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip))
+                else:
+                    grad_norm = float("nan")
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+                if self.ema is not None:
+                    self.ema.update(self._bare(self.model))
+                step += 1
+                index_in_epoch += 1
+                window_n += batch["image"].shape[0] * self.dist.world_size
+                time_fraction = self._elapsed() / budget_s if budget_s else 0.0
+                self.scheduler.apply(step, time_fraction)
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{self.optimizer.param_groups[0]['lr']:.2e}")
+                if log is not None and (step % cfg.log_every_steps == 0 or step == total):
+                    rate = window_n / max(1e-9, time.monotonic() - window_t)
+                    window_t, window_n = time.monotonic(), 0
+                    log.add({"phase": "train", "step": step, "epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"],
+                             "time_s": self._elapsed(), "loss": float(loss.item()), "grad_norm": grad_norm,
+                             "img_per_s": rate, **{f"loss_{k}": float(v) for k, v in parts.items()}})
+                if index_in_epoch >= steps_per_epoch:
+                    break
+                if budget_s and time_fraction >= 1.0:
+                    stop_reason = "time_budget"
+                    break
+                if stop_after_steps is not None and step >= stop_after_steps:
+                    stop_reason = "stopped"
+                    break
+                if step >= total:
+                    break
+                if cfg.checkpoint_every_steps and step % cfg.checkpoint_every_steps == 0 and main:
+                    self._checkpoint(self._state(epoch=epoch, step=step, index_in_epoch=index_in_epoch), self.last_path)
+            epoch_done = index_in_epoch >= steps_per_epoch
+            if epoch_done:
+                epoch, index_in_epoch = epoch + 1, 0
+            finished = step >= total or stop_reason == "time_budget"
+            if (epoch_done and epoch % cfg.val_every_epochs == 0) or (finished and stop_reason != "stopped"):
+                last_val = self._validate()
+                if main and log is not None:
+                    log.add({"phase": "val", "step": step, "epoch": epoch, "time_s": self._elapsed(), **last_val})
+                    headline = next(iter(last_val))
+                    if self._is_better(float(last_val[headline])):
+                        self.best = {"metric": headline, "value": float(last_val[headline]), "step": step, "epoch": epoch}
+                        save_atomic(fp16_state_dict(self.eval_model()), self.run_dir / "model_fp16.pt")
+            if main:
+                self._checkpoint(self._state(epoch=epoch, step=step, index_in_epoch=index_in_epoch), self.last_path)
+                if log is not None and log.rows:
+                    log.plot(self.run_dir / "curves.png", f"{self.task.name}: {cfg.run_name}")
+            if self.dist.enabled:
+                torch.distributed.barrier()
+        if bar is not None:
+            bar.close()
+        summary = {"run_name": cfg.run_name, "task": self.task.name, "steps": step, "epochs_completed": epoch,
+                   "total_steps": total, "stop_reason": stop_reason, "elapsed_s": self._elapsed(),
+                   "best": self.best, "last_validation": last_val, "world_size": self.dist.world_size,
+                   "device": str(self.device)}
+        if main and stop_reason != "stopped":
+            from model_tools.io_utils import write_json
+
+            save_atomic(fp16_state_dict(self.eval_model()), self.run_dir / "last_fp16.pt")
+            if self.best is None:
+                save_atomic(fp16_state_dict(self.eval_model()), self.run_dir / "model_fp16.pt")
+            write_json(self.run_dir / "summary.json", summary)
+        return summary
+
+
+class _MovingLoader:
+    """Iterates a loader, moving each batch to the device (what task.validate receives)."""
+
+    def __init__(self, loader: DataLoader, device: torch.device, channels_last: bool) -> None:
+        self.loader, self.device, self.channels_last = loader, device, channels_last
+
+    def __iter__(self) -> Iterator[Any]:
+        for batch in self.loader:
+            yield _move(batch, self.device, self.channels_last)
+
+    def __len__(self) -> int:
+        return len(self.loader)

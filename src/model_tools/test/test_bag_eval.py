@@ -1,0 +1,186 @@
+"""eval-bag on tiny synthetic drive bags the tests render: outputs, oracle scoring, and failure paths."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from model_tools.bags import bagio
+from model_tools.bags.eval_bag import FramePrediction, OfflineStack, evaluate_bag
+from model_tools.errors import BagError, OutputExistsError
+
+CAMERA_WH = (64, 48)
+MODEL_HW = (24, 32)  # the camera's aspect ratio, as the costmap requires
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    from model_tools.testing.tiny_models import make_tiny_depth_model, make_tiny_seg_model
+
+    folder = tmp_path_factory.mktemp("models")
+    return (make_tiny_depth_model(folder / "depth.onnx", hw=MODEL_HW),
+            make_tiny_seg_model(folder / "seg.onnx", hw=MODEL_HW))
+
+
+def _drive(path: Path, frames: int, size: tuple[int, int] = CAMERA_WH) -> Path:
+    from model_tools.data.synth import CameraRig, write_drive_bag
+
+    return write_drive_bag(path, CameraRig.default(width=size[0], height=size[1]), n_frames=frames, fps=10.0, seed=5,
+                           progress=False)
+
+
+@pytest.fixture(scope="module")
+def drive_bag(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _drive(tmp_path_factory.mktemp("bags") / "drive", 3)
+
+
+def test_eval_bag_writes_complete_metrics_csv_and_self_contained_report(drive_bag, models, tmp_path) -> None:
+    result = evaluate_bag(drive_bag, *models, tmp_path / "eval", progress=False, num_samples=2)
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert metrics["partial"] is False and metrics["partial_reason"] is None
+    assert metrics["frames_in_bag"] == metrics["frames_evaluated"] == 3
+    assert metrics["backend_used"] == "cpu"
+    assert metrics["costmap_setup"]["mount"] == "bag"  # the synthetic rig's mount, from the bag's metadata
+    assert metrics["costmap_setup"]["mount_values"]["mount_z"] == pytest.approx(1.4)
+    for key in ("abs_rel", "rmse", "a1"):
+        assert 0.0 <= metrics["depth"][key] < 100.0
+    assert set(metrics["segmentation"]["per_class_iou"]) == set(result.stack.class_names)
+    assert 0.0 <= metrics["costmap"]["agreement_observed"] <= 1.0
+    assert metrics["latency_ms"]["total_ms"]["count"] == 3
+    rows = (tmp_path / "eval" / "frames.csv").read_text().strip().splitlines()
+    assert len(rows) == 1 + 3
+    html = (tmp_path / "eval" / "report.html").read_text()
+    assert "PARTIAL" not in html
+    images = re.findall(r'<img src="([^"]+)"', html)
+    assert len(images) >= 3 + 2 * 5  # plots + 2 sample frames of >= 5 panels
+    assert all(src.startswith("data:image/png;base64,") for src in images)  # self-contained
+    assert "Costmap vs GT-derived costmap" in html and "Sample frames" in html
+
+
+def test_eval_bag_scores_ground_truth_as_prediction_perfectly(drive_bag, models, tmp_path, monkeypatch) -> None:
+    """An oracle stack that returns the bag's GT proves the frame matching, resizing and GT costmap line up."""
+
+    def oracle(self: OfflineStack, frame) -> FramePrediction:
+        depth = frame.gt_depth.astype(np.float32)
+        result = self.costmap(depth, frame.gt_labels, frame)
+        return FramePrediction(depth, frame.gt_labels, result.category, {"total_ms": 1.0})
+
+    monkeypatch.setattr(OfflineStack, "process", oracle)
+    metrics = evaluate_bag(drive_bag, *models, tmp_path / "oracle", progress=False).metrics
+    assert metrics["depth"]["abs_rel"] == 0.0 and metrics["depth"]["a1"] == 1.0
+    assert metrics["segmentation"]["miou"] == 1.0
+    assert metrics["costmap"]["agreement_observed"] == 1.0
+    present = [v for v in metrics["costmap"]["per_category"].values() if v["gt_cells"]]
+    assert present and all(v["precision"] == 1.0 and v["recall"] == 1.0 for v in present)
+
+
+def test_eval_bag_corruption_of_labels_lowers_miou_by_hand_computed_amount(drive_bag, models, tmp_path,
+                                                                            monkeypatch) -> None:
+    """Relabel every pixel of GT class a as class b: IoU(a) becomes 0 and IoU(b) = |b| / (|a| + |b|)."""
+    from model_tools.bags.frames import iter_frames
+
+    gt = [f.gt_labels for f in iter_frames(drive_bag, bagio.summarize_bag(drive_bag))]
+    counts = np.bincount(np.concatenate([g.ravel() for g in gt]), minlength=256)[:7]
+    a, b = (int(c) for c in np.argsort(counts)[::-1][:2])  # the two most common classes
+    assert counts[a] > 0 and counts[b] > 0
+
+    def corrupt(self: OfflineStack, frame) -> FramePrediction:
+        labels = frame.gt_labels.copy()
+        labels[labels == a] = b
+        return FramePrediction(frame.gt_depth, labels, self.costmap(frame.gt_depth, labels, frame).category, {})
+
+    monkeypatch.setattr(OfflineStack, "process", corrupt)
+    metrics = evaluate_bag(drive_bag, *models, tmp_path / "corrupt", progress=False).metrics
+    names = metrics["segmentation"]["class_names"]
+    iou = metrics["segmentation"]["per_class_iou"]
+    assert iou[names[a]] == 0.0
+    assert iou[names[b]] == pytest.approx(counts[b] / (counts[a] + counts[b]))
+    untouched = [names[c] for c in range(7) if c not in (a, b) and counts[c] > 0]
+    assert all(iou[name] == 1.0 for name in untouched)
+    assert metrics["depth"]["abs_rel"] == 0.0  # depth was left exact
+
+
+def test_eval_bag_cli_reports_and_refuses_to_overwrite(drive_bag, models, tmp_path, capsys) -> None:
+    from model_tools.cli import main
+
+    args = ["eval-bag", str(drive_bag), "--depth-model", str(models[0]), "--seg-model", str(models[1]),
+            "--out", str(tmp_path / "cli"), "--max-frames", "2", "--samples", "1"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "eval-bag: 2 frames" in out and "report.html" in out
+    assert main(args) == 1
+    assert "metrics.json" in capsys.readouterr().err
+    with pytest.raises(OutputExistsError):
+        evaluate_bag(drive_bag, *models, tmp_path / "cli", progress=False)
+
+
+def test_eval_bag_without_camera_info_names_the_topic(tmp_path, models) -> None:
+    from rosbags.rosbag2 import StoragePlugin, Writer
+
+    source = _drive(tmp_path / "full", 1)
+    typestore = bagio.make_typestore()
+    cut = tmp_path / "no_info"
+    with Writer(cut, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
+        conn = writer.add_connection("/camera/image_raw", "sensor_msgs/msg/Image", typestore=typestore)
+        for message in bagio.iter_raw(source, ["/camera/image_raw"]):
+            writer.write(conn, message.timestamp_ns, message.data)
+    with pytest.raises(BagError, match="/camera/camera_info"):
+        evaluate_bag(cut, *models, tmp_path / "eval", progress=False)
+
+
+def test_eval_bag_missing_bag_is_a_bag_error(tmp_path, models) -> None:
+    with pytest.raises(BagError, match=r"missing_bag.*does not exist"):
+        evaluate_bag(tmp_path / "missing_bag", *models, tmp_path / "eval", progress=False)
+
+
+def _break_message(bag: Path, topic: str, index: int) -> None:
+    """Overwrite the length field of one stored message record so reading its mcap chunk fails."""
+    data = [m.data for m in bagio.iter_raw(bag, [topic])][index]
+    mcap = next(bag.glob("*.mcap"))
+    blob = bytearray(mcap.read_bytes())
+    at = blob.find(data)
+    assert at > 0
+    # Message record: opcode(1) length(8) channel(2) sequence(4) log_time(8) publish_time(8) data.
+    record = at - 31
+    assert blob[record] == 0x05
+    blob[record + 1 : record + 9] = (2**62).to_bytes(8, "little")
+    mcap.write_bytes(bytes(blob))
+
+
+def test_bag_broken_mid_way_gives_partial_results_and_an_error(tmp_path, models) -> None:
+    # 160x120 frames are ~150 kB of messages each, so 9 frames span two 1 MiB mcap chunks.
+    bag = _drive(tmp_path / "long", 9, size=(160, 120))
+    broken = tmp_path / "broken"
+    shutil.copytree(bag, broken)
+    _break_message(broken, "/camera/image_raw", 8)
+    with pytest.raises(BagError, match=r"broken.*partial results for \d+ frames"):
+        evaluate_bag(broken, *models, tmp_path / "eval", progress=False)
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert metrics["partial"] is True
+    assert "broken" in metrics["partial_reason"]
+    assert 0 < metrics["frames_evaluated"] < 9
+    assert "PARTIAL RESULTS" in (tmp_path / "eval" / "report.html").read_text()
+
+
+def test_eval_bag_without_ground_truth_reports_latency_only(tmp_path, models) -> None:
+    from rosbags.rosbag2 import StoragePlugin, Writer
+
+    source = _drive(tmp_path / "full", 2)
+    typestore = bagio.make_typestore()
+    camera_only = tmp_path / "camera_only"
+    with Writer(camera_only, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
+        conns = {t: writer.add_connection(t, m, typestore=typestore) for t, m in
+                 (("/camera/image_raw", "sensor_msgs/msg/Image"), ("/camera/camera_info", "sensor_msgs/msg/CameraInfo"))}
+        for message in bagio.iter_raw(source, list(conns)):
+            writer.write(conns[message.topic], message.timestamp_ns, message.data)
+    metrics = evaluate_bag(camera_only, *models, tmp_path / "eval", progress=False).metrics
+    assert metrics["partial"] is False and metrics["frames_evaluated"] == 2
+    assert metrics["depth"] is None and metrics["segmentation"] is None and metrics["costmap"] is None
+    assert metrics["frames_without_gt"] == 2
+    assert metrics["latency_ms"]["total_ms"]["count"] == 2
+    assert any("no ground truth" in note for note in metrics["notes"])
