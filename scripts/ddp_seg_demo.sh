@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# DDP demonstration for the segmentation trainer (run on a box with >= 2 GPUs, from the repository root):
+#   OUT=/path/to/out bash scripts/ddp_seg_demo.sh
+# Trains the same short DDRNet23-Slim run (config/train/seg_ddrnet23s_demo.yaml) for STEPS optimiser steps
+#   1. on one GPU (plain process), and
+#   2. on two GPUs through `torchrun --nproc_per_node=2` (DistributedDataParallel; batch_size is per GPU,
+#      so each step sees twice the images),
+# then prints the training throughput (img/s) of each and their ratio, and writes both loss curves into
+# one plot ($OUT/ddp_seg_loss.png) plus $OUT/ddp_seg_summary.json.
+# Synthetic frames are rendered first unless DATA points at an existing `model-tools synth` folder.
+# Needs only python + torch + numpy/cv2/yaml/matplotlib/tqdm (no ROS, no onnxruntime).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PYTHONPATH="$PWD/src/model_tools${PYTHONPATH:+:$PYTHONPATH}"
+PY=${PYTHON:-python3}
+OUT=${OUT:?set OUT to the folder that receives the plot and summary}
+SCRATCH=${SCRATCH:-/tmp/ddp_seg_demo}
+CORES=${CORES:-$(nproc)}
+STEPS=${STEPS:-300}
+BATCH=${BATCH:-16}
+FRAMES=${FRAMES:-1200}
+DATA=${DATA:-$SCRATCH/synth}
+EXTRA=${SEG_EXTRA_TRAIN_ARGS:-}
+START=$(date +%s)
+log() { echo "[ddp_seg_demo $(( $(date +%s) - START ))s] $*"; }
+mkdir -p "$OUT" "$SCRATCH"
+
+ngpu=$($PY -c 'import torch; print(torch.cuda.device_count())')
+(( ngpu >= 2 )) || { echo "ddp_seg_demo: needs 2 GPUs, found $ngpu" >&2; exit 1; }
+
+if [[ ! -d $DATA/train ]]; then
+  log "rendering $FRAMES synthetic 640x544 frames on $CORES cores into $DATA"
+  $PY -m model_tools.cli synth --out "$DATA" --frames "$FRAMES" --width 640 --height 544 --val-fraction 0.05 \
+      --workers "$CORES" --seed 11 --overwrite --no-progress
+fi
+
+# Fixed length, no wall-clock budget, one validation at the end; identical settings for both runs.
+common=(seg train --config config/train/seg_ddrnet23s_demo.yaml --data "$DATA"
+        --set "max_steps=$STEPS" --set time_budget_min=0 --set "batch_size=$BATCH" --set val_every_epochs=1000
+        --set checkpoint_every_steps=0 --set log_every_steps=10 --set progress_bar=false)
+half=$(( CORES / 2 - 1 )); (( half < 2 )) && half=2
+
+rm -rf "$SCRATCH/gpu1" "$SCRATCH/gpu2"
+log "1 GPU: $STEPS steps at batch $BATCH"
+CUDA_VISIBLE_DEVICES=0 $PY -m model_tools.cli "${common[@]}" --run-dir "$SCRATCH/gpu1" \
+    --set "num_workers=$(( CORES - 2 ))" $EXTRA > "$SCRATCH/gpu1.log" 2>&1 || { tail -30 "$SCRATCH/gpu1.log"; exit 1; }
+tail -1 "$SCRATCH/gpu1.log"
+
+log "2 GPUs (torchrun, DDP): $STEPS steps at batch $BATCH per GPU"
+CUDA_VISIBLE_DEVICES=0,1 $PY -m torch.distributed.run --standalone --nproc_per_node=2 -m model_tools.cli "${common[@]}" \
+    --run-dir "$SCRATCH/gpu2" --set "num_workers=$half" $EXTRA > "$SCRATCH/gpu2.log" 2>&1 \
+    || { tail -30 "$SCRATCH/gpu2.log"; exit 1; }
+tail -1 "$SCRATCH/gpu2.log"
+
+$PY - "$SCRATCH" "$OUT" "$BATCH" <<'PYEOF'
+"""Throughput of each run from its metrics.csv, and both loss curves in one figure."""
+import csv, json, statistics, sys
+from pathlib import Path
+
+import matplotlib
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+scratch, out, batch = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
+runs = {"1 GPU": scratch / "gpu1", "2 GPUs (DDP)": scratch / "gpu2"}
+result = {}
+fig, (ax_step, ax_img) = plt.subplots(1, 2, figsize=(12, 4))
+for label, run in runs.items():
+    rows = [r for r in csv.DictReader((run / "metrics.csv").open()) if r.get("phase") == "train"]
+    summary = json.loads((run / "summary.json").read_text())
+    world = int(summary["world_size"])
+    steps = [int(float(r["step"])) for r in rows]
+    loss = [float(r["loss"]) for r in rows]
+    rates = [float(r["img_per_s"]) for r in rows if r.get("img_per_s")]
+    steady = rates[len(rates) // 4:] or rates  # skip start-up (cudnn autotune, worker spin-up)
+    result[label] = {"world_size": world, "steps": summary["steps"], "global_batch": batch * world,
+                     "img_per_s_median": statistics.median(steady), "elapsed_s": summary["elapsed_s"],
+                     "final_loss": loss[-1], "val_miou": summary["last_validation"].get("miou")}
+    ax_step.plot(steps, loss, label=f"{label}, global batch {batch * world}")
+    ax_img.plot([s * batch * world for s in steps], loss, label=label)
+ax_step.set_xlabel("optimiser step")
+ax_img.set_xlabel("training images seen")
+for ax in (ax_step, ax_img):
+    ax.set_ylabel("training loss (focal + 0.4 aux)")
+    ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend()
+fig.suptitle("DDRNet23-Slim segmentation: 1 GPU vs 2 GPUs (torchrun DDP)")
+fig.tight_layout()
+fig.savefig(out / "ddp_seg_loss.png", dpi=100)
+one, two = result["1 GPU"]["img_per_s_median"], result["2 GPUs (DDP)"]["img_per_s_median"]
+result["speedup_2gpu_over_1gpu"] = two / one
+(out / "ddp_seg_summary.json").write_text(json.dumps(result, indent=2) + "\n")
+print(f"1 GPU : {one:8.1f} img/s (batch {batch})")
+print(f"2 GPUs: {two:8.1f} img/s (batch {batch} per GPU, DDP)")
+print(f"ratio 2 GPUs / 1 GPU: {two / one:.2f}x  -> {out / 'ddp_seg_loss.png'}")
+PYEOF
+log "done"

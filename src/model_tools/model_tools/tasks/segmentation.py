@@ -1,0 +1,266 @@
+"""Segmentation training task: DDRNet23-Slim + focal loss + mIoU, plugged into the shared engine.
+
+The engine (``model_tools.training.engine``) owns the loop, AMP, EMA,
+schedule, checkpoints and DDP; this module owns the model, loss, data
+selection and validation metric. Config sections (``model``, ``data``,
+``loss`` of :class:`~model_tools.training.config.TrainConfig`) are parsed
+into the dataclasses below so typos fail with the section named.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F  # noqa: N812 - the usual torch alias
+from torch import nn
+from torch.utils.data import Dataset
+
+from model_tools.errors import ConfigError
+from model_tools.losses import FocalLoss, class_weights_by_name
+from model_tools.metrics.segmentation import ConfusionMatrix
+from model_tools.models.ddrnet import ddrnet23_slim, describe, load_official_weights
+from model_tools.ontology import Ontology, load_ontology
+
+# ImageNet statistics: the official DDRNet weights were trained with them. They
+# are applied in the task (not in the graph) and travel in the ONNX metadata.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class SegModelConfig:
+    """``model:`` section."""
+
+    arch: str = "ddrnet23_slim"
+    aux_head: bool = True  # training-only auxiliary head (dropped at export)
+    aux_weight: float = 0.4
+    pretrained: str = ""  # official DDRNet23-Slim checkpoint (ImageNet or Cityscapes); "" = random init
+    ontology: str = ""  # ontology YAML; "" = the default lookup (load_ontology)
+
+
+@dataclass
+class SegLossConfig:
+    """``loss:`` section: focal loss with per-class weights by ontology class name."""
+
+    gamma: float = 2.0
+    class_weights: dict[str, float] = field(default_factory=lambda: {"water": 5.0, "dynamic": 5.0})
+    ignore_index: int = 255
+
+
+@dataclass
+class SegDataConfig:
+    """``data:`` section.
+
+    ``sources`` lists data sets (each ``{format: synthetic|rellis|rugd|goose,
+    root: PATH, ...}``) combined into one training set; the validation split
+    of every source is concatenated. Training uses random scale/crop to
+    ``train_hw`` with colour jitter, erasing and flips; validation resizes the
+    whole image to ``val_hw``.
+    """
+
+    sources: list[dict[str, Any]] = field(default_factory=list)
+    train_split: str = "train"
+    val_split: str = "val"
+    train_hw: list[int] = field(default_factory=lambda: [544, 640])
+    val_hw: list[int] = field(default_factory=lambda: [544, 640])
+    augment: dict[str, Any] = field(default_factory=dict)  # passed to the data package's transform builder
+    max_val_images: int = 0  # 0 = all
+
+
+def normalize(image: torch.Tensor) -> torch.Tensor:
+    """[B,3,H,W] RGB in [0,1] -> ImageNet-normalised (what the model and the ONNX metadata expect)."""
+    mean = torch.tensor(IMAGENET_MEAN, device=image.device, dtype=image.dtype).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=image.device, dtype=image.dtype).view(1, 3, 1, 1)
+    return (image - mean) / std
+
+
+def main_logits(output: torch.Tensor | tuple[torch.Tensor, ...] | list[torch.Tensor]) -> torch.Tensor:
+    """The main head's logits whether or not the model returns the aux head too."""
+    return output[0] if isinstance(output, (tuple, list)) else output
+
+
+def predict_labels(model: nn.Module, image: torch.Tensor, out_hw: tuple[int, int] | None = None) -> torch.Tensor:
+    """int64 [B,H,W] class ids at ``out_hw`` (default: the input size) from un-normalised [0,1] images."""
+    logits = main_logits(model(normalize(image)))
+    size = out_hw or (image.shape[-2], image.shape[-1])
+    logits = F.interpolate(logits.float(), size=size, mode="bilinear", align_corners=False)
+    return logits.argmax(dim=1)
+
+
+class SegmentationTask:
+    """The :class:`~model_tools.training.task.TrainingTask` of DDRNet23-Slim segmentation."""
+
+    name = "segmentation"
+    higher_is_better = True
+
+    def __init__(self, config: Any, ontology: Ontology | None = None) -> None:
+        from model_tools.training.config import dataclass_from_dict
+
+        self.config = config
+        self.model_cfg = dataclass_from_dict(SegModelConfig, dict(config.model), "config: model")
+        self.loss_cfg = dataclass_from_dict(SegLossConfig, dict(config.loss), "config: loss")
+        self.data_cfg = dataclass_from_dict(SegDataConfig, dict(config.data), "config: data")
+        if self.model_cfg.arch != "ddrnet23_slim":
+            raise ConfigError(f"config: model.arch {self.model_cfg.arch!r} is not supported (ddrnet23_slim)")
+        for key in ("train_hw", "val_hw"):
+            hw = getattr(self.data_cfg, key)
+            if len(hw) != 2 or any(int(v) % 8 for v in hw):
+                raise ConfigError(f"config: data.{key} {hw} must be [H, W], both multiples of 8 (output stride)")
+        if int(getattr(config, "batch_size", 2)) < 2:
+            raise ConfigError(
+                "config: batch_size must be >= 2 per process: DAPPM's global-pool branch has BatchNorm over a 1x1 map, "
+                "which cannot train on a single image"
+            )
+        self.ontology = ontology or load_ontology(self.model_cfg.ontology or None)
+        self.class_names = self.ontology.names
+        self.num_classes = len(self.class_names)
+        weights = class_weights_by_name(self.class_names, self.loss_cfg.class_weights)
+        self.criterion = FocalLoss(self.loss_cfg.gamma, weights, self.loss_cfg.ignore_index)
+        self.last_load_report: str = ""
+
+    # -- model ------------------------------------------------------------------------------------
+
+    def build_model(self) -> nn.Module:
+        """DDRNet23-Slim with this ontology's class count; official weights loaded if configured."""
+        model = ddrnet23_slim(num_classes=self.num_classes, aux_head=self.model_cfg.aux_head)
+        if self.model_cfg.pretrained:
+            report = load_official_weights(model, self.model_cfg.pretrained)
+            self.last_load_report = report.summary()
+            print(self.last_load_report)
+        print(describe(model))
+        return model
+
+    # -- data -------------------------------------------------------------------------------------
+
+    def build_datasets(self) -> tuple[Dataset, Dataset]:
+        """(train, val) over every configured source, each combined into one MultiSourceDataset."""
+        from model_tools.data.transforms import train_transforms, val_transforms
+
+        cfg = self.data_cfg
+        if not cfg.sources:
+            raise ConfigError("config: data.sources is empty; list at least one {format, root} source")
+        scale = tuple(cfg.augment.get("scale", (0.5, 2.0)))
+        unknown = sorted(set(cfg.augment) - {"scale"})
+        if unknown:
+            raise ConfigError(f"config: data.augment has unknown field(s) {unknown}; known: scale")
+        train_tf = EngineSeededTransform(train_transforms(*cfg.train_hw, scale=scale))  # type: ignore[arg-type]
+        val_tf = EngineSeededTransform(val_transforms(*cfg.val_hw))
+        train = [self._source(entry, i, "train", train_tf) for i, entry in enumerate(cfg.sources)]
+        val = [self._source(entry, i, "val", val_tf) for i, entry in enumerate(cfg.sources)]
+        from model_tools.data.datasets import MultiSourceDataset
+
+        val_set: Dataset = MultiSourceDataset(val)
+        if cfg.max_val_images and len(val_set) > cfg.max_val_images:  # type: ignore[arg-type]
+            from torch.utils.data import Subset
+
+            stride = len(val_set) / cfg.max_val_images  # type: ignore[arg-type]
+            val_set = Subset(val_set, [int(i * stride) for i in range(cfg.max_val_images)])
+        return MultiSourceDataset(train), val_set
+
+    def _source(self, entry: dict[str, Any], index: int, phase: str, transform: Any) -> Dataset:
+        """One data set of ``data.sources[index]`` for ``phase`` (train/val).
+
+        An entry is ``{format, root, train: {...}, val: {...}}``; the phase's
+        mapping is passed to the loader (``split``, RUGD ``scenes``,
+        ``split_file``, ``camera_suffix``, ``policy``). Without one, the split
+        is ``data.train_split`` / ``data.val_split``.
+        """
+        from model_tools.data import datasets as ds
+
+        where = f"config: data.sources[{index}]"
+        if not isinstance(entry, dict) or "format" not in entry or "root" not in entry:
+            raise ConfigError(f"{where} needs 'format' and 'root', got {entry!r}")
+        classes = {"synthetic": ds.SyntheticFolderDataset, "rellis": ds.RellisDataset, "rugd": ds.RugdDataset,
+                   "goose": ds.GooseDataset}
+        kind = entry["format"]
+        if kind not in classes:
+            raise ConfigError(f"{where}.format {kind!r} is not one of {sorted(classes)}")
+        unknown = sorted(set(entry) - {"format", "root", "train", "val"})
+        if unknown:
+            raise ConfigError(f"{where} has unknown field(s) {unknown}; known: format, root, train, val")
+        options = dict(entry.get(phase) or {})
+        if kind == "rugd":
+            if phase == "val" and "scenes" not in options:
+                raise ConfigError(f"{where}: RUGD splits by scene; list val: {{scenes: [...]}} (and train scenes)")
+        else:
+            options.setdefault("split", self.data_cfg.train_split if phase == "train" else self.data_cfg.val_split)
+        try:
+            return classes[kind](entry["root"], transform=transform, ontology=self.ontology, **options)
+        except TypeError as err:
+            raise ConfigError(f"{where}.{phase}: {err}") from err
+
+    # -- loss -------------------------------------------------------------------------------------
+
+    def compute_loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        """Focal loss of the main head (+ ``aux_weight`` x the aux head), logits upsampled to label size."""
+        image, label = batch["image"], batch["label"]
+        output = model(normalize(image))
+        outputs = list(output) if isinstance(output, (tuple, list)) else [output]
+        size = label.shape[-2:]
+        self.criterion.to(image.device)
+        losses = [
+            self.criterion(F.interpolate(o.float(), size=size, mode="bilinear", align_corners=False), label)
+            for o in outputs
+        ]
+        total = losses[0]
+        parts = {"focal": float(losses[0].detach())}
+        if len(losses) > 1:
+            total = total + self.model_cfg.aux_weight * losses[1]
+            parts["focal_aux"] = float(losses[1].detach())
+        return total, parts
+
+    # -- validation -------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def validate(self, model: nn.Module, loader: Any, device: torch.device) -> dict[str, float]:
+        """mIoU (headline), pixel accuracy and per-class IoU on the validation loader."""
+        matrix = self.confusion_matrix(model, loader, device)
+        metrics = {"miou": matrix.miou(), "pixel_accuracy": matrix.pixel_accuracy()}
+        for name, value in zip(self.class_names, matrix.iou(), strict=True):
+            metrics[f"iou_{name}"] = float(value)
+        return metrics
+
+    @torch.no_grad()
+    def confusion_matrix(self, model: nn.Module, loader: Any, device: torch.device, progress: bool = False) -> ConfusionMatrix:
+        """Accumulate predictions at label resolution over ``loader``."""
+        was_training = model.training
+        model.eval()
+        matrix = ConfusionMatrix(self.num_classes, self.loss_cfg.ignore_index)
+        batches = loader
+        if progress:
+            from tqdm import tqdm
+
+            batches = tqdm(loader, desc="eval", unit="batch")
+        for batch in batches:
+            image = batch["image"].to(device, non_blocking=True)
+            label = batch["label"]
+            pred = predict_labels(model, image, tuple(label.shape[-2:]))
+            matrix.update(pred.cpu().numpy(), label.numpy())
+        model.train(was_training)
+        return matrix
+
+
+class EngineSeededTransform:
+    """Runs a data transform with an RNG drawn from numpy's global state.
+
+    The engine seeds the global RNGs per (seed, epoch, sample index) in the
+    worker that loads a sample, so augmentation differs every epoch yet is
+    replayed exactly on resume. (The loaders' own per-item RNG is either
+    unseeded or fixed across epochs unless told the epoch.)
+    """
+
+    def __init__(self, transform: Any) -> None:
+        self.transform = transform
+
+    def __call__(self, sample: dict[str, Any], rng: Any = None) -> dict[str, Any]:
+        import numpy as np
+
+        return self.transform(sample, np.random.default_rng(np.random.randint(0, 2**31 - 1)))
+
+
+def build_task(config: Any) -> SegmentationTask:
+    """Factory the CLI and the engine's task registry use."""
+    return SegmentationTask(config)
+

@@ -1,0 +1,129 @@
+"""Segmentation task in the shared engine: train, exact resume, eval reports (tiny synthetic data, CPU)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from model_tools.cli import main
+from model_tools.data.synth import CameraRig, write_synthetic_folder
+from model_tools.errors import ConfigError
+from model_tools.tasks.segmentation import SegmentationTask
+from model_tools.training.config import load_config
+
+
+@pytest.fixture(scope="module")
+def synth_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("synth")
+    rig = CameraRig.default(width=64, height=48)
+    write_synthetic_folder(root, rig, 4, seed=3, split="train", progress=False)
+    write_synthetic_folder(root, rig, 2, seed=3, split="val", progress=False)
+    return root
+
+
+def _config(tmp_path: Path, synth_root: Path, **changes: Any) -> Path:
+    config: dict[str, Any] = {
+        "task": "segmentation", "run_name": "tiny", "seed": 5, "epochs": 2, "batch_size": 2, "num_workers": 0,
+        "device": "cpu", "amp": False, "channels_last": False, "ema": True, "ema_decay": 0.9, "lr": 1e-3,
+        "weight_decay": 0.01, "warmup_epochs": 1, "grad_clip": 5.0, "val_every_epochs": 1, "progress_bar": False,
+        "log_every_steps": 1,
+        "model": {"aux_head": True, "aux_weight": 0.4},
+        "loss": {"gamma": 2.0, "class_weights": {"water": 5.0, "dynamic": 5.0}},
+        "data": {"sources": [{"format": "synthetic", "root": str(synth_root)}], "train_hw": [32, 32], "val_hw": [48, 64]},
+    }
+    config.update(changes)
+    path = tmp_path / "seg.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_resume_is_exact(tmp_path: Path, synth_root: Path) -> None:
+    torch.set_num_threads(1)
+    config = _config(tmp_path, synth_root)
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    assert main(["seg", "train", "--config", str(config), "--run-dir", str(straight)]) == 0
+    # Same run killed (checkpointed) mid-epoch-1 after step 3, then resumed.
+    assert main(["seg", "train", "--config", str(config), "--run-dir", str(split), "--stop-after-steps", "3"]) == 0
+    assert not (split / "last_fp16.pt").exists()
+    assert main(["seg", "train", "--config", str(config), "--run-dir", str(split), "--resume"]) == 0
+    a = torch.load(straight / "last_fp16.pt", weights_only=True)
+    b = torch.load(split / "last_fp16.pt", weights_only=True)
+    assert sorted(a) == sorted(b)
+    assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])][:3]
+    summary = json.loads((straight / "summary.json").read_text())
+    assert summary["steps"] == 4 and summary["best"]["metric"] == "miou"
+    assert 0.0 <= summary["last_validation"]["miou"] <= 1.0
+    assert (straight / "curves.png").stat().st_size > 0
+    # The fp16 export holds the aux head too (11.5 MB class of file for the full model).
+    assert "seghead_extra.conv2.weight" in a and a["final_layer.conv1.weight"].dtype == torch.float16
+
+
+def test_eval_writes_consistent_reports(tmp_path: Path, synth_root: Path) -> None:
+    torch.set_num_threads(1)
+    run = tmp_path / "run"
+    assert main(["seg", "train", "--config", str(_config(tmp_path, synth_root, epochs=1)), "--run-dir", str(run)]) == 0
+    out = tmp_path / "eval"
+    args = ["seg", "eval", "--weights", str(run / "model_fp16.pt"), "--out", str(out), "--device", "cpu",
+            "--num-workers", "0"]
+    assert main(args) == 0
+    report = json.loads((out / "eval_val.json").read_text())
+    metrics = report["metrics"]
+    matrix = np.array(report["confusion_matrix"])
+    # Every labelled pixel of the 2 validation frames (resized to 48x64) is counted exactly once.
+    task = SegmentationTask(load_config(run / "config.yaml"))
+    _, val_set = task.build_datasets()
+    labelled = sum(int((val_set[i]["label"] != 255).sum()) for i in range(len(val_set)))
+    assert matrix.sum() == labelled and report["images"] == 2
+    assert metrics["pixel_accuracy"] == pytest.approx(np.trace(matrix) / labelled)
+    ious = [v for v in metrics["per_class_iou"].values() if v is not None]
+    assert metrics["miou"] == pytest.approx(float(np.mean(ious)))
+    assert list(metrics["per_class_iou"]) == task.class_names == report["class_names"]
+    md = (out / "eval_val.md").read_text()
+    assert f"{metrics['miou']:.4f}" in md and "water" in md
+    assert (out / "eval_val_confusion.png").read_bytes()[:4] == b"\x89PNG"
+    # Outputs are not overwritten silently.
+    assert main(args) == 1
+    assert main([*args, "--overwrite"]) == 0
+
+
+def test_focal_loss_and_aux_head_in_compute_loss(tmp_path: Path, synth_root: Path) -> None:
+    task = SegmentationTask(load_config(_config(tmp_path, synth_root)))
+    model = task.build_model()
+    train_set, _ = task.build_datasets()
+    batch = {k: torch.stack([train_set[i][k] for i in range(2)]) for k in ("image", "label")}
+    assert batch["image"].shape == (2, 3, 32, 32) and batch["label"].dtype == torch.int64
+    loss, parts = task.compute_loss(model, batch)
+    assert set(parts) == {"focal", "focal_aux"}
+    assert float(loss.detach()) == pytest.approx(parts["focal"] + 0.4 * parts["focal_aux"], rel=1e-5)
+    loss.backward()
+    assert model.seghead_extra.conv2.weight.grad is not None
+    weights = task.criterion.weight.tolist()
+    names = task.class_names
+    assert weights[names.index("water")] == 5.0 and weights[names.index("dynamic")] == 5.0
+    assert weights[names.index("sky")] == 1.0
+
+
+def test_config_errors_name_the_field(tmp_path: Path, synth_root: Path) -> None:
+    with pytest.raises(ConfigError, match="watr"):
+        SegmentationTask(load_config(_config(tmp_path, synth_root, loss={"class_weights": {"watr": 5.0}})))
+    with pytest.raises(ConfigError, match="train_hw"):
+        SegmentationTask(load_config(_config(tmp_path, synth_root, data={"sources": [], "train_hw": [30, 32]})))
+    task = SegmentationTask(load_config(_config(tmp_path, synth_root, data={"sources": [{"format": "kitti", "root": "x"}]})))
+    with pytest.raises(ConfigError, match=r"sources\[0\]\.format"):
+        task.build_datasets()
+    with pytest.raises(ConfigError, match="batch_size"):
+        SegmentationTask(load_config(_config(tmp_path, synth_root, batch_size=1)))
+    with pytest.raises(ConfigError, match=r"model\.arch"):
+        SegmentationTask(load_config(_config(tmp_path, synth_root, model={"arch": "bisenet"})))
+
+
+def test_train_refuses_a_depth_config(tmp_path: Path, synth_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = _config(tmp_path, synth_root, task="depth")
+    assert main(["seg", "train", "--config", str(config), "--run-dir", str(tmp_path / "r")]) == 1
+    assert "not 'segmentation'" in capsys.readouterr().err
