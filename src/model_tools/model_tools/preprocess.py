@@ -1,10 +1,19 @@
 """Camera image -> model input tensor, as the model's metadata prescribes (no ROS, no torch).
 
 ``x = (pixel * input_scale - mean) / std`` per channel in the model's colour
-order, resized to the model's input size and laid out NCHW. The work is a
-``cv2.resize`` into a preallocated buffer plus three vectorised per-plane
-multiply-adds into a preallocated tensor; no Python per-pixel loop and no
-per-frame allocation once the input size is stable.
+order, resized to the model's input size and laid out NCHW. The work is one
+or two ``cv2.resize`` calls into preallocated buffers, a ``cv2.split`` into
+three contiguous uint8 planes (reading the interleaved channels with a stride
+costs twice as much), and one fused float32 ``gain * plane + offset`` per
+plane (``cv2.addWeighted``) written straight into the preallocated NCHW
+tensor; no per-frame allocation once the input size is stable.
+
+Resize filter: shrinking by an integer factor >= 2 on both axes uses
+INTER_AREA (OpenCV's block-average fast path); what is left, <= 2x per axis,
+uses INTER_LINEAR, which at a ratio of at most 2 reads the two nearest source
+pixels and so already averages away what the output cannot hold. A direct
+INTER_AREA at a fractional ratio (1280x1080 -> 640x544) is a generic path
+~10x slower, for a result within a few grey levels of this one.
 """
 
 from __future__ import annotations
@@ -36,6 +45,8 @@ class Preprocessor:
         self.offset = (-np.asarray(metadata.mean, np.float32) / std).astype(np.float32)
         self.tensor = np.empty((1, 3, self.height, self.width), np.float32)
         self._resized = np.empty((self.height, self.width, 3), np.uint8)
+        self._planes = [np.empty((self.height, self.width), np.uint8) for _ in range(3)]
+        self._shrunk: np.ndarray | None = None  # the integer-factor INTER_AREA step's output, reused
         # The last input at model resolution, in the caller's channel order (for overlays).
         self.resized: np.ndarray = self._resized
 
@@ -52,31 +63,35 @@ class Preprocessor:
         order = channel_order.upper()
         if order not in CHANNEL_ORDERS:
             raise ImageEncodingError(f"channel order {channel_order!r} is not one of {CHANNEL_ORDERS}")
-        h, w = image.shape[:2]
-        if (h, w) == (self.height, self.width):
-            resized = image
-        else:
-            factor = min(h // self.height, w // self.width)
-            if factor >= 2 and h % factor == 0 and w % factor == 0:
-                # Shrinking by >= 2: INTER_AREA by the integer factor (OpenCV's fast block-average path,
-                # no aliasing), then LINEAR for the remaining < 2x. A direct INTER_AREA at a fractional
-                # ratio (1080x1280 -> 384x640) costs ~10x more for a visually identical result.
-                image = cv2.resize(image, (w // factor, h // factor), interpolation=cv2.INTER_AREA)
-                h, w = image.shape[:2]
-            if (h, w) == (self.height, self.width):
-                resized = image
-            else:
-                # INTER_AREA averages when shrinking; LINEAR is the right filter to enlarge or shrink < 2x.
-                interpolation = cv2.INTER_AREA if (h >= 2 * self.height or w >= 2 * self.width) else cv2.INTER_LINEAR
-                resized = cv2.resize(image, (self.width, self.height), dst=self._resized, interpolation=interpolation)
+        resized = self._resize(image)
         self.resized = resized
+        cv2.split(resized, self._planes)
         swap = order != self.color_order
         for c in range(3):
-            source = 2 - c if swap else c
-            plane = self.tensor[0, c]
-            np.multiply(resized[:, :, source], self.gain[c], out=plane, dtype=np.float32)
-            plane += self.offset[c]
+            source = self._planes[2 - c if swap else c]
+            # dst is the contiguous [c] plane of the tensor: OpenCV writes in place, in float32.
+            cv2.addWeighted(source, float(self.gain[c]), source, 0.0, float(self.offset[c]),
+                            dst=self.tensor[0, c], dtype=cv2.CV_32F)
         return self.tensor
+
+    def _resize(self, image: np.ndarray) -> np.ndarray:
+        """``image`` at the model's size (see the module docstring for the filter choice)."""
+        import cv2
+
+        h, w = image.shape[:2]
+        if (h, w) == (self.height, self.width):
+            return image
+        factor = min(h // self.height, w // self.width)
+        if factor >= 2 and h % factor == 0 and w % factor == 0:
+            shrunk_hw = (h // factor, w // factor)
+            if shrunk_hw == (self.height, self.width):
+                return cv2.resize(image, (self.width, self.height), dst=self._resized, interpolation=cv2.INTER_AREA)
+            if self._shrunk is None or self._shrunk.shape[:2] != shrunk_hw:
+                self._shrunk = np.empty((*shrunk_hw, 3), np.uint8)
+            image = cv2.resize(image, (shrunk_hw[1], shrunk_hw[0]), dst=self._shrunk, interpolation=cv2.INTER_AREA)
+            h, w = shrunk_hw
+        interpolation = cv2.INTER_AREA if (h > 2 * self.height or w > 2 * self.width) else cv2.INTER_LINEAR
+        return cv2.resize(image, (self.width, self.height), dst=self._resized, interpolation=interpolation)
 
     def feeds(self, input_name: str, image: np.ndarray, channel_order: str = "RGB") -> dict[str, np.ndarray]:
         """``{input_name: tensor}`` ready for ``LoadedModel.run``."""

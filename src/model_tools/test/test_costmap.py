@@ -315,3 +315,46 @@ def test_pairer_keeps_latest_few_and_drops_older_than_a_pair() -> None:
     assert pairer.dropped == 3  # depth 1 (evicted), depth 2 and labels 1 (older than the pair)
     with pytest.raises(ValueError, match="unknown stream 'rgb'"):
         pairer.add("rgb", 1, 1)
+
+
+def _reference_build(depth: np.ndarray, labels: np.ndarray, k: np.ndarray, config: CostmapConfig,
+                     table: np.ndarray, transform: np.ndarray) -> CostmapResult:
+    """The float64 path (N x 3 points, np.floor binning) that the cached-ray depth path must agree with."""
+    from model_tools.costmap import project_points
+
+    points, cats, _ = project_points(depth, table[labels.astype(np.int64)], k, transform, config)
+    return grid_from_points(points, cats, config)
+
+
+@pytest.mark.parametrize("mount", [{}, {"mount_yaw": 0.15, "mount_y": 0.4, "mount_roll": 0.03}])
+def test_depth_fast_path_matches_the_float64_reference(table: np.ndarray, mount: dict[str, float]) -> None:
+    k = pinhole_k(320, 192, 250.0)
+    depth, labels = render_scene(320, 192, k)
+    rng = np.random.default_rng(0)
+    depth = depth * rng.uniform(0.97, 1.03, depth.shape).astype(np.float32)  # off the analytic cell edges
+    config = scene_config(resolution=0.1, min_points_per_cell=2, **mount)
+    transform = camera_to_grid_transform(config)
+    for focal in (250.0, 240.0):  # a second K must not reuse the first one's cached rays
+        k = pinhole_k(320, 192, focal)
+        fast = build_costmap(depth, labels, k, config, table)
+        reference = _reference_build(depth, labels, k, config, table, transform)
+        assert fast.points_projected == reference.points_projected
+        assert np.abs(fast.counts - reference.counts).sum() <= 4  # float32 vs float64 at a cell edge, if any
+        assert (fast.category == reference.category).mean() > 0.9995
+        for name, layer in reference.layers.items():
+            assert (fast.layers[name] == layer).mean() > 0.9995
+
+
+def test_depth_range_limits_are_exact_at_float32(table: np.ndarray) -> None:
+    """min_range < z <= max_range, decided exactly for float32 depths (z == max_range is kept)."""
+    k = pinhole_k(40, 30, 20.0)
+    labels = np.full((30, 40), BOX, dtype=np.uint8)
+    config = CostmapConfig(mount_z=1.0, max_range=8.0, min_range=0.3, min_points_per_cell=1)
+    at_max = build_costmap(np.full((30, 40), 8.0, np.float32), labels, k, config, table)
+    just_over = build_costmap(np.full((30, 40), np.nextafter(np.float32(8.0), np.float32(9.0))), labels, k,
+                              config, table)
+    at_min = build_costmap(np.full((30, 40), np.float32(0.3)), labels, k, config, table)  # float32(0.3) > 0.3
+    assert at_max.points_projected > 0 and just_over.points_projected == 0
+    reference = _reference_build(np.full((30, 40), np.float32(0.3)), labels, k, config, table,
+                                 camera_to_grid_transform(config))
+    assert at_min.points_projected == reference.points_projected > 0

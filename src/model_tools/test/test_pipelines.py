@@ -11,6 +11,7 @@ from model_tools.errors import ConfigError, ModelFileError
 from model_tools.pipelines import (
     DepthPipeline,
     SegPipeline,
+    class_ids_to_labels,
     colorize_depth,
     colorize_labels,
     depth_to_points,
@@ -155,3 +156,21 @@ def test_pack_points_writes_pointcloud2_records() -> None:
     assert np.frombuffer(raw[16:28], "<f4").tolist() == [-1.0, 0.5, 9.0]
     assert np.frombuffer(raw[12:16], "<u4")[0] == 0xFF0010
     assert pack_points(points)["point_step"] == 12
+
+
+def test_class_ids_round_half_to_even_and_clip_to_uint8() -> None:
+    ids = np.array([[-3.0, -0.4, 2.5, 3.5, 5.0000005, 254.6, 300.0]], np.float32)
+    labels = class_ids_to_labels(ids)
+    assert labels.dtype == np.uint8
+    np.testing.assert_array_equal(labels, np.clip(np.rint(ids), 0, 255).astype(np.uint8))
+    assert labels.tolist() == [[0, 0, 2, 4, 5, 255, 255]]
+    np.testing.assert_array_equal(class_ids_to_labels(ids.astype(np.float64)), labels)
+
+
+def test_colorize_depth_bins_truncate_and_clip_like_the_formula() -> None:
+    depth = np.array([[-1.0, 0.0, 0.05, 7.5, 14.99, 15.0, 20.0, np.inf, np.nan]], np.float32)
+    index = np.clip(depth * np.float32(254.0 / 15.0), 0, 254)  # float32 maths, as the node's depth is
+    index[np.isnan(index)] = 255
+    from model_tools.pipelines import _depth_table
+
+    np.testing.assert_array_equal(colorize_depth(depth, 15.0)[0], _depth_table()[index.astype(np.uint8)][0])

@@ -67,3 +67,23 @@ def test_bad_inputs_are_rejected_with_what_was_expected() -> None:
         pre(np.zeros((8, 12, 3), np.uint8), channel_order="YUV")
     with pytest.raises(ModelFileError, match=r"input layout 'NHWC' unsupported"):
         Preprocessor(_meta(input_layout="NHWC"))
+
+
+def test_shrink_of_at_most_2x_per_axis_is_linear_and_integer_factors_use_area_first() -> None:
+    """1280x1080 -> 640x544 (ratios 2.0 and 1.99) is one INTER_LINEAR; 1280x1080 -> 640x384 is AREA 2x then LINEAR."""
+    image = np.random.default_rng(4).integers(0, 256, (108, 128, 3), dtype=np.uint8)
+    seg_like = _meta(h=54 + 1, w=64)  # 108 -> 55 rows (1.96x), 128 -> 64 cols (2x)
+    np.testing.assert_allclose(Preprocessor(seg_like)(image), _oracle(image, seg_like, cv2.INTER_LINEAR), atol=1e-5)
+    depth_like = _meta(h=38, w=64)  # 108 -> 38 rows (2.84x): block-average by 2, then LINEAR 54 -> 38
+    halved = cv2.resize(image, (64, 54), interpolation=cv2.INTER_AREA)
+    np.testing.assert_allclose(Preprocessor(depth_like)(image), _oracle(halved, depth_like, cv2.INTER_LINEAR),
+                               atol=1e-5)
+
+
+def test_resized_keeps_the_callers_channel_order_and_the_tensor_is_written_in_place() -> None:
+    pre = Preprocessor(_meta(mean=[0.5, 0.5, 0.5], std=[0.25, 0.5, 1.0]))
+    pre.tensor[:] = np.nan
+    image = np.random.default_rng(5).integers(0, 256, (16, 24, 3), dtype=np.uint8)
+    out = pre(np.ascontiguousarray(image[:, :, ::-1]), channel_order="BGR")
+    assert out is pre.tensor and not np.isnan(out).any()
+    np.testing.assert_array_equal(pre.resized, cv2.resize(image[:, :, ::-1], (12, 8), interpolation=cv2.INTER_AREA))
