@@ -237,7 +237,7 @@ class SegmentationTask:
             image = batch["image"].to(device, non_blocking=True)
             label = batch["label"]
             pred = predict_labels(model, image, tuple(label.shape[-2:]))
-            matrix.update(pred.cpu().numpy(), label.numpy())
+            matrix.update(pred.cpu().numpy(), label.cpu().numpy())  # the engine's loader may have moved it to the GPU
         model.train(was_training)
         return matrix
 
