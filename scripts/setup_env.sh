@@ -46,5 +46,8 @@ flock 9
 colcon --log-base log build --symlink-install --paths . src/* \
   --event-handlers console_direct- --cmake-args -DPython3_EXECUTABLE="$VENV/bin/python" \
   > log/colcon-build.txt 2>&1 || { tail -40 log/colcon-build.txt >&2; echo "[setup] colcon build failed: see log/colcon-build.txt" >&2; exit 1; }
+flock -u 9
+echo "[setup] demo models"
+bash "$ROOT/scripts/export_demo_models.sh"
 touch "$ROOT/install/.setup-done"
 echo "[setup] done: source scripts/env.sh to use the workspace"

@@ -174,12 +174,13 @@ def test_bad_inputs_are_counted_and_the_node_keeps_running(context: Any) -> None
             harness.depth_pub.publish(image(depth, "32FC1", bad_stamp)),
             harness.labels_pub.publish(image(np.dstack([labels] * 3), "rgb8", bad_stamp))))
         assert "/perception/segmentation/labels: label encoding 'rgb8' is not mono8" in harness.node.stats.last_error
-        # Depth of another aspect ratio than the labels.
+        # Depth whose data is shorter than height x step.
         dropped = harness.node.stats.dropped
+        short = image(depth, "32FC1", bad_stamp)
+        short.data = bytes(short.data)[: len(short.data) // 2]
         harness.spin_until(lambda: harness.node.stats.dropped > dropped, lambda: (
-            harness.depth_pub.publish(image(depth[:, :40].copy(), "32FC1", bad_stamp)),
-            harness.labels_pub.publish(image(labels, "mono8", bad_stamp))))
-        assert "does not match the depth size 40x48" in harness.node.stats.last_error
+            harness.depth_pub.publish(short), harness.labels_pub.publish(image(labels, "mono8", bad_stamp))))
+        assert "/perception/depth/image: image field 'data' has 6144 bytes" in harness.node.stats.last_error
         # The node still serves good frames, and says it dropped some.
         harness.spin_until(lambda: bool(harness.grids and int(latest_values(harness).get("frames_processed", 0))),
                            lambda: (harness.depth_pub.publish(image(depth, "32FC1")),

@@ -258,15 +258,6 @@ def _check_inputs(depth: np.ndarray | None, labels: np.ndarray, k_matrix: np.nda
         raise DataError(f"camera intrinsics K must be 3x3 with fx, fy > 0, got {k.ravel().tolist()}")
 
 
-def _check_aspect(hw: tuple[int, ...], work_hw: tuple[int, ...], name: str, work_name: str) -> None:
-    """Images of one camera may differ in resolution but not in aspect ratio (then they are not one view)."""
-    if abs(hw[0] * work_hw[1] - hw[1] * work_hw[0]) > 0.02 * hw[1] * work_hw[0]:
-        raise DataError(
-            f"{name} size {hw[1]}x{hw[0]} does not match the {work_name} size {work_hw[1]}x{work_hw[0]} "
-            "(different aspect ratio; expected one camera at two resolutions)"
-        )
-
-
 def _pixel_grid(hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     v, u = np.mgrid[0 : hw[0], 0 : hw[1]]
     return u.astype(np.float64), v.astype(np.float64)
@@ -337,9 +328,8 @@ def build_costmap(
     labels = np.asarray(labels)
     _check_inputs(depth, labels, k_matrix)
     work_hw = depth.shape if depth is not None else labels.shape
-    _check_aspect(labels.shape, work_hw, "labels", "depth")
-    if k_hw:
-        _check_aspect(tuple(k_hw), work_hw, "camera_info", "depth" if depth is not None else "labels")
+    # Depth, labels and camera_info are whole-frame resizes of one camera image (the nodes squash
+    # the frame to each model's input), so their aspect ratios may differ: K scales per axis.
     labels = resize_nearest(labels, work_hw)
     k = scale_intrinsics(k_matrix, tuple(k_hw) if k_hw else tuple(work_hw), tuple(work_hw))
     categories = _categories_of(labels, class_to_category)

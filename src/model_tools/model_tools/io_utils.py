@@ -31,10 +31,17 @@ def atomic_write(path: str | os.PathLike[str], overwrite: bool = False) -> Itera
         yield tmp
         if tmp.stat().st_size == 0:
             raise OSError(f"nothing was written for {target}")
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file a normal open()'s mode
         os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_json(path: str | os.PathLike[str], obj: Any, overwrite: bool = True) -> Path:

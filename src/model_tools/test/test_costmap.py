@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from types import SimpleNamespace
 
+import cv2
 import numpy as np
 import pytest
 
@@ -251,10 +252,19 @@ def test_bad_images_and_k_raise_data_error(table: np.ndarray) -> None:
         build_costmap(np.zeros((4, 4, 3), np.float32), np.zeros((4, 4), np.uint8), k, config, table)
     with pytest.raises(DataError, match="fx, fy > 0"):
         build_costmap(None, np.zeros((4, 4), np.uint8), np.zeros((3, 3)), config, table)
-    with pytest.raises(DataError, match="labels size 8x4 does not match the depth size 4x4"):
-        build_costmap(np.zeros((4, 4), np.float32), np.zeros((4, 8), np.uint8), k, config, table)
-    with pytest.raises(DataError, match="camera_info size 6x4 does not match the labels size 4x4"):
-        build_costmap(None, np.zeros((4, 4), np.uint8), k, config, table, k_hw=(4, 6))
+
+
+def test_labels_of_another_aspect_ratio_are_resampled_not_rejected(table: np.ndarray) -> None:
+    """Depth and labels are whole-frame resizes of one camera frame (384x640 vs 544x640 in the demo)."""
+    config = CostmapConfig(min_points_per_cell=1)
+    k = pinhole_k(16, 12, 10.0)
+    depth = np.full((12, 16), 4.0, np.float32)
+    labels_wide = np.zeros((6, 32), np.uint8)
+    labels_wide[:, 16:] = 4  # right half: a BLOCKED class
+    same = build_costmap(depth, cv2.resize(labels_wide, (16, 12), interpolation=cv2.INTER_NEAREST), k, config, table)
+    other = build_costmap(depth, labels_wide, k, config, table)
+    np.testing.assert_array_equal(other.grid, same.grid)
+    assert (other.grid == 100).any() and (other.grid == 0).any()
 
 
 def hand_grid(cells: dict[tuple[float, float], int], **config_values: float) -> tuple[CostmapResult, CostmapConfig]:

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
 from model_tools.errors import OutputExistsError
 from model_tools.io_utils import atomic_write, write_json
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def test_atomic_write_renames_on_success(tmp_path) -> None:
@@ -16,6 +23,7 @@ def test_atomic_write_renames_on_success(tmp_path) -> None:
         assert tmp.suffix == ".onnx" and tmp.parent == target.parent
         tmp.write_bytes(b"abc")
     assert target.read_bytes() == b"abc"
+    assert target.stat().st_mode & 0o777 == 0o666 & ~_current_umask(), "mode must follow the umask, not mkstemp's 0600"
     assert [p.name for p in target.parent.iterdir()] == ["model.onnx"]
 
 
