@@ -15,22 +15,25 @@ fresh() {  # fresh OUT PART...: OUT exists and is newer than every PART
   for part in "$@"; do [[ $out -nt $part ]] || return 1; done
 }
 
-depth_parts=(models/weights/depth_levels_r18_fp16.part*of*.pt)
-if fresh models/depth_levels_r18.onnx "${depth_parts[@]}"; then
-  echo "[models] models/depth_levels_r18.onnx is up to date"
-else
-  echo "[models] exporting models/depth_levels_r18.onnx (ResNet-18 dual head, 256 levels, 384x640)"
+export_if_stale() {  # export_if_stale OUT WEIGHTS_PREFIX WHAT COMMAND...: run COMMAND unless OUT is fresh
+  local out=$1 prefix=$2 what=$3; shift 3
+  local parts=("$prefix".part*of*.pt)
+  if fresh "$out" "${parts[@]}"; then
+    echo "[models] $out is up to date"
+  else
+    echo "[models] exporting $out ($what)"
+    "$@"
+  fi
+}
+
+export_if_stale models/depth_levels_r18.onnx models/weights/depth_levels_r18_fp16 \
+  "ResNet-18 dual head, 256 levels, 384x640" \
   python -m model_tools.cli depth export --checkpoint models/weights/depth_levels_r18_fp16 \
     --config models/reports/depth_levels_r18/config.yaml --out models/depth_levels_r18.onnx \
     --variant separate --overwrite
-fi
 
-seg_parts=(models/weights/seg_ddrnet23s_fp16.part*of*.pt)
-if fresh models/ddrnet23s_offroad.onnx "${seg_parts[@]}"; then
-  echo "[models] models/ddrnet23s_offroad.onnx is up to date"
-else
-  echo "[models] exporting models/ddrnet23s_offroad.onnx (DDRNet23-Slim, 7 classes, class-id output, 544x640)"
+export_if_stale models/ddrnet23s_offroad.onnx models/weights/seg_ddrnet23s_fp16 \
+  "DDRNet23-Slim, 7 classes, class-id output, 544x640" \
   python -m model_tools.cli seg export --weights models/weights/seg_ddrnet23s_fp16 \
     --config models/reports/seg_ddrnet23s/config.yaml --out models/ddrnet23s_offroad.onnx \
     --output class_id --overwrite
-fi

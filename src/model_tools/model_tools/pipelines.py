@@ -63,7 +63,33 @@ def _ms(start: float) -> float:
     return (time.perf_counter() - start) * 1e3
 
 
-class DepthPipeline:
+class _ModelPipeline:
+    """Preprocess -> run -> postprocess with per-stage timings; subclasses define ``postprocess``."""
+
+    model: RunnableModel
+    metadata: ModelMetadata
+    preprocessor: Preprocessor
+
+    @property
+    def input_hw(self) -> tuple[int, int]:
+        return self.metadata.input_hw
+
+    def infer(self, image: np.ndarray, channel_order: str = "RGB") -> Any:
+        t0 = time.perf_counter()
+        feeds = self.preprocessor.feeds(self.metadata.input_name, image, channel_order)
+        t1 = time.perf_counter()
+        outputs = self.model.run(feeds)
+        t2 = time.perf_counter()
+        result = self.postprocess(outputs)
+        result.timings = {"preprocess_ms": (t1 - t0) * 1e3, "inference_ms": (t2 - t1) * 1e3,
+                          "postprocess_ms": _ms(t2)}
+        return result
+
+    def postprocess(self, outputs: dict[str, np.ndarray]) -> Any:
+        raise NotImplementedError
+
+
+class DepthPipeline(_ModelPipeline):
     """Run a depth model on an image and return REP 118-style metric depth.
 
     ``max_depth`` overrides the metadata's (a warning is logged): for
@@ -93,21 +119,6 @@ class DepthPipeline:
             raise ConfigError(f"depth range [{self.min_depth}, {self.max_depth}] m is empty or negative")
         self.preprocessor = Preprocessor(meta)
 
-    @property
-    def input_hw(self) -> tuple[int, int]:
-        return self.metadata.input_hw
-
-    def infer(self, image: np.ndarray, channel_order: str = "RGB") -> DepthOutput:
-        t0 = time.perf_counter()
-        feeds = self.preprocessor.feeds(self.metadata.input_name, image, channel_order)
-        t1 = time.perf_counter()
-        outputs = self.model.run(feeds)
-        t2 = time.perf_counter()
-        result = self.postprocess(outputs)
-        result.timings = {"preprocess_ms": (t1 - t0) * 1e3, "inference_ms": (t2 - t1) * 1e3,
-                          "postprocess_ms": _ms(t2)}
-        return result
-
     def postprocess(self, outputs: dict[str, np.ndarray]) -> DepthOutput:
         """Model outputs (by name) -> metric depth with invalid pixels NaN."""
         names = self.metadata.output_names
@@ -124,7 +135,7 @@ class DepthPipeline:
         return DepthOutput(depth=depth, integer=integer, fractional=fractional)
 
 
-class SegPipeline:
+class SegPipeline(_ModelPipeline):
     """Run a segmentation model and return uint8 class ids plus class statistics."""
 
     def __init__(self, model: RunnableModel) -> None:
@@ -138,21 +149,6 @@ class SegPipeline:
         self.num_classes = len(meta.class_names)
         self.preprocessor = Preprocessor(meta)
         self.colors = class_color_table(meta.class_colors)
-
-    @property
-    def input_hw(self) -> tuple[int, int]:
-        return self.metadata.input_hw
-
-    def infer(self, image: np.ndarray, channel_order: str = "RGB") -> SegOutput:
-        t0 = time.perf_counter()
-        feeds = self.preprocessor.feeds(self.metadata.input_name, image, channel_order)
-        t1 = time.perf_counter()
-        outputs = self.model.run(feeds)
-        t2 = time.perf_counter()
-        result = self.postprocess(outputs)
-        result.timings = {"preprocess_ms": (t1 - t0) * 1e3, "inference_ms": (t2 - t1) * 1e3,
-                          "postprocess_ms": _ms(t2)}
-        return result
 
     def postprocess(self, outputs: dict[str, np.ndarray]) -> SegOutput:
         raw = outputs[self.metadata.output_names[0]][0]
