@@ -31,7 +31,7 @@ from model_tools.bags.bagio import (
     stamp_ns,
     summarize_bag,
 )
-from model_tools.bags.eval_bag import FramePrediction, OfflineStack, write_outputs
+from model_tools.bags.eval_bag import FramePrediction, OfflineStack, ground_truth_category, write_outputs
 from model_tools.bags.frames import DEFAULT_TOPICS, FrameTopics, image_array, iter_frames
 from model_tools.bags.recorder import BagRecorder, RecordStats
 from model_tools.bags.replay import BagReplayer, ReplayStats
@@ -64,16 +64,42 @@ OUTPUT_TYPES: dict[str, str] = {
 # --------------------------------------------------------------------------- the stack process
 
 
-def write_stack_params(out: Path, base_params: Path | None, mount: Mapping[str, float] | None) -> Path:
-    """A params YAML for run_stack: the base file with the costmap mount set from the bag (no TF here)."""
+# Head room for the first frame: the costmap node measures depth_timeout_s from its own start until the first
+# depth image, and the replay starts only once every subscriber is matched (seconds after the nodes load).
+STARTUP_ALLOWANCE_S = 10.0
+
+
+def live_depth_timeout_s(base_timeout_s: float, rate: float, max_timeout_s: float) -> float:
+    """The costmap node's depth_timeout_s for a replay at ``rate``: ``base / rate`` plus start-up head room.
+
+    The timeout is wall-clock: without a depth image for that long the node projects a frame's labels
+    flat-ground instead of waiting for its depth. Replaying at ``rate`` stretches every gap between frames
+    by 1/rate (the demo replays the real models' drive at ~0.05x, a frame every ~2 s), so an unscaled 1 s
+    timeout makes the node fall back whenever a frame's labels arrive before its depth, and that frame's
+    costmap then differs from the offline path's. Capped at the node's declared maximum.
+    """
+    if rate <= 0:
+        raise ValueError(f"replay rate must be > 0, got {rate}")
+    return float(min(max_timeout_s, base_timeout_s / rate + STARTUP_ALLOWANCE_S))
+
+
+def write_stack_params(out: Path, base_params: Path | None, mount: Mapping[str, float] | None,
+                       rate: float = 1.0) -> Path:
+    """A params YAML for run_stack: the base file with the costmap mount set from the bag (no TF here)
+    and the costmap node's depth timeout scaled to the replay rate (``live_depth_timeout_s``)."""
     import yaml
+
+    from seg_perception.costmap_node import PARAMETERS as COSTMAP_PARAMETERS
 
     data: dict[str, Any] = {}
     if base_params is not None and Path(base_params).is_file():
         data = yaml.safe_load(Path(base_params).read_text()) or {}
+    section = data.setdefault("costmap_node", {}).setdefault("ros__parameters", {})
     if mount:
-        section = data.setdefault("costmap_node", {}).setdefault("ros__parameters", {})
         section.update({k: float(v) for k, v in mount.items()})
+    default_timeout, _, constraints = COSTMAP_PARAMETERS["depth_timeout_s"]
+    section["depth_timeout_s"] = live_depth_timeout_s(float(section.get("depth_timeout_s", default_timeout)), rate,
+                                                      float(constraints["float_range"][1]))
     out.write_text(yaml.safe_dump(data, sort_keys=False))
     return out
 
@@ -185,7 +211,7 @@ def run_live(
     out_bag = Path(out_bag)
     work = work_dir or out_bag.parent
     work.mkdir(parents=True, exist_ok=True)
-    stack_params = write_stack_params(work / "stack_params.yaml", params_file, mount)
+    stack_params = write_stack_params(work / "stack_params.yaml", params_file, mount, rate)
     stack = StackProcess(stack_params, Path(depth_model).resolve(), Path(seg_model).resolve(), backend,
                          work / "stack.log")
     record_types = dict(record_topics or OUTPUT_TYPES)
@@ -302,6 +328,9 @@ class PathComparison:
     depth_nan_mismatch_pixels: int = 0
     label_agreement: list[float] = field(default_factory=list)
     costmap_cell_agreement: list[float] = field(default_factory=list)
+    # Stamps whose live costmap is exactly the flat-ground projection of its labels: the costmap node gave
+    # up waiting for depth (depth_timeout_s), so the paths differ by configuration, not by computation.
+    costmap_flat_ground_stamps: list[int] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
         def worst(values: list[float], fn: Any) -> float | None:
@@ -313,6 +342,9 @@ class PathComparison:
             "depth_nan_mismatch_pixels": self.depth_nan_mismatch_pixels,
             "label_agreement_min": worst(self.label_agreement, min),
             "costmap_cell_agreement_min": worst(self.costmap_cell_agreement, min),
+            "costmap_frames_differing": sum(1 for a in self.costmap_cell_agreement if a < 1.0),
+            "costmap_flat_ground_frames": len(self.costmap_flat_ground_stamps),
+            "costmap_flat_ground_stamps_ns": list(self.costmap_flat_ground_stamps),
         }
 
 
@@ -359,7 +391,7 @@ def score_recorded(
             live.add_depth(frame.stamp_ns, out.depth, frame.gt_depth)
         if frame.gt_labels is not None:
             live.add_labels(frame.stamp_ns, out.labels, frame.gt_labels)
-            gt_category = stack.costmap(frame.gt_depth, frame.gt_labels, frame).category
+            gt_category = ground_truth_category(stack.costmap, frame)
             live.add_costmap(frame.stamp_ns, category, gt_category)
         reference = offline.get(frame.stamp_ns) if offline else None
         if reference is not None and matched_offline is not None:
@@ -370,7 +402,11 @@ def score_recorded(
             diff = np.abs(np.where(both_nan | one_nan, 0.0, reference.depth - out.depth))
             comparison.depth_max_abs_diff_m.append(float(diff.max()) if diff.size else 0.0)
             comparison.label_agreement.append(float(np.mean(reference.labels == out.labels)))
-            comparison.costmap_cell_agreement.append(float(np.mean(reference.category == category)))
+            cell_agreement = float(np.mean(reference.category == category))
+            comparison.costmap_cell_agreement.append(cell_agreement)
+            if cell_agreement < 1.0 and np.array_equal(
+                    stack.costmap(None, out.labels, frame).category, category):
+                comparison.costmap_flat_ground_stamps.append(frame.stamp_ns)
             matched_offline.add_latency(frame.stamp_ns, reference.timings_ms)
             if frame.gt_depth is not None:
                 matched_offline.add_depth(frame.stamp_ns, reference.depth, frame.gt_depth)
@@ -442,7 +478,9 @@ def write_live_report(out_dir: Path, live: EvalScorer, counts: Mapping[str, Any]
     if offline_matched is not None:
         deltas = metric_deltas(offline_matched.summary(), live_summary)
         cmp = comparison.summary()
+        # Both paths run the same code on the same inputs: labels and costmap cells must match exactly.
         agree = (cmp["frames_compared"] > 0 and (cmp["depth_max_abs_diff_m"] or 0.0) <= tolerance
+                 and cmp["label_agreement_min"] == 1.0 and cmp["costmap_cell_agreement_min"] == 1.0
                  and all(d is None or d <= tolerance for d in deltas.values()))
         metrics["agreement_with_offline"] = {**cmp, "metric_abs_deltas": deltas, "tolerance": tolerance,
                                              "agree": agree}
