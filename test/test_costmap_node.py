@@ -92,6 +92,17 @@ class Harness:
                 next_publish = now + 0.25
             self.executor.spin_once(timeout_sec=0.05)
 
+    def spin_for(self, seconds: float) -> None:
+        """Serve callbacks (the node's timers included) for ``seconds`` without publishing."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            self.executor.spin_once(timeout_sec=0.02)
+
+    def wait_for_discovery(self) -> None:
+        """Until every input publisher sees the costmap node's subscription (a single publish must arrive)."""
+        publishers = (self.depth_pub, self.labels_pub, self.info_pub)
+        self.spin_until(lambda: all(p.get_subscription_count() >= 1 for p in publishers), lambda: None)
+
     def close(self) -> None:
         self.executor.shutdown()
         self.node.destroy_node()
@@ -155,6 +166,102 @@ def test_depth_and_labels_with_one_stamp_give_a_grid_with_that_stamp(context: An
     assert stats.backend_used == "host" and stats.node_name == "costmap_node"
     assert stats.frames_processed >= 1 and stats.inference_ms > 0
     assert (stats.header.stamp.sec, stats.header.stamp.nanosec) == (1234, 5678)
+
+
+def stamp_of(msg: Any) -> tuple[int, int]:
+    return msg.header.stamp.sec, msg.header.stamp.nanosec
+
+
+def test_labels_wait_for_depth_that_comes_after_they_do_even_when_the_previous_depth_is_older_than_the_timeout(
+        context: Any) -> None:
+    """The slow-depth case: labels of frame t beat their depth, and the previous depth is > depth_timeout_s old.
+
+    They must wait for their own depth (a depth-based grid) rather than go flat-ground on arrival.
+    """
+    depth, labels = scene()
+    timeout = 0.5
+    previous, late = Time(sec=1000, nanosec=0), Time(sec=1001, nanosec=0)
+    harness = Harness(context, depth_timeout_s=timeout)
+    try:
+        harness.wait_for_discovery()
+        harness.spin_until(lambda: harness.node.camera_info is not None and harness.node.last_depth_time is not None,
+                           lambda: (harness.info_pub.publish(camera_info()),
+                                    harness.depth_pub.publish(image(depth, "32FC1", previous))))
+        harness.spin_for(timeout + 0.3)
+        assert time.monotonic() - harness.node.last_depth_time > timeout, "precondition: the last depth is stale"
+        harness.labels_pub.publish(image(labels, "mono8", late))
+        harness.spin_for(timeout / 2)  # the depth of frame t is still being inferred
+        harness.depth_pub.publish(image(depth, "32FC1", late))
+        harness.spin_until(lambda: any(stamp_of(g) == (1001, 0) for g in harness.grids), lambda: None, timeout=5.0)
+        harness.spin_for(timeout + 0.2)  # a second grid for t (flat-ground then depth) would arrive by now
+    finally:
+        harness.close()
+    late_grids = [g for g in harness.grids if stamp_of(g) == (1001, 0)]
+    assert len(late_grids) == 1
+    grid = late_grids[0]
+    assert cell(grid, WALL_X, 0.0) == 100, "the wall is BLOCKED where it stands (depth-based)"
+    assert cell(grid, 2.05, 0.0) == 0
+    for behind in (5.35, 6.15, 7.25):  # where flat-ground ray casting smears the wall
+        assert cell(grid, behind, 0.0) == -1, f"behind the wall at x = {behind} m must be unknown, not smeared"
+    assert harness.node.flat_ground_frames == 0 and not harness.node.last_used_flat_ground
+
+
+def test_silent_depth_stream_gives_flagged_flat_ground_after_the_timeout(context: Any) -> None:
+    _, labels = scene()
+    timeout = 1.0
+    harness = Harness(context, depth_timeout_s=timeout)  # use_depth stays on; nothing publishes depth
+    try:
+        harness.wait_for_discovery()
+
+        def publish(stamp: Time) -> Callable[[], None]:
+            return lambda: (harness.info_pub.publish(camera_info()), harness.labels_pub.publish(image(labels, "mono8", stamp)))
+
+        harness.spin_until(lambda: bool(harness.node.pairer.pending("labels")), publish(STAMP))
+        waiting_since = time.monotonic()
+        assert not harness.grids, "labels must wait for depth first"
+        harness.spin_until(lambda: bool(harness.grids), publish(STAMP))
+        waited = time.monotonic() - waiting_since
+        assert waited >= timeout - 0.1, f"flat-ground after {waited:.2f} s, before depth_timeout_s={timeout}"
+        # The stream is now known silent: the next frame's labels go flat-ground at the next timer tick.
+        later = Time(sec=1235, nanosec=0)
+        published = time.monotonic()
+        harness.labels_pub.publish(image(labels, "mono8", later))
+        harness.spin_until(lambda: any(stamp_of(g) == (1235, 0) for g in harness.grids), lambda: None)
+        later_latency = time.monotonic() - published
+        harness.spin_until(lambda: int(latest_values(harness).get("flat_ground_frames", 0)) >= 2, lambda: None)
+    finally:
+        harness.close()
+    grid = harness.grids[0]
+    assert stamp_of(grid) == (1234, 5678)
+    assert cell(grid, 2.05, 0.0) == 0, "ground rays meet z = 0 where the ground is"
+    assert cell(grid, 6.15, 0.0) == 100, "flat-ground smears the wall behind itself"
+    assert later_latency < timeout, f"a known-silent depth stream still delayed the labels {later_latency:.2f} s"
+    assert latest_values(harness)["used_flat_ground"] == "true"
+    assert harness.diagnostics[-1].status[0].level == DiagnosticStatus.WARN
+
+
+def test_labels_whose_depth_never_comes_while_depth_flows_are_dropped_not_flat_ground(context: Any) -> None:
+    depth, labels = scene()
+    timeout = 0.5
+    harness = Harness(context, depth_timeout_s=timeout)
+    try:
+        harness.wait_for_discovery()
+        frame = iter(range(1, 1000))
+
+        def publish() -> None:  # depth keeps flowing, but for other frames than the labels
+            n = next(frame)
+            harness.info_pub.publish(camera_info())
+            harness.depth_pub.publish(image(depth, "32FC1", Time(sec=2000, nanosec=n)))
+            harness.labels_pub.publish(image(labels, "mono8", Time(sec=3000, nanosec=n)))
+
+        harness.spin_until(lambda: harness.node.pairer.dropped >= 4 and bool(harness.node.pairer.pending("labels")),
+                           publish)
+        deadline = time.monotonic() + 3 * timeout
+        harness.spin_until(lambda: time.monotonic() > deadline, publish)
+    finally:
+        harness.close()
+    assert harness.grids == [] and harness.node.flat_ground_frames == 0
+    assert harness.node.pairer.dropped >= 8
 
 
 def test_bad_inputs_are_counted_and_the_node_keeps_running(context: Any) -> None:

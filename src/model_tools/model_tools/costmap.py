@@ -27,6 +27,7 @@ carry ``used_flat_ground`` for callers to flag.
 from __future__ import annotations
 
 import math
+import time
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -556,6 +557,8 @@ class ExactStampPairer(Generic[ItemT]):
     A small stand-in for message_filters' exact-time synchronizer (not
     installable here). When a pair completes, it and everything older on both
     streams is dropped, so a late frame can never be paired after a newer one.
+    Each waiting message keeps its arrival time, so a caller can give up on a
+    partner after a timeout (``waiting`` + ``take``) without breaking that order.
     """
 
     def __init__(self, streams: tuple[str, str] = ("depth", "labels"), capacity: int = 3) -> None:
@@ -563,31 +566,58 @@ class ExactStampPairer(Generic[ItemT]):
             raise ConfigError(f"pairing buffer capacity must be >= 1, got {capacity}")
         self.streams = streams
         self.capacity = capacity
-        self._pending: dict[str, OrderedDict[int, ItemT]] = {name: OrderedDict() for name in streams}
-        self.dropped = 0  # messages discarded without ever being paired
+        # stream -> stamp_ns -> (message, arrival time in seconds), in arrival order
+        self._pending: dict[str, OrderedDict[int, tuple[ItemT, float]]] = {name: OrderedDict() for name in streams}
+        self.dropped = 0  # messages discarded without ever being paired or taken
 
-    def add(self, stream: str, stamp_ns: int, item: ItemT) -> dict[str, ItemT] | None:
-        """Add one message; return {stream: item} for both streams when its partner is waiting."""
-        if stream not in self._pending:
-            raise ValueError(f"unknown stream {stream!r}; expected one of {self.streams}")
+    def add(self, stream: str, stamp_ns: int, item: ItemT, arrival: float | None = None) -> dict[str, ItemT] | None:
+        """Add one message; return {stream: item} for both streams when its partner is waiting.
+
+        ``arrival`` is when the message arrived (seconds on the caller's clock, default
+        ``time.monotonic()``); ``waiting`` reports it back.
+        """
+        queue = self._queue(stream)
         other = self.streams[1] if stream == self.streams[0] else self.streams[0]
         if stamp_ns in self._pending[other]:
-            pair = {stream: item, other: self._pending[other].pop(stamp_ns)}
-            for queue in self._pending.values():
-                for old in [s for s in queue if s < stamp_ns]:
-                    del queue[old]
-                    self.dropped += 1
+            pair = {stream: item, other: self._pending[other].pop(stamp_ns)[0]}
+            self._drop_older(stamp_ns)
             return pair
-        queue = self._pending[stream]
         if stamp_ns in queue:
             self.dropped += 1  # a duplicate stamp replaces the older message
-        queue[stamp_ns] = item
+        queue[stamp_ns] = (item, time.monotonic() if arrival is None else float(arrival))
         queue.move_to_end(stamp_ns)
         while len(queue) > self.capacity:
             queue.popitem(last=False)
             self.dropped += 1
         return None
 
+    def take(self, stream: str, stamp_ns: int) -> ItemT:
+        """Remove and return a waiting message, to be used without its partner (e.g. after a timeout).
+
+        Like a completed pair, everything older on both streams is dropped (counted).
+        """
+        queue = self._queue(stream)
+        if stamp_ns not in queue:
+            raise KeyError(f"no message with stamp {stamp_ns} is waiting on stream {stream!r}")
+        item = queue.pop(stamp_ns)[0]
+        self._drop_older(stamp_ns)
+        return item
+
     def pending(self, stream: str) -> list[int]:
         """Stamps waiting for a partner on ``stream`` (oldest first)."""
-        return list(self._pending[stream])
+        return list(self._queue(stream))
+
+    def waiting(self, stream: str) -> list[tuple[int, float]]:
+        """(stamp, arrival time) of the messages waiting for a partner on ``stream`` (in arrival order)."""
+        return [(stamp, arrival) for stamp, (_, arrival) in self._queue(stream).items()]
+
+    def _queue(self, stream: str) -> OrderedDict[int, tuple[ItemT, float]]:
+        if stream not in self._pending:
+            raise ValueError(f"unknown stream {stream!r}; expected one of {self.streams}")
+        return self._pending[stream]
+
+    def _drop_older(self, stamp_ns: int) -> None:
+        for queue in self._pending.values():
+            for old in [s for s in queue if s < stamp_ns]:
+                del queue[old]
+                self.dropped += 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from types import SimpleNamespace
 
 import cv2
@@ -325,6 +326,36 @@ def test_pairer_keeps_latest_few_and_drops_older_than_a_pair() -> None:
     assert pairer.dropped == 3  # depth 1 (evicted), depth 2 and labels 1 (older than the pair)
     with pytest.raises(ValueError, match="unknown stream 'rgb'"):
         pairer.add("rgb", 1, 1)
+
+
+def test_pairer_keeps_arrival_times_and_take_acts_like_a_completed_pair() -> None:
+    pairer: ExactStampPairer[str] = ExactStampPairer(capacity=3)
+    pairer.add("labels", 10, "l10", arrival=1.0)
+    pairer.add("depth", 5, "d5", arrival=1.5)
+    pairer.add("labels", 20, "l20", arrival=2.0)
+    pairer.add("labels", 30, "l30", arrival=3.0)
+    assert pairer.waiting("labels") == [(10, 1.0), (20, 2.0), (30, 3.0)]
+    assert pairer.waiting("depth") == [(5, 1.5)]
+    assert pairer.take("labels", 20) == "l20"
+    assert pairer.pending("labels") == [30] and pairer.pending("depth") == []
+    assert pairer.dropped == 2  # labels 10 and depth 5: older than the taken message
+    with pytest.raises(KeyError, match="no message with stamp 20 is waiting on stream 'labels'"):
+        pairer.take("labels", 20)
+    with pytest.raises(ValueError, match="unknown stream 'rgb'"):
+        pairer.waiting("rgb")
+    pairer.add("labels", 30, "l30 again", arrival=4.0)  # a duplicate stamp replaces the message and its arrival
+    assert pairer.waiting("labels") == [(30, 4.0)] and pairer.dropped == 3
+    assert pairer.add("depth", 30, "d30", arrival=4.5) == {"depth": "d30", "labels": "l30 again"}
+    assert pairer.waiting("labels") == [] and pairer.dropped == 3
+
+
+def test_pairer_arrival_defaults_to_the_monotonic_clock() -> None:
+    pairer: ExactStampPairer[str] = ExactStampPairer()
+    before = time.monotonic()
+    pairer.add("depth", 1, "d1")
+    after = time.monotonic()
+    [(stamp, arrival)] = pairer.waiting("depth")
+    assert stamp == 1 and before <= arrival <= after
 
 
 def _reference_build(depth: np.ndarray, labels: np.ndarray, k: np.ndarray, config: CostmapConfig,

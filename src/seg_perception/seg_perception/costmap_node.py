@@ -59,7 +59,10 @@ LOG_THROTTLE_S = 5.0
 PARAMETERS: dict[str, tuple[Any, str, dict[str, Any]]] = {
     "grid_frame": ("base_link", "frame of the grid (REP 103: x forward, y left, z up; ground at z = 0)", {}),
     "use_depth": (True, "project with depth; false forces the flat-ground fallback", {}),
-    "depth_timeout_s": (1.0, "without depth for this long, labels are projected flat-ground (flagged)",
+    "depth_timeout_s": (2.0, "seconds (wall clock) labels wait for depth: labels are projected flat-ground "
+                             "(flagged) only when no depth message at all arrived within this long after they "
+                             "did; must exceed the depth stream's longest gap (its latency behind the labels "
+                             "and its period). Also the delay of the first flat-ground grid once depth stops",
                         {"float_range": (0.0, 60.0)}),
     "pairing_capacity": (3, "depth/label messages kept per stream while waiting for an exact-stamp partner",
                          {"int_range": (1, 100)}),
@@ -177,8 +180,10 @@ class CostmapNode(Node):
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
 
         self.camera_info: CameraInfo | None = None
-        self.started = time.monotonic()
-        self.last_depth_time: float | None = None
+        self.last_depth_time: float | None = None  # monotonic arrival of the latest depth message
+        # Arrival of the first labels left waiting since the latest depth message or completed pair: once
+        # depth_timeout_s has passed since then with no depth at all, the depth stream counts as silent.
+        self.labels_waiting_since: float | None = None
         self.stats = FrameStats()
         self.flat_ground_frames = 0
         self.last_used_flat_ground = False
@@ -187,6 +192,11 @@ class CostmapNode(Node):
         if values["use_tf"]:
             self._start_tf()
         self.create_timer(1.0, self._publish_diagnostics)
+        if values["use_depth"]:
+            # Labels are never sent flat-ground on arrival (their depth is usually still being inferred);
+            # this timer does it once depth has been silent for depth_timeout_s since they arrived.
+            period = max(0.01, min(0.1, values["depth_timeout_s"] / 4))
+            self.create_timer(period, self._flush_labels_without_depth)
         self.get_logger().info(
             f"costmap {self.config.cols}x{self.config.rows} cells of {self.config.resolution} m in "
             f"'{values['grid_frame']}', camera pose from {self.pose_source}, use_depth={values['use_depth']}"
@@ -209,26 +219,41 @@ class CostmapNode(Node):
 
     def _on_depth(self, msg: Image) -> None:
         self.last_depth_time = time.monotonic()
+        self.labels_waiting_since = None  # the depth stream is alive: waiting labels get their full timeout again
         if not self.params["use_depth"]:
             return
-        pair = self.pairer.add("depth", stamp_ns(msg), msg)
+        pair = self.pairer.add("depth", stamp_ns(msg), msg, self.last_depth_time)
         if pair is not None:
             self._process(pair["labels"], pair["depth"])
 
     def _on_labels(self, msg: Image) -> None:
-        if self._depth_available():
-            pair = self.pairer.add("labels", stamp_ns(msg), msg)
-            if pair is not None:
-                self._process(pair["labels"], pair["depth"])
-            return
-        self._process(msg, None)
-
-    def _depth_available(self) -> bool:
-        """Depth is expected while use_depth is on and it arrived within depth_timeout_s (or since start)."""
         if not self.params["use_depth"]:
-            return False
-        reference = self.last_depth_time if self.last_depth_time is not None else self.started
-        return time.monotonic() - reference <= self.params["depth_timeout_s"]
+            self._process(msg, None)
+            return
+        arrival = time.monotonic()
+        pair = self.pairer.add("labels", stamp_ns(msg), msg, arrival)
+        if pair is not None:
+            self.labels_waiting_since = None
+            self._process(pair["labels"], pair["depth"])
+        elif self.labels_waiting_since is None:
+            self.labels_waiting_since = arrival
+
+    def _flush_labels_without_depth(self) -> None:
+        """Project flat-ground the waiting labels during whose wait no depth arrived, once depth is silent.
+
+        The stream counts as silent when depth_timeout_s has passed since the first labels were left
+        waiting with no depth message since. Labels that saw depth arrive while they waited (their own
+        partner never came: a skipped or mismatched stamp) stay in the pairer and are dropped there.
+        """
+        if self.labels_waiting_since is None:
+            return
+        if time.monotonic() - self.labels_waiting_since <= self.params["depth_timeout_s"]:
+            return
+        unanswered = sorted(stamp for stamp, arrival in self.pairer.waiting("labels")
+                            if self.last_depth_time is None or arrival > self.last_depth_time)
+        for stamp in unanswered:  # oldest stamp first: taking one drops older ones (counted), never newer
+            if stamp in self.pairer.pending("labels"):
+                self._process(self.pairer.take("labels", stamp), None)
 
     # ------------------------------------------------------------------ processing
 
@@ -270,7 +295,7 @@ class CostmapNode(Node):
         if result.used_flat_ground:
             self.flat_ground_frames += 1
             reason = "use_depth is false" if not self.params["use_depth"] else (
-                f"no depth on {DEPTH_TOPIC} for {self.params['depth_timeout_s']} s")
+                f"no depth on {DEPTH_TOPIC} within depth_timeout_s={self.params['depth_timeout_s']} s of the labels")
             self.get_logger().warning(f"flat-ground fallback ({reason}): obstacles are smeared behind themselves",
                                       throttle_duration_sec=LOG_THROTTLE_S)
         self.last_used_flat_ground = result.used_flat_ground
