@@ -11,8 +11,9 @@ from quant_fixtures import write_dataset
 from model_tools.errors import ConfigError, OutputExistsError
 from model_tools.quant.compare import Thresholds, compare_models, rate_metrics
 from model_tools.quant.compile import compile_context_binary
+from model_tools.quant.evaluate import TaskScorer, decoder, scored_depth
 from model_tools.quant.images import ImageSource
-from model_tools.quant.quantize import QuantSettings, quantize_model
+from model_tools.quant.quantize import QuantSettings, quantize_model, read_metadata
 from model_tools.testing.tiny_models import make_tiny_depth_model, make_tiny_seg_model
 
 
@@ -46,6 +47,9 @@ def test_depth_report_metrics_heads_and_htp_agreement(tmp_path, data_root):
     ha = report["htp_agreement"]
     assert ha["frames"] == 2 and ha["integer_level_agreement"] > 0.9 and "HTP" in ha["backend"]
     assert set(ha["outputs"]) == {"integer", "fractional"}
+    on_frames = ha["metrics_on_these_frames"]  # FP32, QDQ-on-CPU and HTP against GT on the same 2 frames
+    assert set(on_frames) == {"fp32", "qdq_cpu", "htp"} and all(0 < m["abs_rel"] < 1 for m in on_frames.values())
+    assert 0.0 <= f["pipeline_invalid_fraction"] <= 1.0
     saved = json.loads((out / "comparison.json").read_text())
     assert saved["int8_quantization"]["label"] == "w8a8+head16"
     npz = np.load(out / "outputs" / "000000.npz")
@@ -55,6 +59,22 @@ def test_depth_report_metrics_heads_and_htp_agreement(tmp_path, data_root):
     assert (out / "error_vs_depth.png").stat().st_size > 1000
     with pytest.raises(OutputExistsError, match=r"comparison\.json exists"):
         compare_models(fp32, qdq, ImageSource(folder=str(data_root), split="val"), out, htp_frames=0, progress=False)
+
+
+def test_depth_scoring_keeps_pixels_the_pipeline_marks_invalid(tmp_path):
+    """A composition just above max_depth is NaN for the node but scored clipped (not as min_depth)."""
+    meta = read_metadata(make_tiny_depth_model(tmp_path / "d.onnx", outputs="separate", levels=16, max_depth=15.0))
+    integer_name, fractional_name = meta.output_names
+    outputs = {integer_name: np.array([[[[1.0, 0.5]]]], np.float32),
+               fractional_name: np.array([[[[0.5, 0.25]]]], np.float32)}
+    decoded = decoder(meta)(outputs)
+    assert np.isnan(decoded.depth[0, 0]) and decoded.depth[0, 1] == pytest.approx(7.75)
+    np.testing.assert_allclose(scored_depth(decoded, meta), [[15.5, 7.75]])
+    scorer = TaskScorer(meta)
+    scorer.update(decoded, np.array([[14.5, 7.75]], np.float32))
+    metrics = scorer.compute()
+    assert metrics["pipeline_invalid_fraction"] == pytest.approx(0.5)
+    assert metrics["abs_rel"] == pytest.approx((15.0 - 14.5) / 14.5 / 2, rel=1e-5)  # clipped to max_depth
 
 
 def test_seg_report_per_class_iou_without_htp(tmp_path, data_root):

@@ -32,6 +32,7 @@ from model_tools.quant.evaluate import (
     depth_range,
     prepare_frames,
     resize_to,
+    scored_depth,
     target_of,
 )
 from model_tools.quant.images import ImageSource
@@ -318,6 +319,7 @@ def compare_models(
     heads = HeadErrors(meta) if meta.task == "depth" else None
     has_gt = False
     qdq_outputs: list[dict[str, np.ndarray]] = []
+    fp32_outputs: list[dict[str, np.ndarray]] = []
     agreement_labels: list[float] = []
     figures: list[str] = []
     (out / "outputs").mkdir(exist_ok=True)
@@ -330,13 +332,14 @@ def compare_models(
             has_gt = True
             scorers["fp32"].update(d32, gt)
             scorers["int8"].update(d8, gt)
-        scorers["int8_vs_fp32"].update(d8, np.nan_to_num(d32.depth) if meta.task == "depth" else d32.labels)
+        scorers["int8_vs_fp32"].update(d8, scored_depth(d32, meta) if meta.task == "depth" else d32.labels)
         if heads is not None:
             heads.update(d32, d8, None if meta.task != "depth" else item.frame.depth)
         else:
             agreement_labels.append(float((d32.labels == d8.labels).mean()))
         if i < htp_frames:
             qdq_outputs.append(raw8)
+            fp32_outputs.append(raw32)
         if save_outputs:
             arrays = {f"fp32_{k}": v for k, v in raw32.items()} | {f"int8_{k}": v for k, v in raw8.items()}
             if gt is not None:
@@ -373,7 +376,8 @@ def compare_models(
             scorers["fp32"].confusion.plot(out / "confusion_fp32.png", meta.class_names, "FP32")
             scorers["int8"].confusion.plot(out / "confusion_int8.png", meta.class_names, "INT8 (QDQ, CPU EP)")
             figures += ["confusion_fp32.png", "confusion_int8.png"]
-    report["htp_agreement"] = htp_agreement(htp_model or int8_path, meta, frames[:htp_frames], qdq_outputs)
+    report["htp_agreement"] = htp_agreement(htp_model or int8_path, meta, frames[:htp_frames], qdq_outputs,
+                                            fp32_outputs)
     report["figures"] = figures
     report["seconds"] = time.perf_counter() - started
     write_json(report_json, report, overwrite=overwrite)
@@ -384,19 +388,35 @@ def compare_models(
 
 def htp_agreement(
     model_path: str | os.PathLike[str], meta: ModelMetadata, frames: list[PreparedFrame],
-    qdq_cpu_outputs: list[dict[str, np.ndarray]],
+    qdq_cpu_outputs: list[dict[str, np.ndarray]], fp32_outputs: list[dict[str, np.ndarray]] | None = None,
 ) -> dict[str, Any]:
-    """Run ``model_path`` on QNN HTP (fallback disabled) on ``frames``; agreement with QDQ-on-CPU."""
+    """Run ``model_path`` on QNN HTP (fallback disabled) on ``frames``; agreement with QDQ-on-CPU.
+
+    With ground truth (and ``fp32_outputs``), the task metrics of FP32, QDQ-on-CPU
+    and HTP on these same frames are added, so the HTP's own accuracy is visible.
+    """
     if not frames:
         return {"frames": 0, "note": "skipped (htp_frames = 0)"}
     from model_tools.runtime.loader import load_model
 
     started = time.perf_counter()
     htp = load_model(model_path, backend="npu")
-    per_frame = [output_agreement(meta, htp.run({meta.input_name: f.tensor}), ref)
-                 for f, ref in zip(frames, qdq_cpu_outputs, strict=True)]
+    htp_outputs = [htp.run({meta.input_name: f.tensor}) for f in frames]
+    per_frame = [output_agreement(meta, out, ref) for out, ref in zip(htp_outputs, qdq_cpu_outputs, strict=True)]
     result = {"model": str(model_path), "backend": "QNN HTP (emulated on x86_64 here), CPU fallback disabled",
               "frames": len(frames), "seconds": time.perf_counter() - started, **_mean_agreement(per_frame)}
+    targets = [target_of(f.frame, meta.task, None) for f in frames]
+    if fp32_outputs and all(t is not None for t in targets):
+        decode = decoder(meta)
+        runs = {"fp32": fp32_outputs, "qdq_cpu": qdq_cpu_outputs, "htp": htp_outputs}
+        result["metrics_on_these_frames"] = {}
+        for name, outputs in runs.items():
+            scorer = TaskScorer(meta)
+            for out, target in zip(outputs, targets, strict=True):
+                scorer.update(decode(out), target)
+            metrics = scorer.compute()
+            keys = ("abs_rel", "rmse", "a1") if meta.task == "depth" else ("miou", "pixel_accuracy")
+            result["metrics_on_these_frames"][name] = {k: float(metrics[k]) for k in keys}
     return result
 
 
@@ -429,6 +449,11 @@ def comparison_markdown(report: dict[str, Any]) -> str:
             lines.append(f"| {name} | {_fmt(r['fp32'])} | {_fmt(r['int8'])} | {_fmt(r['int8_worse_by'])} | "
                          f"{' / '.join(_fmt(v) for v in r['limits'])} | {r['level']} |")
         lines.append("")
+    if report["task"] == "depth" and "fp32_metrics" in report:
+        lines += [f"Pixels with valid ground truth that the runtime pipeline marks invalid (NaN, outside "
+                  f"[min_depth, max_depth]; scored as the composed depth clipped to that range): FP32 "
+                  f"{_fmt(report['fp32_metrics'].get('pipeline_invalid_fraction'))}, INT8 "
+                  f"{_fmt(report['int8_metrics'].get('pipeline_invalid_fraction'))}.", ""]
     if report["task"] == "segmentation" and "fp32_metrics" in report:
         names = report["fp32_metrics"]["class_names"]
         lines += ["## Per-class IoU", "", "| class | FP32 | INT8 |", "|---|---|---|"]
@@ -451,10 +476,13 @@ def comparison_markdown(report: dict[str, Any]) -> str:
     if ha.get("frames"):
         lines.append(f"{ha['frames']} frame(s) on {ha['backend']} (`{ha['model']}`), {ha['seconds']:.1f} s:")
         for key, value in ha.items():
-            if key not in ("model", "backend", "frames", "seconds", "outputs"):
+            if key not in ("model", "backend", "frames", "seconds", "outputs", "metrics_on_these_frames"):
                 lines.append(f"- {key}: {_fmt(value)}")
         for name, o in ha["outputs"].items():
             lines.append(f"- output `{name}`: max |diff| {_fmt(o['max_abs'])}, mean |diff| {_fmt(o['mean_abs'])}")
+        for name, metrics in ha.get("metrics_on_these_frames", {}).items():
+            lines.append(f"- {name} on these frames vs ground truth: "
+                         + ", ".join(f"{k} {_fmt(v)}" for k, v in metrics.items()))
     else:
         lines.append(ha.get("note", "skipped"))
     lines += ["", "## Figures", ""] + [f"![{f}]({f})" for f in report["figures"]]

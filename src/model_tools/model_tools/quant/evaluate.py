@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from model_tools.depth_codec import compose_depth
 from model_tools.errors import DataError
 from model_tools.model_metadata import ModelMetadata
 from model_tools.quant.images import Frame, ImageSource, check_frame_size
@@ -79,6 +80,22 @@ def depth_range(metadata: ModelMetadata) -> tuple[float, float]:
     return max(float(metadata.min_depth), 1e-3), float(metadata.max_depth)
 
 
+def scored_depth(decoded: Any, metadata: ModelMetadata) -> np.ndarray:
+    """The depth to score: the pipeline's depth, with its out-of-range NaNs replaced by the raw composition.
+
+    The runtime pipeline marks depth outside [min_depth, max_depth] NaN (no
+    reading). A 'separate' model's composition reaches max_depth + one step, so
+    the farthest pixels would otherwise count as min_depth and dominate abs_rel.
+    Scoring the raw value (which the Eigen metric then clips to the range) is
+    the training evaluation's protocol; TaskScorer also counts these pixels.
+    """
+    if decoded.fractional is not None:
+        raw = compose_depth(decoded.integer, decoded.fractional, float(metadata.max_depth))
+    else:
+        raw = decoded.integer * float(metadata.max_depth)
+    return np.where(np.isfinite(decoded.depth), decoded.depth, np.asarray(raw, np.float32)).astype(np.float32)
+
+
 class TaskScorer:
     """Accumulates one model's task metrics over frames (against GT or a reference)."""
 
@@ -93,19 +110,27 @@ class TaskScorer:
 
             self.confusion = ConfusionMatrix(len(metadata.class_names))
         self.frames = 0
+        self.pipeline_invalid = 0  # depth: pixels with a valid target the pipeline marked NaN (scored clipped)
+        self.valid_targets = 0
 
     def update(self, decoded: Any, target: np.ndarray) -> None:
         """Add one frame; ``target`` is GT depth (metres) or GT labels at any resolution."""
         self.frames += 1
         if self.metadata.task == "depth":
-            pred = resize_to(decoded.depth, target.shape[:2])
+            pred = resize_to(scored_depth(decoded, self.metadata), target.shape[:2])
+            lo, hi = self.depth.min_depth, self.depth.max_depth
+            valid = np.isfinite(target) & (target > lo) & (target < hi)
+            self.valid_targets += int(valid.sum())
+            self.pipeline_invalid += int((valid & ~np.isfinite(resize_to(decoded.depth, target.shape[:2]))).sum())
             self.depth.update(pred, target)
         else:
             self.confusion.update(resize_to(decoded.labels, target.shape[:2]), target)
 
     def compute(self) -> dict[str, Any]:
         if self.metadata.task == "depth":
-            return self.depth.compute()
+            metrics = self.depth.compute()
+            metrics["pipeline_invalid_fraction"] = self.pipeline_invalid / max(self.valid_targets, 1)
+            return metrics
         return self.confusion.to_dict(self.metadata.class_names)
 
 

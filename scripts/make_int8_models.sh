@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Regenerate the committed INT8 models (issue 6) from the committed FP32 ONNX models:
+#   models/depth_levels_r18_int8_qdq.onnx      (W8A8 + 16-bit depth-head tail)
+#   models/ddrnet23s_offroad_int8_qdq.onnx     (W8A8)
+# plus their QNN context binaries for the Dragonwing IQ-9075 (soc_model 77, htp_arch 73;
+# NOT committed, written as models/*.ctx.onnx) and the FP32-vs-INT8 reports in
+# models/reports/int8/{depth,segmentation}/ (comparison.json/.md + figures, no npz).
+#
+# Steps (docs/int8.md): 0 render a held-out synthetic set (training generator settings, seed 101
+# instead of 7): 299 train frames calibrate, 61 val frames evaluate; 1 quantize; 2 compile
+# (CPU fallback disabled: any node HTP refuses is an error); 3 compare (QDQ on the CPU EP over all
+# 61 val frames + 2 frames on QNN HTP from the context binary).
+#
+# Usage: bash scripts/make_int8_models.sh [WORK_DIR]   (default /tmp/int8_models; ~20 min on 2 cores)
+#   INT8_DATA=folder reuses an already rendered copy of step 0's data set (same command, same bytes).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# shellcheck disable=SC1091
+source scripts/env.sh
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
+WORK=${1:-/tmp/int8_models}
+DATA=${INT8_DATA:-$WORK/synth}
+REPORTS=models/reports/int8
+mkdir -p "$WORK" "$REPORTS"
+timed() { local s; s=$(date +%s); "$@"; echo "[make_int8 $(( $(date +%s) - s )) s] $*"; }
+
+# ---- 0. held-out data (same generator settings as scripts/train_demo_models.sh, other seed) ------
+if [[ ! -f $DATA/.complete ]]; then
+  timed model-tools synth --out "$DATA" --frames 360 --width 640 --height 544 --val-fraction 0.17 \
+      --test-fraction 0.0 --workers 2 --seed 101 --overwrite --no-progress
+  touch "$DATA/.complete"
+fi
+
+# ---- 1. quantize (min/max calibration on all 299 train frames) ---------------------------------
+# Depth: the tool's default for depth models, W8A8 with the head tail (last Conv of each head,
+# Cast/Div of the integer head, the fractional Sigmoid) at 16-bit activations. The depth model's
+# input is 384x640, the frames 544x640: --resize-calibration resizes them exactly as the node does.
+timed model-tools quantize --model models/depth_levels_r18.onnx --out models/depth_levels_r18_int8_qdq.onnx \
+    --calib-data "$DATA" --calib-split train --calib-count 300 --resize-calibration --overwrite
+timed model-tools quantize --model models/ddrnet23s_offroad.onnx --out models/ddrnet23s_offroad_int8_qdq.onnx \
+    --calib-data "$DATA" --calib-split train --calib-count 300 --overwrite
+
+# ---- 2. compile to QNN context binaries (IQ-9075), op placement next to them -------------------
+for name in depth_levels_r18 ddrnet23s_offroad; do
+  timed model-tools compile --model "models/${name}_int8_qdq.onnx" --out "models/${name}_int8.ctx.onnx" \
+      --summary "$REPORTS/${name}_int8.placement.json" --soc-model 77 --htp-arch 73 --overwrite
+done
+
+# ---- 3. compare FP32 vs INT8 on the 61 held-out val frames --------------------------------------
+timed model-tools compare --fp32 models/depth_levels_r18.onnx --int8 models/depth_levels_r18_int8_qdq.onnx \
+    --htp-model models/depth_levels_r18_int8.ctx.onnx --htp-frames 2 --data "$DATA" --split val \
+    --out-dir "$WORK/compare_depth" --overwrite
+timed model-tools compare --fp32 models/ddrnet23s_offroad.onnx --int8 models/ddrnet23s_offroad_int8_qdq.onnx \
+    --htp-model models/ddrnet23s_offroad_int8.ctx.onnx --htp-frames 2 --data "$DATA" --split val \
+    --out-dir "$WORK/compare_seg" --overwrite
+
+# Reports without the per-frame npz outputs (those stay in $WORK).
+for pair in depth:compare_depth segmentation:compare_seg; do
+  dest=$REPORTS/${pair%%:*}
+  mkdir -p "$dest"
+  cp "$WORK/${pair#*:}"/comparison.json "$WORK/${pair#*:}"/comparison.md "$WORK/${pair#*:}"/*.png "$dest"/
+done
+# Optional (INT8_BASELINE=1, ~12 min more): plain W8A8 depth (8-bit head tail too), the baseline that
+# shows why the head tail is kept at 16 bit; its report goes to $REPORTS/depth_w8a8_baseline/.
+if [[ ${INT8_BASELINE:-0} == 1 ]]; then
+  timed model-tools quantize --model models/depth_levels_r18.onnx --out "$WORK/depth_w8a8_qdq.onnx" \
+      --calib-data "$DATA" --calib-split train --calib-count 300 --resize-calibration --head-bits 8 --overwrite
+  timed model-tools compare --fp32 models/depth_levels_r18.onnx --int8 "$WORK/depth_w8a8_qdq.onnx" --htp-frames 0 \
+      --no-save-outputs --data "$DATA" --split val --out-dir "$WORK/compare_depth_w8a8" --overwrite
+  mkdir -p "$REPORTS/depth_w8a8_baseline"
+  cp "$WORK"/compare_depth_w8a8/comparison.json "$WORK"/compare_depth_w8a8/comparison.md \
+     "$WORK"/compare_depth_w8a8/*.png "$REPORTS/depth_w8a8_baseline/"
+fi
+echo "[make_int8] done: models/*_int8_qdq.onnx, models/*_int8.ctx.onnx (not committed), $REPORTS/"
