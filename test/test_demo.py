@@ -16,9 +16,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_demo_reduced_mode_runs_both_paths_and_they_agree(tmp_path: Path) -> None:
     out = tmp_path / "demo"
-    # With the real models the automatic replay rate is ~0.03x (a frame every ~3 s). Gaps longer than the costmap
-    # node's 1 s depth_timeout_s made it project labels flat-ground when they beat their depth; the live run must
-    # scale that timeout to the rate, and the costmaps must then match the offline ones cell for cell.
+    # With the real models the automatic replay rate is ~0.03x (a frame every ~3 s). The costmap node must pair
+    # each frame's labels with that frame's depth (no flat-ground fallback), so the live costmaps match the
+    # offline ones cell for cell.
     done = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "demo.py"), "--frames", "3", "--size", "64x54", "--out", str(out)],
         capture_output=True, text=True, timeout=300,

@@ -41,7 +41,11 @@ def test_stack_params_keep_the_base_file_and_set_mount_and_scaled_timeout(tmp_pa
     assert costmap["depth_timeout_s"] == pytest.approx(0.5 / 0.1 + STARTUP_ALLOWANCE_S)
     # Without a base file the node's declared default (1 s) is scaled.
     bare = yaml.safe_load(write_stack_params(tmp_path / "bare.yaml", None, None, rate=0.25).read_text())
-    assert bare["costmap_node"]["ros__parameters"]["depth_timeout_s"] == pytest.approx(4.0 + STARTUP_ALLOWANCE_S)
+    from seg_perception.costmap_node import PARAMETERS
+
+    node_default = PARAMETERS["depth_timeout_s"][0]  # no base file: the node's own default, scaled
+    assert bare["costmap_node"]["ros__parameters"]["depth_timeout_s"] == pytest.approx(
+        node_default / 0.25 + STARTUP_ALLOWANCE_S)
 
 
 def _verdict(tmp_path: Path, comparison: PathComparison) -> dict:

@@ -72,11 +72,10 @@ STARTUP_ALLOWANCE_S = 10.0
 def live_depth_timeout_s(base_timeout_s: float, rate: float, max_timeout_s: float) -> float:
     """The costmap node's depth_timeout_s for a replay at ``rate``: ``base / rate`` plus start-up head room.
 
-    The timeout is wall-clock: without a depth image for that long the node projects a frame's labels
-    flat-ground instead of waiting for its depth. Replaying at ``rate`` stretches every gap between frames
-    by 1/rate (the demo replays the real models' drive at ~0.05x, a frame every ~2 s), so an unscaled 1 s
-    timeout makes the node fall back whenever a frame's labels arrive before its depth, and that frame's
-    costmap then differs from the offline path's. Capped at the node's declared maximum.
+    The timeout is wall-clock: labels that see no depth image for that long are projected flat-ground.
+    The node now waits for each frame's own depth, so what matters here is only that a slow replay
+    (the demo runs at ~0.05x) and the first, slow CPU inference never look like a dead depth stream:
+    scaling by 1/rate keeps that margin. Capped at the node's declared maximum.
     """
     if rate <= 0:
         raise ValueError(f"replay rate must be > 0, got {rate}")
