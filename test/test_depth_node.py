@@ -15,6 +15,7 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import String
 
 from model_tools.errors import BackendError
+from model_tools.pipelines import colorize_depth
 from model_tools.testing.tiny_models import make_tiny_depth_model
 from perception_msgs.msg import DepthHeads, InferenceStats
 
@@ -74,7 +75,7 @@ def test_synthetic_frame_gives_rep118_depth_camera_info_heads_points(tmp_path: P
     assert (out.encoding, out.height, out.width) == ("32FC1", 32, 32)
     assert (out.header.stamp.sec, out.header.stamp.nanosec, out.header.frame_id) == (42, 123, "camera_optical")
     values = as_array(out, np.float32)
-    assert np.isnan(values[:, :8]).all()  # saturated left quarter is outside [0, 15] m
+    assert (values[:, :8] == 15.0).all()  # saturated left quarter: top level + residual, clamped to max_depth
     np.testing.assert_allclose(values[:, 8:], _expected_depth(round(LEVEL * 255 / 15)), atol=1e-4)
 
     info = infos[0]
@@ -83,7 +84,8 @@ def test_synthetic_frame_gives_rep118_depth_camera_info_heads_points(tmp_path: P
     np.testing.assert_allclose(np.asarray(info.k).reshape(3, 3), [[25.0, 0, 15.5], [0, 40.0, 15.5], [0, 0, 1]])
 
     assert (colour[0].encoding, colour[0].height, colour[0].width) == ("rgb8", 32, 32)
-    assert (as_array(colour[0], np.uint8)[:, :8] == 0).all()  # NaN is drawn black
+    at_max = colorize_depth(np.full((1, 1), 15.0, np.float32), 15.0)[0, 0]
+    assert (as_array(colour[0], np.uint8)[:, :8] == at_max).all()  # max range gets the colour map's far end
 
     head = heads[0]
     assert head.header.stamp.sec == 42 and head.integer.encoding == "32FC1" and head.levels == 16
@@ -92,8 +94,10 @@ def test_synthetic_frame_gives_rep118_depth_camera_info_heads_points(tmp_path: P
     cloud = points[0]
     assert cloud.header.frame_id == "camera_optical" and cloud.point_step == 12
     xyz = np.frombuffer(bytes(cloud.data), np.float32).reshape(-1, 3)
-    assert len(xyz) == 16 * 12  # stride 2 over 32x32, minus the NaN quarter
-    np.testing.assert_allclose(xyz[:, 2], _expected_depth(round(LEVEL * 255 / 15)), atol=1e-4)
+    assert len(xyz) == 16 * 16  # stride 2 over 32x32, every pixel valid
+    z = xyz[:, 2].reshape(16, 16)
+    assert (z[:, :4] == 15.0).all()  # the clamped quarter sits at max range
+    np.testing.assert_allclose(z[:, 4:], _expected_depth(round(LEVEL * 255 / 15)), atol=1e-4)
 
     assert stats[0].backend_used == "cpu" and stats[0].frames_processed >= 1 and stats[0].inference_ms > 0
     status = next(a.status[0] for a in diagnostics if a.status[0].level == DiagnosticStatus.OK)

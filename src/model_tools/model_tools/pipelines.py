@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from model_tools.depth_codec import compose_depth
+from model_tools.depth_codec import compose_depth, integer_step
 from model_tools.errors import ConfigError, ModelFileError
 from model_tools.model_metadata import ModelMetadata
 from model_tools.preprocess import Preprocessor
@@ -115,6 +115,9 @@ class DepthPipeline(_ModelPipeline):
                             else "")
             self.max_depth = float(max_depth)
         self.min_depth = float(meta.min_depth if min_depth is None else min_depth)
+        # One integer step, at the scale the host composes with (a composed graph keeps the model's own).
+        band_scale = self.max_depth if meta.depth_outputs == "separate" else float(meta.max_depth)
+        self.top_band = integer_step(band_scale, meta.integer_head_kind, meta.levels or 256)
         if not 0 <= self.min_depth < self.max_depth:
             raise ConfigError(f"depth range [{self.min_depth}, {self.max_depth}] m is empty or negative")
         self.preprocessor = Preprocessor(meta)
@@ -130,6 +133,9 @@ class DepthPipeline(_ModelPipeline):
             depth = np.array(outputs[names[0]][0, 0], np.float32)  # a copy: we write NaNs into it
             integer = np.clip(depth / np.float32(self.metadata.max_depth), 0.0, 1.0)
             fractional = None
+        # The top integer level plus its residual reaches max_depth + one step: that band is the model's
+        # "at max range" answer, not an invalid pixel (NaN-ing it lost ~4% of far pixels on the demo model).
+        np.minimum(depth, np.float32(self.max_depth), out=depth, where=depth < self.max_depth + self.top_band)
         invalid = ~((depth >= self.min_depth) & (depth <= self.max_depth) & (depth > 0))  # NaN compares False
         depth[invalid] = np.nan
         return DepthOutput(depth=depth, integer=integer, fractional=fractional)

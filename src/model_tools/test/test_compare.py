@@ -62,19 +62,20 @@ def test_depth_report_metrics_heads_and_htp_agreement(tmp_path, data_root):
 
 
 def test_depth_scoring_keeps_pixels_the_pipeline_marks_invalid(tmp_path):
-    """A composition just above max_depth is NaN for the node but scored clipped (not as min_depth)."""
+    """Depth past the pipeline's range is scored clipped (not as min_depth); the top band is already clamped."""
     meta = read_metadata(make_tiny_depth_model(tmp_path / "d.onnx", outputs="separate", levels=16, max_depth=15.0))
     integer_name, fractional_name = meta.output_names
-    outputs = {integer_name: np.array([[[[1.0, 0.5]]]], np.float32),
-               fractional_name: np.array([[[[0.5, 0.25]]]], np.float32)}
+    # 15 + 0.5 is within one 1 m step of max_depth: the pipeline clamps it to 15. 15 + 1.5 is beyond: NaN.
+    outputs = {integer_name: np.array([[[[1.0, 0.5, 1.0]]]], np.float32),
+               fractional_name: np.array([[[[0.5, 0.25, 1.5]]]], np.float32)}
     decoded = decoder(meta)(outputs)
-    assert np.isnan(decoded.depth[0, 0]) and decoded.depth[0, 1] == pytest.approx(7.75)
-    np.testing.assert_allclose(scored_depth(decoded, meta), [[15.5, 7.75]])
+    assert decoded.depth[0, 0] == 15.0 and decoded.depth[0, 1] == pytest.approx(7.75) and np.isnan(decoded.depth[0, 2])
+    np.testing.assert_allclose(scored_depth(decoded, meta), [[15.0, 7.75, 16.5]])
     scorer = TaskScorer(meta)
-    scorer.update(decoded, np.array([[14.5, 7.75]], np.float32))
+    scorer.update(decoded, np.array([[14.5, 7.75, 14.5]], np.float32))
     metrics = scorer.compute()
-    assert metrics["pipeline_invalid_fraction"] == pytest.approx(0.5)
-    assert metrics["abs_rel"] == pytest.approx((15.0 - 14.5) / 14.5 / 2, rel=1e-5)  # clipped to max_depth
+    assert metrics["pipeline_invalid_fraction"] == pytest.approx(1 / 3)
+    assert metrics["abs_rel"] == pytest.approx(2 * (15.0 - 14.5) / 14.5 / 3, rel=1e-5)  # 16.5 clipped to max_depth
 
 
 def test_seg_report_per_class_iou_without_htp(tmp_path, data_root):

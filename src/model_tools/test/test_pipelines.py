@@ -50,10 +50,11 @@ def test_separate_depth_is_composed_on_the_host_with_nan_outside_the_range(model
     out = pipe.infer(rgb)
     t = rgb[..., 0] / 255.0
     want = level * 1.0 + 1.0 / (1.0 + np.exp(-(t - 0.5)))  # step 1 m per level + sigmoid fractional
-    want[(want < 0.5) | (want > 15.0)] = np.nan
+    want[level == 15] = 15.0  # top level + residual (< one 1 m step) is "at max range": clamped, not NaN
+    want[want < 0.5] = np.nan
     assert out.depth.dtype == np.float32 and out.depth.shape == (32, 32)
     np.testing.assert_allclose(out.depth, want, atol=1e-4)
-    assert np.isnan(out.depth[level == 15]).all()  # level 15 + fractional > max_depth 15 m
+    assert (out.depth[level == 15] == 15.0).all()
     np.testing.assert_allclose(out.integer, level / 15.0, atol=1e-6)
     assert out.fractional is not None and set(out.timings) == {"preprocess_ms", "inference_ms", "postprocess_ms"}
 
@@ -65,7 +66,7 @@ def test_max_depth_override_rescales_separate_and_only_clips_composed(models: di
     np.testing.assert_allclose(sep.infer(rgb).depth, 8 / 15 * 10.0 + frac, atol=1e-4)
     comp = DepthPipeline(load_model(models["composed"], backend="cpu", num_threads=1), max_depth=5.0)
     out = comp.infer(rgb)
-    assert np.isnan(out.depth).all() and out.fractional is None  # 8.x m > 5 m
+    assert np.isnan(out.depth).all() and out.fractional is None  # 8.x m > 5 m + one 1 m step: invalid
     with pytest.raises(ConfigError, match=r"depth range \[6.0, 5.0\] m is empty"):
         DepthPipeline(load_model(models["composed"], backend="cpu"), max_depth=5.0, min_depth=6.0)
 
