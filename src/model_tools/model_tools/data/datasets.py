@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from model_tools.data.readers import read_depth_png16, read_label_ids, read_rgb
 from model_tools.errors import ConfigError, DataError
 from model_tools.ontology import UNMAPPED, Ontology, load_ontology
 
@@ -42,51 +43,6 @@ class SampleFiles:
     depth: Path | None = None
 
 
-def _cv2() -> Any:
-    import cv2
-
-    return cv2
-
-
-def read_rgb(path: Path) -> np.ndarray:
-    """uint8 [H,W,3] RGB, or DataError naming the file."""
-    cv2 = _cv2()
-    if not path.is_file():
-        raise DataError(f"image file {path} is missing")
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise DataError(f"image file {path} is not a readable image")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-
-
-def read_label_ids(path: Path) -> np.ndarray:
-    """Single-channel integer label PNG as uint8 [H,W]."""
-    cv2 = _cv2()
-    if not path.is_file():
-        raise DataError(f"label file {path} is missing")
-    label = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if label is None:
-        raise DataError(f"label file {path} is not a readable image")
-    if label.ndim != 2:
-        raise DataError(f"label file {path} has {label.shape[2]} channels; expected a single-channel id image")
-    if label.dtype != np.uint8:
-        if label.max() > 255:
-            raise DataError(f"label file {path} holds ids above 255 (max {int(label.max())})")
-        label = label.astype(np.uint8)
-    return label
-
-
-def read_depth_png16(path: Path) -> np.ndarray:
-    """KITTI PNG16 depth -> float32 metres (value / 256), 0 invalid."""
-    cv2 = _cv2()
-    if not path.is_file():
-        raise DataError(f"depth file {path} is missing")
-    raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if raw is None:
-        raise DataError(f"depth file {path} is not a readable image")
-    if raw.dtype != np.uint16 or raw.ndim != 2:
-        raise DataError(f"depth file {path} is {raw.dtype} with shape {raw.shape}; expected single-channel uint16 PNG")
-    return raw.astype(np.float32) / 256.0
 
 
 def map_ids(ids: np.ndarray, lut: np.ndarray, path: Path) -> np.ndarray:

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from model_tools.data.readers import read_depth_png16, read_label_ids, read_rgb
 from model_tools.errors import DataError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
@@ -71,16 +72,6 @@ def list_frames(root: str | os.PathLike[str], split: str | None = None) -> list[
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
 
 
-def read_rgb(path: Path) -> np.ndarray:
-    """Read an image file as uint8 RGB (cv2 reads BGR)."""
-    import cv2
-
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise DataError(f"image {path} is unreadable (corrupt or not an image)")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-
-
 def read_frame(rgb_path: Path, with_targets: bool = True) -> Frame:
     """Read one frame of a folder data set with its depth/label siblings when present."""
     frame = Frame(name=rgb_path.stem, rgb=read_rgb(rgb_path))
@@ -90,35 +81,15 @@ def read_frame(rgb_path: Path, with_targets: bool = True) -> Frame:
     depth_path = _sibling(split_dir / "depth", rgb_path.stem)
     label_path = _sibling(split_dir / "label", rgb_path.stem)
     if depth_path is not None:
-        frame.depth = read_depth_png(depth_path)
+        frame.depth = read_depth_png16(depth_path)
     if label_path is not None:
-        frame.label = read_label_png(label_path)
+        frame.label = read_label_ids(label_path)
     return frame
 
 
 def _sibling(folder: Path, stem: str) -> Path | None:
     candidate = folder / f"{stem}.png"
     return candidate if candidate.is_file() else None
-
-
-def read_depth_png(path: Path) -> np.ndarray:
-    """Depth ground truth in metres (0 = invalid): KITTI-style uint16 PNG, metres = value / 256."""
-    import cv2
-
-    raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if raw is None or raw.ndim != 2 or raw.dtype != np.uint16:
-        raise DataError(f"depth {path} is unreadable or not a single-channel uint16 PNG (metres * 256)")
-    return raw.astype(np.float32) / 256.0
-
-
-def read_label_png(path: Path) -> np.ndarray:
-    """Single-channel class-id PNG (uint8, 255 = ignore)."""
-    import cv2
-
-    label = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if label is None or label.ndim != 2:
-        raise DataError(f"label {path} is unreadable or not single-channel")
-    return label.astype(np.uint8)
 
 
 def iter_folder_frames(
