@@ -559,13 +559,24 @@ class ExactStampPairer(Generic[ItemT]):
     streams is dropped, so a late frame can never be paired after a newer one.
     Each waiting message keeps its arrival time, so a caller can give up on a
     partner after a timeout (``waiting`` + ``take``) without breaking that order.
+
+    With ``max_skew_ns`` > 0, a message whose exact partner is not waiting pairs
+    with the nearest waiting stamp of the other stream within that skew. Each
+    stream delivers stamps in increasing order, so a waiting stamp other than
+    ours means one stream already moved past the other's frame: the exact
+    partner can no longer come. This keeps an overloaded host, where each
+    latest-frame-wins node skips different frames, from starving the pairing.
     """
 
-    def __init__(self, streams: tuple[str, str] = ("depth", "labels"), capacity: int = 3) -> None:
+    def __init__(self, streams: tuple[str, str] = ("depth", "labels"), capacity: int = 3, max_skew_ns: int = 0) -> None:
         if capacity < 1:
             raise ConfigError(f"pairing buffer capacity must be >= 1, got {capacity}")
+        if max_skew_ns < 0:
+            raise ConfigError(f"pairing max skew must be >= 0 ns, got {max_skew_ns}")
         self.streams = streams
         self.capacity = capacity
+        self.max_skew_ns = int(max_skew_ns)
+        self.approximate_pairs = 0  # pairs made within max_skew_ns rather than by identical stamp
         # stream -> stamp_ns -> (message, arrival time in seconds), in arrival order
         self._pending: dict[str, OrderedDict[int, tuple[ItemT, float]]] = {name: OrderedDict() for name in streams}
         self.dropped = 0  # messages discarded without ever being paired or taken
@@ -581,6 +592,13 @@ class ExactStampPairer(Generic[ItemT]):
         if stamp_ns in self._pending[other]:
             pair = {stream: item, other: self._pending[other].pop(stamp_ns)[0]}
             self._drop_older(stamp_ns)
+            return pair
+        near = [s for s in self._pending[other] if abs(s - stamp_ns) <= self.max_skew_ns] if self.max_skew_ns else []
+        if near:
+            partner = min(near, key=lambda s: (abs(s - stamp_ns), -s))  # nearest; on a tie, the newer frame
+            pair = {stream: item, other: self._pending[other].pop(partner)[0]}
+            self._drop_older(max(stamp_ns, partner))
+            self.approximate_pairs += 1
             return pair
         if stamp_ns in queue:
             self.dropped += 1  # a duplicate stamp replaces the older message

@@ -33,19 +33,21 @@ def test_stack_params_keep_the_base_file_and_set_mount_and_scaled_timeout(tmp_pa
         "depth_node": {"ros__parameters": {"model_path": "models/d.onnx"}},
         "costmap_node": {"ros__parameters": {"depth_timeout_s": 0.5, "resolution": 0.2, "mount_z": 9.0}},
     }))
-    out = write_stack_params(tmp_path / "stack.yaml", base, {"mount_z": 1.4, "mount_pitch": 0.17}, rate=0.1)
+    out = write_stack_params(tmp_path / "stack.yaml", base, {"mount_z": 1.4, "mount_pitch": 0.17}, rate=0.1,
+                             exact_pairing=True)
     data = yaml.safe_load(out.read_text())
     costmap = data["costmap_node"]["ros__parameters"]
     assert data["depth_node"]["ros__parameters"]["model_path"] == "models/d.onnx"
     assert costmap["resolution"] == 0.2 and costmap["mount_z"] == 1.4 and costmap["mount_pitch"] == 0.17
     assert costmap["depth_timeout_s"] == pytest.approx(0.5 / 0.1 + STARTUP_ALLOWANCE_S)
-    # Without a base file the node's declared default (1 s) is scaled.
+    assert costmap["pairing_max_skew_s"] == 0.0, "a run compared frame by frame must pair exact stamps only"
     bare = yaml.safe_load(write_stack_params(tmp_path / "bare.yaml", None, None, rate=0.25).read_text())
     from seg_perception.costmap_node import PARAMETERS
 
     node_default = PARAMETERS["depth_timeout_s"][0]  # no base file: the node's own default, scaled
     assert bare["costmap_node"]["ros__parameters"]["depth_timeout_s"] == pytest.approx(
         node_default / 0.25 + STARTUP_ALLOWANCE_S)
+    assert "pairing_max_skew_s" not in bare["costmap_node"]["ros__parameters"]  # the node's default applies
 
 
 def _verdict(tmp_path: Path, comparison: PathComparison) -> dict:

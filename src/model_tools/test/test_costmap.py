@@ -399,3 +399,31 @@ def test_depth_range_limits_are_exact_at_float32(table: np.ndarray) -> None:
     reference = _reference_build(np.full((30, 40), np.float32(0.3)), labels, k, config, table,
                                  camera_to_grid_transform(config))
     assert at_min.points_projected == reference.points_projected > 0
+
+
+def test_pairer_with_skew_prefers_exact_then_pairs_the_nearest_skipped_frame() -> None:
+    ms = 1_000_000
+    pairer: ExactStampPairer[str] = ExactStampPairer(capacity=3, max_skew_ns=120 * ms)
+    # Both nodes keep up: the exact partner wins although a near one waits too.
+    assert pairer.add("labels", 100 * ms, "L100") is None
+    assert pairer.add("labels", 200 * ms, "L200") is None
+    assert pairer.add("depth", 200 * ms, "D200") == {"depth": "D200", "labels": "L200"}
+    assert pairer.approximate_pairs == 0 and pairer.pending("labels") == []  # L100 was older than the pair
+    # Overload: the depth node skipped 300 (it delivers 400 next); labels 300 pairs with depth 400.
+    assert pairer.add("labels", 300 * ms, "L300") is None
+    assert pairer.add("depth", 400 * ms, "D400") == {"depth": "D400", "labels": "L300"}
+    assert pairer.approximate_pairs == 1
+    # Beyond the skew bound nothing pairs.
+    assert pairer.add("labels", 700 * ms, "L700") is None
+    assert pairer.add("depth", 900 * ms, "D900") is None
+    assert pairer.approximate_pairs == 1
+
+
+def test_pairer_without_skew_pairs_identical_stamps_only() -> None:
+    pairer: ExactStampPairer[str] = ExactStampPairer(capacity=3)
+    assert pairer.add("labels", 100, "L") is None
+    assert pairer.add("depth", 101, "D") is None
+    assert pairer.approximate_pairs == 0
+    with pytest.raises(ConfigError, match="max skew must be >= 0"):
+        ExactStampPairer(max_skew_ns=-1)
+

@@ -66,6 +66,9 @@ PARAMETERS: dict[str, tuple[Any, str, dict[str, Any]]] = {
                         {"float_range": (0.0, 60.0)}),
     "pairing_capacity": (3, "depth/label messages kept per stream while waiting for an exact-stamp partner",
                          {"int_range": (1, 100)}),
+    "pairing_max_skew_s": (0.12, "when a frame's exact partner can no longer come (the other node skipped it), "
+                                 "pair with the nearest frame within this many seconds; 0 = exact stamps only",
+                           {"float_range": (0.0, 1.0)}),
     "use_tf": (True, "take the camera pose from TF when tf2_ros is installed; else the mount_* parameters", {}),
     "tf_timeout_s": (0.05, "how long to wait for the camera transform at the image stamp", {}),
     "ontology_path": ("", "ontology YAML with the class -> category mapping ('' = the default search)", {}),
@@ -163,7 +166,8 @@ class CostmapNode(Node):
         self.config = CostmapConfig.from_mapping(values)  # ConfigError names the bad field
         ontology = values["ontology_path"] or None
         self.class_to_category = class_categories_from_ontology(ontology)
-        self.pairer: ExactStampPairer[Image] = ExactStampPairer(("depth", "labels"), values["pairing_capacity"])
+        self.pairer: ExactStampPairer[Image] = ExactStampPairer(
+            ("depth", "labels"), values["pairing_capacity"], round(values["pairing_max_skew_s"] * 1e9))
 
         qos = input_qos or sensor_qos()
         self.converter = ImageConverter()
@@ -343,6 +347,7 @@ class CostmapNode(Node):
             flat_ground_frames=self.flat_ground_frames,
             used_flat_ground=self.last_used_flat_ground,
             pairs_unmatched=self.pairer.dropped,
+            pairs_approximate=self.pairer.approximate_pairs,
             camera_pose_source=self.pose_source,
             grid_frame=self.params["grid_frame"],
         )

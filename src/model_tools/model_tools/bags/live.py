@@ -83,9 +83,13 @@ def live_depth_timeout_s(base_timeout_s: float, rate: float, max_timeout_s: floa
 
 
 def write_stack_params(out: Path, base_params: Path | None, mount: Mapping[str, float] | None,
-                       rate: float = 1.0) -> Path:
+                       rate: float = 1.0, exact_pairing: bool = False) -> Path:
     """A params YAML for run_stack: the base file with the costmap mount set from the bag (no TF here)
-    and the costmap node's depth timeout scaled to the replay rate (``live_depth_timeout_s``)."""
+    and the costmap node's depth timeout scaled to the replay rate (``live_depth_timeout_s``).
+
+    ``exact_pairing`` turns the costmap's skew-bounded pairing off: a live run that is compared frame
+    by frame with the offline path must build each costmap from that frame's own depth and labels.
+    """
     import yaml
 
     from seg_perception.costmap_node import PARAMETERS as COSTMAP_PARAMETERS
@@ -99,6 +103,8 @@ def write_stack_params(out: Path, base_params: Path | None, mount: Mapping[str, 
     default_timeout, _, constraints = COSTMAP_PARAMETERS["depth_timeout_s"]
     section["depth_timeout_s"] = live_depth_timeout_s(float(section.get("depth_timeout_s", default_timeout)), rate,
                                                       float(constraints["float_range"][1]))
+    if exact_pairing:
+        section["pairing_max_skew_s"] = 0.0
     out.write_text(yaml.safe_dump(data, sort_keys=False))
     return out
 
@@ -210,7 +216,7 @@ def run_live(
     out_bag = Path(out_bag)
     work = work_dir or out_bag.parent
     work.mkdir(parents=True, exist_ok=True)
-    stack_params = write_stack_params(work / "stack_params.yaml", params_file, mount, rate)
+    stack_params = write_stack_params(work / "stack_params.yaml", params_file, mount, rate, exact_pairing=True)
     stack = StackProcess(stack_params, Path(depth_model).resolve(), Path(seg_model).resolve(), backend,
                          work / "stack.log")
     record_types = dict(record_topics or OUTPUT_TYPES)
