@@ -8,38 +8,34 @@ torch. Every failure is a DataError naming the file.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from model_tools.errors import DataError
 
 
-def _cv2() -> Any:
+def _imread(path: Path, what: str, color: bool) -> np.ndarray:
+    """cv2.imread with the file named in the error when it is missing or not an image."""
     import cv2
 
-    return cv2
+    if not path.is_file():
+        raise DataError(f"{what} file {path} is missing")
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR if color else cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise DataError(f"{what} file {path} is not a readable image")
+    return image
 
 
 def read_rgb(path: Path) -> np.ndarray:
     """uint8 [H,W,3] RGB, or DataError naming the file."""
-    cv2 = _cv2()
-    if not path.is_file():
-        raise DataError(f"image file {path} is missing")
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise DataError(f"image file {path} is not a readable image")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    import cv2
+
+    return cv2.cvtColor(_imread(path, "image", color=True), cv2.COLOR_BGR2RGB)
 
 
 def read_label_ids(path: Path) -> np.ndarray:
     """Single-channel integer label PNG as uint8 [H,W]."""
-    cv2 = _cv2()
-    if not path.is_file():
-        raise DataError(f"label file {path} is missing")
-    label = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if label is None:
-        raise DataError(f"label file {path} is not a readable image")
+    label = _imread(path, "label", color=False)
     if label.ndim != 2:
         raise DataError(f"label file {path} has {label.shape[2]} channels; expected a single-channel id image")
     if label.dtype != np.uint8:
@@ -51,12 +47,7 @@ def read_label_ids(path: Path) -> np.ndarray:
 
 def read_depth_png16(path: Path) -> np.ndarray:
     """KITTI PNG16 depth -> float32 metres (value / 256), 0 invalid."""
-    cv2 = _cv2()
-    if not path.is_file():
-        raise DataError(f"depth file {path} is missing")
-    raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if raw is None:
-        raise DataError(f"depth file {path} is not a readable image")
+    raw = _imread(path, "depth", color=False)
     if raw.dtype != np.uint16 or raw.ndim != 2:
         raise DataError(f"depth file {path} is {raw.dtype} with shape {raw.shape}; expected single-channel uint16 PNG")
     return raw.astype(np.float32) / 256.0
