@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src" / "model_tool
 import torch
 from torch.utils.data import DataLoader
 
+from model_tools.data.datasets import loader_worker_init, to_model_batch
 from model_tools.tasks.depth import DepthTask, synthetic_depth_dataset
 from model_tools.training.config import load_config
 from model_tools.training.engine import DistInfo, ResumableSampler, SeededSamples, resolve_device
@@ -91,14 +92,15 @@ def main() -> int:
     sampler = ResumableSampler(train_set, DistInfo(), shuffle=True, seed=config.seed, drop_last=True)
     kw = {"persistent_workers": True, "prefetch_factor": config.prefetch_factor} if config.num_workers else {}
     loader = DataLoader(SeededSamples(train_set), batch_size=b, sampler=sampler, num_workers=config.num_workers,
-                        pin_memory=not cpu, drop_last=True, **kw)
+                        pin_memory=not cpu, drop_last=True,
+                        worker_init_fn=loader_worker_init if config.num_workers else None, **kw)
 
     def batches():  # endless, epoch after epoch
         epoch = 0
         while True:
             sampler.set_epoch(epoch)
             for batch in loader:
-                yield {k: v.to(device, non_blocking=True) for k, v in batch.items() if isinstance(v, torch.Tensor)}
+                yield to_model_batch(batch, device)
             epoch += 1
 
     it = batches()

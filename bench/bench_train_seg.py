@@ -31,6 +31,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
+from model_tools.data.datasets import loader_worker_init, to_model_batch
 from model_tools.tasks.segmentation import SegmentationTask
 from model_tools.training.config import load_config
 
@@ -57,13 +58,6 @@ def _train_step(task: SegmentationTask, model: torch.nn.Module, opt: torch.optim
     scaler.step(opt)
     scaler.update()
     return float(loss.detach())
-
-
-def _to_device(batch: dict, device: torch.device, channels_last: bool) -> dict[str, torch.Tensor]:
-    image = batch["image"].to(device, non_blocking=True)
-    if channels_last:
-        image = image.contiguous(memory_format=torch.channels_last)
-    return {"image": image, "label": batch["label"].to(device, non_blocking=True)}
 
 
 def main() -> None:
@@ -145,7 +139,7 @@ def main() -> None:
         # 2. and 3. the loader alone, then loader + training (one loader, workers kept alive).
         kwargs = {"persistent_workers": True, "prefetch_factor": 4} if workers > 0 else {}
         loader = DataLoader(train_set, batch_size=batch, shuffle=True, drop_last=True, num_workers=workers,
-                            pin_memory=on_cuda, **kwargs)
+                            pin_memory=on_cuda, worker_init_fn=loader_worker_init if workers > 0 else None, **kwargs)
 
         def batches():
             while True:
@@ -160,11 +154,11 @@ def main() -> None:
         loader_rate = steps * batch / (time.perf_counter() - t0)
 
         for _ in range(warmup):
-            _train_step(task, model, opt, scaler, _to_device(next(stream), device, channels_last), device, amp_dtype)
+            _train_step(task, model, opt, scaler, to_model_batch(next(stream), device, channels_last), device, amp_dtype)
         _sync(device)
         t0 = time.perf_counter()
         for _ in range(steps):
-            _train_step(task, model, opt, scaler, _to_device(next(stream), device, channels_last), device, amp_dtype)
+            _train_step(task, model, opt, scaler, to_model_batch(next(stream), device, channels_last), device, amp_dtype)
         _sync(device)
         real_rate = steps * batch / (time.perf_counter() - t0)
 

@@ -21,6 +21,7 @@ BATCH=${BATCH:-16}
 FRAMES=${FRAMES:-1200}
 DATA=${DATA:-$SCRATCH/synth}
 EXTRA=${SEG_EXTRA_TRAIN_ARGS:-}
+RUN_TIMEOUT=${RUN_TIMEOUT:-600}  # seconds per training run; a run that trains but never exits is killed, not waited on
 START=$(date +%s)
 log() { echo "[ddp_seg_demo $(( $(date +%s) - START ))s] $*"; }
 mkdir -p "$OUT" "$SCRATCH"
@@ -40,17 +41,28 @@ common=(seg train --config config/train/seg_ddrnet23s_demo.yaml --data "$DATA"
         --set checkpoint_every_steps=0 --set log_every_steps=10 --set progress_bar=false)
 half=$(( CORES / 2 - 1 )); (( half < 2 )) && half=2
 
+# run NAME CMD...: one training run under a time limit. A run whose summary.json exists finished training;
+# if its process then fails to exit it is reported and killed, and the demo goes on with its numbers.
+run() {
+  local name=$1; shift
+  local rc=0
+  timeout -k 10 "$RUN_TIMEOUT" "$@" > "$SCRATCH/$name.log" 2>&1 || rc=$?
+  if [[ -f $SCRATCH/$name/summary.json ]]; then
+    (( rc == 0 )) || log "WARNING: $name finished training but exited with status $rc (killed after ${RUN_TIMEOUT}s?)"
+    grep 'seg train:' "$SCRATCH/$name.log" | tail -1
+  else
+    tail -30 "$SCRATCH/$name.log"; log "$name failed (status $rc)"; exit 1
+  fi
+}
+
 rm -rf "$SCRATCH/gpu1" "$SCRATCH/gpu2"
 log "1 GPU: $STEPS steps at batch $BATCH"
-CUDA_VISIBLE_DEVICES=0 $PY -m model_tools.cli "${common[@]}" --run-dir "$SCRATCH/gpu1" \
-    --set "num_workers=$(( CORES - 2 ))" $EXTRA > "$SCRATCH/gpu1.log" 2>&1 || { tail -30 "$SCRATCH/gpu1.log"; exit 1; }
-tail -1 "$SCRATCH/gpu1.log"
+CUDA_VISIBLE_DEVICES=0 run gpu1 $PY -m model_tools.cli "${common[@]}" --run-dir "$SCRATCH/gpu1" \
+    --set "num_workers=$(( CORES - 2 ))" $EXTRA
 
 log "2 GPUs (torchrun, DDP): $STEPS steps at batch $BATCH per GPU"
-CUDA_VISIBLE_DEVICES=0,1 $PY -m torch.distributed.run --standalone --nproc_per_node=2 -m model_tools.cli "${common[@]}" \
-    --run-dir "$SCRATCH/gpu2" --set "num_workers=$half" $EXTRA > "$SCRATCH/gpu2.log" 2>&1 \
-    || { tail -30 "$SCRATCH/gpu2.log"; exit 1; }
-tail -1 "$SCRATCH/gpu2.log"
+CUDA_VISIBLE_DEVICES=0,1 run gpu2 $PY -m torch.distributed.run --standalone --nproc_per_node=2 -m model_tools.cli \
+    "${common[@]}" --run-dir "$SCRATCH/gpu2" --set "num_workers=$half" $EXTRA
 
 $PY - "$SCRATCH" "$OUT" "$BATCH" <<'PYEOF'
 """Throughput of each run from its metrics.csv, and both loss curves in one figure."""

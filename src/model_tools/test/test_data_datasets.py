@@ -17,6 +17,7 @@ from model_tools.data.datasets import (
     RellisDataset,
     RugdDataset,
     SyntheticFolderDataset,
+    to_model_batch,
 )
 from model_tools.data.synth import CameraRig, write_synthetic_folder
 from model_tools.data.transforms import Compose, RandomCrop, Resize
@@ -42,11 +43,16 @@ def _write_gray(path: Path, array: np.ndarray) -> None:
 
 
 def _check_item(item: dict, h: int = H, w: int = W) -> None:
-    assert item["image"].dtype == torch.float32 and item["image"].shape == (3, h, w)
-    assert 0.0 <= float(item["image"].min()) and float(item["image"].max()) <= 1.0
+    """The compact item the workers ship, and the model batch to_model_batch makes of it."""
+    assert item["image"].dtype == torch.uint8 and item["image"].shape == (3, h, w)
     assert item["depth"].dtype == torch.float32 and item["depth"].shape == (1, h, w)
-    assert item["label"].dtype == torch.int64 and item["label"].shape == (h, w)
+    assert item["label"].dtype == torch.uint8 and item["label"].shape == (h, w)
     assert isinstance(item["source"], str) and Path(item["path"]).is_file()
+    model_batch = to_model_batch(torch.utils.data.default_collate([item]), "cpu")
+    assert model_batch["image"].dtype == torch.float32 and model_batch["label"].dtype == torch.int64
+    torch.testing.assert_close(model_batch["image"][0] * 255.0, item["image"].float())
+    assert torch.equal(model_batch["label"][0], item["label"].long()) and model_batch["source"] == [item["source"]]
+    assert to_model_batch(model_batch, "cpu")["image"] is model_batch["image"]  # idempotent
 
 
 # --------------------------------------------------------------------------- RELLIS-3D
@@ -216,7 +222,12 @@ def test_synthetic_folder_round_trip_and_multi_source(tmp_path):
     weights = mixed.sample_weights()
     assert torch.isclose(weights[:3].sum(), weights[3:].sum())
     batch = torch.utils.data.default_collate([mixed[0], mixed[3]])
-    assert batch["image"].shape == (2, 3, H, W) and batch["label"].dtype == torch.int64
+    assert batch["image"].shape == (2, 3, H, W) and to_model_batch(batch, "cpu")["label"].dtype == torch.int64
+    # Segmentation training leaves depth out: not read, not in the item.
+    for dataset in mixed.datasets:
+        dataset.with_depth = False
+    no_depth = mixed[0]
+    assert "depth" not in no_depth and torch.equal(no_depth["label"], batch["label"][0])
 
 
 def test_size_mismatch_strict_and_skip(tmp_path):

@@ -13,6 +13,7 @@ from model_tools.data.transforms import (
     RandomHorizontalFlip,
     RandomScale,
     Resize,
+    grey_axis_rotation,
     train_transforms,
     val_transforms,
 )
@@ -105,3 +106,45 @@ def test_seed_recipe_is_reproducible_and_sized():
     assert np.array_equal(a["depth"] == 0, (a["label"] == INVALID_CLASS) | (a["label"] == 255))
     v = val_transforms(30, 40)(_pattern(), None)
     assert v["label"].shape == (30, 40) and Resize(30, 40)(v)["label"] is v["label"]
+
+
+def test_colour_jitter_is_one_affine_map_with_the_intended_parts():
+    rng = np.random.default_rng(5)
+    mean = np.array([100.0, 120.0, 80.0])
+    assert np.allclose(ColorJitter(0, 0, 0, 0).colour_matrix(mean, rng), np.hstack([np.eye(3), np.zeros((3, 1))]))
+    # A third of a turn about the grey axis cycles the primaries; any turn keeps greys grey.
+    assert np.allclose(grey_axis_rotation(2 * np.pi / 3) @ [255, 0, 0], [0, 255, 0])
+    assert np.allclose(grey_axis_rotation(0.7) @ [9, 9, 9], [9, 9, 9])
+    brightness = ColorJitter(0.4, 0, 0, 0).colour_matrix(mean, rng)
+    f = brightness[0, 0]
+    assert 0.6 <= f <= 1.4 and np.allclose(brightness, np.hstack([f * np.eye(3), np.zeros((3, 1))]))
+    luma = np.array([0.299, 0.587, 0.114])
+    for _ in range(20):
+        contrast = ColorJitter(0, 0.4, 0, 0).colour_matrix(mean, rng)
+        assert luma @ (contrast[:, :3] @ mean + contrast[:, 3]) == pytest.approx(luma @ mean)  # blends about mean luma
+        full = ColorJitter(0.4, 0.4, 0.4, 0.15).colour_matrix(mean, rng)
+        grey = full[:, :3] @ [50.0, 50.0, 50.0] + full[:, 3]
+        assert np.ptp(grey) < 1e-6  # brightness, contrast, saturation and hue all keep greys grey
+
+
+def test_colour_jitter_applies_its_matrix_to_uint8_and_float_images():
+    sample = _pattern()
+    image = sample["image"]
+    jitter = ColorJitter(0.4, 0.4, 0.4, 0.15)
+    out = jitter(sample, np.random.default_rng(9))
+    matrix = jitter.colour_matrix(image.reshape(-1, 3).mean(axis=0), np.random.default_rng(9))
+    expected = np.clip(image.astype(np.float64) @ matrix[:, :3].T + matrix[:, 3], 0, 255)
+    assert out["image"].dtype == np.uint8 and np.abs(out["image"] - expected).max() <= 0.51
+    as_float = dict(sample, image=image.astype(np.float32) / 255.0)
+    out_f = jitter(as_float, np.random.default_rng(9))
+    assert out_f["image"].dtype == np.float32 and 0.0 <= out_f["image"].min() and out_f["image"].max() <= 1.0
+    assert np.abs(out_f["image"] * 255.0 - expected).max() < 0.05
+
+
+def test_geometric_transforms_work_without_depth():
+    sample = _pattern()
+    del sample["depth"]
+    out = train_transforms(32, 40)(sample, np.random.default_rng(2))
+    assert "depth" not in out and out["image"].shape == (32, 40, 3) and out["label"].shape == (32, 40)
+    padded = RandomCrop(80, 100)(sample, np.random.default_rng(0))
+    assert (padded["label"][60:] == 255).all() and "depth" not in padded

@@ -1,7 +1,8 @@
 """Training augmentations that keep image, label and depth aligned (numpy HWC + cv2, before tensors).
 
-A sample is a dict with ``image`` uint8 or float32 [H,W,3] RGB, ``depth``
-float32 [H,W] metres (0 = invalid) and ``label`` uint8 [H,W] (255 = ignore).
+A sample is a dict with ``image`` uint8 or float32 [H,W,3] RGB, ``label``
+uint8 [H,W] (255 = ignore) and, unless the data set was told to leave it out
+(segmentation training does), ``depth`` float32 [H,W] metres (0 = invalid).
 Geometric transforms move all three together; labels and depth are
 resampled nearest-neighbour only, so an invalid depth (0) or ignore label is
 never blended into valid pixels. Photometric transforms touch the image
@@ -19,6 +20,10 @@ import numpy as np
 
 IGNORE_INDEX = 255
 Sample = dict[str, Any]
+# Per-pixel arrays that move with the geometry, and their fill value where a crop pads.
+_SPATIAL_FILL = {"image": 0, "label": IGNORE_INDEX, "depth": 0}
+# ITU-R BT.601 luma weights: what cv2's RGB2GRAY uses.
+_GRAY_WEIGHTS = np.array([0.299, 0.587, 0.114], np.float64)
 
 
 class Transform(Protocol):
@@ -31,12 +36,16 @@ def _cv2() -> Any:
     return cv2
 
 
+def _spatial_keys(sample: Sample) -> list[str]:
+    return [key for key in _SPATIAL_FILL if key in sample]
+
+
 def _resize_sample(sample: Sample, width: int, height: int) -> Sample:
     cv2 = _cv2()
     out = dict(sample)
-    out["image"] = cv2.resize(sample["image"], (width, height), interpolation=cv2.INTER_LINEAR)
-    out["label"] = cv2.resize(sample["label"], (width, height), interpolation=cv2.INTER_NEAREST)
-    out["depth"] = cv2.resize(sample["depth"], (width, height), interpolation=cv2.INTER_NEAREST)
+    for key in _spatial_keys(sample):
+        interpolation = cv2.INTER_LINEAR if key == "image" else cv2.INTER_NEAREST
+        out[key] = cv2.resize(sample[key], (width, height), interpolation=interpolation)
     return out
 
 
@@ -68,7 +77,7 @@ class RandomScale:
         factor = float(rng.uniform(self.low, self.high))
         h, w = sample["label"].shape[:2]
         out = _resize_sample(sample, max(1, round(w * factor)), max(1, round(h * factor)))
-        if self.scale_depth:
+        if self.scale_depth and "depth" in out:
             out["depth"] = out["depth"] / np.float32(factor)  # 0 stays 0
         return out
 
@@ -83,16 +92,17 @@ class RandomCrop:
         h, w = sample["label"].shape[:2]
         pad_h, pad_w = max(0, self.height - h), max(0, self.width - w)
         out = dict(sample)
+        keys = _spatial_keys(sample)
         if pad_h or pad_w:
             widths = ((0, pad_h), (0, pad_w))
-            out["image"] = np.pad(sample["image"], (*widths, (0, 0)), constant_values=0)
-            out["label"] = np.pad(sample["label"], widths, constant_values=IGNORE_INDEX)
-            out["depth"] = np.pad(sample["depth"], widths, constant_values=0)
+            for key in keys:
+                extra = ((0, 0),) * (sample[key].ndim - 2)
+                out[key] = np.pad(sample[key], (*widths, *extra), constant_values=_SPATIAL_FILL[key])
             h, w = h + pad_h, w + pad_w
         top = int(rng.integers(0, h - self.height + 1))
         left = int(rng.integers(0, w - self.width + 1))
         window = (slice(top, top + self.height), slice(left, left + self.width))
-        for key in ("image", "label", "depth"):
+        for key in keys:
             out[key] = np.ascontiguousarray(out[key][window])
         return out
 
@@ -104,45 +114,66 @@ class RandomHorizontalFlip:
     def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
         if rng.random() >= self.p:
             return sample
+        cv2 = _cv2()
         out = dict(sample)
-        for key in ("image", "label", "depth"):
-            out[key] = np.ascontiguousarray(sample[key][:, ::-1])
+        for key in _spatial_keys(sample):
+            out[key] = cv2.flip(sample[key], 1)  # one pass; numpy's [:, ::-1] copy is several times slower
         return out
 
 
 class ColorJitter:
-    """Brightness, contrast, saturation factors in [1-x, 1+x] and hue shift in [-hue, hue] turns, random order.
+    """Brightness, contrast, saturation factors in [1-x, 1+x] and a hue rotation in [-hue, hue] turns, random order.
 
-    Image only; works in float32 [0, 255] and returns the input dtype.
+    Image only. Each of the four is affine in RGB, so they compose into one
+    3x4 colour matrix applied in a single ``cv2.transform`` pass (uint8 in,
+    saturated uint8 out; float images stay in [0, 1]). That is ~10x cheaper
+    than converting to float and through HSV, and the loader is the training
+    bottleneck. Hue turns the colour about the grey axis (R->G->B at 1/3
+    turn) rather than shifting HSV hue; greys stay grey either way.
+    Contrast blends towards the mean luma of the image as jittered so far.
     """
 
     def __init__(self, brightness: float = 0.4, contrast: float = 0.4, saturation: float = 0.4, hue: float = 0.15) -> None:
         self.brightness, self.contrast, self.saturation, self.hue = brightness, contrast, saturation, hue
 
+    def colour_matrix(self, mean_rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """The 3x4 affine [M | b] (out = M @ rgb + b) for one draw; ``mean_rgb`` is the image's mean colour."""
+        matrix, offset = np.eye(3), np.zeros(3)
+        for op in rng.permutation(4):
+            if op == 0 and self.brightness > 0:
+                f = rng.uniform(1 - self.brightness, 1 + self.brightness)
+                matrix, offset = f * matrix, f * offset
+            elif op == 1 and self.contrast > 0:
+                f = rng.uniform(1 - self.contrast, 1 + self.contrast)
+                mean_luma = float(_GRAY_WEIGHTS @ (matrix @ mean_rgb + offset))
+                matrix, offset = f * matrix, f * offset + (1 - f) * mean_luma
+            elif op == 2 and self.saturation > 0:
+                f = rng.uniform(1 - self.saturation, 1 + self.saturation)
+                blend = f * np.eye(3) + (1 - f) * np.outer(np.ones(3), _GRAY_WEIGHTS)
+                matrix, offset = blend @ matrix, blend @ offset
+            elif op == 3 and self.hue > 0:
+                rotation = grey_axis_rotation(2 * math.pi * rng.uniform(-self.hue, self.hue))
+                matrix, offset = rotation @ matrix, rotation @ offset
+        return np.hstack([matrix, offset[:, None]])
+
     def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
         cv2 = _cv2()
         image = sample["image"]
-        dtype = image.dtype
-        img = image.astype(np.float32) * (1.0 if dtype == np.uint8 else 255.0)
-        for op in rng.permutation(4):
-            if op == 0 and self.brightness > 0:
-                img *= rng.uniform(1 - self.brightness, 1 + self.brightness)
-            elif op == 1 and self.contrast > 0:
-                gray_mean = float(cv2.cvtColor(np.clip(img, 0, 255), cv2.COLOR_RGB2GRAY).mean())
-                f = rng.uniform(1 - self.contrast, 1 + self.contrast)
-                img = img * f + gray_mean * (1 - f)
-            elif op == 2 and self.saturation > 0:
-                gray = cv2.cvtColor(np.clip(img, 0, 255), cv2.COLOR_RGB2GRAY)[:, :, None]
-                f = rng.uniform(1 - self.saturation, 1 + self.saturation)
-                img = img * f + gray * (1 - f)
-            elif op == 3 and self.hue > 0:
-                hsv = cv2.cvtColor(np.clip(img, 0, 255) / 255.0, cv2.COLOR_RGB2HSV)  # H in degrees
-                hsv[:, :, 0] = (hsv[:, :, 0] + 360.0 * rng.uniform(-self.hue, self.hue)) % 360.0
-                img = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB) * 255.0
-        img = np.clip(img, 0, 255)
+        mean_rgb = np.asarray(cv2.mean(image)[:3], np.float64)
+        colour = self.colour_matrix(mean_rgb, rng)
         out = dict(sample)
-        out["image"] = (img + 0.5).astype(np.uint8) if dtype == np.uint8 else (img / 255.0).astype(dtype)
+        if image.dtype == np.uint8:
+            out["image"] = cv2.transform(image, colour)  # rounds and saturates to 0..255
+        else:
+            out["image"] = np.clip(cv2.transform(image.astype(np.float32), colour), 0.0, 1.0).astype(image.dtype)
         return out
+
+
+def grey_axis_rotation(angle: float) -> np.ndarray:
+    """3x3 rotation of RGB by ``angle`` radians about the (1,1,1) grey axis (Rodrigues)."""
+    axis = np.ones(3) / math.sqrt(3.0)
+    cross = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+    return math.cos(angle) * np.eye(3) + math.sin(angle) * cross + (1 - math.cos(angle)) * np.outer(axis, axis)
 
 
 class RandomErasing:

@@ -17,6 +17,7 @@ import torch.nn.functional as F  # noqa: N812 - the usual torch alias
 from torch import nn
 from torch.utils.data import Dataset
 
+from model_tools.data.datasets import to_model_batch
 from model_tools.errors import ConfigError
 from model_tools.losses import FocalLoss, class_weights_by_name
 from model_tools.metrics.segmentation import ConfusionMatrix
@@ -187,9 +188,11 @@ class SegmentationTask:
         else:
             options.setdefault("split", self.data_cfg.train_split if phase == "train" else self.data_cfg.val_split)
         try:
-            return classes[kind](entry["root"], transform=transform, ontology=self.ontology, **options)
+            dataset = classes[kind](entry["root"], transform=transform, ontology=self.ontology, **options)
         except TypeError as err:
             raise ConfigError(f"{where}.{phase}: {err}") from err
+        dataset.with_depth = False  # segmentation never looks at depth; skipping it saves a decode per sample
+        return dataset
 
     # -- loss -------------------------------------------------------------------------------------
 
@@ -234,9 +237,9 @@ class SegmentationTask:
 
             batches = tqdm(loader, desc="eval", unit="batch")
         for batch in batches:
-            image = batch["image"].to(device, non_blocking=True)
+            batch = to_model_batch(batch, device)
             label = batch["label"]
-            pred = predict_labels(model, image, tuple(label.shape[-2:]))
+            pred = predict_labels(model, batch["image"], tuple(label.shape[-2:]))
             matrix.update(pred.cpu().numpy(), label.cpu().numpy())  # the engine's loader may have moved it to the GPU
         model.train(was_training)
         return matrix

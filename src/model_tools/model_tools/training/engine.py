@@ -38,6 +38,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from model_tools.data.datasets import loader_worker_init, to_model_batch
 from model_tools.errors import ConfigError, ModelFileError
 from model_tools.training.checkpoint import (
     CHECKPOINT_FORMAT,
@@ -297,17 +298,6 @@ class MetricLog:
 # ---- the trainer -------------------------------------------------------------------------------
 
 
-def _move(batch: Any, device: torch.device, channels_last: bool) -> Any:
-    if isinstance(batch, dict):
-        return {k: _move(v, device, channels_last) for k, v in batch.items()}
-    if isinstance(batch, torch.Tensor):
-        batch = batch.to(device, non_blocking=True)
-        if channels_last and batch.dim() == 4 and batch.shape[1] == 3:
-            batch = batch.contiguous(memory_format=torch.channels_last)
-        return batch
-    return batch
-
-
 def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     """No weight decay on biases and norm weights (1-D tensors)."""
     decay, no_decay = [], []
@@ -351,10 +341,12 @@ class Trainer:
 
     # -- setup --
     def _init_dist(self) -> None:
+        self._owns_process_group = False
         if self.dist.enabled and not torch.distributed.is_initialized():
             if self.on_cuda:
                 torch.cuda.set_device(self.device)
             torch.distributed.init_process_group(backend="nccl" if self.on_cuda else "gloo")
+            self._owns_process_group = True
 
     def _loader(self, dataset: Dataset, *, train: bool) -> DataLoader:
         """One loader per run: its sampler's epoch/start are set before each pass, so workers persist."""
@@ -371,6 +363,7 @@ class Trainer:
             num_workers=workers,
             pin_memory=bool(cfg.pin_memory and self.on_cuda),
             drop_last=train,
+            worker_init_fn=loader_worker_init if workers > 0 else None,
             **kwargs,
         )
 
@@ -540,7 +533,7 @@ class Trainer:
             sampler.start_index = index_in_epoch * cfg.batch_size
             window_t, window_n = time.monotonic(), 0
             for batch in train_loader:
-                batch = _move(batch, self.device, self.channels_last)
+                batch = to_model_batch(batch, self.device, self.channels_last)
                 with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.use_amp):
                     loss, parts = self.task.compute_loss(self.model, batch)
                 if not torch.isfinite(loss):
@@ -608,6 +601,8 @@ class Trainer:
         del train_loader
         self._val_loader = None
         gc.collect()
+        if self._owns_process_group:
+            torch.distributed.destroy_process_group()  # NCCL warns (and may hang at exit) when left to atexit
         summary = {"run_name": cfg.run_name, "task": self.task.name, "steps": step, "epochs_completed": epoch,
                    "total_steps": total, "stop_reason": stop_reason, "elapsed_s": self._elapsed(),
                    "best": self.best, "last_validation": last_val, "world_size": self.dist.world_size,
@@ -630,7 +625,7 @@ class _MovingLoader:
 
     def __iter__(self) -> Iterator[Any]:
         for batch in self.loader:
-            yield _move(batch, self.device, self.channels_last)
+            yield to_model_batch(batch, self.device, self.channels_last)
 
     def __len__(self) -> int:
         return len(self.loader)
