@@ -89,19 +89,16 @@ def main() -> int:
 
     # (b) the real pipeline, as the engine builds it.
     train_set = synthetic_depth_dataset(data, "train", mc, train=True, seed=config.seed)
-    sampler = ResumableSampler(train_set, DistInfo(), shuffle=True, seed=config.seed, drop_last=True)
+    sampler = ResumableSampler(train_set, DistInfo(), shuffle=True, seed=config.seed, drop_last=True,
+                               per_epoch=len(train_set) // b * b)
     kw = {"persistent_workers": True, "prefetch_factor": config.prefetch_factor} if config.num_workers else {}
     loader = DataLoader(SeededSamples(train_set), batch_size=b, sampler=sampler, num_workers=config.num_workers,
                         pin_memory=not cpu, drop_last=True,
                         worker_init_fn=loader_worker_init if config.num_workers else None, **kw)
 
-    def batches():  # endless, epoch after epoch
-        epoch = 0
-        while True:
-            sampler.set_epoch(epoch)
-            for batch in loader:
-                yield to_model_batch(batch, device)
-            epoch += 1
+    def batches():  # endless, epoch after epoch, one iterator (as the engine runs it)
+        for batch in loader:
+            yield to_model_batch(batch, device)
 
     it = batches()
     for _ in range(warmup):

@@ -34,6 +34,7 @@ from torch.utils.data import DataLoader
 from model_tools.data.datasets import loader_worker_init, to_model_batch
 from model_tools.tasks.segmentation import SegmentationTask
 from model_tools.training.config import load_config
+from model_tools.training.engine import DistInfo, ResumableSampler, SeededSamples
 
 REPO = Path(__file__).resolve().parents[1]
 REFERENCE_IMG_S = 1251.0  # compute-bound, batch 32, 544x640, bf16 + channels_last, H100
@@ -137,15 +138,13 @@ def main() -> None:
         compute_rate = steps * batch / (time.perf_counter() - t0)
 
         # 2. and 3. the loader alone, then loader + training (one loader, workers kept alive).
+        # As the engine builds it: seeded per-sample augmentation, an endless sampler (no drain at epoch ends).
         kwargs = {"persistent_workers": True, "prefetch_factor": 4} if workers > 0 else {}
-        loader = DataLoader(train_set, batch_size=batch, shuffle=True, drop_last=True, num_workers=workers,
+        sampler = ResumableSampler(train_set, DistInfo(), shuffle=True, seed=0, drop_last=True,
+                                   per_epoch=len(train_set) // batch * batch)
+        loader = DataLoader(SeededSamples(train_set), batch_size=batch, sampler=sampler, drop_last=True, num_workers=workers,
                             pin_memory=on_cuda, worker_init_fn=loader_worker_init if workers > 0 else None, **kwargs)
-
-        def batches():
-            while True:
-                yield from loader
-
-        stream = batches()
+        stream = iter(loader)
         for _ in range(warmup):
             next(stream)
         t0 = time.perf_counter()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ from model_tools.errors import ConfigError, ModelFileError
 from model_tools.tasks.depth import DepthTask
 from model_tools.training.checkpoint import load_safe
 from model_tools.training.config import load_config
-from model_tools.training.engine import Trainer
+from model_tools.training.engine import DistInfo, ResumableSampler, Trainer
 
 
 class TinyDepthSet(Dataset):
@@ -140,3 +141,26 @@ def test_distillation_from_a_teacher_checkpoint_with_fake_quant(tmp_path: Path) 
                                              "model.levels": 64})
     with pytest.raises(ConfigError, match=r"model\.levels is 32 but the student's is 64"):
         Trainer(make_task(bad), bad, tmp_path / "bad").fit()
+
+
+def test_endless_sampler_runs_whole_batches_epoch_after_epoch_per_rank() -> None:
+    data = TinyDepthSet(11, 0)
+    ranks = [ResumableSampler(data, DistInfo(rank=r, world_size=2), shuffle=True, seed=4, drop_last=True, per_epoch=4)
+             for r in range(2)]
+    for sampler in ranks:
+        sampler.set_epoch(2)
+    streams = [list(itertools.islice(iter(s), 12)) for s in ranks]
+    for sampler, stream in zip(ranks, streams, strict=True):
+        assert [e for _, _, e in stream] == [2] * 4 + [3] * 4 + [4] * 4  # cut to per_epoch, never straddling
+        for epoch in (2, 3, 4):
+            assert [i for i, _, e in stream if e == epoch] == sampler.epoch_indices(epoch)[:4]
+        seeds = {(i, e): seed for i, seed, e in stream}
+        assert len(set(seeds.values())) == len(seeds)  # each (index, epoch) gets its own augmentation seed
+    for epoch in (2, 3, 4):  # the two ranks read disjoint shards
+        assert not {i for i, _, e in streams[0] if e == epoch} & {i for i, _, e in streams[1] if e == epoch}
+    ranks[0].start_index = 3  # resuming after 3 samples of epoch 2
+    assert list(itertools.islice(iter(ranks[0]), 5)) == streams[0][3:8]
+    with pytest.raises(TypeError, match="no length"):
+        len(ranks[0])
+    finite = ResumableSampler(data, DistInfo(), shuffle=False, seed=4, drop_last=False)
+    assert [i for i, _, _ in finite] == list(range(11)) and len(finite) == 11
