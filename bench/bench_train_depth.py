@@ -49,7 +49,8 @@ def main() -> int:
         from model_tools.cli import main as cli
 
         data = tempfile.mkdtemp(prefix="bench_depth_")
-        cli(["synth", "--out", data, "--frames", "12", "--width", "128", "--height", "96", "--no-progress"])
+        frames = 12 if cpu else 96  # at least a few batches of the GPU config's batch size
+        cli(["synth", "--out", data, "--frames", str(frames), "--width", "128", "--height", "96", "--no-progress"])
     config = load_config(args.config, [*overrides, f"data.root={data}"])
     task = DepthTask(config, args.config)
     steps = args.steps or (4 if cpu else 30)

@@ -86,9 +86,9 @@ def test_sigmoid_loss_value_on_known_input_ignores_invalid_pixels() -> None:
     out = _constant_outputs(6 / 15, 0.25, 1, (32, 32))
     out[("integer", 0)][..., :8, :] = 1.0  # garbage where GT is invalid must not count
     total, parts = depth_loss(out, gt, cfg, DepthLossConfig())
-    assert parts["integer"] == pytest.approx(1 / 15, abs=1e-6)  # |6/15 - 5/15|
-    assert parts["fractional"] == pytest.approx(0.25, abs=1e-6)  # |0.25 - 0.5| / 1 m
-    assert parts["depth"] == pytest.approx(0.75, abs=1e-5)  # |6.25 - 5.5|
+    assert float(parts["integer"]) == pytest.approx(1 / 15, abs=1e-6)  # |6/15 - 5/15|
+    assert float(parts["fractional"]) == pytest.approx(0.25, abs=1e-6)  # |0.25 - 0.5| / 1 m
+    assert float(parts["depth"]) == pytest.approx(0.75, abs=1e-5)  # |6.25 - 5.5|
     assert float(total) == pytest.approx(1 / 15 + 10 * 0.25 + 0.5 * 0.75, abs=1e-5)
     weighted, _ = depth_loss(out, gt, cfg, DepthLossConfig(w_integer=2.0, w_fractional=0.0, w_depth=1.0))
     assert float(weighted) == pytest.approx(2 / 15 + 0.75, abs=1e-5)
@@ -100,9 +100,9 @@ def test_levels_loss_value_on_known_input() -> None:
     gt = torch.full((1, 1, 32, 32), 7.25)
     uniform = _constant_outputs(0.0, 0.25 * step, 16, (32, 32))
     _, parts = depth_loss(uniform, gt, cfg, DepthLossConfig())
-    assert parts["integer"] == pytest.approx(math.log(16), abs=1e-5)  # CE of uniform logits
-    assert parts["fractional"] == pytest.approx(0.0, abs=1e-6)
-    assert parts["depth"] == pytest.approx(abs(0.5 * 15 + 0.25 - 7.25), abs=1e-4)  # soft integer = mean level
+    assert float(parts["integer"]) == pytest.approx(math.log(16), abs=1e-5)  # CE of uniform logits
+    assert float(parts["fractional"]) == pytest.approx(0.0, abs=1e-6)
+    assert float(parts["depth"]) == pytest.approx(abs(0.5 * 15 + 0.25 - 7.25), abs=1e-4)  # soft integer = mean level
     logits = torch.full((16,), -50.0)
     logits[7] = 50.0
     sharp = _constant_outputs(logits, 0.25, 16, (32, 32))
@@ -116,7 +116,7 @@ def test_distill_loss_is_zero_against_itself_and_positive_otherwise() -> None:
     x = torch.randn(1, 3, 64, 96)
     a = net(x, with_features=True)
     zero, parts = distill_loss(a, a, cfg, DistillConfig(w_feature=1.0), 4)
-    assert float(zero) == pytest.approx(0.0, abs=1e-5) and parts["distill_feature"] == 0.0
+    assert float(zero) == pytest.approx(0.0, abs=1e-5) and float(parts["distill_feature"]) == 0.0
     b = net(torch.randn(1, 3, 64, 96), with_features=True)
     assert float(distill_loss(a, b, cfg, DistillConfig(w_feature=1.0), 4)[0]) > 0
 

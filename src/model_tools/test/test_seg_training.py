@@ -106,7 +106,7 @@ def test_focal_loss_and_aux_head_in_compute_loss(tmp_path: Path, synth_root: Pat
     assert "depth" not in train_set[0]  # the segmentation task never loads depth
     loss, parts = task.compute_loss(model, batch)
     assert set(parts) == {"focal", "focal_aux"}
-    assert float(loss.detach()) == pytest.approx(parts["focal"] + 0.4 * parts["focal_aux"], rel=1e-5)
+    assert float(loss.detach()) == pytest.approx(float(parts["focal"]) + 0.4 * float(parts["focal_aux"]), rel=1e-5)
     loss.backward()
     assert model.seghead_extra.conv2.weight.grad is not None
     weights = task.criterion.weight.tolist()

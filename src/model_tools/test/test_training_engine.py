@@ -13,7 +13,7 @@ from model_tools.errors import ConfigError, ModelFileError
 from model_tools.tasks.depth import DepthTask
 from model_tools.training.checkpoint import load_safe
 from model_tools.training.config import load_config
-from model_tools.training.engine import DistInfo, ResumableSampler, Trainer
+from model_tools.training.engine import DistInfo, ModelEma, ResumableSampler, Trainer
 
 
 class TinyDepthSet(Dataset):
@@ -162,5 +162,55 @@ def test_endless_sampler_runs_whole_batches_epoch_after_epoch_per_rank() -> None
     assert list(itertools.islice(iter(ranks[0]), 5)) == streams[0][3:8]
     with pytest.raises(TypeError, match="no length"):
         len(ranks[0])
+    with pytest.raises(ConfigError, match="would hang"):
+        ResumableSampler(data, DistInfo(), shuffle=True, seed=4, drop_last=True, per_epoch=0)
     finite = ResumableSampler(data, DistInfo(), shuffle=False, seed=4, drop_last=False)
     assert [i for i, _, _ in finite] == list(range(11)) and len(finite) == 11
+
+
+def test_ema_update_lerps_floats_and_copies_integer_buffers() -> None:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    ema = ModelEma(model, decay=0.75, warmup=False)
+    before = {k: v.clone() for k, v in ema.module.state_dict().items()}
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    model.train()(torch.rand(2, 3, 8, 8))  # moves BN running stats and num_batches_tracked
+    for _ in range(2):  # the second update reuses the cached pairing and must see the model's new values
+        now = {k: v.clone() for k, v in model.state_dict().items()}
+        ema.update(model)
+        for key, value in ema.module.state_dict().items():
+            if value.is_floating_point():
+                torch.testing.assert_close(value, before[key] + 0.25 * (now[key] - before[key]))
+            else:
+                assert torch.equal(value, now[key])
+        before = {k: v.clone() for k, v in ema.module.state_dict().items()}
+        with torch.no_grad():
+            model[0].weight.mul_(2.0)
+    assert ema.updates == 2
+
+
+class PoisonedDepthSet(TinyDepthSet):
+    """TinyDepthSet whose item ``bad`` has a NaN image, so the loss of the step that reads it is NaN."""
+
+    def __init__(self, n: int, seed: int, bad: int) -> None:
+        super().__init__(n, seed)
+        self.bad = bad
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        item = super().__getitem__(i)
+        if i == self.bad:
+            item["image"] = torch.full_like(item["image"], float("nan"))
+        return item
+
+
+def test_non_finite_loss_stops_the_run_before_a_checkpoint_holds_it(tmp_path: Path) -> None:
+    torch.set_num_threads(1)
+    config = tiny_config(tmp_path, log_every_steps=2, checkpoint_every_steps=1, epochs=1)
+    # Poison the 5th sample of epoch 0, i.e. step 3's batch (batch 2); checks run at every checkpoint.
+    bad = ResumableSampler(TinyDepthSet(8, 1), DistInfo(), shuffle=True, seed=3, drop_last=True).epoch_indices(0)[4]
+    task = DepthTask(config, dataset_factory=lambda split, train: PoisonedDepthSet(8 if train else 4, 1, bad if train else -1))
+    with pytest.raises(FloatingPointError, match="between step 2 and step 3"):
+        Trainer(task, config, tmp_path / "run").fit()
+    assert load_safe(tmp_path / "run" / "checkpoints" / "last.pt")["step"] == 2  # the last finite state

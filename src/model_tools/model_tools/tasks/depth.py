@@ -96,7 +96,7 @@ def soft_integer(integer_out: torch.Tensor, kind: str, levels: int) -> torch.Ten
 
 def depth_loss(
     out: dict[tuple[str, int], torch.Tensor], gt: torch.Tensor, model_cfg: DepthModelConfig, loss_cfg: DepthLossConfig
-) -> tuple[torch.Tensor, dict[str, float]]:
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Supervised dual-head loss; returns (total, parts averaged over scales).
 
     Each scale is scored at its own resolution against a nearest-downsampled
@@ -128,7 +128,7 @@ def depth_loss(
         parts["fractional"] = parts["fractional"] + l_frac / loss_cfg.scales
         parts["depth"] = parts["depth"] + l_depth / loss_cfg.scales
     total = loss_cfg.w_integer * parts["integer"] + loss_cfg.w_fractional * parts["fractional"] + loss_cfg.w_depth * parts["depth"]
-    return total, {k: float(v.detach()) for k, v in parts.items()}
+    return total, {k: v.detach() for k, v in parts.items()}
 
 
 def distill_loss(
@@ -137,7 +137,7 @@ def distill_loss(
     model_cfg: DepthModelConfig,
     distill_cfg: DistillConfig,
     scales: int,
-) -> tuple[torch.Tensor, dict[str, float]]:
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Output-level (and optional feature-level) loss of a student against a teacher, over all pixels."""
     step = model_cfg.step
     l_out = student[("fractional", 0)].new_zeros((), dtype=torch.float32)
@@ -151,7 +151,7 @@ def distill_loss(
             l_int = (s_int - t_int).abs().mean()
         l_frac = (student[("fractional", s)].float() - teacher[("fractional", s)].float()).abs().mean() / step
         l_out = l_out + (l_int + l_frac) / scales
-    parts = {"distill_output": float(l_out.detach())}
+    parts = {"distill_output": l_out.detach()}
     total = distill_cfg.w_output * l_out
     if distill_cfg.w_feature > 0:
         l_feat = l_out.new_zeros(())
@@ -163,7 +163,7 @@ def distill_loss(
                     f"in the student but {tuple(teacher[key].shape)} in the teacher"
                 )
             l_feat = l_feat + F.mse_loss(student[key].float(), teacher[key].float()) / len(keys)
-        parts["distill_feature"] = float(l_feat.detach())
+        parts["distill_feature"] = l_feat.detach()
         total = total + distill_cfg.w_feature * l_feat
     return total, parts
 
@@ -229,7 +229,7 @@ class DepthTask:
         with torch.no_grad(), torch.autocast(image.device.type, enabled=False):
             return self._teacher(image.float(), scales=tuple(range(self.loss_cfg.scales)), with_features=self.distill_cfg.w_feature > 0)
 
-    def compute_loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+    def compute_loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         image = normalize(batch["image"])
         with_features = bool(self.distill_cfg.teacher and self.distill_cfg.w_feature > 0)
         out = model(image, scales=tuple(range(self.loss_cfg.scales)), with_features=with_features)

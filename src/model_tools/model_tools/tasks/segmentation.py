@@ -196,7 +196,7 @@ class SegmentationTask:
 
     # -- loss -------------------------------------------------------------------------------------
 
-    def compute_loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+    def compute_loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Focal loss of the main head (+ ``aux_weight`` x the aux head), logits upsampled to label size."""
         image, label = batch["image"], batch["label"]
         output = model(normalize(image))
@@ -208,10 +208,10 @@ class SegmentationTask:
             for o in outputs
         ]
         total = losses[0]
-        parts = {"focal": float(losses[0].detach())}
+        parts = {"focal": losses[0].detach()}
         if len(losses) > 1:
             total = total + self.model_cfg.aux_weight * losses[1]
-            parts["focal_aux"] = float(losses[1].detach())
+            parts["focal_aux"] = losses[1].detach()
         return total, parts
 
     # -- validation -------------------------------------------------------------------------------

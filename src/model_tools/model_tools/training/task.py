@@ -36,8 +36,12 @@ class TrainingTask(Protocol):
 
     def compute_loss(
         self, model: nn.Module, batch: dict[str, torch.Tensor]
-    ) -> tuple[torch.Tensor, dict[str, float]]:
-        """Forward + loss; return (scalar loss to backprop, named parts for logging)."""
+    ) -> tuple[torch.Tensor, dict[str, float | torch.Tensor]]:
+        """Forward + loss; return (scalar loss to backprop, named parts for logging).
+
+        Return the parts as detached 0-d tensors: the engine reads them only
+        when it logs, and a float() here would make every step wait for the GPU.
+        """
         ...
 
     @torch.no_grad()
