@@ -4,12 +4,14 @@ The engine owns the loop, AMP, EMA, warmup-cosine schedule, gradient
 clipping, atomic checkpoints with exact resume, metric logging and plots,
 and DDP. A task owns its model, data, loss and validation metrics.
 
-Batches are dicts from the data loaders (see ``model_tools.data``):
+Batches reach ``compute_loss`` and ``validate`` as dicts, on the device,
+after ``model_tools.data.datasets.to_model_batch`` (the loaders ship uint8):
 ``image`` float32 [B,3,H,W] RGB in [0,1] (un-normalised; the task
 normalises, because normalisation travels with the model into ONNX
 metadata), ``depth`` float32 [B,1,H,W] metres with 0 = invalid,
 ``label`` int64 [B,H,W] with 255 = ignore. A source without depth or labels
-fills them with 0 / 255 so that mixed sources collate.
+fills them with 0 / 255 so that mixed sources collate; a data set told
+``with_depth = False`` (segmentation) has no ``depth`` at all.
 """
 
 from __future__ import annotations
