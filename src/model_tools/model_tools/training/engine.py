@@ -105,8 +105,9 @@ class ResumableSampler(DistributedSampler):
     With ``per_epoch`` set it is endless: epoch after epoch, each cut to
     ``per_epoch`` samples (whole batches) so no batch straddles two epochs.
     The engine's one training iterator then never restarts, so the workers
-    keep prefetching across epoch ends instead of draining and refilling,
-    which on a small data set cost a quarter of the throughput.
+    keep prefetching across epoch ends instead of draining and refilling
+    (measured on 1140 frames at batch 16: the first logging window of every
+    epoch ran at a quarter of the steady rate).
     """
 
     def __init__(self, dataset: Dataset, dist: DistInfo, *, shuffle: bool, seed: int, drop_last: bool,
@@ -199,8 +200,9 @@ class ModelEma:
         """ema = lerp(ema, model, 1 - decay) for float tensors; integer buffers copied.
 
         One fused ``_foreach_lerp_`` over all float tensors instead of a
-        Python loop of ~350 small kernels: the step of a small net at small
-        batch is bound by host time, and the loop was ~3 ms of it.
+        Python loop of ~350 small kernels, because the step of a small net at
+        small batch is bound by host time (DDRNet23-Slim on CPU: 8.0 -> 3.5 ms
+        per update).
         """
         decay = self.current_decay()
         self.updates += 1
@@ -583,7 +585,7 @@ class Trainer:
         sampler.start_index = index_in_epoch * cfg.batch_size
         stream = iter(train_loader)  # runs on through epoch ends (see ResumableSampler)
         # The loop never waits for the GPU: a non-finite loss is flagged on the device and checked at
-        # log, checkpoint and epoch steps (a sync per step cost ~10% on a small net at small batch).
+        # log, checkpoint and epoch steps (a per-step sync stops the host from queueing the next step).
         nonfinite = torch.zeros((), dtype=torch.bool, device=self.device)
         checked_step = step
 
