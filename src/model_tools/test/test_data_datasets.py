@@ -18,6 +18,7 @@ from model_tools.data.datasets import (
     RugdDataset,
     SyntheticFolderDataset,
     to_model_batch,
+    to_model_image,
 )
 from model_tools.data.synth import CameraRig, write_synthetic_folder
 from model_tools.data.transforms import Compose, RandomCrop, Resize
@@ -53,6 +54,7 @@ def _check_item(item: dict, h: int = H, w: int = W) -> None:
     torch.testing.assert_close(model_batch["image"][0] * 255.0, item["image"].float())
     assert torch.equal(model_batch["label"][0], item["label"].long()) and model_batch["source"] == [item["source"]]
     assert to_model_batch(model_batch, "cpu")["image"] is model_batch["image"]  # idempotent
+    torch.testing.assert_close(to_model_image(item["image"][None], "cpu"), model_batch["image"])
 
 
 # --------------------------------------------------------------------------- RELLIS-3D

@@ -28,7 +28,7 @@ import torch.nn.functional as F  # noqa: N812 - torch convention
 from torch import nn
 from torch.utils.data import Dataset
 
-from model_tools.data.datasets import to_model_batch
+from model_tools.data.datasets import to_model_image
 from model_tools.depth_codec import decompose_depth, depth_to_level
 from model_tools.errors import ConfigError
 from model_tools.models.depth_net import (
@@ -180,8 +180,7 @@ def evaluate_depth(model: nn.Module, batches: Any, min_depth: float, max_depth: 
     assert isinstance(net, DualHeadDepthNet)
     acc = DepthMetricAccumulator(min_depth, max_depth)
     for batch in batches:
-        batch = to_model_batch(batch, device)
-        pred = net.predict_depth(normalize(batch["image"])).float().cpu().numpy()
+        pred = net.predict_depth(normalize(to_model_image(batch["image"], device))).float().cpu().numpy()
         gt = batch["depth"].float().cpu().numpy()
         for p, g in zip(pred, gt, strict=True):
             acc.update(p[0], g[0])

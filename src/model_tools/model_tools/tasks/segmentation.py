@@ -17,7 +17,7 @@ import torch.nn.functional as F  # noqa: N812 - the usual torch alias
 from torch import nn
 from torch.utils.data import Dataset
 
-from model_tools.data.datasets import to_model_batch
+from model_tools.data.datasets import to_model_image
 from model_tools.errors import ConfigError
 from model_tools.losses import FocalLoss, class_weights_by_name
 from model_tools.metrics.segmentation import ConfusionMatrix
@@ -237,9 +237,8 @@ class SegmentationTask:
 
             batches = tqdm(loader, desc="eval", unit="batch")
         for batch in batches:
-            batch = to_model_batch(batch, device)
             label = batch["label"]
-            pred = predict_labels(model, batch["image"], tuple(label.shape[-2:]))
+            pred = predict_labels(model, to_model_image(batch["image"], device), tuple(label.shape[-2:]))
             matrix.update(pred.cpu().numpy(), label.cpu().numpy())  # the engine's loader may have moved it to the GPU
         model.train(was_training)
         return matrix
