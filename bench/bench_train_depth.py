@@ -90,8 +90,7 @@ def main() -> int:
 
     # (b) the real pipeline, as the engine builds it.
     train_set = synthetic_depth_dataset(data, "train", mc, train=True, seed=config.seed)
-    sampler = ResumableSampler(train_set, DistInfo(), shuffle=True, seed=config.seed, drop_last=True,
-                               per_epoch=len(train_set) // b * b)
+    sampler = ResumableSampler(train_set, DistInfo(), shuffle=True, seed=config.seed, drop_last=True, endless_batch_size=b)
     kw = {"persistent_workers": True, "prefetch_factor": config.prefetch_factor} if config.num_workers else {}
     loader = DataLoader(SeededSamples(train_set), batch_size=b, sampler=sampler, num_workers=config.num_workers,
                         pin_memory=not cpu, drop_last=True,

@@ -140,8 +140,7 @@ def main() -> None:
         # 2. and 3. the loader alone, then loader + training (one loader, workers kept alive).
         # As the engine builds it: seeded per-sample augmentation, an endless sampler (no drain at epoch ends).
         kwargs = {"persistent_workers": True, "prefetch_factor": 4} if workers > 0 else {}
-        sampler = ResumableSampler(train_set, DistInfo(), shuffle=True, seed=0, drop_last=True,
-                                   per_epoch=len(train_set) // batch * batch)
+        sampler = ResumableSampler(train_set, DistInfo(), shuffle=True, seed=0, drop_last=True, endless_batch_size=batch)
         loader = DataLoader(SeededSamples(train_set), batch_size=batch, sampler=sampler, drop_last=True, num_workers=workers,
                             pin_memory=on_cuda, worker_init_fn=loader_worker_init if workers > 0 else None, **kwargs)
         stream = iter(loader)

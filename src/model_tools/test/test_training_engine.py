@@ -145,13 +145,14 @@ def test_distillation_from_a_teacher_checkpoint_with_fake_quant(tmp_path: Path) 
 
 def test_endless_sampler_runs_whole_batches_epoch_after_epoch_per_rank() -> None:
     data = TinyDepthSet(11, 0)
-    ranks = [ResumableSampler(data, DistInfo(rank=r, world_size=2), shuffle=True, seed=4, drop_last=True, per_epoch=4)
+    # 11 samples over 2 ranks: 5 each, cut to whole batches of 4 per epoch.
+    ranks = [ResumableSampler(data, DistInfo(rank=r, world_size=2), shuffle=True, seed=4, drop_last=True, endless_batch_size=4)
              for r in range(2)]
     for sampler in ranks:
         sampler.set_epoch(2)
     streams = [list(itertools.islice(iter(s), 12)) for s in ranks]
     for sampler, stream in zip(ranks, streams, strict=True):
-        assert [e for _, _, e in stream] == [2] * 4 + [3] * 4 + [4] * 4  # cut to per_epoch, never straddling
+        assert [e for _, _, e in stream] == [2] * 4 + [3] * 4 + [4] * 4  # cut to whole batches, never straddling
         for epoch in (2, 3, 4):
             assert [i for i, _, e in stream if e == epoch] == sampler.epoch_indices(epoch)[:4]
         seeds = {(i, e): seed for i, seed, e in stream}
@@ -163,7 +164,7 @@ def test_endless_sampler_runs_whole_batches_epoch_after_epoch_per_rank() -> None
     with pytest.raises(TypeError, match="no length"):
         len(ranks[0])
     with pytest.raises(ConfigError, match="would hang"):
-        ResumableSampler(data, DistInfo(), shuffle=True, seed=4, drop_last=True, per_epoch=0)
+        ResumableSampler(data, DistInfo(), shuffle=True, seed=4, drop_last=True, endless_batch_size=12)
     finite = ResumableSampler(data, DistInfo(), shuffle=False, seed=4, drop_last=False)
     assert [i for i, _, _ in finite] == list(range(11)) and len(finite) == 11
 
