@@ -26,6 +26,7 @@ import torch.nn.functional as F  # noqa: N812 - the usual torch alias
 from torch import nn
 
 from model_tools.errors import ModelFileError
+from model_tools.models.resnet import init_conv_bn
 from model_tools.training.checkpoint import load_safe
 
 BN_MOMENTUM = 0.1
@@ -246,7 +247,7 @@ class DDRNet(nn.Module):
         if cfg.aux_head:
             self.seghead_extra = SegmentHead(highres_planes, cfg.head_planes, cfg.num_classes)
         self.final_layer = SegmentHead(planes * 4, cfg.head_planes, cfg.num_classes)
-        self._init_weights()
+        init_conv_bn(self)
 
     @property
     def num_classes(self) -> int:
@@ -255,14 +256,6 @@ class DDRNet(nn.Module):
     @property
     def has_aux_head(self) -> bool:
         return hasattr(self, "seghead_extra")
-
-    def _init_weights(self) -> None:
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(module, nn.BatchNorm2d):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
 
     def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Fused 1/8 features for the main head, and the mid-level high-res features for the aux head."""

@@ -19,6 +19,16 @@ from model_tools.errors import ConfigError
 # ---- blocks ------------------------------------------------------------------------------------
 
 
+def init_conv_bn(model: nn.Module) -> None:
+    """He (fan_out, ReLU) init for every conv, unit scale and zero shift for every BatchNorm."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
 class BasicBlock(nn.Module):
     """Two 3x3 convs with a residual; a 1x1 projection when the shape changes."""
 
@@ -60,12 +70,7 @@ class ResNetEncoder(nn.Module):
             layers = [BasicBlock(in_ch, out_ch, stride)] + [BasicBlock(out_ch, out_ch) for _ in range(count - 1)]
             setattr(self, f"layer{index + 1}", nn.Sequential(*layers))
             in_ch = out_ch
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_conv_bn(self)
         # Zero-init the last BN of each residual branch: each block starts as identity.
         for m in self.modules():
             if isinstance(m, BasicBlock):
