@@ -1,6 +1,6 @@
 """End-to-end benchmark of the node stack over DDS: image publish -> costmap, at 10 Hz, CPU backend.
 
-Starts scripts/run_stack.py (depth, segmentation, costmap nodes) in a second
+Starts perception-stack (depth, segmentation, costmap nodes) in a second
 process, replays a synthetic drive bag in a loop at its recorded 10 Hz, and
 measures in this process:
 
@@ -49,16 +49,17 @@ def main(argv: list[str] | None = None) -> int:
     from nav_msgs.msg import OccupancyGrid
     from rclpy.executors import SingleThreadedExecutor
 
-    from model_tools.bags.bagio import camera_mount_from_bag, header_stamp_from_cdr, stamp_ns
+    from model_tools.bags.bagio import camera_mount_from_bag, header_stamp_from_cdr
     from model_tools.bags.eval_bag import DEFAULT_PARAMS, evaluate_bag
-    from model_tools.bags.live import StackProcess, rss_mb, write_stack_params
-    from model_tools.bags.replay import BagReplayer
     from model_tools.data.synth import CameraRig, write_drive_bag
+    from perception_core.geometry import stamp_ns
+    from perception_tools.live import StackProcess, rss_mb, write_stack_params
+    from perception_tools.replay import BagReplayer
 
     work = Path(tempfile.mkdtemp(prefix="bench_e2e_"))
     depth_model, seg_model = ROOT / "models" / "depth_levels_r18.onnx", ROOT / "models" / "ddrnet23s_offroad.onnx"
     if not (depth_model.is_file() and seg_model.is_file()):
-        from model_tools.testing.tiny_models import make_tiny_depth_model, make_tiny_seg_model
+        from perception_core.testing.tiny_models import make_tiny_depth_model, make_tiny_seg_model
 
         hw = (round(160 * height / width), 160)
         depth_model = make_tiny_depth_model(work / "tiny_depth.onnx", hw=hw)

@@ -3,7 +3,7 @@
 What the depth and segmentation nodes do around ``session.run`` on each
 1280x1080 rgb8 camera frame: message -> array, resize + normalise, head
 composition / argmax, colouring, and building the output messages (plus the
-costmap build when ``model_tools.costmap`` exists). The model is replaced by
+costmap build when ``perception_core.costmap`` exists). The model is replaced by
 fixed outputs of the real shapes (depth 384x640, segmentation 544x640), so the
 numbers are the host's share alone. Goal: <= 5 ms per frame per node on one core.
 
@@ -33,8 +33,8 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import cv2
 import numpy as np
 
-from model_tools.image_codec import array_to_image_fields, image_to_array
-from model_tools.pipelines import (
+from perception_core.image_codec import array_to_image_fields, image_to_array
+from perception_core.pipelines import (
     DepthPipeline,
     SegPipeline,
     colorize_depth,
@@ -42,8 +42,8 @@ from model_tools.pipelines import (
     overlay,
     scale_intrinsics,
 )
-from model_tools.runtime.loader import load_model
-from model_tools.testing.tiny_models import make_tiny_depth_model, make_tiny_seg_model
+from perception_core.runtime.loader import load_model
+from perception_core.testing.tiny_models import make_tiny_depth_model, make_tiny_seg_model
 
 CAMERA_HW = (1080, 1280)
 DEPTH_HW = (384, 640)
@@ -150,7 +150,7 @@ def _costmap_steps(depth: np.ndarray, labels_at_depth: np.ndarray) -> tuple[Call
     """(optimised, naive) costmap builds. Naive: float64 N x 3 points, boolean-mask copies, np.floor binning
     (the module's own reference path ``project_points`` + ``grid_from_points``, still used without depth)."""
     try:
-        from model_tools import costmap
+        from perception_core import costmap
     except ImportError:
         return None
     try:
@@ -252,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, fast, naive in rows:
         print(f"{name:<20}{fast:>14.2f}{naive:>12.2f}{naive / fast:>9.1f}x{'ok' if fast <= 5.0 else 'MISSED':>11}")
     if steps is None:
-        print("costmap build: model_tools.costmap not available")
+        print("costmap build: perception_core.costmap not available")
     if args.stages:
         _print_stages(msg, depth_pipe, seg_pipe, cid_pipe, depth_out, seg_out, cid_out, image_cls, args.frames)
     return 0

@@ -19,7 +19,9 @@ import tempfile
 import time
 from pathlib import Path
 
+# Runs from a bare checkout on the GPU box (no colcon): both source folders on the path.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src" / "model_tools"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src" / "perception_core"))
 
 import torch
 from torch.utils.data import DataLoader

@@ -11,7 +11,7 @@
 # Needs only python + torch + numpy/cv2/yaml/matplotlib/tqdm (no ROS, no onnxruntime).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export PYTHONPATH="$PWD/src/model_tools${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONPATH="$PWD/src/model_tools:$PWD/src/perception_core${PYTHONPATH:+:$PYTHONPATH}"
 PY=${PYTHON:-python3}
 OUT=${OUT:?set OUT to the folder that receives the plot and summary}
 SCRATCH=${SCRATCH:-/tmp/ddp_seg_demo}

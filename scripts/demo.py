@@ -4,7 +4,7 @@ With no arguments, on a fresh machine after `make setup`:
 
 1. writes a short synthetic drive bag (camera + ground truth; model_tools.data.synth),
 2. evaluates the committed demo models offline over it (`model-tools eval-bag`),
-3. starts the depth, segmentation and costmap nodes (scripts/run_stack.py) in a
+3. starts the depth, segmentation and costmap nodes (perception-stack) in a
    second process, replays the bag into them over DDS, records their outputs
    to a bag and scores that recording with the same scorer,
 4. writes both HTML reports and prints where they are, the headline numbers and
@@ -83,7 +83,7 @@ def configured_model(node: str) -> Path | None:
 
 def choose_models(args: argparse.Namespace, out: Path) -> tuple[Path, Path, list[str]]:
     """The committed demo models, or tiny test models (with a note) while they are not there."""
-    from model_tools.testing.tiny_models import make_tiny_depth_model, make_tiny_seg_model
+    from perception_core.testing.tiny_models import make_tiny_depth_model, make_tiny_seg_model
 
     depth = args.depth_model or configured_model("depth_node")
     seg = args.seg_model or configured_model("segmentation_node")
@@ -98,9 +98,9 @@ def choose_models(args: argparse.Namespace, out: Path) -> tuple[Path, Path, list
     depth = make_tiny_depth_model(models / "tiny_depth.onnx", hw=hw, levels=16, max_depth=15.0)
     seg = make_tiny_seg_model(models / "tiny_seg.onnx", hw=hw)
     notes.append(f"demo models not found ({', '.join(missing)}): using TINY UNTRAINED TEST MODELS from "
-                 "model_tools.testing; the pipeline is real, the accuracy numbers are meaningless")
+                 "perception_core.testing; the pipeline is real, the accuracy numbers are meaningless")
     loud(["DEMO MODELS ARE MISSING: " + ", ".join(missing),
-          "Falling back to tiny untrained test models (model_tools.testing.tiny_models).",
+          "Falling back to tiny untrained test models (perception_core.testing.tiny_models).",
           "Everything runs for real (ONNX Runtime, DDS, bags), but accuracy numbers mean nothing."])
     return depth, seg, notes
 
@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from model_tools.bags.bagio import camera_mount_from_bag
     from model_tools.bags.eval_bag import DEFAULT_PARAMS, evaluate_bag, headline
-    from model_tools.errors import ModelToolsError
+    from perception_core.errors import PerceptionError
 
     started = time.monotonic()
     out = (args.out or ROOT / "out" / "demo" / time.strftime("run-%Y%m%d-%H%M%S")).resolve()
@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.skip_live:
             return report(out, started, notes, line_offline, offline.out_dir, None, None)
 
-        from model_tools.bags.live import require_outputs, run_live, score_recorded, write_live_report
+        from perception_tools.live import require_outputs, run_live, score_recorded, write_live_report
 
         rate = args.rate if args.rate > 0 else auto_rate(offline.metrics, args.fps)
         print(f"demo: [3/4] live run: nodes in a second process, bag replayed at {rate}x over DDS, outputs "
@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
                 "backend": args.backend, "replay_rate": rate, "notes": list(notes)}
         live_metrics = write_live_report(live_dir, live, counts, run, comparison, matched, samples, base)
         return report(out, started, notes, line_offline, offline.out_dir, live_metrics, live_dir)
-    except ModelToolsError as err:
+    except PerceptionError as err:
         print(f"demo: error: {err}", file=sys.stderr)
         return 1
 

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Export the committed fp16 demo weights (models/weights/) to FP32 ONNX in models/.
-# Run by scripts/setup_env.sh; skips a model whose ONNX is newer than its weights.
+# Run by scripts/setup_env.sh before colcon build; skips a model whose ONNX is newer than its weights.
 # Each export is checked against PyTorch by ONNX Runtime (fails loudly beyond tolerance).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck disable=SC1091
 . .venv/bin/activate
-export PYTHONPATH=$PWD/src/model_tools${PYTHONPATH:+:$PYTHONPATH}
+# Runs before colcon build (the build installs models/ into the bringup share), so from the sources.
+export PYTHONPATH=$PWD/src/model_tools:$PWD/src/perception_core${PYTHONPATH:+:$PYTHONPATH}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 
 fresh() {  # fresh OUT PART...: OUT exists and is newer than every PART

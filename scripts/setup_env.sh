@@ -38,6 +38,9 @@ link_path() {  # link_path TARGET LINK
 link_path "$py_inc" /opt/python/cp311-cp311/include/python3.11
 link_path "$np_inc" /opt/python/cp311-cp311/lib/python3.11/site-packages/numpy/_core/include
 
+echo "[setup] demo models"
+bash "$ROOT/scripts/export_demo_models.sh"
+
 echo "[setup] colcon build"
 mkdir -p "$ROOT/log"
 export AMENT_PREFIX_PATH=$VENV CMAKE_PREFIX_PATH=$VENV
@@ -47,7 +50,5 @@ colcon --log-base log build --symlink-install --paths . src/* \
   --event-handlers console_direct- --cmake-args -DPython3_EXECUTABLE="$VENV/bin/python" \
   > log/colcon-build.txt 2>&1 || { tail -40 log/colcon-build.txt >&2; echo "[setup] colcon build failed: see log/colcon-build.txt" >&2; exit 1; }
 flock -u 9
-echo "[setup] demo models"
-bash "$ROOT/scripts/export_demo_models.sh"
 touch "$ROOT/install/.setup-done"
 echo "[setup] done: source scripts/env.sh to use the workspace"

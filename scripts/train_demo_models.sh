@@ -11,7 +11,7 @@
 # Join the parts again with: model-tools depth join --prefix OUT/depth_levels_r18_fp16 --out model_fp16.pt
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export PYTHONPATH="$PWD/src/model_tools${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONPATH="$PWD/src/model_tools:$PWD/src/perception_core${PYTHONPATH:+:$PYTHONPATH}"
 PY=${PYTHON:-python3}
 OUT=${OUT:?set OUT to the folder that receives the results}
 SCRATCH=${SCRATCH:-/tmp/demo_train}

@@ -23,14 +23,14 @@ from rclpy.qos import qos_profile_sensor_data  # noqa: E402
 from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
 
-from model_tools.image_codec import array_to_image_fields  # noqa: E402
+from perception_core.image_codec import array_to_image_fields  # noqa: E402
 from perception_msgs.msg import CorridorStatus, InferenceStats  # noqa: E402
 from seg_perception.costmap_node import CostmapNode  # noqa: E402
 
 WIDTH, HEIGHT, FOCAL = 64, 48, 40.0
 CX, CY = (WIDTH - 1) / 2, (HEIGHT - 1) / 2
 CAM_HEIGHT, WALL_X = 1.0, 4.05  # level camera 1 m up; a wall face 4.05 m ahead (middle of a 0.1 m cell)
-GROUND, WALL = 0, 4  # smooth_ground -> FREE, static_obstacle -> BLOCKED (config/ontology.yaml)
+GROUND, WALL = 0, 4  # smooth_ground -> FREE, static_obstacle -> BLOCKED (the packaged ontology)
 STAMP = Time(sec=1234, nanosec=5678)
 
 

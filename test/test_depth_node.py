@@ -14,9 +14,9 @@ from rclpy.parameter import Parameter
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import String
 
-from model_tools.errors import BackendError
-from model_tools.pipelines import colorize_depth
-from model_tools.testing.tiny_models import make_tiny_depth_model
+from perception_core.errors import BackendError
+from perception_core.pipelines import colorize_depth
+from perception_core.testing.tiny_models import make_tiny_depth_model
 from perception_msgs.msg import DepthHeads, InferenceStats
 
 pytestmark = pytest.mark.system

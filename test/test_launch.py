@@ -155,7 +155,7 @@ def _node_under_test(node_name: str, tmp_path: Path) -> tuple[type, list[str]]:
         from seg_perception.costmap_node import CostmapNode
 
         return CostmapNode, []
-    from model_tools.testing.tiny_models import make_tiny_depth_model, make_tiny_seg_model
+    from perception_core.testing.tiny_models import make_tiny_depth_model, make_tiny_seg_model
 
     if node_name == "depth_node":
         from depth_perception.depth_node import DepthNode

@@ -1,4 +1,5 @@
-"""scripts/run_stack.py: the no-`ros2 launch` runner applies the same YAML to the real nodes."""
+"""perception-stack (perception_tools.stack): the no-`ros2 launch`
+runner applies the same YAML to the real nodes."""
 
 from __future__ import annotations
 
@@ -14,29 +15,28 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-RUN_STACK = ROOT / "scripts" / "run_stack.py"
+RUN_STACK = [sys.executable, "-m", "perception_tools.stack"]
 
 
 def test_override_yaml_carries_model_flags_for_the_chosen_nodes(tmp_path: Path) -> None:
-    sys.path.insert(0, str(RUN_STACK.parent))
-    try:
-        import run_stack
-    finally:
-        sys.path.remove(str(RUN_STACK.parent))
+    from perception_core.resources import package_share
+    from perception_tools import stack as run_stack
+
     model = tmp_path / "d.onnx"
     args = run_stack.parse_args(["--nodes", "depth,costmap", "--depth-model", str(model), "--seg-model", "s.onnx",
                                  "--backend", "cpu", "--remap", "/camera/image_raw:=/front/image_raw"])
     assert run_stack.override_yaml(args) == {"depth_node": {"ros__parameters": {"model_path": str(model),
                                                                                 "backend": "cpu"}}}
     ros_args = run_stack.ros_arguments(args, tmp_path / "o.yaml")
-    assert ros_args == ["--ros-args", "--params-file", str(ROOT / "config" / "perception.yaml"),
+    installed = package_share("offroad_perception_bringup") / "config" / "perception.yaml"
+    assert ros_args == ["--ros-args", "--params-file", str(installed.resolve()),
                         "--params-file", str(tmp_path / "o.yaml"), "-r", "/camera/image_raw:=/front/image_raw"]
     with pytest.raises(SystemExit):
         run_stack.parse_args(["--nodes", "lidar"])
 
 
 def test_bad_node_choice_exits_with_one_line() -> None:
-    done = subprocess.run([sys.executable, str(RUN_STACK), "--nodes", "lidar"], capture_output=True, text=True,
+    done = subprocess.run([*RUN_STACK, "--nodes", "lidar"], capture_output=True, text=True,
                           timeout=60)
     assert done.returncode == 2 and "unknown node(s) ['lidar']" in done.stderr
 
@@ -50,7 +50,7 @@ def test_run_stack_starts_the_costmap_node_with_the_yaml(tmp_path: Path) -> None
     from sensor_msgs.msg import CameraInfo, Image
     from std_msgs.msg import Header
 
-    from model_tools.image_codec import array_to_image_fields
+    from perception_core.image_codec import array_to_image_fields
 
     params = yaml.safe_load((ROOT / "config" / "perception.yaml").read_text())
     section = params["costmap_node"]["ros__parameters"]
@@ -58,7 +58,7 @@ def test_run_stack_starts_the_costmap_node_with_the_yaml(tmp_path: Path) -> None
                    mount_z=1.0, min_points_per_cell=1)
     params_file = tmp_path / "stack.yaml"
     params_file.write_text(yaml.safe_dump(params))
-    stack = subprocess.Popen([sys.executable, str(RUN_STACK), "--nodes", "costmap", "--params", str(params_file),
+    stack = subprocess.Popen([*RUN_STACK, "--nodes", "costmap", "--params", str(params_file),
                               "--remap", "/perception/segmentation/labels:=/test/labels"],
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=dict(os.environ))
     labels = np.zeros((24, 32), dtype=np.uint8)  # all smooth_ground (FREE); the lower half hits the ground
@@ -87,9 +87,9 @@ def test_run_stack_starts_the_costmap_node_with_the_yaml(tmp_path: Path) -> None
         rclpy.try_shutdown(context=context)
         stack.send_signal(signal.SIGINT)
         output = stack.communicate(timeout=30)[0]
-    assert grids, f"no costmap from run_stack.py; its output:\n{output}"
+    assert grids, f"no costmap from perception-stack; its output:\n{output}"
     grid = grids[0]
     assert grid.info.resolution == pytest.approx(0.25) and (grid.info.width, grid.info.height) == (40, 32)
     assert grid.header.stamp.sec == 77
-    assert stack.returncode == 0, f"run_stack.py did not shut down cleanly:\n{output}"
-    assert "running costmap_node" in output
+    assert stack.returncode == 0, f"perception-stack did not shut down cleanly:\n{output}"
+    assert "perception-stack: running costmap_node" in output

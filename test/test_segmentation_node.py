@@ -13,7 +13,7 @@ from rclpy.parameter import Parameter
 from sensor_msgs.msg import Image
 from std_msgs.msg import String
 
-from model_tools.testing.tiny_models import DEFAULT_CLASS_COLORS, DEFAULT_CLASS_NAMES, make_tiny_seg_model
+from perception_core.testing.tiny_models import DEFAULT_CLASS_COLORS, DEFAULT_CLASS_NAMES, make_tiny_seg_model
 from perception_msgs.msg import InferenceStats, SegmentationSummary
 
 pytestmark = pytest.mark.system
@@ -140,7 +140,7 @@ def test_npu_backend_starts_on_htp_emulation_and_processes_a_frame(tmp_path: Pat
 
 
 def test_depth_model_given_to_the_segmentation_node_is_refused_at_start_up(tmp_path: Path) -> None:
-    from model_tools.testing.tiny_models import make_tiny_depth_model
+    from perception_core.testing.tiny_models import make_tiny_depth_model
 
     model = make_tiny_depth_model(tmp_path / "depth.onnx")
     done = subprocess.run([sys.executable, "-m", "seg_perception.segmentation_node", "--ros-args", "-p",

@@ -2,7 +2,7 @@
 
 Thin shell: parameters, topics and message conversion. The depth math
 (preprocess, host-side head composition, valid range, colouring, point cloud)
-is ``model_tools.pipelines``, shared with offline bag evaluation.
+is ``perception_core.pipelines``, shared with offline bag evaluation.
 
 Topics (defaults; remap as usual):
   in   /camera/image_raw (parameter image_topic), /camera/camera_info (camera_info_topic)
@@ -20,10 +20,13 @@ import cv2
 import numpy as np
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
 
-from depth_perception.node_support import InferenceNodeBase, declare, run_node, sensor_qos
-from model_tools.errors import ModelToolsError
-from model_tools.pipelines import DepthPipeline, colorize_depth, depth_to_points, pack_points, scale_intrinsics
+from perception_core.errors import PerceptionError
+from perception_core.pipelines import DepthPipeline, colorize_depth, depth_to_points, pack_points, scale_intrinsics
 from perception_msgs.msg import DepthHeads
+from perception_ros.inference_node import InferenceNodeBase
+from perception_ros.parameters import declare
+from perception_ros.qos import sensor_qos
+from perception_ros.spin import run_node
 
 
 class DepthNode(InferenceNodeBase):
@@ -78,11 +81,11 @@ class DepthNode(InferenceNodeBase):
     def process(self, msg: Image) -> tuple[float, float, float]:
         info = self.camera_info
         if info is None and self.require_camera_info:
-            raise ModelToolsError(f"no camera_info on {self.camera_info_topic} yet; depth needs the intrinsics")
+            raise PerceptionError(f"no camera_info on {self.camera_info_topic} yet; depth needs the intrinsics")
         t0 = time.perf_counter()
         image, order = self.converter.to_model_input(msg)
         if info is not None and info.width and (info.height, info.width) != image.shape[:2]:
-            raise ModelToolsError(f"image on {self.image_topic} is {image.shape[1]}x{image.shape[0]} but camera_info "
+            raise PerceptionError(f"image on {self.image_topic} is {image.shape[1]}x{image.shape[0]} but camera_info "
                                   f"on {self.camera_info_topic} says {info.width}x{info.height}")
         result = self.pipeline.infer(image, order)
         t1 = time.perf_counter()

@@ -11,15 +11,12 @@ import argparse
 import importlib
 import sys
 
-from model_tools.errors import ModelToolsError
+from perception_core.errors import PerceptionError
 
 # name -> (module, one-line help). Add a subcommand by adding a line here.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "doctor": ("model_tools.doctor", "report what this environment can run (ROS, ONNX Runtime, QNN HTP)"),
     "depth": ("model_tools.depth_cli", "depth model: train, eval, export to ONNX, validate, join split weights"),
     "seg": ("model_tools.seg_cli", "DDRNet23-Slim segmentation: train, eval, export, validate, load-official"),
-    "replay": ("model_tools.bags.replay", "play a rosbag2 into the ROS graph with recorded timing (ros2 bag play stand-in)"),
-    "record": ("model_tools.bags.recorder", "record chosen topics of the ROS graph to a rosbag2 (mcap/sqlite3)"),
     "eval-bag": ("model_tools.bags.eval_bag", "run the depth/seg/costmap pipelines over a bag and score them (HTML report)"),
     "synth": ("model_tools.data.synth_cli", "render synthetic off-road frames (RGB, depth, labels) to folders or a rosbag2"),
     "quantize": ("model_tools.quant.cmd_quantize", "FP32 ONNX -> INT8 QDQ ONNX for the QNN HTP (calibrated, metadata kept)"),
@@ -30,39 +27,43 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def _top_parser() -> argparse.ArgumentParser:
-    lines = "\n".join(f"  {name:<14} {help_}" for name, (_, help_) in SUBCOMMANDS.items())
-    return argparse.ArgumentParser(
-        prog="model-tools",
-        description="Data, training, export, INT8 and runtime tools for the off-road perception models.",
-        epilog=f"commands:\n{lines}\n\nRun `model-tools COMMAND --help` for a command's options.",
+def run_cli(prog: str, description: str, subcommands: dict[str, tuple[str, str]], argv: list[str] | None) -> int:
+    """Dispatch ``argv`` to a subcommand module; a PerceptionError becomes one line on stderr and exit 1.
+
+    Shared by every command-line tool of the workspace (``model-tools``, ``perception-tools``).
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    lines = "\n".join(f"  {name:<14} {help_}" for name, (_, help_) in subcommands.items())
+    top = argparse.ArgumentParser(
+        prog=prog, description=description,
+        epilog=f"commands:\n{lines}\n\nRun `{prog} COMMAND --help` for a command's options.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-
-
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    top = _top_parser()
-    top.add_argument("command", choices=sorted(SUBCOMMANDS), metavar="COMMAND")
+    top.add_argument("command", choices=sorted(subcommands), metavar="COMMAND")
     if not argv or argv[0] in ("-h", "--help"):
         top.print_help()
         return 0 if argv else 2
-    if argv[0] not in SUBCOMMANDS:
-        top.error(f"unknown command {argv[0]!r}; choose from {', '.join(sorted(SUBCOMMANDS))}")
+    if argv[0] not in subcommands:
+        top.error(f"unknown command {argv[0]!r}; choose from {', '.join(sorted(subcommands))}")
     name, rest = argv[0], argv[1:]
-    module_name, help_ = SUBCOMMANDS[name]
+    module_name, help_ = subcommands[name]
     module = importlib.import_module(module_name)
-    parser = argparse.ArgumentParser(prog=f"model-tools {name}", description=help_)
+    parser = argparse.ArgumentParser(prog=f"{prog} {name}", description=help_)
     module.add_arguments(parser)
     args = parser.parse_args(rest)
     try:
         return int(module.run(args) or 0)
-    except ModelToolsError as err:
-        print(f"model-tools {name}: error: {err}", file=sys.stderr)
+    except PerceptionError as err:
+        print(f"{prog} {name}: error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(f"model-tools {name}: interrupted", file=sys.stderr)
+        print(f"{prog} {name}: interrupted", file=sys.stderr)
         return 130
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_cli("model-tools", "Data, training, export, INT8 and offline evaluation tools for the off-road "
+                   "perception models.", SUBCOMMANDS, argv)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from model_tools.errors import ConfigError
+from perception_core.errors import ConfigError
 
 ACTIONS = ("train", "eval", "export", "validate", "join")
 
@@ -113,8 +113,8 @@ def load_depth_model(checkpoint: str | os.PathLike[str], config_path: str | os.P
 
 
 def depth_metadata(model_cfg: Any, variant: str, height: int, width: int, checkpoint: str) -> Any:
-    from model_tools.model_metadata import ModelMetadata
     from model_tools.models.depth_net import NORM_MEAN, NORM_STD
+    from perception_core.model_metadata import ModelMetadata
 
     levels = model_cfg.levels if model_cfg.kind == "levels" else 0
     step = model_cfg.step
@@ -246,9 +246,9 @@ def _print_report(report: dict[str, Any]) -> None:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from model_tools.export.onnx_export import read_metadata
     from model_tools.export.validate import validate_onnx
     from model_tools.models.depth_net import DepthExportModule
+    from perception_core.model_metadata import read_metadata
 
     meta = read_metadata(args.onnx)
     net, model_cfg = load_depth_model(args.checkpoint, args.config)

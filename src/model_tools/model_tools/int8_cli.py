@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import argparse
 
-from model_tools.errors import ConfigError
 from model_tools.quant.images import DEFAULT_CALIBRATION_COUNT, DEFAULT_TOPIC, ImageSource
 from model_tools.quant.quantize import CALIBRATION_METHODS, QuantSettings
+from perception_core.errors import ConfigError
 
 
 def add_calibration_arguments(parser: argparse.ArgumentParser) -> None:

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from model_tools.errors import OutputExistsError
+from perception_core.errors import OutputExistsError
 
 
 @contextlib.contextmanager

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812 - the usual torch alias
 from torch import nn
 
-from model_tools.errors import ConfigError
+from perception_core.errors import ConfigError
 
 
 def focal_loss(

@@ -15,7 +15,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from model_tools.errors import ConfigError, ModelFileError
+from perception_core.errors import ConfigError, ModelFileError
 
 ACTIONS = ("train", "eval", "export", "validate", "load-official")
 
@@ -208,8 +208,8 @@ def write_eval_report(matrix: Any, class_names: list[str], out_dir: Path, stem: 
     matrix (rows ground truth, columns prediction, pixel counts) and the
     class names, plus ``info``.
     """
-    from model_tools.errors import OutputExistsError
     from model_tools.io_utils import atomic_write, write_json
+    from perception_core.errors import OutputExistsError
 
     paths = {kind: out_dir / f"{stem}{suffix}" for kind, suffix in
              (("json", ".json"), ("md", ".md"), ("png", "_confusion.png"))}
@@ -262,8 +262,8 @@ def _eval(args: argparse.Namespace) -> int:
 
 def segmentation_metadata(ontology: Any, output: str, height: int, width: int, weights: str) -> Any:
     """The self-describing contract written into the ONNX file (normalisation lives here, not in the graph)."""
-    from model_tools.model_metadata import ModelMetadata
     from model_tools.tasks.segmentation import IMAGENET_MEAN, IMAGENET_STD
+    from perception_core.model_metadata import ModelMetadata
 
     onto = ontology
     meaning = ("float32 [1,C,H,W] class scores at input size (argmax = class id)" if output == "logits"
@@ -340,9 +340,9 @@ def _export(args: argparse.Namespace) -> int:
 
 def _report_validation(path: Path, model: Any, seed: int = 0) -> dict[str, Any]:
     """ONNX Runtime (CPU EP) vs PyTorch on random normalised images; raises on disagreement."""
-    from model_tools.export.onnx_export import read_metadata
     from model_tools.export.validate import validate_onnx
     from model_tools.models.ddrnet import SegmentationExportWrapper
+    from perception_core.model_metadata import read_metadata
 
     meta = read_metadata(path)
     if meta.task != "segmentation":
@@ -367,7 +367,7 @@ def htp_check(path: str | Path, seed: int = 0) -> dict[str, Any]:
     import numpy as np
 
     from model_tools.export.validate import random_inputs
-    from model_tools.runtime.loader import load_model
+    from perception_core.runtime.loader import load_model
 
     npu = load_model(path, backend="npu", expected_task="segmentation")
     cpu = load_model(path, backend="cpu", expected_task="segmentation")
@@ -395,8 +395,8 @@ def _validate(args: argparse.Namespace) -> int:
 
 def _load_official(args: argparse.Namespace) -> int:
     from model_tools.models.ddrnet import ddrnet23_slim, describe, load_official_weights
-    from model_tools.ontology import load_ontology
     from model_tools.training.checkpoint import save_atomic
+    from perception_core.ontology import load_ontology
 
     ontology = load_ontology(args.ontology)
     model = ddrnet23_slim(num_classes=ontology.num_classes, aux_head=not args.no_aux_head)
@@ -406,7 +406,7 @@ def _load_official(args: argparse.Namespace) -> int:
     if args.out:
         out = Path(args.out)
         if out.exists() and not args.overwrite:
-            from model_tools.errors import OutputExistsError
+            from perception_core.errors import OutputExistsError
 
             raise OutputExistsError(f"{out} exists; pass --overwrite to replace it")
         save_atomic(model.state_dict(), out)

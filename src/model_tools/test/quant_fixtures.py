@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from model_tools.testing.tiny_models import expected_mean_intensity
+from perception_core.testing.tiny_models import expected_mean_intensity
 
 MAX_DEPTH = 15.0
 
@@ -51,7 +51,7 @@ def write_image_bag(path: Path, n: int = 5, hw: tuple[int, int] = (32, 32), topi
     from rosbags.rosbag2 import StoragePlugin, Writer
     from rosbags.typesys import Stores, get_typestore
 
-    from model_tools.image_codec import array_to_image_fields
+    from perception_core.image_codec import array_to_image_fields
 
     store = get_typestore(Stores.ROS2_JAZZY)
     image_cls = store.types["sensor_msgs/msg/Image"]

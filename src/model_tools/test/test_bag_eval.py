@@ -12,7 +12,7 @@ import pytest
 
 from model_tools.bags import bagio
 from model_tools.bags.eval_bag import FramePrediction, OfflineStack, evaluate_bag
-from model_tools.errors import BagError, OutputExistsError
+from perception_core.errors import BagError, OutputExistsError
 
 CAMERA_WH = (64, 48)
 MODEL_HW = (24, 32)  # the camera's aspect ratio, as the costmap requires
@@ -20,7 +20,7 @@ MODEL_HW = (24, 32)  # the camera's aspect ratio, as the costmap requires
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    from model_tools.testing.tiny_models import make_tiny_depth_model, make_tiny_seg_model
+    from perception_core.testing.tiny_models import make_tiny_depth_model, make_tiny_seg_model
 
     folder = tmp_path_factory.mktemp("models")
     return (make_tiny_depth_model(folder / "depth.onnx", hw=MODEL_HW),

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from model_tools.bags.scoring import CELL_STATES, EvalScorer, category_from_layers
-from model_tools.costmap import UNKNOWN, Category, CostmapConfig, build_costmap, class_categories_from_ontology
+from perception_core.costmap import UNKNOWN, Category, CostmapConfig, build_costmap, class_categories_from_ontology
 
 NAMES = ["smooth_ground", "rough_ground", "low_vegetation", "water", "static_obstacle", "dynamic", "sky"]
 

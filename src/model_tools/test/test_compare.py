@@ -8,13 +8,14 @@ import numpy as np
 import pytest
 from quant_fixtures import write_dataset
 
-from model_tools.errors import ConfigError, OutputExistsError
 from model_tools.quant.compare import Thresholds, compare_models, rate_metrics
 from model_tools.quant.compile import compile_context_binary
 from model_tools.quant.evaluate import TaskScorer, decoder, scored_depth
 from model_tools.quant.images import ImageSource
-from model_tools.quant.quantize import QuantSettings, quantize_model, read_metadata
-from model_tools.testing.tiny_models import make_tiny_depth_model, make_tiny_seg_model
+from model_tools.quant.quantize import QuantSettings, quantize_model
+from perception_core.errors import ConfigError, OutputExistsError
+from perception_core.model_metadata import read_metadata
+from perception_core.testing.tiny_models import make_tiny_depth_model, make_tiny_seg_model
 
 
 @pytest.fixture(scope="module")

@@ -11,13 +11,13 @@ from onnx import helper
 from onnx import numpy_helper as nh
 from quant_fixtures import write_dataset
 
-from model_tools.errors import BackendError, ConfigError, OutputExistsError
-from model_tools.model_metadata import ModelMetadata
 from model_tools.quant.compile import compile_context_binary
 from model_tools.quant.images import ImageSource
-from model_tools.quant.quantize import QuantSettings, quantize_model, read_metadata
-from model_tools.runtime.loader import load_model
-from model_tools.testing.tiny_models import make_tiny_depth_model, make_tiny_seg_model
+from model_tools.quant.quantize import QuantSettings, quantize_model
+from perception_core.errors import BackendError, ConfigError, OutputExistsError
+from perception_core.model_metadata import ModelMetadata, read_metadata
+from perception_core.runtime.loader import load_model
+from perception_core.testing.tiny_models import make_tiny_depth_model, make_tiny_seg_model
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from quant_fixtures import write_dataset
 from model_tools.cli import main
 from model_tools.quant.convert import convert, new_output_folder
 from model_tools.quant.images import ImageSource
-from model_tools.testing.tiny_models import make_tiny_depth_model
+from perception_core.testing.tiny_models import make_tiny_depth_model
 
 
 @pytest.mark.htp

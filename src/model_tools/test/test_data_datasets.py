@@ -22,8 +22,8 @@ from model_tools.data.datasets import (
 )
 from model_tools.data.synth import CameraRig, write_synthetic_folder
 from model_tools.data.transforms import Compose, RandomCrop, Resize
-from model_tools.errors import DataError
-from model_tools.ontology import load_ontology
+from perception_core.errors import DataError
+from perception_core.ontology import load_ontology
 
 ONTO = load_ontology()
 H, W = 12, 16

@@ -21,8 +21,8 @@ from model_tools.data.synth import (
     render_frame,
     write_synthetic_folder,
 )
-from model_tools.errors import OutputExistsError
-from model_tools.ontology import load_ontology
+from perception_core.errors import OutputExistsError
+from perception_core.ontology import load_ontology
 
 ONTO = load_ontology()
 SKY = ONTO.id_of("sky")
@@ -193,9 +193,10 @@ def test_bag_contents(tmp_path):
 
 
 def test_cli_runs_without_ros(tmp_path):
-    """`python -m model_tools.cli synth` with only PYTHONPATH=src/model_tools (no colcon overlay)."""
+    """`python -m model_tools.cli synth` with only the two source folders on PYTHONPATH (no colcon overlay)."""
     env = {k: v for k, v in os.environ.items() if k not in ("AMENT_PREFIX_PATH", "COLCON_PREFIX_PATH")}
-    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
+    src = Path(__file__).resolve().parents[2]
+    env["PYTHONPATH"] = f"{src / 'model_tools'}:{src / 'perception_core'}"
     cmd = [sys.executable, "-m", "model_tools.cli", "synth", "--out", str(tmp_path / "d"), "--frames", "4",
            "--width", "48", "--height", "40", "--val-fraction", "0.25", "--seed", "2", "--no-progress"]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, check=False)

@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from model_tools.errors import ModelFileError
 from model_tools.models.ddrnet import (
     SegmentationExportWrapper,
     count_parameters,
     ddrnet23_slim,
     load_official_weights,
 )
+from perception_core.errors import ModelFileError
 
 Shape = tuple[int, ...]
 

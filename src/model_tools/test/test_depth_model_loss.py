@@ -7,10 +7,10 @@ import math
 import pytest
 import torch
 
-from model_tools.depth_codec import compose_depth, decompose_depth, integer_step
-from model_tools.errors import ConfigError
 from model_tools.models.depth_net import DepthExportModule, DepthModelConfig, build_depth_net
 from model_tools.tasks.depth import DepthLossConfig, DistillConfig, depth_loss, distill_loss
+from perception_core.depth_codec import compose_depth, decompose_depth, integer_step
+from perception_core.errors import ConfigError
 
 TINY = {"width": 8, "decoder_channels": [4, 8, 8, 16, 16], "levels": 32, "input_height": 64, "input_width": 96}
 

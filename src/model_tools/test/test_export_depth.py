@@ -10,12 +10,12 @@ import pytest
 import torch
 
 from model_tools.depth_cli import export_depth, load_depth_model
-from model_tools.errors import ConfigError, ModelFileError
-from model_tools.export.onnx_export import read_metadata
 from model_tools.export.validate import compare_outputs
 from model_tools.models.depth_net import build_depth_net
 from model_tools.training.checkpoint import CHECKPOINT_FORMAT, fp16_state_dict, load_split, save_atomic, save_split
 from model_tools.training.config import load_config, save_config
+from perception_core.errors import ConfigError, ModelFileError
+from perception_core.model_metadata import read_metadata
 
 SMALL = ["model.width=8", "model.decoder_channels=[4,8,8,16,16]", "model.levels=32", "model.input_height=64", "model.input_width=96"]
 
@@ -140,7 +140,7 @@ def test_split_parts_are_small_plain_state_dicts_that_join_exactly(tmp_path: Pat
 def test_both_variants_load_and_run_on_qnn_htp_without_cpu_fallback(tmp_path: Path, kind: str) -> None:
     import onnxruntime as ort
 
-    from model_tools.runtime.qnn import qnn_session_options
+    from perception_core.runtime.qnn import qnn_session_options
 
     ckpt = write_checkpoint(tmp_path, kind)
     x = np.random.default_rng(0).normal(size=(1, 3, 64, 96)).astype(np.float32)

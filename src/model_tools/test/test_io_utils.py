@@ -7,8 +7,8 @@ import os
 
 import pytest
 
-from model_tools.errors import OutputExistsError
 from model_tools.io_utils import atomic_write, write_json
+from perception_core.errors import OutputExistsError
 
 
 def _current_umask() -> int:

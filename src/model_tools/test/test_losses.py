@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F  # noqa: N812
 
-from model_tools.errors import ConfigError
 from model_tools.losses import FocalLoss, class_weights_by_name, focal_loss
+from perception_core.errors import ConfigError
 
 
 def _two_class_case() -> tuple[torch.Tensor, torch.Tensor]:

@@ -14,11 +14,11 @@ import pytest
 import torch
 
 from model_tools.cli import main
-from model_tools.errors import ModelFileError
-from model_tools.export.onnx_export import read_metadata
 from model_tools.models.ddrnet import ddrnet23_slim
-from model_tools.ontology import load_ontology
 from model_tools.training.checkpoint import fp16_state_dict, save_atomic
+from perception_core.errors import ModelFileError
+from perception_core.model_metadata import read_metadata
+from perception_core.ontology import load_ontology
 
 # Ops the NPU path allows. BatchNormalization stays only where DDRNet's pre-activation order
 # (BN -> ReLU -> Conv in DAPPM and the heads) leaves no Conv before it to fold into.

@@ -18,9 +18,9 @@ import yaml
 from model_tools.cli import main
 from model_tools.data.datasets import to_model_batch
 from model_tools.data.synth import CameraRig, write_synthetic_folder
-from model_tools.errors import ConfigError
 from model_tools.tasks.segmentation import SegmentationTask
 from model_tools.training.config import load_config
+from perception_core.errors import ConfigError
 
 
 @pytest.fixture(scope="module")

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from model_tools.errors import ConfigError
 from model_tools.tasks.depth import parse_depth_sections
 from model_tools.training.config import load_config, parse_overrides, save_config
+from perception_core.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[3]
 

@@ -9,11 +9,11 @@ import pytest
 import torch
 from torch.utils.data import Dataset
 
-from model_tools.errors import ConfigError, ModelFileError
 from model_tools.tasks.depth import DepthTask
 from model_tools.training.checkpoint import load_safe
 from model_tools.training.config import load_config
 from model_tools.training.engine import DistInfo, ModelEma, ResumableSampler, Trainer
+from perception_core.errors import ConfigError, ModelFileError
 
 
 class TinyDepthSet(Dataset):

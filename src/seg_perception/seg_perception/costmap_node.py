@@ -1,7 +1,7 @@
 """Traversability costmap node: depth + labels + camera_info -> nav_msgs/OccupancyGrid.
 
 Model-agnostic: it runs on model outputs and on ground truth replayed from a
-bag alike. The geometry lives in ``model_tools.costmap``; this file declares
+bag alike. The geometry lives in ``perception_core.costmap``; this file declares
 parameters, pairs the two images by stamp, converts messages and publishes.
 
     in   /perception/depth/image          sensor_msgs/Image 32FC1 metres (NaN invalid) or 16UC1 mm
@@ -24,7 +24,7 @@ import time
 from typing import Any
 
 import numpy as np
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray
 from nav_msgs.msg import OccupancyGrid
 from rclpy.duration import Duration
 from rclpy.node import Node
@@ -33,8 +33,7 @@ from rclpy.time import Time
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
 
-from depth_perception.node_support import FrameStats, ImageConverter, declare, run_node, sensor_qos
-from model_tools.costmap import (
+from perception_core.costmap import (
     CATEGORIES,
     CostmapConfig,
     CostmapResult,
@@ -43,8 +42,15 @@ from model_tools.costmap import (
     class_categories_from_ontology,
     corridor_distances,
 )
-from model_tools.errors import DataError, ImageEncodingError, ModelToolsError
+from perception_core.errors import DataError, ImageEncodingError, PerceptionError
+from perception_core.geometry import stamp_ns, transform_matrix
+from perception_core.resources import resolve_in_share
 from perception_msgs.msg import CorridorStatus, InferenceStats
+from perception_ros.health import DIAGNOSTICS_PERIOD_S, FrameStats, diagnostic_array, frame_health
+from perception_ros.images import ImageConverter
+from perception_ros.parameters import declare
+from perception_ros.qos import sensor_qos
+from perception_ros.spin import run_node
 
 NODE_NAME = "costmap_node"
 DEPTH_TOPIC = "/perception/depth/image"
@@ -71,7 +77,9 @@ PARAMETERS: dict[str, tuple[Any, str, dict[str, Any]]] = {
                            {"float_range": (0.0, 1.0)}),
     "use_tf": (True, "take the camera pose from TF when tf2_ros is installed; else the mount_* parameters", {}),
     "tf_timeout_s": (0.05, "how long to wait for the camera transform at the image stamp", {}),
-    "ontology_path": ("", "ontology YAML with the class -> category mapping ('' = the default search)", {}),
+    "ontology_path": ("", "ontology YAML with the class -> category mapping: absolute, or relative to the "
+                          "installed offroad_perception_bringup share; '' = the ontology shipped with perception_core",
+                      {}),
     "resolution": (0.1, "cell size in metres", {}),
     "width_m": (20.0, "grid extent along grid x, metres", {}),
     "height_m": (20.0, "grid extent along grid y, metres", {}),
@@ -96,10 +104,6 @@ PARAMETERS: dict[str, tuple[Any, str, dict[str, Any]]] = {
     "corridor_width": (2.0, "driving corridor width centred on y = 0, metres", {}),
     "stop_distance": (3.0, "stop_required when a BLOCKED/HAZARD cell in the corridor is this near, metres", {}),
 }
-
-
-def stamp_ns(msg: Any) -> int:
-    return int(msg.header.stamp.sec) * 1_000_000_000 + int(msg.header.stamp.nanosec)
 
 
 def depth_from_image(converter: ImageConverter, msg: Image, topic: str) -> np.ndarray:
@@ -140,20 +144,6 @@ def grid_message(grid: np.ndarray, result: CostmapResult, header: Any) -> Occupa
     return msg
 
 
-def transform_to_matrix(transform: Any) -> np.ndarray:
-    """4x4 matrix of a geometry_msgs/Transform (translation + unit quaternion)."""
-    q = transform.rotation
-    x, y, z, w = q.x, q.y, q.z, q.w
-    matrix = np.eye(4)
-    matrix[:3, :3] = [
-        [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-        [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-        [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
-    ]
-    matrix[:3, 3] = (transform.translation.x, transform.translation.y, transform.translation.z)
-    return matrix
-
-
 class CostmapNode(Node):
     """Pairs depth and labels by stamp, builds the costmap and the corridor status, publishes both."""
 
@@ -164,7 +154,7 @@ class CostmapNode(Node):
                   for name, (default, description, constraints) in PARAMETERS.items()}
         self.params = values
         self.config = CostmapConfig.from_mapping(values)  # ConfigError names the bad field
-        ontology = values["ontology_path"] or None
+        ontology = resolve_in_share(values["ontology_path"]) if values["ontology_path"] else None
         self.class_to_category = class_categories_from_ontology(ontology)
         self.pairer: ExactStampPairer[Image] = ExactStampPairer(
             ("depth", "labels"), values["pairing_capacity"], round(values["pairing_max_skew_s"] * 1e9))
@@ -195,7 +185,7 @@ class CostmapNode(Node):
         self.tf_buffer = None
         if values["use_tf"]:
             self._start_tf()
-        self.create_timer(1.0, self._publish_diagnostics)
+        self.create_timer(DIAGNOSTICS_PERIOD_S, self._publish_diagnostics)
         if values["use_depth"]:
             # Labels are never sent flat-ground on arrival (their depth is usually still being inferred);
             # this timer does it once depth has been silent for depth_timeout_s since they arrived.
@@ -226,7 +216,7 @@ class CostmapNode(Node):
         self.labels_waiting_since = None  # the depth stream is alive: waiting labels get their full timeout again
         if not self.params["use_depth"]:
             return
-        pair = self.pairer.add("depth", stamp_ns(msg), msg, self.last_depth_time)
+        pair = self.pairer.add("depth", stamp_ns(msg.header), msg, self.last_depth_time)
         if pair is not None:
             self._process(pair["labels"], pair["depth"])
 
@@ -235,7 +225,7 @@ class CostmapNode(Node):
             self._process(msg, None)
             return
         arrival = time.monotonic()
-        pair = self.pairer.add("labels", stamp_ns(msg), msg, arrival)
+        pair = self.pairer.add("labels", stamp_ns(msg.header), msg, arrival)
         if pair is not None:
             self.labels_waiting_since = None
             self._process(pair["labels"], pair["depth"])
@@ -274,7 +264,7 @@ class CostmapNode(Node):
                 f"no TF from '{frame_id}' to '{self.params['grid_frame']}' ({err}); using the mount parameters",
                 throttle_duration_sec=LOG_THROTTLE_S)
             return None
-        return transform_to_matrix(transform.transform)
+        return transform_matrix(transform.transform)
 
     def _process(self, labels_msg: Image, depth_msg: Image | None) -> None:
         entered = time.perf_counter()
@@ -292,7 +282,7 @@ class CostmapNode(Node):
                 camera_to_grid=self._camera_to_grid(labels_msg.header.frame_id, labels_msg.header.stamp),
                 k_hw=(int(info.height), int(info.width)))
             built = time.perf_counter()
-        except ModelToolsError as err:
+        except PerceptionError as err:
             self.stats.drop(str(err))
             self.get_logger().warning(f"dropped frame: {err}", throttle_duration_sec=LOG_THROTTLE_S)
             return
@@ -327,19 +317,7 @@ class CostmapNode(Node):
 
     # ------------------------------------------------------------------ health
 
-    def diagnostic_status(self) -> DiagnosticStatus:
-        """Health summary: WARN while on the flat-ground fallback or after drops, ERROR before any frame."""
-        summary = self.stats.summary()
-        if self.stats.processed == 0 and self.stats.dropped > 0:
-            level, message = DiagnosticStatus.ERROR, f"no costmap yet: {self.stats.last_error}"
-        elif self.last_used_flat_ground:
-            level, message = DiagnosticStatus.WARN, "flat-ground fallback (no depth): obstacles smeared"
-        elif summary["drops_since_last_report"] > 0:
-            level, message = DiagnosticStatus.WARN, f"dropping frames: {self.stats.last_error}"
-        elif self.stats.processed == 0:
-            level, message = DiagnosticStatus.WARN, "no frames processed yet"
-        else:
-            level, message = DiagnosticStatus.OK, f"{summary['rate_hz']:.1f} Hz"
+    def diagnostic_values(self, summary: dict[str, float]) -> dict[str, Any]:
         values: dict[str, Any] = {k: f"{v:.3f}" for k, v in summary.items()}
         values.update(
             frames_processed=self.stats.processed,
@@ -351,15 +329,15 @@ class CostmapNode(Node):
             camera_pose_source=self.pose_source,
             grid_frame=self.params["grid_frame"],
         )
-        return DiagnosticStatus(level=level, name=f"{self.get_name()}: costmap", message=message,
-                                hardware_id="host",
-                                values=[KeyValue(key=k, value=str(v).lower() if isinstance(v, bool) else str(v))
-                                        for k, v in values.items()])
+        return values
 
     def _publish_diagnostics(self) -> None:
-        array = DiagnosticArray(status=[self.diagnostic_status()])
-        array.header.stamp = self.get_clock().now().to_msg()
-        self.diagnostics_pub.publish(array)
+        summary = self.stats.summary()
+        warning = "flat-ground fallback (no depth): obstacles smeared" if self.last_used_flat_ground else None
+        level, message = frame_health(self.stats, summary, warning)
+        self.diagnostics_pub.publish(diagnostic_array(
+            self.get_clock().now().to_msg(), f"{self.get_name()}: costmap", "host", level, message,
+            self.diagnostic_values(summary)))
 
 
 def main(args: list[str] | None = None) -> None:

@@ -1,8 +1,8 @@
 """Segmentation node: camera image -> mono8 class ids, rgb8 overlay and a per-frame class summary.
 
-Thin shell over ``model_tools.pipelines.SegPipeline`` (shared with offline
+Thin shell over ``perception_core.pipelines.SegPipeline`` (shared with offline
 evaluation); node plumbing (model loading, stats, diagnostics, QoS) comes from
-``depth_perception.node_support``.
+``perception_ros``.
 
 Topics (defaults; remap as usual):
   in   /camera/image_raw (parameter image_topic)
@@ -18,9 +18,11 @@ from typing import Any
 import cv2
 from sensor_msgs.msg import Image
 
-from depth_perception.node_support import InferenceNodeBase, declare, run_node
-from model_tools.pipelines import SegPipeline, colorize_labels, overlay
+from perception_core.pipelines import SegPipeline, colorize_labels, overlay
 from perception_msgs.msg import SegmentationSummary
+from perception_ros.inference_node import InferenceNodeBase
+from perception_ros.parameters import declare
+from perception_ros.spin import run_node
 
 
 class SegmentationNode(InferenceNodeBase):

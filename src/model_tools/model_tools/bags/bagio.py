@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import importlib
-import math
 import os
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -18,7 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from model_tools.errors import BagError
+from perception_core.errors import BagError, ConfigError
+from perception_core.geometry import OPTICAL_TO_BODY, rpy_from_rotation, transform_matrix
+from perception_core.resources import package_share
 
 PERCEPTION_MSGS = "perception_msgs"
 
@@ -157,16 +158,11 @@ def iter_raw(
 
 
 def perception_msg_files() -> list[Path]:
-    """The perception_msgs .msg files: from the source tree, else an installed share/ folder."""
-    candidates = [Path(__file__).resolve().parents[3] / PERCEPTION_MSGS / "msg"]
-    for prefix in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep):
-        if prefix:
-            candidates.append(Path(prefix) / "share" / PERCEPTION_MSGS / "msg")
-    for folder in candidates:
-        files = sorted(folder.glob("*.msg"))
-        if files:
-            return files
-    return []
+    """The installed perception_msgs .msg files (ament index); none outside a built workspace."""
+    try:
+        return sorted((package_share(PERCEPTION_MSGS) / "msg").glob("*.msg"))
+    except ConfigError:
+        return []
 
 
 @functools.lru_cache(maxsize=1)
@@ -208,11 +204,6 @@ def message_class(msgtype: str) -> type | None:
     return getattr(module, name, None)
 
 
-def stamp_ns(header: Any) -> int:
-    """Nanoseconds of a std_msgs/Header stamp (rosbags or rclpy object)."""
-    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
-
-
 # --------------------------------------------------------------------------- camera mount
 
 MOUNT_FIELDS = ("mount_x", "mount_y", "mount_z", "mount_roll", "mount_pitch", "mount_yaw")
@@ -241,33 +232,16 @@ def mount_from_transform(rotation: Any, translation: Any, optical: bool) -> dict
 
     ``optical`` says the child frame is an optical frame (z forward, x right,
     y down), whose rotation is converted to the body frame (x fwd, y left, z up)
-    that model_tools.costmap's mount convention uses.
+    that perception_core.costmap's mount convention uses.
     """
     import numpy as np
 
     rot = np.asarray(rotation, dtype=np.float64).reshape(3, 3)
     if optical:
-        # R_optical = R_body @ OPTICAL_TO_BODY, with OPTICAL_TO_BODY's columns the optical axes in the body frame.
-        optical_to_body = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
-        rot = rot @ optical_to_body.T
-    pitch = float(np.arcsin(np.clip(-rot[2, 0], -1.0, 1.0)))
-    roll = float(np.arctan2(rot[2, 1], rot[2, 2]))
-    yaw = float(np.arctan2(rot[1, 0], rot[0, 0]))
+        rot = rot @ OPTICAL_TO_BODY.T  # R_optical = R_body @ OPTICAL_TO_BODY
+    roll, pitch, yaw = rpy_from_rotation(rot)
     x, y, z = (float(v) for v in np.asarray(translation, dtype=np.float64).reshape(3))
     return dict(zip(MOUNT_FIELDS, (x, y, z, roll, pitch, yaw), strict=True))
-
-
-def _quaternion_matrix(q: Any) -> Any:
-    import numpy as np
-
-    x, y, z, w = float(q.x), float(q.y), float(q.z), float(q.w)
-    norm = math.sqrt(x * x + y * y + z * z + w * w) or 1.0
-    x, y, z, w = x / norm, y / norm, z / norm, w / norm
-    return np.array([
-        [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-        [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-        [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
-    ])
 
 
 def camera_mount_from_bag(
@@ -303,7 +277,7 @@ def camera_mount_from_bag(
                 continue
             tr = stamped.transform
             return mount_from_transform(
-                _quaternion_matrix(tr.rotation),
+                transform_matrix(tr)[:3, :3],
                 (tr.translation.x, tr.translation.y, tr.translation.z),
                 optical="optical" in child,
             )

@@ -30,11 +30,11 @@ from model_tools.bags.bagio import MOUNT_FIELDS, camera_mount_from_bag, summariz
 from model_tools.bags.frames import DEFAULT_TOPICS, BagFrame, FrameTopics, gt_topics_in, iter_frames
 from model_tools.bags.report import SampleFrame, costmap_rgb, render_html, write_report
 from model_tools.bags.scoring import EvalScorer
-from model_tools.errors import BagError, ConfigError, OutputExistsError
 from model_tools.io_utils import atomic_write, write_json
+from perception_core.errors import BagError, ConfigError, OutputExistsError
+from perception_core.resources import resolve_in_share
 
 LOG = logging.getLogger(__name__)
-BRINGUP_PACKAGE = "offroad_perception_bringup"
 COSTMAP_NODE = "costmap_node"
 
 
@@ -42,12 +42,12 @@ COSTMAP_NODE = "costmap_node"
 
 
 def default_params_file() -> Path | None:
-    """config/perception.yaml of this workspace, else of the installed bringup package's share/ folder."""
-    candidates = [Path(__file__).resolve().parents[4] / "config" / "perception.yaml"]
-    for prefix in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep):
-        if prefix:
-            candidates.append(Path(prefix) / "share" / BRINGUP_PACKAGE / "config" / "perception.yaml")
-    return next((c for c in candidates if c.is_file()), None)
+    """The installed bringup package's config/perception.yaml (ament index), or None outside a workspace."""
+    try:
+        path = resolve_in_share("config/perception.yaml")
+    except ConfigError:
+        return None
+    return path if path.is_file() else None
 
 
 DEFAULT_PARAMS = default_params_file()
@@ -61,7 +61,7 @@ def node_parameters(params_file: str | os.PathLike[str] | None, node_name: str) 
         return {}
     path = Path(params_file)
     if not path.is_file():
-        return {}
+        raise ConfigError(f"parameter file {path} does not exist")
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
@@ -83,7 +83,7 @@ def costmap_setup(
     metadata or /tf_static) where the bag has one, as the node gets it from TF
     on the vehicle; then explicit ``overrides``.
     """
-    from model_tools.costmap import CostmapConfig, class_categories_from_ontology
+    from perception_core.costmap import CostmapConfig, class_categories_from_ontology
 
     params = node_parameters(params_file, COSTMAP_NODE)
     sources = {"params_file": str(params_file) if params else None, "mount": "costmap defaults"}
@@ -132,8 +132,8 @@ class OfflineStack:
         depth_params: Mapping[str, Any] | None = None,
         seg_params: Mapping[str, Any] | None = None,
     ) -> None:
-        from model_tools.pipelines import DepthPipeline, SegPipeline
-        from model_tools.runtime.loader import load_model
+        from perception_core.pipelines import DepthPipeline, SegPipeline
+        from perception_core.runtime.loader import load_model
 
         depth_params = dict(depth_params or {})
         seg_params = dict(seg_params or {})
@@ -160,7 +160,7 @@ class OfflineStack:
 
     def costmap(self, depth: np.ndarray | None, labels: np.ndarray, frame: BagFrame) -> Any:
         """The costmap node's call: K and its size from camera_info, mount from the config."""
-        from model_tools.costmap import build_costmap
+        from perception_core.costmap import build_costmap
 
         return build_costmap(depth, labels, frame.k_matrix, self.costmap_config, self.class_to_category,
                              k_hw=frame.info_hw)
@@ -195,24 +195,28 @@ def ground_truth_category(stack_costmap: Callable[..., Any], frame: BagFrame) ->
     return stack_costmap(frame.gt_depth, frame.gt_labels, frame).category
 
 
-def sample_panels(frame: BagFrame, prediction: FramePrediction, gt_category: np.ndarray | None, colors: Any,
-                  max_depth: float) -> dict[str, np.ndarray]:
-    """Report views of one frame: input, depth, overlay and the two costmaps."""
+def sample_panels(frame: BagFrame, depth: np.ndarray, labels: np.ndarray, category: np.ndarray,
+                  gt_category: np.ndarray | None, colors: Any, max_depth: float,
+                  path: str = "pred") -> dict[str, np.ndarray]:
+    """Report views of one frame: input, depth (and GT), overlay and the two costmaps.
+
+    ``path`` names where the outputs came from ("pred" offline, "live" from the nodes).
+    """
     import cv2
 
-    from model_tools.pipelines import colorize_depth, colorize_labels, overlay
+    from perception_core.pipelines import colorize_depth, colorize_labels, overlay
 
-    h, w = prediction.labels.shape
+    h, w = labels.shape
     small = cv2.resize(frame.rgb, (w, h), interpolation=cv2.INTER_AREA)
     panels = {
         "input": frame.rgb,
-        "depth (pred)": colorize_depth(prediction.depth, max_depth),
+        f"depth ({path})": colorize_depth(depth, max_depth),
     }
     if frame.gt_depth is not None:
         gt = np.where(frame.gt_depth > 0, frame.gt_depth, np.nan).astype(np.float32)
         panels["depth (GT)"] = colorize_depth(gt, max_depth)
-    panels["segmentation overlay"] = overlay(small, colorize_labels(prediction.labels, colors), 0.5)
-    panels["costmap (pred)"] = costmap_rgb(prediction.category)
+    panels[f"segmentation overlay ({path})"] = overlay(small, colorize_labels(labels, colors), 0.5)
+    panels[f"costmap ({path})"] = costmap_rgb(category)
     if gt_category is not None:
         panels["costmap (GT)"] = costmap_rgb(gt_category)
     return panels
@@ -320,7 +324,8 @@ def evaluate_bag(
                 scorer.add_costmap(frame.stamp_ns, prediction.category, gt_category)
             if evaluated in sample_at:
                 samples.append(SampleFrame(frame.stamp_ns, sample_panels(
-                    frame, prediction, gt_category, stack.seg.colors, stack.depth.max_depth)))
+                    frame, prediction.depth, prediction.labels, prediction.category, gt_category, stack.seg.colors,
+                    stack.depth.max_depth)))
             if keep_predictions:
                 predictions[frame.stamp_ns] = prediction
             evaluated += 1

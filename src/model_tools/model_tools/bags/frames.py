@@ -14,8 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from model_tools.bags.bagio import BagSummary, deserialize, iter_raw, make_typestore, require_topics, stamp_ns
-from model_tools.errors import BagError, ImageEncodingError
+from model_tools.bags.bagio import BagSummary, deserialize, iter_raw, make_typestore, require_topics
+from perception_core.errors import BagError, ImageEncodingError
+from perception_core.geometry import stamp_ns
 
 # How many stamps may wait for their missing parts before the oldest is given up on.
 PENDING_LIMIT = 8
@@ -55,7 +56,7 @@ def gt_topics_in(summary: BagSummary, topics: FrameTopics) -> list[str]:
 
 def image_array(msg: Any, topic: str, encoding: str = "passthrough") -> np.ndarray:
     """Pixels of a rosbags Image via the project's codec; errors name the topic."""
-    from model_tools.image_codec import image_to_array
+    from perception_core.image_codec import image_to_array
 
     try:
         return np.asarray(image_to_array(msg, desired_encoding=encoding))

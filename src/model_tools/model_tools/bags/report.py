@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 
 from model_tools.bags.scoring import CELL_STATES
-from model_tools.costmap import UNKNOWN
 from model_tools.io_utils import atomic_write
+from perception_core.costmap import UNKNOWN
 
 # RGB per costmap cell state (unknown, FREE, CAUTION, BLOCKED, HAZARD).
 CATEGORY_COLORS = np.array([[90, 90, 90], [40, 170, 60], [235, 200, 40], [210, 40, 40], [170, 40, 200]], np.uint8)

@@ -20,9 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from model_tools.costmap import CATEGORIES, UNKNOWN, Category, resize_nearest
-from model_tools.metrics.depth import DepthMetricAccumulator
-from model_tools.metrics.segmentation import ConfusionMatrix
+from perception_core.costmap import CATEGORIES, UNKNOWN, Category, resize_nearest
+from perception_core.metrics.depth import DepthMetricAccumulator
+from perception_core.metrics.segmentation import ConfusionMatrix
 
 # Costmap cell states scored: unknown first, then the categories by severity.
 CELL_STATES: tuple[str, ...] = ("unknown", *(c.name.lower() for c in CATEGORIES))
@@ -31,7 +31,7 @@ CELL_STATES: tuple[str, ...] = ("unknown", *(c.name.lower() for c in CATEGORIES)
 def category_from_layers(layers: Mapping[str, np.ndarray]) -> np.ndarray:
     """Winning category per cell from per-category layers (100 present, 0 absent, -1 unknown).
 
-    The inverse of how model_tools.costmap fills ``CostmapResult.layers``: the
+    The inverse of how perception_core.costmap fills ``CostmapResult.layers``: the
     most severe present category wins; cells no layer observed stay UNKNOWN.
     Used on recorded /perception/costmap/<category> grids, whose costs alone
     cannot tell BLOCKED from HAZARD when both cost 100.

@@ -28,8 +28,8 @@ import torch
 from torch.utils.data import Dataset
 
 from model_tools.data.readers import read_depth_png16, read_label_ids, read_rgb
-from model_tools.errors import ConfigError, DataError
-from model_tools.ontology import UNMAPPED, Ontology, load_ontology
+from perception_core.errors import ConfigError, DataError
+from perception_core.ontology import UNMAPPED, Ontology, load_ontology
 
 IGNORE_INDEX = 255
 POLICIES = ("strict", "skip")

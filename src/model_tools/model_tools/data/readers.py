@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from model_tools.errors import DataError
+from perception_core.errors import DataError
 
 
 def _imread(path: Path, what: str, color: bool) -> np.ndarray:

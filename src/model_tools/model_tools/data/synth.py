@@ -29,35 +29,17 @@ from typing import Any
 
 import numpy as np
 
-from model_tools.ontology import Ontology, load_ontology
+from perception_core.geometry import camera_optical_pose, pose_matrix
+from perception_core.ontology import Ontology, load_ontology
 
 MAX_DEPTH_M = 250.0  # KITTI PNG16 tops out at 65535/256 = 256 m; farther ground is rendered but has invalid depth
 NEAR_M = 0.05
 _SPLIT_SALT = {"train": 0, "val": 1, "test": 2}
 # Ontology class names the generator draws; each must exist in the ontology.
 SYNTH_CLASSES = ("smooth_ground", "rough_ground", "low_vegetation", "water", "static_obstacle", "dynamic", "sky")
-# Rotation taking optical-frame vectors (x right, y down, z forward) into the body frame (x fwd, y left, z up).
-R_BODY_OPTICAL = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
 
 
 # --------------------------------------------------------------------------- camera
-
-
-def rpy_matrix(roll: float, pitch: float, yaw: float) -> np.ndarray:
-    """Rotation Rz(yaw) @ Ry(pitch) @ Rx(roll) (ROS fixed-axis RPY). Positive pitch tilts x down."""
-    cr, sr, cp, sp, cy, sy = math.cos(roll), math.sin(roll), math.cos(pitch), math.sin(pitch), math.cos(yaw), math.sin(yaw)
-    rz = np.array([[cy, -sy, 0.0], [sy, cy, 0.0], [0.0, 0.0, 1.0]])
-    ry = np.array([[cp, 0.0, sp], [0.0, 1.0, 0.0], [-sp, 0.0, cp]])
-    rx = np.array([[1.0, 0.0, 0.0], [0.0, cr, -sr], [0.0, sr, cr]])
-    return rz @ ry @ rx
-
-
-def pose_matrix(x: float, y: float, z: float, roll: float, pitch: float, yaw: float) -> np.ndarray:
-    """4x4 homogeneous transform from a translation and ROS RPY angles."""
-    transform = np.eye(4)
-    transform[:3, :3] = rpy_matrix(roll, pitch, yaw)
-    transform[:3, 3] = (x, y, z)
-    return transform
 
 
 @dataclass(frozen=True)
@@ -66,7 +48,7 @@ class CameraRig:
 
     The mount (x, y, z, roll, pitch, yaw) is the pose of a body-convention
     camera frame (x forward) in base_link; positive pitch looks down. The
-    optical frame (z forward) is that frame rotated by R_BODY_OPTICAL.
+    optical frame (z forward) is that frame rotated by geometry.OPTICAL_TO_BODY.
     """
 
     width: int = 1280
@@ -107,9 +89,7 @@ class CameraRig:
     @property
     def T_base_cam(self) -> np.ndarray:  # noqa: N802 - T_<to>_<from> transform naming
         """4x4 transform taking optical-frame points into base_link."""
-        transform = pose_matrix(*self.mount)
-        transform[:3, :3] = transform[:3, :3] @ R_BODY_OPTICAL
-        return transform
+        return camera_optical_pose(*self.mount)
 
     def resized(self, width: int, height: int) -> CameraRig:
         """Same camera at another resolution (intrinsics scaled, mount unchanged)."""
@@ -886,8 +866,8 @@ def write_synthetic_folder(
     """
     from pathlib import Path
 
-    from model_tools.errors import OutputExistsError
     from model_tools.io_utils import atomic_write
+    from perception_core.errors import OutputExistsError
 
     if n_frames < 0:
         raise ValueError(f"n_frames must be >= 0, got {n_frames}")
@@ -1036,7 +1016,7 @@ def write_drive_bag(
 
     import yaml
 
-    from model_tools.errors import BagError, OutputExistsError
+    from perception_core.errors import BagError, OutputExistsError
 
     try:
         from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime

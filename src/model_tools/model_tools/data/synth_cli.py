@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from model_tools.errors import ConfigError
+from perception_core.errors import ConfigError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--flat", action="store_true", help="obstacle-free flat ground and sky only (geometry tests)")
     parser.add_argument("--fps", type=float, default=10.0, help="bag frame rate (default 10)")
     parser.add_argument("--speed", type=float, default=4.0, help="bag vehicle speed in m/s (default 4)")
-    parser.add_argument("--ontology", default=None, help="ontology YAML (default: config/ontology.yaml)")
+    parser.add_argument("--ontology", default=None, help="ontology YAML (default: the one shipped with perception_core)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing frames / bag")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 

@@ -1,7 +1,7 @@
 """Export a torch module to a self-describing ONNX file (TorchScript exporter).
 
 Static shapes, batch 1, one input, named outputs, and the
-:class:`~model_tools.model_metadata.ModelMetadata` written into
+:class:`~perception_core.model_metadata.ModelMetadata` written into
 ``metadata_props``. The file appears atomically (temp + rename).
 """
 
@@ -14,9 +14,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from model_tools.errors import ConfigError, ModelFileError
 from model_tools.io_utils import atomic_write
-from model_tools.model_metadata import ModelMetadata
+from perception_core.errors import ConfigError, ModelFileError
+from perception_core.model_metadata import ModelMetadata
 
 SUPPORTED_OPSETS = range(11, 22)
 
@@ -67,12 +67,3 @@ def export_onnx(
     return Path(out_path)
 
 
-def read_metadata(path: str | os.PathLike[str]) -> ModelMetadata:
-    """The ModelMetadata of an ONNX file (errors name the file)."""
-    import onnx
-
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as err:
-        raise ModelFileError(f"{path}: not a readable ONNX file: {err}") from err
-    return ModelMetadata.from_props({p.key: p.value for p in model.metadata_props}, str(path))

@@ -22,9 +22,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from model_tools.errors import ModelFileError
 from model_tools.io_utils import write_json
-from model_tools.model_metadata import ModelMetadata
+from perception_core.errors import ModelFileError
+from perception_core.model_metadata import ModelMetadata
 
 EXCELLENT = 1e-4
 GOOD = 1e-3
@@ -96,7 +96,7 @@ def validate_onnx(
     """
     import onnxruntime as ort
 
-    from model_tools.export.onnx_export import read_metadata
+    from perception_core.model_metadata import read_metadata
 
     onnx_path = Path(onnx_path)
     metadata = read_metadata(onnx_path)

@@ -25,9 +25,9 @@ import torch
 import torch.nn.functional as F  # noqa: N812 - the usual torch alias
 from torch import nn
 
-from model_tools.errors import ModelFileError
 from model_tools.models.resnet import init_conv_bn
 from model_tools.training.checkpoint import load_safe
+from perception_core.errors import ModelFileError
 
 BN_MOMENTUM = 0.1
 # Classifier convs of the two heads: the only keys whose shape depends on the class count.

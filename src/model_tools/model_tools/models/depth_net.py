@@ -9,7 +9,7 @@ resolution, scale s is 1/2^s. Each scale has two heads:
   ``levels`` kind -> ``levels`` logits (training: softmax/CE; inference:
   ArgMax -> float -> / (levels-1)).
 - ``fractional``: 1 channel, ``step * sigmoid`` metres, the residual below
-  one integer step (``model_tools.depth_codec.integer_step``).
+  one integer step (``perception_core.depth_codec.integer_step``).
 
 Depth = integer * max_depth + fractional (``depth_codec.compose_depth``).
 The network takes normalised input ``(x - 0.45) / 0.225`` (x = RGB in [0,1]);
@@ -27,9 +27,9 @@ import torch
 import torch.nn.functional as F  # noqa: N812 - torch convention
 from torch import nn
 
-from model_tools.depth_codec import HEAD_KINDS, integer_step
-from model_tools.errors import ConfigError
 from model_tools.models.resnet import RESNET_BLOCKS, build_resnet_encoder, load_encoder_weights
+from perception_core.depth_codec import HEAD_KINDS, integer_step
+from perception_core.errors import ConfigError
 
 NORM_MEAN = 0.45
 NORM_STD = 0.225

@@ -14,7 +14,7 @@ import os
 import torch
 from torch import nn
 
-from model_tools.errors import ConfigError
+from perception_core.errors import ConfigError
 
 # ---- blocks ------------------------------------------------------------------------------------
 

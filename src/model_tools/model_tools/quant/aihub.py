@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from model_tools.errors import BackendError, ConfigError, OutputExistsError
 from model_tools.io_utils import atomic_write
-from model_tools.model_metadata import ModelMetadata
+from perception_core.errors import BackendError, ConfigError, OutputExistsError
+from perception_core.model_metadata import ModelMetadata
 
 # AI Hub's device name for the Dragonwing IQ-9075 evaluation kit (QCS9075, Hexagon v73).
 IQ9075_DEVICE = "Dragonwing IQ-9075 EVK"

@@ -26,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.via == "ai-hub":
         from model_tools.quant.aihub import IQ9075_DEVICE, build_compile_job, submit_compile_job
-        from model_tools.quant.quantize import read_metadata
+        from perception_core.model_metadata import read_metadata
 
         job = build_compile_job(args.model, read_metadata(args.model), device_name=args.aihub_device or IQ9075_DEVICE)
         path = submit_compile_job(job, args.out, overwrite=args.overwrite)

@@ -36,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from model_tools.quant.convert import convert, run_task
-    from model_tools.quant.quantize import read_metadata
+    from perception_core.model_metadata import read_metadata
 
     if args.onnx:
         task = read_metadata(args.onnx).task

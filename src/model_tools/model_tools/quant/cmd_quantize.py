@@ -20,7 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from model_tools.quant.quantize import quantize_model, read_metadata
+    from model_tools.quant.quantize import quantize_model
+    from perception_core.model_metadata import read_metadata
 
     meta = read_metadata(args.model)
     settings = quant_settings(args, meta.task)

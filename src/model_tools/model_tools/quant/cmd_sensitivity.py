@@ -34,8 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from model_tools.quant.quantize import read_metadata
     from model_tools.quant.sensitivity import run_sensitivity
+    from perception_core.model_metadata import read_metadata
 
     meta = read_metadata(args.model)
     result = run_sensitivity(

@@ -20,9 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from model_tools.errors import ConfigError, ModelFileError, OutputExistsError
 from model_tools.io_utils import atomic_write, write_json
-from model_tools.model_metadata import ModelMetadata
 from model_tools.quant.evaluate import (
     PRIMARY_METRIC,
     PreparedFrame,
@@ -36,6 +34,8 @@ from model_tools.quant.evaluate import (
     target_of,
 )
 from model_tools.quant.images import ImageSource
+from perception_core.errors import ConfigError, ModelFileError, OutputExistsError
+from perception_core.model_metadata import ModelMetadata
 
 LOG = logging.getLogger(__name__)
 LEVELS = ("excellent", "good", "warning")
@@ -116,7 +116,7 @@ class HeadErrors:
         return np.floor(integer * self.max_depth + 1e-6)
 
     def update(self, fp32: Any, int8: Any, gt: np.ndarray | None) -> None:
-        from model_tools.depth_codec import decompose_depth
+        from perception_core.depth_codec import decompose_depth
 
         d32 = np.nan_to_num(fp32.depth, nan=0.0)
         d8 = np.nan_to_num(int8.depth, nan=0.0)
@@ -222,7 +222,7 @@ def _frame_figure(path: Path, item: PreparedFrame, fp32: Any, int8: Any, meta: M
         axes[3].set_title("|INT8 - FP32| m")
         fig.colorbar(im, ax=axes[3], fraction=0.046)
     else:
-        from model_tools.pipelines import colorize_labels
+        from perception_core.pipelines import colorize_labels
 
         axes[1].imshow(colorize_labels(fp32.labels, meta.class_colors))
         axes[1].set_title("FP32 labels")
@@ -298,7 +298,7 @@ def compare_models(
     """
     from tqdm import tqdm
 
-    from model_tools.runtime.loader import load_model
+    from perception_core.runtime.loader import load_model
 
     out = Path(out_dir)
     report_json = out / "comparison.json"
@@ -397,7 +397,7 @@ def htp_agreement(
     """
     if not frames:
         return {"frames": 0, "note": "skipped (htp_frames = 0)"}
-    from model_tools.runtime.loader import load_model
+    from perception_core.runtime.loader import load_model
 
     started = time.perf_counter()
     htp = load_model(model_path, backend="npu")

@@ -21,11 +21,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from model_tools.errors import BackendError, ModelFileError, OutputExistsError
 from model_tools.io_utils import write_json
-from model_tools.model_metadata import PREFIX, ModelMetadata
 from model_tools.quant import graph
-from model_tools.runtime.qnn import DEFAULT_HTP_ARCH, DEFAULT_SOC_MODEL
+from perception_core.errors import BackendError, ModelFileError, OutputExistsError
+from perception_core.model_metadata import PREFIX, ModelMetadata
+from perception_core.runtime.qnn import DEFAULT_HTP_ARCH, DEFAULT_SOC_MODEL
 
 LOG = logging.getLogger(__name__)
 EP_CONTEXT_OP = "EPContext"
@@ -71,7 +71,7 @@ class CompileSummary:
 def _qnn_session(model_path: Path, *, fallback: bool, context_path: Path | None, soc_model: str, htp_arch: str) -> Any:
     import onnxruntime as ort
 
-    from model_tools.runtime.qnn import qnn_session_options
+    from perception_core.runtime.qnn import qnn_session_options
 
     so = qnn_session_options(
         disable_cpu_fallback=not fallback,
@@ -215,7 +215,7 @@ def _check_run(ctx_path: Path, meta: ModelMetadata) -> float:
     """Load the fresh context binary on HTP (fallback disabled) and run one zero frame; return ms."""
     import numpy as np
 
-    from model_tools.runtime.loader import load_model
+    from perception_core.runtime.loader import load_model
 
     model = load_model(ctx_path, backend="npu")
     feed = {meta.input_name: np.zeros(meta.input_shape, dtype=np.float32)}

@@ -21,10 +21,10 @@ from typing import Any
 
 import numpy as np
 
-from model_tools.errors import ConfigError, ModelFileError
 from model_tools.io_utils import atomic_write, write_json
 from model_tools.quant.images import ImageSource
 from model_tools.quant.quantize import QuantSettings
+from perception_core.errors import ConfigError, ModelFileError
 
 LOG = logging.getLogger(__name__)
 WEIGHT_NAMES = ("model_fp16.pt", "checkpoints/best.pt", "last_fp16.pt", "checkpoints/last.pt")
@@ -88,7 +88,7 @@ def export_fp32(checkpoint: Path, task: str, out: Path, *, variant: str | None =
 
 def validate_fp32(path: Path) -> dict[str, Any]:
     """Open the FP32 model through the runtime loader and run one frame: finite outputs of the stated shape."""
-    from model_tools.runtime.loader import load_model
+    from perception_core.runtime.loader import load_model
 
     model = load_model(path, backend="cpu")
     meta = model.metadata

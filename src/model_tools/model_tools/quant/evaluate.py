@@ -15,10 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from model_tools.depth_codec import compose_depth
-from model_tools.errors import DataError
-from model_tools.model_metadata import ModelMetadata
 from model_tools.quant.images import Frame, ImageSource, check_frame_size
+from perception_core.depth_codec import compose_depth
+from perception_core.errors import DataError
+from perception_core.model_metadata import ModelMetadata
 
 # Primary metric per task and whether larger is better.
 PRIMARY_METRIC = {"depth": ("abs_rel", False), "segmentation": ("miou", True)}
@@ -38,7 +38,7 @@ def prepare_frames(
     Raises:
         DataError: no frames, or a size mismatch when ``resize`` is off.
     """
-    from model_tools.preprocess import Preprocessor
+    from perception_core.preprocess import Preprocessor
 
     pre = Preprocessor(metadata)
     _, frames = source.frames(count, with_targets=with_targets)
@@ -53,7 +53,7 @@ def prepare_frames(
 
 def decoder(metadata: ModelMetadata) -> Callable[[dict[str, np.ndarray]], Any]:
     """The runtime pipeline's postprocess for this model (DepthOutput / SegOutput)."""
-    from model_tools.pipelines import DepthPipeline, SegPipeline
+    from perception_core.pipelines import DepthPipeline, SegPipeline
 
     class _MetaOnly:
         def __init__(self, meta: ModelMetadata) -> None:
@@ -102,11 +102,11 @@ class TaskScorer:
     def __init__(self, metadata: ModelMetadata) -> None:
         self.metadata = metadata
         if metadata.task == "depth":
-            from model_tools.metrics.depth import DepthMetricAccumulator
+            from perception_core.metrics.depth import DepthMetricAccumulator
 
             self.depth = DepthMetricAccumulator(*depth_range(metadata))
         else:
-            from model_tools.metrics.segmentation import ConfusionMatrix
+            from perception_core.metrics.segmentation import ConfusionMatrix
 
             self.confusion = ConfusionMatrix(len(metadata.class_names))
         self.frames = 0
@@ -179,7 +179,7 @@ def degradation(fp32_value: float, int8_value: float, task: str, metric: str | N
 
 def cpu_runner(model_path: str, metadata: ModelMetadata) -> Callable[[np.ndarray], dict[str, np.ndarray]]:
     """tensor -> outputs on ONNX Runtime's CPU EP (through the runtime loader)."""
-    from model_tools.runtime.loader import load_model
+    from perception_core.runtime.loader import load_model
 
     model = load_model(model_path, backend="cpu")
     return lambda tensor: model.run({metadata.input_name: tensor})

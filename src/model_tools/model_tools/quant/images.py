@@ -2,7 +2,7 @@
 
 Calibration must see the frames the deployed model sees, preprocessed exactly
 as at run time. So this module only *reads* RGB frames (uint8 HxWx3); the
-runtime's :class:`model_tools.preprocess.Preprocessor` turns them into the
+runtime's :class:`perception_core.preprocess.Preprocessor` turns them into the
 model input (see :class:`CalibrationReader`).
 
 Folder layout (engineer A's synthetic format, also what the trainers read):
@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from model_tools.data.readers import read_depth_png16, read_label_ids, read_rgb
-from model_tools.errors import DataError
+from perception_core.errors import DataError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 DEFAULT_TOPIC = "/camera/image_raw"
@@ -123,7 +123,7 @@ def iter_bag_frames(bag: str | os.PathLike[str], topic: str = DEFAULT_TOPIC, cou
 
 def _bag_frames(bag: str | os.PathLike[str], topic: str, chosen: set[int]) -> Iterator[Frame]:
     from model_tools.bags.bagio import deserialize, iter_raw, make_typestore
-    from model_tools.image_codec import image_to_array
+    from perception_core.image_codec import image_to_array
 
     typestore = make_typestore()
     for index, raw in enumerate(iter_raw(bag, topics=[topic])):
@@ -178,7 +178,7 @@ class CalibrationReader:
         preprocess: Callable[[np.ndarray], np.ndarray] | None = None,
     ) -> None:
         if preprocess is None:
-            from model_tools.preprocess import Preprocessor
+            from perception_core.preprocess import Preprocessor
 
             preprocess = Preprocessor(metadata)
         self.source = source

@@ -26,10 +26,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from model_tools.errors import ConfigError, DataError, ModelFileError, OutputExistsError
 from model_tools.io_utils import atomic_write
-from model_tools.model_metadata import ModelMetadata
 from model_tools.quant import graph
+from perception_core.errors import ConfigError, DataError, ModelFileError, OutputExistsError
+from perception_core.model_metadata import ModelMetadata, read_metadata
 
 LOG = logging.getLogger(__name__)
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
@@ -90,20 +90,6 @@ class QuantizeResult:
     calibration_images: int
     calibration_source: str
     seconds: float
-
-
-def read_metadata(path: str | os.PathLike[str]) -> ModelMetadata:
-    """The ``perception.*`` metadata of an ONNX file (weights not loaded)."""
-    import onnx
-
-    model_path = Path(path)
-    if not model_path.is_file():
-        raise ModelFileError(f"{model_path}: model file does not exist")
-    try:
-        model = onnx.load(str(model_path), load_external_data=False)
-    except Exception as err:
-        raise ModelFileError(f"{model_path}: not a readable ONNX model: {err}") from err
-    return ModelMetadata.from_props({p.key: p.value for p in model.metadata_props}, str(model_path))
 
 
 def prepare_model(fp32_path: str | os.PathLike[str], work_dir: str | os.PathLike[str]) -> PreparedModel:
@@ -259,7 +245,7 @@ def quantize_prepared(
 
 def _set_metadata(model: Any, meta: ModelMetadata) -> None:
     """Replace the model's ``perception.*`` props with ``meta`` (other props are kept)."""
-    from model_tools.model_metadata import PREFIX
+    from perception_core.model_metadata import PREFIX
 
     kept = [(p.key, p.value) for p in model.metadata_props if not p.key.startswith(PREFIX)]
     del model.metadata_props[:]

@@ -22,12 +22,12 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from model_tools.errors import ConfigError, OutputExistsError
 from model_tools.io_utils import atomic_write, write_json
 from model_tools.quant import graph
 from model_tools.quant.evaluate import cpu_runner, decoder, degradation, prepare_frames, primary, score_model
 from model_tools.quant.images import CalibrationReader, ImageSource
 from model_tools.quant.quantize import QuantSettings, prepare_model, quantize_prepared
+from perception_core.errors import ConfigError, OutputExistsError
 
 LOG = logging.getLogger(__name__)
 OUTPUT_NAMES = ("sensitivity.csv", "sensitivity.md", "sensitivity.json", "sensitivity.png")

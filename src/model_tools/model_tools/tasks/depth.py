@@ -29,8 +29,6 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from model_tools.data.datasets import to_model_image
-from model_tools.depth_codec import decompose_depth, depth_to_level
-from model_tools.errors import ConfigError
 from model_tools.models.depth_net import (
     NUM_SCALES,
     DepthModelConfig,
@@ -39,6 +37,8 @@ from model_tools.models.depth_net import (
     normalize,
 )
 from model_tools.training.config import TrainConfig, dataclass_from_dict
+from perception_core.depth_codec import decompose_depth, depth_to_level
+from perception_core.errors import ConfigError
 
 # ---- config sections ---------------------------------------------------------------------------
 
@@ -174,7 +174,7 @@ def distill_loss(
 @torch.no_grad()
 def evaluate_depth(model: nn.Module, batches: Any, min_depth: float, max_depth: float, device: torch.device) -> dict[str, float]:
     """Eigen metrics of the deployed prediction (ArgMax for levels) over batch dicts."""
-    from model_tools.metrics.depth import DepthMetricAccumulator
+    from perception_core.metrics.depth import DepthMetricAccumulator
 
     net = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
     assert isinstance(net, DualHeadDepthNet)

@@ -18,11 +18,11 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from model_tools.data.datasets import to_model_image
-from model_tools.errors import ConfigError
 from model_tools.losses import FocalLoss, class_weights_by_name
-from model_tools.metrics.segmentation import ConfusionMatrix
 from model_tools.models.ddrnet import ddrnet23_slim, describe, load_official_weights
-from model_tools.ontology import Ontology, load_ontology
+from perception_core.errors import ConfigError
+from perception_core.metrics.segmentation import ConfusionMatrix
+from perception_core.ontology import Ontology, load_ontology
 
 # ImageNet statistics: the official DDRNet weights were trained with them. They
 # are applied in the task (not in the graph) and travel in the ONNX metadata.

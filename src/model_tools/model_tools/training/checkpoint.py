@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from model_tools.errors import ModelFileError
 from model_tools.io_utils import atomic_write
+from perception_core.errors import ModelFileError
 
 CHECKPOINT_FORMAT = "model_tools.checkpoint.v1"
 DEFAULT_PART_BYTES = 15 * 1024 * 1024 + 768 * 1024  # < 16 MiB with framing

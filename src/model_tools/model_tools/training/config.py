@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from model_tools.errors import ConfigError
+from perception_core.errors import ConfigError
 
 T = TypeVar("T")
 

@@ -39,7 +39,6 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from model_tools.data.datasets import loader_worker_init, to_model_batch
-from model_tools.errors import ConfigError, ModelFileError
 from model_tools.training.checkpoint import (
     CHECKPOINT_FORMAT,
     fp16_state_dict,
@@ -50,6 +49,7 @@ from model_tools.training.checkpoint import (
 )
 from model_tools.training.config import TrainConfig, save_config
 from model_tools.training.task import TrainingTask
+from perception_core.errors import ConfigError, ModelFileError
 
 # Config sections that define the model: resuming with different values is an error.
 _ARCH_SECTIONS = ("task", "model")

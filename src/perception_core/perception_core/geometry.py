@@ -1,0 +1,84 @@
+"""Frame conventions of the stack, written once (numpy only).
+
+- Body frames (REP 103: ``base_link``, a camera's ``camera_link``): x forward,
+  y left, z up.
+- Optical frames (REP 103 ``*_optical_frame``): z forward, x right, y down.
+  K and every image use them; pixel (u, v) has its centre at integer
+  coordinates.
+- Orientation as roll, pitch, yaw: ``R = Rz(yaw) @ Ry(pitch) @ Rx(roll)``
+  (fixed axes, as tf2 and URDF). Positive pitch tilts a body's x axis down.
+- ``T_a_b`` is the 4x4 transform taking points in frame ``b`` to frame ``a``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+# Columns: the optical axes (x right, y down, z forward) expressed in the body frame (x fwd, y left, z up).
+# R_parent_optical = R_parent_body @ OPTICAL_TO_BODY.
+OPTICAL_TO_BODY = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
+
+
+def rotation_rpy(roll: float, pitch: float, yaw: float) -> np.ndarray:
+    """3x3 ``Rz(yaw) @ Ry(pitch) @ Rx(roll)``."""
+    cr, sr = math.cos(roll), math.sin(roll)
+    cp, sp = math.cos(pitch), math.sin(pitch)
+    cy, sy = math.cos(yaw), math.sin(yaw)
+    rx = np.array([[1.0, 0.0, 0.0], [0.0, cr, -sr], [0.0, sr, cr]])
+    ry = np.array([[cp, 0.0, sp], [0.0, 1.0, 0.0], [-sp, 0.0, cp]])
+    rz = np.array([[cy, -sy, 0.0], [sy, cy, 0.0], [0.0, 0.0, 1.0]])
+    return rz @ ry @ rx
+
+
+def rpy_from_rotation(rotation: np.ndarray) -> tuple[float, float, float]:
+    """(roll, pitch, yaw) of a 3x3 rotation, the inverse of :func:`rotation_rpy` for |pitch| < 90 deg."""
+    rot = np.asarray(rotation, dtype=np.float64).reshape(3, 3)
+    pitch = float(np.arcsin(np.clip(-rot[2, 0], -1.0, 1.0)))
+    roll = float(np.arctan2(rot[2, 1], rot[2, 2]))
+    yaw = float(np.arctan2(rot[1, 0], rot[0, 0]))
+    return roll, pitch, yaw
+
+
+def pose_matrix(x: float, y: float, z: float, roll: float, pitch: float, yaw: float) -> np.ndarray:
+    """4x4 transform from a translation and roll, pitch, yaw."""
+    transform = np.eye(4)
+    transform[:3, :3] = rotation_rpy(roll, pitch, yaw)
+    transform[:3, 3] = (x, y, z)
+    return transform
+
+
+def quaternion_matrix(x: float, y: float, z: float, w: float) -> np.ndarray:
+    """3x3 rotation of a quaternion, normalised first (tf2 messages are not always exactly unit)."""
+    norm = math.sqrt(x * x + y * y + z * z + w * w)
+    if not norm > 0 or not math.isfinite(norm):
+        raise ValueError(f"quaternion ({x}, {y}, {z}, {w}) has no rotation (norm {norm})")
+    x, y, z, w = x / norm, y / norm, z / norm, w / norm
+    return np.array([
+        [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+        [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+        [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
+    ])
+
+
+def transform_matrix(transform: Any) -> np.ndarray:
+    """4x4 matrix of a geometry_msgs/Transform (rclpy or rosbags object): translation + quaternion."""
+    q, t = transform.rotation, transform.translation
+    matrix = np.eye(4)
+    matrix[:3, :3] = quaternion_matrix(float(q.x), float(q.y), float(q.z), float(q.w))
+    matrix[:3, 3] = (float(t.x), float(t.y), float(t.z))
+    return matrix
+
+
+def camera_optical_pose(x: float, y: float, z: float, roll: float, pitch: float, yaw: float) -> np.ndarray:
+    """T_parent_optical of a camera whose *body* frame has this pose in the parent frame."""
+    transform = pose_matrix(x, y, z, roll, pitch, yaw)
+    transform[:3, :3] = transform[:3, :3] @ OPTICAL_TO_BODY
+    return transform
+
+
+def stamp_ns(header: Any) -> int:
+    """Nanoseconds of a std_msgs/Header stamp (rclpy or rosbags object)."""
+    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)

@@ -1,0 +1,142 @@
+"""The self-describing model contract: what an exported model's metadata says.
+
+Every model file we ship (FP32 ONNX, INT8 QDQ ONNX, QNN EPContext ONNX) carries
+these keys in ONNX ``metadata_props``. Values are strings; structured values
+are JSON. Exporters build a :class:`ModelMetadata` and write ``to_props()``;
+consumers (runtime loader, nodes, eval) read ``from_props()``. No onnx/torch
+import here: ONNX Runtime exposes the same dict as ``custom_metadata_map``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from perception_core.errors import ModelFileError
+
+PREFIX = "perception."
+SCHEMA_VERSION = "1"
+TASKS = ("depth", "segmentation")
+FORMATS = ("fp32", "qdq", "qnn_context")
+
+
+@dataclass
+class ModelMetadata:
+    """What a consumer needs to run a model file correctly.
+
+    Normalisation: ``x = (pixel * input_scale - mean) / std`` per channel, on
+    ``color_order`` channels, laid out ``input_layout``.
+    """
+
+    task: str
+    input_name: str
+    input_shape: list[int]  # e.g. [1, 3, 384, 640]
+    output_names: list[str]
+    input_layout: str = "NCHW"
+    color_order: str = "RGB"
+    input_scale: float = 1.0 / 255.0
+    mean: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
+    std: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0])
+    format: str = "fp32"
+    model_name: str = ""
+    # Meaning of each output, e.g. {"depth": "metres, 32F"}.
+    output_meaning: dict[str, str] = field(default_factory=dict)
+    # Depth task.
+    max_depth: float = 0.0
+    min_depth: float = 0.0
+    integer_head_kind: str = ""  # "sigmoid" | "levels"
+    levels: int = 0
+    depth_outputs: str = ""  # "composed" (depth) | "separate" (integer, fractional)
+    # Segmentation task.
+    class_names: list[str] = field(default_factory=list)
+    class_colors: list[list[int]] = field(default_factory=list)
+    ontology_version: str = ""
+    seg_output: str = ""  # "logits" [1,C,h,w] | "class_id" [1,1,h,w] float ids
+    # Free-form provenance (checkpoint path, training config hash, ...).
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def input_hw(self) -> tuple[int, int]:
+        if self.input_layout == "NCHW":
+            return int(self.input_shape[2]), int(self.input_shape[3])
+        return int(self.input_shape[1]), int(self.input_shape[2])
+
+    def validate(self, source: str = "model") -> None:
+        """Raise ModelFileError naming ``source`` when fields are inconsistent."""
+        if self.task not in TASKS:
+            raise ModelFileError(f"{source}: metadata task {self.task!r} is not one of {TASKS}")
+        if self.format not in FORMATS:
+            raise ModelFileError(f"{source}: metadata format {self.format!r} is not one of {FORMATS}")
+        if len(self.input_shape) != 4:
+            raise ModelFileError(f"{source}: metadata input_shape {self.input_shape} is not 4-D")
+        if len(self.mean) != 3 or len(self.std) != 3 or any(s == 0 for s in self.std):
+            raise ModelFileError(f"{source}: metadata mean/std must be 3 values with std != 0")
+        if self.task == "depth":
+            if self.max_depth <= 0:
+                raise ModelFileError(f"{source}: depth model metadata needs max_depth > 0")
+            if self.integer_head_kind not in ("sigmoid", "levels"):
+                raise ModelFileError(f"{source}: integer_head_kind {self.integer_head_kind!r} is not sigmoid/levels")
+            if self.depth_outputs not in ("composed", "separate"):
+                raise ModelFileError(f"{source}: depth_outputs {self.depth_outputs!r} is not composed/separate")
+        if self.task == "segmentation":
+            if not self.class_names or len(self.class_names) != len(self.class_colors):
+                raise ModelFileError(f"{source}: segmentation metadata needs class_names and one colour each")
+            if self.seg_output not in ("logits", "class_id"):
+                raise ModelFileError(f"{source}: seg_output {self.seg_output!r} is not logits/class_id")
+
+    def to_props(self) -> dict[str, str]:
+        """Flat string dict for ONNX ``metadata_props``."""
+        props = {f"{PREFIX}schema_version": SCHEMA_VERSION}
+        for key, value in asdict(self).items():
+            props[PREFIX + key] = value if isinstance(value, str) else json.dumps(value)
+        return props
+
+    @classmethod
+    def from_props(cls, props: dict[str, str], source: str = "model") -> ModelMetadata:
+        """Parse ``metadata_props`` / ``custom_metadata_map``; errors name ``source``."""
+        ours = {k[len(PREFIX):]: v for k, v in props.items() if k.startswith(PREFIX)}
+        if not ours:
+            raise ModelFileError(
+                f"{source}: no '{PREFIX}*' metadata; export it with model-tools, or pass the preprocessing "
+                "and output contract as node parameters"
+            )
+        ours.pop("schema_version", None)
+        kwargs: dict[str, Any] = {}
+        for name, spec in cls.__dataclass_fields__.items():
+            if name not in ours:
+                continue
+            raw = ours[name]
+            if spec.type in ("str", str):
+                kwargs[name] = raw
+            else:
+                try:
+                    kwargs[name] = json.loads(raw)
+                except json.JSONDecodeError as err:
+                    raise ModelFileError(f"{source}: metadata field {PREFIX}{name} is not valid JSON: {raw!r}") from err
+        missing = [n for n in ("task", "input_name", "input_shape", "output_names") if n not in kwargs]
+        if missing:
+            raise ModelFileError(f"{source}: metadata lacks {', '.join(PREFIX + m for m in missing)}")
+        meta = cls(**kwargs)
+        meta.validate(source)
+        return meta
+
+
+def read_metadata(path: str | os.PathLike[str]) -> ModelMetadata:
+    """The ``perception.*`` metadata of an ONNX file, read with the onnx package (weights not loaded).
+
+    Raises:
+        ModelFileError: the file is missing, not ONNX, or carries no valid metadata.
+    """
+    import onnx
+
+    model_path = Path(path)
+    if not model_path.is_file():
+        raise ModelFileError(f"{model_path}: model file does not exist")
+    try:
+        model = onnx.load(str(model_path), load_external_data=False)
+    except Exception as err:
+        raise ModelFileError(f"{model_path}: not a readable ONNX model: {err}") from err
+    return ModelMetadata.from_props({p.key: p.value for p in model.metadata_props}, str(model_path))

@@ -1,0 +1,177 @@
+"""Pipelines on real tiny ONNX models (CPU EP) and the pure helpers they share with offline evaluation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from perception_core.errors import ConfigError, ModelFileError
+from perception_core.pipelines import (
+    DepthPipeline,
+    SegPipeline,
+    class_ids_to_labels,
+    colorize_depth,
+    colorize_labels,
+    depth_to_points,
+    logits_to_labels,
+    overlay,
+    pack_points,
+    scale_intrinsics,
+)
+from perception_core.runtime.loader import load_model
+from perception_core.testing.tiny_models import make_tiny_depth_model, make_tiny_seg_model
+
+
+def _grey(levels: np.ndarray, n: int) -> np.ndarray:
+    """uint8 RGB image whose mean intensity sits exactly on level ``levels`` of ``n``."""
+    grey = np.round(levels * 255.0 / (n - 1)).astype(np.uint8)
+    return np.repeat(grey[:, :, None], 3, axis=2)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("models")
+    return {
+        "separate": make_tiny_depth_model(root / "sep.onnx", kind="levels", outputs="separate", levels=16,
+                                          max_depth=15.0, min_depth=0.5),
+        "composed": make_tiny_depth_model(root / "comp.onnx", kind="levels", outputs="composed", levels=16,
+                                          max_depth=15.0, min_depth=0.5),
+        "logits": make_tiny_seg_model(root / "logits.onnx", output="logits"),
+        "class_id": make_tiny_seg_model(root / "cid.onnx", output="class_id"),
+    }
+
+
+def test_separate_depth_is_composed_on_the_host_with_nan_outside_the_range(models: dict[str, Path]) -> None:
+    pipe = DepthPipeline(load_model(models["separate"], backend="cpu", num_threads=1))
+    level = np.tile(np.arange(16), (32, 2))  # 32x32, every level present
+    rgb = _grey(level, 16)
+    out = pipe.infer(rgb)
+    t = rgb[..., 0] / 255.0
+    want = level * 1.0 + 1.0 / (1.0 + np.exp(-(t - 0.5)))  # step 1 m per level + sigmoid fractional
+    want[level == 15] = 15.0  # top level + residual (< one 1 m step) is "at max range": clamped, not NaN
+    want[want < 0.5] = np.nan
+    assert out.depth.dtype == np.float32 and out.depth.shape == (32, 32)
+    np.testing.assert_allclose(out.depth, want, atol=1e-4)
+    assert (out.depth[level == 15] == 15.0).all()
+    np.testing.assert_allclose(out.integer, level / 15.0, atol=1e-6)
+    assert out.fractional is not None and set(out.timings) == {"preprocess_ms", "inference_ms", "postprocess_ms"}
+
+
+def test_max_depth_override_rescales_separate_and_only_clips_composed(models: dict[str, Path]) -> None:
+    rgb = _grey(np.full((32, 32), 8), 16)
+    sep = DepthPipeline(load_model(models["separate"], backend="cpu", num_threads=1), max_depth=10.0)
+    frac = 1.0 / (1.0 + np.exp(-(rgb[0, 0, 0] / 255.0 - 0.5)))
+    np.testing.assert_allclose(sep.infer(rgb).depth, 8 / 15 * 10.0 + frac, atol=1e-4)
+    comp = DepthPipeline(load_model(models["composed"], backend="cpu", num_threads=1), max_depth=5.0)
+    out = comp.infer(rgb)
+    assert np.isnan(out.depth).all() and out.fractional is None  # 8.x m > 5 m + one 1 m step: invalid
+    with pytest.raises(ConfigError, match=r"depth range \[6.0, 5.0\] m is empty"):
+        DepthPipeline(load_model(models["composed"], backend="cpu"), max_depth=5.0, min_depth=6.0)
+
+
+def test_composed_depth_matches_separate_and_resizes_camera_images(models: dict[str, Path]) -> None:
+    level = np.tile(np.arange(16), (32, 2))
+    camera = np.kron(_grey(level, 16), np.ones((3, 2, 1), np.uint8))  # 96x64 camera image of the same scene
+    sep = DepthPipeline(load_model(models["separate"], backend="cpu", num_threads=1)).infer(camera)
+    comp = DepthPipeline(load_model(models["composed"], backend="cpu", num_threads=1)).infer(camera)
+    np.testing.assert_allclose(comp.depth, sep.depth, atol=1e-4, equal_nan=True)
+
+
+@pytest.mark.parametrize("kind", ["logits", "class_id"])
+def test_seg_pipeline_labels_and_fractions(models: dict[str, Path], kind: str) -> None:
+    pipe = SegPipeline(load_model(models[kind], backend="cpu", num_threads=1))
+    classes = np.zeros((32, 32), np.int64)
+    classes[:, 8:] = 3
+    classes[24:, :] = 6
+    out = pipe.infer(_grey(classes, 7))
+    assert out.labels.dtype == np.uint8
+    np.testing.assert_array_equal(out.labels, classes)
+    want_counts = np.bincount(classes.ravel(), minlength=7)
+    np.testing.assert_array_equal(out.pixel_counts, want_counts)
+    np.testing.assert_allclose(out.class_fractions, want_counts / 1024.0)
+    assert out.ignored_pixels == 0
+
+
+def test_pipelines_refuse_the_wrong_task(models: dict[str, Path]) -> None:
+    with pytest.raises(ModelFileError, match="DepthPipeline needs a depth model"):
+        DepthPipeline(load_model(models["logits"], backend="cpu"))
+    with pytest.raises(ModelFileError, match="SegPipeline needs a segmentation model"):
+        SegPipeline(load_model(models["separate"], backend="cpu"))
+
+
+def test_logits_to_labels_equals_argmax_with_first_max_on_ties() -> None:
+    logits = np.random.default_rng(0).integers(0, 4, (5, 6, 7)).astype(np.float32)  # many ties
+    np.testing.assert_array_equal(logits_to_labels(logits), logits.argmax(axis=0))
+
+
+def test_colorize_labels_and_overlay() -> None:
+    labels = np.array([[0, 1], [255, 2]], np.uint8)
+    colors = [[10, 20, 30], [40, 50, 60], [70, 80, 90]]
+    rgb = colorize_labels(labels, colors)
+    np.testing.assert_array_equal(rgb, [[[10, 20, 30], [40, 50, 60]], [[0, 0, 0], [70, 80, 90]]])
+    base = np.full((2, 2, 3), 200, np.uint8)
+    np.testing.assert_array_equal(overlay(base, rgb, 0.25)[0, 0], np.round(0.25 * np.array([10, 20, 30]) + 150))
+    with pytest.raises(ConfigError, match="alpha must be in"):
+        overlay(base, rgb, 1.5)
+
+
+def test_colorize_depth_is_black_where_invalid_and_ordered_near_to_far() -> None:
+    depth = np.array([[0.5, 5.0, 14.5, np.nan]], np.float32)
+    rgb = colorize_depth(depth, 15.0)
+    assert rgb.shape == (1, 4, 3) and rgb.dtype == np.uint8
+    np.testing.assert_array_equal(rgb[0, 3], [0, 0, 0])
+    assert rgb[0, 0, 0] > rgb[0, 0, 2] and rgb[0, 2, 2] > rgb[0, 2, 0]  # near red, far blue (TURBO)
+
+
+def test_scale_intrinsics_follows_the_pixel_centre_convention() -> None:
+    k = np.array([[1000.0, 0, 639.5], [0, 1000.0, 539.5], [0, 0, 1]])
+    half = scale_intrinsics(k, (1080, 1280), (540, 640))
+    np.testing.assert_allclose(half, [[500, 0, 319.5], [0, 500, 269.5], [0, 0, 1]])
+    p = np.hstack([k, [[-100.0], [0], [0]]])
+    np.testing.assert_allclose(scale_intrinsics(p.ravel(), (1080, 1280), (540, 640))[0], [500, 0, 319.5, -50])
+    with pytest.raises(ConfigError, match="3x3 or 3x4"):
+        scale_intrinsics(np.eye(2), (1, 1), (1, 1))
+
+
+def test_depth_to_points_back_projects_pixels_exactly() -> None:
+    k = np.array([[100.0, 0, 2.0], [0, 50.0, 1.0], [0, 0, 1]])
+    depth = np.full((3, 5), 2.0, np.float32)
+    depth[0, 0] = np.nan
+    points, pixels = depth_to_points(depth, k)
+    assert points.shape == (14, 3) and points.dtype == np.float32
+    i = np.flatnonzero((pixels[:, 0] == 2) & (pixels[:, 1] == 4))[0]
+    np.testing.assert_allclose(points[i], [(4 - 2) / 100 * 2.0, (2 - 1) / 50 * 2.0, 2.0])
+    strided, px = depth_to_points(depth, k, stride=2)
+    assert len(strided) == 5 and set(map(tuple, px)) == {(0, 2), (0, 4), (2, 0), (2, 2), (2, 4)}
+
+
+def test_pack_points_writes_pointcloud2_records() -> None:
+    points = np.array([[1.0, 2.0, 3.0], [-1.0, 0.5, 9.0]], np.float32)
+    colours = np.array([[255, 0, 16], [1, 2, 3]], np.uint8)
+    cloud = pack_points(points, colours)
+    assert cloud["point_step"] == 16 and cloud["row_step"] == 32 and cloud["width"] == 2
+    assert [f[:2] for f in cloud["fields"]] == [("x", 0), ("y", 4), ("z", 8), ("rgb", 12)]
+    raw = cloud["data"].tobytes()
+    assert np.frombuffer(raw[16:28], "<f4").tolist() == [-1.0, 0.5, 9.0]
+    assert np.frombuffer(raw[12:16], "<u4")[0] == 0xFF0010
+    assert pack_points(points)["point_step"] == 12
+
+
+def test_class_ids_round_half_to_even_and_clip_to_uint8() -> None:
+    ids = np.array([[-3.0, -0.4, 2.5, 3.5, 5.0000005, 254.6, 300.0]], np.float32)
+    labels = class_ids_to_labels(ids)
+    assert labels.dtype == np.uint8
+    np.testing.assert_array_equal(labels, np.clip(np.rint(ids), 0, 255).astype(np.uint8))
+    assert labels.tolist() == [[0, 0, 2, 4, 5, 255, 255]]
+    np.testing.assert_array_equal(class_ids_to_labels(ids.astype(np.float64)), labels)
+
+
+def test_colorize_depth_bins_truncate_and_clip_like_the_formula() -> None:
+    depth = np.array([[-1.0, 0.0, 0.05, 7.5, 14.99, 15.0, 20.0, np.inf, np.nan]], np.float32)
+    index = np.clip(depth * np.float32(254.0 / 15.0), 0, 254)  # float32 maths, as the node's depth is
+    index[np.isnan(index)] = 255
+    from perception_core.pipelines import _depth_table
+
+    np.testing.assert_array_equal(colorize_depth(depth, 15.0)[0], _depth_table()[index.astype(np.uint8)][0])
