@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from model_tools.bags.bagio import MOUNT_FIELDS, camera_mount_from_bag, summarize_bag
+from model_tools.bags.bagio import MOUNT_FIELDS, BagSummary, camera_mount_from_bag, summarize_bag
 from model_tools.bags.frames import DEFAULT_TOPICS, BagFrame, FrameTopics, gt_topics_in, iter_frames
 from model_tools.bags.report import SampleFrame, costmap_rgb, render_html, write_report
 from model_tools.bags.scoring import EvalScorer
@@ -259,6 +259,107 @@ def write_frames_csv(path: Path, scorer: EvalScorer) -> None:
         tmp.write_text(buffer.getvalue())
 
 
+def sample_indices(frames: int, num_samples: int) -> set[int]:
+    """Indices of ``num_samples`` frames spread evenly over ``frames``, shown in the report."""
+    return set(np.linspace(0, max(frames - 1, 0), num=min(num_samples, frames)).round().astype(int).tolist())
+
+
+def build_offline_stack(
+    bag: Path,
+    depth_model: str | os.PathLike[str],
+    seg_model: str | os.PathLike[str],
+    backend: str,
+    params_file: str | os.PathLike[str] | None,
+    costmap_overrides: Mapping[str, Any] | None,
+) -> tuple[OfflineStack, dict[str, Any]]:
+    """The three nodes' processing with their parameters from ``params_file`` and the mount from ``bag``.
+
+    Returns the stack and where its costmap setup came from (for metrics.json).
+    """
+    config, class_to_category, sources = costmap_setup(bag, params_file, costmap_overrides)
+    stack = OfflineStack(depth_model, seg_model, backend, config, class_to_category,
+                         depth_params=node_parameters(params_file, "depth_node"),
+                         seg_params=node_parameters(params_file, "segmentation_node"))
+    return stack, sources
+
+
+def score_frame(stack: OfflineStack, scorer: EvalScorer, frame: BagFrame) -> tuple[FramePrediction, np.ndarray | None]:
+    """Run the stack on one frame and add every score its ground truth allows.
+
+    Returns the prediction and the reference costmap categories (None without GT labels).
+    """
+    prediction = stack.process(frame)
+    scorer.add_latency(frame.stamp_ns, prediction.timings_ms)
+    if frame.gt_depth is not None:
+        scorer.add_depth(frame.stamp_ns, prediction.depth, frame.gt_depth)
+    if frame.gt_labels is not None:
+        scorer.add_labels(frame.stamp_ns, prediction.labels, frame.gt_labels)
+    gt_category = ground_truth_category(stack.costmap, frame)
+    if gt_category is not None:
+        scorer.add_costmap(frame.stamp_ns, prediction.category, gt_category)
+    return prediction, gt_category
+
+
+@dataclass
+class FramePass:
+    """What one pass of the stack over a bag's frames produced."""
+
+    evaluated: int = 0
+    frames_without_gt: int = 0
+    samples: list[SampleFrame] = field(default_factory=list)
+    predictions: dict[int, FramePrediction] = field(default_factory=dict)
+    bag_error: str | None = None  # why reading stopped before the end (the bag broke)
+
+
+def run_frames(
+    stack: OfflineStack,
+    scorer: EvalScorer,
+    bag: Path,
+    summary: BagSummary,
+    topics: FrameTopics,
+    *,
+    wanted: int,
+    max_frames: int,
+    sample_at: set[int],
+    keep_predictions: bool,
+    progress: bool,
+) -> FramePass:
+    """Score every assembled frame (at most ``max_frames`` when > 0); a bag that breaks ends the pass early."""
+    from tqdm import tqdm
+
+    result = FramePass()
+    bar = tqdm(total=wanted, desc="eval-bag", unit="frame", disable=not progress)
+    try:
+        for frame in iter_frames(bag, summary, topics):
+            if max_frames > 0 and result.evaluated >= max_frames:
+                break
+            prediction, gt_category = score_frame(stack, scorer, frame)
+            if frame.gt_depth is None and frame.gt_labels is None:
+                result.frames_without_gt += 1
+            if result.evaluated in sample_at:
+                result.samples.append(SampleFrame(frame.stamp_ns, sample_panels(
+                    frame, prediction.depth, prediction.labels, prediction.category, gt_category, stack.seg.colors,
+                    stack.depth.max_depth)))
+            if keep_predictions:
+                result.predictions[frame.stamp_ns] = prediction
+            result.evaluated += 1
+            bar.update(1)
+    except BagError as err:
+        result.bag_error = str(err)
+    finally:
+        bar.close()
+    return result
+
+
+def partial_reason(frame_pass: FramePass, wanted: int) -> str | None:
+    """Why the evaluation covers less than asked for, or None when it is complete."""
+    if frame_pass.bag_error is not None:
+        return frame_pass.bag_error
+    if frame_pass.evaluated < wanted:
+        return f"only {frame_pass.evaluated} of {wanted} camera frames could be assembled (image + camera_info + GT)"
+    return None
+
+
 def evaluate_bag(
     bag: str | os.PathLike[str],
     depth_model: str | os.PathLike[str],
@@ -283,63 +384,23 @@ def evaluate_bag(
         BagError: the bag is missing/unreadable or lacks camera topics; or it
             broke mid-way, after the partial results were written (marked partial).
     """
-    from tqdm import tqdm
-
     bag_path, out_path = Path(bag), Path(out_dir)
     summary = summarize_bag(bag_path)
-    frames_in_bag = summary.topics.get(topics.image).count if topics.image in summary.topics else 0
-    gt_topics = gt_topics_in(summary, topics)
+    frames_in_bag = summary.topics[topics.image].count if topics.image in summary.topics else 0
     prepare_out_dir(out_path, overwrite)
-    config, class_to_category, sources = costmap_setup(bag_path, params_file, costmap_overrides)
-    stack = OfflineStack(depth_model, seg_model, backend, config, class_to_category,
-                         depth_params=node_parameters(params_file, "depth_node"),
-                         seg_params=node_parameters(params_file, "segmentation_node"))
+    stack, sources = build_offline_stack(bag_path, depth_model, seg_model, backend, params_file, costmap_overrides)
     scorer = EvalScorer(stack.class_names, min_depth=1e-3, max_depth=stack.depth.max_depth)
     wanted = min(frames_in_bag, max_frames) if max_frames > 0 else frames_in_bag
-    sample_at = set(np.linspace(0, max(wanted - 1, 0), num=min(num_samples, wanted)).round().astype(int).tolist())
-    samples: list[SampleFrame] = []
-    predictions: dict[int, FramePrediction] = {}
+    frame_pass = run_frames(stack, scorer, bag_path, summary, topics, wanted=wanted, max_frames=max_frames,
+                            sample_at=sample_indices(wanted, num_samples), keep_predictions=keep_predictions,
+                            progress=progress)
     notes = list(notes or [])
-    if not gt_topics:
+    if not gt_topics_in(summary, topics):
         notes.append(f"the bag has no ground truth ({topics.gt_depth}, {topics.gt_labels}): only latency is reported")
-    partial_reason: str | None = None
-    bag_broke = False
-    frames_without_gt = 0
-    evaluated = 0
-    bar = tqdm(total=wanted, desc="eval-bag", unit="frame", disable=not progress)
-    try:
-        for frame in iter_frames(bag_path, summary, topics):
-            if max_frames > 0 and evaluated >= max_frames:
-                break
-            prediction = stack.process(frame)
-            scorer.add_latency(frame.stamp_ns, prediction.timings_ms)
-            if frame.gt_depth is not None:
-                scorer.add_depth(frame.stamp_ns, prediction.depth, frame.gt_depth)
-            if frame.gt_labels is not None:
-                scorer.add_labels(frame.stamp_ns, prediction.labels, frame.gt_labels)
-            if frame.gt_depth is None and frame.gt_labels is None:
-                frames_without_gt += 1
-            gt_category = ground_truth_category(stack.costmap, frame)
-            if gt_category is not None:
-                scorer.add_costmap(frame.stamp_ns, prediction.category, gt_category)
-            if evaluated in sample_at:
-                samples.append(SampleFrame(frame.stamp_ns, sample_panels(
-                    frame, prediction.depth, prediction.labels, prediction.category, gt_category, stack.seg.colors,
-                    stack.depth.max_depth)))
-            if keep_predictions:
-                predictions[frame.stamp_ns] = prediction
-            evaluated += 1
-            bar.update(1)
-    except BagError as err:
-        partial_reason = str(err)
-        bag_broke = True
-    finally:
-        bar.close()
-    if partial_reason is None and evaluated < wanted:
-        partial_reason = f"only {evaluated} of {wanted} camera frames could be assembled (image + camera_info + GT)"
+    reason = partial_reason(frame_pass, wanted)
     metrics = {
-        "partial": partial_reason is not None,
-        "partial_reason": partial_reason,
+        "partial": reason is not None,
+        "partial_reason": reason,
         "path": "offline",
         "bag": str(bag_path),
         "depth_model": str(depth_model),
@@ -347,18 +408,18 @@ def evaluate_bag(
         "backend": backend,
         "backend_used": stack.backend_used,
         "frames_in_bag": frames_in_bag,
-        "frames_evaluated": evaluated,
-        "frames_without_gt": frames_without_gt,
+        "frames_evaluated": frame_pass.evaluated,
+        "frames_without_gt": frame_pass.frames_without_gt,
         "max_frames": max_frames or None,
         "costmap_setup": sources,
         "notes": notes,
         **scorer.summary(),
     }
-    write_outputs(out_path, metrics, scorer, samples, title)
-    if bag_broke:
-        raise BagError(f"{partial_reason} (partial results for {evaluated} frames written to {out_path}, "
+    write_outputs(out_path, metrics, scorer, frame_pass.samples, title)
+    if frame_pass.bag_error is not None:
+        raise BagError(f"{reason} (partial results for {frame_pass.evaluated} frames written to {out_path}, "
                        "marked partial)")
-    return EvalResult(metrics, out_path, scorer, predictions, stack)
+    return EvalResult(metrics, out_path, scorer, frame_pass.predictions, stack)
 
 
 def write_outputs(out_dir: Path, metrics: dict[str, Any], scorer: EvalScorer, samples: list[SampleFrame],
