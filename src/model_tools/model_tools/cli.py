@@ -28,7 +28,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 
 
 def run_cli(prog: str, description: str, subcommands: dict[str, tuple[str, str]], argv: list[str] | None) -> int:
-    """Dispatch ``argv`` to a subcommand module; a PerceptionError becomes one line on stderr and exit 1.
+    """Dispatch ``argv`` to a subcommand module; a PerceptionError or OSError becomes one line on stderr and exit 1.
 
     Shared by every command-line tool of the workspace (``model-tools``, ``perception-tools``).
     """
@@ -54,6 +54,9 @@ def run_cli(prog: str, description: str, subcommands: dict[str, tuple[str, str]]
     try:
         return int(module.run(args) or 0)
     except PerceptionError as err:
+        print(f"{prog} {name}: error: {err}", file=sys.stderr)
+        return 1
+    except OSError as err:  # a file the command reads or writes failed mid-way (disk full, removed, ...)
         print(f"{prog} {name}: error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -18,6 +18,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from model_tools.io_utils import check_output_file, check_output_folder
 from perception_core.errors import ConfigError
 
 ACTIONS = ("train", "eval", "export", "validate", "join")
@@ -187,13 +188,14 @@ def _train(args: argparse.Namespace) -> int:
     config = load_config(args.config, overrides)
     if config.task != "depth":
         raise ConfigError(f"{args.config}: field task is {config.task!r}, expected 'depth'")
-    run_dir = Path(args.run_dir or Path("runs") / config.run_name)
+    run_dir = check_output_folder(args.run_dir or Path("runs") / config.run_name, "--run-dir")
     summary = Trainer(DepthTask(config, str(args.config)), config, run_dir, resume=args.resume).fit(args.stop_after_steps)
     print(f"depth train: {summary['stop_reason']} after {summary['steps']} steps; best {summary['best']}; run {run_dir}")
     return 0
 
 
 def _eval(args: argparse.Namespace) -> int:
+    out_dir = check_output_folder(args.out or Path(args.checkpoint).parent, "--out")
     import torch
     from torch.utils.data import DataLoader, Subset
 
@@ -212,7 +214,6 @@ def _eval(args: argparse.Namespace) -> int:
 
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=False):
         metrics = evaluate_depth(net, tqdm(loader, desc=f"eval {args.split}"), model_cfg.min_depth, model_cfg.max_depth, device)
-    out_dir = Path(args.out) if args.out else Path(args.checkpoint).parent
     stem = f"eval_{args.split}"
     report = {"checkpoint": str(args.checkpoint), "data": str(args.data), "split": args.split,
               "min_depth": model_cfg.min_depth, "max_depth": model_cfg.max_depth, "kind": model_cfg.kind,
@@ -229,6 +230,7 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
+    check_output_file(args.out, "--out")
     report = export_depth(args.checkpoint, args.out, variant=args.variant, opset=args.opset, height=args.height,
                           width=args.width, config_path=args.config, overwrite=args.overwrite,
                           validate=not args.no_validate, validate_inputs=args.validate_inputs)
@@ -246,6 +248,7 @@ def _print_report(report: dict[str, Any]) -> None:
 
 
 def _validate(args: argparse.Namespace) -> int:
+    check_output_file(args.report or Path(args.onnx).with_suffix(".validation.json"), "--report")
     from model_tools.export.validate import validate_onnx
     from model_tools.models.depth_net import DepthExportModule
     from perception_core.model_metadata import read_metadata
@@ -260,6 +263,7 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _join(args: argparse.Namespace) -> int:
+    check_output_file(args.out, "--out")
     from model_tools.training.checkpoint import join_split
 
     print(f"depth join: wrote {join_split(args.prefix, args.out)}")

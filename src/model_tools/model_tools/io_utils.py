@@ -1,4 +1,4 @@
-"""Atomic file output: a killed run never leaves a half-written artifact."""
+"""Output files: checked writable before the work starts, written atomically so a killed run leaves nothing half-done."""
 
 from __future__ import annotations
 
@@ -10,7 +10,52 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from perception_core.errors import OutputExistsError
+from perception_core.errors import OutputError, OutputExistsError
+
+
+def check_output_folder(path: str | os.PathLike[str], option: str = "--out") -> Path:
+    """Fail now, with one line naming ``option`` and the folder, unless files can be written into ``path``.
+
+    Commands call this before their work, so a long run never ends in an
+    output it cannot write. Nothing is created: the nearest folder that
+    exists on the path is probed with a temporary file (the permission that
+    would let the command create the rest of the path).
+
+    Raises:
+        OutputError: ``path`` or a folder above it is a regular file, or the
+            nearest existing folder does not accept new files.
+    """
+    target = Path(path)
+    if target.exists() and not target.is_dir():
+        raise OutputError(f"{option} {target}: is a file, not a folder")
+    _check_can_create(target, target, option)
+    return target
+
+
+def check_output_file(path: str | os.PathLike[str], option: str = "--out") -> Path:
+    """Like :func:`check_output_folder` for a file: its folder must accept new files, and it must not be a folder."""
+    target = Path(path)
+    if target.is_dir():
+        raise OutputError(f"{option} {target}: is a folder, not a file")
+    _check_can_create(target.parent, target, option)
+    return target
+
+
+def _check_can_create(folder: Path, target: Path, option: str) -> None:
+    """Probe the nearest existing folder of ``folder`` for ``target`` (named with ``option`` in errors)."""
+    existing = folder
+    while not os.path.lexists(existing) and existing.parent != existing:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise OutputError(f"{option} {target}: cannot create it, {existing} is a file, not a folder")
+    try:
+        fd, name = tempfile.mkstemp(prefix=".write-check.", dir=existing)
+    except OSError as err:
+        if existing == target:
+            raise OutputError(f"{option} {target}: folder is not writable: {err.strerror}") from err
+        raise OutputError(f"{option} {target}: cannot write it, folder {existing} is not writable: {err.strerror}") from err
+    os.close(fd)
+    os.unlink(name)
 
 
 @contextlib.contextmanager

@@ -34,5 +34,9 @@ class BagError(PerceptionError):
     """A rosbag is missing, truncated, corrupt, or lacks a required topic."""
 
 
-class OutputExistsError(PerceptionError):
+class OutputError(PerceptionError):
+    """An output file or folder cannot be written (not a folder, no permission, under a regular file)."""
+
+
+class OutputExistsError(OutputError):
     """An output file exists and overwriting was not asked for."""

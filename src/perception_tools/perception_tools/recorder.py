@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from model_tools.bags.bagio import header_stamp_from_cdr, make_typestore, message_class
+from model_tools.io_utils import check_output_folder
 from perception_core.errors import BagError, ConfigError, OutputExistsError
 
 STORAGES = ("mcap", "sqlite3")
@@ -72,6 +73,7 @@ class BagRecorder:
         self.out = Path(out)
         if self.out.exists() and not overwrite:
             raise OutputExistsError(f"{self.out} exists; refusing to overwrite it (pass --overwrite to replace it)")
+        check_output_folder(self.out, "--out")
         self.overwrite = overwrite
         self.storage = storage
         self.qos_depth = qos_depth

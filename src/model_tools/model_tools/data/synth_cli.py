@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import time
 
+from model_tools.io_utils import check_output_folder
 from perception_core.errors import ConfigError
 
 
@@ -56,6 +57,10 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("give --out (folders) and/or --bag (rosbag2)")
     if args.frames < 1 or args.width < 8 or args.height < 8 or args.workers < 1:
         raise ConfigError("--frames and --workers must be >= 1, --width/--height >= 8")
+    if args.out:
+        check_output_folder(args.out, "--out")
+    if args.bag:
+        check_output_folder(args.bag, "--bag")
     rig = CameraRig.default(args.width, args.height, hfov_deg=args.hfov, mount_height=args.mount_height, pitch_deg=args.pitch)
     progress = not args.no_progress
     if args.out:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 
 from model_tools.int8_cli import add_eval_arguments, eval_source
+from model_tools.io_utils import check_output_folder
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,6 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from model_tools.quant.compare import Thresholds, compare_models
 
+    check_output_folder(args.out_dir, "--out-dir")
     report = compare_models(
         args.fp32, args.int8, eval_source(args), args.out_dir, count=args.count, htp_frames=args.htp_frames,
         htp_model=args.htp_model, thresholds=Thresholds.load(args.thresholds),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 
 from model_tools.int8_cli import add_target_arguments
+from model_tools.io_utils import check_output_file
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,6 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_output_file(args.out, "--out")
+    if args.summary:
+        check_output_file(args.summary, "--summary")
     if args.via == "ai-hub":
         from model_tools.quant.aihub import IQ9075_DEVICE, build_compile_job, submit_compile_job
         from perception_core.model_metadata import read_metadata

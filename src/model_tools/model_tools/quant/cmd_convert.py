@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from model_tools.int8_cli import (
     add_calibration_arguments,
@@ -17,6 +18,7 @@ from model_tools.int8_cli import (
     eval_source,
     quant_settings,
 )
+from model_tools.io_utils import check_output_folder
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,13 +40,13 @@ def run(args: argparse.Namespace) -> int:
     from model_tools.quant.convert import convert, run_task
     from perception_core.model_metadata import read_metadata
 
+    if args.out_dir or args.run:
+        check_output_folder(args.out_dir or Path(args.run) / "deploy", "--out-dir")
     if args.onnx:
         task = read_metadata(args.onnx).task
     elif args.task:
         task = args.task
     elif args.run:
-        from pathlib import Path
-
         task = run_task(Path(args.run))
     else:
         task = "segmentation"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 
 from model_tools.int8_cli import add_calibration_arguments, add_quant_arguments, calibration_source, quant_settings
+from model_tools.io_utils import check_output_file
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,6 +24,7 @@ def run(args: argparse.Namespace) -> int:
     from model_tools.quant.quantize import quantize_model
     from perception_core.model_metadata import read_metadata
 
+    check_output_file(args.out, "--out")
     meta = read_metadata(args.model)
     settings = quant_settings(args, meta.task)
     result = quantize_model(args.model, args.out, calibration_source(args), settings, count=args.calib_count,

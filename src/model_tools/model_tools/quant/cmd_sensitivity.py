@@ -16,6 +16,7 @@ from model_tools.int8_cli import (
     eval_source,
     quant_settings,
 )
+from model_tools.io_utils import check_output_file, check_output_folder
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,6 +38,9 @@ def run(args: argparse.Namespace) -> int:
     from model_tools.quant.sensitivity import run_sensitivity
     from perception_core.model_metadata import read_metadata
 
+    check_output_folder(args.out_dir, "--out-dir")
+    if args.mixed_out:
+        check_output_file(args.mixed_out, "--mixed-out")
     meta = read_metadata(args.model)
     result = run_sensitivity(
         args.model, calibration_source(args), eval_source(args), args.out_dir,

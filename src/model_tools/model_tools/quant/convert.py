@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from model_tools.io_utils import atomic_write, write_json
+from model_tools.io_utils import atomic_write, check_output_folder, write_json
 from model_tools.quant.images import ImageSource
 from model_tools.quant.quantize import QuantSettings
 from perception_core.errors import ConfigError, ModelFileError
@@ -33,7 +33,7 @@ SEG_DEFAULT_HW = (544, 640)
 
 def new_output_folder(parent: str | os.PathLike[str]) -> Path:
     """A fresh ``<parent>/<YYYYmmdd-HHMMSS>[-N]`` folder (created; never an existing one)."""
-    base = Path(parent)
+    base = check_output_folder(parent, "--out-dir")
     base.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     for n in range(1000):
