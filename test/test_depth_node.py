@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -105,6 +106,7 @@ def test_synthetic_frame_gives_rep118_depth_camera_info_heads_points(tmp_path: P
     assert status.name == "depth_node: depth inference" and status.hardware_id == "cpu"
     assert values["backend_used"] == "cpu" and int(values["frames_processed"]) >= 1 and values["frames_dropped"] == "0"
     assert '"task": "depth"' in model_info[0].data and '"backend_used": "cpu"' in model_info[0].data
+    assert json.loads(model_info[0].data)["content_check"].startswith("verified")
 
 
 def test_bad_input_is_dropped_and_counted_then_a_good_frame_is_processed(tmp_path: Path) -> None:

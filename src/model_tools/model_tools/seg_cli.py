@@ -15,6 +15,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from model_tools.io_utils import check_output_file, check_output_folder
 from perception_core.errors import ConfigError, ModelFileError
 
 ACTIONS = ("train", "eval", "export", "validate", "load-official")
@@ -173,7 +174,7 @@ def _train(args: argparse.Namespace) -> int:
     from model_tools.training.engine import Trainer
 
     cfg = _check_task(load_config(args.config, _overrides(args)), args.config)
-    run_dir = Path(args.run_dir or Path("runs") / cfg.run_name)
+    run_dir = check_output_folder(args.run_dir or Path("runs") / cfg.run_name, "--run-dir")
     trainer = Trainer(SegmentationTask(cfg), cfg, run_dir, resume=args.resume)
     summary = trainer.fit(stop_after_steps=args.stop_after_steps)
     if not trainer.dist.is_main:
@@ -245,12 +246,12 @@ def write_eval_report(matrix: Any, class_names: list[str], out_dir: Path, stem: 
 
 
 def _eval(args: argparse.Namespace) -> int:
+    out_dir = check_output_folder(args.out or Path(args.weights).parent, "--out")
     task, model = load_trained_model(args.weights, args.config, _overrides(args))
     matrix, count = evaluate(task, model, args.split, args.batch_size, args.num_workers, args.device)
     split = args.split or task.data_cfg.val_split
     info = {"weights": str(args.weights), "images": count, "split": split, "sources": task.data_cfg.sources,
             "input_hw": list(task.data_cfg.val_hw), "ontology_version": task.ontology.version}
-    out_dir = Path(args.out) if args.out else Path(args.weights).parent
     report = write_eval_report(matrix, task.class_names, out_dir, f"eval_{split}", info, args.overwrite)
     metrics = report["metrics"]
     print(f"seg eval: mIoU {metrics['miou']:.4f}, pixel accuracy {metrics['pixel_accuracy']:.4f} over {count} images")
@@ -316,6 +317,7 @@ def fold_static_shapes(path: Path) -> None:
     import onnx
 
     from model_tools.io_utils import atomic_write
+    from perception_core.model_metadata import ModelMetadata, set_model_metadata
 
     try:
         from onnxscript import optimizer
@@ -324,11 +326,13 @@ def fold_static_shapes(path: Path) -> None:
         return
     model = optimizer.optimize(onnx.load(str(path)))
     onnx.checker.check_model(model)
+    set_model_metadata(model, ModelMetadata.from_props({p.key: p.value for p in model.metadata_props}, str(path)))
     with atomic_write(path, overwrite=True) as tmp:
         onnx.save(model, str(tmp))
 
 
 def _export(args: argparse.Namespace) -> int:
+    check_output_file(args.out, "--out")
     task, model = load_trained_model(args.weights, args.config, _overrides(args))
     path = export_segmentation(model, task.ontology, args.out, args.output, args.height, args.width, args.weights,
                                args.overwrite)
@@ -384,6 +388,7 @@ def htp_check(path: str | Path, seed: int = 0) -> dict[str, Any]:
 
 
 def _validate(args: argparse.Namespace) -> int:
+    check_output_file(Path(args.onnx).with_suffix(".validation.json"), "--onnx (its validation report)")
     _, model = load_trained_model(args.weights, args.config, _overrides(args))
     _report_validation(Path(args.onnx), model, args.seed)
     if args.htp:
@@ -398,6 +403,8 @@ def _load_official(args: argparse.Namespace) -> int:
     from model_tools.training.checkpoint import save_atomic
     from perception_core.ontology import load_ontology
 
+    if args.out:
+        check_output_file(args.out, "--out")
     ontology = load_ontology(args.ontology)
     model = ddrnet23_slim(num_classes=ontology.num_classes, aux_head=not args.no_aux_head)
     report = load_official_weights(model, args.checkpoint, strict_heads=args.strict_heads)

@@ -13,6 +13,7 @@ import pytest
 from model_tools.bags import bagio
 from model_tools.bags.eval_bag import FramePrediction, OfflineStack, evaluate_bag
 from perception_core.errors import BagError, OutputExistsError
+from perception_core.testing.cli import one_line_error, run_command, unwritable_folder
 
 CAMERA_WH = (64, 48)
 MODEL_HW = (24, 32)  # the camera's aspect ratio, as the costmap requires
@@ -45,6 +46,7 @@ def test_eval_bag_writes_complete_metrics_csv_and_self_contained_report(drive_ba
     assert metrics["partial"] is False and metrics["partial_reason"] is None
     assert metrics["frames_in_bag"] == metrics["frames_evaluated"] == 3
     assert metrics["backend_used"] == "cpu"
+    assert all(check.startswith("verified") for check in metrics["model_content_check"].values())
     assert metrics["costmap_setup"]["mount"] == "bag"  # the synthetic rig's mount, from the bag's metadata
     assert metrics["costmap_setup"]["mount_values"]["mount_z"] == pytest.approx(1.4)
     for key in ("abs_rel", "rmse", "a1"):
@@ -184,3 +186,38 @@ def test_eval_bag_without_ground_truth_reports_latency_only(tmp_path, models) ->
     assert metrics["frames_without_gt"] == 2
     assert metrics["latency_ms"]["total_ms"]["count"] == 2
     assert any("no ground truth" in note for note in metrics["notes"])
+
+
+def _eval_bag_cli(bag: Path, depth: Path, seg: Path, out: Path, *extra: str | Path):
+    return run_command("model_tools.cli", "eval-bag", bag, "--depth-model", depth, "--seg-model", seg, "--out", out, *extra, cwd=out.parent if out.parent.is_dir() else None)
+
+
+@pytest.mark.reliability(case="output folder not writable: model-tools eval-bag --out",
+                         outcome="exit 1 before the evaluation starts, one error line naming --out and the folder")
+def test_eval_bag_checks_its_output_before_evaluating(drive_bag, models, tmp_path) -> None:
+    with unwritable_folder(tmp_path) as locked:
+        if locked is None:
+            pytest.skip("no folder on this machine refuses new files")
+        result = _eval_bag_cli(drive_bag, *models, locked / "eval")
+        line = one_line_error(result, "--out", locked)
+        assert "not writable" in line and "frames" not in result.stdout
+
+
+@pytest.mark.reliability(case="model-tools eval-bag --params naming a file that does not exist",
+                         outcome="exit 1 before the evaluation, one error line naming the parameter file")
+def test_eval_bag_params_file_that_does_not_exist(drive_bag, models, tmp_path) -> None:
+    missing = tmp_path / "perception_typo.yaml"
+    result = _eval_bag_cli(drive_bag, *models, tmp_path / "eval", "--params", missing)
+    assert "does not exist" in one_line_error(result, missing)
+    assert not (tmp_path / "eval" / "metrics.json").exists()
+
+
+@pytest.mark.reliability(case="model-tools eval-bag with a model file whose weights have a flipped byte",
+                         outcome="exit 1 at model load, one error line: content hash mismatch naming the model file")
+def test_eval_bag_refuses_a_model_with_flipped_weight_bytes(drive_bag, models, tmp_path) -> None:
+    from perception_core.testing.faults import flip_weight_byte
+
+    bad = flip_weight_byte(models[1], tmp_path / "seg_flipped.onnx")
+    result = _eval_bag_cli(drive_bag, models[0], bad, tmp_path / "eval")
+    assert "content hash mismatch" in one_line_error(result, bad)
+    assert not (tmp_path / "eval" / "metrics.json").exists()

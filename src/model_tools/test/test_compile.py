@@ -16,7 +16,7 @@ from model_tools.quant.images import ImageSource
 from model_tools.quant.quantize import QuantSettings, quantize_model
 from perception_core.errors import BackendError, ConfigError, OutputExistsError
 from perception_core.model_metadata import ModelMetadata, read_metadata
-from perception_core.runtime.loader import load_model
+from perception_core.runtime.loader import CONTENT_VERIFIED, load_model
 from perception_core.testing.tiny_models import make_tiny_depth_model, make_tiny_seg_model
 
 
@@ -49,7 +49,9 @@ def test_compile_puts_every_node_on_the_npu_and_runs(tmp_path, qdq_depth):
     assert summary.htp_run_ms is not None and summary.htp_run_ms > 0
     # The binary runs on HTP (fallback disabled) and agrees with QDQ on the CPU EP.
     x = np.random.default_rng(0).random((1, 3, 32, 32), dtype=np.float32) * 0.6
-    htp = load_model(out, backend="npu").run({"image": x})
+    compiled = load_model(out, backend="npu")
+    assert compiled.content_check == CONTENT_VERIFIED
+    htp = compiled.run({"image": x})
     cpu = load_model(qdq_depth, backend="cpu").run({"image": x})
     assert np.mean(np.abs(htp["integer"] - cpu["integer"]) < 1.5 / 31) > 0.95
 

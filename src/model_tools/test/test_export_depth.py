@@ -15,7 +15,7 @@ from model_tools.models.depth_net import build_depth_net
 from model_tools.training.checkpoint import CHECKPOINT_FORMAT, fp16_state_dict, load_split, save_atomic, save_split
 from model_tools.training.config import load_config, save_config
 from perception_core.errors import ConfigError, ModelFileError
-from perception_core.model_metadata import read_metadata
+from perception_core.model_metadata import graph_sha256_of_file, read_metadata
 
 SMALL = ["model.width=8", "model.decoder_channels=[4,8,8,16,16]", "model.levels=32", "model.input_height=64", "model.input_width=96"]
 
@@ -41,6 +41,7 @@ def test_export_writes_metadata_and_validates_against_pytorch(tmp_path: Path, ki
     assert meta.integer_head_kind == kind and meta.depth_outputs == variant and meta.max_depth == 15.0
     assert meta.levels == (32 if kind == "levels" else 0)
     assert meta.output_names == (["depth"] if variant == "composed" else ["integer", "fractional"])
+    assert meta.content_sha256 == graph_sha256_of_file(out)
     assert report["verdict"] in ("excellent", "good")
     saved = json.loads(Path(report["report_path"]).read_text())
     for name in meta.output_names:

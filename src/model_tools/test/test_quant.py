@@ -14,7 +14,7 @@ from model_tools.quant.images import ImageSource
 from model_tools.quant.quantize import QuantSettings, quantize_model
 from perception_core.errors import DataError, ModelFileError, OutputExistsError
 from perception_core.model_metadata import ModelMetadata, read_metadata
-from perception_core.runtime.loader import load_model
+from perception_core.runtime.loader import CONTENT_VERIFIED, load_model
 from perception_core.testing.tiny_models import make_tiny_depth_model, make_tiny_seg_model
 
 
@@ -53,6 +53,7 @@ def test_quantize_from_folder_carries_metadata_and_settings(tmp_path, data_root,
     assert sixteen, "no uint16 zero points: 16-bit activations were not applied"
     # The QDQ model loads through the runtime loader and runs on the CPU EP.
     loaded = load_model(out, backend="cpu")
+    assert loaded.content_check == CONTENT_VERIFIED
     outputs = loaded.run({"image": np.full((1, 3, 32, 32), 0.5, np.float32)})
     assert outputs["integer"].shape == (1, 1, 32, 32)
 

@@ -17,7 +17,7 @@ from model_tools.cli import main
 from model_tools.models.ddrnet import ddrnet23_slim
 from model_tools.training.checkpoint import fp16_state_dict, save_atomic
 from perception_core.errors import ModelFileError
-from perception_core.model_metadata import read_metadata
+from perception_core.model_metadata import graph_sha256_of_file, read_metadata
 from perception_core.ontology import load_ontology
 
 # Ops the NPU path allows. BatchNormalization stays only where DDRNet's pre-activation order
@@ -69,6 +69,7 @@ def test_export_graph_metadata_and_validation(weights: Path, tmp_path: Path, out
     meta = read_metadata(out)
     ontology = load_ontology()
     assert meta.task == "segmentation" and meta.seg_output == output
+    assert meta.content_sha256 == graph_sha256_of_file(out)  # hashed after the shape folding rewrote the graph
     assert meta.class_names == ontology.names
     assert [tuple(c) for c in meta.class_colors] == [tuple(c) for c in ontology.colors]
     assert meta.ontology_version == ontology.version

@@ -5,10 +5,18 @@ these keys in ONNX ``metadata_props``. Values are strings; structured values
 are JSON. Exporters build a :class:`ModelMetadata` and write ``to_props()``;
 consumers (runtime loader, nodes, eval) read ``from_props()``. No onnx/torch
 import here: ONNX Runtime exposes the same dict as ``custom_metadata_map``.
+
+Content hash: ``content_sha256`` is the SHA-256 of the serialized ONNX
+``GraphProto`` (every node, attribute and weight byte, and a context binary's
+payload). ``metadata_props`` lie outside the graph, so the metadata can carry
+the hash of the graph it describes, and editing the metadata keeps it valid.
+Writers set it with :func:`set_model_metadata`; the runtime loader checks it
+against the graph's bytes in the file (:func:`graph_sha256_of_file`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass, field
@@ -57,6 +65,8 @@ class ModelMetadata:
     seg_output: str = ""  # "logits" [1,C,h,w] | "class_id" [1,1,h,w] float ids
     # Free-form provenance (checkpoint path, training config hash, ...).
     extra: dict[str, Any] = field(default_factory=dict)
+    # SHA-256 (hex) of the serialized GraphProto, set by set_model_metadata; "" = written without one.
+    content_sha256: str = ""
 
     @property
     def input_hw(self) -> tuple[int, int]:
@@ -124,19 +134,108 @@ class ModelMetadata:
         return meta
 
 
-def read_metadata(path: str | os.PathLike[str]) -> ModelMetadata:
-    """The ``perception.*`` metadata of an ONNX file, read with the onnx package (weights not loaded).
+def load_onnx(path: str | os.PathLike[str]) -> Any:
+    """The ONNX ``ModelProto`` of ``path`` (external data not loaded).
 
     Raises:
-        ModelFileError: the file is missing, not ONNX, or carries no valid metadata.
+        ModelFileError: the file is missing, empty, or not a readable ONNX model (corrupt or truncated).
     """
     import onnx
 
     model_path = Path(path)
     if not model_path.is_file():
         raise ModelFileError(f"{model_path}: model file does not exist")
+    if model_path.stat().st_size == 0:
+        raise ModelFileError(f"{model_path}: model file is empty")
     try:
         model = onnx.load(str(model_path), load_external_data=False)
     except Exception as err:
-        raise ModelFileError(f"{model_path}: not a readable ONNX model: {err}") from err
-    return ModelMetadata.from_props({p.key: p.value for p in model.metadata_props}, str(model_path))
+        raise ModelFileError(f"{model_path}: not a readable ONNX model (corrupt or truncated?): {err}") from err
+    if not model.graph.node and not model.graph.output:
+        raise ModelFileError(f"{model_path}: not a readable ONNX model (empty graph; truncated file?)")
+    return model
+
+
+def read_metadata(path: str | os.PathLike[str]) -> ModelMetadata:
+    """The ``perception.*`` metadata of an ONNX file, read with the onnx package.
+
+    Raises:
+        ModelFileError: the file is missing, not ONNX, or carries no valid metadata.
+    """
+    model = load_onnx(path)
+    return ModelMetadata.from_props({p.key: p.value for p in model.metadata_props}, str(path))
+
+
+def set_model_metadata(model: Any, meta: ModelMetadata) -> None:
+    """Write ``meta`` into an ONNX ``ModelProto`` with the hash of its graph as it is now.
+
+    Call it after the last change to the graph. Replaces the ``perception.*``
+    props and keeps the others (e.g. ONNX Runtime's own keys).
+    """
+    meta.content_sha256 = hashlib.sha256(model.graph.SerializeToString()).hexdigest()
+    kept = [(p.key, p.value) for p in model.metadata_props if not p.key.startswith(PREFIX)]
+    del model.metadata_props[:]
+    for key, value in kept + list(meta.to_props().items()):
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+
+
+# ONNX ModelProto field number of `graph` (onnx.proto: `optional GraphProto graph = 7;`).
+_GRAPH_FIELD = 7
+
+
+def _varint(data: memoryview, at: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        if at >= len(data):
+            raise ValueError("varint runs past the end of the file")
+        byte = data[at]
+        at += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, at
+        shift += 7
+        if shift > 63:
+            raise ValueError("varint longer than 10 bytes")
+
+
+def graph_sha256_of_file(path: str | os.PathLike[str]) -> str:
+    """SHA-256 of the graph bytes exactly as stored in the file (top-level protobuf fields walked, nothing parsed).
+
+    Needs no onnx package. A protobuf writer stores the graph as the same
+    bytes ``model.graph.SerializeToString()`` gives, so this equals the hash
+    :func:`set_model_metadata` recorded unless the file changed since.
+
+    Raises:
+        ModelFileError: the file's top level is not valid protobuf (corrupt or truncated) or holds no graph.
+    """
+    model_path = Path(path)
+    data = memoryview(model_path.read_bytes())
+    digest = hashlib.sha256()
+    found = False
+    at = 0
+    try:
+        while at < len(data):
+            key, at = _varint(data, at)
+            number, wire = key >> 3, key & 7
+            if wire == 0:
+                _, at = _varint(data, at)
+            elif wire == 1:
+                at += 8
+            elif wire == 5:
+                at += 4
+            elif wire == 2:
+                size, at = _varint(data, at)
+                if number == _GRAPH_FIELD:
+                    digest.update(data[at:at + size])
+                    found = True
+                at += size
+            else:
+                raise ValueError(f"wire type {wire} at byte {at}")
+            if at > len(data):
+                raise ValueError("a field runs past the end of the file")
+    except ValueError as err:
+        raise ModelFileError(f"{model_path}: not a readable ONNX model (corrupt or truncated?): {err}") from err
+    if not found:
+        raise ModelFileError(f"{model_path}: not a readable ONNX model (no graph)")
+    return digest.hexdigest()

@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 
 from perception_core.errors import BackendError, ModelFileError
+from perception_core.model_metadata import graph_sha256_of_file
 from perception_core.runtime import loader
-from perception_core.runtime.loader import load_model
+from perception_core.runtime.loader import CONTENT_UNVERIFIED, CONTENT_VERIFIED, load_model
+from perception_core.testing.faults import flip_weight_byte
 from perception_core.testing.tiny_models import expected_mean_intensity, make_tiny_depth_model, make_tiny_seg_model
 
 
@@ -184,3 +186,44 @@ def test_run_with_a_wrong_input_raises_backend_error_naming_the_file(tmp_path: P
     model = load_model(make_tiny_seg_model(tmp_path / "s.onnx"), backend="cpu", num_threads=1)
     with pytest.raises(BackendError, match=r"s\.onnx: inference on backend 'cpu' failed"):
         model.run({"image": np.zeros((1, 3, 16, 16), np.float32)})
+
+
+@pytest.mark.reliability(case="model file with a flipped weight byte (runtime loader)",
+                         outcome="ModelFileError at load: content hash mismatch, naming the file")
+def test_flipped_weight_bytes_are_refused_at_load(tmp_path: Path) -> None:
+    good = make_tiny_seg_model(tmp_path / "seg.onnx")
+    assert load_model(good, backend="cpu").content_check == CONTENT_VERIFIED
+    bad = flip_weight_byte(good, tmp_path / "flipped.onnx")
+    # The damaged copy still parses and runs, which is why only the hash can tell.
+    import onnxruntime as ort
+
+    ort.InferenceSession(str(bad), providers=["CPUExecutionProvider"])
+    with pytest.raises(ModelFileError, match=r"flipped\.onnx: content hash mismatch"):
+        load_model(bad, backend="cpu")
+
+
+def test_the_hash_covers_the_graph_and_not_the_metadata(tmp_path: Path) -> None:
+    src = make_tiny_depth_model(tmp_path / "d.onnx", outputs="separate")
+    renamed = _rewrite_props(src, tmp_path / "renamed.onnx", model_name="renamed")
+    model = load_model(renamed, backend="cpu")
+    assert model.metadata.model_name == "renamed" and model.content_check == CONTENT_VERIFIED
+    assert graph_sha256_of_file(renamed) == graph_sha256_of_file(src) == model.metadata.content_sha256
+
+
+@pytest.mark.reliability(case="model file without a content hash in its metadata",
+                         outcome="loads with a logged warning; LoadedModel.content_check and the node's model_info "
+                                 "say it was not verified")
+def test_model_without_a_content_hash_loads_with_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    legacy = _rewrite_props(make_tiny_seg_model(tmp_path / "s.onnx"), tmp_path / "legacy.onnx", content_sha256=None)
+    with caplog.at_level("WARNING", logger=loader.__name__):
+        model = load_model(legacy, backend="cpu")
+    assert model.content_check == CONTENT_UNVERIFIED and model.metadata.content_sha256 == ""
+    assert any("legacy.onnx: model integrity not verified" in r.getMessage() for r in caplog.records)
+
+
+def test_the_graph_hash_reader_names_a_truncated_file(tmp_path: Path) -> None:
+    good = make_tiny_seg_model(tmp_path / "s.onnx").read_bytes()
+    for name, data in (("cut_graph.onnx", good[: len(good) // 2]), ("cut_tail.onnx", good[:-3])):
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(ModelFileError, match=rf"{name.replace('.', '[.]')}: not a readable ONNX model"):
+            graph_sha256_of_file(tmp_path / name)

@@ -67,7 +67,8 @@ class InferenceNodeBase(Node):
     def model_info_json(self) -> str:
         info = asdict(self.model.metadata)
         info.update(model_path=str(self.model.path), backend_requested=self.model.backend_requested,
-                    backend_used=self.model.backend_used, backend_reason=self.model.backend_reason)
+                    backend_used=self.model.backend_used, backend_reason=self.model.backend_reason,
+                    content_check=self.model.content_check)
         return json.dumps(info, sort_keys=True)
 
     def process(self, msg: Image) -> tuple[float, float, float]:

@@ -30,7 +30,7 @@ from model_tools.bags.bagio import MOUNT_FIELDS, BagSummary, camera_mount_from_b
 from model_tools.bags.frames import DEFAULT_TOPICS, BagFrame, FrameTopics, gt_topics_in, iter_frames
 from model_tools.bags.report import SampleFrame, costmap_rgb, render_html, write_report
 from model_tools.bags.scoring import EvalScorer
-from model_tools.io_utils import atomic_write, write_json
+from model_tools.io_utils import atomic_write, check_output_folder, write_json
 from perception_core.errors import BagError, ConfigError, OutputExistsError
 from perception_core.resources import resolve_in_share
 
@@ -239,6 +239,8 @@ class EvalResult:
 
 
 def prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
+    """Check, before any work, that the evaluation can be written to ``out_dir``; then create it."""
+    check_output_folder(out_dir, "--out")
     if (out_dir / "metrics.json").exists() and not overwrite:
         raise OutputExistsError(f"{out_dir} already holds an evaluation (metrics.json); pass --overwrite to replace it")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -407,6 +409,8 @@ def evaluate_bag(
         "seg_model": str(seg_model),
         "backend": backend,
         "backend_used": stack.backend_used,
+        "model_content_check": {"depth_model": stack.depth_model.content_check,
+                                "seg_model": stack.seg_model.content_check},
         "frames_in_bag": frames_in_bag,
         "frames_evaluated": frame_pass.evaluated,
         "frames_without_gt": frame_pass.frames_without_gt,

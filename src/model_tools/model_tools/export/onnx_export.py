@@ -2,7 +2,7 @@
 
 Static shapes, batch 1, one input, named outputs, and the
 :class:`~perception_core.model_metadata.ModelMetadata` written into
-``metadata_props``. The file appears atomically (temp + rename).
+``metadata_props`` with the hash of the graph. The file appears atomically (temp + rename).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from torch import nn
 
 from model_tools.io_utils import atomic_write
 from perception_core.errors import ConfigError, ModelFileError
-from perception_core.model_metadata import ModelMetadata
+from perception_core.model_metadata import ModelMetadata, set_model_metadata
 
 SUPPORTED_OPSETS = range(11, 22)
 
@@ -58,11 +58,9 @@ def export_onnx(
         if graph_outputs != list(metadata.output_names):
             raise ModelFileError(f"{out_path}: exported outputs {graph_outputs} != metadata output_names {metadata.output_names}")
         del model.metadata_props[:]
-        for key, value in metadata.to_props().items():
-            entry = model.metadata_props.add()
-            entry.key, entry.value = key, value
         model.producer_name = "model_tools"
         onnx.checker.check_model(model)
+        set_model_metadata(model, metadata)
         onnx.save(model, str(tmp))
     return Path(out_path)
 

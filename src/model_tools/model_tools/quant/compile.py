@@ -24,7 +24,7 @@ from typing import Any
 from model_tools.io_utils import write_json
 from model_tools.quant import graph
 from perception_core.errors import BackendError, ModelFileError, OutputExistsError
-from perception_core.model_metadata import PREFIX, ModelMetadata
+from perception_core.model_metadata import ModelMetadata, load_onnx, set_model_metadata
 from perception_core.runtime.qnn import DEFAULT_HTP_ARCH, DEFAULT_SOC_MODEL
 
 LOG = logging.getLogger(__name__)
@@ -153,9 +153,7 @@ def compile_context_binary(
     for existing in (target, summary_file):
         if existing.exists() and not overwrite:
             raise OutputExistsError(f"{existing} exists; refusing to overwrite it (pass --overwrite to replace it)")
-    if not source.is_file():
-        raise ModelFileError(f"{source}: model file does not exist")
-    qdq_model = onnx.load(str(source), load_external_data=False)
+    qdq_model = load_onnx(source)
     meta = ModelMetadata.from_props({p.key: p.value for p in qdq_model.metadata_props}, str(source))
     if meta.format == "qnn_context":
         raise ModelFileError(f"{source}: is already a QNN context binary")
@@ -189,11 +187,7 @@ def compile_context_binary(
             "soc_model": str(soc_model), "htp_arch": str(htp_arch), "source_model": source.name,
             "npu_partitions": placement.npu_partitions, "nodes_on_npu": placement.nodes_on_npu,
         }
-        kept = [(p.key, p.value) for p in ctx_model.metadata_props if not p.key.startswith(PREFIX)]
-        del ctx_model.metadata_props[:]
-        for key, value in kept + list(meta.to_props().items()):
-            entry = ctx_model.metadata_props.add()
-            entry.key, entry.value = key, value
+        set_model_metadata(ctx_model, meta)
         onnx.save(ctx_model, str(tmp))
         htp_run_ms = _check_run(tmp, meta) if check_run else None
         if target.exists() and not overwrite:

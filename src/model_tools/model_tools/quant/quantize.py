@@ -29,7 +29,7 @@ from typing import Any
 from model_tools.io_utils import atomic_write
 from model_tools.quant import graph
 from perception_core.errors import ConfigError, DataError, ModelFileError, OutputExistsError
-from perception_core.model_metadata import ModelMetadata, read_metadata
+from perception_core.model_metadata import ModelMetadata, read_metadata, set_model_metadata
 
 LOG = logging.getLogger(__name__)
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
@@ -111,9 +111,9 @@ def prepare_model(fp32_path: str | os.PathLike[str], work_dir: str | os.PathLike
     except Exception as err:
         raise ModelFileError(f"{source}: ONNX Runtime quantization pre-processing failed: {err}") from err
     model = onnx.load(str(pre_path))
-    named = graph.name_unnamed_nodes(model)
-    if named:
-        onnx.save(model, str(pre_path))
+    graph.name_unnamed_nodes(model)
+    set_model_metadata(model, meta)  # pre-processing changed the graph, so its hash changes too
+    onnx.save(model, str(pre_path))
     return PreparedModel(path=pre_path, source=source, metadata=meta, model=model)
 
 
@@ -230,7 +230,7 @@ def quantize_prepared(
         }
         if nodes_to_quantize is not None:
             meta.extra["quantization"]["only_nodes"] = list(nodes_to_quantize)
-        _set_metadata(model, meta)
+        set_model_metadata(model, meta)
         with atomic_write(target, overwrite=overwrite) as tmp_out:
             onnx.save(model, str(tmp_out))
     return QuantizeResult(
@@ -241,17 +241,6 @@ def quantize_prepared(
         calibration_source=calibration_source,
         seconds=time.perf_counter() - started,
     )
-
-
-def _set_metadata(model: Any, meta: ModelMetadata) -> None:
-    """Replace the model's ``perception.*`` props with ``meta`` (other props are kept)."""
-    from perception_core.model_metadata import PREFIX
-
-    kept = [(p.key, p.value) for p in model.metadata_props if not p.key.startswith(PREFIX)]
-    del model.metadata_props[:]
-    for key, value in kept + list(meta.to_props().items()):
-        entry = model.metadata_props.add()
-        entry.key, entry.value = key, value
 
 
 def quantize_model(

@@ -17,6 +17,12 @@ Backends:
   When auto picks ``npu`` for a plain ONNX file and HTP refuses it, auto falls
   back to ``cpu`` with a warning (``npu`` never does). The choice and its reason
   are logged and kept in ``LoadedModel.backend_reason``.
+
+Integrity: the graph's bytes in the file are hashed and compared with the
+metadata's ``content_sha256`` (see perception_core.model_metadata); a
+mismatch (flipped weight bytes, a damaged copy) is a ModelFileError. A model
+written without a hash loads with a warning, and ``LoadedModel.content_check``
+says it was not verified.
 """
 
 from __future__ import annotations
@@ -32,13 +38,17 @@ from typing import Any
 import numpy as np
 
 from perception_core.errors import BackendError, ModelFileError
-from perception_core.model_metadata import ModelMetadata
+from perception_core.model_metadata import ModelMetadata, graph_sha256_of_file, load_onnx
 
 LOG = logging.getLogger(__name__)
 BACKENDS = ("auto", "npu", "cpu")
 EP_CONTEXT_OP = "EPContext"
 # Lets a host that is not aarch64 (or a test) steer `auto` without code changes.
 AUTO_ENV = "MODEL_TOOLS_AUTO_BACKEND"
+CONTENT_VERIFIED = "verified: the graph's SHA-256 matches the metadata's content_sha256"
+CONTENT_UNVERIFIED = "not verified: the metadata carries no content_sha256 (written by an older or another tool)"
+CONTENT_FOREIGN_CONTEXT = ("not verified: a QNN context binary generated outside `model-tools compile`; its metadata "
+                           "(content_sha256 included) was copied from the source model")
 
 
 @dataclass
@@ -52,6 +62,7 @@ class LoadedModel:
     backend_reason: str
     session: Any = field(repr=False)
     load_ms: float = 0.0
+    content_check: str = CONTENT_UNVERIFIED  # CONTENT_VERIFIED or CONTENT_UNVERIFIED
 
     @property
     def input_name(self) -> str:
@@ -100,18 +111,39 @@ def is_context_binary(path: str | os.PathLike[str]) -> bool:
 
 
 def _read_graph_facts(path: Path) -> dict[str, Any]:
-    """Parse the file's protobuf (weights skipped) to spot EPContext nodes and corruption early."""
+    """Parse the file's protobuf to spot EPContext nodes and corruption early."""
     try:
-        import onnx
+        import onnx  # noqa: F401 - only to learn whether load_onnx can run
     except ImportError:  # the vehicle may run ORT without the onnx package: rely on metadata then
         return {"context_binary": None}
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as err:
-        raise ModelFileError(f"{path}: not a readable ONNX model (corrupt or truncated?): {err}") from err
-    if not model.graph.node and not model.graph.output:
-        raise ModelFileError(f"{path}: not a readable ONNX model (empty graph; truncated file?)")
+    model = load_onnx(path)
     return {"context_binary": any(n.op_type == EP_CONTEXT_OP for n in model.graph.node)}
+
+
+def verify_content(path: Path, meta: ModelMetadata, context_binary: bool) -> str:
+    """Compare the graph's bytes in the file with the metadata's hash; returns the verdict for LoadedModel.
+
+    ONNX Runtime's context generation copies the source model's metadata into
+    the context model unchanged; such a file (a context binary whose metadata
+    format is not ``qnn_context``) has no hash of its own and is not verified.
+
+    Raises:
+        ModelFileError: the hashes differ (weights or nodes changed after the file was written).
+    """
+    if context_binary and meta.format != "qnn_context":
+        LOG.warning("%s: model integrity %s", path, CONTENT_FOREIGN_CONTEXT)
+        return CONTENT_FOREIGN_CONTEXT
+    if not meta.content_sha256:
+        LOG.warning("%s: model integrity %s", path, CONTENT_UNVERIFIED)
+        return CONTENT_UNVERIFIED
+    actual = graph_sha256_of_file(path)
+    if actual != meta.content_sha256:
+        raise ModelFileError(
+            f"{path}: content hash mismatch: the graph's SHA-256 is {actual[:16]}..., the metadata says "
+            f"{meta.content_sha256[:16]}...; weights or nodes changed after the file was written (damaged copy?). "
+            "Copy or export the model again"
+        )
+    return CONTENT_VERIFIED
 
 
 def choose_auto_backend(context_binary: bool) -> tuple[str, str]:
@@ -220,8 +252,9 @@ def load_model(
         num_threads: ORT intra-op threads (0 = ONNX Runtime's default).
 
     Raises:
-        ModelFileError: missing, corrupt or truncated file; metadata missing or
-            inconsistent with the graph or with ``expected_task``.
+        ModelFileError: missing, corrupt or truncated file; graph bytes that do not
+            match the metadata's content hash; metadata missing or inconsistent
+            with the graph or with ``expected_task``.
         BackendError: the backend cannot run the model (file and reason named).
     """
     model_path = Path(path)
@@ -257,6 +290,7 @@ def load_model(
         context_binary = meta.format == "qnn_context"
         if context_binary and chosen == "cpu":
             raise BackendError(f"{model_path}: is a QNN context binary; it runs only on backend 'npu', not 'cpu'")
+    content_check = verify_content(model_path, meta, bool(context_binary))
     _validate(model_path, session, meta, expected_task)
     LOG.info("%s: %s model on backend %s (requested %s: %s), loaded in %.0f ms",
              model_path, meta.task, chosen, backend, reason, load_ms)
@@ -268,4 +302,5 @@ def load_model(
         backend_reason=reason,
         session=session,
         load_ms=load_ms,
+        content_check=content_check,
     )

@@ -34,7 +34,7 @@ import numpy as np
 
 from perception_core.depth_codec import integer_step
 from perception_core.errors import ConfigError
-from perception_core.model_metadata import ModelMetadata
+from perception_core.model_metadata import ModelMetadata, set_model_metadata
 
 OPSET = 17
 # IR 8 is what opset 17 shipped with; older ONNX Runtimes (the GPU box's 1.30) load it.
@@ -73,10 +73,9 @@ def _mean_conv(gain: float, offset: float) -> tuple[np.ndarray, np.ndarray]:
 
 def _save(model, path: str | os.PathLike[str], meta: ModelMetadata) -> Path:
     import onnx
-    from onnx import helper
 
-    helper.set_model_props(model, meta.to_props())
     onnx.checker.check_model(model, full_check=True)
+    set_model_metadata(model, meta)
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
