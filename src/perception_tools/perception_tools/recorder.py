@@ -6,7 +6,8 @@ definitions come from a rosbags typestore that also knows perception_msgs
 (registered from their .msg files), so the bag is self-describing and reads
 back anywhere. The bag is written under a temporary name beside the target
 and renamed into place on ``stop``, so a killed recording never leaves a
-bag that looks complete.
+bag that looks complete. MCAP chunks carry CRCs (``write_mcap_chunk_crcs``),
+so a reader detects later damage; SQLite storage has no per-page checksum.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from model_tools.bags.bagio import header_stamp_from_cdr, make_typestore, message_class
+from model_tools.bags.bagio import header_stamp_from_cdr, make_typestore, message_class, write_mcap_chunk_crcs
 from model_tools.io_utils import check_output_folder
 from perception_core.errors import BagError, ConfigError, OutputExistsError
 
@@ -126,6 +127,8 @@ class BagRecorder:
                 writer.close()
             except Exception as err:  # rosbags writer failures: report with the bag's name
                 raise BagError(f"could not finish bag {self.out}: {type(err).__name__}: {err}") from err
+            if self.storage == "mcap":
+                write_mcap_chunk_crcs(self._stage / self.out.name)
             if self.out.exists():
                 if not self.overwrite:
                     raise OutputExistsError(f"{self.out} appeared while recording; the bag is left at {self._stage}")

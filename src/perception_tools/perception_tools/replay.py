@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -20,7 +21,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from model_tools.bags.bagio import BagSummary, RawMessage, iter_raw, message_class, require_topics, summarize_bag
+from model_tools.bags.bagio import (
+    BagSummary,
+    RawMessage,
+    ReadTally,
+    iter_raw,
+    message_class,
+    require_topics,
+    summarize_bag,
+)
 from perception_core.errors import BagError, ConfigError
 
 # Called after each publish with (topic, bag timestamp ns, wall-clock time.time_ns() of the publish, raw CDR bytes).
@@ -37,10 +46,17 @@ class ReplayStats:
     max_lateness_ms: float = 0.0
     wall_s: float = 0.0
     stopped_early: bool = False
+    read_error: str | None = None  # the bag broke while playing: what was not published, and why
+    unread: dict[str, int] = field(default_factory=dict)  # topic -> messages of the bag that could not be read
 
     @property
     def total_published(self) -> int:
         return sum(self.published.values())
+
+    @property
+    def partial(self) -> bool:
+        """The replay did not publish every message of the bag (it is damaged)."""
+        return self.read_error is not None
 
 
 class BagReplayer:
@@ -124,7 +140,12 @@ class BagReplayer:
         return False
 
     def play(self, max_loops: int | None = None) -> ReplayStats:
-        """Publish the bag (looping if asked, at most ``max_loops`` passes); return the stats."""
+        """Publish the bag (looping if asked, at most ``max_loops`` passes); return the stats.
+
+        A bag that cannot be read to its end ends the replay after what could
+        be read: ``stats.read_error`` says why and ``stats.unread`` counts the
+        messages per topic that were not published.
+        """
         started = time.monotonic()
         if self._stop.wait(self.start_delay_s):
             self.stats.stopped_early = True
@@ -134,23 +155,29 @@ class BagReplayer:
         while not self._stop.is_set():
             first_ns: int | None = None
             last_ns = 0
-            for message in self._ordered(iter_raw(self.bag, topics=self.topics)):
-                if first_ns is None:
-                    first_ns = message.timestamp_ns
-                last_ns = message.timestamp_ns
-                due = loop_start + (message.timestamp_ns - first_ns) / 1e9 / self.rate
-                delay = due - time.monotonic()
-                if delay > 0 and self._stop.wait(delay):
-                    break
-                if self._stop.is_set():
-                    break
-                lateness_ms = max(0.0, -delay) * 1000.0
-                self.stats.max_lateness_ms = max(self.stats.max_lateness_ms, lateness_ms)
-                self._publishers[message.topic].publish(message.data)
-                published_at = time.time_ns()
-                self.stats.published[message.topic] += 1
-                if self.on_publish is not None:
-                    self.on_publish(message.topic, message.timestamp_ns, published_at, message.data)
+            tally = ReadTally()
+            try:
+                for message in self._ordered(iter_raw(self.bag, topics=self.topics, tally=tally)):
+                    if first_ns is None:
+                        first_ns = message.timestamp_ns
+                    last_ns = message.timestamp_ns
+                    due = loop_start + (message.timestamp_ns - first_ns) / 1e9 / self.rate
+                    delay = due - time.monotonic()
+                    if delay > 0 and self._stop.wait(delay):
+                        break
+                    if self._stop.is_set():
+                        break
+                    lateness_ms = max(0.0, -delay) * 1000.0
+                    self.stats.max_lateness_ms = max(self.stats.max_lateness_ms, lateness_ms)
+                    self._publishers[message.topic].publish(message.data)
+                    published_at = time.time_ns()
+                    self.stats.published[message.topic] += 1
+                    if self.on_publish is not None:
+                        self.on_publish(message.topic, message.timestamp_ns, published_at, message.data)
+            except BagError as err:
+                self.stats.read_error = str(err)
+                self.stats.unread = tally.unread()
+                break
             if self._stop.is_set():
                 self.stats.stopped_early = True
                 break
@@ -262,6 +289,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"published {stats.total_published} messages in {stats.wall_s:.2f} s "
               f"({stats.loops_completed} full pass(es), max lateness {stats.max_lateness_ms:.1f} ms)"
               + (" - stopped early" if stats.stopped_early else ""))
+        if stats.partial:
+            print(f"perception-tools replay: error: partial replay, {stats.read_error}", file=sys.stderr)
+            return 1
         return 0
     finally:
         if node is not None:

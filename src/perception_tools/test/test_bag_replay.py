@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 
 from model_tools.bags import bagio
+from model_tools.testing import bag_faults
 from perception_core.errors import BagError, OutputExistsError
 from perception_core.geometry import stamp_ns
+from perception_core.testing.cli import one_line_error, run_command
 
 # Recorded offsets (ms) of the image messages: uneven gaps so a replay that ignored timing would show.
 OFFSETS_MS = [0, 100, 350, 400, 700, 750, 1000]
@@ -263,6 +265,12 @@ def test_recorder_round_trip_writes_self_describing_bag(tmp_path: Path, ros) -> 
     assert [im.header.stamp.sec for im in images] == [100, 101, 102, 103, 104]
     for index, im in enumerate(images):
         np.testing.assert_array_equal(np.frombuffer(im.data.tobytes(), np.float32).reshape(2, 3), depth + index)
+    # The recorded bag carries chunk CRCs: one flipped bit in a depth image is found, not read back as data.
+    damaged = tmp_path / "damaged"
+    shutil.copytree(out, damaged)
+    bag_faults.flip_message_bit(damaged, "/perception/depth/image", 2)
+    with pytest.raises(BagError, match=r"damaged.*Chunk checksum mismatch.*messages could not be read"):
+        list(bagio.iter_raw(damaged))
 
 
 def test_recorder_refuses_existing_output(tmp_path: Path, ros) -> None:
@@ -295,3 +303,31 @@ def test_replay_thread_can_be_stopped(tmp_path: Path, ros) -> None:
     assert replayer.join(5.0)
     assert replayer.stats.stopped_early
     assert replayer.stats.published["/notes"] < len(OFFSETS_MS)
+
+
+def _bag_missing_two_images(tmp_path: Path) -> Path:
+    """A timed bag (no chunk CRCs, as rosbags writes it) whose 2nd and 5th image records are zeroed."""
+    bag = write_timed_bag(tmp_path / "damaged")
+    bag_faults.zero_record_opcodes(bag, "/camera/image_raw", 1, 4)
+    return bag
+
+
+def test_replayer_reports_messages_it_could_not_read(tmp_path: Path, ros) -> None:
+    from perception_tools.replay import BagReplayer
+
+    node = ros.create_node("replay_damaged")
+    stats = BagReplayer(node, _bag_missing_two_images(tmp_path), rate=20.0, topics=["/camera/image_raw"]).play()
+    assert stats.partial and stats.published["/camera/image_raw"] == len(OFFSETS_MS) - 2
+    assert stats.unread == {"/camera/image_raw": 2}
+    assert "2 of 7 messages could not be read (/camera/image_raw 2 of 7)" in str(stats.read_error)
+
+
+@pytest.mark.reliability(case="perception-tools replay of a bag whose storage skips 2 damaged message records",
+                         outcome="publishes what it can read, then exit 1 with one error line: partial replay, "
+                                 "'2 of 14 messages could not be read' per topic")
+def test_replay_cli_on_a_damaged_bag_says_partial(tmp_path: Path) -> None:
+    bag = _bag_missing_two_images(tmp_path)
+    result = run_command("perception_tools.cli", "replay", bag, "--rate", "20", cwd=tmp_path)
+    line = one_line_error(result, bag)
+    assert "partial replay" in line and "2 of 14 messages could not be read (/camera/image_raw 2 of 7)" in line
+    assert "published 12 messages" in result.stdout

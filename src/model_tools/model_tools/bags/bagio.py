@@ -1,9 +1,15 @@
-"""Open, validate and read rosbag2 files; one typestore that knows perception_msgs.
+"""Open, validate, read and seal rosbag2 files; one typestore that knows perception_msgs.
 
 Every rosbags failure (missing file, bad metadata, truncated or corrupt
 storage) is translated here into a ``BagError`` naming the bag, so replay,
 recorder and eval-bag report the same clear one-line errors. No ROS import:
 the rclpy message classes are looked up lazily by ``message_class``.
+
+Integrity: ``iter_raw`` counts the messages it reads per topic against the
+bag's own index and raises a ``BagError`` with the count of those it could not
+read, so a damaged region is never skipped without a word. Bags the project
+writes get chunk CRCs (``write_mcap_chunk_crcs``), so a reader detects a
+flipped bit instead of returning wrong bytes.
 """
 
 from __future__ import annotations
@@ -11,11 +17,13 @@ from __future__ import annotations
 import functools
 import importlib
 import os
+import struct
+import zlib
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from perception_core.errors import BagError, ConfigError
 from perception_core.geometry import OPTICAL_TO_BODY, rpy_from_rotation, transform_matrix
@@ -63,8 +71,28 @@ class RawMessage:
     data: bytes
 
 
-def _translate(path: Path, err: BaseException, doing: str) -> BagError:
-    return BagError(f"bag {path}: {doing} failed, the bag is truncated, corrupt or not a rosbag2 ({type(err).__name__}: {err})")
+@dataclass
+class ReadTally:
+    """Messages one reading pass got per topic, against what the bag's index says it holds (filled by iter_raw)."""
+
+    expected: dict[str, int] = field(default_factory=dict)
+    read: dict[str, int] = field(default_factory=dict)
+
+    def unread(self) -> dict[str, int]:
+        """Topic -> messages the index lists that were not read."""
+        return {t: n - self.read.get(t, 0) for t, n in self.expected.items() if n > self.read.get(t, 0)}
+
+    def describe(self) -> str:
+        """E.g. ``2 of 40 messages could not be read (/camera/image_raw 1 of 10, /ground_truth/depth 1 of 10)``."""
+        unread = self.unread()
+        per_topic = ", ".join(f"{t} {n} of {self.expected[t]}" for t, n in sorted(unread.items()))
+        return (f"{sum(unread.values())} of {sum(self.expected.values())} messages could not be read"
+                + (f" ({per_topic})" if per_topic else ""))
+
+
+def _translate(path: Path, err: BaseException, doing: str, lost: str = "") -> BagError:
+    return BagError(f"bag {path}: {doing} failed, the bag is truncated, corrupt or not a rosbag2 "
+                    f"({type(err).__name__}: {err}){lost}")
 
 
 @contextmanager
@@ -128,11 +156,20 @@ def iter_raw(
     topics: Iterable[str] | None = None,
     start_ns: int | None = None,
     stop_ns: int | None = None,
+    tally: ReadTally | None = None,
 ) -> Iterator[RawMessage]:
     """Yield the bag's messages in timestamp order, optionally only some topics.
 
+    Reading stops at the first part of the storage that cannot be read (a
+    chunk whose CRC or structure is wrong). A full pass (no ``start_ns`` /
+    ``stop_ns``) that read fewer messages than the bag's index lists raises
+    too: a damaged region that the storage reader skipped silently is
+    reported, with the count per topic. ``tally`` (optional) receives the
+    counts, for callers that report them.
+
     Raises:
-        BagError: a requested topic is absent, or the bag ends early/corrupt while reading.
+        BagError: a requested topic is absent, the bag is corrupt while reading,
+            or messages the index lists could not be read (counts in the message).
     """
     bag_path = Path(path)
     wanted = None if topics is None else list(topics)
@@ -144,17 +181,90 @@ def iter_raw(
             connections = [c for c in reader.connections if c.topic in wanted]
         else:
             connections = list(reader.connections)
+        tally = tally if tally is not None else ReadTally()
+        full_pass = start_ns is None and stop_ns is None
+        names = {c.topic for c in connections}
+        tally.expected = {t: int(reader.topics[t].msgcount) for t in sorted(names)} if full_pass else {}
+        tally.read = dict.fromkeys(sorted(names), 0)
         index = 0
         try:
             for connection, timestamp, data in reader.messages(connections=connections, start=start_ns, stop=stop_ns):
                 index += 1
+                tally.read[connection.topic] += 1
                 yield RawMessage(connection.topic, connection.msgtype, int(timestamp), bytes(data))
         except BagError:
             raise
         except GeneratorExit:
             raise
         except Exception as err:  # see open_bag
-            raise _translate(bag_path, err, f"reading message {index + 1}") from err
+            lost = f"; {tally.describe()}" if tally.expected else ""
+            raise _translate(bag_path, err, f"reading message {index + 1}", lost) from err
+        if tally.unread():
+            raise BagError(f"bag {bag_path}: {tally.describe()}: the storage skipped a damaged region without an "
+                           "error (the bag is corrupt)")
+
+
+# MCAP (https://mcap.dev/spec): magic, then records of opcode (u8) + content length (u64 LE) + content.
+MCAP_MAGIC = b"\x89MCAP0\r\n"
+MCAP_CHUNK = 0x06
+MCAP_DATA_END = 0x0F
+_RECORD_HEAD = struct.Struct("<BQ")
+# Chunk content: message_start_time u64, message_end_time u64, uncompressed_size u64, uncompressed_crc u32, ...
+CHUNK_CRC_OFFSET = 24
+
+
+def mcap_records(f: BinaryIO) -> Iterator[tuple[int, int, int]]:
+    """(opcode, content offset, content length) of each record of an open .mcap file's data section.
+
+    Leaves ``f`` positioned at each record's content while the caller handles it.
+
+    Raises:
+        BagError: the file does not start with the MCAP magic, or a record header is cut short.
+    """
+    f.seek(0)
+    if f.read(len(MCAP_MAGIC)) != MCAP_MAGIC:
+        raise BagError(f"{getattr(f, 'name', 'file')}: not an MCAP file (bad magic)")
+    while head := f.read(_RECORD_HEAD.size):
+        if len(head) < _RECORD_HEAD.size:
+            raise BagError(f"{getattr(f, 'name', 'file')}: record header cut short at byte {f.tell() - len(head)}")
+        opcode, length = _RECORD_HEAD.unpack(head)
+        start = f.tell()
+        if opcode == MCAP_DATA_END:
+            return
+        yield opcode, start, length
+        f.seek(start + length)
+
+
+def write_mcap_chunk_crcs(bag: str | os.PathLike[str]) -> int:
+    """Fill in the CRC-32 of every uncompressed chunk of the bag's .mcap files; returns how many were set.
+
+    rosbags' MCAP writer leaves each chunk's ``uncompressed_crc`` at 0 (the
+    spec's "not computed"), so a reader cannot tell a flipped bit from data.
+    Readers that check it (rosbags, ros2 bag, the mcap tools) then refuse a
+    damaged chunk. Call it on a closed bag, before it is moved into place.
+
+    Raises:
+        BagError: a .mcap file does not follow the MCAP record layout, or has compressed chunks.
+    """
+    bag_path = Path(bag)
+    files = [bag_path] if bag_path.suffix == ".mcap" else sorted(bag_path.glob("*.mcap"))
+    written = 0
+    for mcap in files:
+        with mcap.open("r+b") as f:
+            for opcode, start, length in mcap_records(f):
+                if opcode != MCAP_CHUNK:
+                    continue
+                content = f.read(length)
+                name_length = struct.unpack_from("<I", content, CHUNK_CRC_OFFSET + 4)[0]
+                compression = content[CHUNK_CRC_OFFSET + 8:CHUNK_CRC_OFFSET + 8 + name_length]
+                if compression:
+                    raise BagError(f"{mcap}: chunk at byte {start} is {compression.decode()}-compressed; only "
+                                   "uncompressed chunks get CRCs here")
+                records_at = CHUNK_CRC_OFFSET + 8 + name_length + 8
+                f.seek(start + CHUNK_CRC_OFFSET)
+                f.write(struct.pack("<I", zlib.crc32(content[records_at:])))
+                written += 1
+    return written
 
 
 def perception_msg_files() -> list[Path]:

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from model_tools.bags.bagio import MOUNT_FIELDS, BagSummary, camera_mount_from_bag, summarize_bag
+from model_tools.bags.bagio import MOUNT_FIELDS, BagSummary, ReadTally, camera_mount_from_bag, summarize_bag
 from model_tools.bags.frames import DEFAULT_TOPICS, BagFrame, FrameTopics, gt_topics_in, iter_frames
 from model_tools.bags.report import SampleFrame, costmap_rgb, render_html, write_report
 from model_tools.bags.scoring import EvalScorer
@@ -311,6 +311,7 @@ class FramePass:
     samples: list[SampleFrame] = field(default_factory=list)
     predictions: dict[int, FramePrediction] = field(default_factory=dict)
     bag_error: str | None = None  # why reading stopped before the end (the bag broke)
+    unread_messages: dict[str, int] = field(default_factory=dict)  # per topic, when the bag broke
 
 
 def run_frames(
@@ -330,9 +331,10 @@ def run_frames(
     from tqdm import tqdm
 
     result = FramePass()
+    tally = ReadTally()
     bar = tqdm(total=wanted, desc="eval-bag", unit="frame", disable=not progress)
     try:
-        for frame in iter_frames(bag, summary, topics):
+        for frame in iter_frames(bag, summary, topics, tally=tally):
             if max_frames > 0 and result.evaluated >= max_frames:
                 break
             prediction, gt_category = score_frame(stack, scorer, frame)
@@ -348,6 +350,7 @@ def run_frames(
             bar.update(1)
     except BagError as err:
         result.bag_error = str(err)
+        result.unread_messages = tally.unread()
     finally:
         bar.close()
     return result
@@ -414,6 +417,7 @@ def evaluate_bag(
         "frames_in_bag": frames_in_bag,
         "frames_evaluated": frame_pass.evaluated,
         "frames_without_gt": frame_pass.frames_without_gt,
+        "unread_messages": frame_pass.unread_messages,
         "max_frames": max_frames or None,
         "costmap_setup": sources,
         "notes": notes,

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from model_tools.bags.bagio import BagSummary, deserialize, iter_raw, make_typestore, require_topics
+from model_tools.bags.bagio import BagSummary, ReadTally, deserialize, iter_raw, make_typestore, require_topics
 from perception_core.errors import BagError, ImageEncodingError
 from perception_core.geometry import stamp_ns
 
@@ -69,11 +69,17 @@ def iter_frames(
     summary: BagSummary,
     topics: FrameTopics = DEFAULT_TOPICS,
     require_gt: bool = False,
+    tally: ReadTally | None = None,
 ) -> Iterator[BagFrame]:
     """Yield frames in stamp order. A frame needs an image and a camera_info; GT is attached when present.
 
+    When the bag turns out damaged, the frames already assembled from what
+    was read are yielded before the error. ``tally`` receives the per-topic
+    message counts (see bagio.iter_raw).
+
     Raises:
-        BagError: the bag lacks the camera topics (or GT topics with ``require_gt``), or is corrupt.
+        BagError: the bag lacks the camera topics (or GT topics with ``require_gt``), is corrupt, or
+            messages its index lists could not be read.
     """
     require_topics(summary, [topics.image, topics.camera_info], purpose="as camera input")
     gt_topics = gt_topics_in(summary, topics)
@@ -106,27 +112,33 @@ def iter_frames(
         index += 1
         return frame
 
-    for raw in iter_raw(bag, topics=[topics.image, topics.camera_info, *gt_topics]):
-        msg = deserialize(raw, typestore)
-        stamp = stamp_ns(msg.header)
-        if raw.topic == topics.camera_info:
-            if not (msg.k[0] > 0 and msg.k[4] > 0 and msg.width > 0 and msg.height > 0):
-                raise BagError(f"bag {summary.path}: {topics.camera_info} at stamp {stamp} has no intrinsics "
-                               "(K or width/height zero)")
-            latest_info = msg
-        parts = pending.setdefault(stamp, {})
-        parts[raw.topic] = msg
-        if topics.image in parts and (latest_info is not None) and all(t in parts for t in gt_topics):
-            # Stamps older than a complete frame can no longer complete: emit those with an image.
-            for old in [s for s in pending if s < stamp]:
-                old_parts = pending.pop(old)
+    broken: BagError | None = None
+    try:
+        for raw in iter_raw(bag, topics=[topics.image, topics.camera_info, *gt_topics], tally=tally):
+            msg = deserialize(raw, typestore)
+            stamp = stamp_ns(msg.header)
+            if raw.topic == topics.camera_info:
+                if not (msg.k[0] > 0 and msg.k[4] > 0 and msg.width > 0 and msg.height > 0):
+                    raise BagError(f"bag {summary.path}: {topics.camera_info} at stamp {stamp} has no intrinsics "
+                                   "(K or width/height zero)")
+                latest_info = msg
+            parts = pending.setdefault(stamp, {})
+            parts[raw.topic] = msg
+            if topics.image in parts and (latest_info is not None) and all(t in parts for t in gt_topics):
+                # Stamps older than a complete frame can no longer complete: emit those with an image.
+                for old in [s for s in pending if s < stamp]:
+                    old_parts = pending.pop(old)
+                    if topics.image in old_parts and latest_info is not None:
+                        yield build(old, old_parts)
+                yield build(stamp, pending.pop(stamp))
+            while len(pending) > PENDING_LIMIT:
+                old, old_parts = pending.popitem(last=False)
                 if topics.image in old_parts and latest_info is not None:
                     yield build(old, old_parts)
-            yield build(stamp, pending.pop(stamp))
-        while len(pending) > PENDING_LIMIT:
-            old, old_parts = pending.popitem(last=False)
-            if topics.image in old_parts and latest_info is not None:
-                yield build(old, old_parts)
+    except BagError as err:  # keep what was read: the frames still pending are yielded first
+        broken = err
     for stamp, parts in pending.items():
         if topics.image in parts and latest_info is not None:
             yield build(stamp, parts)
+    if broken is not None:
+        raise broken

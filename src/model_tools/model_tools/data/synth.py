@@ -1008,14 +1008,16 @@ def write_drive_bag(
     /tf_static (base_link -> camera optical frame, transient-local). Frame i
     is stamped BAG_START_NS + i/fps. The camera mount is also stored in the
     bag's metadata.yaml custom_data (key ``camera_mount``, YAML) for tools
-    without tf2. Written into a hidden folder beside the target and renamed
-    into place on success. rosbags is imported here only.
+    without tf2. Chunks carry CRCs (bagio.write_mcap_chunk_crcs). Written into a
+    hidden folder beside the target and renamed into place on success. rosbags
+    is imported here only.
     """
     import shutil
     from pathlib import Path
 
     import yaml
 
+    from model_tools.bags.bagio import write_mcap_chunk_crcs
     from perception_core.errors import BagError, OutputExistsError
 
     try:
@@ -1108,6 +1110,7 @@ def write_drive_bag(
                 ):
                     writer.write(conns[key], stamp, store.serialize_cdr(msg, BAG_TOPICS[key][1]))
                 bar.update(1)
+        write_mcap_chunk_crcs(work)
         if target.exists():
             shutil.rmtree(target)
         work.rename(target)
