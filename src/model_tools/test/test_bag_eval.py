@@ -221,3 +221,77 @@ def test_eval_bag_refuses_a_model_with_flipped_weight_bytes(drive_bag, models, t
     result = _eval_bag_cli(drive_bag, models[0], bad, tmp_path / "eval")
     assert "content hash mismatch" in one_line_error(result, bad)
     assert not (tmp_path / "eval" / "metrics.json").exists()
+
+
+def _k_for_twice_the_resolution(info) -> None:
+    info.k[[0, 2, 4, 5]] *= 2.0
+
+
+def _nan_fx(info) -> None:
+    info.k[0] = float("nan")
+
+
+def _negative_fy(info) -> None:
+    info.k[4] = -info.k[4]
+
+
+def _all_zero_k(info) -> None:
+    info.k[:] = 0.0
+
+
+def _square_size_for_a_4_by_3_image(info) -> None:
+    info.width = info.height = 64  # the images stay 64x48; K stays centred on the stated size
+    info.k[2] = info.k[5] = 31.5
+
+
+@pytest.mark.parametrize(("edit", "problem"), [
+    pytest.param(_k_for_twice_the_resolution, r"principal point \(64, 48\) is not in the middle half",
+                 id="K-for-2x-resolution", marks=pytest.mark.reliability(
+                     case="eval-bag: camera_info K for twice the image resolution (principal point at the edge)",
+                     outcome="frames not evaluated, listed in camera_info_rejected; partial with the named problem; "
+                             "exit 1")),
+    pytest.param(_nan_fx, r"K has non-finite values", id="nan-fx", marks=pytest.mark.reliability(
+        case="eval-bag: camera_info with non-finite fx",
+        outcome="frames not evaluated, listed in camera_info_rejected; partial with the named problem; exit 1")),
+    pytest.param(_negative_fy, r"focal lengths fx=\S+, fy=-\S+ must be > 0", id="negative-fy",
+                 marks=pytest.mark.reliability(
+                     case="eval-bag: camera_info with fy <= 0",
+                     outcome="frames not evaluated, listed in camera_info_rejected; partial with the named problem; "
+                             "exit 1")),
+    pytest.param(_all_zero_k, r"K is all zero", id="all-zero-K", marks=pytest.mark.reliability(
+        case="eval-bag: camera_info with an all-zero K",
+        outcome="frames not evaluated, listed in camera_info_rejected; partial with the named problem; exit 1")),
+    pytest.param(_square_size_for_a_4_by_3_image, r"the image is 64x48 but its camera_info states 64x64",
+                 id="aspect-mismatch", marks=pytest.mark.reliability(
+                     case="eval-bag: camera_info width/height with another aspect ratio than the image",
+                     outcome="frames not evaluated, listed in camera_info_rejected; partial with the named problem; "
+                             "exit 1")),
+])
+def test_eval_bag_flags_frames_whose_camera_info_cannot_describe_the_image(drive_bag, models, tmp_path, edit,
+                                                                           problem) -> None:
+    """Scoring such frames would compare a costmap with a reference built from the same wrong K, and agree."""
+    from model_tools.testing.bag_faults import rewrite_camera_info
+
+    bad = rewrite_camera_info(drive_bag, tmp_path / "bad_info", edit)
+    out = tmp_path / "eval"
+    line = one_line_error(_eval_bag_cli(bad, *models, out), "/camera/camera_info")
+    assert re.search(problem, line), line
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["partial"] is True and metrics["frames_evaluated"] == 0
+    assert metrics["costmap"] is None  # no score at all, rather than a plausible one
+    assert [r["stamp_ns"] for r in metrics["camera_info_rejected"]] == sorted(
+        r["stamp_ns"] for r in metrics["camera_info_rejected"])
+    assert len(metrics["camera_info_rejected"]) == 3 and all(re.search(problem, r["problem"])
+                                                            for r in metrics["camera_info_rejected"])
+
+
+def test_a_wrong_k_would_raise_the_costmap_score_if_it_were_scored(drive_bag, models, tmp_path, monkeypatch) -> None:
+    """The fault behind the flag: with the check switched off, K for twice the resolution scores higher."""
+    from model_tools.bags import eval_bag
+    from model_tools.testing.bag_faults import rewrite_camera_info
+
+    bad = rewrite_camera_info(drive_bag, tmp_path / "bad_info", _k_for_twice_the_resolution)
+    monkeypatch.setattr(eval_bag, "camera_info_problem", lambda *_: None)
+    good_score = evaluate_bag(drive_bag, *models, tmp_path / "good", progress=False).metrics["costmap"]
+    bad_score = evaluate_bag(bad, *models, tmp_path / "bad", progress=False).metrics["costmap"]
+    assert bad_score["agreement_observed"] > good_score["agreement_observed"]

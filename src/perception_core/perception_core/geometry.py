@@ -82,3 +82,40 @@ def camera_optical_pose(x: float, y: float, z: float, roll: float, pitch: float,
 def stamp_ns(header: Any) -> int:
     """Nanoseconds of a std_msgs/Header stamp (rclpy or rosbags object)."""
     return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
+
+
+def camera_info_problem(k: Any, info_hw: tuple[int, int], image_hw: tuple[int, int] | None = None) -> str | None:
+    """Why a camera_info cannot describe its image, or None when it can.
+
+    ``k`` is the 3x3 (or flat 9) K, ``info_hw`` the (height, width) the
+    camera_info states, ``image_hw`` the size of the image it goes with.
+    Checked in order: K finite, not all zero, an upper-triangular camera
+    matrix with K[2,2] = 1 and fx, fy > 0; the stated size positive; the
+    principal point strictly inside the middle half of the stated image (a K
+    meant for twice or half this resolution puts it at an edge or a quarter
+    mark);
+    and the stated size's aspect ratio within 2 % of the image's.
+    """
+    kk = np.asarray(k, dtype=np.float64).reshape(-1)
+    if kk.size != 9:
+        return f"K has {kk.size} values, not 9"
+    if not np.all(np.isfinite(kk)):
+        return f"K has non-finite values {kk.tolist()}"
+    if not np.any(kk):
+        return "K is all zero (an uncalibrated camera)"
+    fx, cx, fy, cy = kk[0], kk[2], kk[4], kk[5]
+    if kk[3] != 0 or kk[6] != 0 or kk[7] != 0 or kk[8] != 1:
+        return f"K {kk.tolist()} is not a camera matrix (zeros below the diagonal, K[2,2] = 1)"
+    if not (fx > 0 and fy > 0):
+        return f"focal lengths fx={fx:g}, fy={fy:g} must be > 0"
+    height, width = (int(v) for v in info_hw)
+    if height <= 0 or width <= 0:
+        return f"stated image size {width}x{height} must be positive"
+    if abs(cx - (width - 1) / 2) >= width / 4 or abs(cy - (height - 1) / 2) >= height / 4:
+        return (f"principal point ({cx:g}, {cy:g}) is not in the middle half of the {width}x{height} image the "
+                "camera_info states (K for another resolution?)")
+    if image_hw is not None:
+        image_h, image_w = (int(v) for v in image_hw)
+        if abs((image_w / image_h) / (width / height) - 1.0) > 0.02:
+            return f"the image is {image_w}x{image_h} but its camera_info states {width}x{height} (another aspect ratio)"
+    return None

@@ -18,6 +18,7 @@ import csv
 import io
 import logging
 import os
+import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ from model_tools.bags.report import SampleFrame, costmap_rgb, render_html, write
 from model_tools.bags.scoring import EvalScorer
 from model_tools.io_utils import atomic_write, check_output_folder, write_json
 from perception_core.errors import BagError, ConfigError, OutputExistsError
+from perception_core.geometry import camera_info_problem
 from perception_core.resources import resolve_in_share
 
 LOG = logging.getLogger(__name__)
@@ -312,6 +314,7 @@ class FramePass:
     predictions: dict[int, FramePrediction] = field(default_factory=dict)
     bag_error: str | None = None  # why reading stopped before the end (the bag broke)
     unread_messages: dict[str, int] = field(default_factory=dict)  # per topic, when the bag broke
+    camera_info_rejected: list[dict[str, Any]] = field(default_factory=list)  # {stamp_ns, problem} per skipped frame
 
 
 def run_frames(
@@ -327,7 +330,13 @@ def run_frames(
     keep_predictions: bool,
     progress: bool,
 ) -> FramePass:
-    """Score every assembled frame (at most ``max_frames`` when > 0); a bag that breaks ends the pass early."""
+    """Score every assembled frame (at most ``max_frames`` when > 0); a bag that breaks ends the pass early.
+
+    A frame whose camera_info cannot describe its image (geometry.camera_info_problem)
+    is not evaluated but listed in ``camera_info_rejected``: its costmap and the
+    reference built with the same wrong K would agree with each other and raise
+    the score.
+    """
     from tqdm import tqdm
 
     result = FramePass()
@@ -337,6 +346,10 @@ def run_frames(
         for frame in iter_frames(bag, summary, topics, tally=tally):
             if max_frames > 0 and result.evaluated >= max_frames:
                 break
+            problem = camera_info_problem(frame.k_matrix, frame.info_hw, frame.rgb.shape[:2])
+            if problem is not None:
+                result.camera_info_rejected.append({"stamp_ns": frame.stamp_ns, "problem": problem})
+                continue
             prediction, gt_category = score_frame(stack, scorer, frame)
             if frame.gt_depth is None and frame.gt_labels is None:
                 result.frames_without_gt += 1
@@ -356,10 +369,15 @@ def run_frames(
     return result
 
 
-def partial_reason(frame_pass: FramePass, wanted: int) -> str | None:
+def partial_reason(frame_pass: FramePass, wanted: int, camera_info_topic: str) -> str | None:
     """Why the evaluation covers less than asked for, or None when it is complete."""
     if frame_pass.bag_error is not None:
         return frame_pass.bag_error
+    if frame_pass.camera_info_rejected:
+        first = frame_pass.camera_info_rejected[0]
+        skipped = len(frame_pass.camera_info_rejected)
+        return (f"{skipped} of {skipped + frame_pass.evaluated} frames not evaluated: their {camera_info_topic} "
+                f"cannot describe the image (first at stamp {first['stamp_ns']}: {first['problem']})")
     if frame_pass.evaluated < wanted:
         return f"only {frame_pass.evaluated} of {wanted} camera frames could be assembled (image + camera_info + GT)"
     return None
@@ -402,7 +420,7 @@ def evaluate_bag(
     notes = list(notes or [])
     if not gt_topics_in(summary, topics):
         notes.append(f"the bag has no ground truth ({topics.gt_depth}, {topics.gt_labels}): only latency is reported")
-    reason = partial_reason(frame_pass, wanted)
+    reason = partial_reason(frame_pass, wanted, topics.camera_info)
     metrics = {
         "partial": reason is not None,
         "partial_reason": reason,
@@ -418,6 +436,7 @@ def evaluate_bag(
         "frames_evaluated": frame_pass.evaluated,
         "frames_without_gt": frame_pass.frames_without_gt,
         "unread_messages": frame_pass.unread_messages,
+        "camera_info_rejected": frame_pass.camera_info_rejected,
         "max_frames": max_frames or None,
         "costmap_setup": sources,
         "notes": notes,
@@ -484,4 +503,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"eval-bag: {headline(result.metrics)}")
     print(f"  report:  {result.out_dir / 'report.html'}")
     print(f"  metrics: {result.out_dir / 'metrics.json'}")
-    return 1 if result.partial else 0
+    if result.partial:
+        print(f"model-tools eval-bag: error: partial evaluation: {result.metrics['partial_reason']}", file=sys.stderr)
+        return 1
+    return 0

@@ -73,6 +73,9 @@ def iter_frames(
 ) -> Iterator[BagFrame]:
     """Yield frames in stamp order. A frame needs an image and a camera_info; GT is attached when present.
 
+    The camera_info is attached as stored (its own, else the latest before it);
+    judging it is the consumer's part (geometry.camera_info_problem).
+
     When the bag turns out damaged, the frames already assembled from what
     was read are yielded before the error. ``tally`` receives the per-topic
     message counts (see bagio.iter_raw).
@@ -118,9 +121,6 @@ def iter_frames(
             msg = deserialize(raw, typestore)
             stamp = stamp_ns(msg.header)
             if raw.topic == topics.camera_info:
-                if not (msg.k[0] > 0 and msg.k[4] > 0 and msg.width > 0 and msg.height > 0):
-                    raise BagError(f"bag {summary.path}: {topics.camera_info} at stamp {stamp} has no intrinsics "
-                                   "(K or width/height zero)")
                 latest_info = msg
             parts = pending.setdefault(stamp, {})
             parts[raw.topic] = msg

@@ -1,17 +1,22 @@
-"""Damage a real MCAP bag in place, as disks and copies do, to test what the readers make of it.
+"""Damage a real MCAP bag, as disks, copies and misconfigured drivers do, to test what the readers make of it.
 
-Each function finds a stored message by its bytes (read back with
-bagio.iter_raw) in the bag's .mcap file and changes the file there. The
+The in-place damages find a stored message by its bytes (read back with
+bagio.iter_raw) in the bag's .mcap file and change the file there. The
 message record layout is MCAP's: opcode 0x05 (1 byte), record length (8),
 channel id (2), sequence (4), log time (8), publish time (8), then the data.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from model_tools.bags import bagio
 
+CAMERA_INFO = "sensor_msgs/msg/CameraInfo"
 MESSAGE_OPCODE = 0x05
 MESSAGE_HEAD = 1 + 8 + 2 + 4 + 8 + 8
 
@@ -59,3 +64,27 @@ def flip_message_bit(bag: Path, topic: str, index: int) -> None:
     mcap, blob, [(at, size)] = _message_offsets(bag, topic, (index,))
     blob[at + size // 2] ^= 0x10
     mcap.write_bytes(bytes(blob))
+
+
+def rewrite_camera_info(bag: Path, out: Path, edit: Callable[[Any], None]) -> Path:
+    """Copy ``bag`` to a new bag ``out`` with ``edit(msg)`` applied to every sensor_msgs/CameraInfo message.
+
+    Everything else (topics, timestamps, other messages' bytes, custom metadata) is kept.
+    """
+    from rosbags.rosbag2 import StoragePlugin, Writer
+
+    summary = bagio.summarize_bag(bag)
+    typestore = bagio.make_typestore()
+    with Writer(out, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
+        for key, value in summary.custom_data.items():
+            writer.set_custom_data(key, value)
+        connections = {t: writer.add_connection(t, s.msgtype, typestore=typestore) for t, s in summary.topics.items()}
+        for message in bagio.iter_raw(bag):
+            data = message.data
+            if message.msgtype == CAMERA_INFO:
+                info = bagio.deserialize(message, typestore)
+                info.k = np.array(info.k, dtype=np.float64)  # decoded arrays are read-only views
+                edit(info)
+                data = typestore.serialize_cdr(info, CAMERA_INFO)
+            writer.write(connections[message.topic], message.timestamp_ns, data)
+    return out
