@@ -10,7 +10,7 @@ ENV_INPUTS := $(wildcard models/weights/*.pt) scripts/export_demo_models.sh requ
 	$(wildcard src/*/package.xml src/*/setup.cfg src/*/setup.py src/*/CMakeLists.txt src/perception_msgs/msg/*.msg)
 PYTEST_ARGS ?=
 
-.PHONY: help setup build demo test lint lock bench clean
+.PHONY: help setup build demo test lint lock bench reliability-doc clean
 
 help:
 	@echo "make demo   run the perception stack on the shipped sample data and models (sets up first if needed)"
@@ -18,6 +18,7 @@ help:
 	@echo "make setup  create .venv (ROS 2 Jazzy wheels, torch CPU, ONNX Runtime + QNN) and colcon build"
 	@echo "make lint   ruff check"
 	@echo "make bench  run the benchmarks under bench/"
+	@echo "make reliability-doc  regenerate docs/reliability.md from the tests' reliability markers"
 
 $(ENV_STAMP): $(ENV_INPUTS)
 	bash scripts/setup_env.sh
@@ -37,6 +38,9 @@ lint: $(ENV_STAMP)
 
 bench: $(ENV_STAMP)
 	$(ENV) for b in bench/bench_*.py; do echo "== $$b"; python $$b || exit 1; done
+
+reliability-doc: $(ENV_STAMP)
+	$(ENV) python scripts/reliability_doc.py
 
 lock:
 	source .venv/bin/activate && pip freeze --exclude-editable | grep -v '^model_tools\|^depth_perception\|^seg_perception' > requirements.lock

@@ -211,8 +211,8 @@ def test_the_hash_covers_the_graph_and_not_the_metadata(tmp_path: Path) -> None:
 
 
 @pytest.mark.reliability(case="model file without a content hash in its metadata",
-                         outcome="loads with a logged warning; LoadedModel.content_check and the node's model_info "
-                                 "say it was not verified")
+                         outcome="loads with a logged warning; LoadedModel.content_check (published in the nodes' "
+                                 "model_info) says it was not verified")
 def test_model_without_a_content_hash_loads_with_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     legacy = _rewrite_props(make_tiny_seg_model(tmp_path / "s.onnx"), tmp_path / "legacy.onnx", content_sha256=None)
     with caplog.at_level("WARNING", logger=loader.__name__):

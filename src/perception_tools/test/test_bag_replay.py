@@ -13,7 +13,7 @@ from model_tools.bags import bagio
 from model_tools.testing import bag_faults
 from perception_core.errors import BagError, OutputExistsError
 from perception_core.geometry import stamp_ns
-from perception_core.testing.cli import one_line_error, run_command
+from perception_core.testing.cli import one_line_error, run_command, unwritable_folder
 
 # Recorded offsets (ms) of the image messages: uneven gaps so a replay that ignored timing would show.
 OFFSETS_MS = [0, 100, 350, 400, 700, 750, 1000]
@@ -331,3 +331,15 @@ def test_replay_cli_on_a_damaged_bag_says_partial(tmp_path: Path) -> None:
     line = one_line_error(result, bag)
     assert "partial replay" in line and "2 of 14 messages could not be read (/camera/image_raw 2 of 7)" in line
     assert "published 12 messages" in result.stdout
+
+
+@pytest.mark.reliability(case="output folder not writable: perception-tools record --out",
+                         outcome="exit 1 before subscribing, one error line naming --out and the unwritable folder")
+def test_record_cli_checks_its_output_before_recording(tmp_path: Path) -> None:
+    with unwritable_folder(tmp_path) as locked:
+        if locked is None:
+            pytest.skip("no folder on this machine refuses new files")
+        result = run_command("perception_tools.cli", "record", "--out", locked / "recorded", "--topics",
+                             "/notes:std_msgs/msg/String", "--duration", "1", cwd=tmp_path)
+        assert "not writable" in one_line_error(result, "--out", locked)
+        assert "recording" not in result.stdout
