@@ -10,10 +10,12 @@ cd "$(dirname "$0")/.."
 export PYTHONPATH=$PWD/src/model_tools:$PWD/src/perception_core${PYTHONPATH:+:$PYTHONPATH}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 
-fresh() {  # fresh OUT PART...: OUT exists and is newer than every PART
+fresh() {  # fresh OUT PART...: OUT exists, is newer than every PART and carries its content hash
   local out=$1; shift
   [[ -f $out ]] || return 1
   for part in "$@"; do [[ $out -nt $part ]] || return 1; done
+  python -c 'import sys; from perception_core.model_metadata import read_metadata
+sys.exit(0 if read_metadata(sys.argv[1]).content_sha256 else 1)' "$out"
 }
 
 export_if_stale() {  # export_if_stale OUT WEIGHTS_PREFIX WHAT COMMAND...: run COMMAND unless OUT is fresh
