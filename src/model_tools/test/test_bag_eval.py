@@ -244,28 +244,22 @@ def _square_size_for_a_4_by_3_image(info) -> None:
     info.k[2] = info.k[5] = 31.5
 
 
+CAMERA_INFO_OUTCOME = "frames not evaluated, listed in camera_info_rejected; partial with the named problem; exit 1"
+
+
+def _camera_info_case(edit, problem: str, test_id: str, case: str):
+    return pytest.param(edit, problem, id=test_id, marks=pytest.mark.reliability(
+        case=f"eval-bag: camera_info {case}", outcome=CAMERA_INFO_OUTCOME))
+
+
 @pytest.mark.parametrize(("edit", "problem"), [
-    pytest.param(_k_for_twice_the_resolution, r"principal point \(64, 48\) is not in the middle half",
-                 id="K-for-2x-resolution", marks=pytest.mark.reliability(
-                     case="eval-bag: camera_info K for twice the image resolution (principal point at the edge)",
-                     outcome="frames not evaluated, listed in camera_info_rejected; partial with the named problem; "
-                             "exit 1")),
-    pytest.param(_nan_fx, r"K has non-finite values", id="nan-fx", marks=pytest.mark.reliability(
-        case="eval-bag: camera_info with non-finite fx",
-        outcome="frames not evaluated, listed in camera_info_rejected; partial with the named problem; exit 1")),
-    pytest.param(_negative_fy, r"focal lengths fx=\S+, fy=-\S+ must be > 0", id="negative-fy",
-                 marks=pytest.mark.reliability(
-                     case="eval-bag: camera_info with fy <= 0",
-                     outcome="frames not evaluated, listed in camera_info_rejected; partial with the named problem; "
-                             "exit 1")),
-    pytest.param(_all_zero_k, r"K is all zero", id="all-zero-K", marks=pytest.mark.reliability(
-        case="eval-bag: camera_info with an all-zero K",
-        outcome="frames not evaluated, listed in camera_info_rejected; partial with the named problem; exit 1")),
-    pytest.param(_square_size_for_a_4_by_3_image, r"the image is 64x48 but its camera_info states 64x64",
-                 id="aspect-mismatch", marks=pytest.mark.reliability(
-                     case="eval-bag: camera_info width/height with another aspect ratio than the image",
-                     outcome="frames not evaluated, listed in camera_info_rejected; partial with the named problem; "
-                             "exit 1")),
+    _camera_info_case(_k_for_twice_the_resolution, r"principal point \(64, 48\) is not in the middle half",
+                      "K-for-2x-resolution", "K for twice the image resolution (principal point at the edge)"),
+    _camera_info_case(_nan_fx, r"K has non-finite values", "nan-fx", "with non-finite fx"),
+    _camera_info_case(_negative_fy, r"focal lengths fx=\S+, fy=-\S+ must be > 0", "negative-fy", "with fy <= 0"),
+    _camera_info_case(_all_zero_k, r"K is all zero", "all-zero-K", "with an all-zero K"),
+    _camera_info_case(_square_size_for_a_4_by_3_image, r"the image is 64x48 but its camera_info states 64x64",
+                      "aspect-mismatch", "width/height with another aspect ratio than the image"),
 ])
 def test_eval_bag_flags_frames_whose_camera_info_cannot_describe_the_image(drive_bag, models, tmp_path, edit,
                                                                            problem) -> None:
