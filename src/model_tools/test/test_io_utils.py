@@ -49,3 +49,20 @@ def test_atomic_write_refuses_existing_and_empty(tmp_path) -> None:
 def test_write_json_nan_becomes_null(tmp_path) -> None:
     path = write_json(tmp_path / "m.json", {"a": float("nan"), "b": [1.0, float("nan")]})
     assert json.loads(path.read_text()) == {"a": None, "b": [1.0, None]}
+
+
+def test_output_checks_name_the_path_in_the_way_and_create_nothing(tmp_path) -> None:
+    from model_tools.io_utils import check_output_file, check_output_folder
+    from perception_core.errors import OutputError
+
+    (tmp_path / "notes.txt").write_text("x")
+    (tmp_path / "folder").mkdir()
+    assert check_output_folder(tmp_path / "new" / "deeper") == tmp_path / "new" / "deeper"
+    assert check_output_file(tmp_path / "new" / "model.onnx", "--out") == tmp_path / "new" / "model.onnx"
+    with pytest.raises(OutputError, match=r"--out-dir .*notes\.txt: is a file, not a folder"):
+        check_output_folder(tmp_path / "notes.txt", "--out-dir")
+    with pytest.raises(OutputError, match=r"--out .*notes\.txt/sub/m\.onnx: cannot create it, .*notes\.txt is a file"):
+        check_output_file(tmp_path / "notes.txt" / "sub" / "m.onnx")
+    with pytest.raises(OutputError, match=r"--out .*folder: is a folder, not a file"):
+        check_output_file(tmp_path / "folder")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["folder", "notes.txt"]  # probes leave nothing behind
