@@ -27,7 +27,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from model_tools.data.datasets import loader_worker_init, to_model_batch
-from model_tools.tasks.depth import DepthTask, synthetic_depth_dataset
+from model_tools.tasks.depth import DepthTask
 from model_tools.training.config import load_config
 from model_tools.training.engine import DistInfo, ResumableSampler, SeededSamples, resolve_device
 
@@ -53,7 +53,7 @@ def main() -> int:
         data = tempfile.mkdtemp(prefix="bench_depth_")
         frames = 12 if cpu else 96  # at least a few batches of the GPU config's batch size
         cli(["synth", "--out", data, "--frames", str(frames), "--width", "128", "--height", "96", "--no-progress"])
-    config = load_config(args.config, [*overrides, f"data.root={data}"])
+    config = load_config(args.config, [*overrides, f"data.sources=[{{format: synthetic, root: {data}}}]"])
     task = DepthTask(config, args.config)
     steps = args.steps or (4 if cpu else 30)
     warmup = 2 if cpu else 10
@@ -91,7 +91,7 @@ def main() -> int:
     compute_rate = steps * b / (time.perf_counter() - t)
 
     # (b) the real pipeline, as the engine builds it.
-    train_set = synthetic_depth_dataset(data, "train", mc, train=True, seed=config.seed)
+    train_set, _ = task.build_datasets()
     sampler = ResumableSampler(train_set, DistInfo(), shuffle=True, seed=config.seed, drop_last=True, endless_batch_size=b)
     kw = {"persistent_workers": True, "prefetch_factor": config.prefetch_factor} if config.num_workers else {}
     loader = DataLoader(SeededSamples(train_set), batch_size=b, sampler=sampler, num_workers=config.num_workers,

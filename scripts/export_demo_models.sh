@@ -37,6 +37,6 @@ export_if_stale models/depth_levels_r18.onnx models/weights/depth_levels_r18_fp1
 
 export_if_stale models/ddrnet23s_offroad.onnx models/weights/seg_ddrnet23s_fp16 \
   "DDRNet23-Slim, 7 classes, class-id output, 544x640" \
-  python -m model_tools.cli seg export --weights models/weights/seg_ddrnet23s_fp16 \
+  python -m model_tools.cli seg export --checkpoint models/weights/seg_ddrnet23s_fp16 \
     --config models/reports/seg_ddrnet23s/config.yaml --out models/ddrnet23s_offroad.onnx \
-    --output class_id --overwrite
+    --variant class_id --overwrite

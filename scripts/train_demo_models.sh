@@ -110,8 +110,8 @@ done
 # eval_test_confusion.png.
 if [[ " ${NAMES[*]} " == *" seg_ddrnet23s "* ]]; then
 log "evaluating seg_ddrnet23s on the test split"
-CUDA_VISIBLE_DEVICES=0 $PY -m model_tools.cli seg eval --weights "$RUNS/seg_ddrnet23s/model_fp16.pt" --data "$DATA" \
-    --split test --num-workers "$(( CORES / 2 ))" --batch-size 16 --overwrite > "$SCRATCH/seg_ddrnet23s.eval.log" 2>&1 \
+CUDA_VISIBLE_DEVICES=0 $PY -m model_tools.cli seg eval --checkpoint "$RUNS/seg_ddrnet23s/model_fp16.pt" --data "$DATA" \
+    --split test --workers "$(( CORES / 2 ))" --batch-size 16 --overwrite > "$SCRATCH/seg_ddrnet23s.eval.log" 2>&1 \
     || { tail -20 "$SCRATCH/seg_ddrnet23s.eval.log"; exit 1; }
 grep -E "mIoU|IoU " "$SCRATCH/seg_ddrnet23s.eval.log" || true
 fi

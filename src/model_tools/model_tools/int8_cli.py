@@ -11,6 +11,7 @@ import argparse
 
 from model_tools.quant.images import DEFAULT_CALIBRATION_COUNT, DEFAULT_TOPIC, ImageSource
 from model_tools.quant.quantize import CALIBRATION_METHODS, QuantSettings
+from model_tools.registry import get_task
 from perception_core.errors import ConfigError
 
 
@@ -43,8 +44,8 @@ def add_quant_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--activation-bits", type=int, choices=(8, 16), default=8,
                        help="activation bits everywhere: 8 = W8A8 (default), 16 = A16W8")
     group.add_argument("--head-bits", type=int, choices=(8, 16), default=None,
-                       help="activation bits of the output head tail (last Conv -> outputs); default 16 for depth "
-                            "models (keeps the fine depth resolution), 8 otherwise")
+                       help="activation bits of the output head tail (last Conv -> outputs); default: the task's "
+                            "(registry: 16 for depth, which keeps the fine depth resolution; 8 for segmentation)")
     group.add_argument("--raise-16bit", nargs="*", default=[], metavar="PART",
                        help="parts (from `model-tools sensitivity`) whose activations go to 16 bit")
     group.add_argument("--part-granularity", choices=("node", "block"), default="block",
@@ -53,7 +54,7 @@ def add_quant_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def quant_settings(args: argparse.Namespace, task: str) -> QuantSettings:
-    head_bits = args.head_bits if args.head_bits is not None else (16 if task == "depth" else 8)
+    head_bits = args.head_bits if args.head_bits is not None else get_task(task).head_bits
     settings = QuantSettings(
         calibration=args.calibration, percentile=args.percentile, activation_bits=args.activation_bits,
         per_channel=args.per_channel, head_bits=max(head_bits, args.activation_bits),

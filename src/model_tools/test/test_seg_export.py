@@ -43,7 +43,7 @@ def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.parametrize("output", ["logits", "class_id"])
 def test_export_graph_metadata_and_validation(weights: Path, tmp_path: Path, output: str) -> None:
     out = tmp_path / f"seg_{output}.onnx"
-    rc = main(["seg", "export", "--weights", str(weights), "--out", str(out), "--output", output,
+    rc = main(["seg", "export", "--checkpoint", str(weights), "--out", str(out), "--variant", output,
                "--height", "64", "--width", "64"])
     assert rc == 0
     model = onnx.load(str(out))
@@ -83,31 +83,31 @@ def test_export_graph_metadata_and_validation(weights: Path, tmp_path: Path, out
 
 def test_validate_detects_wrong_weights(weights: Path, tmp_path: Path) -> None:
     out = tmp_path / "seg.onnx"
-    assert main(["seg", "export", "--weights", str(weights), "--out", str(out), "--height", "64", "--width", "64",
+    assert main(["seg", "export", "--checkpoint", str(weights), "--out", str(out), "--height", "64", "--width", "64",
                  "--no-validate"]) == 0
-    assert main(["seg", "validate", "--onnx", str(out), "--weights", str(weights)]) == 0
+    assert main(["seg", "validate", "--onnx", str(out), "--checkpoint", str(weights)]) == 0
     torch.manual_seed(1)
     other = tmp_path / "other_fp16.pt"
     save_atomic(fp16_state_dict(ddrnet23_slim(num_classes=load_ontology().num_classes)), other)
     # A model/weights mismatch is a failed validation: exit code 1 with the reason on stderr.
-    assert main(["seg", "validate", "--onnx", str(out), "--weights", str(other)]) == 1
+    assert main(["seg", "validate", "--onnx", str(out), "--checkpoint", str(other)]) == 1
 
 
 def test_export_refuses_existing_file_and_bad_size(weights: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "seg.onnx"
     out.write_bytes(b"keep me")
-    assert main(["seg", "export", "--weights", str(weights), "--out", str(out), "--height", "64", "--width", "64"]) == 1
+    assert main(["seg", "export", "--checkpoint", str(weights), "--out", str(out), "--height", "64", "--width", "64"]) == 1
     assert "exists" in capsys.readouterr().err
     assert out.read_bytes() == b"keep me"
-    assert main(["seg", "export", "--weights", str(weights), "--out", str(tmp_path / "x.onnx"),
+    assert main(["seg", "export", "--checkpoint", str(weights), "--out", str(tmp_path / "x.onnx"),
                  "--height", "60", "--width", "64"]) == 1
-    assert "multiples of 8" in capsys.readouterr().err
+    assert "multiple of 8" in capsys.readouterr().err
 
 
 def test_export_rejects_class_count_mismatch(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "cityscapes_fp16.pt"
     save_atomic(fp16_state_dict(ddrnet23_slim(num_classes=19)), path)
-    assert main(["seg", "export", "--weights", str(path), "--out", str(tmp_path / "x.onnx")]) == 1
+    assert main(["seg", "export", "--checkpoint", str(path), "--out", str(tmp_path / "x.onnx")]) == 1
     assert "19 classes" in capsys.readouterr().err
 
 
@@ -125,7 +125,7 @@ def test_load_official_cli_converts_checkpoint(tmp_path: Path, capsys: pytest.Ca
     assert converted["final_layer.conv2.weight"].shape[0] == load_ontology().num_classes
     assert torch.equal(converted["layer3.0.conv1.weight"], official["layer3.0.conv1.weight"])
     # The converted file is our own weights format: it exports.
-    assert main(["seg", "export", "--weights", str(out), "--out", str(tmp_path / "m.onnx"),
+    assert main(["seg", "export", "--checkpoint", str(out), "--out", str(tmp_path / "m.onnx"),
                  "--height", "64", "--width", "64"]) == 0
 
 
@@ -135,7 +135,7 @@ def test_exported_model_runs_on_htp_without_cpu_fallback(weights: Path, tmp_path
     from model_tools.seg_cli import htp_check
 
     out = tmp_path / "seg_class_id.onnx"
-    assert main(["seg", "export", "--weights", str(weights), "--out", str(out), "--output", "class_id",
+    assert main(["seg", "export", "--checkpoint", str(weights), "--out", str(out), "--variant", "class_id",
                  "--height", "64", "--width", "64", "--no-validate"]) == 0
     result = htp_check(out)
     assert result["backend_used"] == "npu"

@@ -74,8 +74,8 @@ def test_eval_writes_consistent_reports(tmp_path: Path, synth_root: Path) -> Non
     run = tmp_path / "run"
     assert main(["seg", "train", "--config", str(_config(tmp_path, synth_root, epochs=1)), "--run-dir", str(run)]) == 0
     out = tmp_path / "eval"
-    args = ["seg", "eval", "--weights", str(run / "model_fp16.pt"), "--out", str(out), "--device", "cpu",
-            "--num-workers", "0"]
+    args = ["seg", "eval", "--checkpoint", str(run / "model_fp16.pt"), "--out", str(out), "--device", "cpu",
+            "--workers", "0"]
     assert main(args) == 0
     report = json.loads((out / "eval_val.json").read_text())
     metrics = report["metrics"]
@@ -132,7 +132,7 @@ def test_config_errors_name_the_field(tmp_path: Path, synth_root: Path) -> None:
 def test_train_refuses_a_depth_config(tmp_path: Path, synth_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = _config(tmp_path, synth_root, task="depth")
     assert main(["seg", "train", "--config", str(config), "--run-dir", str(tmp_path / "r")]) == 1
-    assert "not 'segmentation'" in capsys.readouterr().err
+    assert "field task is 'depth', expected 'segmentation'" in capsys.readouterr().err
 
 
 def test_two_process_ddp_run_under_torchrun(tmp_path: Path, synth_root: Path) -> None:

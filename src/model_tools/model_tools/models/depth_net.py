@@ -28,11 +28,12 @@ import torch.nn.functional as F  # noqa: N812 - torch convention
 from torch import nn
 
 from model_tools.models.resnet import RESNET_BLOCKS, build_resnet_encoder, load_encoder_weights
+from model_tools.registry import DEPTH
 from perception_core.depth_codec import HEAD_KINDS, integer_step
 from perception_core.errors import ConfigError
 
-NORM_MEAN = 0.45
-NORM_STD = 0.225
+NORM_MEAN = DEPTH.preprocessing.mean[0]  # one value for all three channels
+NORM_STD = DEPTH.preprocessing.std[0]
 NUM_SCALES = 4
 PADDING_MODES = ("zeros", "reflect")
 

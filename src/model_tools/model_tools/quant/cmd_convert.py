@@ -19,15 +19,18 @@ from model_tools.int8_cli import (
     quant_settings,
 )
 from model_tools.io_utils import check_output_folder
+from model_tools.registry import get_task, task_names
+from perception_core.errors import ConfigError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     src = parser.add_argument_group("what to convert (one)")
     src.add_argument("--run", help="training run folder (config.yaml + model_fp16.pt); results go to <run>/deploy/<stamp>")
     src.add_argument("--checkpoint", help="a checkpoint file (with --task)")
-    src.add_argument("--task", choices=("depth", "segmentation"), help="task of --checkpoint (default: run config)")
+    src.add_argument("--task", choices=task_names(), help="task of --checkpoint (default: run config)")
     src.add_argument("--onnx", help="an existing FP32 ONNX model (skips export)")
-    src.add_argument("--variant", help="export variant: depth separate|composed, seg class_id|logits")
+    src.add_argument("--variant", help="export output form (default: the task's NPU form: "
+                     + ", ".join(f"{n} {get_task(n).deploy_variant}" for n in task_names()) + ")")
     parser.add_argument("--out-dir", help="parent of the new result folder (default <run>/deploy)")
     parser.add_argument("--htp-frames", type=int, default=2, help="frames for the HTP agreement check (0 = skip)")
     add_calibration_arguments(parser)
@@ -46,10 +49,10 @@ def run(args: argparse.Namespace) -> int:
         task = read_metadata(args.onnx).task
     elif args.task:
         task = args.task
-    elif args.run:
-        task = run_task(Path(args.run))
+    elif args.run or args.checkpoint:
+        task = run_task(Path(args.run) if args.run else Path(args.checkpoint).parent)
     else:
-        task = "segmentation"
+        raise ConfigError("convert needs --run, --checkpoint with --task, or --onnx")
     summary = convert(
         run_dir=args.run, checkpoint=args.checkpoint, task=args.task, onnx_path=args.onnx, out_parent=args.out_dir,
         calibration=calibration_source(args), validation=eval_source(args), settings=quant_settings(args, task),

@@ -24,11 +24,11 @@ import numpy as np
 from model_tools.io_utils import atomic_write, check_output_folder, write_json
 from model_tools.quant.images import ImageSource
 from model_tools.quant.quantize import QuantSettings
+from model_tools.registry import get_task
 from perception_core.errors import ConfigError, ModelFileError
 
 LOG = logging.getLogger(__name__)
 WEIGHT_NAMES = ("model_fp16.pt", "checkpoints/best.pt", "last_fp16.pt", "checkpoints/last.pt")
-SEG_DEFAULT_HW = (544, 640)
 
 
 def new_output_folder(parent: str | os.PathLike[str]) -> Path:
@@ -62,28 +62,17 @@ def run_task(run_dir: Path) -> str:
     if not cfg.is_file():
         raise ConfigError(f"run folder {run_dir} has no config.yaml; pass --task")
     task = (yaml.safe_load(cfg.read_text()) or {}).get("task")
-    if task not in ("depth", "segmentation"):
-        raise ConfigError(f"{cfg}: task {task!r} is not depth/segmentation")
-    return task
+    return get_task(str(task), f"{cfg}: field task").name
 
 
 def export_fp32(checkpoint: Path, task: str, out: Path, *, variant: str | None = None,
                 hw: tuple[int, int] | None = None) -> dict[str, Any]:
-    """Export with the task owner's exporter (depth: depth_cli.export_depth; seg: seg_cli)."""
-    if task == "depth":
-        from model_tools.depth_cli import export_depth
+    """Export with the task's registered exporter, in its deployment form unless ``variant`` says otherwise."""
+    from model_tools.task_cli import export_checkpoint
 
-        kwargs: dict[str, Any] = {"variant": variant or "separate"}
-        if hw:
-            kwargs.update(height=hw[0], width=hw[1])
-        report = export_depth(checkpoint, out, **kwargs)
-        return {"exporter": "model_tools.depth_cli.export_depth", "validation": report}
-    from model_tools.seg_cli import export_segmentation, load_trained_model
-
-    seg_task, model = load_trained_model(str(checkpoint), None, [])
-    h, w = hw or SEG_DEFAULT_HW
-    export_segmentation(model, seg_task.ontology, out, variant or "class_id", h, w, str(checkpoint), False)
-    return {"exporter": "model_tools.seg_cli.export_segmentation"}
+    entry = get_task(task)
+    result = export_checkpoint(entry, checkpoint, out, variant=variant or entry.deploy_variant, hw=hw)
+    return {key: result[key] for key in ("exporter", "variant", "input_hw", "validation")}
 
 
 def validate_fp32(path: Path) -> dict[str, Any]:

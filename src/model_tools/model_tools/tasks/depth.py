@@ -1,8 +1,8 @@
 """The depth task for the shared engine: dual-head model, losses, data, metrics.
 
-Loss (per scale, lower scales upsampled to full resolution as monodepth does,
-averaged over the 4 scales, valid pixels only = finite GT > 0; GT beyond
-max_depth is clipped to it):
+Loss (each scale scored at its own resolution against a nearest-downsampled
+target, averaged over ``loss.scales`` scales, valid pixels only = finite
+GT > 0; GT beyond max_depth is clipped to it):
 
 - integer: ``sigmoid`` kind -> L1(integer, floor(d/1 m)/max_depth);
   ``levels`` kind -> cross-entropy against the floor level index.
@@ -11,7 +11,7 @@ max_depth is clipped to it):
 - depth (consistency): L1 in metres of the composed depth against GT; for
   ``levels`` the integer part is the softmax expectation (differentiable).
 
-Weights ``loss.w_integer`` / ``w_fractional`` / ``w_depth`` default to the seed's
+Weights ``loss.w_integer`` / ``w_fractional`` / ``w_depth`` default to
 1.0 / 10.0 / 0.5. Distillation (``distill.teacher``) adds an output-level loss
 (and optionally a decoder-feature loss) against a frozen FP32 teacher, and can
 fake-quantise the student's activations to 8 bits (quantisation-aware).
@@ -20,7 +20,7 @@ fake-quantise the student's activations to 8 bits (quantisation-aware).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -45,11 +45,24 @@ from perception_core.errors import ConfigError
 
 @dataclass
 class DepthDataConfig:
+    """``data:`` section: the sources (``model_tools.data.sources``: synthetic folders, KITTI depth, or a mix).
+
+    ``root`` is shorthand for one synthetic folder; a non-empty ``sources`` list takes its place.
+    Every source is resized whole-frame to the model input (``depth_transform``).
+    """
+
+    sources: list[dict[str, Any]] = field(default_factory=list)
     root: str = ""
     train_split: str = "train"
     val_split: str = "val"
     augment: bool = True
-    max_val_samples: int = 0  # 0 = all
+    max_val_samples: int = 0  # 0 = all; otherwise evenly spaced over the validation set
+
+    def source_list(self) -> list[dict[str, Any]]:
+        """``sources``, or the synthetic folder ``root`` as a one-source list."""
+        if self.sources:
+            return list(self.sources)
+        return [{"format": "synthetic", "root": self.root}] if self.root else []
 
 
 @dataclass
@@ -211,16 +224,35 @@ class DepthTask:
         return net
 
     def build_datasets(self) -> tuple[Dataset, Dataset]:
+        """(train, val) over every configured source, resized whole-frame to the model input."""
         if self.dataset_factory is not None:
             return self.dataset_factory(self.data_cfg.train_split, True), self.dataset_factory(self.data_cfg.val_split, False)
-        if not self.data_cfg.root:
-            raise ConfigError("config field data.root is empty: point it at a synthetic/data-set folder")
-        seed = self.config.seed
-        train = synthetic_depth_dataset(self.data_cfg.root, self.data_cfg.train_split, self.model_cfg, self.data_cfg.augment, seed)
-        val = synthetic_depth_dataset(self.data_cfg.root, self.data_cfg.val_split, self.model_cfg, False, seed)
-        if self.data_cfg.max_val_samples:
-            val = torch.utils.data.Subset(val, range(min(len(val), self.data_cfg.max_val_samples)))
-        return train, val
+        from model_tools.data.sources import build_sources
+
+        transform = depth_transform(self.model_cfg.input_height, self.model_cfg.input_width, self.data_cfg.augment)
+        train = build_sources(self.sources(), "train", transform, default_split=self.data_cfg.train_split,
+                              seed=self.config.seed)
+        return train, self.eval_dataset()
+
+    def sources(self) -> list[dict[str, Any]]:
+        """The configured sources, checked: each well formed and carrying depth ground truth."""
+        from model_tools.data.sources import check_sources
+        from model_tools.registry import DEPTH
+
+        sources = self.data_cfg.source_list()
+        check_sources(sources, DEPTH.data_formats, self.name)
+        return sources
+
+    def eval_dataset(self, split: str | None = None) -> Dataset:
+        """The validation sources (or their ``split``) without augmentation, capped at ``max_val_samples``."""
+        from model_tools.data.sources import build_sources, evenly_spaced_subset
+
+        if self.dataset_factory is not None:
+            return self.dataset_factory(split or self.data_cfg.val_split, False)
+        transform = depth_transform(self.model_cfg.input_height, self.model_cfg.input_width, False)
+        val = build_sources(self.sources(), "val", transform, default_split=self.data_cfg.val_split, split=split,
+                            seed=self.config.seed)
+        return evenly_spaced_subset(val, self.data_cfg.max_val_samples)
 
     def _teacher_outputs(self, image: torch.Tensor) -> dict[tuple[str, int], torch.Tensor]:
         if self._teacher is None:
@@ -272,17 +304,6 @@ def load_teacher(distill_cfg: DistillConfig, student_cfg: DepthModelConfig) -> D
     for p in net.parameters():
         p.requires_grad_(False)
     return net.eval()
-
-
-def synthetic_depth_dataset(root: str, split: str, model_cfg: DepthModelConfig, train: bool, seed: int = 0) -> Dataset:
-    """Engineer A's SyntheticFolderDataset cropped to the model input (+ depth-safe augmentation in training).
-
-    Cropping keeps metric depth valid; scaling the image would not (it changes
-    the apparent focal length), so the seg recipe's RandomScale is left out.
-    """
-    from model_tools.data.datasets import SyntheticFolderDataset
-
-    return SyntheticFolderDataset(root, split, depth_transform(model_cfg.input_height, model_cfg.input_width, train), seed=seed)
 
 
 def depth_transform(height: int, width: int, train: bool) -> Any:

@@ -19,15 +19,15 @@ from torch.utils.data import Dataset
 
 from model_tools.data.datasets import to_model_image
 from model_tools.losses import FocalLoss, class_weights_by_name
-from model_tools.models.ddrnet import ddrnet23_slim, describe, load_official_weights
+from model_tools.models.ddrnet import describe, load_official_weights
+from model_tools.registry import SEGMENTATION
 from perception_core.errors import ConfigError
 from perception_core.metrics.segmentation import ConfusionMatrix
 from perception_core.ontology import Ontology, load_ontology
 
-# ImageNet statistics: the official DDRNet weights were trained with them. They
-# are applied in the task (not in the graph) and travel in the ONNX metadata.
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+# Normalisation (ImageNet statistics) is applied in the task, not in the graph, and travels in the ONNX metadata.
+IMAGENET_MEAN = SEGMENTATION.preprocessing.mean
+IMAGENET_STD = SEGMENTATION.preprocessing.std
 
 
 @dataclass
@@ -55,8 +55,8 @@ class SegDataConfig:
     """``data:`` section.
 
     ``sources`` lists data sets (each ``{format: synthetic|rellis|rugd|goose,
-    root: PATH, ...}``) combined into one training set; the validation split
-    of every source is concatenated. Training uses random scale/crop to
+    root: PATH, ...}``, read by ``model_tools.data.sources``) combined into one
+    training set; the validation split of every source is concatenated. Training uses random scale/crop to
     ``train_hw`` with colour jitter, erasing and flips; validation resizes the
     whole image to ``val_hw``.
     """
@@ -103,8 +103,7 @@ class SegmentationTask:
         self.model_cfg = dataclass_from_dict(SegModelConfig, dict(config.model), "config: model")
         self.loss_cfg = dataclass_from_dict(SegLossConfig, dict(config.loss), "config: loss")
         self.data_cfg = dataclass_from_dict(SegDataConfig, dict(config.data), "config: data")
-        if self.model_cfg.arch != "ddrnet23_slim":
-            raise ConfigError(f"config: model.arch {self.model_cfg.arch!r} is not supported (ddrnet23_slim)")
+        self.model_factory = SEGMENTATION.model_factory(self.model_cfg.arch)
         for key in ("train_hw", "val_hw"):
             hw = getattr(self.data_cfg, key)
             if len(hw) != 2 or any(int(v) % 8 for v in hw):
@@ -125,7 +124,7 @@ class SegmentationTask:
 
     def build_model(self) -> nn.Module:
         """DDRNet23-Slim with this ontology's class count; official weights loaded if configured."""
-        model = ddrnet23_slim(num_classes=self.num_classes, aux_head=self.model_cfg.aux_head)
+        model = self.model_factory(num_classes=self.num_classes, aux_head=self.model_cfg.aux_head)
         if self.model_cfg.pretrained:
             report = load_official_weights(model, self.model_cfg.pretrained)
             self.last_load_report = report.summary()
@@ -137,62 +136,38 @@ class SegmentationTask:
 
     def build_datasets(self) -> tuple[Dataset, Dataset]:
         """(train, val) over every configured source, each combined into one MultiSourceDataset."""
-        from model_tools.data.transforms import train_transforms, val_transforms
+        from model_tools.data.sources import build_sources
+        from model_tools.data.transforms import train_transforms
 
         cfg = self.data_cfg
-        if not cfg.sources:
-            raise ConfigError("config: data.sources is empty; list at least one {format, root} source")
         scale = tuple(cfg.augment.get("scale", (0.5, 2.0)))
         unknown = sorted(set(cfg.augment) - {"scale"})
         if unknown:
             raise ConfigError(f"config: data.augment has unknown field(s) {unknown}; known: scale")
         train_tf = EngineSeededTransform(train_transforms(*cfg.train_hw, scale=scale))  # type: ignore[arg-type]
-        val_tf = EngineSeededTransform(val_transforms(*cfg.val_hw))
-        train = [self._source(entry, i, "train", train_tf) for i, entry in enumerate(cfg.sources)]
-        val = [self._source(entry, i, "val", val_tf) for i, entry in enumerate(cfg.sources)]
-        from model_tools.data.datasets import MultiSourceDataset
+        train = build_sources(self.sources(), "train", train_tf, default_split=cfg.train_split, ontology=self.ontology,
+                              with_depth=False)
+        return train, self.eval_dataset()
 
-        val_set: Dataset = MultiSourceDataset(val)
-        if cfg.max_val_images and len(val_set) > cfg.max_val_images:  # type: ignore[arg-type]
-            from torch.utils.data import Subset
+    def sources(self) -> list[dict[str, Any]]:
+        """``data.sources``, checked: each well formed and carrying segmentation labels."""
+        from model_tools.data.sources import check_sources
 
-            stride = len(val_set) / cfg.max_val_images  # type: ignore[arg-type]
-            val_set = Subset(val_set, [int(i * stride) for i in range(cfg.max_val_images)])
-        return MultiSourceDataset(train), val_set
+        check_sources(self.data_cfg.sources, SEGMENTATION.data_formats, self.name)
+        return self.data_cfg.sources
 
-    def _source(self, entry: dict[str, Any], index: int, phase: str, transform: Any) -> Dataset:
-        """One data set of ``data.sources[index]`` for ``phase`` (train/val).
+    def eval_dataset(self, split: str | None = None) -> Dataset:
+        """The validation sources (or their ``split``), whole images resized to ``val_hw``, capped at ``max_val_images``.
 
-        An entry is ``{format, root, train: {...}, val: {...}}``; the phase's
-        mapping is passed to the loader (``split``, RUGD ``scenes``,
-        ``split_file``, ``camera_suffix``, ``policy``). Without one, the split
-        is ``data.train_split`` / ``data.val_split``.
+        Segmentation never looks at depth, so the sources skip reading it (one decode less per sample).
         """
-        from model_tools.data import datasets as ds
+        from model_tools.data.sources import build_sources, evenly_spaced_subset
+        from model_tools.data.transforms import val_transforms
 
-        where = f"config: data.sources[{index}]"
-        if not isinstance(entry, dict) or "format" not in entry or "root" not in entry:
-            raise ConfigError(f"{where} needs 'format' and 'root', got {entry!r}")
-        classes = {"synthetic": ds.SyntheticFolderDataset, "rellis": ds.RellisDataset, "rugd": ds.RugdDataset,
-                   "goose": ds.GooseDataset}
-        kind = entry["format"]
-        if kind not in classes:
-            raise ConfigError(f"{where}.format {kind!r} is not one of {sorted(classes)}")
-        unknown = sorted(set(entry) - {"format", "root", "train", "val"})
-        if unknown:
-            raise ConfigError(f"{where} has unknown field(s) {unknown}; known: format, root, train, val")
-        options = dict(entry.get(phase) or {})
-        if kind == "rugd":
-            if phase == "val" and "scenes" not in options:
-                raise ConfigError(f"{where}: RUGD splits by scene; list val: {{scenes: [...]}} (and train scenes)")
-        else:
-            options.setdefault("split", self.data_cfg.train_split if phase == "train" else self.data_cfg.val_split)
-        try:
-            dataset = classes[kind](entry["root"], transform=transform, ontology=self.ontology, **options)
-        except TypeError as err:
-            raise ConfigError(f"{where}.{phase}: {err}") from err
-        dataset.with_depth = False  # segmentation never looks at depth; skipping it saves a decode per sample
-        return dataset
+        cfg = self.data_cfg
+        val = build_sources(self.sources(), "val", EngineSeededTransform(val_transforms(*cfg.val_hw)),
+                            default_split=cfg.val_split, split=split, ontology=self.ontology, with_depth=False)
+        return evenly_spaced_subset(val, cfg.max_val_images)
 
     # -- loss -------------------------------------------------------------------------------------
 
@@ -260,9 +235,3 @@ class EngineSeededTransform:
         import numpy as np
 
         return self.transform(sample, np.random.default_rng(np.random.randint(0, 2**31 - 1)))
-
-
-def build_task(config: Any) -> SegmentationTask:
-    """Factory the CLI and the engine's task registry use."""
-    return SegmentationTask(config)
-
