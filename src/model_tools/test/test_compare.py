@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from quant_fixtures import write_dataset
 
-from model_tools.quant.compare import Thresholds, compare_models, rate_metrics
+from model_tools.quant.compare import HeadErrors, Thresholds, compare_models, output_agreement, rate_metrics
 from model_tools.quant.compile import compile_context_binary
 from model_tools.quant.evaluate import TaskScorer, decoder, scored_depth
 from model_tools.quant.images import ImageSource
@@ -77,6 +77,38 @@ def test_depth_scoring_keeps_pixels_the_pipeline_marks_invalid(tmp_path):
     metrics = scorer.compute()
     assert metrics["pipeline_invalid_fraction"] == pytest.approx(1 / 3)
     assert metrics["abs_rel"] == pytest.approx(2 * (15.0 - 14.5) / 14.5 / 3, rel=1e-5)  # 16.5 clipped to max_depth
+
+
+def test_depth_change_counts_only_pixels_valid_in_both_outputs(tmp_path):
+    """A pixel valid in one model and NaN (out of range) in the other is a validity change, not a depth change."""
+    meta = read_metadata(make_tiny_depth_model(tmp_path / "d.onnx", outputs="separate", levels=16, max_depth=15.0))
+    integer_name, fractional_name = meta.output_names
+    step = 1.0  # 15 m over 15 level steps
+    # pixel:        0: 5.0 -> 5.5   1: 14.9 -> 16.5 (NaN)   2: 3.0 -> 3.0   3: 16.5 (NaN) -> 14.0
+    fp32_int, fp32_frac = [5 / 15, 14 / 15, 3 / 15, 1.0], [0.0, 0.9, 0.0, 1.5]
+    int8_int, int8_frac = [5 / 15, 1.0, 3 / 15, 14 / 15], [0.5, 1.5, 0.0, 0.0]
+    decode = decoder(meta)
+
+    def outputs(integer, fractional):
+        return {integer_name: np.array(integer, np.float32).reshape(1, 1, 1, 4),
+                fractional_name: np.array(fractional, np.float32).reshape(1, 1, 1, 4) * step}
+
+    d32, d8 = decode(outputs(fp32_int, fp32_frac)), decode(outputs(int8_int, int8_frac))
+    np.testing.assert_allclose(d32.depth[0], [5.0, 14.9, 3.0, np.nan], atol=1e-5)  # the pipeline's own ranges
+    np.testing.assert_allclose(d8.depth[0], [5.5, np.nan, 3.0, 14.0], atol=1e-5)
+    heads = HeadErrors(meta)
+    heads.update(d32, d8, None)
+    summary = heads.summary()
+    assert summary["pixels_compared"] == 2 and summary["validity_changed_fraction"] == pytest.approx(0.5)
+    assert summary["mean_abs_depth_change_m"] == pytest.approx(0.5 / 2, abs=1e-5)  # pixels 0 and 2 only
+    assert summary["integer_head_mean_abs_change_m"] == pytest.approx(0.0, abs=1e-5)
+    assert summary["fractional_head_mean_abs_change_m"] == pytest.approx(0.5 / 2, abs=1e-5)
+    assert summary["integer_level_changed_fraction"] == 0.0
+    agreement = output_agreement(meta, outputs(fp32_int, fp32_frac), outputs(int8_int, int8_frac))
+    assert agreement["depth_validity_agreement"] == pytest.approx(0.5)
+    assert agreement["depth_mean_abs_m"] == pytest.approx(0.25, abs=1e-5)
+    assert agreement["depth_max_abs_m"] == pytest.approx(0.5, abs=1e-5)
+    assert agreement["depth_within_1cm_fraction"] == pytest.approx(0.5)
 
 
 def test_seg_report_per_class_iou_without_htp(tmp_path, data_root):

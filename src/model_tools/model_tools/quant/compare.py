@@ -98,17 +98,30 @@ def rate_metrics(fp32: dict[str, Any], int8: dict[str, Any], task: str, threshol
 
 
 class HeadErrors:
-    """Per-head depth error analysis: INT8 vs FP32 and each against GT, binned by depth."""
+    """Per-head depth error analysis: INT8 vs FP32 and each against GT, binned by depth.
+
+    The runtime pipeline marks depth outside [min_depth, max_depth] invalid
+    (NaN). A pixel valid in one model and invalid in the other has no depth
+    change to measure, so every INT8-vs-FP32 statistic is taken over the
+    pixels valid in both outputs (``pixels_compared``), and the pixels whose
+    validity differs are counted on their own (``validity_changed_fraction``).
+    Over those pixels |depth change| <= |integer change| * max_depth +
+    |fractional change| holds pixel by pixel.
+    """
+
+    MEASURES = ("fp32_vs_gt", "int8_vs_gt", "int8_vs_fp32", "integer_contrib", "fractional_contrib")
 
     def __init__(self, meta: ModelMetadata) -> None:
         self.meta = meta
         self.max_depth = float(meta.max_depth)
         self.edges = np.linspace(0.0, self.max_depth, DEPTH_BINS + 1)
-        keys = ("count", "fp32_vs_gt", "int8_vs_gt", "int8_vs_fp32", "integer_contrib", "fractional_contrib")
-        self.bins = {k: np.zeros(DEPTH_BINS) for k in keys}
-        self.sums = {"pixels": 0, "depth_abs": 0.0, "integer_abs_m": 0.0, "fractional_abs_m": 0.0,
-                     "integer_level_changed": 0, "fp32_integer_vs_gt_m": 0.0, "int8_integer_vs_gt_m": 0.0,
+        self.bins = {k: np.zeros(DEPTH_BINS) for k in self.MEASURES}
+        self.counts = {k: np.zeros(DEPTH_BINS) for k in ("reference", *self.MEASURES)}
+        self.sums = {"pixels": 0, "pixels_compared": 0, "validity_changed": 0, "depth_abs": 0.0,
+                     "integer_abs_m": 0.0, "fractional_abs_m": 0.0, "integer_level_changed": 0,
+                     "fp32_integer_vs_gt_m": 0.0, "int8_integer_vs_gt_m": 0.0,
                      "fp32_fractional_vs_gt_m": 0.0, "int8_fractional_vs_gt_m": 0.0, "gt_pixels": 0}
+        self.has_gt = False
 
     def _level(self, integer: np.ndarray) -> np.ndarray:
         if self.meta.integer_head_kind == "levels":
@@ -118,48 +131,56 @@ class HeadErrors:
     def update(self, fp32: Any, int8: Any, gt: np.ndarray | None) -> None:
         from perception_core.depth_codec import decompose_depth
 
-        d32 = np.nan_to_num(fp32.depth, nan=0.0)
-        d8 = np.nan_to_num(int8.depth, nan=0.0)
+        d32, d8 = fp32.depth, int8.depth
+        valid32, valid8 = np.isfinite(d32), np.isfinite(d8)
+        both = valid32 & valid8
         int_delta_m = np.abs(int8.integer - fp32.integer) * self.max_depth
         frac_delta = (np.abs(int8.fractional - fp32.fractional) if fp32.fractional is not None
                       else np.zeros_like(d32))
+        depth_delta = np.abs(np.where(both, d8, 0.0) - np.where(both, d32, 0.0))
         s = self.sums
         s["pixels"] += d32.size
-        s["depth_abs"] += float(np.abs(d8 - d32).sum())
-        s["integer_abs_m"] += float(int_delta_m.sum())
-        s["fractional_abs_m"] += float(frac_delta.sum())
-        s["integer_level_changed"] += int((self._level(int8.integer) != self._level(fp32.integer)).sum())
+        s["pixels_compared"] += int(both.sum())
+        s["validity_changed"] += int((valid32 != valid8).sum())
+        s["depth_abs"] += float(depth_delta[both].sum())
+        s["integer_abs_m"] += float(int_delta_m[both].sum())
+        s["fractional_abs_m"] += float(frac_delta[both].sum())
+        s["integer_level_changed"] += int((self._level(int8.integer) != self._level(fp32.integer))[both].sum())
         ref = d32 if gt is None else resize_to(gt, d32.shape)
         valid = (ref > 0) & np.isfinite(ref)
         if gt is not None and fp32.fractional is not None:
-            gt_m = resize_to(gt, d32.shape)
-            ok = (gt_m > 0) & np.isfinite(gt_m)
-            gi, gf = decompose_depth(np.clip(gt_m, 0, self.max_depth), self.max_depth,
+            gi, gf = decompose_depth(np.clip(np.where(valid, ref, 0.0), 0, self.max_depth), self.max_depth,
                                      self.meta.integer_head_kind, self.meta.levels or 256)
-            s["gt_pixels"] += int(ok.sum())
-            s["fp32_integer_vs_gt_m"] += float((np.abs(fp32.integer - gi) * self.max_depth)[ok].sum())
-            s["int8_integer_vs_gt_m"] += float((np.abs(int8.integer - gi) * self.max_depth)[ok].sum())
-            s["fp32_fractional_vs_gt_m"] += float(np.abs(fp32.fractional - gf)[ok].sum())
-            s["int8_fractional_vs_gt_m"] += float(np.abs(int8.fractional - gf)[ok].sum())
-        index = np.clip(np.digitize(ref, self.edges) - 1, 0, DEPTH_BINS - 1)
-        for name, values in (("fp32_vs_gt", np.abs(d32 - ref)), ("int8_vs_gt", np.abs(d8 - ref)),
-                             ("int8_vs_fp32", np.abs(d8 - d32)), ("integer_contrib", int_delta_m),
-                             ("fractional_contrib", frac_delta)):
-            self.bins[name] += np.bincount(index[valid], weights=values[valid], minlength=DEPTH_BINS)
-        self.bins["count"] += np.bincount(index[valid], minlength=DEPTH_BINS)
-        self.has_gt = gt is not None
+            s["gt_pixels"] += int(valid.sum())
+            s["fp32_integer_vs_gt_m"] += float((np.abs(fp32.integer - gi) * self.max_depth)[valid].sum())
+            s["int8_integer_vs_gt_m"] += float((np.abs(int8.integer - gi) * self.max_depth)[valid].sum())
+            s["fp32_fractional_vs_gt_m"] += float(np.abs(fp32.fractional - gf)[valid].sum())
+            s["int8_fractional_vs_gt_m"] += float(np.abs(int8.fractional - gf)[valid].sum())
+        index = np.clip(np.digitize(np.where(valid, ref, 0.0), self.edges) - 1, 0, DEPTH_BINS - 1)
+        measures = {"fp32_vs_gt": (np.abs(np.where(valid32, d32, 0.0) - ref), valid & valid32),
+                    "int8_vs_gt": (np.abs(np.where(valid8, d8, 0.0) - ref), valid & valid8),
+                    "int8_vs_fp32": (depth_delta, valid & both), "integer_contrib": (int_delta_m, valid & both),
+                    "fractional_contrib": (frac_delta, valid & both)}
+        self.counts["reference"] += np.bincount(index[valid], minlength=DEPTH_BINS)
+        for name, (values, mask) in measures.items():
+            self.bins[name] += np.bincount(index[mask], weights=values[mask], minlength=DEPTH_BINS)
+            self.counts[name] += np.bincount(index[mask], minlength=DEPTH_BINS)
+        self.has_gt = self.has_gt or gt is not None
 
     def summary(self) -> dict[str, Any]:
         s = self.sums
-        n = max(s["pixels"], 1)
+        n = max(s["pixels_compared"], 1)
         out: dict[str, Any] = {
             "head_kind": self.meta.integer_head_kind,
             "outputs": self.meta.depth_outputs,
+            "pixels_compared": s["pixels_compared"],
+            "validity_changed_fraction": s["validity_changed"] / max(s["pixels"], 1),
             "mean_abs_depth_change_m": s["depth_abs"] / n,
             "integer_head_mean_abs_change_m": s["integer_abs_m"] / n,
             "fractional_head_mean_abs_change_m": s["fractional_abs_m"] / n,
             "integer_level_changed_fraction": s["integer_level_changed"] / n,
-            "note": "integer-head change is in metres (|d integer| * max_depth): max_depth amplifies it",
+            "note": "changes are over the pixels valid (within [min_depth, max_depth]) in both outputs; "
+                    "integer-head change is in metres (|d integer| * max_depth): max_depth amplifies it",
         }
         total = s["integer_abs_m"] + s["fractional_abs_m"]
         if total > 0 and self.meta.depth_outputs == "separate":
@@ -168,13 +189,11 @@ class HeadErrors:
             g = s["gt_pixels"]
             out["vs_gt"] = {k: s[k] / g for k in ("fp32_integer_vs_gt_m", "int8_integer_vs_gt_m",
                                                    "fp32_fractional_vs_gt_m", "int8_fractional_vs_gt_m")}
-        count = np.maximum(self.bins["count"], 1)
         out["by_depth"] = {
-            "reference": "ground truth" if getattr(self, "has_gt", False) else "FP32 depth",
+            "reference": "ground truth" if self.has_gt else "FP32 depth",
             "bin_edges_m": self.edges.tolist(),
-            "pixels": self.bins["count"].astype(int).tolist(),
-            **{f"mean_{k}_m": (self.bins[k] / count).tolist() for k in
-               ("fp32_vs_gt", "int8_vs_gt", "int8_vs_fp32", "integer_contrib", "fractional_contrib")},
+            "pixels": self.counts["reference"].astype(int).tolist(),
+            **{f"mean_{k}_m": (self.bins[k] / np.maximum(self.counts[k], 1)).tolist() for k in self.MEASURES},
         }
         return out
 
@@ -217,9 +236,9 @@ def _frame_figure(path: Path, item: PreparedFrame, fp32: Any, int8: Any, meta: M
             im = ax.imshow(out.depth, vmin=0, vmax=meta.max_depth, cmap="turbo")
             ax.set_title(title)
         fig.colorbar(im, ax=axes[2], fraction=0.046)
-        diff = np.abs(np.nan_to_num(int8.depth) - np.nan_to_num(fp32.depth))
+        diff = np.abs(int8.depth - fp32.depth)  # NaN (blank) where either output is invalid
         im = axes[3].imshow(diff, cmap="magma")
-        axes[3].set_title("|INT8 - FP32| m")
+        axes[3].set_title("|INT8 - FP32| m (both valid)")
         fig.colorbar(im, ax=axes[3], fraction=0.046)
     else:
         from perception_core.pipelines import colorize_labels
@@ -247,10 +266,13 @@ def output_agreement(meta: ModelMetadata, a: dict[str, np.ndarray], b: dict[str,
         diff = np.abs(np.asarray(a[name], np.float64) - np.asarray(b[name], np.float64))
         result["outputs"][name] = {"max_abs": float(diff.max()), "mean_abs": float(diff.mean())}
     if meta.task == "depth":
-        dd = np.abs(np.nan_to_num(da.depth) - np.nan_to_num(db.depth))
-        result["depth_mean_abs_m"] = float(dd.mean())
-        result["depth_max_abs_m"] = float(dd.max())
-        result["depth_within_1cm_fraction"] = float((dd <= 0.01).mean())
+        valid_a, valid_b = np.isfinite(da.depth), np.isfinite(db.depth)
+        both = valid_a & valid_b
+        dd = np.abs(da.depth[both] - db.depth[both])
+        result["depth_validity_agreement"] = float((valid_a == valid_b).mean())
+        result["depth_mean_abs_m"] = float(dd.mean()) if dd.size else 0.0
+        result["depth_max_abs_m"] = float(dd.max()) if dd.size else 0.0
+        result["depth_within_1cm_fraction"] = float((dd <= 0.01).mean()) if dd.size else 1.0
         if meta.integer_head_kind == "levels" and meta.levels:
             la = np.rint(da.integer * (meta.levels - 1))
             lb = np.rint(db.integer * (meta.levels - 1))
@@ -464,7 +486,8 @@ def comparison_markdown(report: dict[str, Any]) -> str:
     if "head_errors" in report:
         h = report["head_errors"]
         lines += ["## Depth heads (INT8 vs FP32)", ""]
-        for key in ("mean_abs_depth_change_m", "integer_head_mean_abs_change_m", "fractional_head_mean_abs_change_m",
+        for key in ("pixels_compared", "validity_changed_fraction", "mean_abs_depth_change_m",
+                    "integer_head_mean_abs_change_m", "fractional_head_mean_abs_change_m",
                     "integer_level_changed_fraction", "integer_share_of_change"):
             if key in h:
                 lines.append(f"- {key}: {_fmt(h[key])}")
