@@ -77,8 +77,8 @@ def live_depth_timeout_s(base_timeout_s: float, rate: float, max_timeout_s: floa
     """The costmap node's depth_timeout_s for a replay at ``rate``: ``base / rate`` plus start-up head room.
 
     The timeout is wall-clock: labels that see no depth image for that long are projected flat-ground.
-    The node now waits for each frame's own depth, so what matters here is only that a slow replay
-    (the demo runs at ~0.05x) and the first, slow CPU inference never look like a dead depth stream:
+    The node waits for each frame's own depth, so what matters here is only that a slow replay
+    (the demo replays far slower than real time) and the first, slow CPU inference never look like a dead depth stream:
     scaling by 1/rate keeps that margin. Capped at the node's declared maximum.
     """
     if rate <= 0:
@@ -188,6 +188,47 @@ def _spin_until(executor: Any, predicate: Any, timeout_s: float, stack: StackPro
     return bool(predicate())
 
 
+def wait_until_ready(executor: Any, node: Any, recorder: BagRecorder, topics: FrameTopics, stack: StackProcess,
+                     timeout_s: float) -> None:
+    """Block until the stack subscribes to the camera topics and the recorder matches every output publisher.
+
+    Raises PerceptionError naming what is still unmatched (and the stack log's tail) after ``timeout_s``.
+    """
+    ready = _spin_until(executor, lambda: node.count_subscribers(topics.image) >= 2
+                        and node.count_subscribers(topics.camera_info) >= 1
+                        and all(n > 0 for n in recorder.matched_publishers().values()), timeout_s, stack)
+    if not ready:
+        missing = [t for t, n in recorder.matched_publishers().items() if n == 0]
+        raise PerceptionError(f"the node stack was not ready after {timeout_s:.0f} s (unmatched: "
+                              f"{', '.join(missing) or 'camera subscribers'}); log:\n{stack.log_tail()}")
+    _spin_until(executor, lambda: False, 0.5, stack)  # let both sides finish matching
+
+
+def replay_all(executor: Any, replayer: BagReplayer, stack: StackProcess, loops: int, image_topic: str,
+               sample_rss_s: float, progress: Any, started: float) -> list[tuple[float, float]]:
+    """Replay ``loops`` times while spinning; returns the stack's RSS samples (seconds since ``started``, MiB)."""
+    rss: list[tuple[float, float]] = []
+    next_rss = started
+    replayer.start(max_loops=loops)
+    while not replayer.finished:
+        executor.spin_once(timeout_sec=0.02)
+        stack.check_alive()
+        if sample_rss_s > 0 and time.monotonic() >= next_rss:
+            rss.append((time.monotonic() - started, rss_mb(stack.pid)))
+            next_rss += sample_rss_s
+        if progress is not None:
+            progress(replayer.stats.published.get(image_topic, 0))
+    return rss
+
+
+def drain_outputs(executor: Any, recorder: BagRecorder, last_stamp: int | None, stack: StackProcess,
+                  timeout_s: float) -> None:
+    """Spin until the costmap of the last published image is recorded (or ``timeout_s``), then a little more."""
+    _spin_until(executor, lambda: last_stamp is None or recorder.last_header_stamp_ns(COSTMAP_TOPIC) == last_stamp,
+                timeout_s, stack)
+    _spin_until(executor, lambda: False, 0.3, stack)
+
+
 def run_live(
     bag: str | os.PathLike[str],
     out_bag: str | os.PathLike[str],
@@ -224,7 +265,6 @@ def run_live(
                          work / "stack.log")
     record_types = dict(record_topics or OUTPUT_TYPES)
     publish_ns: dict[int, int] = {}
-    rss: list[tuple[float, float]] = []
     context = rclpy.Context()
     rclpy.init(context=context)
     node = recorder = None
@@ -242,32 +282,10 @@ def run_live(
         replayer = BagReplayer(node, bag, rate=rate, loop=loops > 1, topics=[topics.image, topics.camera_info],
                                on_publish=on_publish, first_topics=[topics.camera_info])
         recorder = BagRecorder(node, out_bag, list(record_types), types=record_types).start()
-        ready = _spin_until(executor, lambda: node.count_subscribers(topics.image) >= 2
-                            and node.count_subscribers(topics.camera_info) >= 1
-                            and all(n > 0 for n in recorder.matched_publishers().values()), startup_timeout_s, stack)
-        if not ready:
-            missing = [t for t, n in recorder.matched_publishers().items() if n == 0]
-            raise PerceptionError(f"the node stack was not ready after {startup_timeout_s:.0f} s (unmatched: "
-                                  f"{', '.join(missing) or 'camera subscribers'}); log:\n{stack.log_tail()}")
-        _spin_until(executor, lambda: False, 0.5, stack)  # let both sides finish matching
+        wait_until_ready(executor, node, recorder, topics, stack, startup_timeout_s)
         started = time.monotonic()
-        next_rss = started
-        replayer.start(max_loops=loops)
-        while not replayer.finished:
-            executor.spin_once(timeout_sec=0.02)
-            stack.check_alive()
-            if sample_rss_s > 0 and time.monotonic() >= next_rss:
-                rss.append((time.monotonic() - started, rss_mb(stack.pid)))
-                next_rss += sample_rss_s
-            if progress is not None:
-                progress(replayer.stats.published.get(topics.image, 0))
-        last_stamp = max(publish_ns) if publish_ns else None
-
-        def drained() -> bool:
-            return last_stamp is None or recorder.last_header_stamp_ns(COSTMAP_TOPIC) == last_stamp
-
-        _spin_until(executor, drained, drain_timeout_s, stack)
-        _spin_until(executor, lambda: False, 0.3, stack)
+        rss = replay_all(executor, replayer, stack, loops, topics.image, sample_rss_s, progress, started)
+        drain_outputs(executor, recorder, max(publish_ns) if publish_ns else None, stack, drain_timeout_s)
         if sample_rss_s > 0:
             rss.append((time.monotonic() - started, rss_mb(stack.pid)))
         record_stats = recorder.stop()
