@@ -69,6 +69,32 @@ def test_resume_is_exact(tmp_path: Path, synth_root: Path) -> None:
     assert "seghead_extra.conv2.weight" in a and a["final_layer.conv1.weight"].dtype == torch.float16
 
 
+def test_resume_with_loader_workers_is_exact(tmp_path: Path, synth_root: Path) -> None:
+    """With 2 loader worker processes, a stopped-and-resumed run ends with the weights of a straight run.
+
+    Each training runs in its own process, as `model-tools seg train` does. Workers forked from a process
+    whose OpenCV thread pool has already run hang in their `cv2.setNumThreads(1)`, and this pytest
+    process has run OpenCV in earlier tests.
+    """
+    config = _config(tmp_path, synth_root, num_workers=2, persistent_workers=True, prefetch_factor=2)
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    def train(*extra: str) -> None:
+        command = [sys.executable, "-m", "model_tools.cli", "seg", "train", "--config", str(config), *extra]
+        result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+        assert result.returncode == 0, result.stderr[-2000:]
+
+    train("--run-dir", str(straight))
+    train("--run-dir", str(split), "--stop-after-steps", "3")
+    train("--run-dir", str(split), "--resume")
+    a = torch.load(straight / "last_fp16.pt", weights_only=True)
+    b = torch.load(split / "last_fp16.pt", weights_only=True)
+    assert sorted(a) == sorted(b)
+    assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])][:3]
+    assert json.loads((split / "summary.json").read_text())["steps"] == 4
+
+
 def test_eval_writes_consistent_reports(tmp_path: Path, synth_root: Path) -> None:
     torch.set_num_threads(1)
     run = tmp_path / "run"

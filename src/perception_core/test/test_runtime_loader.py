@@ -128,6 +128,36 @@ def test_auto_picks_cpu_off_target_and_npu_on_target(tmp_path: Path, monkeypatch
     assert loader.choose_auto_backend(False)[0] == "npu"
 
 
+def _with_hardmax(path: Path) -> Path:
+    """The tiny seg model with a Hardmax after its logits: QNN HTP does not implement Hardmax."""
+    import onnx
+    from onnx import helper
+
+    model = onnx.load(str(path))
+    relu = next(n for n in model.graph.node if n.op_type == "Relu")
+    relu.output[0] = "relu_out"
+    model.graph.node.append(helper.make_node("Hardmax", ["relu_out"], ["logits"], name="head_hardmax", axis=1))
+    del model.graph.value_info[:]
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.mark.htp
+def test_auto_falls_back_to_cpu_when_the_npu_refuses_the_model(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    path = _with_hardmax(make_tiny_seg_model(tmp_path / "seg.onnx", output="logits"))
+    with pytest.raises(BackendError, match=r"seg\.onnx: QNN HTP \(CPU fallback disabled\) cannot run this model"):
+        load_model(path, backend="npu")  # an explicit npu request fails loudly
+    monkeypatch.setenv(loader.AUTO_ENV, "npu")  # auto picks the NPU first, as on the vehicle
+    with caplog.at_level("WARNING", logger=loader.__name__):
+        auto = load_model(path, backend="auto")
+    assert auto.backend_requested == "auto" and auto.backend_used == "cpu"
+    assert auto.backend_reason.startswith("NPU refused the model") and "falling back to cpu" in caplog.text
+    feed = _feed(_level_centred_image(7, seed=2))
+    np.testing.assert_array_equal(auto.run(feed)["logits"], load_model(path, backend="cpu").run(feed)["logits"])
+
+
 def test_missing_empty_and_truncated_files_raise_model_file_error(tmp_path: Path) -> None:
     with pytest.raises(ModelFileError, match=r"nope\.onnx: model file does not exist"):
         load_model(tmp_path / "nope.onnx", backend="cpu")
