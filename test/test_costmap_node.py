@@ -12,8 +12,7 @@ import pytest
 
 pytestmark = pytest.mark.system
 
-rclpy = pytest.importorskip("rclpy")
-
+import rclpy  # noqa: E402  (a missing rclpy is a broken environment: fail, never skip)
 from builtin_interfaces.msg import Time  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
 from nav_msgs.msg import OccupancyGrid  # noqa: E402

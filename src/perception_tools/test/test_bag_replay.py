@@ -68,7 +68,8 @@ def write_timed_bag(path: Path, storage: str = "mcap") -> Path:
 
 @pytest.fixture()
 def ros():
-    rclpy = pytest.importorskip("rclpy")
+    import rclpy
+
     rclpy.init()
     try:
         yield rclpy
@@ -198,6 +199,32 @@ def test_replay_loops_and_selects_topics(tmp_path: Path, ros) -> None:
     executor.shutdown()
     assert notes == expected
     assert replayer.stats.loops_completed == 2
+
+
+@pytest.mark.system
+def test_loop_restarts_one_mean_gap_after_the_last_message(tmp_path: Path, ros) -> None:
+    """Across the loop boundary the schedule continues as if the recording went on: one mean gap, then pass 2."""
+    from perception_tools.replay import BagReplayer
+
+    rate = 0.5
+    node = ros.create_node("replay_loop_boundary")
+    published: list[tuple[int, int]] = []  # (bag time, wall time of publish)
+    replayer = BagReplayer(node, write_timed_bag(tmp_path / "timed"), rate=rate, loop=True, topics=["/notes"],
+                           on_publish=lambda _topic, bag_ns, wall_ns, _data: published.append((bag_ns, wall_ns)))
+    stats = replayer.play(max_loops=2)
+    notes_ns = [BASE_NS + o * 1_000_000 + 1 for o in OFFSETS_MS]
+    assert [b for b, _ in published] == notes_ns * 2  # the bag's own times, twice: replay never rewrites them
+    assert stats.loops_completed == 2 and stats.published == {"/notes": 2 * len(OFFSETS_MS)}
+    mean_gap_s = (OFFSETS_MS[-1] - OFFSETS_MS[0]) / (len(OFFSETS_MS) - 1) / 1000.0
+    recorded = [o / 1000.0 for o in OFFSETS_MS]
+    expected = [t / rate for t in recorded] + [(recorded[-1] + mean_gap_s + t) / rate for t in recorded]
+    wall = [(w - published[0][1]) / 1e9 for _, w in published]
+    # Each publish is due at its scheduled time and leaves late by the replay's lateness plus the wake-up
+    # delay of a loaded machine, so the gaps match the schedule within that much.
+    slack = stats.max_lateness_ms / 1000.0 + 0.08
+    gaps, expected_gaps = np.diff(wall), np.diff(expected)
+    assert expected_gaps[len(OFFSETS_MS) - 1] == pytest.approx(mean_gap_s / rate)  # the boundary: 1/6 s / 0.5
+    assert np.all(np.abs(gaps - expected_gaps) <= slack), f"gaps {np.round(gaps, 3)} vs {np.round(expected_gaps, 3)}"
 
 
 def test_replay_rejects_a_topic_the_bag_lacks(tmp_path: Path, ros) -> None:
