@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Regenerate the committed INT8 models (issue 6) from the committed FP32 ONNX models:
+# Regenerate the committed INT8 models from the committed FP32 ONNX models:
 #   models/depth_levels_r18_int8_qdq.onnx      (W8A8 + 16-bit depth-head tail)
 #   models/ddrnet23s_offroad_int8_qdq.onnx     (W8A8)
 # plus their QNN context binaries for the Dragonwing IQ-9075 (soc_model 77, htp_arch 73;
