@@ -3,7 +3,7 @@
 Each frame is preprocessed once (runtime Preprocessor), every model variant
 runs on the same tensor, and outputs are decoded by the runtime pipelines'
 ``postprocess`` (so composition/labels match the nodes exactly). Depth is
-scored with the lead's Eigen metrics, segmentation with ConfusionMatrix.
+scored with the Eigen metrics (perception_core.metrics.depth), segmentation with ConfusionMatrix.
 Without ground truth, a reference model's outputs (FP32) stand in for it.
 """
 

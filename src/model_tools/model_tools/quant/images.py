@@ -5,7 +5,7 @@ as at run time. So this module only *reads* RGB frames (uint8 HxWx3); the
 runtime's :class:`perception_core.preprocess.Preprocessor` turns them into the
 model input (see :class:`CalibrationReader`).
 
-Folder layout (engineer A's synthetic format, also what the trainers read):
+Folder layout (the synthetic format of `model-tools synth`, also what the trainers read):
 ``<root>/<split>/rgb/NNNNNN.png`` with optional ``depth/`` and ``label/``
 siblings. ``<root>/rgb/`` (no split level) and a plain folder of images are
 accepted too, so any image folder can calibrate.
