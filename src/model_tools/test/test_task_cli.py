@@ -88,3 +88,39 @@ def test_the_cli_imports_no_torch() -> None:
     code = ("import sys, model_tools.cli, model_tools.depth_cli, model_tools.seg_cli, model_tools.registry; "
             "print('torch' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+
+
+def test_convert_exports_each_task_in_its_registered_deployment_form(tmp_path) -> None:
+    """`convert --run` finds the task in the run's config.yaml and exports what the NPU runs (registry facts)."""
+    import torch
+
+    from model_tools.models.ddrnet import ddrnet23_slim
+    from model_tools.models.depth_net import build_depth_net
+    from model_tools.quant.convert import export_fp32, run_task
+    from model_tools.training.checkpoint import fp16_state_dict, save_atomic
+    from model_tools.training.config import load_config, save_config
+    from perception_core.model_metadata import read_metadata
+    from perception_core.ontology import load_ontology
+
+    torch.manual_seed(0)
+    depth_run, seg_run = tmp_path / "depth_run", tmp_path / "seg_run"
+    depth_model = {"width": 8, "decoder_channels": [4, 8, 8, 16, 16], "kind": "levels", "levels": 32,
+                   "input_height": 64, "input_width": 96}
+    depth_run.mkdir()
+    save_config(load_config(None, [f"model.{k}={v}" for k, v in depth_model.items()]), depth_run / "config.yaml")
+    save_atomic(fp16_state_dict(build_depth_net(depth_model)), depth_run / "model_fp16.pt")
+    seg_run.mkdir()
+    save_config(load_config(None, ["task=segmentation", "data.val_hw=[64,64]"]), seg_run / "config.yaml")
+    save_atomic(fp16_state_dict(ddrnet23_slim(num_classes=load_ontology().num_classes)), seg_run / "model_fp16.pt")
+    for run, entry in ((depth_run, DEPTH), (seg_run, SEGMENTATION)):
+        assert run_task(run) == entry.name
+        out = tmp_path / f"{entry.name}.onnx"
+        done = export_fp32(run / "model_fp16.pt", run_task(run), out)
+        meta = read_metadata(out)
+        assert done["variant"] == entry.deploy_variant == getattr(meta, entry.variant_field)
+        assert meta.input_shape == [1, 3, *done["input_hw"]] and done["validation"]["verdict"] in ("excellent", "good")
+    assert done["input_hw"] == [64, 64]  # the segmentation config's val_hw
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "config.yaml").write_text("task: detection\n")
+    with pytest.raises(ConfigError, match=r"config\.yaml: field task: 'detection' is not a registered task"):
+        run_task(tmp_path / "other")
