@@ -294,6 +294,89 @@ def _mean_agreement(items: list[dict[str, Any]]) -> dict[str, Any]:
     return merged
 
 
+def load_pair(fp32_path: str | os.PathLike[str], int8_path: str | os.PathLike[str]) -> tuple[Any, Any]:
+    """Both models on the CPU EP; ModelFileError unless they share task and input."""
+    from perception_core.runtime.loader import load_model
+
+    fp32 = load_model(fp32_path, backend="cpu")
+    int8 = load_model(int8_path, backend="cpu")
+    meta = fp32.metadata
+    if int8.metadata.task != meta.task or int8.metadata.input_shape != meta.input_shape:
+        raise ModelFileError(f"{int8_path}: task/input {int8.metadata.task} {int8.metadata.input_shape} differs from "
+                             f"FP32 {fp32_path}: {meta.task} {meta.input_shape}")
+    return fp32, int8
+
+
+class ComparisonRun:
+    """What the comparison accumulates frame by frame: task scorers, head errors or label agreement,
+    and the raw outputs of the first frames for the HTP sample."""
+
+    def __init__(self, meta: ModelMetadata, htp_frames: int) -> None:
+        self.meta = meta
+        self.decode = decoder(meta)
+        self.scorers = {"fp32": TaskScorer(meta), "int8": TaskScorer(meta), "int8_vs_fp32": TaskScorer(meta)}
+        self.heads = HeadErrors(meta) if meta.task == "depth" else None
+        self.label_agreement: list[float] = []
+        self.has_gt = False
+        self.htp_frames = htp_frames
+        self.qdq_outputs: list[dict[str, np.ndarray]] = []
+        self.fp32_outputs: list[dict[str, np.ndarray]] = []
+
+    def add(self, index: int, item: PreparedFrame, raw32: dict[str, np.ndarray], raw8: dict[str, np.ndarray]) -> tuple[Any, Any]:
+        """Score one frame's two raw outputs; returns them decoded (FP32, INT8)."""
+        meta = self.meta
+        d32, d8 = self.decode(raw32), self.decode(raw8)
+        gt = target_of(item.frame, meta.task, None)
+        if gt is not None:
+            self.has_gt = True
+            self.scorers["fp32"].update(d32, gt)
+            self.scorers["int8"].update(d8, gt)
+        self.scorers["int8_vs_fp32"].update(d8, scored_depth(d32, meta) if meta.task == "depth" else d32.labels)
+        if self.heads is not None:
+            self.heads.update(d32, d8, item.frame.depth)
+        else:
+            self.label_agreement.append(float((d32.labels == d8.labels).mean()))
+        if index < self.htp_frames:
+            self.qdq_outputs.append(raw8)
+            self.fp32_outputs.append(raw32)
+        return d32, d8
+
+    def task_report(self, thresholds: Thresholds, out: Path) -> tuple[dict[str, Any], list[str]]:
+        """Metrics, acceptability and the head / label analysis, with the figures it wrote into ``out``."""
+        meta = self.meta
+        report: dict[str, Any] = {"has_ground_truth": self.has_gt}
+        figures: list[str] = []
+        if self.has_gt:
+            report["fp32_metrics"] = self.scorers["fp32"].compute()
+            report["int8_metrics"] = self.scorers["int8"].compute()
+            report["acceptability"] = rate_metrics(report["fp32_metrics"], report["int8_metrics"], meta.task,
+                                                   thresholds)
+        else:
+            report["acceptability"] = {"metrics": {}, "overall": "n/a",
+                                       "note": "no ground truth in the data set: only INT8-vs-FP32 agreement is reported"}
+        report["int8_vs_fp32_metrics"] = self.scorers["int8_vs_fp32"].compute()
+        if self.heads is not None:
+            report["head_errors"] = self.heads.summary()
+            figures.append(self.heads.plot(out / "error_vs_depth.png").name)
+        else:
+            report["label_agreement_int8_vs_fp32"] = float(np.mean(self.label_agreement))
+            if self.has_gt:
+                self.scorers["fp32"].confusion.plot(out / "confusion_fp32.png", meta.class_names, "FP32")
+                self.scorers["int8"].confusion.plot(out / "confusion_int8.png", meta.class_names, "INT8 (QDQ, CPU EP)")
+                figures += ["confusion_fp32.png", "confusion_int8.png"]
+        return report, figures
+
+
+def save_frame_outputs(path: Path, raw32: dict[str, np.ndarray], raw8: dict[str, np.ndarray], gt: np.ndarray | None,
+                       overwrite: bool) -> None:
+    """One frame's raw FP32 and INT8 outputs (and ground truth) as a compressed npz (atomic)."""
+    arrays = {f"fp32_{k}": v for k, v in raw32.items()} | {f"int8_{k}": v for k, v in raw8.items()}
+    if gt is not None:
+        arrays["ground_truth"] = gt
+    with atomic_write(path, overwrite=overwrite) as tmp:
+        np.savez_compressed(tmp, **arrays)
+
+
 def compare_models(
     fp32_path: str | os.PathLike[str],
     int8_path: str | os.PathLike[str],
@@ -320,57 +403,30 @@ def compare_models(
     """
     from tqdm import tqdm
 
-    from perception_core.runtime.loader import load_model
-
     out = Path(out_dir)
     report_json = out / "comparison.json"
     if report_json.exists() and not overwrite:
         raise OutputExistsError(f"{report_json} exists; refusing to overwrite it (pass --overwrite or a new folder)")
     thresholds = thresholds or Thresholds()
-    fp32 = load_model(fp32_path, backend="cpu")
-    int8 = load_model(int8_path, backend="cpu")
+    fp32, int8 = load_pair(fp32_path, int8_path)
     meta = fp32.metadata
-    if int8.metadata.task != meta.task or int8.metadata.input_shape != meta.input_shape:
-        raise ModelFileError(f"{int8_path}: task/input {int8.metadata.task} {int8.metadata.input_shape} differs from "
-                             f"FP32 {fp32_path}: {meta.task} {meta.input_shape}")
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     frames = prepare_frames(data, meta, count, resize=True, with_targets=True)
-    decode = decoder(meta)
-    scorers = {"fp32": TaskScorer(meta), "int8": TaskScorer(meta), "int8_vs_fp32": TaskScorer(meta)}
-    heads = HeadErrors(meta) if meta.task == "depth" else None
-    has_gt = False
-    qdq_outputs: list[dict[str, np.ndarray]] = []
-    fp32_outputs: list[dict[str, np.ndarray]] = []
-    agreement_labels: list[float] = []
+    run = ComparisonRun(meta, htp_frames)
     figures: list[str] = []
     (out / "outputs").mkdir(exist_ok=True)
     for i, item in enumerate(tqdm(frames, desc="compare", unit="frame", disable=not progress)):
         feeds = {meta.input_name: item.tensor}
         raw32, raw8 = fp32.run(feeds), int8.run(feeds)
-        d32, d8 = decode(raw32), decode(raw8)
-        gt = target_of(item.frame, meta.task, None)
-        if gt is not None:
-            has_gt = True
-            scorers["fp32"].update(d32, gt)
-            scorers["int8"].update(d8, gt)
-        scorers["int8_vs_fp32"].update(d8, scored_depth(d32, meta) if meta.task == "depth" else d32.labels)
-        if heads is not None:
-            heads.update(d32, d8, None if meta.task != "depth" else item.frame.depth)
-        else:
-            agreement_labels.append(float((d32.labels == d8.labels).mean()))
-        if i < htp_frames:
-            qdq_outputs.append(raw8)
-            fp32_outputs.append(raw32)
+        d32, d8 = run.add(i, item, raw32, raw8)
         if save_outputs:
-            arrays = {f"fp32_{k}": v for k, v in raw32.items()} | {f"int8_{k}": v for k, v in raw8.items()}
-            if gt is not None:
-                arrays["ground_truth"] = gt
-            with atomic_write(out / "outputs" / f"{item.frame.name}.npz", overwrite=overwrite) as tmp:
-                np.savez_compressed(tmp, **arrays)
+            save_frame_outputs(out / "outputs" / f"{item.frame.name}.npz", raw32, raw8,
+                               target_of(item.frame, meta.task, None), overwrite)
         if i < FIGURE_FRAMES:
             figures.append(_frame_figure(out / f"frame_{item.frame.name}.png", item, d32, d8, meta).name)
 
+    task_report, task_figures = run.task_report(thresholds, out)
     report: dict[str, Any] = {
         "task": meta.task,
         "fp32_model": str(fp32_path),
@@ -379,28 +435,11 @@ def compare_models(
         "data": data.describe(),
         "frames": len(frames),
         "int8_accuracy_backend": "QDQ model on ONNX Runtime CPU EP",
-        "has_ground_truth": has_gt,
+        **task_report,
     }
-    if has_gt:
-        report["fp32_metrics"] = scorers["fp32"].compute()
-        report["int8_metrics"] = scorers["int8"].compute()
-        report["acceptability"] = rate_metrics(report["fp32_metrics"], report["int8_metrics"], meta.task, thresholds)
-    else:
-        report["acceptability"] = {"metrics": {}, "overall": "n/a",
-                                   "note": "no ground truth in the data set: only INT8-vs-FP32 agreement is reported"}
-    report["int8_vs_fp32_metrics"] = scorers["int8_vs_fp32"].compute()
-    if heads is not None:
-        report["head_errors"] = heads.summary()
-        figures.append(heads.plot(out / "error_vs_depth.png").name)
-    else:
-        report["label_agreement_int8_vs_fp32"] = float(np.mean(agreement_labels))
-        if has_gt:
-            scorers["fp32"].confusion.plot(out / "confusion_fp32.png", meta.class_names, "FP32")
-            scorers["int8"].confusion.plot(out / "confusion_int8.png", meta.class_names, "INT8 (QDQ, CPU EP)")
-            figures += ["confusion_fp32.png", "confusion_int8.png"]
-    report["htp_agreement"] = htp_agreement(htp_model or int8_path, meta, frames[:htp_frames], qdq_outputs,
-                                            fp32_outputs)
-    report["figures"] = figures
+    report["htp_agreement"] = htp_agreement(htp_model or int8_path, meta, frames[:htp_frames], run.qdq_outputs,
+                                            run.fp32_outputs)
+    report["figures"] = figures + task_figures
     report["seconds"] = time.perf_counter() - started
     write_json(report_json, report, overwrite=overwrite)
     with atomic_write(out / "comparison.md", overwrite=overwrite) as tmp:

@@ -159,14 +159,38 @@ def quantize_prepared(
     ``nodes_to_quantize`` limits quantization to those nodes (others float).
     """
     import onnx
-    from onnxruntime.quantization import CalibrationMethod, QuantType, quantize_static
-    from onnxruntime.quantization.execution_providers.qnn import get_qnn_qdq_config
 
     settings.validate()
     target = Path(out_path)
     if target.exists() and not overwrite:
         raise OutputExistsError(f"{target} exists; refusing to overwrite it (pass --overwrite to replace it)")
     started = time.perf_counter()
+    config, extra_options, raised = qnn_quant_config(prepared, settings, reader)
+    with tempfile.TemporaryDirectory(prefix=".quant.", dir=target.parent if target.parent.exists() else None) as tmp:
+        raw_path = Path(tmp) / "qdq.onnx"
+        run_quantize_static(prepared, raw_path, config, extra_options, nodes_to_quantize, calibration_cache)
+        calib_used = int(getattr(reader, "used", 0) or 0)
+        model = onnx.load(str(raw_path))
+        meta = quantized_metadata(prepared, settings, raised, calib_used, calibration_source, nodes_to_quantize,
+                                  extra_metadata)
+        set_model_metadata(model, meta)
+        with atomic_write(target, overwrite=overwrite) as tmp_out:
+            onnx.save(model, str(tmp_out))
+    return QuantizeResult(
+        path=target,
+        settings=settings,
+        raised_tensors=raised,
+        calibration_images=calib_used,
+        calibration_source=calibration_source,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def qnn_quant_config(prepared: PreparedModel, settings: QuantSettings, reader: Any) -> tuple[Any, dict[str, Any], list[str]]:
+    """(ONNX Runtime's QNN QDQ config, its extra options, the tensors raised to 16 bit) for ``settings``."""
+    from onnxruntime.quantization import CalibrationMethod, QuantType
+    from onnxruntime.quantization.execution_providers.qnn import get_qnn_qdq_config
+
     method = {
         "minmax": CalibrationMethod.MinMax,
         "percentile": CalibrationMethod.Percentile,
@@ -186,61 +210,61 @@ def quantize_prepared(
     extra_options = dict(config.extra_options)
     if settings.calibration == "percentile":
         extra_options["CalibPercentile"] = settings.percentile
-    with tempfile.TemporaryDirectory(prefix=".quant.", dir=target.parent if target.parent.exists() else None) as tmp:
-        raw_path = Path(tmp) / "qdq.onnx"
-        try:
-            quantize_static(
-                str(prepared.path),
-                str(raw_path),
-                calibration_data_reader=config.calibration_data_reader,
-                quant_format=config.quant_format,
-                op_types_to_quantize=config.op_types_to_quantize,
-                per_channel=config.per_channel,
-                reduce_range=config.reduce_range,
-                activation_type=config.activation_type,
-                weight_type=config.weight_type,
-                nodes_to_quantize=nodes_to_quantize if nodes_to_quantize is not None else config.nodes_to_quantize,
-                nodes_to_exclude=config.nodes_to_exclude,
-                use_external_data_format=config.use_external_data_format,
-                calibrate_method=config.calibrate_method,
-                calibration_providers=["CPUExecutionProvider"],
-                extra_options=extra_options,
-                calibration_cache_path=str(calibration_cache) if calibration_cache else None,
-            )
-        except (DataError, ConfigError):
-            raise
-        except Exception as err:
-            raise ModelFileError(f"{prepared.source}: quantize_static failed: {err}") from err
-        calib_used = int(getattr(reader, "used", 0) or 0)
-        model = onnx.load(str(raw_path))
-        meta = ModelMetadata(**asdict(prepared.metadata))
-        meta.format = "qdq"
-        meta.extra = dict(meta.extra)
-        meta.extra["quantization"] = {
-            "tool": "model_tools.quant (onnxruntime quantize_static + get_qnn_qdq_config)",
-            "label": settings.label(),
-            "settings": asdict(settings),
-            "weights": "uint8" + (" per-channel" if settings.per_channel else " per-tensor"),
-            "activations": f"uint{settings.activation_bits}",
-            "raised_to_16bit_tensors": raised,
-            "calibration_images": calib_used,
-            "calibration_source": calibration_source,
-            "source_model": prepared.source.name,
-            **(extra_metadata or {}),
-        }
-        if nodes_to_quantize is not None:
-            meta.extra["quantization"]["only_nodes"] = list(nodes_to_quantize)
-        set_model_metadata(model, meta)
-        with atomic_write(target, overwrite=overwrite) as tmp_out:
-            onnx.save(model, str(tmp_out))
-    return QuantizeResult(
-        path=target,
-        settings=settings,
-        raised_tensors=raised,
-        calibration_images=calib_used,
-        calibration_source=calibration_source,
-        seconds=time.perf_counter() - started,
-    )
+    return config, extra_options, raised
+
+
+def run_quantize_static(prepared: PreparedModel, raw_path: Path, config: Any, extra_options: dict[str, Any],
+                        nodes_to_quantize: list[str] | None, calibration_cache: str | os.PathLike[str] | None) -> None:
+    """``quantize_static`` with the config's fields (CPU EP calibration); its failures become ModelFileError."""
+    from onnxruntime.quantization import quantize_static
+
+    try:
+        quantize_static(
+            str(prepared.path),
+            str(raw_path),
+            calibration_data_reader=config.calibration_data_reader,
+            quant_format=config.quant_format,
+            op_types_to_quantize=config.op_types_to_quantize,
+            per_channel=config.per_channel,
+            reduce_range=config.reduce_range,
+            activation_type=config.activation_type,
+            weight_type=config.weight_type,
+            nodes_to_quantize=nodes_to_quantize if nodes_to_quantize is not None else config.nodes_to_quantize,
+            nodes_to_exclude=config.nodes_to_exclude,
+            use_external_data_format=config.use_external_data_format,
+            calibrate_method=config.calibrate_method,
+            calibration_providers=["CPUExecutionProvider"],
+            extra_options=extra_options,
+            calibration_cache_path=str(calibration_cache) if calibration_cache else None,
+        )
+    except (DataError, ConfigError):
+        raise
+    except Exception as err:
+        raise ModelFileError(f"{prepared.source}: quantize_static failed: {err}") from err
+
+
+def quantized_metadata(prepared: PreparedModel, settings: QuantSettings, raised: list[str], calibration_images: int,
+                       calibration_source: str, nodes_to_quantize: list[str] | None,
+                       extra_metadata: dict[str, Any] | None) -> ModelMetadata:
+    """The FP32 model's metadata with ``format: qdq`` and the quantization record under ``extra``."""
+    meta = ModelMetadata(**asdict(prepared.metadata))
+    meta.format = "qdq"
+    meta.extra = dict(meta.extra)
+    meta.extra["quantization"] = {
+        "tool": "model_tools.quant (onnxruntime quantize_static + get_qnn_qdq_config)",
+        "label": settings.label(),
+        "settings": asdict(settings),
+        "weights": "uint8" + (" per-channel" if settings.per_channel else " per-tensor"),
+        "activations": f"uint{settings.activation_bits}",
+        "raised_to_16bit_tensors": raised,
+        "calibration_images": calibration_images,
+        "calibration_source": calibration_source,
+        "source_model": prepared.source.name,
+        **(extra_metadata or {}),
+    }
+    if nodes_to_quantize is not None:
+        meta.extra["quantization"]["only_nodes"] = list(nodes_to_quantize)
+    return meta
 
 
 def quantize_model(
