@@ -309,7 +309,8 @@ def export_variant(entry: TaskEntry, metadata: Any, path: str | os.PathLike[str]
 def validate(entry: TaskEntry, args: argparse.Namespace) -> int:
     from perception_core.model_metadata import read_metadata
 
-    check_output_file(args.report or Path(args.onnx).with_suffix(".validation.json"), "--report")
+    check_output_file(args.report or Path(args.onnx).with_suffix(".validation.json"),
+                      "--report" if args.report else "--onnx (its validation report)")
     variant = export_variant(entry, read_metadata(args.onnx), args.onnx)
     trained = load_trained(entry, args.checkpoint, args.config, config_overrides(args))
     validate_export(entry, Path(args.onnx), trained, variant, inputs=args.inputs, seed=args.seed,
