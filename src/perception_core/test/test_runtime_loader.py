@@ -133,12 +133,16 @@ def _with_hardmax(path: Path) -> Path:
     import onnx
     from onnx import helper
 
+    from perception_core.model_metadata import ModelMetadata, set_model_metadata
+
     model = onnx.load(str(path))
     relu = next(n for n in model.graph.node if n.op_type == "Relu")
     relu.output[0] = "relu_out"
     model.graph.node.append(helper.make_node("Hardmax", ["relu_out"], ["logits"], name="head_hardmax", axis=1))
     del model.graph.value_info[:]
     onnx.checker.check_model(model)
+    # The graph changed: its metadata gets the new content hash, as an exporter would write it.
+    set_model_metadata(model, ModelMetadata.from_props({p.key: p.value for p in model.metadata_props}, str(path)))
     onnx.save(model, str(path))
     return path
 
