@@ -14,8 +14,10 @@ With no arguments, on a fresh machine after `make setup`:
     python scripts/demo.py --backend npu         # QNN HTP (emulated on x86: slow, so 3 frames)
     python scripts/demo.py --frames 3 --size 64x54 --out /tmp/demo   # the reduced mode tests use
 
-Until trained models are committed under models/, tiny untrained test models
-stand in (a loud note says so, and their accuracy numbers mean nothing).
+When a configured model file is missing (a tree whose set-up has not exported
+the demo models, or a --depth-model/--seg-model that does not exist), tiny
+untrained test models stand in (a loud note says so, and their accuracy
+numbers mean nothing).
 """
 
 from __future__ import annotations
@@ -32,9 +34,8 @@ DEFAULT_FRAMES = 24
 NPU_FRAMES = 3
 TINY_MODEL_WIDTH = 160
 # The vehicle camera's aspect (1280x1080, 1.185), as the models were trained (640x544 frames, squashed to each
-# model's input): at 400x300 (1.33) depth abs_rel was 0.145, at this aspect 0.056. Not 640x540: its 1.04 MB rgb8
-# images crossing processes on best-effort QoS were mostly lost by Fast DDS here (22 of 24 frames at a 0.024x
-# replay); 448x378 (508 kB) loses about 1 in 24 (docs/demo.md).
+# model's input): another aspect distorts the geometry the depth model learned. Not 640x540: Fast DDS loses many
+# of its 1.04 MB rgb8 images between processes on best-effort QoS; 448x378 is 508 kB (docs/demo.md).
 DEFAULT_SIZE = "448x378"
 
 
@@ -82,7 +83,7 @@ def configured_model(node: str) -> Path | None:
 
 
 def choose_models(args: argparse.Namespace, out: Path) -> tuple[Path, Path, list[str]]:
-    """The committed demo models, or tiny test models (with a note) while they are not there."""
+    """The configured demo models, or tiny test models (with a loud note) when a file is missing."""
     from perception_core.testing.tiny_models import make_tiny_depth_model, make_tiny_seg_model
 
     depth = args.depth_model or configured_model("depth_node")
