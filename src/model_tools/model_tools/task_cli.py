@@ -204,7 +204,6 @@ def evaluation_paths(out_dir: Path, stem: str, overwrite: bool) -> None:
 def evaluate(entry: TaskEntry, args: argparse.Namespace) -> int:
     from torch.utils.data import DataLoader
 
-    from model_tools.data.sources import evenly_spaced_subset
     from model_tools.io_utils import atomic_write, write_json
     from model_tools.training.engine import dist_from_env, resolve_device
 
@@ -215,7 +214,7 @@ def evaluate(entry: TaskEntry, args: argparse.Namespace) -> int:
     split = args.split or task.data_cfg.val_split
     stem = f"eval_{split}"
     evaluation_paths(out_dir, stem, args.overwrite)
-    dataset = evenly_spaced_subset(task.eval_dataset(args.split), args.max_images)
+    dataset = task.eval_dataset(args.split, max_images=args.max_images)  # the whole split unless --max-images
     device = resolve_device(args.device, dist_from_env())
     loader = DataLoader(dataset, batch_size=args.batch_size, num_workers=args.workers, shuffle=False,
                         pin_memory=device.type == "cuda")

@@ -94,7 +94,7 @@ def test_train_on_kitti_through_the_cli_then_eval_reports_the_kitti_metrics(tmp_
     base_config = tiny_depth_config(tmp_path / "c.yaml", HW, [roots["synth_source"]])
     run = tmp_path / "run"
     kitti = roots["kitti_source"]
-    argv = ["depth", "train", "--config", str(base_config), "--run-dir", str(run),
+    argv = ["depth", "train", "--config", str(base_config), "--run-dir", str(run), "--set", "data.max_val_samples=1",
             "--source", f"kitti={kitti['root']},raw_root={kitti['raw_root']}"]
     assert main(argv) == 0
     summary = json.loads((run / "summary.json").read_text())
@@ -107,6 +107,7 @@ def test_train_on_kitti_through_the_cli_then_eval_reports_the_kitti_metrics(tmp_
             "--workers", "0"]
     assert main(args) == 0
     report = json.loads((out / "eval_val.json").read_text())
+    # The whole split: eval is not capped by the training validation's data.max_val_samples (1).
     assert report["sources"] == [kitti] and report["images"] == 2 and report["split"] == "val"
 
     from model_tools.depth_cli import load_depth_model
@@ -138,3 +139,5 @@ def test_train_on_kitti_through_the_cli_then_eval_reports_the_kitti_metrics(tmp_
     # --data (one synthetic folder) evaluates another source with the same checkpoint.
     assert main([*args, "--data", roots["synth_source"]["root"], "--split", "train"]) == 0
     assert json.loads((out / "eval_train.json").read_text())["images"] == 2
+    assert main([*args, "--overwrite", "--max-images", "1"]) == 0
+    assert json.loads((out / "eval_val.json").read_text())["images"] == 1

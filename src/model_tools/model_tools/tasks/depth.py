@@ -243,8 +243,11 @@ class DepthTask:
         check_sources(sources, DEPTH.data_formats, self.name)
         return sources
 
-    def eval_dataset(self, split: str | None = None) -> Dataset:
-        """The validation sources (or their ``split``) without augmentation, capped at ``max_val_samples``."""
+    def eval_dataset(self, split: str | None = None, max_images: int | None = None) -> Dataset:
+        """The validation sources (or their ``split``) without augmentation.
+
+        At most ``max_images`` (0: all), evenly spaced; None applies the config's ``max_val_samples``.
+        """
         from model_tools.data.sources import build_sources, evenly_spaced_subset
 
         if self.dataset_factory is not None:
@@ -252,7 +255,7 @@ class DepthTask:
         transform = depth_transform(self.model_cfg.input_height, self.model_cfg.input_width, False)
         val = build_sources(self.sources(), "val", transform, default_split=self.data_cfg.val_split, split=split,
                             seed=self.config.seed)
-        return evenly_spaced_subset(val, self.data_cfg.max_val_samples)
+        return evenly_spaced_subset(val, self.data_cfg.max_val_samples if max_images is None else max_images)
 
     def _teacher_outputs(self, image: torch.Tensor) -> dict[tuple[str, int], torch.Tensor]:
         if self._teacher is None:

@@ -156,9 +156,10 @@ class SegmentationTask:
         check_sources(self.data_cfg.sources, SEGMENTATION.data_formats, self.name)
         return self.data_cfg.sources
 
-    def eval_dataset(self, split: str | None = None) -> Dataset:
-        """The validation sources (or their ``split``), whole images resized to ``val_hw``, capped at ``max_val_images``.
+    def eval_dataset(self, split: str | None = None, max_images: int | None = None) -> Dataset:
+        """The validation sources (or their ``split``), whole images resized to ``val_hw``.
 
+        At most ``max_images`` (0: all), evenly spaced; None applies the config's ``max_val_images``.
         Segmentation never looks at depth, so the sources skip reading it (one decode less per sample).
         """
         from model_tools.data.sources import build_sources, evenly_spaced_subset
@@ -167,7 +168,7 @@ class SegmentationTask:
         cfg = self.data_cfg
         val = build_sources(self.sources(), "val", EngineSeededTransform(val_transforms(*cfg.val_hw)),
                             default_split=cfg.val_split, split=split, ontology=self.ontology, with_depth=False)
-        return evenly_spaced_subset(val, cfg.max_val_images)
+        return evenly_spaced_subset(val, cfg.max_val_images if max_images is None else max_images)
 
     # -- loss -------------------------------------------------------------------------------------
 
