@@ -192,7 +192,7 @@ def train(entry: TaskEntry, args: argparse.Namespace) -> int:
     return 0
 
 
-def evaluation_paths(out_dir: Path, stem: str, overwrite: bool) -> None:
+def refuse_existing_evaluation(out_dir: Path, stem: str, overwrite: bool) -> None:
     """Refuse (before any work) when ``out_dir`` already holds an evaluation named ``stem``."""
     if overwrite or not out_dir.is_dir():
         return
@@ -204,7 +204,6 @@ def evaluation_paths(out_dir: Path, stem: str, overwrite: bool) -> None:
 def evaluate(entry: TaskEntry, args: argparse.Namespace) -> int:
     from torch.utils.data import DataLoader
 
-    from model_tools.io_utils import atomic_write, write_json
     from model_tools.training.engine import dist_from_env, resolve_device
 
     out_dir = check_output_folder(args.out or Path(args.checkpoint).parent, "--out")
@@ -213,7 +212,7 @@ def evaluate(entry: TaskEntry, args: argparse.Namespace) -> int:
     task = spec.build_task(trained.config, trained.config_source)
     split = args.split or task.data_cfg.val_split
     stem = f"eval_{split}"
-    evaluation_paths(out_dir, stem, args.overwrite)
+    refuse_existing_evaluation(out_dir, stem, args.overwrite)
     dataset = task.eval_dataset(args.split, max_images=args.max_images)  # the whole split unless --max-images
     device = resolve_device(args.device, dist_from_env())
     loader = DataLoader(dataset, batch_size=args.batch_size, num_workers=args.workers, shuffle=False,
@@ -221,21 +220,30 @@ def evaluate(entry: TaskEntry, args: argparse.Namespace) -> int:
     outcome = spec.evaluate(task, trained.model.to(device), loader, device)
     report = {"task": entry.name, "checkpoint": trained.checkpoint, "config": trained.config_source, "split": split,
               "sources": task.sources(), "images": len(dataset), **outcome.report, "metrics": outcome.metrics}
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_json(out_dir / f"{stem}.json", report, overwrite=True)
     sources = ", ".join(f"{s['format']} `{s['root']}`" for s in report["sources"])
-    lines = [f"# {entry.name.capitalize()} evaluation: {Path(trained.checkpoint).name} on {split}", "",
-             f"{len(dataset)} images of {sources}.", "", *outcome.markdown]
+    heading = [f"# {entry.name.capitalize()} evaluation: {Path(trained.checkpoint).name} on {split}", "",
+               f"{len(dataset)} images of {sources}.", ""]
+    written = write_evaluation(out_dir, stem, report, heading + outcome.markdown, outcome.figures)
+    print(f"{entry.command} eval: {outcome.summary} over {len(dataset)} images")
+    print(f"{entry.command} eval: wrote {', '.join(str(path) for path in written)}")
+    return 0
+
+
+def write_evaluation(out_dir: Path, stem: str, report: dict[str, Any], markdown: list[str],
+                     figures: dict[str, Any]) -> list[Path]:
+    """``<stem>.json``, ``<stem>.md`` and ``<stem><suffix>`` per figure, each written atomically."""
+    from model_tools.io_utils import atomic_write, write_json
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = [write_json(out_dir / f"{stem}.json", report, overwrite=True)]
     with atomic_write(out_dir / f"{stem}.md", overwrite=True) as tmp:
-        tmp.write_text("\n".join(lines) + "\n")
-    written = [f"{stem}.json", f"{stem}.md"]
-    for suffix, write_figure in outcome.figures.items():
+        tmp.write_text("\n".join(markdown) + "\n")
+    written.append(out_dir / f"{stem}.md")
+    for suffix, write_figure in figures.items():
         with atomic_write(out_dir / f"{stem}{suffix}", overwrite=True) as tmp:
             write_figure(tmp)
-        written.append(f"{stem}{suffix}")
-    print(f"{entry.command} eval: {outcome.summary} over {len(dataset)} images")
-    print(f"{entry.command} eval: wrote {', '.join(str(out_dir / name) for name in written)}")
-    return 0
+        written.append(out_dir / f"{stem}{suffix}")
+    return written
 
 
 def export_checkpoint(entry: TaskEntry, checkpoint: str | os.PathLike[str], out: str | os.PathLike[str], *,
