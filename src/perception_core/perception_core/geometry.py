@@ -63,12 +63,44 @@ def quaternion_matrix(x: float, y: float, z: float, w: float) -> np.ndarray:
     ])
 
 
+def quaternion_from_matrix(rotation: np.ndarray) -> tuple[float, float, float, float]:
+    """(x, y, z, w) unit quaternion of a rotation matrix (Shepperd's method, w >= 0)."""
+    m = np.asarray(rotation, dtype=np.float64)
+    trace = m[0, 0] + m[1, 1] + m[2, 2]
+    if trace > 0:
+        s = math.sqrt(trace + 1.0) * 2.0
+        w, x, y, z = 0.25 * s, (m[2, 1] - m[1, 2]) / s, (m[0, 2] - m[2, 0]) / s, (m[1, 0] - m[0, 1]) / s
+    elif m[0, 0] > m[1, 1] and m[0, 0] > m[2, 2]:
+        s = math.sqrt(1.0 + m[0, 0] - m[1, 1] - m[2, 2]) * 2.0
+        w, x, y, z = (m[2, 1] - m[1, 2]) / s, 0.25 * s, (m[0, 1] + m[1, 0]) / s, (m[0, 2] + m[2, 0]) / s
+    elif m[1, 1] > m[2, 2]:
+        s = math.sqrt(1.0 + m[1, 1] - m[0, 0] - m[2, 2]) * 2.0
+        w, x, y, z = (m[0, 2] - m[2, 0]) / s, (m[0, 1] + m[1, 0]) / s, 0.25 * s, (m[1, 2] + m[2, 1]) / s
+    else:
+        s = math.sqrt(1.0 + m[2, 2] - m[0, 0] - m[1, 1]) * 2.0
+        w, x, y, z = (m[1, 0] - m[0, 1]) / s, (m[0, 2] + m[2, 0]) / s, (m[1, 2] + m[2, 1]) / s, 0.25 * s
+    q = np.array([x, y, z, w])
+    q /= np.linalg.norm(q)
+    if q[3] < 0:
+        q = -q
+    return float(q[0]), float(q[1]), float(q[2]), float(q[3])
+
+
 def transform_matrix(transform: Any) -> np.ndarray:
     """4x4 matrix of a geometry_msgs/Transform (rclpy or rosbags object): translation + quaternion."""
     q, t = transform.rotation, transform.translation
     matrix = np.eye(4)
     matrix[:3, :3] = quaternion_matrix(float(q.x), float(q.y), float(q.z), float(q.w))
     matrix[:3, 3] = (float(t.x), float(t.y), float(t.z))
+    return matrix
+
+
+def pose_msg_matrix(pose: Any) -> np.ndarray:
+    """4x4 matrix of a geometry_msgs/Pose (rclpy or rosbags object): position + orientation."""
+    q, p = pose.orientation, pose.position
+    matrix = np.eye(4)
+    matrix[:3, :3] = quaternion_matrix(float(q.x), float(q.y), float(q.z), float(q.w))
+    matrix[:3, 3] = (float(p.x), float(p.y), float(p.z))
     return matrix
 
 

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from perception_core.geometry import camera_optical_pose, pose_matrix
+from perception_core.geometry import quaternion_from_matrix as rotation_to_quaternion
 from perception_core.ontology import Ontology, load_ontology
 
 MAX_DEPTH_M = 250.0  # KITTI PNG16 tops out at 65535/256 = 256 m; farther ground is rendered but has invalid depth
@@ -962,29 +963,6 @@ def _render_drive_frame(args: tuple[_DriveJob, int]) -> SynthFrame:
     scene = _drive_scene(job.seed, job.speed * job.n_frames / job.fps, job.flat)
     time_s = index / job.fps
     return render_frame(job.rig, job.seed, drive_pose(scene, time_s, job.speed), time_s=time_s, scene=scene, ontology=onto)
-
-
-def rotation_to_quaternion(rotation: np.ndarray) -> tuple[float, float, float, float]:
-    """(x, y, z, w) unit quaternion of a rotation matrix (Shepperd's method, w >= 0)."""
-    m = np.asarray(rotation, dtype=np.float64)
-    trace = m[0, 0] + m[1, 1] + m[2, 2]
-    if trace > 0:
-        s = math.sqrt(trace + 1.0) * 2.0
-        w, x, y, z = 0.25 * s, (m[2, 1] - m[1, 2]) / s, (m[0, 2] - m[2, 0]) / s, (m[1, 0] - m[0, 1]) / s
-    elif m[0, 0] > m[1, 1] and m[0, 0] > m[2, 2]:
-        s = math.sqrt(1.0 + m[0, 0] - m[1, 1] - m[2, 2]) * 2.0
-        w, x, y, z = (m[2, 1] - m[1, 2]) / s, 0.25 * s, (m[0, 1] + m[1, 0]) / s, (m[0, 2] + m[2, 0]) / s
-    elif m[1, 1] > m[2, 2]:
-        s = math.sqrt(1.0 + m[1, 1] - m[0, 0] - m[2, 2]) * 2.0
-        w, x, y, z = (m[0, 2] - m[2, 0]) / s, (m[0, 1] + m[1, 0]) / s, 0.25 * s, (m[1, 2] + m[2, 1]) / s
-    else:
-        s = math.sqrt(1.0 + m[2, 2] - m[0, 0] - m[1, 1]) * 2.0
-        w, x, y, z = (m[1, 0] - m[0, 1]) / s, (m[0, 2] + m[2, 0]) / s, (m[1, 2] + m[2, 1]) / s, 0.25 * s
-    q = np.array([x, y, z, w])
-    q /= np.linalg.norm(q)
-    if q[3] < 0:
-        q = -q
-    return float(q[0]), float(q[1]), float(q[2]), float(q[3])
 
 
 def write_drive_bag(
