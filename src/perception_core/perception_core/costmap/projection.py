@@ -1,0 +1,756 @@
+"""One frame's traversability costmap from a depth image and a label image (numpy + cv2, no ROS).
+
+Conventions (see docs/costmap.md and ``perception_core.geometry``):
+
+- Base frame (``base_link``/``base_footprint``, REP 103): x forward, y left,
+  z up; the ground is the plane z = ``ground_z``. Heights (``max_point_height``)
+  are measured above it.
+- Grid frame: the base frame, or a fixed frame (``odom``) when the caller
+  passes a ``GridWindow`` with ``base_to_grid``. Cell (row, col) covers x in
+  [origin_x + col*res, +res), y in [origin_y + row*res, +res): row-major
+  ``nav_msgs/OccupancyGrid`` data.
+- Camera optical frame: z forward, x right, y down; pixel centres at integer
+  coordinates. ``camera_to_base`` takes optical points into the base frame.
+- Categories by severity FREE < CAUTION < BLOCKED < HAZARD; the most severe
+  category present in a cell wins it. Unknown cells are -1.
+
+How a frame becomes cells (``build_costmap`` with depth):
+
+1. Each labelled pixel with valid depth (min_range < z < max_range) is
+   back-projected where it is, so an obstacle is marked at its own distance
+   and what it hides stays unknown.
+2. Sharp obstacles: a pixel of a standing obstacle class (anything lethal
+   that is not a flat class such as water) stands on the surface pixel found
+   first below it in its column. Depth networks blur depth across an
+   object's outline and misjudge low, ground-coloured objects, so such a
+   pixel lying more than ``max_obstacle_depth_m`` behind its ground contact
+   is pulled onto that limit. Mixed pixels therefore land on the object, not
+   in the free space behind it.
+3. Dense ground: a pixel covers a footprint, not a point. Between two
+   vertically neighbouring surface pixels, where the step in inverse depth is
+   no more than ``surface_step_ratio`` times flat ground's (a continuous
+   surface, not an occlusion edge), the surface is sampled at sub-row steps
+   (inverse depth interpolated linearly, which is exact on a plane), so far
+   ground is covered without stripes. Nothing is filled across a depth
+   discontinuity, next to a standing obstacle, or behind it.
+4. Evidence per cell: a traversable category needs ``min_points_per_cell``
+   points or samples; a standing obstacle needs ``min_obstacle_area_m2`` of
+   surface, each pixel counting its footprint z^2 / (fx fy). So near
+   obstacles need many pixels (noise rejection) and a far or small one a few
+   (it does not vanish under a fixed point count). Flat hazards count like
+   ground.
+
+Without depth, rays are intersected with the ground plane (the flat-ground
+fallback): ground lands right, anything standing is smeared behind itself,
+and results carry ``used_flat_ground`` for callers to flag.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from perception_core.costmap.classes import ClassMap, as_class_map
+from perception_core.costmap.config import CATEGORIES, UNKNOWN, CostmapConfig
+from perception_core.errors import DataError
+from perception_core.geometry import camera_optical_pose
+from perception_core.ontology import Category
+from perception_core.pipelines import scale_intrinsics  # numpy-only; the one K-resize rule of the stack
+
+LETHAL = (Category.BLOCKED, Category.HAZARD)
+MAX_SURFACE_SAMPLES = 64  # samples between two pixels at most (6.4 m of 0.1 m cells)
+SURFACE_SAMPLE_STEP = 0.7  # sample spacing along a surface segment, in cells: every cell it crosses gets a sample
+FILL_ROW_SPACING = 0.35  # row pairs whose flat-ground spacing is at least this many cells are checked for gaps
+SURFACE_DEPTH_NOISE = 0.01  # relative depth noise within which two rows still belong to one surface
+SURFACE_HEIGHT_NOISE = 0.05  # metres of height noise allowed on top of the slope limit between two surface pixels
+
+
+@dataclass(frozen=True)
+class GridWindow:
+    """Where the grid lies: cell size, the corner of cell (0, 0) and the size, in the grid frame.
+
+    ``base_to_grid`` (4x4) takes base-frame points into the grid frame; the
+    identity means the grid frame is the base frame.
+    """
+
+    resolution: float
+    origin_x: float
+    origin_y: float
+    rows: int
+    cols: int
+    base_to_grid: np.ndarray = field(default_factory=lambda: np.eye(4))
+
+    @classmethod
+    def base_frame(cls, config: CostmapConfig) -> GridWindow:
+        """The base-frame window of ``config``: the robot at the base origin."""
+        return cls(config.resolution, config.origin_x, config.origin_y, config.rows, config.cols)
+
+    @property
+    def is_base_frame(self) -> bool:
+        return bool(np.array_equal(self.base_to_grid, np.eye(4)))
+
+    def cell_of(self, x: np.ndarray | float, y: np.ndarray | float) -> tuple[Any, Any]:
+        """(row, col) indices of grid-frame points (not bounds-checked)."""
+        col = np.floor((np.asarray(x) - self.origin_x) / self.resolution).astype(np.int64)
+        row = np.floor((np.asarray(y) - self.origin_y) / self.resolution).astype(np.int64)
+        return row, col
+
+
+@dataclass
+class CostmapResult:
+    """One built costmap. ``grid``, ``category`` and every layer are int8 [rows, cols], row-major as OccupancyGrid data."""
+
+    grid: np.ndarray  # cost of the winning category, UNKNOWN where unobserved
+    category: np.ndarray  # winning Category value per cell, UNKNOWN where unobserved
+    present: np.ndarray  # bool [4, rows, cols]: category has enough evidence in the cell
+    evidence: dict[str, Any] = field(repr=False)  # bins of counts, standing area, lethal height sums
+    window: GridWindow = field(repr=False, default=None)  # type: ignore[assignment]
+    used_flat_ground: bool = False
+    points_projected: int = 0  # pixels that landed in the grid
+    surface_samples: int = 0  # dense-ground samples that landed in the grid
+    clamped_pixels: int = 0  # standing-obstacle pixels pulled onto their ground contact
+    unknown_label_pixels: int = 0  # pixels whose label id the ontology does not define
+
+    @property
+    def resolution(self) -> float:
+        return self.window.resolution
+
+    @property
+    def origin_x(self) -> float:
+        return self.window.origin_x
+
+    @property
+    def origin_y(self) -> float:
+        return self.window.origin_y
+
+    @property
+    def observed_cells(self) -> int:
+        return int(np.count_nonzero(self.category != UNKNOWN))
+
+    @functools.cached_property
+    def layers(self) -> dict[str, np.ndarray]:
+        """Per category name: 100 where present, 0 where observed without it, -1 where unobserved."""
+        unobserved_or_zero = np.where(self.category != UNKNOWN, np.int8(0), np.int8(UNKNOWN))
+        return {c.name.lower(): np.where(self.present[c], np.int8(100), unobserved_or_zero) for c in CATEGORIES}
+
+    @functools.cached_property
+    def counts(self) -> np.ndarray:
+        """int32 [4, rows, cols]: points and surface samples per category and cell."""
+        bins = self.evidence["counts"]
+        counts = bins[:4].astype(np.int32)
+        counts[Category.BLOCKED] += bins[4]
+        counts[Category.HAZARD] += bins[5]
+        return counts
+
+    @property
+    def obstacle_area(self) -> np.ndarray:
+        """float32 [2, rows, cols]: standing BLOCKED / HAZARD surface area (m^2) per cell."""
+        return self.evidence["area"].astype(np.float32)
+
+    @functools.cached_property
+    def obstacle_height(self) -> np.ndarray:
+        """float32 [rows, cols]: mean height above the ground of the lethal points in a lethal cell, else NaN."""
+        lethal = self.present[Category.BLOCKED] | self.present[Category.HAZARD]
+        n = self.evidence["height_n"]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = self.evidence["height_sum"] / np.maximum(n, 1)
+        return np.where(lethal & (n > 0), mean, np.nan).astype(np.float32)
+
+
+# --------------------------------------------------------------------------- geometry
+
+
+def camera_to_grid_transform(config: CostmapConfig) -> np.ndarray:
+    """4x4 transform taking camera optical-frame points to the base frame, from the mount fields."""
+    return camera_optical_pose(config.mount_x, config.mount_y, config.mount_z, config.mount_roll, config.mount_pitch,
+                               config.mount_yaw)
+
+
+def resize_nearest(image: np.ndarray, to_hw: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour resize by pixel centres (class ids must never be blended)."""
+    src_h, src_w = image.shape[:2]
+    if (src_h, src_w) == tuple(to_hw):
+        return image
+    out = image
+    if src_h != to_hw[0]:
+        rows = np.minimum(((np.arange(to_hw[0]) + 0.5) * src_h / to_hw[0]).astype(np.int64), src_h - 1)
+        out = np.take(out, rows, axis=0)
+    if src_w != to_hw[1]:
+        cols = np.minimum(((np.arange(to_hw[1]) + 0.5) * src_w / to_hw[1]).astype(np.int64), src_w - 1)
+        out = np.take(out, cols, axis=1)
+    return out
+
+
+def _check_inputs(depth: np.ndarray | None, labels: np.ndarray, k_matrix: np.ndarray) -> None:
+    if labels.ndim != 2 or not np.issubdtype(labels.dtype, np.integer):
+        raise DataError(f"labels must be a 2D integer class-id image, got {labels.dtype} {labels.shape}")
+    if depth is not None and (depth.ndim != 2 or not np.issubdtype(depth.dtype, np.floating)):
+        raise DataError(f"depth must be a 2D float image in metres, got {depth.dtype} {depth.shape}")
+    k = np.asarray(k_matrix, dtype=np.float64)
+    if k.size != 9 or not np.isfinite(k).all() or not (k.reshape(3, 3)[0, 0] > 0 and k.reshape(3, 3)[1, 1] > 0):
+        raise DataError(f"camera intrinsics K must be 3x3 and finite with fx, fy > 0, got {k.ravel().tolist()}")
+
+
+def _pixel_rays(k: np.ndarray, hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Optical-frame ray (x/z, y/z) per pixel of an image of size ``hw`` with intrinsics ``k``."""
+    v, u = np.mgrid[0 : hw[0], 0 : hw[1]].astype(np.float64)
+    ray_y = (v - k[1, 2]) / k[1, 1]
+    ray_x = (u - k[0, 2] - k[0, 1] * ray_y) / k[0, 0]
+    return ray_x, ray_y
+
+
+def _categories_of(labels: np.ndarray, classes: ClassMap) -> np.ndarray:
+    """int8 Category value per pixel (NOT_PROJECTED for sky and ignore)."""
+    lut = classes.category
+    if labels.dtype == np.uint8:
+        import cv2
+
+        return cv2.LUT(np.ascontiguousarray(labels), lut)  # one C pass; the int64 round trip below costs ~10x more
+    ids = labels.astype(np.int64)
+    categories = lut[np.clip(ids, 0, 255)]
+    categories[(ids < 0) | (ids > 255)] = lut[255] if not classes.known[255] else int(Category.BLOCKED)
+    return categories
+
+
+def _surface_of(labels: np.ndarray, classes: ClassMap) -> np.ndarray:
+    """uint8 per pixel: 255 where the class lies flat on the ground, else 0."""
+    lut = np.where(classes.surface, np.uint8(255), np.uint8(0)).astype(np.uint8)
+    if labels.dtype == np.uint8:
+        import cv2
+
+        return cv2.LUT(np.ascontiguousarray(labels), lut)
+    ids = labels.astype(np.int64)
+    out = lut[np.clip(ids, 0, 255)]
+    out[(ids < 0) | (ids > 255)] = 0
+    return out
+
+
+# --------------------------------------------------------------------------- depth path
+#
+# A pixel (u, v) at optical depth z lands at base-frame point z * g(u, v) + t, with g = R @ ray(u, v) (ray with
+# optical z = 1). g depends only on K, the image size and the mount, so it is computed once (float64, stored as
+# float32 planes) and cached. The grid cell follows from an affine map of the base point (the identity, or the
+# base's pose in a fixed frame), folded into per-pixel gains for column and row. Per frame the work is a few
+# float32 multiply-adds over the image, uint8 masks from cv2, and np.bincount over "bin * cells + cell + 1" with
+# every rejected pixel sent to bin 0. The cell of a point is floor(col_f) with col_f evaluated in float32
+# (error ~1e-5 cell at 20 m), so only points that close to a cell edge may differ from the float64 reference
+# (``project_points`` + ``grid_from_points``, still used for the flat-ground fallback and as the tests' oracle).
+
+
+@dataclass(frozen=True)
+class _RayGeometry:
+    gx: np.ndarray  # float32 [H, W]: base-frame x per metre of optical depth
+    gy: np.ndarray
+    gz: np.ndarray
+    t: np.ndarray  # float64 (3,): camera origin in the base frame
+    fill_rows: np.ndarray  # int64: upper row r of the row pairs (r, r + 1) that may be farther apart than a cell
+    step_limit: np.ndarray  # float32 [len(fill_rows), W]: largest inverse-depth step that is still a surface
+    slope_limit: float  # tan of the steepest surface slope between neighbouring pixels
+    area_per_z2: float  # footprint of a pixel per squared metre of depth: 1 / (fx fy)
+
+
+_GEOMETRY_CACHE: OrderedDict[tuple, _RayGeometry] = OrderedDict()
+_GEOMETRY_CACHE_SIZE = 4  # a few cameras / mounts; a moving camera mount (TF) recomputes (~2 ms at 640x384)
+_GAIN_CACHE: OrderedDict[tuple, tuple[np.ndarray, np.ndarray, float, float]] = OrderedDict()
+
+
+def _ray_geometry(k: np.ndarray, hw: tuple[int, int], camera_to_base: np.ndarray, config: CostmapConfig) -> _RayGeometry:
+    """Per-pixel base-frame ray gains and the dense-ground tables for (K, size, mount, ground, cells), cached."""
+    k = np.asarray(k, dtype=np.float64).reshape(3, 3)
+    transform = np.asarray(camera_to_base, dtype=np.float64)
+    key = (tuple(hw), k.tobytes(), transform[:3].tobytes(), config.ground_z, config.resolution, config.max_range,
+           config.surface_step_ratio, config.max_surface_slope_deg)
+    cached = _GEOMETRY_CACHE.get(key)
+    if cached is not None:
+        _GEOMETRY_CACHE.move_to_end(key)
+        return cached
+    ray_x, ray_y = _pixel_rays(k, hw)
+    rotation, translation = transform[:3, :3], transform[:3, 3]
+    gx, gy, gz = (rotation[i, 0] * ray_x + rotation[i, 1] * ray_y + rotation[i, 2] for i in range(3))
+    # Flat ground z = ground_z: a ray with gz < 0 meets it at depth (ground_z - t_z) / gz, i.e. inverse depth
+    # gz / (ground_z - t_z), linear in v. Its step between rows bounds what a continuous surface may do.
+    drop = translation[2] - config.ground_z  # camera height above the ground (> 0, checked by the config)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        depth_hit = np.where(gz < 0, -drop / gz, np.inf)
+    with np.errstate(invalid="ignore"):  # rays above the horizon meet the ground at infinity
+        hit_x, hit_y = gx * depth_hit + translation[0], gy * depth_hit + translation[1]
+        spacing = np.hypot(hit_x[1:] - hit_x[:-1], hit_y[1:] - hit_y[:-1])
+    in_range = (depth_hit[1:] < config.max_range) & (depth_hit[:-1] < config.max_range * 1.5)
+    spacing = np.where(in_range & np.isfinite(spacing), spacing, 0.0).max(axis=1)
+    fill_rows = np.flatnonzero(spacing >= config.resolution * FILL_ROW_SPACING)
+    step = np.abs(gz[1:] - gz[:-1]) / drop
+    geometry = _RayGeometry(
+        gx=gx.astype(np.float32), gy=gy.astype(np.float32), gz=gz.astype(np.float32), t=translation.copy(),
+        fill_rows=fill_rows, step_limit=(step[fill_rows] * config.surface_step_ratio).astype(np.float32),
+        slope_limit=float(np.tan(np.radians(config.max_surface_slope_deg))),
+        area_per_z2=float(1.0 / (k[0, 0] * k[1, 1])),
+    )
+    _GEOMETRY_CACHE[key] = geometry
+    while len(_GEOMETRY_CACHE) > _GEOMETRY_CACHE_SIZE:
+        _GEOMETRY_CACHE.popitem(last=False)
+    return geometry
+
+
+def _cell_gains(geometry: _RayGeometry, window: GridWindow) -> tuple[np.ndarray, np.ndarray, float, float]:
+    """(col gain, row gain, col offset, row offset): col_f = z * col_gain + col_offset, likewise rows."""
+    affine = np.asarray(window.base_to_grid, dtype=np.float64)[:2]
+    key = (id(geometry), affine.tobytes(), window.origin_x, window.origin_y, window.resolution)
+    cached = _GAIN_CACHE.get(key)
+    if cached is not None:
+        return cached
+    res = window.resolution
+    planes = (geometry.gx, geometry.gy, geometry.gz)
+    gains = []
+    for axis in range(2):
+        a = affine[axis, :3] / res
+        gain = planes[0] * np.float32(a[0])
+        for i in (1, 2):
+            if a[i] != 0:
+                gain += planes[i] * np.float32(a[i])
+        gains.append(gain)
+    offsets = (affine[:, :3] @ geometry.t + affine[:, 3] - (window.origin_x, window.origin_y)) / res
+    entry = (gains[0], gains[1], float(offsets[0]), float(offsets[1]))
+    _GAIN_CACHE.clear()  # one entry: a moving fixed-frame pose changes it every frame
+    _GAIN_CACHE[key] = entry
+    return entry
+
+
+def _at_least(image: np.ndarray, value: int) -> np.ndarray:
+    """uint8 mask (255 where ``image >= value``); array-op-array, so a 1x1 image is not read as a scalar."""
+    import cv2
+
+    return cv2.compare(image, np.full_like(image, value), cv2.CMP_GE)
+
+
+def _f32_at_least_above(value: float) -> float:
+    """Smallest float32 x with x > value: ``z > value`` <=> ``z >= x`` for float32 z, exactly."""
+    x = np.float32(value)
+    if float(x) <= value:
+        x = np.nextafter(x, np.float32(np.inf))
+    return float(x)
+
+
+def _f32_below(value: float) -> float:
+    """Largest float32 x with x < value: ``z < value`` <=> ``z <= x`` for float32 z, exactly."""
+    x = np.float32(value)
+    if float(x) >= value:
+        x = np.nextafter(x, np.float32(-np.inf))
+    return float(x)
+
+
+def _f32_at_most(value: float) -> float:
+    """Largest float32 x with x <= value: ``z <= value`` <=> ``z <= x`` for float32 z, exactly."""
+    x = np.float32(value)
+    if float(x) > value:
+        x = np.nextafter(x, np.float32(-np.inf))
+    return float(x)
+
+
+# Evidence bins: 0..3 = points and samples of each category (surface pixels, and every pixel without depth);
+# 4, 5 = standing BLOCKED / HAZARD pixels, whose evidence is their footprint area.
+_BINS = 6
+_STANDING_BIN = {Category.BLOCKED: 4, Category.HAZARD: 5}
+
+
+def _pull_onto_contact(z: np.ndarray, valid: np.ndarray, standing: np.ndarray, surface_ok: np.ndarray,
+                       geometry: _RayGeometry, limit: float,
+                       config: CostmapConfig) -> tuple[int, tuple[np.ndarray, np.ndarray]]:
+    """Place standing-obstacle pixels lying farther than ``limit`` m behind their foot at the foot (in place).
+
+    The contact of a pixel is the first pixel below it in its column that is not a standing obstacle; it
+    must be a valid surface pixel. The obstacle's foot lies between the contact's depth and the depth at
+    which the run's bottom pixel's ray meets the contact's height (one row further on the ground). A pixel
+    deeper than that by more than ``limit`` is placed there: on the foot's far bound, which keeps the
+    object's extent better than its near bound in the measurements (docs/costmap.md).
+
+    Returns how many pixels were pulled, and the (contact, bottom pixel) flat indices of the runs that
+    stand on a contact in front of them: the ground between the two is seen up to the obstacle's foot.
+    """
+    h, w = z.shape
+    # Standing pixels in column-major order: a run of consecutive indices is one vertical run of a column,
+    # and the index after its last pixel is its contact (when still in the same column).
+    column_major = np.flatnonzero(np.ascontiguousarray(standing.T))
+    if column_major.size == 0:
+        return 0, (np.empty(0, np.int64), np.empty(0, np.int64))
+    run_start = np.ones(column_major.size, dtype=bool)
+    run_start[1:] = np.diff(column_major) != 1
+    run_id = np.cumsum(run_start) - 1
+    run_last = np.append(np.flatnonzero(run_start[1:]), column_major.size - 1)
+    contact_cm = column_major[run_last[run_id]] + 1
+    has_contact = contact_cm % h != 0  # the run does not reach the bottom edge
+    col = column_major // h
+    own = (column_major % h) * w + col
+    contact_row = np.where(has_contact, contact_cm % h, 1)
+    contact = contact_row * w + col
+    bottom = (contact_row - 1) * w + col
+    has_contact &= surface_ok.ravel()[contact] != 0
+    flat_z, gz = z.ravel(), geometry.gz.ravel()
+    near = flat_z[contact]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        # Depth along the bottom pixel's ray at the contact point's height (gz < 0: the ray descends).
+        far = np.where(gz[bottom] < 0, near * gz[contact] / gz[bottom], near)
+    far = np.maximum(far, near)
+    own_z = flat_z[own]
+    with np.errstate(invalid="ignore"):
+        pull = has_contact & ~(own_z <= far + np.float32(limit))
+    place = far
+    pull &= (place > config.min_range) & (place < config.max_range)
+    pulled = own[pull]
+    flat_z[pulled] = place[pull]
+    valid.ravel()[pulled] = 255
+    last = run_last[has_contact[run_last]]  # one entry per run (its last pixel) that has a surface contact
+    with np.errstate(invalid="ignore"):
+        grounded = flat_z[own[last]] >= near[last] * np.float32(1 - SURFACE_DEPTH_NOISE)
+    return int(pulled.size), (contact[last][grounded], bottom[last][grounded])
+
+
+def _spread(per_item: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For items with ``per_item`` samples each: (item index of every sample, sample number within its item)."""
+    total = int(per_item.sum())
+    item = np.repeat(np.arange(per_item.size), per_item)
+    first = np.cumsum(per_item) - per_item
+    return item, np.arange(total) - first[item]
+
+
+def _surface_samples(z: np.ndarray, surface_ok: np.ndarray, categories: np.ndarray, geometry: _RayGeometry,
+                     col_f: np.ndarray, row_f: np.ndarray, height: np.ndarray, resolution: float,
+                     feet: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Samples of the surface between neighbouring pixels: (col_f, row_f, category) arrays.
+
+    Two vertically neighbouring pixels (r, r + 1) are one surface when both are valid surface pixels, the
+    step in inverse depth between them is within ``step_limit`` (plus depth noise) and the segment between
+    their points is no steeper than the geometry's slope limit (an occlusion edge seen obliquely is a small
+    depth step but a steep segment). The ground between a standing obstacle's ground contact and its bottom
+    pixel (``feet``) is sampled with the contact's category. The points between
+    two pixels of a surface lie on the 3-D segment between their points, so the segment is sampled in the
+    grid every ``SURFACE_SAMPLE_STEP`` cells: the lower pixel's category covers its lower half, the upper's
+    the rest. Where horizontal neighbours are also more than a cell apart (a low-resolution depth image),
+    the quad of four surface pixels is sampled inside as a bilinear patch.
+    """
+    empty = (np.empty(0, np.float32), np.empty(0, np.float32), np.empty(0, np.int8))
+    rows = geometry.fill_rows
+    cats = categories.ravel()
+    col_flat, row_flat, height_flat = col_f.ravel(), row_f.ravel(), height.ravel()
+    out_col, out_row, out_cat = [], [], []
+    step = np.float32(SURFACE_SAMPLE_STEP)
+
+    def segments(lower: np.ndarray, upper: np.ndarray, split: bool) -> np.ndarray:
+        """Sample the segments lower -> upper; returns which pairs were wider than a sample step."""
+        col_a, row_a = col_flat[lower], row_flat[lower]
+        d_col, d_row = col_flat[upper] - col_a, row_flat[upper] - row_a
+        gap = np.maximum(np.abs(d_col), np.abs(d_row))
+        per_pair = np.minimum(np.ceil(gap / step), MAX_SURFACE_SAMPLES).astype(np.int64) - 1
+        wide = per_pair > 0
+        if wide.any():
+            per_pair = per_pair[wide]
+            item, number = _spread(per_pair)
+            t = (number + 1).astype(np.float32) / (per_pair[item] + 1).astype(np.float32)
+            out_col.append(col_a[wide][item] + t * d_col[wide][item])
+            out_row.append(row_a[wide][item] + t * d_row[wide][item])
+            low_cat = cats[lower[wide]][item]
+            out_cat.append(np.where(t < 0.5, low_cat, cats[upper[wide]][item]) if split else low_cat)
+        return wide
+
+    if feet[0].size:
+        segments(feet[0], feet[1], split=False)
+    if rows.size == 0:
+        return (np.concatenate(out_col), np.concatenate(out_row), np.concatenate(out_cat)) if out_col else empty
+    lo, hi = int(rows[0]), int(rows[-1]) + 1
+    w = z.shape[1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        inverse = np.float32(1.0) / z[lo : hi + 1]
+    limit = geometry.step_limit + np.float32(SURFACE_DEPTH_NOISE) * inverse[1:][rows - lo]
+    ok = surface_ok[lo : hi + 1] != 0
+    with np.errstate(invalid="ignore"):
+        vertical = ok[:-1][rows - lo] & ok[1:][rows - lo] & (np.abs(inverse[1:] - inverse[:-1])[rows - lo] <= limit)
+    pair, pair_col = np.nonzero(vertical)
+    top = rows[pair] * w + pair_col
+    bottom = top + w
+    # Slope: a surface segment rises at most slope_limit per metre run (plus height noise).
+    run_m = np.hypot(col_flat[top] - col_flat[bottom], row_flat[top] - row_flat[bottom]) * np.float32(resolution)
+    flat_enough = (np.abs(height_flat[top] - height_flat[bottom])
+                   <= np.float32(geometry.slope_limit) * run_m + np.float32(SURFACE_HEIGHT_NOISE))
+    vertical[pair[~flat_enough], pair_col[~flat_enough]] = False
+    segments(bottom[flat_enough], top[flat_enough], split=True)
+
+    # Quads whose columns are more than a cell apart: sample between the two vertical segments.
+    with np.errstate(invalid="ignore"):
+        across = ok[:, :-1] & ok[:, 1:] & (np.abs(inverse[:, 1:] - inverse[:, :-1]) <= np.max(limit))
+    quads = vertical[:, :-1] & vertical[:, 1:] & across[:-1][rows - lo] & across[1:][rows - lo]
+    quad, quad_col = np.nonzero(quads)
+    if quad.size:
+        corners = [rows[quad] * w + quad_col + offset for offset in (w, w + 1, 0, 1)]  # lower-left, lower-right, ...
+        cq = [col_flat[c] for c in corners]
+        rq = [row_flat[c] for c in corners]
+        across_gap = np.maximum.reduce([np.abs(cq[1] - cq[0]), np.abs(rq[1] - rq[0]),
+                                        np.abs(cq[3] - cq[2]), np.abs(rq[3] - rq[2])])
+        along_gap = np.maximum.reduce([np.abs(cq[2] - cq[0]), np.abs(rq[2] - rq[0]),
+                                       np.abs(cq[3] - cq[1]), np.abs(rq[3] - rq[1])])
+        n_across = np.minimum(np.ceil(across_gap / step), MAX_SURFACE_SAMPLES).astype(np.int64)
+        n_along = np.minimum(np.ceil(along_gap / step), MAX_SURFACE_SAMPLES).astype(np.int64)
+        keep = n_across >= 2
+        if keep.any():
+            n_across, n_along = n_across[keep], np.maximum(n_along[keep], 1)
+            per_quad = (n_across - 1) * (n_along + 1)  # interior columns j = 1..n_across-1, rows i = 0..n_along
+            item, number = _spread(per_quad)
+            j = number // (n_along[item] + 1) + 1
+            i = number % (n_along[item] + 1)
+            u = (j / n_across[item]).astype(np.float32)
+            v = (i / n_along[item]).astype(np.float32)
+            weights = ((1 - u) * (1 - v), u * (1 - v), (1 - u) * v, u * v)
+            out_col.append(sum(wt * c[keep][item] for wt, c in zip(weights, cq, strict=True)))
+            out_row.append(sum(wt * r[keep][item] for wt, r in zip(weights, rq, strict=True)))
+            nearest = (np.rint(v).astype(np.int64) * 2 + np.rint(u).astype(np.int64))
+            corner_cats = np.stack([cats[c[keep]] for c in corners])
+            out_cat.append(corner_cats[nearest, item])
+    if not out_col:
+        return empty
+    return np.concatenate(out_col), np.concatenate(out_row), np.concatenate(out_cat)
+
+
+def _label_tables(classes: ClassMap, cells: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """256-entry LUTs on label ids: evidence-bin offset (int32), standing-obstacle mask and surface mask (uint8)."""
+    category = classes.category.astype(np.int64)
+    lethal = category >= int(Category.BLOCKED)
+    standing = lethal & ~classes.surface
+    bins = np.where(standing, category + 2, np.maximum(category, 0))  # 4, 5: standing BLOCKED / HAZARD
+    return ((bins * cells).astype(np.int32), np.where(standing, 255, 0).astype(np.uint8),
+            np.where(classes.surface & (category >= 0), 255, 0).astype(np.uint8))
+
+
+def _observe_depth(
+    depth: np.ndarray, labels: np.ndarray, categories: np.ndarray, classes: ClassMap, k: np.ndarray,
+    camera_to_base: np.ndarray, window: GridWindow, config: CostmapConfig,
+) -> dict[str, Any]:
+    """Evidence per bin and cell, lethal area and height sums, and counters, for one depth frame."""
+    import cv2
+
+    rows, cols = window.rows, window.cols
+    cells = rows * cols
+    geometry = _ray_geometry(k, depth.shape, camera_to_base, config)
+    col_gain, row_gain, col_offset, row_offset = _cell_gains(geometry, window)
+    bin_lut, standing_lut, surface_lut = _label_tables(classes, cells)
+    labels8 = np.ascontiguousarray(labels, dtype=np.uint8) if labels.dtype == np.uint8 else None
+    if labels8 is not None:
+        standing, surface = cv2.LUT(labels8, standing_lut), cv2.LUT(labels8, surface_lut)
+    else:
+        ids = np.clip(labels.astype(np.int64), 0, 255)
+        standing, surface = standing_lut[ids], surface_lut[ids]
+    z = np.array(depth, dtype=np.float32, copy=True)
+    cats8 = np.ascontiguousarray(categories, np.int8)
+    # uint8 masks (255 = keep); NaN fails every inRange test.
+    valid = cv2.inRange(z, _f32_at_least_above(config.min_range), _f32_below(config.max_range))
+    valid &= _at_least(cats8, 0)
+    surface_ok = surface & valid
+    clamped, feet = 0, (np.empty(0, np.int64), np.empty(0, np.int64))
+    if cv2.countNonZero(standing):
+        clamped, feet = _pull_onto_contact(z, valid, standing != 0, surface_ok, geometry, config.max_obstacle_depth_m,
+                                           config)
+
+    # Heights above the ground; points above max_point_height (canopy) are dropped.
+    height = z * geometry.gz
+    height += np.float32(geometry.t[2] - config.ground_z)
+    valid &= cv2.inRange(height, -float(np.finfo(np.float32).max), _f32_at_most(config.max_point_height))
+    row_f = np.multiply(z, row_gain)
+    row_f += np.float32(row_offset)
+    col_f = np.multiply(z, col_gain)
+    col_f += np.float32(col_offset)
+    # Surface pixels anywhere in range feed the dense ground (their samples may fall inside the grid).
+    surface_ok &= valid
+    valid &= cv2.inRange(row_f, 0.0, float(np.nextafter(np.float32(rows), np.float32(0))))
+    valid &= cv2.inRange(col_f, 0.0, float(np.nextafter(np.float32(cols), np.float32(0))))
+    with np.errstate(invalid="ignore"):  # NaN/inf cells of dropped pixels cast to garbage that is masked anyway
+        flat = row_f.astype(np.int64)  # truncation == floor on the kept, non-negative values
+        flat *= cols
+        flat += col_f.astype(np.int64)
+    flat += (cv2.LUT(labels8, bin_lut) if labels8 is not None else bin_lut[ids])
+    # Bin 0 collects the rejected pixels: (index + 1) & mask with mask = -1 (keep) or 0, branch-free.
+    flat += 1
+    flat &= valid.view(np.int8).astype(np.int64)
+    counts = np.bincount(flat.ravel(), minlength=_BINS * cells + 1)[1:].reshape(_BINS, rows, cols)
+
+    # Footprint area of standing lethal pixels, and the height sum of every lethal point (for its mean).
+    lethal_kept = np.flatnonzero(_at_least(cats8, int(Category.BLOCKED)) & valid)
+    lethal_bins = flat.ravel()[lethal_kept] - 1
+    is_standing = lethal_bins >= 4 * cells
+    z_standing = z.ravel()[lethal_kept[is_standing]].astype(np.float64)
+    area = np.bincount(lethal_bins[is_standing] - 4 * cells, weights=z_standing * z_standing * geometry.area_per_z2,
+                       minlength=2 * cells).reshape(2, rows, cols)
+    lethal_cells = lethal_bins % cells
+    height_sum = np.bincount(lethal_cells, weights=height.ravel()[lethal_kept], minlength=cells)
+    height_n = np.bincount(lethal_cells, minlength=cells)
+
+    samples = 0
+    if config.dense_ground:
+        s_col, s_row, s_cat = _surface_samples(z, surface_ok, cats8, geometry, col_f, row_f, height,
+                                               config.resolution, feet)
+        if s_col.size:
+            keep = (s_col >= 0) & (s_col < cols) & (s_row >= 0) & (s_row < rows)
+            index = (s_cat[keep].astype(np.int64) * cells + s_row[keep].astype(np.int64) * cols
+                     + s_col[keep].astype(np.int64))
+            counts[:4] += np.bincount(index, minlength=4 * cells).reshape(4, rows, cols)
+            samples = int(index.size)
+    return {
+        "counts": counts, "area": area, "height_sum": height_sum.reshape(rows, cols),
+        "height_n": height_n.reshape(rows, cols), "projected": int(cv2.countNonZero(valid)), "samples": samples,
+        "clamped": clamped,
+    }
+
+
+# --------------------------------------------------------------------------- float64 reference path
+
+
+def project_points(
+    depth: np.ndarray | None,
+    categories: np.ndarray,
+    k_matrix: np.ndarray,
+    camera_to_base: np.ndarray,
+    config: CostmapConfig,
+) -> tuple[np.ndarray, np.ndarray, bool, np.ndarray, np.ndarray]:
+    """(base-frame points [N, 3], categories [N], used_flat_ground, footprint areas [N], flat pixel indices [N]).
+
+    With ``depth`` each pixel is back-projected at its own depth (no dense ground, no contact rule: the
+    plain projection the fast path is checked against); without it, rays are intersected with the
+    ground plane z = ground_z (flat-ground fallback).
+    """
+    k = np.asarray(k_matrix, dtype=np.float64).reshape(3, 3)
+    ray_x, ray_y = _pixel_rays(k, categories.shape)
+    transform = np.asarray(camera_to_base, dtype=np.float64)
+    rotation, translation = transform[:3, :3], transform[:3, 3]
+    keep = categories >= 0
+    if depth is not None:
+        z = np.asarray(depth, dtype=np.float64)
+        with np.errstate(invalid="ignore"):
+            keep &= np.isfinite(z) & (z > config.min_range) & (z < config.max_range)
+        z = z[keep]
+    else:
+        rays_z = rotation[2, 0] * ray_x + rotation[2, 1] * ray_y + rotation[2, 2]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            z_all = (config.ground_z - translation[2]) / rays_z  # optical depth of the hit (rays have optical z 1)
+            keep &= (rays_z < 0) & (z_all > config.min_range) & (z_all < config.max_range)
+        z = z_all[keep]
+    points = np.stack([ray_x[keep] * z, ray_y[keep] * z, z], axis=1) @ rotation.T + translation
+    index = np.flatnonzero(keep)
+    low_enough = points[:, 2] - config.ground_z <= config.max_point_height
+    areas = z[low_enough] ** 2 / (k[0, 0] * k[1, 1])
+    return (points[low_enough], categories.ravel()[index[low_enough]].astype(np.int64), depth is None, areas,
+            index[low_enough])
+
+
+def grid_from_points(
+    points: np.ndarray,
+    cats: np.ndarray,
+    config: CostmapConfig,
+    used_flat_ground: bool = False,
+    areas: np.ndarray | None = None,
+    standing: np.ndarray | None = None,
+    window: GridWindow | None = None,
+) -> CostmapResult:
+    """Bin base-frame points into cells and resolve each cell's category by severity.
+
+    ``standing`` marks points of standing obstacles, whose evidence is their footprint area (``areas``,
+    default: each counts ``min_obstacle_area_m2``, i.e. one point is enough); every other point counts
+    towards ``min_points_per_cell``. Default: no point is standing.
+    """
+    window = window or GridWindow.base_frame(config)
+    rows, cols, cells = window.rows, window.cols, window.rows * window.cols
+    points = np.asarray(points, dtype=np.float64).reshape(-1, 3)
+    cats = np.asarray(cats, dtype=np.int64)
+    grid_points = points @ window.base_to_grid[:3, :3].T + window.base_to_grid[:3, 3]
+    row, col = window.cell_of(grid_points[:, 0], grid_points[:, 1])
+    inside = (col >= 0) & (col < cols) & (row >= 0) & (row < rows) & (cats >= 0)
+    standing = np.zeros(len(points), bool) if standing is None else np.asarray(standing, bool)
+    areas = np.full(len(points), config.min_obstacle_area_m2) if areas is None else np.asarray(areas, np.float64)
+    lethal = cats >= int(Category.BLOCKED)
+    cell = row * cols + col
+    bins = np.where(standing & lethal, cats + 2, cats)  # 4, 5 for standing BLOCKED / HAZARD
+    counts = np.bincount(bins[inside] * cells + cell[inside], minlength=_BINS * cells).reshape(_BINS, rows, cols)
+    pick = inside & standing & lethal
+    area = np.bincount((cats[pick] - 2) * cells + cell[pick], weights=areas[pick],
+                       minlength=2 * cells).reshape(2, rows, cols)
+    pick = inside & lethal
+    height_sum = np.bincount(cell[pick], weights=points[pick, 2] - config.ground_z, minlength=cells).reshape(rows, cols)
+    height_n = np.bincount(cell[pick], minlength=cells).reshape(rows, cols)
+    evidence = {"counts": counts, "area": area, "height_sum": height_sum, "height_n": height_n,
+                "projected": int(inside.sum()), "samples": 0, "clamped": 0}
+    return _resolve(evidence, config, window, used_flat_ground)
+
+
+def _resolve(evidence: dict[str, Any], config: CostmapConfig, window: GridWindow, used_flat_ground: bool,
+             unknown_label_pixels: int = 0) -> CostmapResult:
+    """Each cell's category (the most severe with enough evidence) and its cost."""
+    import cv2
+
+    counts, area = evidence["counts"], evidence["area"]
+    present = counts[:4] >= config.min_points_per_cell
+    for category, bin_index in _STANDING_BIN.items():
+        present[category] |= (counts[bin_index] > 0) & (area[bin_index - 4] >= config.min_obstacle_area_m2)
+    # Severity rank + 1 of the winning category per cell, 0 where none.
+    rank = present[0].view(np.uint8).copy()
+    for category in CATEGORIES[1:]:
+        np.maximum(rank, present[category].view(np.uint8) * np.uint8(category + 1), out=rank)
+    cost_of_rank = np.zeros(256, np.int8)
+    cost_of_rank[: len(CATEGORIES) + 1] = [UNKNOWN] + [config.category_costs[c] for c in CATEGORIES]
+    grid = cv2.LUT(rank, cost_of_rank.view(np.uint8)).view(np.int8)
+    return CostmapResult(
+        grid=grid, category=rank.view(np.int8) - np.int8(1), present=present, evidence=evidence,
+        window=window, used_flat_ground=used_flat_ground, points_projected=evidence["projected"],
+        surface_samples=evidence["samples"], clamped_pixels=evidence["clamped"],
+        unknown_label_pixels=unknown_label_pixels,
+    )
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def build_costmap(
+    depth: np.ndarray | None,
+    labels: np.ndarray,
+    k_matrix: np.ndarray,
+    config: CostmapConfig,
+    classes: ClassMap | np.ndarray,
+    camera_to_base: np.ndarray | None = None,
+    k_hw: tuple[int, int] | None = None,
+    window: GridWindow | None = None,
+) -> CostmapResult:
+    """Project labelled pixels into the grid; most severe category per cell wins.
+
+    Args:
+        depth: [H, W] metres (NaN/inf/<= 0 invalid), or None for the flat-ground fallback.
+        labels: [h, w] class ids, any resolution; resampled (nearest) to the depth's.
+        k_matrix: 3x3 intrinsics of an image of size ``k_hw`` (default: the depth's size, or the
+            labels' without depth); scaled to the working resolution.
+        config: grid geometry, costs, mount and evidence rules.
+        classes: a ClassMap (``class_map_from_ontology``) or a bare int8 [256] category table.
+        camera_to_base: 4x4 optical->base transform (from TF); default from the mount fields.
+        window: where the grid lies (a fixed-frame rolling window); default the base-frame window.
+    Raises:
+        DataError: an image or K is malformed, or the camera is not above the ground.
+    """
+    labels = np.asarray(labels)
+    _check_inputs(depth, labels, k_matrix)
+    classes = as_class_map(classes)
+    work_hw = depth.shape if depth is not None else labels.shape
+    # Depth, labels and camera_info are whole-frame resizes of one camera image (the nodes squash
+    # the frame to each model's input), so their aspect ratios may differ: K scales per axis.
+    labels = resize_nearest(labels, work_hw)
+    k = scale_intrinsics(k_matrix, tuple(k_hw) if k_hw else tuple(work_hw), tuple(work_hw))
+    categories = _categories_of(labels, classes)
+    transform = camera_to_grid_transform(config) if camera_to_base is None else np.asarray(camera_to_base, np.float64)
+    if not transform[2, 3] > config.ground_z:
+        raise DataError(f"camera is at height {transform[2, 3]:.3f} m, not above the ground plane "
+                        f"(ground_z = {config.ground_z} m): check the camera pose")
+    window = window or GridWindow.base_frame(config)
+    unknown = classes.unknown_ids(labels)
+    if depth is not None:
+        evidence = _observe_depth(depth, labels, categories, classes, k, transform, window, config)
+        return _resolve(evidence, config, window, used_flat_ground=False, unknown_label_pixels=unknown)
+    points, cats, used_flat_ground, areas, index = project_points(None, categories, k, transform, config)
+    standing = _surface_of(labels, classes).ravel()[index] == 0
+    result = grid_from_points(points, cats, config, used_flat_ground, areas, standing, window)
+    result.unknown_label_pixels = unknown
+    return result
