@@ -3,9 +3,9 @@
 - camera_info: fx, fy finite and > 0 (an all-zero K is an uncalibrated
   camera), every K entry finite, and the principal point inside the central
   half of the image that width x height describe. A K meant for another
-  resolution, or width and height swapped, puts the principal point outside
-  it (the vehicle camera's (cx, cy) = (640, 540) against 640 x 384 or
-  1080 x 1280).
+  resolution puts the principal point outside it (the vehicle camera's
+  (cx, cy) = (640, 540) against 640 x 384). Width and height swapped are
+  caught only for images far from square (not for 1280 x 1080).
 - 16UC1 depth (millimetres, REP 118): 0 is "no return" and 65535, the top of
   the range, is how drivers mark saturation or "beyond range"; both become
   NaN. Every other value is metres = value / 1000.
@@ -41,7 +41,7 @@ def check_camera_info(width: int, height: int, k: list[float] | np.ndarray, wher
         raise DataError(f"{where}: K has fx = {fx}, fy = {fy}; both must be > 0")
     if abs(cx - (width - 1) / 2) > width / 4 or abs(cy - (height - 1) / 2) > height / 4:
         raise DataError(f"{where}: principal point ({cx:g}, {cy:g}) is not near the centre of the {width}x{height} "
-                        "image that width/height describe (K for another resolution, or width and height swapped?)")
+                        "image that width/height describe (K for another resolution?)")
     return matrix
 
 
