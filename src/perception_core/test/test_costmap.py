@@ -79,8 +79,8 @@ def scene_config(**overrides: float) -> CostmapConfig:
 
 def cell_of(config: CostmapConfig, x: float, y: float) -> tuple[int, int]:
     """(row, col) of a point; points should sit inside cells, not on their edges (y = 0 is an edge)."""
-    return (int(math.floor((y - config.origin_y) / config.resolution + 1e-9)),
-            int(math.floor((x - config.origin_x) / config.resolution + 1e-9)))
+    return (math.floor((y - config.origin_y) / config.resolution + 1e-9),
+            math.floor((x - config.origin_x) / config.resolution + 1e-9))
 
 
 def visible_ground(config: CostmapConfig, k: np.ndarray, hw: tuple[int, int], box_height: float = BOX_HEIGHT,
@@ -419,7 +419,7 @@ def test_depth_fast_path_matches_the_float64_reference(table: np.ndarray, mount:
     for focal in (250.0, 240.0):  # a second K must not reuse the first one's cached rays
         k = pinhole_k(320, 192, focal)
         fast = build_costmap(depth, labels, k, config, table)
-        points, cats, _, areas, index = project_points(depth, table[labels], k, transform, config)
+        points, cats, _, areas, _index = project_points(depth, table[labels], k, transform, config)
         reference = grid_from_points(points, cats, config, areas=areas, standing=cats >= Category.BLOCKED)
         assert fast.points_projected == reference.points_projected
         assert np.abs(fast.counts - reference.counts).sum() <= 4  # float32 vs float64 at a cell edge, if any
@@ -489,7 +489,7 @@ def test_bad_images_and_k_raise_data_error(table: np.ndarray) -> None:
         build_costmap(None, np.zeros((4, 4), np.uint8), np.zeros((3, 3)), config, table)
     below = np.eye(4)
     below[2, 3] = -0.5
-    with pytest.raises(DataError, match="camera is at height -0.500 m, not above the ground plane"):
+    with pytest.raises(DataError, match=r"camera is at height -0\.500 m, not above the ground plane"):
         build_costmap(np.ones((4, 4), np.float32), np.zeros((4, 4), np.uint8), k, config, table, camera_to_base=below)
 
 

@@ -30,9 +30,9 @@ def test_camera_info_of_the_vehicle_camera_is_accepted() -> None:
 
 @pytest.mark.parametrize("width, height, k, message", [
     (1280, 1080, [0.0] * 9, "K is all zero"),
-    (1280, 1080, [float("nan")] + VEHICLE_K[1:], "K has non-finite values"),
-    (1280, 1080, [-640.0] + VEHICLE_K[1:], "fx = -640.0, fy = 640.0; both must be > 0"),
-    (1280, 1080, VEHICLE_K[:4] + [0.0] + VEHICLE_K[5:], "fx = 640.0, fy = 0.0"),
+    (1280, 1080, [float("nan"), *VEHICLE_K[1:]], "K has non-finite values"),
+    (1280, 1080, [-640.0, *VEHICLE_K[1:]], "fx = -640.0, fy = 640.0; both must be > 0"),
+    (1280, 1080, [*VEHICLE_K[:4], 0.0, *VEHICLE_K[5:]], "fx = 640.0, fy = 0.0"),
     (640, 384, VEHICLE_K, r"principal point \(640, 540\) is not near the centre of the 640x384 image"),
     (640, 540, VEHICLE_K, r"principal point \(640, 540\) is not near the centre of the 640x540"),  # half size
     (3840, 2160, VEHICLE_K, "principal point"),  # K of the 1280x1080 mode on a 4K image
