@@ -89,7 +89,7 @@ def live_depth_timeout_s(base_timeout_s: float, rate: float, max_timeout_s: floa
 def write_stack_params(out: Path, base_params: Path | None, mount: Mapping[str, float] | None,
                        rate: float = 1.0, exact_pairing: bool = False) -> Path:
     """A params YAML for run_stack: the base file with the costmap mount set from the bag (no TF here)
-    and the costmap node's depth timeout scaled to the replay rate (``live_depth_timeout_s``).
+    and the costmap node's depth and staleness timeouts scaled to the replay rate (``live_depth_timeout_s``).
 
     ``exact_pairing`` turns the costmap's skew-bounded pairing off: a live run that is compared frame
     by frame with the offline path must build each costmap from that frame's own depth and labels.
@@ -104,9 +104,10 @@ def write_stack_params(out: Path, base_params: Path | None, mount: Mapping[str, 
     section = data.setdefault("costmap_node", {}).setdefault("ros__parameters", {})
     if mount:
         section.update({k: float(v) for k, v in mount.items()})
-    default_timeout, _, constraints = COSTMAP_PARAMETERS["depth_timeout_s"]
-    section["depth_timeout_s"] = live_depth_timeout_s(float(section.get("depth_timeout_s", default_timeout)), rate,
-                                                      float(constraints["float_range"][1]))
+    for name in ("depth_timeout_s", "stale_timeout_s"):  # wall-clock timeouts stretch with a slow replay
+        default_timeout, _, constraints = COSTMAP_PARAMETERS[name]
+        section[name] = live_depth_timeout_s(float(section.get(name, default_timeout)), rate,
+                                             float(constraints["float_range"][1]))
     if exact_pairing:
         section["pairing_max_skew_s"] = 0.0
     out.write_text(yaml.safe_dump(data, sort_keys=False))

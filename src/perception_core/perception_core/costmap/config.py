@@ -85,8 +85,9 @@ class CostmapConfig:
                 raise ConfigError(f"costmap parameter {name} must be >= resolution ({self.resolution} m), got {value}")
         cells = self.rows * self.cols
         if cells > MAX_GRID_CELLS:
-            raise ConfigError(f"costmap grid of {self.cols} x {self.rows} cells (width_m / resolution x height_m / "
-                              f"resolution) exceeds {MAX_GRID_CELLS} cells; use a coarser resolution or a smaller extent")
+            raise ConfigError(f"costmap parameters width_m, height_m and resolution give {self.cols} x {self.rows} "
+                              f"cells, which exceeds {MAX_GRID_CELLS} cells; use a coarser resolution or a smaller "
+                              "extent")
         for category in CATEGORIES:
             name = f"cost_{category.name.lower()}"
             cost = getattr(self, name)
