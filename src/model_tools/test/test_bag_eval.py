@@ -62,6 +62,7 @@ def test_eval_bag_writes_complete_metrics_csv_and_self_contained_report(drive_ba
     assert len(images) >= 3 + 2 * 5  # plots + 2 sample frames of >= 5 panels
     assert all(src.startswith("data:image/png;base64,") for src in images)  # self-contained
     assert "Costmap vs GT-derived costmap" in html and "Sample frames" in html
+    assert "What the planner sees" in html and metrics["costmap_measures"]["frames"] == 3
 
 
 def test_eval_bag_scores_ground_truth_as_prediction_perfectly(drive_bag, models, tmp_path, monkeypatch) -> None:
@@ -79,6 +80,11 @@ def test_eval_bag_scores_ground_truth_as_prediction_perfectly(drive_bag, models,
     assert metrics["costmap"]["agreement_observed"] == 1.0
     present = [v for v in metrics["costmap"]["per_category"].values() if v["gt_cells"]]
     assert present and all(v["precision"] == 1.0 and v["recall"] == 1.0 for v in present)
+    # GT in: the bird's-eye truth (projected independently at full resolution) is met, up to this 64x48
+    # camera's coarseness (bench/bench_costmap.py measures the vehicle size).
+    measures = metrics["costmap_measures"]
+    assert measures["obstacle_precision"] > 0.99 and measures["obstacle_recall"] > 0.9
+    assert measures["holes"] < 0.02 and measures["false_lethal"] == 0.0
 
 
 def test_eval_bag_corruption_of_labels_lowers_miou_by_hand_computed_amount(drive_bag, models, tmp_path,

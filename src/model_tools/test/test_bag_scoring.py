@@ -146,3 +146,18 @@ def test_latency_summary_percentiles() -> None:
         scorer.add_latency(stamp, {"total_ms": value})
     stats = scorer.latency_summary()["total_ms"]
     assert stats["count"] == 5 and stats["mean"] == 30.0 and stats["p50"] == 30.0 and stats["max"] == 50.0
+
+
+def test_costmap_measures_are_kept_per_frame_and_summarised() -> None:
+    from perception_core.metrics.costmap import BevGrid
+
+    grid = BevGrid(0.5, 0.0, -1.0, 4, 20)  # x in [0, 10), y in [-1, 1)
+    truth = np.full((4, 20), Category.FREE, np.int8)
+    truth[1:3, 8:11] = Category.BLOCKED
+    pred = truth.copy()
+    pred[0, :4] = UNKNOWN
+    scorer = EvalScorer(NAMES, max_depth=15.0)
+    frame = scorer.add_costmap_measures(7, pred, truth, grid)
+    assert frame["obstacle_recall"] == 1.0 and frame["holes"] == pytest.approx(4 / 74)
+    summary = scorer.summary()["costmap_measures"]
+    assert summary["frames"] == 1 and summary["obstacle_precision"] == 1.0 and 7 in scorer.frames

@@ -33,6 +33,7 @@ from model_tools.bags.bagio import (
 from model_tools.bags.eval_bag import (
     FramePrediction,
     OfflineStack,
+    costmap_truth,
     ground_truth_category,
     sample_panels,
     write_outputs,
@@ -413,13 +414,16 @@ def score_recorded(
         if image_publish_ns and frame.stamp_ns in image_publish_ns and out.costmap_received_ns is not None:
             timings["end_to_end_ms"] = (out.costmap_received_ns - image_publish_ns[frame.stamp_ns]) / 1e6
         live.add_latency(frame.stamp_ns, timings)
-        gt_category = None
+        gt_category = truth = None
         if frame.gt_depth is not None:
             live.add_depth(frame.stamp_ns, out.depth, frame.gt_depth)
         if frame.gt_labels is not None:
             live.add_labels(frame.stamp_ns, out.labels, frame.gt_labels)
             gt_category = ground_truth_category(stack.costmap, frame)
             live.add_costmap(frame.stamp_ns, category, gt_category)
+            truth = costmap_truth(stack, frame)
+            if truth is not None:
+                live.add_costmap_measures(frame.stamp_ns, category, truth[1], truth[0])
         reference = offline.get(frame.stamp_ns) if offline else None
         if reference is not None and matched_offline is not None:
             comparison.frames_compared += 1
@@ -440,6 +444,8 @@ def score_recorded(
             if frame.gt_labels is not None:
                 matched_offline.add_labels(frame.stamp_ns, reference.labels, frame.gt_labels)
                 matched_offline.add_costmap(frame.stamp_ns, reference.category, gt_category)
+                if truth is not None:
+                    matched_offline.add_costmap_measures(frame.stamp_ns, reference.category, truth[1], truth[0])
         if len(live.frames) % sample_every == 1 % sample_every and len(samples) < num_samples:
             samples.append(SampleFrame(frame.stamp_ns, sample_panels(
                 frame, out.depth, out.labels, category, gt_category, stack.seg.colors, stack.depth.max_depth, "live")))

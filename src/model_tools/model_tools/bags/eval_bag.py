@@ -3,9 +3,12 @@
 The per-frame work is exactly the nodes': ``runtime.loader.load_model``,
 ``pipelines.DepthPipeline``/``SegPipeline`` (preprocess, inference,
 postprocess) and ``costmap.build_costmap`` with the costmap node's parameters
-(config/perception.yaml) and the camera mount from the bag. The reference
-costmap is the same ``build_costmap`` run on the bag's GT depth and labels.
-Writes ``metrics.json``, ``frames.csv`` and a self-contained ``report.html``.
+(config/perception.yaml) and the camera mount from the bag. Two references:
+the same ``build_costmap`` run on the bag's GT depth and labels (cell-by-cell
+agreement), and the bird's-eye ground truth projected independently from the
+GT at full resolution (``perception_core.metrics.costmap``: obstacle recall
+and precision, object recall, holes, false lethal). Writes ``metrics.json``,
+``frames.csv`` and a self-contained ``report.html``.
 
 A bag that breaks mid-way (truncated, corrupt) still gets its partial results
 written, marked ``"partial": true`` with the reason, and the command fails.
@@ -78,14 +81,14 @@ def costmap_setup(
     bag: str | os.PathLike[str],
     params_file: str | os.PathLike[str] | None = DEFAULT_PARAMS,
     overrides: Mapping[str, Any] | None = None,
-) -> tuple[Any, np.ndarray, dict[str, Any]]:
-    """(CostmapConfig, class->category table, where each came from) as the costmap node would build them.
+) -> tuple[Any, Any, dict[str, Any]]:
+    """(CostmapConfig, ClassMap, where each came from) as the costmap node would build them.
 
     Node parameters from ``params_file``; the camera mount from the bag (its
     metadata or /tf_static) where the bag has one, as the node gets it from TF
     on the vehicle; then explicit ``overrides``.
     """
-    from perception_core.costmap import CostmapConfig, class_categories_from_ontology
+    from perception_core.costmap import DEFAULT_FLAT_OBSTACLE_CLASSES, CostmapConfig, class_map_from_ontology
 
     params = node_parameters(params_file, COSTMAP_NODE)
     sources = {"params_file": str(params_file) if params else None, "mount": "costmap defaults"}
@@ -97,9 +100,12 @@ def costmap_setup(
         sources["mount"] = "bag"
     params.update(overrides or {})
     config = CostmapConfig.from_mapping(params)
-    table = class_categories_from_ontology(params.get("ontology_path") or None)
+    ontology = params.get("ontology_path") or None
+    classes = class_map_from_ontology(resolve_in_share(ontology) if ontology else None,
+                                      params.get("flat_obstacle_classes", DEFAULT_FLAT_OBSTACLE_CLASSES),
+                                      params.get("unknown_class_category", "BLOCKED"))
     sources["mount_values"] = {k: float(getattr(config, k)) for k in MOUNT_FIELDS}
-    return config, table, sources
+    return config, classes, sources
 
 
 # --------------------------------------------------------------------------- the per-frame work
@@ -129,7 +135,7 @@ class OfflineStack:
         seg_model: str | os.PathLike[str],
         backend: str,
         costmap_config: Any,
-        class_to_category: np.ndarray,
+        classes: Any,
         num_threads: int = 0,
         depth_params: Mapping[str, Any] | None = None,
         seg_params: Mapping[str, Any] | None = None,
@@ -149,7 +155,7 @@ class OfflineStack:
         self.depth_to_camera = bool(depth_params.get("resize_to_camera", False))
         self.labels_to_camera = bool(seg_params.get("resize_to_camera", False))
         self.costmap_config = costmap_config
-        self.class_to_category = class_to_category
+        self.classes = classes  # perception_core.costmap.ClassMap (or a bare class -> category table)
 
     @property
     def class_names(self) -> list[str]:
@@ -164,8 +170,7 @@ class OfflineStack:
         """The costmap node's call: K and its size from camera_info, mount from the config."""
         from perception_core.costmap import build_costmap
 
-        return build_costmap(depth, labels, frame.k_matrix, self.costmap_config, self.class_to_category,
-                             k_hw=frame.info_hw)
+        return build_costmap(depth, labels, frame.k_matrix, self.costmap_config, self.classes, k_hw=frame.info_hw)
 
     def process(self, frame: BagFrame) -> FramePrediction:
         import cv2
@@ -195,6 +200,29 @@ def ground_truth_category(stack_costmap: Callable[..., Any], frame: BagFrame) ->
     if frame.gt_labels is None:
         return None
     return stack_costmap(frame.gt_depth, frame.gt_labels, frame).category
+
+
+def costmap_truth(stack: OfflineStack, frame: BagFrame) -> tuple[Any, np.ndarray] | None:
+    """(BevGrid, bird's-eye GT category grid) from the frame's full-resolution GT; None without GT depth and labels.
+
+    The grid is the costmap's base-frame grid; the camera pose is the stack's mount (from the bag).
+    """
+    from perception_core.costmap import camera_to_grid_transform
+    from perception_core.costmap.classes import as_class_map
+    from perception_core.metrics.costmap import BevGrid, ground_truth_bev
+    from perception_core.pipelines import scale_intrinsics
+
+    if frame.gt_depth is None or frame.gt_labels is None or frame.gt_depth.shape != frame.gt_labels.shape[:2]:
+        return None
+    config = stack.costmap_config
+    grid = BevGrid(config.resolution, config.origin_x, config.origin_y, config.rows, config.cols)
+    depth = np.where(frame.gt_depth > 0, frame.gt_depth, np.nan).astype(np.float32)
+    k = scale_intrinsics(frame.k_matrix, frame.info_hw, depth.shape)
+    truth = ground_truth_bev(depth, frame.gt_labels, k, camera_to_grid_transform(config), grid,
+                             as_class_map(stack.classes).category, ground_z=config.ground_z,
+                             max_point_height=config.max_point_height, min_range=config.min_range,
+                             max_range=config.max_range)
+    return grid, truth
 
 
 def sample_panels(frame: BagFrame, depth: np.ndarray, labels: np.ndarray, category: np.ndarray,
@@ -280,8 +308,8 @@ def build_offline_stack(
 
     Returns the stack and where its costmap setup came from (for metrics.json).
     """
-    config, class_to_category, sources = costmap_setup(bag, params_file, costmap_overrides)
-    stack = OfflineStack(depth_model, seg_model, backend, config, class_to_category,
+    config, classes, sources = costmap_setup(bag, params_file, costmap_overrides)
+    stack = OfflineStack(depth_model, seg_model, backend, config, classes,
                          depth_params=node_parameters(params_file, "depth_node"),
                          seg_params=node_parameters(params_file, "segmentation_node"))
     return stack, sources
@@ -301,6 +329,9 @@ def score_frame(stack: OfflineStack, scorer: EvalScorer, frame: BagFrame) -> tup
     gt_category = ground_truth_category(stack.costmap, frame)
     if gt_category is not None:
         scorer.add_costmap(frame.stamp_ns, prediction.category, gt_category)
+    truth = costmap_truth(stack, frame)
+    if truth is not None:
+        scorer.add_costmap_measures(frame.stamp_ns, prediction.category, truth[1], truth[0])
     return prediction, gt_category
 
 
@@ -466,6 +497,11 @@ def headline(metrics: Mapping[str, Any]) -> str:
         parts.append(f"mIoU {metrics['segmentation']['miou']:.3f}")
     if metrics.get("costmap"):
         parts.append(f"costmap agreement {metrics['costmap']['agreement_observed']:.3f}")
+    measures = metrics.get("costmap_measures")
+    if measures:
+        parts.append(f"obstacle recall {measures['obstacle_recall']:.3f} precision {measures['obstacle_precision']:.3f} "
+                     f"object recall {measures['object_recall']:.3f} holes {measures['holes']:.3f} "
+                     f"false lethal {measures['false_lethal']:.3f}")
     total = metrics.get("latency_ms", {}).get("total_ms") or metrics.get("latency_ms", {}).get("end_to_end_ms")
     if total and total.get("count"):
         parts.append(f"latency p50 {total['p50']:.1f} ms")

@@ -230,6 +230,15 @@ def render_html(
         out.append(f"<p class='legend'>Costmap colours: {legend} (forward is up)</p>")
     else:
         out.append("<p>No ground truth to build a reference costmap from.</p>")
+    measures = metrics.get("costmap_measures")
+    if measures:
+        out.append("<h3>What the planner sees (bird's-eye ground truth)</h3>"
+                   "<p>Against a bird's-eye view projected from the GT depth and labels at full resolution "
+                   f"({measures['frames']} frames; cells with 0 &le; x &le; {measures['definition']['x_max_m']} m, "
+                   f"tolerance {measures['definition']['tolerance_m']} m; see docs/costmap.md):</p>")
+        rows = [[name.replace("_", " "), measures[name], measures["goals"][name]]
+                for name in ("obstacle_recall", "obstacle_precision", "object_recall", "holes", "false_lethal")]
+        out.append(_table(rows, ["measure", "value", "goal"]))
 
     out.append("<h2>Latency per frame (ms)</h2>")
     lat = metrics.get("latency_ms", {})

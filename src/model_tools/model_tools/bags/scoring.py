@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from perception_core.costmap import CATEGORIES, UNKNOWN, Category, resize_nearest
+from perception_core.metrics.costmap import BevGrid, CostmapMeasures
 from perception_core.metrics.depth import DepthMetricAccumulator
 from perception_core.metrics.segmentation import ConfusionMatrix
 
@@ -85,6 +86,7 @@ class EvalScorer:
         self._bin_count = np.zeros(n_bins, dtype=np.int64)
         self.latencies: dict[str, list[float]] = {}
         self.frames: dict[int, FrameRecord] = {}
+        self.costmap_measures = CostmapMeasures()
 
     def _frame(self, stamp_ns: int) -> FrameRecord:
         return self.frames.setdefault(stamp_ns, FrameRecord(stamp_ns))
@@ -131,6 +133,12 @@ class EvalScorer:
         agreement = _observed_agreement(frame)
         self._frame(stamp_ns).costmap_agreement = agreement
         return agreement
+
+    def add_costmap_measures(self, stamp_ns: int, pred_category: np.ndarray, truth: np.ndarray,
+                             grid: BevGrid) -> dict[str, float]:
+        """Score a costmap against the bird's-eye ground truth (perception_core.metrics.costmap); frame measures."""
+        self._frame(stamp_ns)
+        return self.costmap_measures.add(pred_category, truth, grid)
 
     def add_latency(self, stamp_ns: int, timings_ms: Mapping[str, float]) -> None:
         """Record per-stage latencies (ms) of one frame; names are free-form (e.g. depth_inference_ms)."""
@@ -190,6 +198,7 @@ class EvalScorer:
             "depth_by_distance": self.depth_by_distance() if self.depth.frames else None,
             "segmentation": seg if self.segmentation.matrix.sum() or self.segmentation.out_of_range.sum() else None,
             "costmap": self.costmap_summary() if self.cell_confusion.sum() else None,
+            "costmap_measures": self.costmap_measures.summary() if self.costmap_measures.frames else None,
             "latency_ms": self.latency_summary(),
         }
 
