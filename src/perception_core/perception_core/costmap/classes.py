@@ -45,8 +45,13 @@ class ClassMap:
     def unknown_ids(self, labels: np.ndarray) -> int:
         """How many pixels of ``labels`` carry an id the ontology does not define."""
         labels = np.asarray(labels)
+        if self.known.all():
+            return 0
         if labels.dtype == np.uint8:
-            return 0 if self.known.all() else int(np.count_nonzero(~self.known[labels]))
+            import cv2
+
+            unknown = np.where(self.known, 0, 255).astype(np.uint8)
+            return int(cv2.countNonZero(cv2.LUT(np.ascontiguousarray(labels), unknown)))
         ids = labels.astype(np.int64)
         outside = (ids < 0) | (ids > 255)
         return int((outside | ~self.known[np.clip(ids, 0, 255)]).sum())

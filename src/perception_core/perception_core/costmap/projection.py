@@ -63,7 +63,7 @@ from perception_core.pipelines import scale_intrinsics  # numpy-only; the one K-
 
 LETHAL = (Category.BLOCKED, Category.HAZARD)
 MAX_SURFACE_SAMPLES = 64  # samples between two pixels at most (6.4 m of 0.1 m cells)
-SURFACE_SAMPLE_STEP = 0.7  # sample spacing along a surface segment, in cells: every cell it crosses gets a sample
+SURFACE_SAMPLE_STEP = 1.0  # sample spacing along a surface segment, in cells (at most one cell between samples)
 FILL_ROW_SPACING = 0.35  # row pairs whose flat-ground spacing is at least this many cells are checked for gaps
 SURFACE_DEPTH_NOISE = 0.01  # relative depth noise within which two rows still belong to one surface
 SURFACE_HEIGHT_NOISE = 0.05  # metres of height noise allowed on top of the slope limit between two surface pixels
@@ -140,10 +140,9 @@ class CostmapResult:
     @functools.cached_property
     def counts(self) -> np.ndarray:
         """int32 [4, rows, cols]: points and surface samples per category and cell."""
-        bins = self.evidence["counts"]
-        counts = bins[:4].astype(np.int32)
-        counts[Category.BLOCKED] += bins[4]
-        counts[Category.HAZARD] += bins[5]
+        counts = self.evidence["counts"].astype(np.int32)
+        for category, index in _LETHAL_INDEX.items():
+            counts[category] += self.evidence["standing"][index]
         return counts
 
     @property
@@ -247,9 +246,10 @@ class _RayGeometry:
     gy: np.ndarray
     gz: np.ndarray
     t: np.ndarray  # float64 (3,): camera origin in the base frame
-    fill_rows: np.ndarray  # int64: upper row r of the row pairs (r, r + 1) that may be farther apart than a cell
-    step_limit: np.ndarray  # float32 [len(fill_rows), W]: largest inverse-depth step that is still a surface
+    fill_rows: slice  # upper rows r of the row pairs (r, r + 1) that may be farther apart than a cell
+    step_limit: np.ndarray  # float32 [pairs in fill_rows, W]: largest inverse-depth step that is still a surface
     slope_limit: float  # tan of the steepest surface slope between neighbouring pixels
+    wide_quads: np.ndarray  # bool [pairs in fill_rows, W - 1]: quads whose columns are a cell apart on flat ground
     area_per_z2: float  # footprint of a pixel per squared metre of depth: 1 / (fx fy)
 
 
@@ -281,12 +281,17 @@ def _ray_geometry(k: np.ndarray, hw: tuple[int, int], camera_to_base: np.ndarray
         spacing = np.hypot(hit_x[1:] - hit_x[:-1], hit_y[1:] - hit_y[:-1])
     in_range = (depth_hit[1:] < config.max_range) & (depth_hit[:-1] < config.max_range * 1.5)
     spacing = np.where(in_range & np.isfinite(spacing), spacing, 0.0).max(axis=1)
-    fill_rows = np.flatnonzero(spacing >= config.resolution * FILL_ROW_SPACING)
+    wide_rows = np.flatnonzero(spacing >= config.resolution * FILL_ROW_SPACING)
+    fill_rows = slice(int(wide_rows[0]), int(wide_rows[-1]) + 1) if wide_rows.size else slice(0, 0)
     step = np.abs(gz[1:] - gz[:-1]) / drop
+    with np.errstate(invalid="ignore"):
+        lateral = np.hypot(np.diff(hit_x, axis=1), np.diff(hit_y, axis=1))
+        lateral = np.maximum(lateral[:-1], lateral[1:])[fill_rows]  # the wider of a quad's two edges
+        wide_quads = np.nan_to_num(lateral, nan=0.0, posinf=0.0) >= config.resolution * SURFACE_SAMPLE_STEP
     geometry = _RayGeometry(
         gx=gx.astype(np.float32), gy=gy.astype(np.float32), gz=gz.astype(np.float32), t=translation.copy(),
         fill_rows=fill_rows, step_limit=(step[fill_rows] * config.surface_step_ratio).astype(np.float32),
-        slope_limit=float(np.tan(np.radians(config.max_surface_slope_deg))),
+        slope_limit=float(np.tan(np.radians(config.max_surface_slope_deg))), wide_quads=wide_quads,
         area_per_z2=float(1.0 / (k[0, 0] * k[1, 1])),
     )
     _GEOMETRY_CACHE[key] = geometry
@@ -350,15 +355,14 @@ def _f32_at_most(value: float) -> float:
     return float(x)
 
 
-# Evidence bins: 0..3 = points and samples of each category (surface pixels, and every pixel without depth);
-# 4, 5 = standing BLOCKED / HAZARD pixels, whose evidence is their footprint area.
-_BINS = 6
-_STANDING_BIN = {Category.BLOCKED: 4, Category.HAZARD: 5}
+# Evidence: "counts" [4] = points and samples of each category that does not stand up (surface pixels, and every
+# pixel without depth); "standing" [2] = standing BLOCKED / HAZARD pixels and "area" [2] their footprint area.
+_LETHAL_INDEX = {Category.BLOCKED: 0, Category.HAZARD: 1}
 
 
 def _pull_onto_contact(z: np.ndarray, valid: np.ndarray, standing: np.ndarray, surface_ok: np.ndarray,
                        geometry: _RayGeometry, limit: float,
-                       config: CostmapConfig) -> tuple[int, tuple[np.ndarray, np.ndarray]]:
+                       config: CostmapConfig) -> tuple[int, tuple[np.ndarray, np.ndarray], np.ndarray]:
     """Place standing-obstacle pixels lying farther than ``limit`` m behind their foot at the foot (in place).
 
     The contact of a pixel is the first pixel below it in its column that is not a standing obstacle; it
@@ -367,15 +371,16 @@ def _pull_onto_contact(z: np.ndarray, valid: np.ndarray, standing: np.ndarray, s
     deeper than that by more than ``limit`` is placed there: on the foot's far bound, which keeps the
     object's extent better than its near bound in the measurements (docs/costmap.md).
 
-    Returns how many pixels were pulled, and the (contact, bottom pixel) flat indices of the runs that
-    stand on a contact in front of them: the ground between the two is seen up to the obstacle's foot.
+    Returns how many pixels were pulled, the (contact, bottom pixel) flat indices of the runs that stand on
+    a contact in front of them (the ground between the two is seen up to the obstacle's foot), and the flat
+    indices of every standing pixel.
     """
     h, w = z.shape
     # Standing pixels in column-major order: a run of consecutive indices is one vertical run of a column,
     # and the index after its last pixel is its contact (when still in the same column).
     column_major = np.flatnonzero(np.ascontiguousarray(standing.T))
     if column_major.size == 0:
-        return 0, (np.empty(0, np.int64), np.empty(0, np.int64))
+        return 0, (np.empty(0, np.int64), np.empty(0, np.int64)), np.empty(0, np.int64)
     run_start = np.ones(column_major.size, dtype=bool)
     run_start[1:] = np.diff(column_major) != 1
     run_id = np.cumsum(run_start) - 1
@@ -405,7 +410,7 @@ def _pull_onto_contact(z: np.ndarray, valid: np.ndarray, standing: np.ndarray, s
     last = run_last[has_contact[run_last]]  # one entry per run (its last pixel) that has a surface contact
     with np.errstate(invalid="ignore"):
         grounded = flat_z[own[last]] >= near[last] * np.float32(1 - SURFACE_DEPTH_NOISE)
-    return int(pulled.size), (contact[last][grounded], bottom[last][grounded])
+    return int(pulled.size), (contact[last][grounded], bottom[last][grounded]), own
 
 
 def _spread(per_item: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -424,101 +429,108 @@ def _surface_samples(z: np.ndarray, surface_ok: np.ndarray, categories: np.ndarr
     Two vertically neighbouring pixels (r, r + 1) are one surface when both are valid surface pixels, the
     step in inverse depth between them is within ``step_limit`` (plus depth noise) and the segment between
     their points is no steeper than the geometry's slope limit (an occlusion edge seen obliquely is a small
-    depth step but a steep segment). The ground between a standing obstacle's ground contact and its bottom
-    pixel (``feet``) is sampled with the contact's category. The points between
-    two pixels of a surface lie on the 3-D segment between their points, so the segment is sampled in the
-    grid every ``SURFACE_SAMPLE_STEP`` cells: the lower pixel's category covers its lower half, the upper's
-    the rest. Where horizontal neighbours are also more than a cell apart (a low-resolution depth image),
-    the quad of four surface pixels is sampled inside as a bilinear patch.
+    depth step but a steep segment). The points between two pixels of a surface lie on the 3-D segment
+    between their points, so the segment is sampled in the grid every ``SURFACE_SAMPLE_STEP`` cells: the
+    lower pixel's category covers its lower half, the upper's the rest. The ground between a standing
+    obstacle's ground contact and its bottom pixel (``feet``) is sampled with the contact's category. Where
+    horizontal neighbours are also more than a cell apart (a low-resolution depth image), the quad of four
+    surface pixels is sampled inside as a bilinear patch.
     """
-    empty = (np.empty(0, np.float32), np.empty(0, np.float32), np.empty(0, np.int8))
-    rows = geometry.fill_rows
     cats = categories.ravel()
-    col_flat, row_flat, height_flat = col_f.ravel(), row_f.ravel(), height.ravel()
-    out_col, out_row, out_cat = [], [], []
     step = np.float32(SURFACE_SAMPLE_STEP)
+    out_col: list[np.ndarray] = []
+    out_row: list[np.ndarray] = []
+    out_cat: list[np.ndarray] = []
 
-    def segments(lower: np.ndarray, upper: np.ndarray, split: bool) -> np.ndarray:
-        """Sample the segments lower -> upper; returns which pairs were wider than a sample step."""
-        col_a, row_a = col_flat[lower], row_flat[lower]
-        d_col, d_row = col_flat[upper] - col_a, row_flat[upper] - row_a
-        gap = np.maximum(np.abs(d_col), np.abs(d_row))
+    def sample(col_a: np.ndarray, row_a: np.ndarray, d_col: np.ndarray, d_row: np.ndarray, gap: np.ndarray,
+               cat_a: np.ndarray, cat_b: np.ndarray | None) -> None:
+        """Segments from (col_a, row_a) by (d_col, d_row): samples at every step, the first half cat_a."""
         per_pair = np.minimum(np.ceil(gap / step), MAX_SURFACE_SAMPLES).astype(np.int64) - 1
         wide = per_pair > 0
-        if wide.any():
-            per_pair = per_pair[wide]
-            item, number = _spread(per_pair)
-            t = (number + 1).astype(np.float32) / (per_pair[item] + 1).astype(np.float32)
-            out_col.append(col_a[wide][item] + t * d_col[wide][item])
-            out_row.append(row_a[wide][item] + t * d_row[wide][item])
-            low_cat = cats[lower[wide]][item]
-            out_cat.append(np.where(t < 0.5, low_cat, cats[upper[wide]][item]) if split else low_cat)
-        return wide
+        if not wide.any():
+            return
+        per_pair = per_pair[wide]
+        item, number = _spread(per_pair)
+        t = (number + 1).astype(np.float32) / (per_pair[item] + 1).astype(np.float32)
+        out_col.append(col_a[wide][item] + t * d_col[wide][item])
+        out_row.append(row_a[wide][item] + t * d_row[wide][item])
+        low = cat_a[wide][item]
+        out_cat.append(low if cat_b is None else np.where(t < 0.5, low, cat_b[wide][item]))
 
     if feet[0].size:
-        segments(feet[0], feet[1], split=False)
-    if rows.size == 0:
-        return (np.concatenate(out_col), np.concatenate(out_row), np.concatenate(out_cat)) if out_col else empty
-    lo, hi = int(rows[0]), int(rows[-1]) + 1
-    w = z.shape[1]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        inverse = np.float32(1.0) / z[lo : hi + 1]
-    limit = geometry.step_limit + np.float32(SURFACE_DEPTH_NOISE) * inverse[1:][rows - lo]
-    ok = surface_ok[lo : hi + 1] != 0
-    with np.errstate(invalid="ignore"):
-        vertical = ok[:-1][rows - lo] & ok[1:][rows - lo] & (np.abs(inverse[1:] - inverse[:-1])[rows - lo] <= limit)
-    pair, pair_col = np.nonzero(vertical)
-    top = rows[pair] * w + pair_col
-    bottom = top + w
-    # Slope: a surface segment rises at most slope_limit per metre run (plus height noise).
-    run_m = np.hypot(col_flat[top] - col_flat[bottom], row_flat[top] - row_flat[bottom]) * np.float32(resolution)
-    flat_enough = (np.abs(height_flat[top] - height_flat[bottom])
-                   <= np.float32(geometry.slope_limit) * run_m + np.float32(SURFACE_HEIGHT_NOISE))
-    vertical[pair[~flat_enough], pair_col[~flat_enough]] = False
-    segments(bottom[flat_enough], top[flat_enough], split=True)
+        col_flat, row_flat = col_f.ravel(), row_f.ravel()
+        lower, upper = feet
+        d_col, d_row = col_flat[upper] - col_flat[lower], row_flat[upper] - row_flat[lower]
+        sample(col_flat[lower], row_flat[lower], d_col, d_row, np.maximum(np.abs(d_col), np.abs(d_row)),
+               cats[lower], None)
 
-    # Quads whose columns are more than a cell apart: sample between the two vertical segments.
-    with np.errstate(invalid="ignore"):
-        across = ok[:, :-1] & ok[:, 1:] & (np.abs(inverse[:, 1:] - inverse[:, :-1]) <= np.max(limit))
-    quads = vertical[:, :-1] & vertical[:, 1:] & across[:-1][rows - lo] & across[1:][rows - lo]
-    quad, quad_col = np.nonzero(quads)
-    if quad.size:
-        corners = [rows[quad] * w + quad_col + offset for offset in (w, w + 1, 0, 1)]  # lower-left, lower-right, ...
-        cq = [col_flat[c] for c in corners]
-        rq = [row_flat[c] for c in corners]
-        across_gap = np.maximum.reduce([np.abs(cq[1] - cq[0]), np.abs(rq[1] - rq[0]),
-                                        np.abs(cq[3] - cq[2]), np.abs(rq[3] - rq[2])])
-        along_gap = np.maximum.reduce([np.abs(cq[2] - cq[0]), np.abs(rq[2] - rq[0]),
-                                       np.abs(cq[3] - cq[1]), np.abs(rq[3] - rq[1])])
-        n_across = np.minimum(np.ceil(across_gap / step), MAX_SURFACE_SAMPLES).astype(np.int64)
-        n_along = np.minimum(np.ceil(along_gap / step), MAX_SURFACE_SAMPLES).astype(np.int64)
-        keep = n_across >= 2
-        if keep.any():
-            n_across, n_along = n_across[keep], np.maximum(n_along[keep], 1)
-            per_quad = (n_across - 1) * (n_along + 1)  # interior columns j = 1..n_across-1, rows i = 0..n_along
-            item, number = _spread(per_quad)
-            j = number // (n_along[item] + 1) + 1
-            i = number % (n_along[item] + 1)
-            u = (j / n_across[item]).astype(np.float32)
-            v = (i / n_along[item]).astype(np.float32)
-            weights = ((1 - u) * (1 - v), u * (1 - v), (1 - u) * v, u * v)
-            out_col.append(sum(wt * c[keep][item] for wt, c in zip(weights, cq, strict=True)))
-            out_row.append(sum(wt * r[keep][item] for wt, r in zip(weights, rq, strict=True)))
-            nearest = (np.rint(v).astype(np.int64) * 2 + np.rint(u).astype(np.int64))
-            corner_cats = np.stack([cats[c[keep]] for c in corners])
-            out_cat.append(corner_cats[nearest, item])
+    band = geometry.fill_rows
+    if band.stop > band.start:
+        lo, hi = band.start, band.stop  # pairs (r, r + 1) for r in lo..hi-1: rows lo..hi
+        w = z.shape[1]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            inverse = np.float32(1.0) / z[lo : hi + 1]
+        ok = surface_ok[lo : hi + 1] != 0
+        cf, rf, hf = col_f[lo : hi + 1], row_f[lo : hi + 1], height[lo : hi + 1]
+        with np.errstate(invalid="ignore"):  # invalid pixels (NaN, inf) are masked out below
+            d_col, d_row = cf[:-1] - cf[1:], rf[:-1] - rf[1:]  # from the lower pixel (r + 1) to the upper (r)
+            gap = np.maximum(np.abs(d_col), np.abs(d_row))
+        limit = geometry.step_limit + np.float32(SURFACE_DEPTH_NOISE) * inverse[1:]
+        with np.errstate(invalid="ignore"):
+            # Model depth is noisy by ~1 %: a relative allowance keeps slightly uneven rows of one surface together.
+            vertical = ok[:-1] & ok[1:] & (np.abs(inverse[1:] - inverse[:-1]) <= limit)
+            # Slope: a surface segment rises at most slope_limit per metre run (plus height noise).
+            vertical &= (np.abs(hf[:-1] - hf[1:]) <= np.float32(geometry.slope_limit * resolution)
+                         * np.hypot(d_col, d_row) + np.float32(SURFACE_HEIGHT_NOISE))
+        pairs = np.flatnonzero(vertical & (gap > step))
+        sample(cf[1:].ravel()[pairs], rf[1:].ravel()[pairs], d_col.ravel()[pairs], d_row.ravel()[pairs],
+               gap.ravel()[pairs], categories[lo + 1 : hi + 1].ravel()[pairs], categories[lo:hi].ravel()[pairs])
+
+        # Quads whose columns are more than a cell apart (on flat ground; a low-resolution depth image): sample
+        # between their two vertical segments.
+        quads = vertical[:, :-1] & vertical[:, 1:] & geometry.wide_quads
+        with np.errstate(invalid="ignore"):
+            across = np.abs(inverse[:, 1:] - inverse[:, :-1]) <= np.max(limit)
+        quads &= across[:-1] & across[1:]
+        quad, quad_col = np.nonzero(quads)
+        if quad.size:
+            rows_top = lo + quad
+            corners = [(rows_top + 1) * w + quad_col, (rows_top + 1) * w + quad_col + 1, rows_top * w + quad_col,
+                       rows_top * w + quad_col + 1]  # lower-left, lower-right, upper-left, upper-right
+            col_flat, row_flat = col_f.ravel(), row_f.ravel()
+            cq = [col_flat[c] for c in corners]
+            rq = [row_flat[c] for c in corners]
+            across_gap = np.maximum.reduce([np.abs(cq[1] - cq[0]), np.abs(rq[1] - rq[0]),
+                                            np.abs(cq[3] - cq[2]), np.abs(rq[3] - rq[2])])
+            along_gap = np.maximum.reduce([np.abs(cq[2] - cq[0]), np.abs(rq[2] - rq[0]),
+                                           np.abs(cq[3] - cq[1]), np.abs(rq[3] - rq[1])])
+            n_across = np.minimum(np.ceil(across_gap / step), MAX_SURFACE_SAMPLES).astype(np.int64)
+            n_along = np.minimum(np.ceil(along_gap / step), MAX_SURFACE_SAMPLES).astype(np.int64)
+            keep = n_across >= 2
+            if keep.any():
+                n_across, n_along = n_across[keep], np.maximum(n_along[keep], 1)
+                per_quad = (n_across - 1) * (n_along + 1)  # interior columns j = 1..n_across-1, rows i = 0..n_along
+                item, number = _spread(per_quad)
+                j = number // (n_along[item] + 1) + 1
+                i = number % (n_along[item] + 1)
+                u = (j / n_across[item]).astype(np.float32)
+                v = (i / n_along[item]).astype(np.float32)
+                weights = ((1 - u) * (1 - v), u * (1 - v), (1 - u) * v, u * v)
+                out_col.append(sum(wt * c[keep][item] for wt, c in zip(weights, cq, strict=True)))
+                out_row.append(sum(wt * r[keep][item] for wt, r in zip(weights, rq, strict=True)))
+                nearest = np.rint(v).astype(np.int64) * 2 + np.rint(u).astype(np.int64)
+                corner_cats = np.stack([cats[c[keep]] for c in corners])
+                out_cat.append(corner_cats[nearest, item])
     if not out_col:
-        return empty
+        return np.empty(0, np.float32), np.empty(0, np.float32), np.empty(0, np.int8)
     return np.concatenate(out_col), np.concatenate(out_row), np.concatenate(out_cat)
 
 
 def _label_tables(classes: ClassMap, cells: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """256-entry LUTs on label ids: evidence-bin offset (int32), standing-obstacle mask and surface mask (uint8)."""
+    """256-entry LUTs on label ids: category bin offset (int32), standing-obstacle mask and surface mask (uint8)."""
     category = classes.category.astype(np.int64)
-    lethal = category >= int(Category.BLOCKED)
-    standing = lethal & ~classes.surface
-    bins = np.where(standing, category + 2, np.maximum(category, 0))  # 4, 5: standing BLOCKED / HAZARD
-    return ((bins * cells).astype(np.int32), np.where(standing, 255, 0).astype(np.uint8),
+    standing = (category >= int(Category.BLOCKED)) & ~classes.surface
+    return ((np.maximum(category, 0) * cells).astype(np.int32), np.where(standing, 255, 0).astype(np.uint8),
             np.where(classes.surface & (category >= 0), 255, 0).astype(np.uint8))
 
 
@@ -546,10 +558,10 @@ def _observe_depth(
     valid = cv2.inRange(z, _f32_at_least_above(config.min_range), _f32_below(config.max_range))
     valid &= _at_least(cats8, 0)
     surface_ok = surface & valid
-    clamped, feet = 0, (np.empty(0, np.int64), np.empty(0, np.int64))
+    clamped, feet, standing_pixels = 0, (np.empty(0, np.int64), np.empty(0, np.int64)), np.empty(0, np.int64)
     if cv2.countNonZero(standing):
-        clamped, feet = _pull_onto_contact(z, valid, standing != 0, surface_ok, geometry, config.max_obstacle_depth_m,
-                                           config)
+        clamped, feet, standing_pixels = _pull_onto_contact(z, valid, standing != 0, surface_ok, geometry,
+                                                            config.max_obstacle_depth_m, config)
 
     # Heights above the ground; points above max_point_height (canopy) are dropped.
     height = z * geometry.gz
@@ -564,25 +576,18 @@ def _observe_depth(
     valid &= cv2.inRange(row_f, 0.0, float(np.nextafter(np.float32(rows), np.float32(0))))
     valid &= cv2.inRange(col_f, 0.0, float(np.nextafter(np.float32(cols), np.float32(0))))
     with np.errstate(invalid="ignore"):  # NaN/inf cells of dropped pixels cast to garbage that is masked anyway
-        flat = row_f.astype(np.int64)  # truncation == floor on the kept, non-negative values
-        flat *= cols
-        flat += col_f.astype(np.int64)
+        flat = row_f.astype(np.int32)  # truncation == floor on the kept, non-negative values
+        flat *= np.int32(cols)
+        flat += col_f.astype(np.int32)
     flat += (cv2.LUT(labels8, bin_lut) if labels8 is not None else bin_lut[ids])
-    # Bin 0 collects the rejected pixels: (index + 1) & mask with mask = -1 (keep) or 0, branch-free.
-    flat += 1
-    flat &= valid.view(np.int8).astype(np.int64)
-    counts = np.bincount(flat.ravel(), minlength=_BINS * cells + 1)[1:].reshape(_BINS, rows, cols)
-
-    # Footprint area of standing lethal pixels, and the height sum of every lethal point (for its mean).
-    lethal_kept = np.flatnonzero(_at_least(cats8, int(Category.BLOCKED)) & valid)
-    lethal_bins = flat.ravel()[lethal_kept] - 1
-    is_standing = lethal_bins >= 4 * cells
-    z_standing = z.ravel()[lethal_kept[is_standing]].astype(np.float64)
-    area = np.bincount(lethal_bins[is_standing] - 4 * cells, weights=z_standing * z_standing * geometry.area_per_z2,
-                       minlength=2 * cells).reshape(2, rows, cols)
-    lethal_cells = lethal_bins % cells
-    height_sum = np.bincount(lethal_cells, weights=height.ravel()[lethal_kept], minlength=cells)
-    height_n = np.bincount(lethal_cells, minlength=cells)
+    flat += np.int32(1)
+    flat = flat.ravel()
+    # Standing obstacles count by area: their own (small) bincounts. Everything else: one bincount, bin 0 taking
+    # the rejected and standing pixels: (index + 1) & mask with mask = -1 (keep) or 0, branch-free.
+    standing_kept = standing_pixels[valid.ravel()[standing_pixels] != 0]
+    standing_bins = flat[standing_kept] - (1 + 2 * cells)  # (category - BLOCKED) * cells + cell
+    flat &= (valid & ~standing).view(np.int8).astype(np.int32).ravel()
+    bins = [flat]
 
     samples = 0
     if config.dense_ground:
@@ -590,12 +595,26 @@ def _observe_depth(
                                                config.resolution, feet)
         if s_col.size:
             keep = (s_col >= 0) & (s_col < cols) & (s_row >= 0) & (s_row < rows)
-            index = (s_cat[keep].astype(np.int64) * cells + s_row[keep].astype(np.int64) * cols
-                     + s_col[keep].astype(np.int64))
-            counts[:4] += np.bincount(index, minlength=4 * cells).reshape(4, rows, cols)
+            index = s_cat[keep].astype(np.int32) * np.int32(cells)
+            index += s_row[keep].astype(np.int32) * np.int32(cols)
+            index += s_col[keep].astype(np.int32) + np.int32(1)
+            bins.append(index)
             samples = int(index.size)
+    counts = np.bincount(np.concatenate(bins) if len(bins) > 1 else flat,
+                         minlength=4 * cells + 1)[1:].reshape(4, rows, cols)
+
+    # Footprint area and count of standing lethal pixels, and the height sum of every lethal point (its mean).
+    z_standing = z.ravel()[standing_kept].astype(np.float64)
+    area = np.bincount(standing_bins, weights=z_standing * z_standing * geometry.area_per_z2,
+                       minlength=2 * cells).reshape(2, rows, cols)
+    standing_counts = np.bincount(standing_bins, minlength=2 * cells).reshape(2, rows, cols)
+    flat_lethal = np.flatnonzero(flat > np.int32(2 * cells))  # surface BLOCKED / HAZARD (water)
+    lethal_kept = np.concatenate([standing_kept, flat_lethal])
+    lethal_cells = np.concatenate([standing_bins % cells, (flat[flat_lethal] - 1) % cells])
+    height_sum = np.bincount(lethal_cells, weights=height.ravel()[lethal_kept], minlength=cells)
+    height_n = np.bincount(lethal_cells, minlength=cells)
     return {
-        "counts": counts, "area": area, "height_sum": height_sum.reshape(rows, cols),
+        "counts": counts, "standing": standing_counts, "area": area, "height_sum": height_sum.reshape(rows, cols),
         "height_n": height_n.reshape(rows, cols), "projected": int(cv2.countNonZero(valid)), "samples": samples,
         "clamped": clamped,
     }
@@ -667,15 +686,17 @@ def grid_from_points(
     areas = np.full(len(points), config.min_obstacle_area_m2) if areas is None else np.asarray(areas, np.float64)
     lethal = cats >= int(Category.BLOCKED)
     cell = row * cols + col
-    bins = np.where(standing & lethal, cats + 2, cats)  # 4, 5 for standing BLOCKED / HAZARD
-    counts = np.bincount(bins[inside] * cells + cell[inside], minlength=_BINS * cells).reshape(_BINS, rows, cols)
+    pick = inside & ~(standing & lethal)
+    counts = np.bincount(cats[pick] * cells + cell[pick], minlength=4 * cells).reshape(4, rows, cols)
     pick = inside & standing & lethal
-    area = np.bincount((cats[pick] - 2) * cells + cell[pick], weights=areas[pick],
-                       minlength=2 * cells).reshape(2, rows, cols)
+    standing_bins = (cats[pick] - 2) * cells + cell[pick]
+    area = np.bincount(standing_bins, weights=areas[pick], minlength=2 * cells).reshape(2, rows, cols)
+    standing_counts = np.bincount(standing_bins, minlength=2 * cells).reshape(2, rows, cols)
     pick = inside & lethal
     height_sum = np.bincount(cell[pick], weights=points[pick, 2] - config.ground_z, minlength=cells).reshape(rows, cols)
     height_n = np.bincount(cell[pick], minlength=cells).reshape(rows, cols)
-    evidence = {"counts": counts, "area": area, "height_sum": height_sum, "height_n": height_n,
+    evidence = {"counts": counts, "standing": standing_counts, "area": area, "height_sum": height_sum,
+                "height_n": height_n,
                 "projected": int(inside.sum()), "samples": 0, "clamped": 0}
     return _resolve(evidence, config, window, used_flat_ground)
 
@@ -685,10 +706,10 @@ def _resolve(evidence: dict[str, Any], config: CostmapConfig, window: GridWindow
     """Each cell's category (the most severe with enough evidence) and its cost."""
     import cv2
 
-    counts, area = evidence["counts"], evidence["area"]
-    present = counts[:4] >= config.min_points_per_cell
-    for category, bin_index in _STANDING_BIN.items():
-        present[category] |= (counts[bin_index] > 0) & (area[bin_index - 4] >= config.min_obstacle_area_m2)
+    counts, area, standing = evidence["counts"], evidence["area"], evidence["standing"]
+    present = counts >= config.min_points_per_cell
+    for category, index in _LETHAL_INDEX.items():
+        present[category] |= (standing[index] > 0) & (area[index] >= config.min_obstacle_area_m2)
     # Severity rank + 1 of the winning category per cell, 0 where none.
     rank = present[0].view(np.uint8).copy()
     for category in CATEGORIES[1:]:

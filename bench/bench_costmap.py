@@ -1,0 +1,229 @@
+"""Costmap quality with the models in the loop, against a bird's-eye ground truth, on synthetic drives.
+
+For each seed a synthetic drive is rendered at the vehicle camera size
+(``model_tools.data.synth``: ``build_scene`` + ``drive_pose`` +
+``render_frame``, as ``write_drive_bag`` does). Every frame is fed in
+lock-step (nothing dropped) through the same per-frame work as eval-bag
+(``OfflineStack``: depth and segmentation pipelines on ONNX Runtime, then
+``build_costmap`` with the costmap node's parameters and the rig's mount),
+and scored with ``perception_core.metrics.costmap`` against a bird's-eye
+ground truth projected from the GT depth and labels at full resolution. The
+same node core fed the GT depth and labels ("GT in -> GT out") is the
+control: it must come out (near) perfect.
+
+Prints the five measures (obstacle recall, obstacle precision, object
+recall, holes, false lethal) against their goals, per seed and in total,
+and writes them as JSON. Model outputs can be cached (``--cache``) so the
+costmap can be re-scored quickly with other parameters (``--set``).
+
+    python bench/bench_costmap.py                                  # defaults: 4 seeds x 8 frames, 1280x1080
+    python bench/bench_costmap.py --seeds 5 6 --mount-height 1.1 --pitch-deg 14 --hfov-deg 100
+    python bench/bench_costmap.py --depth-model models/x.onnx --seg-model models/y.onnx --out /tmp/x.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_OUT = ROOT / "docs" / "measurements" / "costmap_bench.json"
+DEFAULT_SEEDS = (11, 23, 37, 41)
+
+
+@dataclass
+class DriveFrame:
+    seed: int
+    index: int
+    rgb: np.ndarray
+    depth: np.ndarray  # GT metres, NaN invalid
+    labels: np.ndarray  # GT class ids
+    k: np.ndarray
+
+
+def drive_frames(rig: Any, seed: int, frames: int, fps: float, speed: float) -> Iterator[DriveFrame]:
+    """The frames of one synthetic drive, as ``write_drive_bag`` renders them (without writing a bag)."""
+    from model_tools.data.synth import build_scene, drive_pose, render_frame
+
+    scene = build_scene(seed, length=speed * frames / fps, clear_corridor=True)
+    for index in range(frames):
+        time_s = index / fps
+        frame = render_frame(rig, seed, drive_pose(scene, time_s, speed), time_s=time_s, scene=scene)
+        depth = np.where(frame.depth > 0, frame.depth, np.float32(np.nan)).astype(np.float32)
+        yield DriveFrame(seed, index, frame.rgb, depth, frame.label, np.asarray(frame.K, dtype=np.float64))
+
+
+def model_key(path: Path) -> str:
+    stat = path.stat()
+    return f"{path.name}-{stat.st_size}-{int(stat.st_mtime)}"
+
+
+def load_or_infer(stack: Any, frame: DriveFrame, cache: Path | None, tag: str) -> tuple[np.ndarray, np.ndarray, float]:
+    """(depth, labels, inference seconds) of the models on one frame, from the cache when it has them."""
+    file = cache / f"{tag}-s{frame.seed}-f{frame.index}.npz" if cache else None
+    if file is not None and file.is_file():
+        data = np.load(file)
+        return data["depth"], data["labels"], float(data["seconds"])
+    start = time.perf_counter()
+    depth = stack.depth.infer(frame.rgb, "RGB").depth
+    labels = stack.seg.infer(frame.rgb, "RGB").labels
+    seconds = time.perf_counter() - start
+    if file is not None:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(file, depth=depth, labels=labels, seconds=seconds)
+    return depth, labels, seconds
+
+
+def parse_value(text: str) -> Any:
+    import yaml
+
+    return yaml.safe_load(text)
+
+
+def costmap_parameters(params_file: Path | None, rig: Any, overrides: list[str]) -> dict[str, Any]:
+    """The costmap node's parameters from the YAML, the mount from the rig (TF on the vehicle), then --set."""
+    from model_tools.bags.eval_bag import node_parameters
+
+    params = node_parameters(params_file, "costmap_node") if params_file else {}
+    params.update(dict(zip(("mount_x", "mount_y", "mount_z", "mount_roll", "mount_pitch", "mount_yaw"),
+                           (float(v) for v in rig.mount), strict=True)))
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--set {item!r} is not KEY=VALUE")
+        params[key.strip()] = parse_value(value)
+    return params
+
+
+def fmt(value: float) -> str:
+    return "  n/a" if not math.isfinite(value) else f"{value:.3f}"
+
+
+def print_table(rows: list[tuple[str, dict[str, float]]]) -> None:
+    from perception_core.metrics.costmap import GOALS, MEASURE_NAMES, meets_goal
+
+    width = max(len(name) for name, _ in rows) + 2
+    print(f"{'':<{width}}" + "".join(f"{name:>20}" for name in MEASURE_NAMES))
+    print(f"{'goal':<{width}}" + "".join(f"{GOALS[n][0] + ' ' + str(GOALS[n][1]):>20}" for n in MEASURE_NAMES))
+    for name, measures in rows:
+        cells = []
+        for n in MEASURE_NAMES:
+            mark = "" if meets_goal(n, measures[n]) else " !"
+            cells.append(f"{fmt(measures[n]) + mark:>20}")
+        print(f"{name:<{width}}" + "".join(cells))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(DEFAULT_SEEDS), help="scene seeds, one drive each")
+    parser.add_argument("--frames", type=int, default=8, help="frames per drive")
+    parser.add_argument("--fps", type=float, default=2.0, help="frame rate of the drive (frames are fed in lock-step)")
+    parser.add_argument("--speed", type=float, default=4.0, help="vehicle speed, m/s")
+    parser.add_argument("--width", type=int, default=1280)
+    parser.add_argument("--height", type=int, default=1080)
+    parser.add_argument("--hfov-deg", type=float, default=90.0)
+    parser.add_argument("--mount-height", type=float, default=1.4, help="camera height above the ground, m")
+    parser.add_argument("--pitch-deg", type=float, default=10.0, help="camera pitch, degrees down")
+    parser.add_argument("--depth-model", type=Path, default=ROOT / "models" / "depth_levels_r18.onnx")
+    parser.add_argument("--seg-model", type=Path, default=ROOT / "models" / "ddrnet23s_offroad.onnx")
+    parser.add_argument("--params", type=Path, default=ROOT / "config" / "perception.yaml",
+                        help="parameter YAML with the costmap_node section")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a costmap parameter (YAML value), e.g. --set min_points_per_cell=2")
+    parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0: its default)")
+    parser.add_argument("--cache", type=Path, help="folder to keep model outputs in, keyed by model, rig, seed, frame")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON output ('-' for none)")
+    args = parser.parse_args(argv)
+
+    from tqdm import tqdm
+
+    from model_tools.bags.eval_bag import OfflineStack
+    from model_tools.data.synth import CameraRig
+    from perception_core.costmap import (
+        DEFAULT_FLAT_OBSTACLE_CLASSES,
+        CostmapConfig,
+        build_costmap,
+        camera_to_grid_transform,
+        class_map_from_ontology,
+    )
+    from perception_core.metrics.costmap import BevGrid, CostmapMeasures, ground_truth_bev
+
+    rig = CameraRig.default(args.width, args.height, hfov_deg=args.hfov_deg, mount_height=args.mount_height,
+                            pitch_deg=args.pitch_deg)
+    params = costmap_parameters(args.params if args.params and args.params.is_file() else None, rig, args.set)
+    config = CostmapConfig.from_mapping(params)
+    classes = class_map_from_ontology(params.get("ontology_path") or None,
+                                      params.get("flat_obstacle_classes", DEFAULT_FLAT_OBSTACLE_CLASSES),
+                                      params.get("unknown_class_category", "BLOCKED"))
+    stack = OfflineStack(args.depth_model, args.seg_model, "cpu", config, classes, num_threads=args.threads)
+    grid = BevGrid(config.resolution, config.origin_x, config.origin_y, config.rows, config.cols)
+    transform = camera_to_grid_transform(config)
+    tag = "-".join([model_key(args.depth_model), model_key(args.seg_model), f"{args.width}x{args.height}",
+                    f"h{args.mount_height}", f"p{args.pitch_deg}", f"f{args.hfov_deg}", f"v{args.speed}",
+                    f"r{args.fps}"])
+
+    totals = {"models": CostmapMeasures(), "gt": CostmapMeasures()}
+    per_seed: dict[int, dict[str, CostmapMeasures]] = {}
+    build_ms: dict[str, list[float]] = {"models": [], "gt": []}
+    inference_s: list[float] = []
+    bar = tqdm(total=len(args.seeds) * args.frames, desc="bench_costmap", unit="frame")
+    for seed in args.seeds:
+        per_seed[seed] = {"models": CostmapMeasures(), "gt": CostmapMeasures()}
+        for frame in drive_frames(rig, seed, args.frames, args.fps, args.speed):
+            depth, labels, seconds = load_or_infer(stack, frame, args.cache, tag)
+            inference_s.append(seconds)
+            truth = ground_truth_bev(frame.depth, frame.labels, frame.k, transform, grid, classes.category,
+                                     ground_z=config.ground_z, max_point_height=config.max_point_height,
+                                     min_range=config.min_range, max_range=config.max_range)
+            for path, (d, lab) in (("models", (depth, labels)), ("gt", (frame.depth, frame.labels))):
+                start = time.perf_counter()
+                result = build_costmap(d, lab, frame.k, config, classes, k_hw=frame.depth.shape)
+                build_ms[path].append((time.perf_counter() - start) * 1e3)
+                totals[path].add(result.category, truth, grid)
+                per_seed[seed][path].add(result.category, truth, grid)
+            bar.update(1)
+    bar.close()
+
+    rows = [("models in the loop", totals["models"].summary()), ("GT in -> GT out", totals["gt"].summary())]
+    rows += [(f"  seed {seed} models", m["models"].summary()) for seed, m in per_seed.items()]
+    print(f"\n{len(args.seeds)} drives x {args.frames} frames at {args.width}x{args.height}, mount "
+          f"{args.mount_height} m / {args.pitch_deg} deg down / hfov {args.hfov_deg} deg; depth "
+          f"{args.depth_model.name}, seg {args.seg_model.name}")
+    print_table(rows)
+    print(f"costmap build (this run, not the one-core benchmark: bench/bench_host.py): models median "
+          f"{np.median(build_ms['models']):.1f} ms at the depth model's size, GT median "
+          f"{np.median(build_ms['gt']):.1f} ms at {args.width}x{args.height}")
+    if args.out and str(args.out) != "-":
+        report = {
+            "command": "python bench/bench_costmap.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+            "rig": {"width": args.width, "height": args.height, "hfov_deg": args.hfov_deg,
+                    "mount_height_m": args.mount_height, "pitch_deg": args.pitch_deg},
+            "drive": {"seeds": args.seeds, "frames_per_seed": args.frames, "fps": args.fps, "speed_mps": args.speed},
+            "models": {"depth": str(os.path.relpath(args.depth_model, ROOT)), "seg": str(os.path.relpath(args.seg_model, ROOT))},
+            "costmap_parameters": {k: v for k, v in params.items()},
+            "models_in_the_loop": totals["models"].summary(),
+            "gt_in_gt_out": totals["gt"].summary(),
+            "per_seed": {str(seed): {"models_in_the_loop": m["models"].summary(), "gt_in_gt_out": m["gt"].summary()}
+                         for seed, m in per_seed.items()},
+            "costmap_build_ms_median": {"models": float(np.median(build_ms["models"])),
+                                        "gt_full_resolution": float(np.median(build_ms["gt"]))},
+            "model_inference_s_median": float(np.median(inference_s)),
+        }
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=2, default=float) + "\n")
+        print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
