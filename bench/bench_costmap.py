@@ -38,7 +38,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "docs" / "measurements" / "costmap_bench.json"
-DEFAULT_SEEDS = (11, 23, 37, 41)
+DEFAULT_SEEDS = (101, 202, 303, 404, 505, 606)  # not the seeds the costmap was developed on
 
 
 @dataclass

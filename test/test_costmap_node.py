@@ -180,6 +180,20 @@ def cell(grid: OccupancyGrid, x: float, y: float) -> int:
     return grid.data[row * grid.info.width + col]
 
 
+def nav2_accepts(grid: OccupancyGrid) -> bool:
+    """The checks nav2_util::validateMsg(OccupancyGrid) makes before a StaticLayer takes a grid (jazzy,
+    nav2_util/include/nav2_util/validate_messages.hpp): frame, stamp, finite origin with a unit quaternion,
+    resolution > 1e-6, a non-empty size within INT16_MAX per side, and width x height data."""
+    origin = grid.info.origin
+    values = [origin.position.x, origin.position.y, origin.position.z, origin.orientation.x, origin.orientation.y,
+              origin.orientation.z, origin.orientation.w, grid.info.resolution]
+    quaternion = sum(v * v for v in values[3:7])
+    return (bool(grid.header.frame_id) and grid.header.stamp.nanosec < 1_000_000_000
+            and all(math.isfinite(v) for v in values) and abs(quaternion - 1.0) < 1e-4
+            and grid.info.resolution > 1e-6 and 0 < grid.info.width <= 32767 and 0 < grid.info.height <= 32767
+            and len(grid.data) == grid.info.width * grid.info.height)
+
+
 def stamp_of(msg: Any) -> tuple[int, int]:
     return msg.header.stamp.sec, msg.header.stamp.nanosec
 
@@ -205,6 +219,7 @@ def test_a_frame_gives_a_grid_corridor_and_clouds_with_its_stamp_to_nav2_qos_sub
 
     grid = harness.grids[0]
     assert stamp_of(grid) == (1234, 5678) and stamp_of(late[0]) == (1234, 5678)
+    assert nav2_accepts(grid) and nav2_accepts(late[0])
     assert grid.header.frame_id == "base_link"
     assert (grid.info.width, grid.info.height) == (300, 300)
     assert grid.info.resolution == pytest.approx(0.1)
@@ -336,6 +351,7 @@ def test_stopped_inputs_make_the_grid_unknown_and_diagnostics_error(context: Any
         harness.close()
     unknown = next(g for g in harness.grids[1:] if all(v == -1 for v in g.data))
     assert stamp_of(unknown) != (1234, 5678), "a fresh stamp, so Nav2 takes it as the newest grid"
+    assert nav2_accepts(unknown)
     assert "labels silent" in harness.latest_status().message
     assert harness.corridors[-1].status == CorridorStatus.STATUS_UNKNOWN
 
@@ -534,7 +550,7 @@ def test_a_silent_depth_stream_gives_flat_ground_through_the_timer(context: Any)
 @pytest.mark.parametrize("argument, named", [
     ("corridor_length:=0.0", "corridor_length"),
     ("width_m:=100000.0", "width_m"),
-    ("width_m:=5000.0", "exceeds 4000000 cells"),
+    ("width_m:=2500.0", "exceeds 4000000 cells"),
     ("stop_distance:=-1.0", "stop_distance"),
     ("mount_z:=-0.5", "mount_z"),
     ("max_range:=5", "max_range"),

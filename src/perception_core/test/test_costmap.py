@@ -459,7 +459,8 @@ def test_class_tables_from_ontology_forms(tmp_path) -> None:
 @pytest.mark.parametrize("values, message", [
     ({"resolution": 0.0}, "resolution must be > 0"),
     ({"resolution": float("nan")}, "resolution must be finite"),
-    ({"width_m": 100000.0}, f"exceeds {MAX_GRID_CELLS} cells"),
+    ({"width_m": 100000.0}, "Nav2 rejects grids with more than 32767 cells on a side"),
+    ({"width_m": 3000.0, "height_m": 3000.0, "resolution": 1.0}, f"exceeds {MAX_GRID_CELLS} cells"),
     ({"cost_blocked": 254}, r"cost_blocked must be an OccupancyGrid cost 0\.\.100"),
     ({"min_range": 5.0, "max_range": 2.0}, "min_range < max_range"),
     ({"mount_z": -0.2}, r"mount_z \(-0.2 m\) puts the camera at or below the ground"),

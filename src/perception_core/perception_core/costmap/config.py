@@ -19,6 +19,8 @@ UNKNOWN = -1  # OccupancyGrid value of a cell nothing was observed in
 # Upper bound on grid cells (rows x cols): 4 M cells is 200 m x 200 m at 0.1 m. Each frame holds a few arrays of
 # this size per category, so the bound keeps a mistyped extent from exhausting memory at the first frame.
 MAX_GRID_CELLS = 4_000_000
+# Nav2 rejects an OccupancyGrid wider or taller than INT16_MAX cells (nav2_util/validate_messages.hpp, jazzy).
+MAX_GRID_SIDE = 32767
 
 
 def _finite(name: str, value: Any) -> float:
@@ -83,6 +85,10 @@ class CostmapConfig:
             value = getattr(self, name)
             if not value >= self.resolution:
                 raise ConfigError(f"costmap parameter {name} must be >= resolution ({self.resolution} m), got {value}")
+        for name, cells in (("width_m", self.cols), ("height_m", self.rows)):
+            if cells > MAX_GRID_SIDE:
+                raise ConfigError(f"costmap parameter {name} gives {cells} cells at resolution {self.resolution} m; "
+                                  f"Nav2 rejects grids with more than {MAX_GRID_SIDE} cells on a side")
         cells = self.rows * self.cols
         if cells > MAX_GRID_CELLS:
             raise ConfigError(f"costmap parameters width_m, height_m and resolution give {self.cols} x {self.rows} "
