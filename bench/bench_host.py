@@ -15,7 +15,7 @@ N x 3 point path with boolean-mask copies and ``np.floor`` binning
 (``project_points`` + ``grid_from_points``). ``--stages`` adds a per-step
 breakdown of the optimised path. The machine may be shared: read the ratios.
 
-    python bench/bench_host.py [--frames 30] [--stages]
+    python bench/bench_host.py [--frames 30] [--stages] [--out docs/measurements/bench_host.json]
 """
 
 from __future__ import annotations
@@ -224,13 +224,17 @@ def _print_stages(msg, depth_pipe: DepthPipeline, seg_pipe: SegPipeline, cid_pip
         print(f"{name:<28}{_time(fn, frames):>8.3f}")
 
 
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+_clock = time.perf_counter
+
+
 def _time(fn: Callable[[], None], frames: int) -> float:
     fn()  # warm-up: first-call allocations, lazy imports
     samples = []
     for _ in range(frames):
-        start = time.perf_counter()
+        start = _clock()
         fn()
-        samples.append((time.perf_counter() - start) * 1e3)
+        samples.append((_clock() - start) * 1e3)
     return statistics.median(samples)
 
 
@@ -239,7 +243,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames", type=int, default=30)
     parser.add_argument("--workdir", default="/tmp/bench_host_models")
     parser.add_argument("--stages", action="store_true", help="also print the optimised path stage by stage")
+    parser.add_argument("--out", type=Path, help="also write the table as JSON to this file")
+    parser.add_argument("--clock", choices=tuple(CLOCKS), default="wall",
+                        help="wall: elapsed time; cpu: this process's CPU time, which other users of a shared "
+                             "machine do not inflate (every stage runs on one thread)")
     args = parser.parse_args(argv)
+    global _clock
+    _clock = CLOCKS[args.clock]
     cv2.setNumThreads(1)
     work = Path(args.workdir)
     depth_model = load_model(make_tiny_depth_model(work / "depth.onnx", kind="levels", outputs="separate",
@@ -257,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     msg, image_cls = _camera_msg()
     print(f"input {CAMERA_HW[1]}x{CAMERA_HW[0]} rgb8 -> depth {DEPTH_HW[1]}x{DEPTH_HW[0]}, "
           f"seg {SEG_HW[1]}x{SEG_HW[0]}; messages: {'rclpy' if image_cls else 'plain dicts'}; "
-          f"median of {args.frames} frames, 1 thread, inference excluded")
+          f"median of {args.frames} frames, 1 thread, {args.clock} clock, inference excluded")
 
     rows = [
         ("depth node", _time(lambda: depth_frame_fast(msg, depth_pipe, depth_out, image_cls), args.frames),
@@ -274,6 +284,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:<20}{fast:>14.2f}{naive:>12.2f}{naive / fast:>9.1f}x{'ok' if fast <= 5.0 else 'MISSED':>11}")
     if args.stages:
         _print_stages(msg, depth_pipe, seg_pipe, cid_pipe, depth_out, seg_out, cid_out, image_cls, args.frames)
+    if args.out:
+        import json
+
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({
+            "command": "python bench/bench_host.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+            "frames": args.frames, "threads": 1, "clock": args.clock, "goal_ms": 5.0,
+            "stages": {name: {"optimised_ms": fast, "naive_ms": naive} for name, fast, naive in rows},
+            "load_average_1min": os.getloadavg()[0],
+        }, indent=2) + "\n")
     return 0
 
 
