@@ -9,7 +9,9 @@ lock-step (nothing dropped) through the same per-frame work as eval-bag
 and scored with ``perception_core.metrics.costmap`` against a bird's-eye
 ground truth projected from the GT depth and labels at full resolution. The
 same node core fed the GT depth and labels ("GT in -> GT out") is the
-control: it must come out (near) perfect.
+control: it must come out (near) perfect. Two more rows swap one model's
+output for the ground truth at the model's size, to show which model limits
+the costmap.
 
 Prints the five measures (obstacle recall, obstacle precision, object
 recall, holes, false lethal) against their goals, per seed and in total,
@@ -155,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         build_costmap,
         camera_to_grid_transform,
         class_map_from_ontology,
+        resize_nearest,
     )
     from perception_core.metrics.costmap import BevGrid, CostmapMeasures, ground_truth_bev
 
@@ -172,20 +175,28 @@ def main(argv: list[str] | None = None) -> int:
                     f"h{args.mount_height}", f"p{args.pitch_deg}", f"f{args.hfov_deg}", f"v{args.speed}",
                     f"r{args.fps}"])
 
-    totals = {"models": CostmapMeasures(), "gt": CostmapMeasures()}
+    # Where the loss comes from: each model's output swapped for the ground truth at the model's size.
+    paths = ("models", "gt", "gt_depth_model_labels", "model_depth_gt_labels")
+    totals = {path: CostmapMeasures() for path in paths}
     per_seed: dict[int, dict[str, CostmapMeasures]] = {}
-    build_ms: dict[str, list[float]] = {"models": [], "gt": []}
+    build_ms: dict[str, list[float]] = {path: [] for path in paths}
     inference_s: list[float] = []
     bar = tqdm(total=len(args.seeds) * args.frames, desc="bench_costmap", unit="frame")
     for seed in args.seeds:
-        per_seed[seed] = {"models": CostmapMeasures(), "gt": CostmapMeasures()}
+        per_seed[seed] = {path: CostmapMeasures() for path in paths}
         for frame in drive_frames(rig, seed, args.frames, args.fps, args.speed):
             depth, labels, seconds = load_or_infer(stack, frame, args.cache, tag)
             inference_s.append(seconds)
             truth = ground_truth_bev(frame.depth, frame.labels, frame.k, transform, grid, classes.category,
                                      ground_z=config.ground_z, max_point_height=config.max_point_height,
                                      min_range=config.min_range, max_range=config.max_range)
-            for path, (d, lab) in (("models", (depth, labels)), ("gt", (frame.depth, frame.labels))):
+            import cv2
+
+            gt_depth_small = cv2.resize(frame.depth, (depth.shape[1], depth.shape[0]), interpolation=cv2.INTER_NEAREST)
+            inputs = {"models": (depth, labels), "gt": (frame.depth, frame.labels),
+                      "gt_depth_model_labels": (gt_depth_small, labels),
+                      "model_depth_gt_labels": (depth, resize_nearest(frame.labels, depth.shape))}
+            for path, (d, lab) in inputs.items():
                 start = time.perf_counter()
                 result = build_costmap(d, lab, frame.k, config, classes, k_hw=frame.depth.shape)
                 build_ms[path].append((time.perf_counter() - start) * 1e3)
@@ -194,7 +205,9 @@ def main(argv: list[str] | None = None) -> int:
             bar.update(1)
     bar.close()
 
-    rows = [("models in the loop", totals["models"].summary()), ("GT in -> GT out", totals["gt"].summary())]
+    rows = [("models in the loop", totals["models"].summary()), ("GT in -> GT out", totals["gt"].summary()),
+            ("GT depth + model labels", totals["gt_depth_model_labels"].summary()),
+            ("model depth + GT labels", totals["model_depth_gt_labels"].summary())]
     rows += [(f"  seed {seed} models", m["models"].summary()) for seed, m in per_seed.items()]
     print(f"\n{len(args.seeds)} drives x {args.frames} frames at {args.width}x{args.height}, mount "
           f"{args.mount_height} m / {args.pitch_deg} deg down / hfov {args.hfov_deg} deg; depth "
@@ -213,6 +226,8 @@ def main(argv: list[str] | None = None) -> int:
             "costmap_parameters": {k: v for k, v in params.items()},
             "models_in_the_loop": totals["models"].summary(),
             "gt_in_gt_out": totals["gt"].summary(),
+            "gt_depth_model_labels": totals["gt_depth_model_labels"].summary(),
+            "model_depth_gt_labels": totals["model_depth_gt_labels"].summary(),
             "per_seed": {str(seed): {"models_in_the_loop": m["models"].summary(), "gt_in_gt_out": m["gt"].summary()}
                          for seed, m in per_seed.items()},
             "costmap_build_ms_median": {"models": float(np.median(build_ms["models"])),
