@@ -401,11 +401,14 @@ def test_label_ids_outside_the_ontology_are_blocked_counted_and_stop_the_corrido
     assert "label ids outside the ontology" in harness.latest_status().message
 
 
-@pytest.mark.reliability(case="costmap node: depth that yields no observed cell (all NaN, or metres given in "
-                              "millimetres)", outcome="corridor status UNKNOWN (not clear), /diagnostics ERROR "
-                                                      "naming why")
-@pytest.mark.parametrize("bad_depth, why", [(np.nan, "every depth value is NaN or inf"),
-                                            (4000.0, "millimetres written as metres")])
+@pytest.mark.parametrize("bad_depth, why", [
+    pytest.param(np.nan, "every depth value is NaN or inf", id="all-nan", marks=pytest.mark.reliability(
+        case="costmap node: depth that is NaN everywhere (no observed cell)",
+        outcome="corridor status UNKNOWN (not clear), /diagnostics ERROR naming why")),
+    pytest.param(4000.0, "millimetres written as metres", id="millimetres", marks=pytest.mark.reliability(
+        case="costmap node: 32FC1 depth in millimetres (every pixel beyond max_range)",
+        outcome="corridor status UNKNOWN (not clear), /diagnostics ERROR suggesting millimetres")),
+])
 def test_depth_with_nothing_usable_makes_the_corridor_unknown(context: Any, bad_depth: float, why: str) -> None:
     _, labels = scene()
     depth = np.full((HEIGHT, WIDTH), bad_depth, np.float32)
@@ -544,17 +547,20 @@ def test_a_silent_depth_stream_gives_flat_ground_through_the_timer(context: Any)
     assert cell(harness.grids[0], 6.15, 0.05) == 100
 
 
-@pytest.mark.reliability(case="costmap node: an invalid parameter at start-up (corridor_length 0, width_m 100000, "
-                              "stop_distance < 0, camera below the ground, an integer for a float, an unknown "
-                              "flat class)", outcome="exit code 1 with one line naming the parameter")
+def _start_up_case(argument: str, named: str, what: str) -> Any:
+    return pytest.param(argument, named, id=argument, marks=pytest.mark.reliability(
+        case=f"costmap node start-up with {argument} ({what})",
+        outcome=f"exit code 1 with one line naming {named if ' ' not in named else 'the grid size'}; no traceback"))
+
+
 @pytest.mark.parametrize("argument, named", [
-    ("corridor_length:=0.0", "corridor_length"),
-    ("width_m:=100000.0", "width_m"),
-    ("width_m:=2500.0", "exceeds 4000000 cells"),
-    ("stop_distance:=-1.0", "stop_distance"),
-    ("mount_z:=-0.5", "mount_z"),
-    ("max_range:=5", "max_range"),
-    ("flat_obstacle_classes:=[lava]", "flat_obstacle_classes"),
+    _start_up_case("corridor_length:=0.0", "corridor_length", "an empty corridor"),
+    _start_up_case("width_m:=100000.0", "width_m", "beyond the declared range"),
+    _start_up_case("width_m:=2500.0", "exceeds 4000000 cells", "a grid too large for memory"),
+    _start_up_case("stop_distance:=-1.0", "stop_distance", "negative"),
+    _start_up_case("mount_z:=-0.5", "mount_z", "a camera below the ground"),
+    _start_up_case("max_range:=5", "max_range", "an integer for a float"),
+    _start_up_case("flat_obstacle_classes:=[lava]", "flat_obstacle_classes", "a class the ontology lacks"),
 ])
 def test_invalid_parameters_exit_with_one_line_naming_the_parameter(argument: str, named: str) -> None:
     env = dict(os.environ, ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
