@@ -278,6 +278,31 @@ def test_with_odometry_the_grid_is_in_odom_at_the_pose_of_the_image_stamp(contex
     assert harness.latest_values().get("grid_frame") in (None, "odom") or True
 
 
+def test_fusion_remembers_an_obstacle_that_left_the_view_in_odom(context: Any) -> None:
+    """The robot drives 1 m towards the wall; the second frame sees nothing (all sky): the wall is remembered
+    where it was seen, in odom, for fusion_decay_s."""
+    depth, labels = scene()
+    sky = np.full(labels.shape, 6, np.uint8)  # sky: not projected
+    first, second = Time(sec=3000, nanosec=0), Time(sec=3000, nanosec=500_000_000)
+    harness = Harness(context, fusion_decay_s=5.0, pose_source="odometry")
+    try:
+        def publish_first() -> None:
+            harness.odom_pub.publish(odometry(first, 1.0, 0.0, 0.0))
+            harness.odom_pub.publish(odometry(second, 2.0, 0.0, 0.0))
+            harness.publish_frame(depth, labels, first)
+
+        harness.spin_until(lambda: any(stamp_of(g) == (3000, 0) for g in harness.grids), publish_first)
+        harness.spin_until(lambda: any(stamp_of(g) == (3000, 500_000_000) for g in harness.grids),
+                           lambda: harness.publish_frame(depth, sky, second))
+    finally:
+        harness.close()
+    grid = next(g for g in harness.grids if stamp_of(g) == (3000, 500_000_000))
+    assert grid.header.frame_id == "odom"
+    assert cell(grid, 1.0 + WALL_X, 0.05) == 100, "remembered where it was seen"
+    assert cell(grid, 1.0 + 2.05, 0.05) == 0
+    assert grid.info.origin.position.x == pytest.approx(2.0 - 15.0, abs=0.11), "the window moved with the robot"
+
+
 def tf2_ros_double(transforms: dict[tuple[str, str], np.ndarray]) -> types.ModuleType:
     """Test double for ``tf2_ros`` (not installable here; on the vehicle it comes from the ROS 2 apt install).
 

@@ -315,8 +315,13 @@ class CostmapNode(Node):
             self._start_tf(required=values["pose_source"] == "tf")
         if values["pose_source"] == "odometry" or (values["pose_source"] == "auto" and self.tf_buffer is None):
             self.create_subscription(Odometry, values["odometry_topic"], self._on_odometry, odometry_qos())
-        rolling_possible = values["pose_source"] != "none"
-        check_corridor_fits(self.corridor, self.config, rolling=rolling_possible)
+        check_corridor_fits(self.corridor, self.config, rolling=False)
+        if values["pose_source"] != "none":
+            try:
+                check_corridor_fits(self.corridor, self.config, rolling=True)
+            except ConfigError as err:  # in fixed_frame the window does not turn with the robot
+                self.get_logger().warning(f"{err}: headings that take the corridor out of the window read it "
+                                          "as unknown")
 
         self.create_timer(DIAGNOSTICS_PERIOD_S, self._publish_diagnostics)
         if values["use_depth"] and values["flat_ground_fallback"]:

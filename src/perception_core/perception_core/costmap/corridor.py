@@ -106,8 +106,9 @@ def check_corridor_fits(corridor: CorridorConfig, config: CostmapConfig, rolling
         half = min(-config.origin_x, config.origin_x + config.width_m, -config.origin_y, config.origin_y + config.height_m)
         if reach > half + 1e-9:
             raise ConfigError(f"costmap parameter corridor_length ({corridor.length} m) with corridor_width "
-                              f"({corridor.width} m) reaches {reach:.2f} m, beyond the rolling window's "
-                              f"{half:.2f} m from the robot (width_m, height_m, origin_x, origin_y)")
+                              f"({corridor.width} m) reaches {reach:.2f} m, beyond the {max(half, 0.0):.2f} m the "
+                              "rolling window extends from the robot in every direction (width_m, height_m, "
+                              "origin_x, origin_y)")
         return
     inside = (config.origin_x <= 0 and corridor.length <= config.origin_x + config.width_m
               and config.origin_y <= -corridor.width / 2 and corridor.width / 2 <= config.origin_y + config.height_m)
