@@ -180,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     totals = {path: CostmapMeasures() for path in paths}
     per_seed: dict[int, dict[str, CostmapMeasures]] = {}
     build_ms: dict[str, list[float]] = {path: [] for path in paths}
+    ground_offset: dict[str, list[float]] = {path: [] for path in paths}
     inference_s: list[float] = []
     bar = tqdm(total=len(args.seeds) * args.frames, desc="bench_costmap", unit="frame")
     for seed in args.seeds:
@@ -200,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
                 start = time.perf_counter()
                 result = build_costmap(d, lab, frame.k, config, classes, k_hw=frame.depth.shape)
                 build_ms[path].append((time.perf_counter() - start) * 1e3)
+                ground_offset[path].append(result.ground_offset_m)
                 totals[path].add(result.category, truth, grid)
                 per_seed[seed][path].add(result.category, truth, grid)
             bar.update(1)
@@ -213,6 +215,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{args.mount_height} m / {args.pitch_deg} deg down / hfov {args.hfov_deg} deg; depth "
           f"{args.depth_model.name}, seg {args.seg_model.name}")
     print_table(rows)
+    print("observed ground above the ground plane (median, m; |x| > max_ground_offset_m is flagged): "
+          + ", ".join(f"{path} {np.nanmedian(values):+.2f}" for path, values in ground_offset.items()))
     print(f"costmap build (this run, not the one-core benchmark: bench/bench_host.py): models median "
           f"{np.median(build_ms['models']):.1f} ms at the depth model's size, GT median "
           f"{np.median(build_ms['gt']):.1f} ms at {args.width}x{args.height}")
@@ -233,6 +237,7 @@ def main(argv: list[str] | None = None) -> int:
             "costmap_build_ms_median": {"models": float(np.median(build_ms["models"])),
                                         "gt_full_resolution": float(np.median(build_ms["gt"]))},
             "model_inference_s_median": float(np.median(inference_s)),
+            "ground_offset_m_median": {path: float(np.nanmedian(values)) for path, values in ground_offset.items()},
         }
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(report, indent=2, default=float) + "\n")

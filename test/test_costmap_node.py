@@ -544,6 +544,19 @@ def test_bad_encodings_and_short_data_are_counted_and_the_node_keeps_running(con
     assert int(values["frames_dropped"]) >= 2 and values["used_flat_ground"] == "false"
 
 
+def test_depth_that_disagrees_with_the_mount_is_flagged(context: Any) -> None:
+    depth, labels = scene()
+    harness = Harness(context, pose_source="none")
+    try:
+        harness.spin_until(lambda: harness.latest_status() is not None and "ground plane" in
+                           harness.latest_status().message, lambda: harness.publish_frame(depth * 1.5, labels))
+    finally:
+        harness.close()
+    assert harness.latest_status().level == DiagnosticStatus.WARN
+    assert "lies 0.50 m below the ground plane" in harness.latest_status().message
+    assert float(harness.latest_values()["ground_offset_m"]) == pytest.approx(-0.5, abs=0.02)
+
+
 def test_without_depth_the_flat_ground_fallback_is_flagged(context: Any) -> None:
     _, labels = scene()
     harness = Harness(context, use_depth=False, pose_source="none")

@@ -291,6 +291,17 @@ def test_label_ids_outside_the_ontology_are_blocked_and_counted(table: np.ndarra
     assert table[200] == Category.BLOCKED and table[255] == NOT_PROJECTED
 
 
+def test_ground_offset_tells_a_wrong_depth_scale_from_a_right_one(classes: ClassMap) -> None:
+    """Observed ground lies on the ground plane; depth 30 % too far puts it below (a depth model trained on
+    another camera, or a wrong mount)."""
+    k = pinhole_k(160, 120, 100.0)
+    depth, labels = render_scene(160, 120, k)
+    config = scene_config(resolution=0.1)
+    assert build_costmap(depth, labels, k, config, classes).ground_offset_m == pytest.approx(0.0, abs=0.01)
+    too_far = build_costmap(depth * np.float32(1.3), labels, k, config, classes).ground_offset_m
+    assert too_far == pytest.approx(-0.3 * CAM_HEIGHT, abs=0.05)
+
+
 def test_labels_at_another_resolution_are_resampled_and_k_scaled(classes: ClassMap) -> None:
     k_big = pinhole_k(160, 120, 100.0)
     depth_big, labels_big = render_scene(160, 120, k_big)

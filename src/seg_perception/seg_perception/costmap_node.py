@@ -173,6 +173,9 @@ PARAMETERS: dict[str, tuple[Any, str, dict[str, Any]]] = {
     "corridor_width": (2.0, "driving corridor width centred on y = 0, metres", {"float_range": (0.01, 1000.0)}),
     "stop_distance": (3.0, "stop_required when a BLOCKED/HAZARD cell in the corridor is this near, metres",
                       {"float_range": (0.0, 1000.0)}),
+    "max_ground_offset_m": (0.3, "/diagnostics WARN when the observed ground lies further than this above or "
+                                 "below the ground plane (median): the depth's scale or the camera pose disagrees "
+                                 "with the mount or TF", {"float_range": (0.01, 100.0)}),
     "corridor_max_unknown_fraction": (0.5, "corridor status is UNKNOWN when more of the corridor than this is "
                                            "unknown", {"float_range": (0.0, 1.0)}),
 }
@@ -303,6 +306,7 @@ class CostmapNode(Node):
         self.frames_without_observation = 0
         self.last_no_observation: tuple[float, str] | None = None
         self.last_observation_at: float | None = None
+        self.ground_offset_m = float("nan")
         self.stale_message: str | None = None
         self.last_window: GridWindow | None = None
         self.last_grid_frame = values["base_frame"]
@@ -495,6 +499,7 @@ class CostmapNode(Node):
         if result.unknown_label_pixels:
             self.unknown_label_pixels += result.unknown_label_pixels
             self.last_unknown_labels_at = now
+        self.ground_offset_m = result.ground_offset_m
         if result.observed_cells == 0:
             self.frames_without_observation += 1
             why = (depth_problem(depth, self.config) if depth is not None else None) or "no labelled pixel in range"
@@ -586,6 +591,7 @@ class CostmapNode(Node):
             odometry_rejected=self.odometry_rejected,
             unknown_label_pixels=self.unknown_label_pixels,
             frames_without_observation=self.frames_without_observation,
+            ground_offset_m=f"{self.ground_offset_m:.3f}",
             corridor_status=self.last_report.status.name if self.last_report else "none yet",
             stale=self.stale_message is not None,
         )
@@ -604,6 +610,10 @@ class CostmapNode(Node):
             warning = "flat-ground fallback (no depth): obstacles smeared"
         elif recent_empty:
             warning = f"frames without any observed cell: {self.last_no_observation[1]}"
+        elif abs(self.ground_offset_m) > self.params["max_ground_offset_m"]:  # NaN compares False
+            side = "above" if self.ground_offset_m > 0 else "below"
+            warning = (f"the observed ground lies {abs(self.ground_offset_m):.2f} m {side} the ground plane: the "
+                       "depth's scale or the camera pose disagrees with the mount or TF")
         elif self.last_unknown_labels_at is not None and now - self.last_unknown_labels_at <= RECENT_S:
             warning = (f"label ids outside the ontology ({self.unknown_label_pixels} pixels so far), projected as "
                        f"{self.params['unknown_class_category']}")

@@ -114,6 +114,7 @@ class CostmapResult:
     surface_samples: int = 0  # dense-ground samples that landed in the grid
     clamped_pixels: int = 0  # standing-obstacle pixels pulled onto their ground contact
     unknown_label_pixels: int = 0  # pixels whose label id the ontology does not define
+    ground_offset_m: float = float("nan")  # median height of the observed surface above the ground plane
 
     @property
     def resolution(self) -> float:
@@ -573,6 +574,10 @@ def _observe_depth(
     col_f += np.float32(col_offset)
     # Surface pixels anywhere in range feed the dense ground (their samples may fall inside the grid).
     surface_ok &= valid
+    # Where the observed ground lies relative to the ground plane (median of every 4th pixel in each direction):
+    # far from 0 when the depth's scale or the camera pose disagrees with the mount / TF.
+    ground_heights = height[::4, ::4][surface_ok[::4, ::4] != 0]
+    ground_offset = float(np.median(ground_heights)) if ground_heights.size >= 16 else float("nan")
     valid &= cv2.inRange(row_f, 0.0, float(np.nextafter(np.float32(rows), np.float32(0))))
     valid &= cv2.inRange(col_f, 0.0, float(np.nextafter(np.float32(cols), np.float32(0))))
     with np.errstate(invalid="ignore"):  # NaN/inf cells of dropped pixels cast to garbage that is masked anyway
@@ -616,7 +621,7 @@ def _observe_depth(
     return {
         "counts": counts, "standing": standing_counts, "area": area, "height_sum": height_sum.reshape(rows, cols),
         "height_n": height_n.reshape(rows, cols), "projected": int(cv2.countNonZero(valid)), "samples": samples,
-        "clamped": clamped,
+        "clamped": clamped, "ground_offset": ground_offset,
     }
 
 
@@ -721,7 +726,7 @@ def _resolve(evidence: dict[str, Any], config: CostmapConfig, window: GridWindow
         grid=grid, category=rank.view(np.int8) - np.int8(1), present=present, evidence=evidence,
         window=window, used_flat_ground=used_flat_ground, points_projected=evidence["projected"],
         surface_samples=evidence["samples"], clamped_pixels=evidence["clamped"],
-        unknown_label_pixels=unknown_label_pixels,
+        unknown_label_pixels=unknown_label_pixels, ground_offset_m=evidence.get("ground_offset", float("nan")),
     )
 
 
