@@ -29,7 +29,7 @@ import os
 import random
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -523,7 +523,19 @@ class Trainer:
         ``stop_after_steps`` ends this process early at a global step, leaving
         a checkpoint to ``resume`` from, e.g. to split a run over time-limited jobs.
         Returns a summary dict (also written to ``summary.json``).
+
+        The run is a sequence of segments: :meth:`_train_segment` steps until an
+        epoch ends (or the run stops), then :meth:`_end_segment` validates, keeps
+        the best weights and checkpoints; :meth:`_finish` exports and summarises.
         """
+        run = self._setup()
+        while run.step < run.total and run.stop_reason == "done":
+            self._train_segment(run, stop_after_steps)
+            self._end_segment(run)
+        return self._finish(run)
+
+    def _setup(self) -> _RunState:
+        """Process group, run folder checks, model/optimiser/schedule/EMA, data, resume, loaders, log."""
         cfg = self.config
         self._init_dist()
         main = self.dist.is_main
@@ -538,6 +550,42 @@ class Trainer:
         random.seed(cfg.seed)
         np.random.seed(cfg.seed)
         torch.manual_seed(cfg.seed)
+        train_set, val_set, total, steps_per_epoch = self._build()
+        epoch, step, index_in_epoch = 0, 0, 0
+        if self.resume:
+            epoch, step, index_in_epoch = self._load_resume()
+        if self.dist.enabled:
+            self.model = nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.on_cuda else None
+            )
+        self._log = MetricLog(self.run_dir / "metrics.csv") if main else None
+        if main:
+            save_config(cfg, self.run_dir / "config.yaml")
+            if self.resume and self._log is not None:
+                self._log.truncate_after(step)
+
+        self._train_loader = self._loader(train_set, train=True)
+        self._val_loader = self._loader(val_set, train=False)
+        self.model.train()
+        self._bar = None
+        if main and cfg.progress_bar:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total, initial=step, desc=f"train {cfg.run_name}", dynamic_ncols=True)
+        sampler = self._train_loader.sampler
+        assert isinstance(sampler, ResumableSampler)
+        sampler.set_epoch(epoch)
+        sampler.start_index = index_in_epoch * cfg.batch_size
+        self._stream = iter(self._train_loader)  # runs on through epoch ends (see ResumableSampler)
+        # The loop never waits for the GPU: a non-finite loss is flagged on the device and checked at
+        # log, checkpoint and epoch steps (a per-step sync stops the host from queueing the next step).
+        nonfinite = torch.zeros((), dtype=torch.bool, device=self.device)
+        return _RunState(epoch=epoch, step=step, index_in_epoch=index_in_epoch, total=total,
+                         steps_per_epoch=steps_per_epoch, nonfinite=nonfinite, checked_step=step)
+
+    def _build(self) -> tuple[Dataset, Dataset, int, int]:
+        """Model, EMA, optimiser, datasets, schedule and scaler; returns (train, val, total steps, steps per epoch)."""
+        cfg = self.config
         model = self.task.build_model().to(self.device)
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
@@ -557,132 +605,125 @@ class Trainer:
         self._elapsed_before = 0.0
         self._t0 = time.monotonic()
         self.model = model
-        epoch, step, index_in_epoch = 0, 0, 0
-        if self.resume:
-            epoch, step, index_in_epoch = self._load_resume()
-        if self.dist.enabled:
-            self.model = nn.parallel.DistributedDataParallel(
-                model, device_ids=[self.device.index] if self.on_cuda else None
+        return train_set, val_set, total, steps_per_epoch
+
+    def _check_finite(self, run: _RunState) -> None:
+        """Raise if a loss since the last check was non-finite (reads the device flag: a sync)."""
+        if bool(run.nonfinite):
+            raise FloatingPointError(
+                f"loss became non-finite between step {run.checked_step} and step {run.step} (last parts "
+                f"{ {k: float(v) for k, v in run.parts.items()} }); no checkpoint after step {run.checked_step} was written"
             )
-        log = MetricLog(self.run_dir / "metrics.csv") if main else None
-        if main:
-            save_config(cfg, self.run_dir / "config.yaml")
-            if self.resume and log is not None:
-                log.truncate_after(step)
+        run.checked_step = run.step
 
-        train_loader = self._loader(train_set, train=True)
-        self._val_loader = self._loader(val_set, train=False)
+    def _train_step(self, batch: dict[str, Any], run: _RunState) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimiser step on ``batch``; returns (loss, grad norm) as device tensors (no sync)."""
+        cfg = self.config
+        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.use_amp):
+            loss, run.parts = self.task.compute_loss(self.model, batch)
+        run.nonfinite |= ~torch.isfinite(loss.detach())
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if cfg.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)
+            grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        else:
+            grad_norm = torch.full((), float("nan"))
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        if self.ema is not None:
+            self.ema.update(self._bare(self.model))
+        return loss, grad_norm
+
+    def _train_segment(self, run: _RunState, stop_after_steps: int | None) -> None:
+        """Step until the epoch ends, the run is long enough, the time budget is spent, or a stop is asked."""
+        cfg = self.config
         budget_s = cfg.time_budget_min * 60.0
-        stop_reason = "done"
-        last_val: dict[str, float] = {}
-        self.model.train()
-        bar = None
-        if main and cfg.progress_bar:
-            from tqdm import tqdm
-
-            bar = tqdm(total=total, initial=step, desc=f"train {cfg.run_name}", dynamic_ncols=True)
-        sampler = train_loader.sampler
-        assert isinstance(sampler, ResumableSampler)
-        sampler.set_epoch(epoch)
-        sampler.start_index = index_in_epoch * cfg.batch_size
-        stream = iter(train_loader)  # runs on through epoch ends (see ResumableSampler)
-        # The loop never waits for the GPU: a non-finite loss is flagged on the device and checked at
-        # log, checkpoint and epoch steps (a per-step sync stops the host from queueing the next step).
-        nonfinite = torch.zeros((), dtype=torch.bool, device=self.device)
-        checked_step = step
-
-        def check_finite() -> None:
-            nonlocal checked_step
-            if bool(nonfinite):
-                raise FloatingPointError(
-                    f"loss became non-finite between step {checked_step} and step {step} (last parts "
-                    f"{ {k: float(v) for k, v in parts.items()} }); no checkpoint after step {checked_step} was written"
-                )
-            checked_step = step
-
-        while step < total and stop_reason == "done":
-            window_t, window_n = time.monotonic(), 0
-            while True:
-                batch = to_model_batch(next(stream), self.device, self.channels_last)
-                with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.use_amp):
-                    loss, parts = self.task.compute_loss(self.model, batch)
-                nonfinite |= ~torch.isfinite(loss.detach())
-                self.optimizer.zero_grad(set_to_none=True)
-                self.scaler.scale(loss).backward()
-                if cfg.grad_clip > 0:
-                    self.scaler.unscale_(self.optimizer)
-                    grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
-                else:
-                    grad_norm = torch.full((), float("nan"))
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
-                if self.ema is not None:
-                    self.ema.update(self._bare(self.model))
-                step += 1
-                index_in_epoch += 1
-                window_n += batch["image"].shape[0] * self.dist.world_size
-                time_fraction = self._elapsed() / budget_s if budget_s else 0.0
-                self.scheduler.apply(step, time_fraction)
-                log_step = step % cfg.log_every_steps == 0 or step == total
+        window_t, window_n = time.monotonic(), 0
+        while True:
+            batch = to_model_batch(next(self._stream), self.device, self.channels_last)
+            loss, grad_norm = self._train_step(batch, run)
+            run.step += 1
+            run.index_in_epoch += 1
+            window_n += batch["image"].shape[0] * self.dist.world_size
+            time_fraction = self._elapsed() / budget_s if budget_s else 0.0
+            self.scheduler.apply(run.step, time_fraction)
+            log_step = run.step % cfg.log_every_steps == 0 or run.step == run.total
+            if log_step:
+                self._check_finite(run)
+            if self._bar is not None:
+                self._bar.update(1)
                 if log_step:
-                    check_finite()
-                if bar is not None:
-                    bar.update(1)
-                    if log_step:
-                        bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{self.optimizer.param_groups[0]['lr']:.2e}")
-                if log is not None and log_step:
-                    rate = window_n / max(1e-9, time.monotonic() - window_t)
-                    window_t, window_n = time.monotonic(), 0
-                    log.add({"phase": "train", "step": step, "epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"],
-                             "time_s": self._elapsed(), "loss": float(loss.item()), "grad_norm": float(grad_norm),
-                             "img_per_s": rate, **{f"loss_{k}": float(v) for k, v in parts.items()}})
-                if index_in_epoch >= steps_per_epoch:
-                    break
-                if budget_s and time_fraction >= 1.0:
-                    stop_reason = "time_budget"
-                    break
-                if stop_after_steps is not None and step >= stop_after_steps:
-                    stop_reason = "stopped"
-                    break
-                if step >= total:
-                    break
-                if cfg.checkpoint_every_steps and step % cfg.checkpoint_every_steps == 0 and main:
-                    check_finite()
-                    self._checkpoint(self._state(epoch=epoch, step=step, index_in_epoch=index_in_epoch), self.last_path)
-            check_finite()
-            epoch_done = index_in_epoch >= steps_per_epoch
-            if epoch_done:
-                epoch, index_in_epoch = epoch + 1, 0
-            finished = step >= total or stop_reason == "time_budget"
-            if (epoch_done and epoch % cfg.val_every_epochs == 0) or (finished and stop_reason != "stopped"):
-                last_val = self._validate()
-                if main and log is not None:
-                    log.add({"phase": "val", "step": step, "epoch": epoch, "time_s": self._elapsed(), **last_val})
-                    headline = next(iter(last_val))
-                    if self._is_better(float(last_val[headline])):
-                        self.best = {"metric": headline, "value": float(last_val[headline]), "step": step, "epoch": epoch}
-                        save_atomic(fp16_state_dict(self.eval_model()), self.run_dir / "model_fp16.pt")
-            if main:
-                self._checkpoint(self._state(epoch=epoch, step=step, index_in_epoch=index_in_epoch), self.last_path)
-                if log is not None and log.rows:
-                    log.plot(self.run_dir / "curves.png", f"{self.task.name}: {cfg.run_name}")
-            if self.dist.enabled:
-                torch.distributed.barrier()
-        if bar is not None:
-            bar.close()
+                    self._bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{self.optimizer.param_groups[0]['lr']:.2e}")
+            if self._log is not None and log_step:
+                rate = window_n / max(1e-9, time.monotonic() - window_t)
+                window_t, window_n = time.monotonic(), 0
+                self._log.add({"phase": "train", "step": run.step, "epoch": run.epoch, "lr": self.optimizer.param_groups[0]["lr"],
+                               "time_s": self._elapsed(), "loss": float(loss.item()), "grad_norm": float(grad_norm),
+                               "img_per_s": rate, **{f"loss_{k}": float(v) for k, v in run.parts.items()}})
+            if run.index_in_epoch >= run.steps_per_epoch:
+                return
+            if budget_s and time_fraction >= 1.0:
+                run.stop_reason = "time_budget"
+                return
+            if stop_after_steps is not None and run.step >= stop_after_steps:
+                run.stop_reason = "stopped"
+                return
+            if run.step >= run.total:
+                return
+            if cfg.checkpoint_every_steps and run.step % cfg.checkpoint_every_steps == 0 and self.dist.is_main:
+                self._check_finite(run)
+                self._save_checkpoint(run)
+
+    def _end_segment(self, run: _RunState) -> None:
+        """After a segment: advance the epoch, validate when due (tracking the best), checkpoint, plot."""
+        self._check_finite(run)
+        epoch_done = run.index_in_epoch >= run.steps_per_epoch
+        if epoch_done:
+            run.epoch, run.index_in_epoch = run.epoch + 1, 0
+        finished = run.step >= run.total or run.stop_reason == "time_budget"
+        if (epoch_done and run.epoch % self.config.val_every_epochs == 0) or (finished and run.stop_reason != "stopped"):
+            run.last_val = self._validate()
+            self._track_best(run)
+        if self.dist.is_main:
+            self._save_checkpoint(run)
+            if self._log is not None and self._log.rows:
+                self._log.plot(self.run_dir / "curves.png", f"{self.task.name}: {self.config.run_name}")
+        if self.dist.enabled:
+            torch.distributed.barrier()
+
+    def _track_best(self, run: _RunState) -> None:
+        """Log the validation row; keep the weights of the best headline metric as ``model_fp16.pt`` (rank 0)."""
+        if not self.dist.is_main or self._log is None:
+            return
+        self._log.add({"phase": "val", "step": run.step, "epoch": run.epoch, "time_s": self._elapsed(), **run.last_val})
+        headline = next(iter(run.last_val))
+        if self._is_better(float(run.last_val[headline])):
+            self.best = {"metric": headline, "value": float(run.last_val[headline]), "step": run.step, "epoch": run.epoch}
+            save_atomic(fp16_state_dict(self.eval_model()), self.run_dir / "model_fp16.pt")
+
+    def _save_checkpoint(self, run: _RunState) -> None:
+        self._checkpoint(self._state(epoch=run.epoch, step=run.step, index_in_epoch=run.index_in_epoch), self.last_path)
+
+    def _finish(self, run: _RunState) -> dict[str, Any]:
+        """Shut the loaders and process group down; write the exports and ``summary.json`` (rank 0)."""
+        cfg = self.config
+        if self._bar is not None:
+            self._bar.close()
         # Shut the loader workers down here rather than at interpreter exit: on a 2-GPU box a
         # 30-worker persistent loader left mid-epoch once kept the process alive for minutes after
         # training ended. With this (and the process group destroyed) runs there exit at once.
-        del stream, train_loader
+        self._stream = None
+        self._train_loader = None
         self._val_loader = None
         gc.collect()
         if self._owns_process_group:
             torch.distributed.destroy_process_group()  # NCCL warns (and may hang at exit) when left to atexit
-        summary = {"run_name": cfg.run_name, "task": self.task.name, "steps": step, "epochs_completed": epoch,
-                   "total_steps": total, "stop_reason": stop_reason, "elapsed_s": self._elapsed(),
-                   "best": self.best, "last_validation": last_val, "world_size": self.dist.world_size,
+        summary = {"run_name": cfg.run_name, "task": self.task.name, "steps": run.step, "epochs_completed": run.epoch,
+                   "total_steps": run.total, "stop_reason": run.stop_reason, "elapsed_s": self._elapsed(),
+                   "best": self.best, "last_validation": run.last_val, "world_size": self.dist.world_size,
                    "device": str(self.device)}
-        if main and stop_reason != "stopped":
+        if self.dist.is_main and run.stop_reason != "stopped":
             from model_tools.io_utils import write_json
 
             save_atomic(fp16_state_dict(self.eval_model()), self.run_dir / "last_fp16.pt")
@@ -690,6 +731,22 @@ class Trainer:
                 save_atomic(fp16_state_dict(self.eval_model()), self.run_dir / "model_fp16.pt")
             write_json(self.run_dir / "summary.json", summary)
         return summary
+
+
+@dataclass
+class _RunState:
+    """Where a run stands: position, length, why it stops, the device-side non-finite flag."""
+
+    epoch: int
+    step: int
+    index_in_epoch: int
+    total: int
+    steps_per_epoch: int
+    nonfinite: torch.Tensor
+    checked_step: int
+    stop_reason: str = "done"
+    last_val: dict[str, float] = field(default_factory=dict)
+    parts: dict[str, Any] = field(default_factory=dict)
 
 
 class _MovingLoader:
