@@ -69,7 +69,7 @@ def atomic_write(path: str | os.PathLike[str], overwrite: bool = False) -> Itera
     if target.exists() and not overwrite:
         raise OutputExistsError(f"{target} exists; refusing to overwrite it (pass --overwrite to replace it)")
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=f"{target.suffix}.tmp{target.suffix}", dir=target.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=_temp_prefix(target), suffix=_temp_suffix(target), dir=target.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -81,6 +81,29 @@ def atomic_write(path: str | os.PathLike[str], overwrite: bool = False) -> Itera
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _temp_prefix(target: Path) -> str:
+    return f".{target.stem}."
+
+
+def _temp_suffix(target: Path) -> str:
+    return f"{target.suffix}.tmp{target.suffix}"
+
+
+def unfinished_writes(path: str | os.PathLike[str]) -> list[Path]:
+    """Temp files that :func:`atomic_write` left beside ``path`` when its process was killed mid-write.
+
+    A SIGKILL skips the cleanup, so a killed checkpoint write leaves its
+    whole partial file (tens of MB) behind; only the one process that owns
+    ``path``'s folder should remove them, at its start.
+    """
+    target = Path(path)
+    prefix, suffix = _temp_prefix(target), _temp_suffix(target)
+    if not target.parent.is_dir():
+        return []
+    return sorted(p for p in target.parent.iterdir()
+                  if p.name.startswith(prefix) and p.name.endswith(suffix) and len(p.name) > len(prefix) + len(suffix))
 
 
 def _umask() -> int:

@@ -53,6 +53,8 @@ from perception_core.errors import ConfigError, ModelFileError
 
 # Config sections that define the model: resuming with different values is an error.
 _ARCH_SECTIONS = ("task", "model")
+# What the trainer writes into the run folder (besides checkpoints/last.pt), each atomically.
+_RUN_FILES = ("config.yaml", "metrics.csv", "curves.png", "model_fp16.pt", "last_fp16.pt", "summary.json")
 
 
 # ---- distributed -------------------------------------------------------------------------------
@@ -280,10 +282,11 @@ class WarmupCosine:
 class MetricLog:
     """Append-only CSV of training and validation rows (rank 0 only), plus a PNG of the curves."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, fresh: bool = False) -> None:
+        """Continue the log at ``path``; ``fresh`` starts it empty (a new run in a folder a killed run left)."""
         self.path = path
         self.rows: list[dict[str, Any]] = []
-        if path.exists():
+        if path.exists() and not fresh:
             with path.open(newline="") as f:
                 self.rows = [dict(r) for r in csv.DictReader(f)]
 
@@ -539,13 +542,27 @@ class Trainer:
         cfg = self.config
         self._init_dist()
         main = self.dist.is_main
+        killed_writes: list[Path] = []
         if main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+            killed_writes = self._remove_unfinished_writes()
         if self.resume and not self.last_path.exists():
-            raise ModelFileError(f"--resume: no checkpoint {self.last_path} to resume from")
+            if any(path.parent == self.ckpt_dir for path in killed_writes):
+                raise ModelFileError(
+                    f"--resume: {self.run_dir} holds no finished checkpoint: its run was killed while writing the first "
+                    f"one (the partial file is removed); start the run again without --resume, into the same run dir"
+                )
+            raise ModelFileError(f"--resume: no checkpoint {self.last_path} to resume from; start the run without --resume")
         if not self.resume and self.last_path.exists():
             raise ConfigError(f"{self.run_dir} already holds a run ({self.last_path}); pass --resume or pick a new run dir")
+        if main and not self.resume:
+            # Weights a run killed before its first checkpoint left behind: not this run's.
+            stale = [self.run_dir / name for name in ("model_fp16.pt", "last_fp16.pt") if (self.run_dir / name).exists()]
+            for path in stale:
+                path.unlink()
+            if stale:
+                self._say(f"train: removed {', '.join(p.name for p in stale)} of a run that never finished a checkpoint")
 
         random.seed(cfg.seed)
         np.random.seed(cfg.seed)
@@ -558,7 +575,7 @@ class Trainer:
             self.model = nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.on_cuda else None
             )
-        self._log = MetricLog(self.run_dir / "metrics.csv") if main else None
+        self._log = MetricLog(self.run_dir / "metrics.csv", fresh=not self.resume) if main else None
         if main:
             save_config(cfg, self.run_dir / "config.yaml")
             if self.resume and self._log is not None:
@@ -582,6 +599,20 @@ class Trainer:
         nonfinite = torch.zeros((), dtype=torch.bool, device=self.device)
         return _RunState(epoch=epoch, step=step, index_in_epoch=index_in_epoch, total=total,
                          steps_per_epoch=steps_per_epoch, nonfinite=nonfinite, checked_step=step)
+
+    def _remove_unfinished_writes(self) -> list[Path]:
+        """Delete the temp files of writes a killed process left in the run folder; name them in one line."""
+        from model_tools.io_utils import unfinished_writes
+
+        outputs = [self.last_path, *(self.run_dir / name for name in _RUN_FILES)]
+        found = [temp for path in outputs for temp in unfinished_writes(path)]
+        if found:
+            size = sum(p.stat().st_size for p in found) / 2**20
+            for temp in found:
+                temp.unlink(missing_ok=True)
+            names = ", ".join(str(p.relative_to(self.run_dir)) for p in found)
+            self._say(f"train: removed {len(found)} unfinished write(s) ({size:.1f} MB) left by a killed run: {names}")
+        return found
 
     def _build(self) -> tuple[Dataset, Dataset, int, int]:
         """Model, EMA, optimiser, datasets, schedule and scaler; returns (train, val, total steps, steps per epoch)."""
@@ -634,6 +665,11 @@ class Trainer:
         if self.ema is not None:
             self.ema.update(self._bare(self.model))
         return loss, grad_norm
+
+    def _say(self, line: str) -> None:
+        """One log line from rank 0 (fallbacks, clean-ups)."""
+        if self.dist.is_main:
+            print(line, flush=True)
 
     def _train_segment(self, run: _RunState, stop_after_steps: int | None) -> None:
         """Step until the epoch ends, the run is long enough, the time budget is spent, or a stop is asked."""
