@@ -8,12 +8,18 @@ resampled nearest-neighbour only, so an invalid depth (0) or ignore label is
 never blended into valid pixels. Photometric transforms touch the image
 only. Every transform takes the sample and an ``np.random.Generator``: pass
 a seeded one for reproducible augmentation.
+
+Each random transform splits into ``draw`` (its random numbers, in a fixed
+order of generator calls) and ``apply`` (the pixel work), so that
+``model_tools.data.batch_augment`` can draw the very same parameters and
+apply them to whole batches of tensors on the GPU.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
@@ -81,29 +87,48 @@ class RandomScaleCrop:
         self.height, self.width = height, width
         self.low, self.high, self.scale_depth = low, high, scale_depth
 
-    def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
-        cv2 = _cv2()
+    def draw(self, rng: np.random.Generator, h: int, w: int) -> ScaleCropDraw:
+        """The zoom factor and window for a source of h x w pixels."""
         factor = float(rng.uniform(self.low, self.high))
-        h, w = sample["label"].shape[:2]
         scaled_h, scaled_w = max(1, round(h * factor)), max(1, round(w * factor))
         top = int(rng.integers(0, max(0, scaled_h - self.height) + 1))
         left = int(rng.integers(0, max(0, scaled_w - self.width) + 1))
+        return ScaleCropDraw(factor, scaled_h, scaled_w, top, left)
+
+    def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
+        h, w = sample["label"].shape[:2]
+        return self.apply(sample, self.draw(rng, h, w))
+
+    def apply(self, sample: Sample, draw: ScaleCropDraw) -> Sample:
+        cv2 = _cv2()
+        h, w = sample["label"].shape[:2]
         # Output pixel (x, y) samples the source at ((x + left + 0.5) / f - 0.5, ...): pixel centres
         # aligned as cv2.resize aligns them, with the exact factor of the rounded scaled size.
-        fx, fy = scaled_w / w, scaled_h / h
-        inverse = np.array([[1 / fx, 0, (left + 0.5) / fx - 0.5], [0, 1 / fy, (top + 0.5) / fy - 0.5]])
+        fx, fy = draw.scaled_w / w, draw.scaled_h / h
+        inverse = np.array([[1 / fx, 0, (draw.left + 0.5) / fx - 0.5], [0, 1 / fy, (draw.top + 0.5) / fy - 0.5]])
         out = dict(sample)
         for key in _spatial_keys(sample):
             interpolation = cv2.INTER_LINEAR if key == "image" else cv2.INTER_NEAREST
             # Edge pixels replicate (as cv2.resize does); the padding beyond the scaled extent is set after.
             warped = cv2.warpAffine(sample[key], inverse, (self.width, self.height),
                                     flags=interpolation | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
-            warped[max(0, scaled_h - top):] = _SPATIAL_FILL[key]
-            warped[:, max(0, scaled_w - left):] = _SPATIAL_FILL[key]
+            warped[max(0, draw.scaled_h - draw.top):] = _SPATIAL_FILL[key]
+            warped[:, max(0, draw.scaled_w - draw.left):] = _SPATIAL_FILL[key]
             out[key] = warped
         if self.scale_depth and "depth" in out:
-            out["depth"] = out["depth"] / np.float32(factor)  # 0 stays 0
+            out["depth"] = out["depth"] / np.float32(draw.factor)  # 0 stays 0
         return out
+
+
+@dataclass(frozen=True)
+class ScaleCropDraw:
+    """One draw of :class:`RandomScaleCrop`: the factor, the rounded scaled size and the window's corner."""
+
+    factor: float
+    scaled_h: int
+    scaled_w: int
+    top: int
+    left: int
 
 
 class RandomCrop:
@@ -135,8 +160,12 @@ class RandomHorizontalFlip:
     def __init__(self, p: float = 0.5) -> None:
         self.p = p
 
+    def draw(self, rng: np.random.Generator) -> bool:
+        """Whether to mirror (one uniform draw either way)."""
+        return bool(rng.random() < self.p)
+
     def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
-        if rng.random() >= self.p:
+        if not self.draw(rng):
             return sample
         cv2 = _cv2()
         out = dict(sample)
@@ -160,25 +189,37 @@ class ColorJitter:
     def __init__(self, brightness: float = 0.4, contrast: float = 0.4, saturation: float = 0.4, hue: float = 0.15) -> None:
         self.brightness, self.contrast, self.saturation, self.hue = brightness, contrast, saturation, hue
 
-    def colour_matrix(self, mean_rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """The 3x4 affine [M | b] (out = M @ rgb + b) for one draw; ``mean_rgb`` is the image's mean colour."""
-        matrix, offset = np.eye(3), np.zeros(3)
+    def draw(self, rng: np.random.Generator) -> np.ndarray:
+        """One draw as its 3x7 colour map [M | B | c]: out = M @ rgb + B @ mean_rgb + c.
+
+        Every part is affine in RGB and the mean colour moves through them
+        linearly, so the contrast's blend target (the mean luma of the image
+        as jittered so far) is B @ mean_rgb + c with B, c known before the
+        mean is: the map can be drawn without looking at the image.
+        """
+        matrix, mean_gain, offset = np.eye(3), np.zeros((3, 3)), np.zeros(3)
         for op in rng.permutation(4):
             if op == 0 and self.brightness > 0:
                 f = rng.uniform(1 - self.brightness, 1 + self.brightness)
-                matrix, offset = f * matrix, f * offset
+                matrix, mean_gain, offset = f * matrix, f * mean_gain, f * offset
             elif op == 1 and self.contrast > 0:
                 f = rng.uniform(1 - self.contrast, 1 + self.contrast)
-                mean_luma = float(_GRAY_WEIGHTS @ (matrix @ mean_rgb + offset))
-                matrix, offset = f * matrix, f * offset + (1 - f) * mean_luma
+                to_luma = np.outer(np.ones(3), _GRAY_WEIGHTS)  # rgb -> its luma in all three channels
+                mean_gain = f * mean_gain + (1 - f) * to_luma @ (matrix + mean_gain)
+                offset = f * offset + (1 - f) * to_luma @ offset
+                matrix = f * matrix
             elif op == 2 and self.saturation > 0:
                 f = rng.uniform(1 - self.saturation, 1 + self.saturation)
                 blend = f * np.eye(3) + (1 - f) * np.outer(np.ones(3), _GRAY_WEIGHTS)
-                matrix, offset = blend @ matrix, blend @ offset
+                matrix, mean_gain, offset = blend @ matrix, blend @ mean_gain, blend @ offset
             elif op == 3 and self.hue > 0:
                 rotation = grey_axis_rotation(2 * math.pi * rng.uniform(-self.hue, self.hue))
-                matrix, offset = rotation @ matrix, rotation @ offset
-        return np.hstack([matrix, offset[:, None]])
+                matrix, mean_gain, offset = rotation @ matrix, rotation @ mean_gain, rotation @ offset
+        return np.hstack([matrix, mean_gain, offset[:, None]])
+
+    def colour_matrix(self, mean_rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """The 3x4 affine [M | b] (out = M @ rgb + b) for one draw; ``mean_rgb`` is the image's mean colour."""
+        return affine_for_mean(self.draw(rng), mean_rgb)
 
     def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
         cv2 = _cv2()
@@ -191,6 +232,11 @@ class ColorJitter:
         else:
             out["image"] = np.clip(cv2.transform(image.astype(np.float32), colour), 0.0, 1.0).astype(image.dtype)
         return out
+
+
+def affine_for_mean(colour_map: np.ndarray, mean_rgb: np.ndarray) -> np.ndarray:
+    """A :meth:`ColorJitter.draw` map [M | B | c] as the 3x4 [M | B @ mean + c] for an image of that mean colour."""
+    return np.hstack([colour_map[:, :3], (colour_map[:, 3:6] @ mean_rgb + colour_map[:, 6])[:, None]])
 
 
 def grey_axis_rotation(angle: float) -> np.ndarray:
@@ -209,27 +255,37 @@ class RandomErasing:
     def __init__(self, p: float = 0.3, scale: tuple[float, float] = (0.02, 0.33), ratio: tuple[float, float] = (0.3, 3.3)) -> None:
         self.p, self.scale, self.ratio = p, scale, ratio
 
-    def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
+    def draw(self, rng: np.random.Generator, h: int, w: int) -> tuple[int, int, int, int] | None:
+        """The rectangle (top, left, height, width) to erase in an h x w image, or None (no erasing).
+
+        Up to 10 tries for a rectangle that fits, as torchvision does; the
+        noise inside it is drawn after, by whoever fills it.
+        """
         if rng.random() >= self.p:
-            return sample
-        image = sample["image"]
-        h, w = image.shape[:2]
+            return None
         for _ in range(10):
             area = rng.uniform(*self.scale) * h * w
             aspect = math.exp(rng.uniform(math.log(self.ratio[0]), math.log(self.ratio[1])))
             eh, ew = round(math.sqrt(area * aspect)), round(math.sqrt(area / aspect))
             if 0 < eh < h and 0 < ew < w:
-                top, left = int(rng.integers(0, h - eh + 1)), int(rng.integers(0, w - ew + 1))
-                out = dict(sample)
-                erased = image.copy()
-                if image.dtype == np.uint8:
-                    noise = rng.integers(0, 256, size=(eh, ew, image.shape[2]), dtype=np.uint8)
-                else:
-                    noise = rng.random((eh, ew, image.shape[2]), dtype=np.float32).astype(image.dtype)
-                erased[top:top + eh, left:left + ew] = noise
-                out["image"] = erased
-                return out
-        return sample
+                return int(rng.integers(0, h - eh + 1)), int(rng.integers(0, w - ew + 1)), eh, ew
+        return None
+
+    def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
+        image = sample["image"]
+        rectangle = self.draw(rng, *image.shape[:2])
+        if rectangle is None:
+            return sample
+        top, left, eh, ew = rectangle
+        out = dict(sample)
+        erased = image.copy()
+        if image.dtype == np.uint8:
+            noise = rng.integers(0, 256, size=(eh, ew, image.shape[2]), dtype=np.uint8)
+        else:
+            noise = rng.random((eh, ew, image.shape[2]), dtype=np.float32).astype(image.dtype)
+        erased[top:top + eh, left:left + ew] = noise
+        out["image"] = erased
+        return out
 
 
 class Resize:
