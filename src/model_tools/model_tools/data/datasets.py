@@ -115,20 +115,27 @@ class SegDepthDataset(Dataset):
         return sample
 
     def __getitem__(self, index: int) -> dict[str, Any]:
+        i, sample = self._load_with_policy(index)
+        if self.transform is not None:
+            rng = np.random.default_rng([self.seed, self.epoch, i]) if self.seed is not None else np.random.default_rng()
+            sample = self.transform(sample, rng)
+        return to_tensors(sample)
+
+    def load_raw(self, index: int) -> dict[str, Any]:
+        """Sample ``index`` as numpy before any transform, under the strict/skip policy (what the frame cache stores)."""
+        return self._load_with_policy(index)[1]
+
+    def _load_with_policy(self, index: int) -> tuple[int, dict[str, Any]]:
+        """(index actually loaded, raw sample): under ``skip`` a bad sample is replaced by the next good one."""
         attempts = len(self.samples) if self.policy == "skip" else 1
         for step in range(attempts):
             i = (index + step) % len(self.samples)
             try:
-                sample = self.load(i)
+                return i, self.load(i)
             except DataError as err:
                 if self.policy == "strict":
                     raise
                 self._record_skip(str(self.samples[i].image), str(err))
-                continue
-            if self.transform is not None:
-                rng = np.random.default_rng([self.seed, self.epoch, i]) if self.seed is not None else np.random.default_rng()
-                sample = self.transform(sample, rng)
-            return to_tensors(sample)
         raise DataError(f"{self.source}: every sample failed to load (first: {self.skipped[0] if self.skipped else '?'})")
 
     def _record_skip(self, path: str, reason: str) -> None:

@@ -70,10 +70,20 @@ class SegDataConfig:
     max_val_images: int = 0  # 0 = all
 
 
+_NORM_CONSTANTS: dict[tuple[torch.device, torch.dtype], tuple[torch.Tensor, torch.Tensor]] = {}
+
+
 def normalize(image: torch.Tensor) -> torch.Tensor:
-    """[B,3,H,W] RGB in [0,1] -> ImageNet-normalised (what the model and the ONNX metadata expect)."""
-    mean = torch.tensor(IMAGENET_MEAN, device=image.device, dtype=image.dtype).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=image.device, dtype=image.dtype).view(1, 3, 1, 1)
+    """[B,3,H,W] RGB in [0,1] -> ImageNet-normalised (what the model and the ONNX metadata expect).
+
+    The mean/std tensors are made once per device and dtype: a host-to-device
+    copy on every call could not be captured into a CUDA graph.
+    """
+    key = (image.device, image.dtype)
+    if key not in _NORM_CONSTANTS:
+        _NORM_CONSTANTS[key] = (torch.tensor(IMAGENET_MEAN, device=image.device, dtype=image.dtype).view(1, 3, 1, 1),
+                                torch.tensor(IMAGENET_STD, device=image.device, dtype=image.dtype).view(1, 3, 1, 1))
+    mean, std = _NORM_CONSTANTS[key]
     return (image - mean) / std
 
 

@@ -56,6 +56,12 @@ class TrainConfig:
     amp: bool = True  # autocast on CUDA (CPU runs in fp32)
     amp_dtype: str = "bf16"  # bf16 | fp16 (fp16 uses a GradScaler)
     channels_last: bool = True  # CUDA only
+    # How a step runs and how batches are made (docs/training.md, "Fast path").
+    step_mode: str = "eager"  # eager | cuda_graph (the whole step captured once and replayed; CUDA only)
+    data_pipeline: str = "workers"  # workers (decode + augment per sample in loader processes) | cached
+    cache_dir: str = ""  # cached: where the decoded frames live; "" = <run dir>/frame_cache
+    cache_max_hw: list[int] = field(default_factory=lambda: [0, 0])  # cached: larger frames are shrunk to fit; 0 = 2x the crop
+    cache_on_device: bool = True  # cached: hold the frames in device memory when they fit in half of it
     # EMA of the weights (validation and exports use it when on).
     ema: bool = False
     ema_decay: float = 0.9999
@@ -86,6 +92,9 @@ class TrainConfig:
             ("val_every_epochs", self.val_every_epochs >= 1),
             ("amp_dtype", self.amp_dtype in ("bf16", "fp16")),
             ("betas", len(self.betas) == 2),
+            ("step_mode", self.step_mode in ("eager", "cuda_graph")),
+            ("data_pipeline", self.data_pipeline in ("workers", "cached")),
+            ("cache_max_hw", len(self.cache_max_hw) == 2 and all(v >= 0 for v in self.cache_max_hw)),
         ]
         for name, ok in checks:
             if not ok:

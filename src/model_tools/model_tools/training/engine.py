@@ -38,7 +38,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from model_tools.data.batch_augment import UnsupportedAugmentationError
 from model_tools.data.datasets import loader_worker_init, to_model_batch
+from model_tools.data.frame_cache import CachedBatches, FrameCache, fits_on_device, plan_cache
 from model_tools.training.checkpoint import (
     CHECKPOINT_FORMAT,
     fp16_state_dict,
@@ -48,6 +50,15 @@ from model_tools.training.checkpoint import (
     set_rng_state,
 )
 from model_tools.training.config import TrainConfig, save_config
+from model_tools.training.step import (
+    StepParts,
+    build_train_step,
+    current_lr,
+    load_optimizer_state,
+    make_optimizer,
+    optimizer_state_for_checkpoint,
+    set_lr,
+)
 from model_tools.training.task import TrainingTask
 from perception_core.errors import ConfigError, ModelFileError
 
@@ -266,7 +277,7 @@ class WarmupCosine:
         self.progress = max(step / self.total_steps, time_fraction)
         f = self.factor(step, self.progress)
         for group, base in zip(self.optimizer.param_groups, self.base_lrs, strict=True):
-            group["lr"] = base * f
+            set_lr(group, base * f)
 
     def state_dict(self) -> dict[str, Any]:
         return {"base_lrs": self.base_lrs, "total_steps": self.total_steps, "progress": self.progress}
@@ -353,15 +364,6 @@ class MetricLog:
 # ---- the trainer -------------------------------------------------------------------------------
 
 
-def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """No weight decay on biases and norm weights (1-D tensors)."""
-    decay, no_decay = [], []
-    for p in model.parameters():
-        if p.requires_grad:
-            (no_decay if p.ndim <= 1 else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
 class Trainer:
     """Runs one training task under one config, writing everything into ``run_dir``.
 
@@ -405,11 +407,12 @@ class Trainer:
                 torch.distributed.init_process_group(backend="gloo")
             self._owns_process_group = True
 
-    def _loader(self, dataset: Dataset, *, train: bool) -> DataLoader:
+    def _loader(self, dataset: Dataset, *, train: bool, sampler: ResumableSampler | None = None) -> DataLoader:
         """The training loader is endless (one iterator for the whole run); validation's runs one pass per call."""
         cfg = self.config
-        sampler = ResumableSampler(dataset, self.dist, shuffle=train, seed=cfg.seed, drop_last=train,
-                                   endless_batch_size=cfg.batch_size if train else None)
+        if sampler is None:
+            sampler = ResumableSampler(dataset, self.dist, shuffle=train, seed=cfg.seed, drop_last=train,
+                                       endless_batch_size=cfg.batch_size if train else None)
         workers = cfg.num_workers
         kwargs: dict[str, Any] = {}
         if workers > 0:
@@ -444,7 +447,7 @@ class Trainer:
             "task": self.task.name,
             "config": self.config.to_dict(),
             "model": self._bare(self.model).state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": optimizer_state_for_checkpoint(self.optimizer),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
             "ema": self.ema.state_dict() if self.ema else None,
@@ -475,7 +478,7 @@ class Trainer:
             raise ModelFileError(f"{source}: not a model_tools training checkpoint")
         self._check_compatible(obj["config"], source)
         self._bare(self.model).load_state_dict(obj["model"])
-        self.optimizer.load_state_dict(obj["optimizer"])
+        load_optimizer_state(self.optimizer, obj["optimizer"])
         self.scheduler.load_state_dict(obj["scheduler"])
         self.scaler.load_state_dict(obj["scaler"])
         if self.ema is not None:
@@ -571,17 +574,17 @@ class Trainer:
         epoch, step, index_in_epoch = 0, 0, 0
         if self.resume:
             epoch, step, index_in_epoch = self._load_resume()
-        if self.dist.enabled:
-            self.model = nn.parallel.DistributedDataParallel(
-                self.model, device_ids=[self.device.index] if self.on_cuda else None
-            )
+        parts = StepParts(self.task, self.model, self.optimizer, self.scaler, self.device, self.amp_dtype,
+                          self.use_amp, cfg.grad_clip)
+        self._step, self.model = build_train_step(parts, cfg.step_mode, world_size=self.dist.world_size,
+                                                  log=self._say)
         self._log = MetricLog(self.run_dir / "metrics.csv", fresh=not self.resume) if main else None
         if main:
             save_config(cfg, self.run_dir / "config.yaml")
             if self.resume and self._log is not None:
                 self._log.truncate_after(step)
 
-        self._train_loader = self._loader(train_set, train=True)
+        self._stream = self._train_stream(train_set, epoch, index_in_epoch)  # runs on through epoch ends
         self._val_loader = self._loader(val_set, train=False)
         self.model.train()
         self._bar = None
@@ -589,16 +592,49 @@ class Trainer:
             from tqdm import tqdm
 
             self._bar = tqdm(total=total, initial=step, desc=f"train {cfg.run_name}", dynamic_ncols=True)
-        sampler = self._train_loader.sampler
-        assert isinstance(sampler, ResumableSampler)
-        sampler.set_epoch(epoch)
-        sampler.start_index = index_in_epoch * cfg.batch_size
-        self._stream = iter(self._train_loader)  # runs on through epoch ends (see ResumableSampler)
         # The loop never waits for the GPU: a non-finite loss is flagged on the device and checked at
         # log, checkpoint and epoch steps (a per-step sync stops the host from queueing the next step).
         nonfinite = torch.zeros((), dtype=torch.bool, device=self.device)
         return _RunState(epoch=epoch, step=step, index_in_epoch=index_in_epoch, total=total,
                          steps_per_epoch=steps_per_epoch, nonfinite=nonfinite, checked_step=step)
+
+    def _train_stream(self, train_set: Dataset, epoch: int, index_in_epoch: int) -> Iterator[dict[str, Any]]:
+        """The endless training batches from (epoch, index_in_epoch) on: cached + batched, or loader workers."""
+        cfg = self.config
+        sampler = ResumableSampler(train_set, self.dist, shuffle=True, seed=cfg.seed, drop_last=True,
+                                   endless_batch_size=cfg.batch_size)
+        sampler.set_epoch(epoch)
+        sampler.start_index = index_in_epoch * cfg.batch_size
+        if cfg.data_pipeline == "cached":
+            stream = self._cached_batches(train_set, sampler)
+            if stream is not None:
+                return stream
+        return iter(self._loader(train_set, train=True, sampler=sampler))
+
+    def _cached_batches(self, train_set: Dataset, sampler: ResumableSampler) -> CachedBatches | None:
+        """``data_pipeline: cached``: the frame cache (built by rank 0) and batched augmentation on the device.
+
+        None, with one line saying why, when the data set or its transform has no cached form.
+        """
+        cfg = self.config
+        try:
+            plan = plan_cache(train_set)
+        except UnsupportedAugmentationError as err:
+            self._say(f"train: data_pipeline=cached is not possible here ({err}); decoding and augmenting in loader workers")
+            return None
+        folder = Path(cfg.cache_dir) if cfg.cache_dir else self.run_dir / "frame_cache"
+        max_hw = (cfg.cache_max_hw[0], cfg.cache_max_hw[1])
+        if self.dist.is_main:
+            FrameCache.build_or_open(plan, folder, max_hw, cfg.num_workers, log=self._say, progress=cfg.progress_bar)
+        if self.dist.enabled:
+            torch.distributed.barrier()
+        cache = FrameCache.open_matching(plan, folder, max_hw)
+        on_device = cfg.cache_on_device and fits_on_device(cache.nbytes, self.device)
+        if cfg.cache_on_device and self.on_cuda and not on_device:
+            self._say(f"train: the frame cache ({cache.nbytes / 2**30:.1f} GiB) takes more than half the free device "
+                      "memory; gathering batches from host memory instead")
+        return CachedBatches(cache, plan.augment, sampler, cfg.batch_size, cfg.seed, self.device, on_device=on_device,
+                             channels_last=self.channels_last)
 
     def _remove_unfinished_writes(self) -> list[Path]:
         """Delete the temp files of writes a killed process left in the run folder; name them in one line."""
@@ -621,9 +657,7 @@ class Trainer:
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.ema = ModelEma(model, cfg.ema_decay, cfg.ema_warmup) if cfg.ema else None
-        self.optimizer = torch.optim.AdamW(
-            _param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=tuple(cfg.betas), fused=self.on_cuda or None
-        )
+        self.optimizer = make_optimizer(model, cfg.lr, cfg.weight_decay, (cfg.betas[0], cfg.betas[1]), self.on_cuda)
         train_set, val_set = self.task.build_datasets()
         steps_per_epoch = self.steps_per_epoch(train_set)
         total = cfg.epochs * steps_per_epoch
@@ -648,20 +682,9 @@ class Trainer:
         run.checked_step = run.step
 
     def _train_step(self, batch: dict[str, Any], run: _RunState) -> tuple[torch.Tensor, torch.Tensor]:
-        """One optimiser step on ``batch``; returns (loss, grad norm) as device tensors (no sync)."""
-        cfg = self.config
-        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.use_amp):
-            loss, run.parts = self.task.compute_loss(self.model, batch)
-        run.nonfinite |= ~torch.isfinite(loss.detach())
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        if cfg.grad_clip > 0:
-            self.scaler.unscale_(self.optimizer)
-            grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
-        else:
-            grad_norm = torch.full((), float("nan"))
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
+        """One optimiser step on ``batch`` and the EMA update; returns (loss, grad norm) as device tensors (no sync)."""
+        loss, run.parts, grad_norm = self._step(batch)
+        run.nonfinite |= ~torch.isfinite(loss)
         if self.ema is not None:
             self.ema.update(self._bare(self.model))
         return loss, grad_norm
@@ -690,11 +713,11 @@ class Trainer:
             if self._bar is not None:
                 self._bar.update(1)
                 if log_step:
-                    self._bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{self.optimizer.param_groups[0]['lr']:.2e}")
+                    self._bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{current_lr(self.optimizer):.2e}")
             if self._log is not None and log_step:
                 rate = window_n / max(1e-9, time.monotonic() - window_t)
                 window_t, window_n = time.monotonic(), 0
-                self._log.add({"phase": "train", "step": run.step, "epoch": run.epoch, "lr": self.optimizer.param_groups[0]["lr"],
+                self._log.add({"phase": "train", "step": run.step, "epoch": run.epoch, "lr": current_lr(self.optimizer),
                                "time_s": self._elapsed(), "loss": float(loss.item()), "grad_norm": float(grad_norm),
                                "img_per_s": rate, **{f"loss_{k}": float(v) for k, v in run.parts.items()}})
             if run.index_in_epoch >= run.steps_per_epoch:
@@ -750,7 +773,6 @@ class Trainer:
         # 30-worker persistent loader left mid-epoch once kept the process alive for minutes after
         # training ended. With this (and the process group destroyed) runs there exit at once.
         self._stream = None
-        self._train_loader = None
         self._val_loader = None
         gc.collect()
         if self._owns_process_group:
