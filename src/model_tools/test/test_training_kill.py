@@ -41,13 +41,14 @@ def _args(data: Path, run_dir: Path, *extra: str) -> list[str]:
             "--run-dir", str(run_dir), *sets, *extra]
 
 
-def _env() -> dict[str, str]:
-    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+def _env(threads: int = 1) -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
 
 
-def _train(data: Path, run_dir: Path, *extra: str, kill_in_write: int = 0) -> subprocess.CompletedProcess[str]:
+def _train(data: Path, run_dir: Path, *extra: str, kill_in_write: int = 0,
+           threads: int = 1) -> subprocess.CompletedProcess[str]:
     command = [sys.executable, str(HARNESS), str(kill_in_write), "--", *_args(data, run_dir, *extra)]
-    return subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=300, cwd=REPO)
+    return subprocess.run(command, env=_env(threads), capture_output=True, text=True, timeout=300, cwd=REPO)
 
 
 def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
@@ -126,4 +127,16 @@ def test_kill_at_step_17_then_resume_equals_the_straight_run(data: Path, tmp_pat
 
     resumed = _train(data, run, "--resume")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
+    _assert_same(_weights(run), straight)
+
+
+@pytest.mark.reliability(case="training killed (SIGKILL), then resumed by a process with another intra-op thread count",
+                         outcome="the resume takes the checkpointed run's thread count, says so, and equals the straight run bit for bit")
+def test_resume_under_another_thread_count_computes_as_the_killed_run(data: Path, tmp_path: Path,
+                                                                     straight: dict[str, torch.Tensor]) -> None:
+    run = tmp_path / "run"
+    assert _train(data, run, kill_in_write=3).returncode == -signal.SIGKILL  # last finished checkpoint: step 10
+    resumed = _train(data, run, "--resume", threads=2)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming with 1 intra-op threads as the checkpointed run had (this process started with 2)" in resumed.stdout
     _assert_same(_weights(run), straight)

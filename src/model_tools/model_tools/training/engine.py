@@ -28,7 +28,7 @@ import math
 import os
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -188,6 +188,64 @@ class SeededSamples(Dataset):
             random.setstate(saved[0])
             np.random.set_state(saved[1])
             torch.set_rng_state(saved[2])
+
+
+def make_loader(dataset: Dataset, cfg: TrainConfig, dist: DistInfo, on_cuda: bool, *, train: bool,
+                sampler: ResumableSampler | None = None) -> DataLoader:
+    """The worker loader: endless for training (one iterator for the whole run), one pass per call for validation."""
+    if sampler is None:
+        sampler = ResumableSampler(dataset, dist, shuffle=train, seed=cfg.seed, drop_last=train,
+                                   endless_batch_size=cfg.batch_size if train else None)
+    workers = cfg.num_workers
+    kwargs: dict[str, Any] = {}
+    if workers > 0:
+        kwargs = {"persistent_workers": cfg.persistent_workers, "prefetch_factor": cfg.prefetch_factor}
+    return DataLoader(
+        SeededSamples(dataset),
+        batch_size=cfg.batch_size,
+        sampler=sampler,
+        num_workers=workers,
+        pin_memory=bool(cfg.pin_memory and on_cuda),
+        drop_last=train,
+        worker_init_fn=loader_worker_init if workers > 0 else None,
+        **kwargs,
+    )
+
+
+def train_batches(train_set: Dataset, cfg: TrainConfig, dist: DistInfo, device: torch.device, *, channels_last: bool,
+                  run_dir: Path, epoch: int = 0, index_in_epoch: int = 0,
+                  log: Callable[[str], None] = print) -> Iterator[dict[str, Any]]:
+    """The endless training batches from (epoch, index_in_epoch) on, as ``cfg.data_pipeline`` makes them.
+
+    ``cached``: the frame cache (built by rank 0 into ``cfg.cache_dir`` or
+    ``<run_dir>/frame_cache``) and batched augmentation on ``device``; the
+    worker loader, with one line saying why, when the data set or its
+    transform has no cached form. ``workers``: the worker loader.
+    """
+    sampler = ResumableSampler(train_set, dist, shuffle=True, seed=cfg.seed, drop_last=True,
+                               endless_batch_size=cfg.batch_size)
+    sampler.set_epoch(epoch)
+    sampler.start_index = index_in_epoch * cfg.batch_size
+    if cfg.data_pipeline == "cached":
+        try:
+            plan = plan_cache(train_set)
+        except UnsupportedAugmentationError as err:
+            log(f"train: data_pipeline=cached is not possible here ({err}); decoding and augmenting in loader workers")
+        else:
+            folder = Path(cfg.cache_dir) if cfg.cache_dir else run_dir / "frame_cache"
+            max_hw = (cfg.cache_max_hw[0], cfg.cache_max_hw[1])
+            if dist.is_main:
+                FrameCache.build_or_open(plan, folder, max_hw, cfg.num_workers, log=log, progress=cfg.progress_bar)
+            if dist.enabled:
+                torch.distributed.barrier()
+            cache = FrameCache.open_matching(plan, folder, max_hw)
+            on_device = cfg.cache_on_device and fits_on_device(cache.nbytes, device)
+            if cfg.cache_on_device and device.type == "cuda" and not on_device:
+                log(f"train: the frame cache ({cache.nbytes / 2**30:.1f} GiB) takes more than half the free device "
+                    "memory; gathering batches from host memory instead")
+            return CachedBatches(cache, plan.augment, sampler, cfg.batch_size, cfg.seed, device, on_device=on_device,
+                                 channels_last=channels_last)
+    return iter(make_loader(train_set, cfg, dist, device.type == "cuda", train=True, sampler=sampler))
 
 
 # ---- EMA and schedule --------------------------------------------------------------------------
@@ -407,26 +465,8 @@ class Trainer:
                 torch.distributed.init_process_group(backend="gloo")
             self._owns_process_group = True
 
-    def _loader(self, dataset: Dataset, *, train: bool, sampler: ResumableSampler | None = None) -> DataLoader:
-        """The training loader is endless (one iterator for the whole run); validation's runs one pass per call."""
-        cfg = self.config
-        if sampler is None:
-            sampler = ResumableSampler(dataset, self.dist, shuffle=train, seed=cfg.seed, drop_last=train,
-                                       endless_batch_size=cfg.batch_size if train else None)
-        workers = cfg.num_workers
-        kwargs: dict[str, Any] = {}
-        if workers > 0:
-            kwargs = {"persistent_workers": cfg.persistent_workers, "prefetch_factor": cfg.prefetch_factor}
-        return DataLoader(
-            SeededSamples(dataset),
-            batch_size=cfg.batch_size,
-            sampler=sampler,
-            num_workers=workers,
-            pin_memory=bool(cfg.pin_memory and self.on_cuda),
-            drop_last=train,
-            worker_init_fn=loader_worker_init if workers > 0 else None,
-            **kwargs,
-        )
+    def _loader(self, dataset: Dataset, *, train: bool) -> DataLoader:
+        return make_loader(dataset, self.config, self.dist, self.on_cuda, train=train)
 
     def steps_per_epoch(self, train_set: Dataset) -> int:
         per_rank = len(train_set) // self.dist.world_size  # type: ignore[arg-type]
@@ -457,6 +497,7 @@ class Trainer:
             "rng": rng_state(),
             "best": self.best,
             "elapsed_s": self._elapsed(),
+            "torch_threads": torch.get_num_threads(),
         }
 
     def _check_compatible(self, saved: dict[str, Any], source: str) -> None:
@@ -488,7 +529,23 @@ class Trainer:
         self.best = obj.get("best")
         self._elapsed_before = float(obj.get("elapsed_s", 0.0))
         set_rng_state(obj["rng"])
+        self._match_threads(int(obj.get("torch_threads", 0)))
         return int(obj["epoch"]), int(obj["step"]), int(obj["index_in_epoch"])
+
+    def _match_threads(self, saved: int) -> None:
+        """Compute with the intra-op thread count of the checkpointed run.
+
+        CPU kernels split their reductions by thread, so the sums (and the
+        weights, by an ulp here and there) depend on the count: a run
+        resumed with 2 threads instead of 1 ended with 5 of 156 tensors
+        different in fp16. A process started under another OMP_NUM_THREADS,
+        CPU affinity or container limit gets another count by default.
+        """
+        now = torch.get_num_threads()
+        if saved > 0 and saved != now:
+            torch.set_num_threads(saved)
+            self._say(f"train: resuming with {saved} intra-op threads as the checkpointed run had (this process started "
+                      f"with {now}): CPU sums depend on the thread count")
 
     @staticmethod
     def _bare(model: nn.Module) -> nn.Module:
@@ -599,42 +656,8 @@ class Trainer:
                          steps_per_epoch=steps_per_epoch, nonfinite=nonfinite, checked_step=step)
 
     def _train_stream(self, train_set: Dataset, epoch: int, index_in_epoch: int) -> Iterator[dict[str, Any]]:
-        """The endless training batches from (epoch, index_in_epoch) on: cached + batched, or loader workers."""
-        cfg = self.config
-        sampler = ResumableSampler(train_set, self.dist, shuffle=True, seed=cfg.seed, drop_last=True,
-                                   endless_batch_size=cfg.batch_size)
-        sampler.set_epoch(epoch)
-        sampler.start_index = index_in_epoch * cfg.batch_size
-        if cfg.data_pipeline == "cached":
-            stream = self._cached_batches(train_set, sampler)
-            if stream is not None:
-                return stream
-        return iter(self._loader(train_set, train=True, sampler=sampler))
-
-    def _cached_batches(self, train_set: Dataset, sampler: ResumableSampler) -> CachedBatches | None:
-        """``data_pipeline: cached``: the frame cache (built by rank 0) and batched augmentation on the device.
-
-        None, with one line saying why, when the data set or its transform has no cached form.
-        """
-        cfg = self.config
-        try:
-            plan = plan_cache(train_set)
-        except UnsupportedAugmentationError as err:
-            self._say(f"train: data_pipeline=cached is not possible here ({err}); decoding and augmenting in loader workers")
-            return None
-        folder = Path(cfg.cache_dir) if cfg.cache_dir else self.run_dir / "frame_cache"
-        max_hw = (cfg.cache_max_hw[0], cfg.cache_max_hw[1])
-        if self.dist.is_main:
-            FrameCache.build_or_open(plan, folder, max_hw, cfg.num_workers, log=self._say, progress=cfg.progress_bar)
-        if self.dist.enabled:
-            torch.distributed.barrier()
-        cache = FrameCache.open_matching(plan, folder, max_hw)
-        on_device = cfg.cache_on_device and fits_on_device(cache.nbytes, self.device)
-        if cfg.cache_on_device and self.on_cuda and not on_device:
-            self._say(f"train: the frame cache ({cache.nbytes / 2**30:.1f} GiB) takes more than half the free device "
-                      "memory; gathering batches from host memory instead")
-        return CachedBatches(cache, plan.augment, sampler, cfg.batch_size, cfg.seed, self.device, on_device=on_device,
-                             channels_last=self.channels_last)
+        return train_batches(train_set, self.config, self.dist, self.device, channels_last=self.channels_last,
+                             run_dir=self.run_dir, epoch=epoch, index_in_epoch=index_in_epoch, log=self._say)
 
     def _remove_unfinished_writes(self) -> list[Path]:
         """Delete the temp files of writes a killed process left in the run folder; name them in one line."""
