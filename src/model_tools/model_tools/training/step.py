@@ -4,18 +4,18 @@ The engine and the training benchmarks both take their step from
 :func:`build_train_step`, so a benchmark times exactly what training runs.
 
 ``step_mode: eager`` runs the step op by op. ``step_mode: cuda_graph``
-captures the whole step once and replays it: one launch instead of the
-~2,000 kernel launches of a DDRNet23-Slim step, which at the recipe's batch
-of 8 are what bounds the rate, not the GPU. A captured step must have
-static shapes and no host synchronisation: the engine keeps the non-finite
-check on the device, the GradScaler works with the fused AdamW without
-syncing (the optimiser skips a step with inf/NaN gradients itself), the
-learning rate is a device tensor that the schedule fills between replays,
-and the EMA update runs after each replay. Under DDP the captured step
-all-reduces one flat gradient buffer and broadcasts rank 0's buffers (what
-DistributedDataParallel does) inside the graph. Where capture is impossible
-(no CUDA device, or capture raises) the step runs eagerly and says so in
-one line.
+captures the whole step once and replays it: one launch instead of one per
+kernel, which at the recipe's batch of 8 is what bounds a DDRNet23-Slim
+step, not the GPU. A captured step must have static shapes and no host
+synchronisation: the engine keeps the non-finite check on the device, the
+GradScaler works with the fused AdamW without syncing (the optimiser skips
+a step with inf/NaN gradients itself), the learning rate is a device tensor
+that the schedule fills between replays, and the EMA update runs after each
+replay. Under DDP the step is two graphs (forward + backward; the update)
+with one all-reduce of a flat gradient buffer and a broadcast of rank 0's
+buffers (what DistributedDataParallel does) run eagerly around them, so no
+collective is captured. Where capture is impossible (no CUDA device, or
+capture raises) the step runs eagerly and says so in one line.
 
 The first few steps of a run (``GRAPH_WARMUP_STEPS``) run eagerly on a side
 stream, as CUDA graph capture needs (lazy initialisation, cuDNN/cuBLAS
@@ -92,7 +92,11 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict[str, Any]
 
 
 class EagerStep:
-    """The step op by op (what ``step_mode: eager`` runs, and what a CUDA graph captures)."""
+    """The step op by op (what ``step_mode: eager`` runs, and what a CUDA graph captures).
+
+    Two phases, so that a graph can be captured around each without the
+    collectives between them: :meth:`forward_backward` and :meth:`update`.
+    """
 
     def __init__(self, parts: StepParts, *, grad_sync: Callable[[], None] | None = None,
                  before_forward: Callable[[], None] | None = None, autocast_cache: bool = True) -> None:
@@ -104,15 +108,25 @@ class EagerStep:
         self.mode = "eager"
 
     def __call__(self, batch: dict[str, Any]) -> StepOutput:
-        p = self.parts
         if self.before_forward is not None:
             self.before_forward()
+        loss, parts = self.forward_backward(batch)
+        if self.grad_sync is not None:
+            self.grad_sync()
+        return loss, parts, self.update()
+
+    def forward_backward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Loss and (scaled) gradients of ``batch``; returns the detached loss and its parts."""
+        p = self.parts
         with torch.autocast(p.device.type, dtype=p.amp_dtype, enabled=p.use_amp, cache_enabled=self.autocast_cache):
             loss, parts = p.task.compute_loss(p.model, batch)
         p.optimizer.zero_grad(set_to_none=True)
         p.scaler.scale(loss).backward()
-        if self.grad_sync is not None:
-            self.grad_sync()
+        return loss.detach(), {k: v.detach() if isinstance(v, torch.Tensor) else v for k, v in parts.items()}
+
+    def update(self) -> torch.Tensor:
+        """Unscale, clip, step, update the scale; returns the gradient norm before clipping (NaN when off)."""
+        p = self.parts
         if p.grad_clip > 0:
             p.scaler.unscale_(p.optimizer)
             grad_norm = nn.utils.clip_grad_norm_(self.params, p.grad_clip)
@@ -120,18 +134,24 @@ class EagerStep:
             grad_norm = torch.full((), float("nan"), device=p.device)
         p.scaler.step(p.optimizer)
         p.scaler.update()
-        return loss.detach(), {k: v.detach() if isinstance(v, torch.Tensor) else v for k, v in parts.items()}, grad_norm
+        return grad_norm
 
 
 class GraphStep:
-    """The same step captured once as a CUDA graph, then replayed on static copies of each batch."""
+    """The same step captured once as CUDA graphs, then replayed on static copies of each batch.
 
-    def __init__(self, eager: EagerStep, *, world_size: int = 1, log: Callable[[str], None] = print) -> None:
+    One process: one graph of the whole step. Under DDP: one graph of
+    forward + backward and one of the update, with the gradient all-reduce
+    and the buffer broadcast run eagerly around them (a handful of launches),
+    so that no collective has to be captured.
+    """
+
+    def __init__(self, eager: EagerStep, *, sync: FlatAllReduce | None = None, log: Callable[[str], None] = print) -> None:
         self.eager = eager
-        self.world_size = world_size
+        self.sync = sync
         self.log = log
         self.mode = "cuda_graph"
-        self.graph: torch.cuda.CUDAGraph | None = None
+        self.graphs: list[torch.cuda.CUDAGraph] = []
         self.static_batch: dict[str, Any] = {}
         self.static_out: StepOutput | None = None
         self.eager_steps = 0
@@ -144,14 +164,20 @@ class GraphStep:
     def __call__(self, batch: dict[str, Any]) -> StepOutput:
         if self.mode == "eager":
             return self.eager(batch)
-        if self.graph is None:
+        if not self.graphs:
             if self.eager_steps < GRAPH_WARMUP_STEPS:
                 self.eager_steps += 1
                 return self._on_side_stream(batch)
             return self._capture(batch)
         for key, value in self.static_batch.items():
             value.copy_(batch[key], non_blocking=True)
-        self.graph.replay()
+        if self.sync is None:
+            self.graphs[0].replay()
+        else:
+            self.sync.broadcast_buffers()
+            self.graphs[0].replay()
+            self.sync.average_gradients()
+            self.graphs[1].replay()
         assert self.static_out is not None
         return self.static_out
 
@@ -163,45 +189,63 @@ class GraphStep:
         current.wait_stream(self.side_stream)
         return out
 
-    def _capture(self, batch: dict[str, Any]) -> StepOutput:
-        """Capture the step on this batch and replay it (capture itself runs nothing); eager if it fails."""
-        p = self.eager.parts
-        self.static_batch = {k: v.clone() for k, v in batch.items() if isinstance(v, torch.Tensor)}
-        torch.cuda.synchronize(p.device)
-        graph = torch.cuda.CUDAGraph()
-        error: BaseException | None = None
+    def _try_capture(self, graph: torch.cuda.CUDAGraph, work: Callable[[], Any], pool: Any = None) -> tuple[Any, str]:
+        """Capture ``work`` into ``graph``: (its outputs, "") or (None, why it failed), the same on every rank."""
+        error = ""
+        out = None
         try:
-            # Autocast's weight-cast cache does not survive into replays; casts are captured instead.
-            self.eager.autocast_cache = False
-            with torch.cuda.graph(graph, capture_error_mode="thread_local"):
-                out = self.eager({**batch, **self.static_batch})
+            self.eager.autocast_cache = False  # autocast's weight-cast cache does not survive into replays
+            with torch.cuda.graph(graph, pool=pool, capture_error_mode="thread_local"):
+                out = work()
         except Exception as err:  # noqa: BLE001 - any capture failure falls back to the eager step
-            error = err
+            error = f"{type(err).__name__}: {str(err).splitlines()[0][:160] if str(err) else ''}"
         finally:
             self.eager.autocast_cache = True
-        if self.world_size > 1:  # every rank takes the same path, or the collectives would not pair up
-            failed = torch.tensor(float(error is not None), device=p.device)
+        if self.sync is not None:  # every rank takes the same path, or the collectives would not pair up
+            failed = torch.tensor(float(bool(error)), device=self.eager.parts.device)
             torch.distributed.all_reduce(failed)
-            if float(failed) > 0 and error is None:
-                error = RuntimeError("CUDA graph capture failed on another rank")
-        if error is not None:
+            if float(failed) > 0 and not error:
+                error = "capture failed on another rank"
+        if error:
             self.mode = "eager"
             self._reset_after_failed_capture()
-            self.log(f"train: step_mode=cuda_graph: capture failed ({type(error).__name__}: {str(error).splitlines()[0][:160]}); "
-                     "running the step eagerly")
+            self.log(f"train: step_mode=cuda_graph: capture failed ({error}); running the step eagerly")
+        return out, error
+
+    def _capture(self, batch: dict[str, Any]) -> StepOutput:
+        """Capture the step on this batch and replay it (capture itself runs nothing); eager if capture fails."""
+        p = self.eager.parts
+        self.static_batch = {k: v.clone() for k, v in batch.items() if isinstance(v, torch.Tensor)}
+        static = {**batch, **self.static_batch}
+        torch.cuda.synchronize(p.device)
+        first = torch.cuda.CUDAGraph()
+        if self.sync is None:
+            out, error = self._try_capture(first, lambda: self.eager(static))
+            if error:
+                return self.eager(batch)
+            self.graphs, self.static_out = [first], out
+            first.replay()
+            return out
+        self.sync.broadcast_buffers()
+        forward, error = self._try_capture(first, lambda: self.eager.forward_backward(static))
+        if error:
             return self.eager(batch)
-        self.graph, self.static_out = graph, out
-        graph.replay()
-        return out
+        first.replay()
+        self.sync.average_gradients()
+        second = torch.cuda.CUDAGraph()
+        grad_norm, error = self._try_capture(second, self.eager.update, pool=first.pool())
+        if error:
+            return (*forward, self.eager.update())  # this step's gradients are in place and averaged
+        second.replay()
+        self.graphs, self.static_out = [first, second], (*forward, grad_norm)
+        return self.static_out
 
     def _reset_after_failed_capture(self) -> None:
         p = self.eager.parts
         torch.cuda.synchronize(p.device)
-        p.optimizer.zero_grad(set_to_none=True)
         states = getattr(p.scaler, "_per_optimizer_states", None)
         if states is not None:
             states.clear()  # the capture attempt left this step's unscale/step bookkeeping half done
-        self.eager.autocast_cache = True
 
 
 class FlatAllReduce:
@@ -273,4 +317,4 @@ def build_train_step(parts: StepParts, mode: str, *, world_size: int = 1,
         sync.broadcast_parameters()
     eager = EagerStep(parts, grad_sync=sync.average_gradients if sync else None,
                       before_forward=sync.broadcast_buffers if sync else None)
-    return GraphStep(eager, world_size=world_size, log=log), parts.model
+    return GraphStep(eager, sync=sync, log=log), parts.model
