@@ -3,8 +3,10 @@
 #   OUT=/path/to/out bash scripts/ddp_seg_demo.sh
 # Trains the same short DDRNet23-Slim run (config/train/seg_ddrnet23s_demo.yaml) for STEPS optimiser steps
 #   1. on one GPU (plain process), and
-#   2. on two GPUs through `torchrun --nproc_per_node=2` (DistributedDataParallel; batch_size is per GPU,
-#      so each step sees twice the images),
+#   2. on two GPUs through `torchrun --nproc_per_node=2` (batch_size is per GPU, so each step sees twice
+#      the images; the eager step uses DistributedDataParallel, the CUDA-graph step all-reduces one flat
+#      gradient buffer inside the graph),
+# with the fast path on (FAST=1, default: step_mode cuda_graph + data_pipeline cached; FAST=0: eager + workers),
 # then prints the training throughput (img/s) of each and their ratio, and writes both loss curves into
 # one plot ($OUT/ddp_seg_loss.png) plus $OUT/ddp_seg_summary.json.
 # Synthetic frames are rendered first unless DATA points at an existing `model-tools synth` folder.
@@ -17,7 +19,8 @@ OUT=${OUT:?set OUT to the folder that receives the plot and summary}
 SCRATCH=${SCRATCH:-/tmp/ddp_seg_demo}
 CORES=${CORES:-$(nproc)}
 STEPS=${STEPS:-300}
-BATCH=${BATCH:-32}  # per GPU; at 16 and below each step is bound by host time and 2 GPUs gain only ~1.4x
+BATCH=${BATCH:-8}  # per GPU: the seed recipe's batch
+FAST=${FAST:-1}
 FRAMES=${FRAMES:-1200}
 DATA=${DATA:-$SCRATCH/synth}
 EXTRA=${SEG_EXTRA_TRAIN_ARGS:-}
@@ -39,6 +42,11 @@ fi
 common=(seg train --config config/train/seg_ddrnet23s_demo.yaml --data "$DATA"
         --set "max_steps=$STEPS" --set time_budget_min=0 --set "batch_size=$BATCH" --set val_every_epochs=1000
         --set checkpoint_every_steps=0 --set log_every_steps=10 --set progress_bar=false)
+if (( FAST )); then
+  common+=(--set step_mode=cuda_graph --set data_pipeline=cached --set "cache_dir=$SCRATCH/frame_cache")
+else
+  common+=(--set step_mode=eager --set data_pipeline=workers)
+fi
 half=$(( CORES / 2 - 1 )); (( half < 2 )) && half=2
 
 # run NAME CMD...: one training run under a time limit. A run whose summary.json exists finished training;
@@ -51,7 +59,9 @@ run() {
     (( rc == 0 )) || log "WARNING: $name finished training but exited with status $rc (killed after ${RUN_TIMEOUT}s?)"
     grep 'seg train:' "$SCRATCH/$name.log" | tail -1
   else
-    tail -30 "$SCRATCH/$name.log"; log "$name failed (status $rc)"; exit 1
+    grep -v "^  \|^Traceback\|^torch.distributed.elastic" "$SCRATCH/$name.log" | tail -40
+    [[ -f $SCRATCH/$name/metrics.csv ]] && tail -3 "$SCRATCH/$name/metrics.csv"
+    log "$name failed (status $rc)"; exit 1
   fi
 }
 
@@ -64,7 +74,7 @@ log "2 GPUs (torchrun, DDP): $STEPS steps at batch $BATCH per GPU"
 CUDA_VISIBLE_DEVICES=0,1 run gpu2 $PY -m torch.distributed.run --standalone --nproc_per_node=2 -m model_tools.cli \
     "${common[@]}" --run-dir "$SCRATCH/gpu2" --set "num_workers=$half" $EXTRA
 
-$PY - "$SCRATCH" "$OUT" "$BATCH" <<'PYEOF'
+$PY - "$SCRATCH" "$OUT" "$BATCH" "$FAST" <<'PYEOF'
 """Throughput of each run from its metrics.csv, and both loss curves in one figure."""
 import csv, json, statistics, sys
 from pathlib import Path
@@ -72,8 +82,9 @@ from pathlib import Path
 import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+import torch
 
-scratch, out, batch = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
+scratch, out, batch, fast = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "1"
 runs = {"1 GPU": scratch / "gpu1", "2 GPUs (DDP)": scratch / "gpu2"}
 result = {}
 fig, (ax_step, ax_img) = plt.subplots(1, 2, figsize=(12, 4))
@@ -85,9 +96,11 @@ for label, run in runs.items():
     loss = [float(r["loss"]) for r in rows]
     rates = [float(r["img_per_s"]) for r in rows if r.get("img_per_s")]
     steady = rates[len(rates) // 4:] or rates  # skip start-up (cudnn autotune, worker spin-up)
+    log = (scratch / f"{run.name}.log").read_text(errors="replace").splitlines()
     result[label] = {"world_size": world, "steps": summary["steps"], "global_batch": batch * world,
                      "img_per_s_median": statistics.median(steady), "elapsed_s": summary["elapsed_s"],
-                     "final_loss": loss[-1], "val_miou": summary["last_validation"].get("miou")}
+                     "final_loss": loss[-1], "val_miou": summary["last_validation"].get("miou"),
+                     "engine_lines": [line for line in log if line.startswith("train:")]}
     ax_step.plot(steps, loss, label=f"{label}, global batch {batch * world}")
     ax_img.plot([s * batch * world for s in steps], loss, label=label)
 ax_step.set_xlabel("optimiser step")
@@ -102,6 +115,9 @@ fig.tight_layout()
 fig.savefig(out / "ddp_seg_loss.png", dpi=100)
 one, two = result["1 GPU"]["img_per_s_median"], result["2 GPUs (DDP)"]["img_per_s_median"]
 result["speedup_2gpu_over_1gpu"] = two / one
+result.update(task="segmentation", batch_size_per_gpu=batch, fast_path=fast,
+              gpu=torch.cuda.get_device_name(0), gpus=torch.cuda.device_count(),
+              step_mode="cuda_graph" if fast else "eager", data_pipeline="cached" if fast else "workers")
 (out / "ddp_seg_summary.json").write_text(json.dumps(result, indent=2) + "\n")
 print(f"1 GPU : {one:8.1f} img/s (batch {batch})")
 print(f"2 GPUs: {two:8.1f} img/s (batch {batch} per GPU, DDP)")

@@ -8,6 +8,9 @@
 # Needs only python + torch + numpy/cv2/yaml/matplotlib/tqdm; run from the repository root:
 #   OUT=/path/to/out bash scripts/train_demo_models.sh
 # EXTRA_TRAIN_ARGS="--set k=v ..." is appended to each depth run (e.g. tiny settings for a CPU smoke run).
+# Every run takes the fast path (docs/training.md): the whole step as one CUDA graph, frames decoded once
+# into $SCRATCH/frame_cache_<task> and augmented as batches on the GPU. FAST_PATH=0 trains eagerly from
+# loader workers instead.
 # Join the parts again with: model-tools depth join --prefix OUT/depth_levels_r18_fp16 --out model_fp16.pt
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -41,18 +44,24 @@ if [[ ! -f $DATA/.complete ]]; then
 fi
 
 # ---- 2. training jobs --------------------------------------------------------------------------
+if [[ ${FAST_PATH:-1} == 1 ]]; then
+  FAST_DEPTH="--set step_mode=cuda_graph --set data_pipeline=cached --set cache_dir=$SCRATCH/frame_cache_depth"
+  FAST_SEG="--set step_mode=cuda_graph --set data_pipeline=cached --set cache_dir=$SCRATCH/frame_cache_seg"
+else
+  FAST_DEPTH="" FAST_SEG=""
+fi
 # Each job: "<run name>|<command line, with @BUDGET@ and @WORKERS@ filled in per queue>".
 JOBS=(
-  "depth_levels_r18|$PY -m model_tools.cli depth train --config config/train/depth_levels_r18.yaml --data $DATA --run-dir $RUNS/depth_levels_r18 --time-budget-min @BUDGET@ --set num_workers=@WORKERS@ ${EXTRA_TRAIN_ARGS:-}"
+  "depth_levels_r18|$PY -m model_tools.cli depth train --config config/train/depth_levels_r18.yaml --data $DATA --run-dir $RUNS/depth_levels_r18 --time-budget-min @BUDGET@ --set num_workers=@WORKERS@ $FAST_DEPTH ${EXTRA_TRAIN_ARGS:-}"
   # ==== SEG JOB (engineer D) ============================================================
   # DDRNet23-Slim on the synthetic frames (config/train/seg_ddrnet23s_demo.yaml: the seed recipe, shortened).
   # Listed second on purpose: job i runs on GPU (i % NGPU), so with 2 GPUs segmentation has GPU 1
   # (CUDA_VISIBLE_DEVICES=1) to itself, concurrent with both depth runs on GPU 0; with 3 GPUs every run
   # has its own; with 1 GPU it queues between the depth runs. SEG_EXTRA_TRAIN_ARGS="--set k=v ..." is
   # appended (EXTRA_TRAIN_ARGS carries depth-only keys, so it is not).
-  "seg_ddrnet23s|$PY -m model_tools.cli seg train --config config/train/seg_ddrnet23s_demo.yaml --data $DATA --run-dir $RUNS/seg_ddrnet23s --time-budget-min @BUDGET@ --set num_workers=@WORKERS@ ${SEG_EXTRA_TRAIN_ARGS:-}"
+  "seg_ddrnet23s|$PY -m model_tools.cli seg train --config config/train/seg_ddrnet23s_demo.yaml --data $DATA --run-dir $RUNS/seg_ddrnet23s --time-budget-min @BUDGET@ --set num_workers=@WORKERS@ $FAST_SEG ${SEG_EXTRA_TRAIN_ARGS:-}"
   # ==== end SEG JOB =====================================================================
-  "depth_sigmoid_r18|$PY -m model_tools.cli depth train --config config/train/depth_sigmoid_r18.yaml --data $DATA --run-dir $RUNS/depth_sigmoid_r18 --time-budget-min @BUDGET@ --set num_workers=@WORKERS@ ${EXTRA_TRAIN_ARGS:-}"
+  "depth_sigmoid_r18|$PY -m model_tools.cli depth train --config config/train/depth_sigmoid_r18.yaml --data $DATA --run-dir $RUNS/depth_sigmoid_r18 --time-budget-min @BUDGET@ --set num_workers=@WORKERS@ $FAST_DEPTH ${EXTRA_TRAIN_ARGS:-}"
 )
 # ONLY="name ..." keeps just those jobs (e.g. one device call per pair of runs).
 if [[ -n ${ONLY:-} ]]; then
