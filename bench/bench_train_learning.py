@@ -79,6 +79,8 @@ def plot(result_path: Path, png: Path) -> None:
         axes[0][column].set_title(f"{task}: validation {metric}")
         axes[1][column].set_title(f"{task}: training loss")
         axes[1][column].set_yscale("log")
+        if not TASKS[task][2] == "miou":
+            axes[0][column].set_yscale("log")  # abs_rel falls by orders of magnitude
         for ax in axes[:, column]:
             ax.set_xlabel("optimiser step")
             ax.grid(alpha=0.3)
