@@ -536,10 +536,10 @@ class Trainer:
         """Compute with the intra-op thread count of the checkpointed run.
 
         CPU kernels split their reductions by thread, so the sums (and the
-        weights, by an ulp here and there) depend on the count: a run
-        resumed with 2 threads instead of 1 ended with 5 of 156 tensors
-        different in fp16. A process started under another OMP_NUM_THREADS,
-        CPU affinity or container limit gets another count by default.
+        weights, by an ulp here and there) depend on the count
+        (docs/training.md, "Kill and resume"). A process started under
+        another OMP_NUM_THREADS, CPU affinity or container limit gets
+        another count by default.
         """
         now = torch.get_num_threads()
         if saved > 0 and saved != now:
