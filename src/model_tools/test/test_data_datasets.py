@@ -272,3 +272,28 @@ def test_seeded_transform_is_reproducible(tmp_path):
     assert torch.equal(a["image"], b["image"]) and torch.equal(a["depth"], b["depth"]) and a["image"].shape == (3, 16, 16)
     val = SyntheticFolderDataset(root, transform=Compose([Resize(12, 20)]))[1]
     assert val["image"].shape == (3, 12, 20) and val["label"].shape == (12, 20)
+
+
+def test_loader_workers_start_after_the_parent_used_opencv_threads() -> None:
+    """A forked worker's cv2.setNumThreads(1) once waited forever for the parent's pool threads; now it returns."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent("""
+        import numpy as np, cv2, torch
+        from torch.utils.data import DataLoader
+        from model_tools.data.datasets import loader_worker_init
+        image = np.random.default_rng(0).integers(0, 255, (544, 640, 3), dtype=np.uint8)
+        for _ in range(5):  # a threaded cv2 call in the parent starts OpenCV's pthreads pool
+            cv2.warpAffine(image, np.array([[0.7, 0, 3], [0, 0.7, 2]]), (640, 544))
+        class Frames(torch.utils.data.Dataset):
+            def __len__(self): return 4
+            def __getitem__(self, i): return int(cv2.resize(image, (64, 54)).sum())
+        loader = DataLoader(Frames(), batch_size=2, num_workers=2, worker_init_fn=loader_worker_init)
+        print(sum(int(b.sum()) for b in loader) == 4 * int(cv2.resize(image, (64, 54)).sum()))
+        print(cv2.getNumThreads() > 1 or cv2.getNumberOfCPUs() == 1)  # the parent's pool is back
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["True", "True"]

@@ -17,6 +17,8 @@ construction. Training never silently trains on garbage.
 from __future__ import annotations
 
 import csv
+import os
+import sys
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -176,6 +178,40 @@ def loader_worker_init(worker_id: int) -> None:
     import cv2
 
     cv2.setNumThreads(1)
+
+
+_CV2_THREADS_AT_FORK: list[int] = []
+
+
+def _cv2_pool_down_before_fork() -> None:
+    """Stop OpenCV's thread pool in the parent for the fork (see :func:`_guard_cv2_across_fork`)."""
+    cv2 = sys.modules.get("cv2")
+    if cv2 is not None:
+        _CV2_THREADS_AT_FORK.append(cv2.getNumThreads())
+        cv2.setNumThreads(1)
+
+
+def _cv2_pool_up_after_fork() -> None:
+    cv2 = sys.modules.get("cv2")
+    if cv2 is not None and _CV2_THREADS_AT_FORK:
+        cv2.setNumThreads(_CV2_THREADS_AT_FORK.pop())
+
+
+def _guard_cv2_across_fork() -> None:
+    """Make forked loader workers safe after the parent used OpenCV's pthreads pool.
+
+    A forked child inherits the pool's bookkeeping but not its threads, and
+    ``cv2.setNumThreads`` there waits for them forever: a worker hung this
+    way whenever the training process had run a threaded cv2 call (a warp,
+    a colour transform) before starting its loader. Shrinking the parent's
+    pool to one thread just before each fork and restoring it just after
+    leaves the child nothing to wait for; a process that never imported
+    cv2 pays nothing.
+    """
+    os.register_at_fork(before=_cv2_pool_down_before_fork, after_in_parent=_cv2_pool_up_after_fork)
+
+
+_guard_cv2_across_fork()
 
 
 def to_model_image(image: torch.Tensor, device: torch.device | str, channels_last: bool = False) -> torch.Tensor:
