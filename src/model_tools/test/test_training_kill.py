@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[3]
 HARNESS = Path(__file__).with_name("kill_harness.py")
 TINY = ["model.width=8", "model.decoder_channels=[4,8,8,16,16]", "model.input_height=64", "model.input_width=96",
         "batch_size=2", "num_workers=1", "epochs=3", "log_every_steps=1", "checkpoint_every_steps=5",
-        "progress_bar=false"]
+        "progress_bar=false", "val_every_epochs=3"]
 
 
 @pytest.fixture(scope="module")
