@@ -14,6 +14,14 @@ Semantics kept from cv_bridge:
   forms); converting between bit depths scales 8 <-> 16 bit (x257, >>8).
 - Generic encodings (``8UC3``, ``32FC1``...) convert only to an encoding of
   the same channel count and depth (a relabel); otherwise it is an error.
+- Camera YUV encodings (sensor_msgs/image_encodings.hpp names plus ``nv12``,
+  which Qualcomm's ``qrb_ros_camera`` publishes): packed 4:2:2 ``uyvy`` (alias
+  ``yuv422``) and ``yuyv`` (alias ``yuv422_yuy2``), semi-planar 4:2:0 ``nv12``
+  and ``nv21`` (a Y plane of ``height`` rows, then the interleaved chroma plane
+  of ``height / 2`` rows, both ``step`` bytes per row). They decode to
+  ``rgb8``/``bgr8``/``mono8`` with one OpenCV ``cvtColor`` (BT.601 video range,
+  as cv_bridge decodes them); ``passthrough`` gives the stored bytes
+  (``[H, W, 2]`` for 4:2:2, ``[H * 3 / 2, W]`` for 4:2:0).
 
 Rows honour ``step`` (row padding is skipped, not copied) and
 ``is_bigendian``. Where no conversion is needed the result is a zero-copy,
@@ -48,14 +56,23 @@ _LAYOUT = {
 }
 _NATIVE_BIG = sys.byteorder == "big"
 
+# Camera YUV encodings -> (canonical name, bytes per pixel of the luma plane's rows, OpenCV conversion suffix).
+# 4:2:2 is packed (2 bytes per pixel); 4:2:0 is semi-planar (a 1-byte Y plane, then half-height chroma rows).
+YUV_ENCODINGS: dict[str, tuple[str, int, str]] = {
+    "uyvy": ("uyvy", 2, "UYVY"), "yuv422": ("uyvy", 2, "UYVY"),
+    "yuyv": ("yuyv", 2, "YUY2"), "yuv422_yuy2": ("yuyv", 2, "YUY2"),
+    "nv12": ("nv12", 1, "NV12"), "nv21": ("nv21", 1, "NV21"),
+}
+
 
 def encoding_info(encoding: str) -> tuple[np.dtype, int]:
     """(dtype, channels) of a supported encoding; ImageEncodingError names it otherwise."""
     try:
         char, channels = ENCODINGS[encoding]
     except KeyError:
+        supported = ", ".join(sorted(ENCODINGS)) + ", " + ", ".join(sorted(YUV_ENCODINGS))
         raise ImageEncodingError(
-            f"unsupported image encoding {encoding!r} (field 'encoding'); supported: {', '.join(sorted(ENCODINGS))}"
+            f"unsupported image encoding {encoding!r} (field 'encoding'); supported: {supported}"
         ) from None
     return np.dtype(char), channels
 
@@ -70,14 +87,11 @@ def _data_buffer(data: Any) -> memoryview | np.ndarray:
     raise ImageEncodingError(f"image field 'data' has unsupported type {type(data).__name__}")
 
 
-def _stored_view(msg: Any) -> np.ndarray:
-    """The message pixels as stored (native byte order), validated against its fields."""
-    encoding = str(msg.encoding)
-    dtype, channels = encoding_info(encoding)
+def _byte_rows(msg: Any, encoding: str, rows_count: int, row_bytes: int) -> np.ndarray:
+    """``rows_count`` rows of ``row_bytes`` bytes at ``msg.step`` spacing, validated against the fields."""
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
     if height <= 0 or width <= 0:
         raise ImageEncodingError(f"image is {width}x{height} (fields 'width'/'height'); expected a non-empty image")
-    row_bytes = width * channels * dtype.itemsize
     if step < row_bytes:
         raise ImageEncodingError(
             f"image field 'step' is {step} but {width} px of {encoding} need {row_bytes} bytes per row"
@@ -86,17 +100,53 @@ def _stored_view(msg: Any) -> np.ndarray:
     size = len(buffer)
     if size == 0:
         raise ImageEncodingError(f"image field 'data' is empty for a {width}x{height} {encoding} image")
-    # The last row may omit its padding (some drivers do); cv_bridge needs step*height, we accept either.
-    needed = step * (height - 1) + row_bytes
+    # The last row may omit its padding (some drivers do); cv_bridge needs step*rows, we accept either.
+    needed = step * (rows_count - 1) + row_bytes
     if size < needed:
         raise ImageEncodingError(
-            f"image field 'data' has {size} bytes; {width}x{height} {encoding} with step {step} needs {step * height}"
+            f"image field 'data' has {size} bytes; {width}x{height} {encoding} with step {step} needs "
+            f"{step * rows_count}"
         )
-    flat = np.frombuffer(buffer, dtype=np.uint8, count=min(size, step * height))
-    if flat.size < step * height:  # short last row: pad virtually via as_strided over the real bytes
-        rows = np.lib.stride_tricks.as_strided(flat, shape=(height, row_bytes), strides=(step, 1))
-    else:
-        rows = flat.reshape(height, step)[:, :row_bytes]
+    flat = np.frombuffer(buffer, dtype=np.uint8, count=min(size, step * rows_count))
+    if flat.size < step * rows_count:  # short last row: pad virtually via as_strided over the real bytes
+        return np.lib.stride_tricks.as_strided(flat, shape=(rows_count, row_bytes), strides=(step, 1))
+    return flat.reshape(rows_count, step)[:, :row_bytes]
+
+
+def _yuv_view(msg: Any) -> np.ndarray:
+    """The stored bytes of a YUV image: [H, W, 2] (packed 4:2:2) or [H * 3 / 2, W] (semi-planar 4:2:0)."""
+    encoding = str(msg.encoding)
+    _, pixel_bytes, _ = YUV_ENCODINGS[encoding]
+    height, width = int(msg.height), int(msg.width)
+    if pixel_bytes == 2:
+        if width % 2:
+            raise ImageEncodingError(f"{encoding} image width {width} (field 'width') is odd; 4:2:2 needs pairs")
+        return _byte_rows(msg, encoding, height, 2 * width).reshape(height, width, 2)
+    if width % 2 or height % 2:
+        raise ImageEncodingError(f"{encoding} image is {width}x{height} (fields 'width'/'height'); 4:2:0 needs "
+                                 "an even width and height")
+    return _byte_rows(msg, encoding, height * 3 // 2, width)
+
+
+def _decode_yuv(stored: np.ndarray, source: str, desired: str) -> np.ndarray:
+    import cv2
+
+    _, _, code_name = YUV_ENCODINGS[source]
+    target = {"rgb8": "RGB", "bgr8": "BGR", "mono8": "GRAY"}.get(desired)
+    if target is None:
+        raise ImageEncodingError(f"cannot convert image encoding {source!r} to {desired!r}: YUV decodes to "
+                                 "rgb8, bgr8 or mono8")
+    return cv2.cvtColor(stored, getattr(cv2, f"COLOR_YUV2{target}_{code_name}"))
+
+
+def _stored_view(msg: Any) -> np.ndarray:
+    """The message pixels as stored (native byte order), validated against its fields."""
+    encoding = str(msg.encoding)
+    dtype, channels = encoding_info(encoding)
+    height, width = int(msg.height), int(msg.width)
+    row_bytes = width * channels * dtype.itemsize
+    rows = _byte_rows(msg, encoding, height, row_bytes)
+    step = int(msg.step)
     big = bool(msg.is_bigendian)
     stored = dtype.newbyteorder(">" if big else "<") if dtype.itemsize > 1 else dtype
     if dtype.itemsize > 1 and (rows.ctypes.data % dtype.itemsize or step % dtype.itemsize):
@@ -136,6 +186,11 @@ def image_to_array(msg: Any, desired_encoding: str = "passthrough") -> np.ndarra
         ImageEncodingError: unsupported encoding, inconsistent size/step/data, or
             an impossible conversion; the message names the field or encoding.
     """
+    if str(msg.encoding) in YUV_ENCODINGS:
+        stored = _yuv_view(msg)
+        if desired_encoding in ("passthrough", msg.encoding):
+            return stored
+        return _decode_yuv(stored, str(msg.encoding), desired_encoding)
     pixels = _stored_view(msg)
     if desired_encoding in ("passthrough", msg.encoding):
         return pixels

@@ -3,9 +3,10 @@
 No ROS and no torch here: the depth and segmentation nodes, bag evaluation and
 benchmarks all call these, so the numbers they report come from one code path.
 
-- :class:`DepthPipeline`: image -> metric depth (metres, NaN outside the valid
-  range) at model resolution; composes ``integer*max_depth + fractional`` on
-  the host for ``separate`` models (``perception_core.depth_codec.compose_depth``).
+- :class:`DepthPipeline`: image -> metric depth (metres, REP 117 special
+  values: +Inf at or beyond the model's range, -Inf nearer than its minimum,
+  NaN invalid) at model resolution; composes ``integer*max_depth + fractional``
+  on the host for ``separate`` models (``perception_core.depth_codec.compose_depth``).
 - :class:`SegPipeline`: image -> uint8 class ids at model resolution, plus
   per-class pixel counts and fractions.
 - ``colorize_labels``, ``overlay``, ``colorize_depth``: RViz-friendly rgb8 views.
@@ -90,13 +91,18 @@ class _ModelPipeline:
 
 
 class DepthPipeline(_ModelPipeline):
-    """Run a depth model on an image and return REP 118-style metric depth.
+    """Run a depth model on an image and return REP 118 metric depth with REP 117 special values.
 
     ``max_depth`` overrides the metadata's (a warning is logged): for
     ``separate`` models it is the composition scale and the valid range's top;
     for ``composed`` models the graph already composed, so it only sets the
-    valid range. ``min_depth`` likewise defaults to the metadata's. Pixels
-    outside ``[min_depth, max_depth]`` (or not > 0) become NaN.
+    valid range. ``min_depth`` likewise defaults to the metadata's.
+
+    REP 117: a pixel at or beyond ``max_depth`` is +Inf ("nothing within
+    range": the top integer level and its residual band mean "at least
+    max_depth", so sky is not a wall at max_depth); a positive pixel below
+    ``min_depth`` is -Inf (too close to measure); a non-finite or non-positive
+    model output is NaN (invalid).
     """
 
     def __init__(self, model: RunnableModel, max_depth: float | None = None, min_depth: float | None = None) -> None:
@@ -115,15 +121,15 @@ class DepthPipeline(_ModelPipeline):
                             else "")
             self.max_depth = float(max_depth)
         self.min_depth = float(meta.min_depth if min_depth is None else min_depth)
-        # One integer step, at the scale the host composes with (a composed graph keeps the model's own).
-        band_scale = self.max_depth if meta.depth_outputs == "separate" else float(meta.max_depth)
-        self.top_band = integer_step(band_scale, meta.integer_head_kind, meta.levels or 256)
+        # The host composes with this scale: its integer step must stay representable by the fractional head.
+        if meta.depth_outputs == "separate":
+            integer_step(self.max_depth, meta.integer_head_kind, meta.levels or 256)
         if not 0 <= self.min_depth < self.max_depth:
             raise ConfigError(f"depth range [{self.min_depth}, {self.max_depth}] m is empty or negative")
         self.preprocessor = Preprocessor(meta)
 
     def postprocess(self, outputs: dict[str, np.ndarray]) -> DepthOutput:
-        """Model outputs (by name) -> metric depth with invalid pixels NaN."""
+        """Model outputs (by name) -> metric depth with REP 117's +Inf / -Inf / NaN."""
         names = self.metadata.output_names
         if self.metadata.depth_outputs == "separate":
             integer = np.asarray(outputs[names[0]], np.float32)[0, 0]
@@ -133,12 +139,25 @@ class DepthPipeline(_ModelPipeline):
             depth = np.array(outputs[names[0]][0, 0], np.float32)  # a copy: we write NaNs into it
             integer = np.clip(depth / np.float32(self.metadata.max_depth), 0.0, 1.0)
             fractional = None
-        # The top integer level plus its residual reaches max_depth + one step: that band is the model's
-        # "at max range" answer, not an invalid pixel (NaN-ing it lost ~4% of far pixels on the demo model).
-        np.minimum(depth, np.float32(self.max_depth), out=depth, where=depth < self.max_depth + self.top_band)
-        invalid = ~((depth >= self.min_depth) & (depth <= self.max_depth) & (depth > 0))  # NaN compares False
-        depth[invalid] = np.nan
+        mark_depth_range(depth, self.min_depth, self.max_depth)
         return DepthOutput(depth=depth, integer=integer, fractional=fractional)
+
+
+def mark_depth_range(depth: np.ndarray, min_depth: float, max_depth: float) -> np.ndarray:
+    """In place, REP 117: ``>= max_depth`` -> +Inf, ``0 < d < min_depth`` -> -Inf, non-finite or ``<= 0`` -> NaN.
+
+    The top integer level plus its residual reaches max_depth + one step: that
+    whole band is the model's "at or beyond max range" answer, hence +Inf, which
+    depth consumers (point clouds, depthimage_to_laserscan, voxel layers) read as
+    "no obstacle within range" rather than as a surface at max_depth.
+    """
+    with np.errstate(invalid="ignore"):
+        invalid = ~(depth > 0)  # NaN compares False, so NaN is invalid too
+        np.copyto(depth, np.float32(np.inf), where=depth >= np.float32(max_depth))
+        if min_depth > 0:
+            np.copyto(depth, np.float32(-np.inf), where=depth < np.float32(min_depth))
+    depth[invalid] = np.nan
+    return depth
 
 
 class SegPipeline(_ModelPipeline):

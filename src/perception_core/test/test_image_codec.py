@@ -109,7 +109,7 @@ def test_generic_encodings_relabel_but_do_not_convert() -> None:
 def test_bad_messages_name_the_field_or_encoding() -> None:
     good = _hand_made(_random("rgb8"), "rgb8")
     cases = [
-        ({"encoding": "yuv422_yuy2"}, r"unsupported image encoding 'yuv422_yuy2' \(field 'encoding'\)"),
+        ({"encoding": "nv24"}, r"unsupported image encoding 'nv24' \(field 'encoding'\)"),
         ({"data": b""}, r"field 'data' is empty"),
         ({"data": good.data[:-30]}, r"field 'data' has \d+ bytes"),
         ({"step": 20}, r"field 'step' is 20 but 7 px of rgb8 need 21"),
@@ -153,3 +153,75 @@ def test_array_to_image_fields_rejects_arrays_that_do_not_fit() -> None:
         array_to_image_fields(np.zeros((5, 7), np.uint8), "rgb8")
     with pytest.raises(ImageEncodingError, match=r"dtype float64 does not fit encoding '32FC1'"):
         array_to_image_fields(np.zeros((5, 7)), "32FC1")
+
+
+# --------------------------------------------------------------------------- camera YUV encodings
+
+
+def _bt601_video_rgb(y: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """The oracle: BT.601 video-range YCbCr -> RGB per pixel (ITU-R BT.601 coefficients), in float."""
+    yy = 1.164 * (y.astype(float) - 16.0)
+    cb, cr = u.astype(float) - 128.0, v.astype(float) - 128.0
+    return np.clip(np.stack([yy + 1.596 * cr, yy - 0.813 * cr - 0.391 * cb, yy + 2.018 * cb], axis=-1), 0, 255)
+
+
+def _yuv_planes(h: int, w: int, chroma_rows: int, seed: int = 3) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Random luma and chroma; chroma is shared by 2 columns (and by 2 rows when chroma_rows == 2)."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(16, 236, (h, w), dtype=np.uint8)
+    u_small = rng.integers(64, 192, (h // chroma_rows, w // 2), dtype=np.uint8)
+    v_small = rng.integers(64, 192, (h // chroma_rows, w // 2), dtype=np.uint8)
+    grow = np.ones((chroma_rows, 2), np.uint8)
+    return y, np.kron(u_small, grow), np.kron(v_small, grow)
+
+
+def _rows_to_message(rows: np.ndarray, encoding: str, h: int, w: int, pad: int) -> FakeImage:
+    raw = b"".join(rows[r].tobytes() + b"\xab" * pad for r in range(rows.shape[0]))
+    return FakeImage(h, w, encoding, 0, rows.shape[1] + pad, raw)
+
+
+@pytest.mark.parametrize("encoding, u_first", [("nv12", True), ("nv21", False)])
+@pytest.mark.parametrize("pad", [0, 24])
+def test_semi_planar_420_decodes_to_bt601_rgb(encoding: str, u_first: bool, pad: int) -> None:
+    h, w = 6, 8
+    y, u, v = _yuv_planes(h, w, chroma_rows=2)
+    chroma = np.empty((h // 2, w), np.uint8)
+    first, second = (u, v) if u_first else (v, u)
+    chroma[:, 0::2], chroma[:, 1::2] = first[::2, ::2], second[::2, ::2]
+    msg = _rows_to_message(np.vstack([y, chroma]), encoding, h, w, pad)
+    rgb = image_to_array(msg, "rgb8")
+    assert rgb.shape == (h, w, 3) and rgb.dtype == np.uint8
+    assert np.abs(rgb.astype(float) - _bt601_video_rgb(y, u, v)).max() <= 2.0
+    bgr = image_to_array(msg, "bgr8")
+    np.testing.assert_array_equal(bgr, rgb[:, :, ::-1])
+    assert image_to_array(msg).shape == (h * 3 // 2, w)  # passthrough: the stored planes
+
+
+@pytest.mark.parametrize("encoding, order", [("uyvy", "UYVY"), ("yuv422", "UYVY"), ("yuyv", "YUYV"),
+                                             ("yuv422_yuy2", "YUYV")])
+def test_packed_422_decodes_to_bt601_rgb(encoding: str, order: str) -> None:
+    h, w = 4, 10
+    y, u, v = _yuv_planes(h, w, chroma_rows=1)
+    packed = np.empty((h, w * 2), np.uint8)
+    luma_at, u_at, v_at = (1, 0, 2) if order == "UYVY" else (0, 1, 3)  # byte offsets inside each 4-byte pair
+    packed[:, luma_at::2] = y
+    packed[:, u_at::4] = u[:, ::2]
+    packed[:, v_at::4] = v[:, ::2]
+    msg = _rows_to_message(packed, encoding, h, w, pad=6)
+    rgb = image_to_array(msg, "rgb8")
+    assert np.abs(rgb.astype(float) - _bt601_video_rgb(y, u, v)).max() <= 2.0
+    assert image_to_array(msg).shape == (h, w, 2)
+
+
+def test_bad_yuv_messages_name_the_field() -> None:
+    odd = FakeImage(5, 8, "nv12", 0, 8, bytes(8 * 8))
+    with pytest.raises(ImageEncodingError, match=r"nv12 image is 8x5 .*even width and height"):
+        image_to_array(odd, "rgb8")
+    short = FakeImage(4, 8, "nv12", 0, 8, bytes(8 * 5))
+    with pytest.raises(ImageEncodingError, match="field 'data' has 40 bytes; 8x4 nv12 with step 8 needs 48"):
+        image_to_array(short, "rgb8")
+    packed = FakeImage(2, 4, "yuyv", 0, 8, bytes(16))
+    with pytest.raises(ImageEncodingError, match="cannot convert image encoding 'yuyv' to 'rgba8'"):
+        image_to_array(packed, "rgba8")
+    with pytest.raises(ImageEncodingError, match=r"unsupported image encoding 'bayer_rggb8'.*nv12"):
+        image_to_array(FakeImage(2, 2, "bayer_rggb8", 0, 2, bytes(4)), "rgb8")

@@ -36,6 +36,14 @@ def test_perfect_prediction_and_nonfinite_prediction() -> None:
     assert eigen_metrics(pred, gt, 0.5, 20)["abs_rel"] > 0
 
 
+def test_rep117_infinities_clip_to_the_range_ends() -> None:
+    gt = np.array([[19.0, 0.6, 5.0]])
+    pred = np.array([[np.inf, -np.inf, 5.0]])  # "beyond range" near the top, "too near" near the bottom
+    same = eigen_metrics(np.array([[20.0, 0.5, 5.0]]), gt, 0.5, 20)
+    assert eigen_metrics(pred, gt, 0.5, 20) == same
+    assert same["abs_rel"] == pytest.approx((1 / 19 + 0.1 / 0.6) / 3)
+
+
 def test_accumulator_pools_pixels_across_frames() -> None:
     rng = np.random.default_rng(0)
     gts = [rng.uniform(1, 10, (4, 6)) for _ in range(3)]

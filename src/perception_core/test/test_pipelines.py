@@ -16,6 +16,7 @@ from perception_core.pipelines import (
     colorize_labels,
     depth_to_points,
     logits_to_labels,
+    mark_depth_range,
     overlay,
     pack_points,
     scale_intrinsics,
@@ -43,18 +44,19 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     }
 
 
-def test_separate_depth_is_composed_on_the_host_with_nan_outside_the_range(models: dict[str, Path]) -> None:
+def test_separate_depth_is_composed_on_the_host_with_rep117_values_outside_the_range(models: dict[str, Path]) -> None:
     pipe = DepthPipeline(load_model(models["separate"], backend="cpu", num_threads=1))
     level = np.tile(np.arange(16), (32, 2))  # 32x32, every level present
     rgb = _grey(level, 16)
     out = pipe.infer(rgb)
     t = rgb[..., 0] / 255.0
     want = level * 1.0 + 1.0 / (1.0 + np.exp(-(t - 0.5)))  # step 1 m per level + sigmoid fractional
-    want[level == 15] = 15.0  # top level + residual (< one 1 m step) is "at max range": clamped, not NaN
-    want[want < 0.5] = np.nan
+    want[level == 15] = np.inf  # top level + residual: at or beyond max range (REP 117 +Inf), not a wall at 15 m
+    want[want < 0.5] = -np.inf  # level 0 + residual 0.38 m < min_depth 0.5 m: too close (REP 117 -Inf)
     assert out.depth.dtype == np.float32 and out.depth.shape == (32, 32)
     np.testing.assert_allclose(out.depth, want, atol=1e-4)
-    assert (out.depth[level == 15] == 15.0).all()
+    assert np.isposinf(out.depth[level == 15]).all() and np.isneginf(out.depth[level == 0]).all()
+    assert not np.isnan(out.depth).any() and not (out.depth == 15.0).any()
     np.testing.assert_allclose(out.integer, level / 15.0, atol=1e-6)
     assert out.fractional is not None and set(out.timings) == {"preprocess_ms", "inference_ms", "postprocess_ms"}
 
@@ -66,9 +68,16 @@ def test_max_depth_override_rescales_separate_and_only_clips_composed(models: di
     np.testing.assert_allclose(sep.infer(rgb).depth, 8 / 15 * 10.0 + frac, atol=1e-4)
     comp = DepthPipeline(load_model(models["composed"], backend="cpu", num_threads=1), max_depth=5.0)
     out = comp.infer(rgb)
-    assert np.isnan(out.depth).all() and out.fractional is None  # 8.x m > 5 m + one 1 m step: invalid
+    assert np.isposinf(out.depth).all() and out.fractional is None  # 8.x m is beyond the 5 m range: +Inf
     with pytest.raises(ConfigError, match=r"depth range \[6.0, 5.0\] m is empty"):
         DepthPipeline(load_model(models["composed"], backend="cpu"), max_depth=5.0, min_depth=6.0)
+
+
+def test_rep117_marks_invalid_too_near_and_beyond_range() -> None:
+    depth = np.array([[-1.0, 0.0, np.nan, 0.2, 0.5, 7.5, 14.999, 15.0, 15.6, np.inf, -np.inf]], np.float32)
+    mark_depth_range(depth, min_depth=0.5, max_depth=15.0)
+    want = [np.nan, np.nan, np.nan, -np.inf, 0.5, 7.5, 14.999, np.inf, np.inf, np.inf, np.nan]
+    np.testing.assert_array_equal(depth[0], np.asarray(want, np.float32))
 
 
 def test_composed_depth_matches_separate_and_resizes_camera_images(models: dict[str, Path]) -> None:

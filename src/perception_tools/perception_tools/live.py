@@ -427,10 +427,13 @@ def score_recorded(
         reference = offline.get(frame.stamp_ns) if offline else None
         if reference is not None and matched_offline is not None:
             comparison.frames_compared += 1
-            both_nan = np.isnan(reference.depth) & np.isnan(out.depth)
-            one_nan = np.isnan(reference.depth) ^ np.isnan(out.depth)
-            comparison.depth_nan_mismatch_pixels += int(one_nan.sum())
-            diff = np.abs(np.where(both_nan | one_nan, 0.0, reference.depth - out.depth))
+            # REP 117 specials (NaN, +Inf, -Inf) agree when both paths give the same one; a finite value against
+            # a special one is a mismatch, counted apart from the metric difference.
+            special = ~np.isfinite(reference.depth) | ~np.isfinite(out.depth)
+            same_special = (reference.depth == out.depth) | (np.isnan(reference.depth) & np.isnan(out.depth))
+            mismatch = special & ~same_special
+            comparison.depth_nan_mismatch_pixels += int(mismatch.sum())
+            diff = np.abs(np.where(special, 0.0, reference.depth - out.depth))
             comparison.depth_max_abs_diff_m.append(float(diff.max()) if diff.size else 0.0)
             comparison.label_agreement.append(float(np.mean(reference.labels == out.labels)))
             cell_agreement = float(np.mean(reference.category == category))

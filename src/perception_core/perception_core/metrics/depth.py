@@ -1,9 +1,10 @@
 """Eigen depth metrics (monodepth2 / packnet-sfm definitions), numpy only.
 
 Only ground truth with ``min_depth < gt < max_depth`` counts; predictions are
-clipped to that range, as the reference code does, and non-finite
-predictions count as invalid pixels of the prediction (they are set to
-``min_depth`` so they are penalised, not silently dropped).
+clipped to that range, as the reference code does. REP 117's infinities clip
+like any out-of-range value (+Inf "beyond range" to ``max_depth``, -Inf "too
+near" to ``min_depth``); NaN predictions count as invalid pixels of the
+prediction (set to ``min_depth`` so they are penalised, not silently dropped).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ def _valid_pairs(pred: np.ndarray, gt: np.ndarray, min_depth: float, max_depth: 
         raise ValueError(f"prediction shape {pred.shape} != ground-truth shape {gt.shape}")
     valid = np.isfinite(gt) & (gt > min_depth) & (gt < max_depth)
     p = pred[valid]
-    p = np.where(np.isfinite(p), p, min_depth)
+    p = np.where(np.isnan(p), min_depth, p)
     return np.clip(p, min_depth, max_depth), gt[valid]
 
 
