@@ -52,6 +52,20 @@ class Probe:
     def publisher(self, msg_type: type, topic: str) -> Any:
         return self.node.create_publisher(msg_type, topic, 10)
 
+    def camera(self, namespace: str = "") -> Callable[[Image, CameraInfo | None], None]:
+        """A function that publishes a frame with its camera_info (default: an ideal pinhole of the frame's size)."""
+        image_pub = self.publisher(Image, f"{namespace}/camera/image_raw")
+        info_pub = self.publisher(CameraInfo, f"{namespace}/camera/camera_info")
+
+        def send(frame: Image, info: CameraInfo | None = None) -> None:
+            info = info or camera_info_msg(frame.width, frame.height, fx=frame.width, fy=frame.width,
+                                           cx=(frame.width - 1) / 2, cy=(frame.height - 1) / 2)
+            info.header = frame.header
+            info_pub.publish(info)
+            image_pub.publish(frame)
+
+        return send
+
     def spin_until(self, done: Callable[[], bool], timeout: float = 15.0, every: Callable[[], None] | None = None,
                    period: float = 0.2) -> bool:
         """Spin both nodes until ``done()``; call ``every()`` each ``period`` s (re-publish past discovery)."""

@@ -26,7 +26,7 @@ LEVEL = 8  # grey level of the synthetic scene: integer head = 8/15, depth = 8 m
 
 def _scene(h: int = 48, w: int = 64) -> np.ndarray:
     grey = np.full((h, w), round(LEVEL * 255 / 15), np.uint8)
-    grey[:, : w // 4] = 255  # left quarter: top level 15 m + fractional > max_depth -> NaN
+    grey[:, : w // 4] = 255  # left quarter: top level 15 m + fractional: at or beyond max range -> +Inf
     return np.repeat(grey[:, :, None], 3, axis=2)
 
 
@@ -42,7 +42,7 @@ def _node(model: Path, **params: object):
     return lambda context: DepthNode(context=context, parameter_overrides=overrides)
 
 
-def test_synthetic_frame_gives_rep118_depth_camera_info_heads_points(tmp_path: Path) -> None:
+def test_synthetic_frame_gives_rep118_rep117_depth_camera_info_heads_points(tmp_path: Path) -> None:
     model = make_tiny_depth_model(tmp_path / "depth.onnx", kind="levels", outputs="separate", levels=16,
                                   max_depth=15.0)
     with ros_context() as context:
@@ -76,7 +76,7 @@ def test_synthetic_frame_gives_rep118_depth_camera_info_heads_points(tmp_path: P
     assert (out.encoding, out.height, out.width) == ("32FC1", 32, 32)
     assert (out.header.stamp.sec, out.header.stamp.nanosec, out.header.frame_id) == (42, 123, "camera_optical")
     values = as_array(out, np.float32)
-    assert (values[:, :8] == 15.0).all()  # saturated left quarter: top level + residual, clamped to max_depth
+    assert np.isposinf(values[:, :8]).all()  # REP 117: beyond range is +Inf, not a wall at max_depth
     np.testing.assert_allclose(values[:, 8:], _expected_depth(round(LEVEL * 255 / 15)), atol=1e-4)
 
     info = infos[0]
@@ -85,8 +85,8 @@ def test_synthetic_frame_gives_rep118_depth_camera_info_heads_points(tmp_path: P
     np.testing.assert_allclose(np.asarray(info.k).reshape(3, 3), [[25.0, 0, 15.5], [0, 40.0, 15.5], [0, 0, 1]])
 
     assert (colour[0].encoding, colour[0].height, colour[0].width) == ("rgb8", 32, 32)
-    at_max = colorize_depth(np.full((1, 1), 15.0, np.float32), 15.0)[0, 0]
-    assert (as_array(colour[0], np.uint8)[:, :8] == at_max).all()  # max range gets the colour map's far end
+    at_max = colorize_depth(np.full((1, 1), 1e6, np.float32), 15.0)[0, 0]  # any value past the range's top
+    assert (as_array(colour[0], np.uint8)[:, :8] == at_max).all()  # +Inf gets the colour map's far end
 
     head = heads[0]
     assert head.header.stamp.sec == 42 and head.integer.encoding == "32FC1" and head.levels == 16
@@ -95,15 +95,15 @@ def test_synthetic_frame_gives_rep118_depth_camera_info_heads_points(tmp_path: P
     cloud = points[0]
     assert cloud.header.frame_id == "camera_optical" and cloud.point_step == 12
     xyz = np.frombuffer(bytes(cloud.data), np.float32).reshape(-1, 3)
-    assert len(xyz) == 16 * 16  # stride 2 over 32x32, every pixel valid
-    z = xyz[:, 2].reshape(16, 16)
-    assert (z[:, :4] == 15.0).all()  # the clamped quarter sits at max range
-    np.testing.assert_allclose(z[:, 4:], _expected_depth(round(LEVEL * 255 / 15)), atol=1e-4)
+    assert len(xyz) == 16 * 12 and cloud.width == 16 * 12  # stride 2 over 32x32, minus the +Inf quarter
+    assert cloud.is_dense and np.isfinite(xyz).all()  # is_dense says the truth: only finite points
+    np.testing.assert_allclose(xyz[:, 2], _expected_depth(round(LEVEL * 255 / 15)), atol=1e-4)
 
-    assert stats[0].backend_used == "cpu" and stats[0].frames_processed >= 1 and stats[0].inference_ms > 0
+    processed = next(s for s in stats if s.frames_processed >= 1)
+    assert processed.backend_used == "cpu" and processed.inference_ms > 0
     status = next(a.status[0] for a in diagnostics if a.status[0].level == DiagnosticStatus.OK)
     values = {kv.key: kv.value for kv in status.values}
-    assert status.name == "depth_node: depth inference" and status.hardware_id == "cpu"
+    assert status.name == "/depth_node: depth inference" and status.hardware_id == "cpu"
     assert values["backend_used"] == "cpu" and int(values["frames_processed"]) >= 1 and values["frames_dropped"] == "0"
     assert '"task": "depth"' in model_info[0].data and '"backend_used": "cpu"' in model_info[0].data
     assert json.loads(model_info[0].data)["content_check"].startswith("verified")
@@ -125,7 +125,7 @@ def test_bad_input_is_dropped_and_counted_then_a_good_frame_is_processed(tmp_pat
         # 1. A well-formed frame before any camera_info: refused, since the depth needs intrinsics.
         early = image_msg(_scene(), "rgb8", stamp_sec=1)
         assert probe.spin_until(lambda: dropped() >= 1, every=lambda: image_pub.publish(early))
-        assert "no camera_info on /camera/camera_info" in node.stats.last_error
+        assert "no camera_info on camera/camera_info" in node.stats.last_error
         info = camera_info_msg(64, 48, fx=50.0, fy=50.0, cx=31.5, cy=23.5)
         assert probe.spin_until(lambda: node.camera_info is not None, every=lambda: info_pub.publish(info))
 
@@ -133,9 +133,9 @@ def test_bad_input_is_dropped_and_counted_then_a_good_frame_is_processed(tmp_pat
         empty = image_msg(_scene(), "rgb8", stamp_sec=3)
         empty.data = []
         garbage = [
-            (image_msg(_scene(), "yuv422_yuy2", stamp_sec=2), "unsupported image encoding 'yuv422_yuy2'"),
+            (image_msg(_scene(), "bayer_rggb8", stamp_sec=2), "unsupported camera image encoding 'bayer_rggb8'"),
             (empty, "field 'data' is empty"),
-            (image_msg(_scene(30, 40), "rgb8", stamp_sec=4), "is 40x30 but camera_info on /camera/camera_info says"),
+            (image_msg(_scene(30, 40), "rgb8", stamp_sec=4), "is 40x30 but camera_info on camera/camera_info says"),
         ]
         for msg, reason in garbage:
             before = dropped()

@@ -1,8 +1,11 @@
-"""Frame statistics and the one set of health rules every node reports to ``/diagnostics``.
+"""Frame statistics, input-arrival accounting and the one set of health rules every node reports.
 
 The rules (``frame_health``), in order:
 
 - ERROR: frames arrived but none has been processed (every one was dropped);
+- ERROR / WARN: input frames never arrived (``arrival_health``: at least half
+  / any of the frames sent in the last 5 s were lost in transport, or the
+  stream is slower than ``expected_rate_hz``, or silent while a rate is expected);
 - WARN: a node-specific condition (e.g. the costmap's flat-ground fallback);
 - WARN: frames were dropped since the last report;
 - WARN: no frame processed yet, or none in the last 5 s;
@@ -60,11 +63,110 @@ class FrameStats:
         }
 
 
+class ArrivalMonitor:
+    """Accounts for the input frames a subscription should have had, and says which never arrived.
+
+    Three sources, all cheap:
+
+    - DDS sample-lost events (rclpy's ``message_lost`` QoS event; Fast DDS
+      counts samples whose sequence numbers never completed, which is how an
+      undersized transport loses camera frames): frames lost in transport.
+    - The publisher's sequence number on each received frame
+      (``MessageInfo.publication_sequence_number``, where the RMW fills it): a
+      gap that DDS did not report lost is a frame the 1-deep queue replaced while
+      the node was busy (latest frame wins, by design), not a loss.
+    - The camera's header stamps against ``expected_rate_hz`` (0 = not checked):
+      a stream slower than expected (a throttled or stalled camera, or losses
+      that no layer reports) or silent.
+    """
+
+    def __init__(self, window_s: float = RECENT_WINDOW_S) -> None:
+        self.window_s = window_s
+        self.received = 0
+        self.lost = 0
+        self._gaps = 0
+        self._events: deque[tuple[float, str, int]] = deque()  # (monotonic time, kind, count)
+        self._frames: deque[tuple[float, int, int | None]] = deque()  # (monotonic time, stamp ns, sequence)
+        self._last_sequence: int | None = None
+
+    def on_lost(self, count: int) -> None:
+        """DDS reported ``count`` more samples lost (the event's ``total_count_change``)."""
+        if count > 0:
+            self.lost += count
+            self._events.append((time.monotonic(), "lost", count))
+
+    def on_frame(self, stamp_ns: int, sequence: int | None = None) -> None:
+        """A frame reached the callback; ``sequence`` is the publisher's, or None where the RMW gives none."""
+        now = time.monotonic()
+        self.received += 1
+        if sequence is not None and sequence > 0:
+            if self._last_sequence is not None and sequence > self._last_sequence + 1:
+                self._gaps += sequence - self._last_sequence - 1
+                self._events.append((now, "gap", sequence - self._last_sequence - 1))
+            self._last_sequence = sequence  # a smaller one means a new publisher: start over, no gap
+        self._frames.append((now, int(stamp_ns), sequence if sequence else None))
+        self._trim(now)
+
+    @property
+    def skipped(self) -> int:
+        """Frames the publisher sent that the 1-deep queue replaced (sequence gaps not reported lost), in all."""
+        return max(0, self._gaps - self.lost)
+
+    def _trim(self, now: float) -> None:
+        while self._events and now - self._events[0][0] > self.window_s:
+            self._events.popleft()
+        while self._frames and now - self._frames[0][0] > self.window_s:
+            self._frames.popleft()
+
+    def summary(self, expected_rate_hz: float = 0.0) -> dict[str, float]:
+        """Numbers over the last window: received, lost, skipped (latest wins), sent, the camera's rate."""
+        self._trim(time.monotonic())
+        received = len(self._frames)
+        lost = sum(n for _, kind, n in self._events if kind == "lost")
+        gaps = sum(n for _, kind, n in self._events if kind == "gap")
+        skipped = max(0, gaps - lost)
+        rate = 0.0
+        if received >= 2:
+            span_s = (self._frames[-1][1] - self._frames[0][1]) / 1e9
+            first_seq, last_seq = self._frames[0][2], self._frames[-1][2]
+            sent_between = (last_seq - first_seq) if first_seq and last_seq and last_seq > first_seq \
+                else received - 1
+            rate = sent_between / span_s if span_s > 0 else 0.0
+        return {
+            "frames_received_5s": float(received),
+            "frames_lost_in_transport_5s": float(lost),
+            "frames_skipped_latest_wins_5s": float(skipped),
+            "frames_sent_5s": float(received + skipped + lost),
+            "camera_rate_hz": rate,
+            "expected_rate_hz": float(expected_rate_hz),
+        }
+
+
+def arrival_health(summary: Mapping[str, float], topic: str) -> tuple[int, str] | None:
+    """ERROR/WARN for frames that never arrived, with the numbers; None when nothing is missing."""
+    lost, sent = summary["frames_lost_in_transport_5s"], summary["frames_sent_5s"]
+    expected, rate = summary["expected_rate_hz"], summary["camera_rate_hz"]
+    if lost > 0:
+        level = DiagnosticStatus.ERROR if lost >= 0.5 * sent else DiagnosticStatus.WARN
+        return level, (f"{lost:.0f} of {sent:.0f} frames on {topic} were lost in transport in the last "
+                       f"{RECENT_WINDOW_S:.0f} s (received {summary['frames_received_5s']:.0f}); "
+                       "check the DDS transport profile (docs/bringup.md)")
+    if expected > 0 and summary["frames_received_5s"] == 0:
+        return DiagnosticStatus.ERROR, f"no frame on {topic} in the last {RECENT_WINDOW_S:.0f} s; expected {expected:g} Hz"
+    if expected > 0 and summary["frames_received_5s"] >= 2 and rate < 0.8 * expected:
+        return DiagnosticStatus.WARN, (f"{topic} arrives at {rate:.1f} Hz by its stamps; expected {expected:g} Hz "
+                                       f"(received {summary['frames_received_5s']:.0f} in {RECENT_WINDOW_S:.0f} s)")
+    return None
+
+
 def frame_health(stats: FrameStats, summary: Mapping[str, float], warning: str | None = None,
-                 ok_suffix: str = "") -> tuple[int, str]:
-    """(DiagnosticStatus level, message) by the module's rules; ``warning`` is a node-specific WARN."""
+                 ok_suffix: str = "", arrival: tuple[int, str] | None = None) -> tuple[int, str]:
+    """(DiagnosticStatus level, message) by the module's rules; ``warning`` is a node-specific WARN,
+    ``arrival`` the result of ``arrival_health`` for the node's input."""
     if stats.processed == 0 and stats.dropped > 0:
         return DiagnosticStatus.ERROR, f"every frame dropped: {stats.last_error}"
+    if arrival is not None:
+        return arrival
     if warning:
         return DiagnosticStatus.WARN, warning
     if summary["drops_since_last_report"] > 0:

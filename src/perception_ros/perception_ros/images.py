@@ -12,6 +12,10 @@ from perception_core.errors import ImageEncodingError
 
 # Encodings the model can take without a colour conversion (the preprocessor reorders channels).
 DIRECT_ORDERS = {"rgb8": "RGB", "bgr8": "BGR"}
+# What a camera may publish into the inference nodes: colour, mono, 16-bit colour, and the YUV layouts
+# of camera drivers (qrb_ros_camera's nv12, V4L2/GMSL cameras' uyvy/yuyv and nv21).
+CAMERA_ENCODINGS = ("rgb8", "bgr8", "rgba8", "bgra8", "mono8", "rgb16", "bgr16", "rgba16", "bgra16", "mono16",
+                    *image_codec.YUV_ENCODINGS)
 
 
 class ImageConverter:
@@ -41,9 +45,19 @@ class ImageConverter:
             raise ImageEncodingError(f"image ({msg.encoding}, {msg.width}x{msg.height}): {err}") from err
 
     def to_model_input(self, msg: Any) -> tuple[np.ndarray, str]:
-        """(uint8 HxWx3 image, channel order): rgb8/bgr8 pass through, others convert to rgb8."""
-        if msg.encoding in DIRECT_ORDERS:
-            return self.to_array(msg, "passthrough"), DIRECT_ORDERS[msg.encoding]
+        """(uint8 HxWx3 image, channel order): rgb8/bgr8 pass through, others convert to rgb8 in one cv2 call.
+
+        YUV layouts always decode through ``image_codec`` (cv_bridge releases differ in which they know);
+        an encoding outside ``CAMERA_ENCODINGS`` raises ImageEncodingError listing the accepted ones.
+        """
+        encoding = str(msg.encoding)
+        if encoding in DIRECT_ORDERS:
+            return self.to_array(msg, "passthrough"), DIRECT_ORDERS[encoding]
+        if encoding not in CAMERA_ENCODINGS:
+            raise ImageEncodingError(f"unsupported camera image encoding {encoding!r} (field 'encoding'); the "
+                                     f"inference nodes take {', '.join(CAMERA_ENCODINGS)}")
+        if encoding in image_codec.YUV_ENCODINGS:
+            return image_codec.image_to_array(msg, "rgb8"), "RGB"
         return self.to_array(msg, "rgb8"), "RGB"
 
     def to_msg(self, array: np.ndarray, encoding: str, header: Any) -> Image:

@@ -1,31 +1,91 @@
-"""Console entry points of the nodes: the jazzy init / spin / shutdown pattern in one place."""
+"""Console entry points: init, spin and a clean shutdown in one place, for one node or several.
+
+Ctrl-C (SIGINT to the process group, as a terminal or ``ros2 launch`` sends
+it) and SIGTERM end the process with exit code 0 and no traceback, whenever
+they arrive: while Python imports rclpy, OpenCV and ONNX Runtime, while a
+model loads, or while a frame is processed. Node classes are imported inside
+the guarded region, which is why entry points name them by string. A start-up
+failure (a ``PerceptionError``: missing model, bad parameter) prints one line
+naming the node class and exits 1.
+"""
 
 from __future__ import annotations
 
+import importlib
+import signal
 import sys
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from perception_core.errors import PerceptionError
 
 
-def run_node(node_class: type[Any], args: list[str] | None = None) -> int:
-    """Init, spin, clean shutdown; a start-up error exits non-zero with one line naming the node class."""
-    import rclpy
-    from rclpy.executors import ExternalShutdownException
+def _node_class(spec: Any) -> type[Any]:
+    if isinstance(spec, str):
+        module, _, name = spec.partition(":")
+        return getattr(importlib.import_module(module), name)
+    return spec
 
-    rclpy.init(args=args)
-    node = None
+
+def _label(spec: Any) -> str:
+    return spec.rpartition(":")[2] if isinstance(spec, str) else spec.__name__
+
+
+def run_node(node: Any, args: list[str] | None = None) -> int:
+    """One node (a class or ``"module:Class"``): init, spin, clean shutdown; returns the exit code."""
+    return run_nodes([node], args, label=_label(node))
+
+
+def run_nodes(nodes: Sequence[Any], args: list[str] | None = None, *, label: str = "perception-stack",
+              multi_threaded: bool = False, on_started: Callable[[list[Any]], None] | None = None) -> int:
+    """Several nodes in one executor (a composed process); ``on_started`` runs once all exist.
+
+    Exit codes: 0 after Ctrl-C / SIGTERM / rclpy shutdown, 1 after a PerceptionError at start-up.
+    """
+    instances: list[Any] = []
+    executor: Any = None
     code = 0
     try:
-        node = node_class()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
+        import rclpy
+        from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
+
+        try:
+            rclpy.init(args=args)
+            executor = MultiThreadedExecutor() if multi_threaded else SingleThreadedExecutor()
+            for spec in nodes:
+                instance = _node_class(spec)()
+                instances.append(instance)
+                executor.add_node(instance)
+            if on_started is not None:
+                on_started(instances)
+            executor.spin()
+        except ExternalShutdownException:
+            pass
+    except KeyboardInterrupt:
         pass
     except PerceptionError as err:
-        print(f"{node_class.__name__}: error: {err}", file=sys.stderr)
+        print(f"{label}: error: {err}", file=sys.stderr)
         code = 1
     finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
+        _shut_down(executor, instances)
     return code
+
+
+def _shut_down(executor: Any, instances: list[Any]) -> None:
+    """Tear down once; a second Ctrl-C during teardown is ignored rather than printed as a traceback."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        import rclpy
+
+        if executor is not None:
+            executor.shutdown()
+        for instance in instances:
+            try:
+                instance.destroy_node()
+            except Exception:  # noqa: BLE001  (the signal handler may have shut the context down already)
+                pass
+        rclpy.try_shutdown()
+    except ImportError:
+        pass
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -1,0 +1,9 @@
+"""Console entry point of the segmentation node: light, so Ctrl-C during the heavy imports still exits cleanly."""
+
+from __future__ import annotations
+
+from perception_ros.spin import run_node
+
+
+def segmentation_node(args: list[str] | None = None) -> None:
+    raise SystemExit(run_node("seg_perception.segmentation_node:SegmentationNode", args))
