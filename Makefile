@@ -6,7 +6,7 @@ ENV_STAMP := install/.setup-done
 ENV := source scripts/env.sh &&
 # Inputs whose change needs a new venv or a colcon rebuild (Python sources are
 # symlink-installed, so editing them needs neither).
-ENV_INPUTS := $(wildcard models/weights/*.pt) scripts/export_demo_models.sh requirements.in requirements.lock scripts/setup_env.sh package.xml CMakeLists.txt colcon.meta \
+ENV_INPUTS := $(wildcard models/weights/*.pt) scripts/export_demo_models.sh requirements.in requirements.lock scripts/setup_env.sh colcon.meta \
 	$(wildcard src/*/package.xml src/*/setup.cfg src/*/setup.py src/*/CMakeLists.txt src/perception_msgs/msg/*.msg)
 PYTEST_ARGS ?=
 

@@ -2,34 +2,28 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument
 from launch.substitutions import LaunchConfiguration
-from launch_ros.actions import Node
 
-BRINGUP = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from stack_actions import declare, node
 
 
 def generate_launch_description() -> LaunchDescription:
     return LaunchDescription([
-        DeclareLaunchArgument("params_file", default_value=str(BRINGUP / "config" / "perception.yaml"),
-                              description="parameter YAML with a costmap_node section"),
-        DeclareLaunchArgument("depth_topic", default_value="/perception/depth/image",
+        *declare("namespace", "params_file", "use_sim_time", "use_respawn", "dds_profile", "camera_info_topic"),
+        DeclareLaunchArgument("depth_topic", default_value="perception/depth/image",
                               description="depth image (32FC1 metres), e.g. /ground_truth/depth from a bag"),
-        DeclareLaunchArgument("labels_topic", default_value="/perception/segmentation/labels",
+        DeclareLaunchArgument("labels_topic", default_value="perception/segmentation/labels",
                               description="label image (mono8 class ids), e.g. /ground_truth/labels"),
-        DeclareLaunchArgument("camera_info_topic", default_value="/camera/camera_info",
-                              description="camera intrinsics (any resolution of the same camera)"),
-        Node(
-            package="seg_perception",
-            executable="costmap_node",
-            name="costmap_node",
-            output="screen",
-            parameters=[LaunchConfiguration("params_file")],
-            remappings=[("/perception/depth/image", LaunchConfiguration("depth_topic")),
-                        ("/perception/segmentation/labels", LaunchConfiguration("labels_topic")),
-                        ("/camera/camera_info", LaunchConfiguration("camera_info_topic"))],
-        ),
+        # Not a managed node (yet): it gets no autostart parameter.
+        node("seg_perception", "costmap_node", "costmap_node", {},
+             [("perception/depth/image", LaunchConfiguration("depth_topic")),
+              ("perception/segmentation/labels", LaunchConfiguration("labels_topic")),
+              ("camera/camera_info", LaunchConfiguration("camera_info_topic"))],
+             managed=False),
     ])

@@ -11,4 +11,6 @@ set +u
 # DDS discovery stays on this host; each shell gets its own domain unless set.
 export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST
 export ROS_DOMAIN_ID=${ROS_DOMAIN_ID:-$(( $$ % 200 + 1 ))}
+# The stack's Fast DDS transport profile (camera-size frames need a larger shared-memory segment), unless set.
+export FASTRTPS_DEFAULT_PROFILES_FILE=${FASTRTPS_DEFAULT_PROFILES_FILE:-$_ws_root/config/fastdds.xml}
 unset _ws_root

@@ -46,7 +46,13 @@ mkdir -p "$ROOT/log"
 export AMENT_PREFIX_PATH=$VENV CMAKE_PREFIX_PATH=$VENV
 exec 9>"$ROOT/.build.lock"
 flock 9
-colcon --log-base log build --symlink-install --paths . src/* \
+# CMake refuses a build folder configured from another source folder (e.g. after a package moved): start it over.
+for cache in build/*/CMakeCache.txt; do
+  [ -f "$cache" ] || continue
+  home=$(sed -n 's/^CMAKE_HOME_DIRECTORY:INTERNAL=//p' "$cache")
+  if [ -n "$home" ] && [ ! -f "$home/package.xml" ]; then rm -rf "$(dirname "$cache")"; fi
+done
+colcon --log-base log build --symlink-install --base-paths src \
   --event-handlers console_direct- --cmake-args -DPython3_EXECUTABLE="$VENV/bin/python" \
   > log/colcon-build.txt 2>&1 || { tail -40 log/colcon-build.txt >&2; echo "[setup] colcon build failed: see log/colcon-build.txt" >&2; exit 1; }
 flock -u 9

@@ -1,15 +1,17 @@
-"""Launch files and parameter YAML: right nodes, real entry points, existing files, declared parameters.
+"""Launch files and parameter YAML: right nodes, real entry points, files from the share, declared parameters.
 
 `launch`/`launch_ros` are not installable here, so the launch files are run
 against the recording test double in test/launch_double (put on sys.path only
-inside these tests). The parameter check instantiates the real node classes
-with rclpy and the real YAML.
+inside these tests), which resolves substitutions and conditions as launch
+does. The parameter checks instantiate the real node classes with rclpy and
+the real YAML.
 """
 
 from __future__ import annotations
 
 import configparser
 import importlib.util
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,11 +25,12 @@ DOUBLE = Path(__file__).resolve().parent / "launch_double"
 LAUNCH = ROOT / "launch"
 PARAMS = ROOT / "config" / "perception.yaml"
 NODE_PACKAGES = {"depth_node": "depth_perception", "segmentation_node": "seg_perception",
-                 "costmap_node": "seg_perception"}
+                 "costmap_node": "seg_perception", "fused_node": "fused_perception"}
+PROFILE_ENV = "FASTRTPS_DEFAULT_PROFILES_FILE"
 
 
 def _forget_launch_modules() -> None:
-    for name in [n for n in sys.modules if n.split(".")[0] in ("launch", "launch_ros")]:
+    for name in [n for n in sys.modules if n.split(".")[0] in ("launch", "launch_ros", "stack_actions")]:
         del sys.modules[name]
 
 
@@ -43,13 +46,25 @@ def launch_double(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     _forget_launch_modules()
 
 
-def describe(path: Path, given: dict[str, Any] | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Resolved Node(...) kwargs of a launch file (following includes) and its launch arguments."""
-    from launch.actions import DeclareLaunchArgument, IncludeLaunchDescription
-    from launch.substitutions import LaunchConfiguration
+def share() -> Path:
+    from perception_core.resources import package_share
+
+    return package_share("offroad_perception_bringup")
+
+
+def describe(path: Path, given: dict[str, Any] | None = None, environment: dict[str, str] | None = None
+             ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Resolved Node(...) kwargs of a launch file (following includes) and its launch arguments.
+
+    Each node's dict also has ``environment`` (what SetEnvironmentVariable set before it) and
+    ``shutdown_on_exit`` (the reason of an on_exit Shutdown whose condition holds, else None).
+    """
+    from launch import perform
+    from launch.actions import DeclareLaunchArgument, IncludeLaunchDescription, SetEnvironmentVariable, Shutdown
     from launch_ros.actions import Node
 
     given = dict(given or {})
+    environment = dict(environment or {})
     spec = importlib.util.spec_from_file_location(f"launch_file_{path.stem.replace('.', '_')}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -57,9 +72,8 @@ def describe(path: Path, given: dict[str, Any] | None = None) -> tuple[list[dict
     scope: dict[str, Any] = {}
 
     def resolve(value: Any) -> Any:
-        if isinstance(value, LaunchConfiguration):
-            assert value.variable_name in scope, f"{path.name}: LaunchConfiguration {value.variable_name!r} undeclared"
-            return scope[value.variable_name]
+        if hasattr(value, "perform"):
+            return value.perform(scope)
         if isinstance(value, dict):
             return {resolve(k): resolve(v) for k, v in value.items()}
         if isinstance(value, (list, tuple)):
@@ -69,16 +83,37 @@ def describe(path: Path, given: dict[str, Any] | None = None) -> tuple[list[dict
     nodes: list[dict[str, Any]] = []
     for entity in description.entities:
         if isinstance(entity, DeclareLaunchArgument):
-            scope[entity.name] = given.pop(entity.name, entity.default_value)
+            value = given.pop(entity.name) if entity.name in given else perform(entity.default_value, scope)
+            assert value is not None, f"{path.name}: launch argument {entity.name} has no value"
+            entity.check(str(value))
+            scope[entity.name] = value
+        elif not entity.applies(scope):
+            continue
+        elif isinstance(entity, SetEnvironmentVariable):
+            environment[resolve(entity.name)] = resolve(entity.value)
         elif isinstance(entity, IncludeLaunchDescription):
             arguments = {resolve(k): resolve(v) for k, v in entity.launch_arguments}
-            nodes += describe(Path(entity.launch_description_source.location), arguments)[0]
+            location = Path(resolve(entity.launch_description_source.location))
+            assert location.is_file(), f"{path.name} includes {location}, which does not exist"
+            nodes += describe(location, arguments, environment)[0]
         elif isinstance(entity, Node):
-            nodes.append(resolve(entity.kwargs))
+            node = resolve({k: v for k, v in entity.kwargs.items() if k != "on_exit"})
+            node["environment"] = dict(environment)
+            exits = [a for a in entity.kwargs.get("on_exit", []) if isinstance(a, Shutdown) and a.applies(scope)]
+            node["shutdown_on_exit"] = exits[0].reason if exits else None
+            nodes.append(node)
         else:
             raise AssertionError(f"{path.name}: unexpected launch entity {entity!r}")
     assert not given, f"{path.name} does not declare launch arguments {sorted(given)}"
     return nodes, scope
+
+
+def by_name(nodes: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {n["name"]: n for n in nodes}
+
+
+def overrides(node: dict[str, Any]) -> dict[str, Any]:
+    return next(p for p in node["parameters"] if isinstance(p, dict))
 
 
 def console_scripts(package: str) -> dict[str, str]:
@@ -86,6 +121,11 @@ def console_scripts(package: str) -> dict[str, str]:
     parser.read(ROOT / "src" / package / "setup.cfg")
     lines = parser["options.entry_points"]["console_scripts"].strip().splitlines()
     return dict(tuple(part.strip() for part in line.split("=", 1)) for line in lines)
+
+
+def section(node_name: str) -> dict[str, Any]:
+    """The node's ros__parameters in config/perception.yaml (its /**/<node> section)."""
+    return yaml.safe_load(PARAMS.read_text())[f"/**/{node_name}"]["ros__parameters"]
 
 
 def test_perception_launch_starts_the_three_nodes_from_real_entry_points(launch_double: Any) -> None:
@@ -100,53 +140,118 @@ def test_perception_launch_starts_the_three_nodes_from_real_entry_points(launch_
         assert module_file.is_file(), f"entry point module {module_file} is missing"
 
 
-def test_parameter_files_exist_and_have_a_section_per_node(launch_double: Any) -> None:
-    nodes, _ = describe(LAUNCH / "perception.launch.py")
-    for node in nodes:
-        files = [Path(p) for p in node["parameters"] if isinstance(p, str)]
-        assert files, f"{node['name']} gets no parameter file"
-        for file in files:
-            assert file.is_file(), f"{node['name']}: parameter file {file} does not exist"
-            sections = yaml.safe_load(file.read_text())
-            assert "ros__parameters" in sections[node["name"]], f"{file} has no {node['name']} section"
+def test_fused_argument_replaces_the_two_inference_nodes_by_the_fused_node(launch_double: Any) -> None:
+    nodes = by_name(describe(LAUNCH / "perception.launch.py", {"fused": "true", "depth_model": "/m/d.onnx",
+                                                               "seg_model": "/m/s.onnx"})[0])
+    assert sorted(nodes) == ["costmap_node", "fused_node"]
+    assert console_scripts("fused_perception")[nodes["fused_node"]["executable"]] == "fused_perception.main:fused_node"
+    assert overrides(nodes["fused_node"])["depth.model_path"] == "/m/d.onnx"
+    assert overrides(nodes["fused_node"])["segmentation.model_path"] == "/m/s.onnx"
+
+
+def test_parameter_files_come_from_the_installed_share_and_match_every_node(launch_double: Any) -> None:
+    for fused in ("false", "true"):
+        for node in describe(LAUNCH / "perception.launch.py", {"fused": fused})[0]:
+            files = [Path(p) for p in node["parameters"] if isinstance(p, str)]
+            assert files == [share() / "config" / "perception.yaml"], f"{node['name']} gets {files}"
+            assert files[0].is_file() and files[0].resolve() == PARAMS.resolve()
+            sections = yaml.safe_load(files[0].read_text())
+            assert "ros__parameters" in sections[f"/**/{node['name']}"], f"no /**/{node['name']} section"
 
 
 def test_launch_arguments_reach_the_nodes(launch_double: Any) -> None:
-    nodes, _ = describe(LAUNCH / "perception.launch.py", {
+    nodes = by_name(describe(LAUNCH / "perception.launch.py", {
         "depth_model": "/m/depth_int8_qdq.onnx", "seg_model": "/m/seg_int8_qdq.onnx", "backend": "npu",
-        "image_topic": "/front/image_raw", "camera_info_topic": "/front/camera_info"})
-    by_name = {n["name"]: n for n in nodes}
-    depth_overrides = next(p for p in by_name["depth_node"]["parameters"] if isinstance(p, dict))
-    seg_overrides = next(p for p in by_name["segmentation_node"]["parameters"] if isinstance(p, dict))
-    assert depth_overrides == {"model_path": "/m/depth_int8_qdq.onnx", "backend": "npu"}
-    assert seg_overrides == {"model_path": "/m/seg_int8_qdq.onnx", "backend": "npu"}
-    assert ("/camera/image_raw", "/front/image_raw") in by_name["depth_node"]["remappings"]
-    assert ("/camera/image_raw", "/front/image_raw") in by_name["segmentation_node"]["remappings"]
-    assert ("/camera/camera_info", "/front/camera_info") in by_name["costmap_node"]["remappings"]
-    assert ("/camera/camera_info", "/front/camera_info") in by_name["depth_node"]["remappings"]
+        "image_topic": "/front/image_raw", "camera_info_topic": "/front/camera_info", "namespace": "front",
+        "use_sim_time": "true", "autostart": "false"})[0])
+    assert overrides(nodes["depth_node"]) == {"model_path": "/m/depth_int8_qdq.onnx", "backend": "npu",
+                                              "use_sim_time": "true", "autostart": "false"}
+    assert overrides(nodes["segmentation_node"])["model_path"] == "/m/seg_int8_qdq.onnx"
+    assert overrides(nodes["costmap_node"]) == {"use_sim_time": "true"}  # not a managed node: no autostart
+    for name in ("depth_node", "segmentation_node"):
+        assert ("camera/image_raw", "/front/image_raw") in nodes[name]["remappings"]
+        assert ("camera/camera_info", "/front/camera_info") in nodes[name]["remappings"]
+    assert all(n["namespace"] == "front" for n in nodes.values())
+    # The costmap projects rectified depth: it takes the intrinsics the depth node published with it.
+    assert ("camera/camera_info", "perception/depth/camera_info") in nodes["costmap_node"]["remappings"]
 
 
-def test_default_model_paths_point_into_the_workspace_models_folder(launch_double: Any) -> None:
+def test_backend_and_switches_only_take_their_choices(launch_double: Any) -> None:
+    with pytest.raises(RuntimeError, match=r"Argument 'backend' provided value 'gpu' is not valid"):
+        describe(LAUNCH / "perception.launch.py", {"backend": "gpu"})
+    for switch in ("use_sim_time", "use_respawn", "autostart", "fused"):
+        with pytest.raises(RuntimeError, match=rf"Argument '{switch}' provided value 'yes' is not valid"):
+            describe(LAUNCH / "perception.launch.py", {switch: "yes"})
+
+
+def test_defaults_do_not_depend_on_the_current_directory(launch_double: Any, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
     _, arguments = describe(LAUNCH / "perception.launch.py")
-    assert Path(arguments["depth_model"]).parts[-2:] == ("models", "depth_levels_r18.onnx")
-    assert Path(arguments["seg_model"]).parts[-2:] == ("models", "ddrnet23s_offroad.onnx")
-    assert arguments["backend"] == "auto"
-    assert Path(arguments["params_file"]) == PARAMS
+    assert Path(arguments["params_file"]).is_absolute() and Path(arguments["params_file"]).is_file()
+    assert arguments["backend"] == "auto" and arguments["use_sim_time"] == "false"
+    # Model paths stay relative: the nodes resolve them in the installed bringup share, never the cwd.
+    from perception_core.resources import resolve_in_share
+
+    for key, name in (("depth_model", "depth_levels_r18.onnx"), ("seg_model", "ddrnet23s_offroad.onnx")):
+        assert arguments[key] == f"models/{name}"
+        assert resolve_in_share(arguments[key]) == share() / "models" / name
+    assert not list(tmp_path.iterdir()), "describing the launch touched the current directory"
+
+
+def test_an_exiting_node_shuts_the_launch_down_unless_respawn_is_asked_for(launch_double: Any) -> None:
+    default = by_name(describe(LAUNCH / "perception.launch.py")[0])
+    for node in default.values():
+        assert node["respawn"] == "false" and node["respawn_delay"] == 2.0
+        assert node["shutdown_on_exit"] and node["name"] in node["shutdown_on_exit"]
+    respawning = by_name(describe(LAUNCH / "perception.launch.py", {"use_respawn": "true"})[0])
+    for node in respawning.values():
+        assert node["respawn"] == "true" and node["shutdown_on_exit"] is None
+
+
+def test_nodes_get_the_transport_profile_unless_the_environment_names_one(
+        launch_double: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv(PROFILE_ENV, raising=False)
+    for node in describe(LAUNCH / "perception.launch.py")[0]:
+        assert node["environment"][PROFILE_ENV] == str(share() / "config" / "fastdds.xml")
+    assert (share() / "config" / "fastdds.xml").is_file()
+    mine = tmp_path / "vehicle_dds.xml"
+    monkeypatch.setenv(PROFILE_ENV, str(mine))
+    for node in describe(LAUNCH / "perception.launch.py")[0]:
+        assert node["environment"][PROFILE_ENV] == str(mine)
 
 
 @pytest.mark.parametrize("file_name, node_name", [
     ("depth.launch.py", "depth_node"), ("segmentation.launch.py", "segmentation_node"),
-    ("costmap.launch.py", "costmap_node")])
+    ("fused.launch.py", "fused_node"), ("costmap.launch.py", "costmap_node")])
 def test_each_node_has_its_own_launch_file(launch_double: Any, file_name: str, node_name: str) -> None:
-    nodes, _ = describe(LAUNCH / file_name)
-    assert [n["name"] for n in nodes] == [node_name]
+    nodes, _ = describe(LAUNCH / file_name, {"namespace": "rear"})
+    assert [n["name"] for n in nodes] == [node_name] and nodes[0]["namespace"] == "rear"
 
 
 def test_costmap_launch_remaps_inputs_for_ground_truth(launch_double: Any) -> None:
     nodes, _ = describe(LAUNCH / "costmap.launch.py", {"depth_topic": "/ground_truth/depth",
                                                        "labels_topic": "/ground_truth/labels"})
-    assert ("/perception/depth/image", "/ground_truth/depth") in nodes[0]["remappings"]
-    assert ("/perception/segmentation/labels", "/ground_truth/labels") in nodes[0]["remappings"]
+    assert ("perception/depth/image", "/ground_truth/depth") in nodes[0]["remappings"]
+    assert ("perception/segmentation/labels", "/ground_truth/labels") in nodes[0]["remappings"]
+
+
+def test_remappings_and_default_topics_are_relative(launch_double: Any) -> None:
+    for fused in ("false", "true"):
+        for node in describe(LAUNCH / "perception.launch.py", {"fused": fused})[0]:
+            for source, target in node["remappings"]:
+                assert not source.startswith("/") and not target.startswith("/"), (node["name"], source, target)
+
+
+def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested YAML parameters -> dotted names, as rcl reads them."""
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def _node_under_test(node_name: str, tmp_path: Path) -> tuple[type, list[str]]:
@@ -162,6 +267,12 @@ def _node_under_test(node_name: str, tmp_path: Path) -> tuple[type, list[str]]:
 
         model = make_tiny_depth_model(tmp_path / "depth.onnx")
         return DepthNode, [f"model_path:={model}", "backend:=cpu"]
+    if node_name == "fused_node":
+        from fused_perception.fused_node import FusedNode
+
+        depth = make_tiny_depth_model(tmp_path / "depth.onnx")
+        seg = make_tiny_seg_model(tmp_path / "seg.onnx")
+        return FusedNode, [f"depth.model_path:={depth}", f"segmentation.model_path:={seg}", "backend:=cpu"]
     from seg_perception.segmentation_node import SegmentationNode
 
     model = make_tiny_seg_model(tmp_path / "seg.onnx")
@@ -169,24 +280,28 @@ def _node_under_test(node_name: str, tmp_path: Path) -> tuple[type, list[str]]:
 
 
 @pytest.mark.system
-@pytest.mark.parametrize("node_name", ["depth_node", "segmentation_node", "costmap_node"])
-def test_every_yaml_parameter_is_declared_by_its_node(node_name: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("node_name", ["depth_node", "segmentation_node", "fused_node", "costmap_node"])
+@pytest.mark.parametrize("namespace", ["", "/front"])
+def test_every_yaml_parameter_is_declared_by_its_node(node_name: str, namespace: str, tmp_path: Path) -> None:
     import rclpy
 
-    section = yaml.safe_load(PARAMS.read_text())[node_name]["ros__parameters"]
-    node_class, overrides = _node_under_test(node_name, tmp_path)
+    values = _flatten(section(node_name))
+    node_class, extra = _node_under_test(node_name, tmp_path)
     args = ["--ros-args", "--params-file", str(PARAMS)]
-    for override in overrides:
+    if namespace:
+        args += ["-r", f"__ns:={namespace}"]
+    for override in extra:
         args += ["-p", override]
     context = rclpy.Context()
     rclpy.init(args=args, context=context)
     try:
         node = node_class(context=context)
         try:
-            undeclared = sorted(k for k in section if not node.has_parameter(k))
+            assert node.get_namespace() == (namespace or "/")
+            undeclared = sorted(k for k in values if not node.has_parameter(k))
             assert not undeclared, f"{PARAMS.name} [{node_name}] sets parameters the node does not declare: {undeclared}"
-            overridden = {o.split(":=")[0] for o in overrides}
-            for key, value in section.items():
+            overridden = {o.split(":=")[0] for o in extra}
+            for key, value in values.items():
                 if key not in overridden:
                     assert node.get_parameter(key).value == value, f"{node_name}.{key} did not take the YAML value"
         finally:
@@ -207,3 +322,10 @@ def test_rviz_config_shows_camera_depth_overlay_costmap_and_cloud() -> None:
                      ("rviz_default_plugins/PointCloud2", "/perception/depth/points")]:
         assert expected in shown, f"perception.rviz lacks {expected}"
     assert all(d["Class"].startswith("rviz_default_plugins/") for d in manager["Displays"])
+
+
+def test_bringup_installs_the_launch_config_and_transport_files() -> None:
+    for relative in ("launch/perception.launch.py", "launch/fused.launch.py", "launch/stack_actions.py",
+                     "config/perception.yaml", "config/fastdds.xml"):
+        assert (share() / relative).is_file(), f"the bringup share lacks {relative}"
+    assert os.path.samefile(share() / "config" / "fastdds.xml", ROOT / "config" / "fastdds.xml")

@@ -24,15 +24,23 @@ def test_override_yaml_carries_model_flags_for_the_chosen_nodes(tmp_path: Path) 
 
     model = tmp_path / "d.onnx"
     args = run_stack.parse_args(["--nodes", "depth,costmap", "--depth-model", str(model), "--seg-model", "s.onnx",
-                                 "--backend", "cpu", "--remap", "/camera/image_raw:=/front/image_raw"])
-    assert run_stack.override_yaml(args) == {"depth_node": {"ros__parameters": {"model_path": str(model),
-                                                                                "backend": "cpu"}}}
+                                 "--backend", "cpu", "--remap", "camera/image_raw:=/front/image_raw",
+                                 "--namespace", "front"])
+    assert run_stack.override_yaml(args) == {"/**/depth_node": {"ros__parameters": {"model_path": str(model),
+                                                                                    "backend": "cpu"}}}
     ros_args = run_stack.ros_arguments(args, tmp_path / "o.yaml")
     installed = package_share("offroad_perception_bringup") / "config" / "perception.yaml"
     assert ros_args == ["--ros-args", "--params-file", str(installed.resolve()),
-                        "--params-file", str(tmp_path / "o.yaml"), "-r", "/camera/image_raw:=/front/image_raw"]
+                        "--params-file", str(tmp_path / "o.yaml"), "-r", "__ns:=/front",
+                        "-r", "costmap_node:camera/camera_info:=perception/depth/camera_info",
+                        "-r", "camera/image_raw:=/front/image_raw"]
+    fused = run_stack.parse_args(["--nodes", "fused,costmap", "--depth-model", "/m/d.onnx", "--seg-model", "/m/s.onnx"])
+    assert run_stack.override_yaml(fused) == {"/**/fused_node": {"ros__parameters": {
+        "depth": {"model_path": "/m/d.onnx"}, "segmentation": {"model_path": "/m/s.onnx"}}}}
     with pytest.raises(SystemExit):
         run_stack.parse_args(["--nodes", "lidar"])
+    with pytest.raises(SystemExit):
+        run_stack.parse_args(["--nodes", "fused,depth"])
 
 
 def test_bad_node_choice_exits_with_one_line() -> None:
@@ -53,13 +61,13 @@ def test_run_stack_starts_the_costmap_node_with_the_yaml(tmp_path: Path) -> None
     from perception_core.image_codec import array_to_image_fields
 
     params = yaml.safe_load((ROOT / "config" / "perception.yaml").read_text())
-    section = params["costmap_node"]["ros__parameters"]
+    section = params["/**/costmap_node"]["ros__parameters"]
     section.update(resolution=0.25, width_m=10.0, height_m=8.0, origin_x=0.0, origin_y=-4.0, use_depth=False,
                    mount_z=1.0, min_points_per_cell=1)
     params_file = tmp_path / "stack.yaml"
     params_file.write_text(yaml.safe_dump(params))
     stack = subprocess.Popen([*RUN_STACK, "--nodes", "costmap", "--params", str(params_file),
-                              "--remap", "/perception/segmentation/labels:=/test/labels"],
+                              "--remap", "perception/segmentation/labels:=/test/labels"],
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=dict(os.environ))
     labels = np.zeros((24, 32), dtype=np.uint8)  # all smooth_ground (FREE); the lower half hits the ground
     header = Header(frame_id="camera_optical_frame")

@@ -102,7 +102,9 @@ def write_stack_params(out: Path, base_params: Path | None, mount: Mapping[str, 
     data: dict[str, Any] = {}
     if base_params is not None and Path(base_params).is_file():
         data = yaml.safe_load(Path(base_params).read_text()) or {}
-    section = data.setdefault("costmap_node", {}).setdefault("ros__parameters", {})
+    # The section that matches the costmap node: "costmap_node", or a namespaced/wildcard "/**/costmap_node".
+    key = next((k for k in data if str(k).strip("/").split("/")[-1] == "costmap_node"), "costmap_node")
+    section = data.setdefault(key, {}).setdefault("ros__parameters", {})
     if mount:
         section.update({k: float(v) for k, v in mount.items()})
     for name in ("depth_timeout_s", "stale_timeout_s"):  # wall-clock timeouts stretch with a slow replay

@@ -3,23 +3,26 @@
 Console script ``perception-stack``.
 
 It starts the same nodes as launch/perception.launch.py with the same
-parameter YAML: the node names are the YAML's section names, and
-``--params-file`` is handed to rclpy exactly as `ros2 launch` would hand it to
-each node. Model paths and the backend override the YAML through a second,
-generated params file (later files win), so no node constructor needs to know.
+parameter YAML: ``--params-file`` is handed to rclpy exactly as `ros2 launch`
+would hand it to each node, and the YAML's sections are keyed ``/**/<node>``
+so they match under any namespace. Model paths and the backend override the
+YAML through a second, generated params file (later files win), so no node
+constructor needs to know. The Fast DDS transport profile of the bringup
+(``config/fastdds.xml``) is loaded unless FASTRTPS_DEFAULT_PROFILES_FILE is set.
 
-    perception-stack                                   # all three nodes, the installed config/perception.yaml
+    perception-stack                                   # depth, segmentation, costmap; installed config/perception.yaml
+    perception-stack --nodes fused,costmap             # both models on every frame (one node), then the costmap
+    perception-stack --namespace front --params front.yaml   # a second camera's stack: /front/... topics
     perception-stack --backend cpu --depth-model models/depth_levels_r18_int8_qdq.onnx
-    perception-stack --nodes costmap --remap /perception/depth/image:=/ground_truth/depth \
-        --remap /perception/segmentation/labels:=/ground_truth/labels
+    perception-stack --nodes costmap --remap perception/depth/image:=/ground_truth/depth \
+        --remap perception/segmentation/labels:=/ground_truth/labels
 
-Stop with Ctrl-C. Exits non-zero with one line when a node cannot start.
+Stop with Ctrl-C (exit 0). Exits 1 with one line when a node cannot start.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 import tempfile
 from pathlib import Path
@@ -28,35 +31,44 @@ from typing import Any
 from perception_core.errors import PerceptionError
 from perception_core.resources import resolve_in_share
 
-# name -> (module, class, model-path flag or None). Named by string, as a launch file names packages: the
-# runner sits below the node packages in the import graph only as a tool that starts them.
-NODES: dict[str, tuple[str, str, str | None]] = {
-    "depth": ("depth_perception.depth_node", "DepthNode", "depth_model"),
-    "segmentation": ("seg_perception.segmentation_node", "SegmentationNode", "seg_model"),
-    "costmap": ("seg_perception.costmap_node", "CostmapNode", None),
+# name -> (node class "module:Class", node name, {parameter: model flag}). Named by string, as a launch file names
+# packages: the runner sits below the node packages in the import graph only as a tool that starts them.
+NODES: dict[str, tuple[str, str, dict[str, str]]] = {
+    "depth": ("depth_perception.depth_node:DepthNode", "depth_node", {"model_path": "depth_model"}),
+    "segmentation": ("seg_perception.segmentation_node:SegmentationNode", "segmentation_node",
+                     {"model_path": "seg_model"}),
+    "fused": ("fused_perception.fused_node:FusedNode", "fused_node",
+              {"depth.model_path": "depth_model", "segmentation.model_path": "seg_model"}),
+    "costmap": ("seg_perception.costmap_node:CostmapNode", "costmap_node", {}),
 }
-NODE_NAMES = {"depth": "depth_node", "segmentation": "segmentation_node", "costmap": "costmap_node"}
+INFERENCE_NODES = ("depth", "segmentation", "fused")
+# The costmap projects rectified depth and labels, so it takes the intrinsics the inference node published
+# with them (D = 0, the rectified K), not the raw camera's.
+COSTMAP_CAMERA_INFO_REMAP = "costmap_node:camera/camera_info:=perception/depth/camera_info"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--params", type=Path, default=None,
-                        help="parameter YAML, one section per node name (default: the bringup package's "
+                        help="parameter YAML, one section per node (default: the bringup package's "
                              "installed config/perception.yaml)")
     parser.add_argument("--nodes", default="depth,segmentation,costmap",
                         help="comma-separated subset of: " + ", ".join(NODES))
+    parser.add_argument("--namespace", default="", help="namespace of every node and topic, e.g. front")
     parser.add_argument("--depth-model", type=Path, help="depth model file (overrides the YAML)")
     parser.add_argument("--seg-model", type=Path, help="segmentation model file (overrides the YAML)")
-    parser.add_argument("--backend", choices=("auto", "npu", "cpu"), help="backend for both models")
+    parser.add_argument("--backend", choices=("auto", "npu", "cpu"), help="backend for every model")
     parser.add_argument("--remap", action="append", default=[], metavar="FROM:=TO",
-                        help="topic remap applied to every node, e.g. /camera/image_raw:=/front/image_raw")
+                        help="topic remap applied to every node, e.g. camera/image_raw:=/front/image_raw")
     parser.add_argument("--multi-threaded", action="store_true",
-                        help="MultiThreadedExecutor (models run concurrently) instead of one thread")
+                        help="MultiThreadedExecutor (the nodes' callbacks run concurrently) instead of one thread")
     args = parser.parse_args(argv)
     args.nodes = [n.strip() for n in args.nodes.split(",") if n.strip()]
     unknown = [n for n in args.nodes if n not in NODES]
     if unknown:
         parser.error(f"unknown node(s) {unknown}; choose from {', '.join(NODES)}")
+    if "fused" in args.nodes and ({"depth", "segmentation"} & set(args.nodes)):
+        parser.error("--nodes: fused already runs depth and segmentation; do not add them too")
     args.params = (args.params or resolve_in_share("config/perception.yaml")).resolve()
     args.depth_model = args.depth_model.resolve() if args.depth_model else None
     args.seg_model = args.seg_model.resolve() if args.seg_model else None
@@ -69,67 +81,67 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def override_yaml(args: argparse.Namespace) -> dict[str, Any]:
-    """Per-node parameters from the command line, in params-file form."""
+    """Per-node parameters from the command line, in params-file form (``/**/<node>`` keys, nested names)."""
     sections: dict[str, Any] = {}
-    for key, (_, _, model_flag) in NODES.items():
+    for key in args.nodes:
+        _, node_name, model_parameters = NODES[key]
         values: dict[str, Any] = {}
-        model = getattr(args, model_flag) if model_flag else None
-        if model is not None:
-            values["model_path"] = str(model)
-        if model_flag and args.backend:
+        for parameter, flag in model_parameters.items():
+            model = getattr(args, flag)
+            if model is not None:
+                _set_nested(values, parameter, str(model))
+        if key in INFERENCE_NODES and args.backend:
             values["backend"] = args.backend
-        if values and key in args.nodes:
-            sections[NODE_NAMES[key]] = {"ros__parameters": values}
+        if values:
+            sections[f"/**/{node_name}"] = {"ros__parameters": values}
     return sections
+
+
+def _set_nested(values: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    for parent in parents:
+        values = values.setdefault(parent, {})
+    values[leaf] = value
 
 
 def ros_arguments(args: argparse.Namespace, override_file: Path | None) -> list[str]:
     ros_args = ["--ros-args", "--params-file", str(args.params)]
     if override_file is not None:
         ros_args += ["--params-file", str(override_file)]
+    if args.namespace:
+        ros_args += ["-r", f"__ns:=/{args.namespace.strip('/')}"]
+    if "costmap" in args.nodes and set(INFERENCE_NODES) & set(args.nodes):
+        ros_args += ["-r", COSTMAP_CAMERA_INFO_REMAP]
     for remap in args.remap:
         ros_args += ["-r", remap]
     return ros_args
 
 
 def run(args: argparse.Namespace) -> int:
-    import rclpy
     import yaml
-    from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
 
+    from perception_ros.spin import run_nodes
+    from perception_ros.transport import use_transport_profile
 
+    use_transport_profile()  # before rclpy creates the process's DDS participant
     overrides = override_yaml(args)
     override_file = None
     if overrides:
-        handle = tempfile.NamedTemporaryFile("w", suffix=".yaml", prefix="run_stack_", delete=False)
+        handle = tempfile.NamedTemporaryFile("w", suffix=".yaml", prefix="perception_stack_", delete=False)
         with handle:
             yaml.safe_dump(overrides, handle)
         override_file = Path(handle.name)
-    rclpy.init(args=ros_arguments(args, override_file))
-    nodes = []
-    executor = MultiThreadedExecutor() if args.multi_threaded else SingleThreadedExecutor()
+
+    def started(nodes: list[Any]) -> None:
+        names = ", ".join(n.get_fully_qualified_name().lstrip("/") for n in nodes)
+        print(f"perception-stack: running {names} with {args.params}", flush=True)
+
     try:
-        for key in args.nodes:
-            module_name, class_name, _ = NODES[key]
-            node_class = getattr(importlib.import_module(module_name), class_name)
-            node = node_class()
-            nodes.append(node)
-            executor.add_node(node)
-        print(f"perception-stack: running {', '.join(n.get_name() for n in nodes)} with {args.params}", flush=True)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except PerceptionError as err:
-        print(f"perception-stack: error: {err}", file=sys.stderr)
-        return 1
+        return run_nodes([NODES[key][0] for key in args.nodes], ros_arguments(args, override_file),
+                         label="perception-stack", multi_threaded=args.multi_threaded, on_started=started)
     finally:
-        executor.shutdown()
-        for node in nodes:
-            node.destroy_node()
-        rclpy.try_shutdown()
         if override_file is not None:
             override_file.unlink(missing_ok=True)
-    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
