@@ -110,13 +110,14 @@ class DepthHead(InferenceHead):
         if self.resize_to_camera and depth.shape != camera_hw:
             depth = cv2.resize(depth, (camera_hw[1], camera_hw[0]), interpolation=cv2.INTER_NEAREST)
         header = frame.header
-        self.depth_pub.publish(converter.to_msg(depth, "32FC1", header))
-        if frame.camera is not None:
+        info = None
+        if frame.camera is not None:  # camera_info before the depth it describes: consumers keep the latest
             info = camera_info_for(frame.camera, camera_hw, depth.shape[:2])
             info.header = header
             self.info_pub.publish(info)
-            if self.points_pub is not None:
-                self.points_pub.publish(point_cloud(depth, np.asarray(info.k), header, self.point_stride))
+        self.depth_pub.publish(converter.to_msg(depth, "32FC1", header))
+        if info is not None and self.points_pub is not None:
+            self.points_pub.publish(point_cloud(depth, np.asarray(info.k), header, self.point_stride))
         if self.publish_colorized:
             colour = colorize_depth(depth, self.pipeline.max_depth, self.pipeline.min_depth)
             self.colorized_pub.publish(converter.to_msg(colour, "rgb8", header))

@@ -51,6 +51,7 @@ class ManagedNode(LifecycleNode):
         self._inputs: list[Any] = []
         self._input_timers: list[Any] = []
         self._configured = False
+        self._autostarting = False
 
     # ------------------------------------------------------------------ hooks for subclasses
 
@@ -90,9 +91,13 @@ class ManagedNode(LifecycleNode):
         if not self.autostart:
             self.get_logger().info("autostart is false: waiting for a lifecycle manager to configure and activate")
             return
-        for name, trigger in (("configure", self.trigger_configure), ("activate", self.trigger_activate)):
-            if trigger() != TransitionCallbackReturn.SUCCESS:
-                raise ConfigError(self.transition_error or f"{self.get_name()}: {name} failed")
+        self._autostarting = True  # a failure is raised to the entry point, which prints it as the one line
+        try:
+            for name, trigger in (("configure", self.trigger_configure), ("activate", self.trigger_activate)):
+                if trigger() != TransitionCallbackReturn.SUCCESS:
+                    raise ConfigError(self.transition_error or f"{self.get_name()}: {name} failed")
+        finally:
+            self._autostarting = False
 
     @property
     def lifecycle_state(self) -> str:
@@ -102,28 +107,35 @@ class ManagedNode(LifecycleNode):
     # ------------------------------------------------------------------ rclpy lifecycle callbacks
 
     def _run(self, transition: str, hook: Any) -> TransitionCallbackReturn:
-        """Run a hook; a PerceptionError fails the transition with one logged line (rclpy would swallow it)."""
+        """Run a hook; a PerceptionError fails the transition with one line (rclpy would swallow it silently).
+
+        The line is logged for a lifecycle manager's user; under autostart the entry point prints it instead.
+        """
         try:
             hook()
         except PerceptionError as err:
             self.transition_error = str(err)
-            self.get_logger().error(f"{transition} failed: {err}")
+            if not self._autostarting:
+                self.get_logger().error(f"{transition} failed: {err}")
             return TransitionCallbackReturn.FAILURE
         except Exception as err:  # noqa: BLE001  (a bug: rclpy would swallow it into a silent ERROR transition)
             self.transition_error = f"{type(err).__name__}: {err}"
             self.get_logger().error(f"{transition} failed with an unexpected {type(err).__name__}: {err}")
             return TransitionCallbackReturn.ERROR
-        self.transition_error = ""
         return TransitionCallbackReturn.SUCCESS
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.transition_error = ""
         result = self._run("configure", self.configure_node)
         if result != TransitionCallbackReturn.SUCCESS:
+            reason = self.transition_error
             self._run("clean-up after the failed configure", self.cleanup_node)
+            self.transition_error = reason
         self._configured = result == TransitionCallbackReturn.SUCCESS
         return result
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.transition_error = ""
         result = self._run("activate", self.activate_node)
         if result != TransitionCallbackReturn.SUCCESS:
             self._destroy_inputs()

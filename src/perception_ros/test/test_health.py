@@ -1,0 +1,64 @@
+"""ArrivalMonitor and the arrival rules: frames lost in transport, replaced while busy, or slower than expected."""
+
+from __future__ import annotations
+
+from diagnostic_msgs.msg import DiagnosticStatus
+
+from perception_ros.health import ArrivalMonitor, FrameStats, arrival_health, frame_health
+
+PERIOD_NS = 100_000_000  # a 10 Hz camera
+
+
+def test_sequence_gaps_not_reported_lost_are_frames_replaced_while_busy() -> None:
+    monitor = ArrivalMonitor()
+    for sequence in (1, 2, 5, 6, 9):  # 4 frames never reached the callback, DDS reported none lost
+        monitor.on_frame(sequence * PERIOD_NS, sequence)
+    summary = monitor.summary()
+    assert (monitor.received, monitor.lost, monitor.skipped) == (5, 0, 4)
+    assert summary["frames_sent_5s"] == 9 and summary["frames_skipped_latest_wins_5s"] == 4
+    assert summary["camera_rate_hz"] == 10.0  # 8 sequence steps over 0.8 s of stamps: the camera's own rate
+    assert arrival_health(summary, "cam") is None  # latest frame wins is by design, not a fault
+
+
+def test_frames_lost_in_transport_are_a_warning_then_an_error_with_the_numbers() -> None:
+    monitor = ArrivalMonitor()
+    for sequence in (1, 2, 3, 5):
+        monitor.on_frame(sequence * PERIOD_NS, sequence)
+    monitor.on_lost(1)  # DDS: one sample never completed
+    level, message = arrival_health(monitor.summary(), "camera/image_raw")
+    assert level == DiagnosticStatus.WARN
+    assert message.startswith("1 of 5 frames on camera/image_raw were lost in transport in the last 5 s (received 4)")
+    assert monitor.skipped == 0  # the gap was the lost frame, not a busy skip
+    monitor.on_lost(9)
+    level, message = arrival_health(monitor.summary(), "camera/image_raw")
+    assert level == DiagnosticStatus.ERROR and message.startswith("10 of 14 frames")
+
+
+def test_a_stream_slower_than_expected_or_silent_is_flagged() -> None:
+    monitor = ArrivalMonitor()
+    assert arrival_health(monitor.summary(expected_rate_hz=30.0), "cam")[0] == DiagnosticStatus.ERROR  # silent
+    for i in range(6):  # a new publisher every frame: no sequence numbers to compare (another RMW)
+        monitor.on_frame(i * 3 * PERIOD_NS, None)
+    summary = monitor.summary(expected_rate_hz=10.0)
+    assert abs(summary["camera_rate_hz"] - 10 / 3) < 1e-6
+    level, message = arrival_health(summary, "cam")
+    assert level == DiagnosticStatus.WARN and message.startswith("cam arrives at 3.3 Hz by its stamps; expected 10 Hz")
+    assert arrival_health(monitor.summary(expected_rate_hz=3.0), "cam") is None
+
+
+def test_a_new_publisher_restarts_the_sequence_without_a_gap() -> None:
+    monitor = ArrivalMonitor()
+    for sequence in (7, 8, 1, 2):
+        monitor.on_frame(sequence * PERIOD_NS, sequence)
+    assert monitor.skipped == 0
+
+
+def test_arrival_problems_rank_below_every_frame_dropped_and_above_drops() -> None:
+    stats = FrameStats()
+    stats.drop("bad encoding")
+    summary = stats.summary()
+    lost = (DiagnosticStatus.ERROR, "lost")
+    assert frame_health(stats, summary, arrival=lost)[1].startswith("every frame dropped")
+    stats.record(5.0)
+    stats.drop("bad encoding")
+    assert frame_health(stats, stats.summary(), arrival=lost) == lost

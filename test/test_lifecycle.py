@@ -1,0 +1,108 @@
+"""Managed nodes through their real lifecycle services, as nav2_lifecycle_manager or `ros2 lifecycle set` drive them.
+
+With ``autostart: false`` a node waits unconfigured: no model loaded, no
+camera subscription. configure loads the model (and latches model_info),
+activate subscribes, deactivate unsubscribes, cleanup releases the model; a
+failing configure leaves it unconfigured with the reason, and can be retried.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from inference_node_harness import LATCHED, Probe, image_msg, ros_context
+from lifecycle_msgs.msg import Transition
+from lifecycle_msgs.srv import ChangeState, GetState
+from rclpy.parameter import Parameter
+from sensor_msgs.msg import Image
+from std_msgs.msg import String
+
+from perception_core.testing.tiny_models import make_tiny_seg_model
+
+pytestmark = pytest.mark.system
+
+
+class LifecycleClient:
+    """The manager's side: change_state / get_state service calls on a node."""
+
+    def __init__(self, probe: Probe, node_name: str) -> None:
+        self.probe = probe
+        self.change = probe.node.create_client(ChangeState, f"/{node_name}/change_state")
+        self.get = probe.node.create_client(GetState, f"/{node_name}/get_state")
+        assert probe.spin_until(lambda: self.change.service_is_ready() and self.get.service_is_ready())
+
+    def transition(self, transition_id: int) -> bool:
+        future = self.change.call_async(ChangeState.Request(transition=Transition(id=transition_id)))
+        assert self.probe.spin_until(future.done, timeout=20.0)
+        return bool(future.result().success)
+
+    def state(self) -> str:
+        future = self.get.call_async(GetState.Request())
+        assert self.probe.spin_until(future.done)
+        return str(future.result().current_state.label)
+
+
+def test_managed_node_loads_in_configure_and_subscribes_in_activate(tmp_path: Path) -> None:
+    from seg_perception.segmentation_node import SegmentationNode
+
+    later = tmp_path / "later.onnx"  # not there at the first configure
+    overrides = [Parameter("model_path", value=str(later)), Parameter("backend", value="cpu"),
+                 Parameter("autostart", value=False)]
+    frame = image_msg(np.full((32, 32, 3), 40, np.uint8), "rgb8", stamp_sec=3)
+    with ros_context() as context:
+        node = SegmentationNode(context=context, parameter_overrides=overrides)
+        probe = Probe(context, node)
+        labels = probe.listen(Image, "/perception/segmentation/labels")
+        model_info = probe.listen(String, "/perception/segmentation/model_info", LATCHED)
+        send = probe.camera()
+        manager = LifecycleClient(probe, "segmentation_node")
+
+        def subscribed() -> int:
+            return probe.node.count_subscribers("/camera/image_raw")
+
+        assert manager.state() == "unconfigured" and node.model is None and subscribed() == 0
+        # A configure that fails (the model file is missing) leaves the node unconfigured, with the reason.
+        assert not manager.transition(Transition.TRANSITION_CONFIGURE)
+        assert manager.state() == "unconfigured" and "later.onnx: model file does not exist" in node.transition_error
+        make_tiny_seg_model(later)  # e.g. the model copied onto the vehicle: the manager's retry succeeds
+        assert manager.transition(Transition.TRANSITION_CONFIGURE)
+        assert manager.state() == "inactive" and node.model is not None
+        assert probe.spin_until(lambda: model_info)  # latched at configure
+        probe.spin_until(lambda: False, every=lambda: send(frame), timeout=1.0)
+        assert subscribed() == 0 and not labels  # inactive: no input, no output
+
+        assert manager.transition(Transition.TRANSITION_ACTIVATE) and manager.state() == "active"
+        assert probe.spin_until(lambda: labels, every=lambda: send(frame))
+        assert subscribed() == 1
+
+        assert manager.transition(Transition.TRANSITION_DEACTIVATE) and manager.state() == "inactive"
+        assert probe.spin_until(lambda: subscribed() == 0)
+        processed = node.stats.processed
+        probe.spin_until(lambda: False, every=lambda: send(frame), timeout=1.0)
+        assert node.stats.processed == processed
+
+        assert manager.transition(Transition.TRANSITION_CLEANUP) and manager.state() == "unconfigured"
+        assert node.model is None
+        assert manager.transition(Transition.TRANSITION_CONFIGURE) and manager.transition(Transition.TRANSITION_ACTIVATE)
+        before = len(labels)
+        assert probe.spin_until(lambda: len(labels) > before, every=lambda: send(frame))  # a second life
+        probe.close()
+        node.destroy_node()
+
+
+def test_plain_use_starts_active_and_a_bad_model_raises_at_construction(tmp_path: Path) -> None:
+    from perception_core.errors import ModelFileError, PerceptionError
+    from seg_perception.segmentation_node import SegmentationNode
+
+    model = make_tiny_seg_model(tmp_path / "seg.onnx")
+    with ros_context() as context:
+        node = SegmentationNode(context=context, parameter_overrides=[
+            Parameter("model_path", value=str(model)), Parameter("backend", value="cpu")])
+        assert node.lifecycle_state == "active" and node.model is not None
+        node.destroy_node()
+        with pytest.raises(PerceptionError, match=r"missing\.onnx: model file does not exist"):
+            SegmentationNode(context=context, parameter_overrides=[
+                Parameter("model_path", value=str(tmp_path / "missing.onnx")), Parameter("backend", value="cpu")])
+    assert issubclass(ModelFileError, PerceptionError)
