@@ -38,11 +38,13 @@ def ros_context() -> Iterator[Context]:
 class Probe:
     """The test's side of the wire: publishes inputs, records every output by topic."""
 
-    def __init__(self, context: Context, node_under_test: Node) -> None:
+    def __init__(self, context: Context, node_under_test: Node | None = None) -> None:
+        """``node_under_test`` spins in the probe's executor; without one, the nodes run in other processes."""
         self.node = rclpy.create_node("probe", context=context)
         self.executor = SingleThreadedExecutor(context=context)
         self.executor.add_node(self.node)
-        self.executor.add_node(node_under_test)
+        if node_under_test is not None:
+            self.executor.add_node(node_under_test)
         self.received: dict[str, list[Any]] = defaultdict(list)
 
     def listen(self, msg_type: type, topic: str, qos: QoSProfile | int = 10) -> list[Any]:

@@ -72,20 +72,18 @@ def run_nodes(nodes: Sequence[Any], args: list[str] | None = None, *, label: str
 
 
 def _shut_down(executor: Any, instances: list[Any]) -> None:
-    """Tear down once; a second Ctrl-C during teardown is ignored rather than printed as a traceback."""
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    """Tear down once. From here to the process's exit a further Ctrl-C is ignored rather than printed as a
+    traceback (the process is already ending; launch still escalates to SIGTERM and SIGKILL if it hangs)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         import rclpy
-
-        if executor is not None:
-            executor.shutdown()
-        for instance in instances:
-            try:
-                instance.destroy_node()
-            except Exception:  # noqa: BLE001  (the signal handler may have shut the context down already)
-                pass
-        rclpy.try_shutdown()
     except ImportError:
-        pass
-    finally:
-        signal.signal(signal.SIGINT, previous)
+        return
+    if executor is not None:
+        executor.shutdown()
+    for instance in instances:
+        try:
+            instance.destroy_node()
+        except Exception:  # noqa: BLE001  (the signal handler may have shut the context down already)
+            pass
+    rclpy.try_shutdown()

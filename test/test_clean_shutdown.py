@@ -1,0 +1,113 @@
+"""Ctrl-C to the process group ends every node and perception-stack with exit code 0 and no traceback.
+
+The installed console scripts run as `ros2 run`/`ros2 launch` would run them,
+each in its own process group and namespace. SIGINT goes to the whole group
+(what a terminal's Ctrl-C and launch's shutdown send) at two moments: during
+start-up (Python still importing rclpy, OpenCV and ONNX Runtime) and while
+camera frames are being processed.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from inference_node_harness import Probe, image_msg, ros_context
+
+from perception_core.resources import package_share
+from perception_core.testing.tiny_models import make_tiny_depth_model, make_tiny_seg_model
+from perception_msgs.msg import InferenceStats
+
+pytestmark = pytest.mark.system
+
+
+def _executable(package: str, name: str) -> Path:
+    prefix = package_share(package).parents[1]
+    path = prefix / "lib" / package / name if (prefix / "lib" / package / name).is_file() else prefix / "bin" / name
+    assert path.is_file(), f"{name} is not installed under {prefix}"
+    return path
+
+
+def _commands(tmp_path: Path) -> dict[str, list[str]]:
+    depth = make_tiny_depth_model(tmp_path / "depth.onnx")
+    seg = make_tiny_seg_model(tmp_path / "seg.onnx")
+    ros = ["--ros-args", "-p", "backend:=cpu"]
+    return {
+        "depth": [str(_executable("depth_perception", "depth_node")), *ros, "-p", f"model_path:={depth}",
+                  "-r", "__ns:=/depth"],
+        "segmentation": [str(_executable("seg_perception", "segmentation_node")), *ros, "-p", f"model_path:={seg}",
+                         "-r", "__ns:=/segmentation"],
+        "fused": [str(_executable("fused_perception", "fused_node")), *ros, "-p", f"depth.model_path:={depth}",
+                  "-p", f"segmentation.model_path:={seg}", "-r", "__ns:=/fused"],
+        "stack": [str(_executable("perception_tools", "perception-stack")), "--namespace", "stack", "--backend", "cpu",
+                  "--depth-model", str(depth), "--seg-model", str(seg)],
+    }
+
+
+def _start(commands: dict[str, list[str]]) -> dict[str, subprocess.Popen[str]]:
+    return {name: subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                   start_new_session=True, env=dict(os.environ))
+            for name, command in commands.items()}
+
+
+def _interrupt_all(processes: dict[str, subprocess.Popen[str]]) -> dict[str, str]:
+    """One SIGINT to each process group, then each process's output once it has exited."""
+    for process in processes.values():
+        os.killpg(process.pid, signal.SIGINT)
+    return {name: process.communicate(timeout=60)[0] for name, process in processes.items()}
+
+
+def _assert_clean(processes: dict[str, subprocess.Popen[str]], outputs: dict[str, str]) -> None:
+    for name, process in processes.items():
+        assert process.returncode == 0, f"{name} exited {process.returncode}:\n{outputs[name]}"
+        assert "Traceback" not in outputs[name], f"{name} printed a traceback:\n{outputs[name]}"
+
+
+@pytest.mark.reliability(case="Ctrl-C (SIGINT to the process group) during start-up of each node and perception-stack",
+                         outcome="exit code 0, no traceback")
+def test_ctrl_c_during_start_up_exits_cleanly(tmp_path: Path) -> None:
+    processes = _start(_commands(tmp_path))
+    time.sleep(0.4)  # inside Python's imports of rclpy, OpenCV and ONNX Runtime
+    _assert_clean(processes, _interrupt_all(processes))
+
+
+@pytest.mark.reliability(case="Ctrl-C (SIGINT to the process group) while each node and perception-stack process frames",
+                         outcome="exit code 0, no traceback")
+def test_ctrl_c_while_processing_frames_exits_cleanly(tmp_path: Path) -> None:
+    processes = _start(_commands(tmp_path))
+    namespaces = {"depth": "depth", "segmentation": "segmentation", "fused": "fused", "stack": "stack"}
+    stats_topic = {"depth": "perception/depth/stats", "segmentation": "perception/segmentation/stats",
+                   "fused": "perception/segmentation/stats", "stack": "perception/segmentation/stats"}
+    frame = image_msg(np.full((48, 64, 3), 90, np.uint8), "rgb8", stamp_sec=3)
+    interrupted = False
+    try:
+        with ros_context() as context:
+            probe = Probe(context)
+            stats = {name: probe.listen(InferenceStats, f"/{ns}/{stats_topic[name]}") for name, ns in namespaces.items()}
+            senders = [probe.camera(namespace=f"/{ns}") for ns in namespaces.values()]
+
+            def send() -> None:
+                for sender in senders:
+                    sender(frame)
+
+            def all_processing() -> bool:
+                return all(any(s.frames_processed for s in stats[name]) for name in namespaces)
+
+            started = probe.spin_until(all_processing, every=send, timeout=90.0, period=0.05)
+            for process in processes.values():  # one Ctrl-C each, while frames keep arriving
+                os.killpg(process.pid, signal.SIGINT)
+                probe.spin_until(lambda: False, every=send, timeout=0.05, period=0.01)
+            interrupted = True
+            probe.close()
+    finally:
+        if not interrupted:
+            for process in processes.values():
+                os.killpg(process.pid, signal.SIGINT)
+        outputs = {name: process.communicate(timeout=60)[0] for name, process in processes.items()}
+    assert started, {name: outputs[name][-2000:] for name in processes}
+    _assert_clean(processes, outputs)
