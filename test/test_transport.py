@@ -1,7 +1,7 @@
 """Camera-size frames between processes: the shipped Fast DDS profile delivers them, and a loss is reported.
 
-A camera process (a child Python process, as a camera driver is its own
-process) publishes the vehicle camera's frames, 1280x1080 rgb8 or NV12 at
+A camera process (perception_tools.synthetic_camera, as a camera driver is
+its own process) publishes the vehicle camera's frames, 1280x1080 rgb8 or NV12 at
 30 Hz, to a segmentation node in this process (which loads the profile, as
 every test does through conftest.py). Without the profile in the camera
 process, Fast DDS loses most frames silently; the node must say so in
@@ -11,10 +11,10 @@ replaced in its 1-deep queue while it was busy (latest frame wins), none lost.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -29,38 +29,6 @@ pytestmark = pytest.mark.system
 PROFILE_ENV = "FASTRTPS_DEFAULT_PROFILES_FILE"
 FRAMES, RATE_HZ, WIDTH, HEIGHT = 45, 30.0, 1280, 1080
 
-CAMERA = textwrap.dedent("""
-    import array, sys, time
-    import numpy as np, rclpy
-    from rclpy.qos import qos_profile_sensor_data
-    from sensor_msgs.msg import CameraInfo, Image
-    frames, rate, width, height, encoding = int(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
-    rclpy.init()
-    node = rclpy.create_node("camera_under_test")
-    image_pub = node.create_publisher(Image, "/camera/image_raw", qos_profile_sensor_data)
-    info_pub = node.create_publisher(CameraInfo, "/camera/camera_info", qos_profile_sensor_data)
-    step, rows = (width * 3, height) if encoding == "rgb8" else (width, height * 3 // 2)
-    pixels = np.random.default_rng(0).integers(0, 255, step * rows, dtype=np.uint8)
-    image = Image(width=width, height=height, encoding=encoding, step=step, data=array.array("B", pixels.tobytes()))
-    info = CameraInfo(width=width, height=height, distortion_model="plumb_bob", d=[0.0] * 5,
-                      k=[900.0, 0, 639.5, 0, 900.0, 539.5, 0, 0, 1], r=[1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0],
-                      p=[900.0, 0, 639.5, 0, 0, 900.0, 539.5, 0, 0, 0, 1, 0])
-    deadline = time.monotonic() + 30
-    while image_pub.get_subscription_count() < 1 and time.monotonic() < deadline:
-        rclpy.spin_once(node, timeout_sec=0.05)
-    time.sleep(1.0)
-    start = time.perf_counter()
-    for i in range(frames):
-        image.header.stamp.sec = info.header.stamp.sec = 1000 + i // 30
-        image.header.stamp.nanosec = info.header.stamp.nanosec = (i % 30) * 33_333_333
-        info_pub.publish(info)
-        image_pub.publish(image)
-        time.sleep(max(0.0, start + (i + 1) / rate - time.perf_counter()))
-    time.sleep(1.0)
-    print(f"sent {frames}", flush=True)
-    node.destroy_node()
-    rclpy.try_shutdown()
-""")
 
 
 def _run_camera_into_node(tmp_path: Path, encoding: str, with_profile: bool) -> tuple[object, list[DiagnosticArray]]:
@@ -76,8 +44,9 @@ def _run_camera_into_node(tmp_path: Path, encoding: str, with_profile: bool) -> 
             Parameter("expected_rate_hz", value=RATE_HZ)])
         probe = Probe(context, node)
         diagnostics = probe.listen(DiagnosticArray, "/diagnostics")
-        camera = subprocess.Popen([sys.executable, "-c", CAMERA, str(FRAMES), str(RATE_HZ), str(WIDTH), str(HEIGHT),
-                                   encoding], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        camera = subprocess.Popen([sys.executable, "-m", "perception_tools.synthetic_camera", "--size",
+                                   f"{WIDTH}x{HEIGHT}", "--encoding", encoding, "--rate", str(RATE_HZ), "--frames",
+                                   str(FRAMES)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
             assert probe.spin_until(lambda: camera.poll() is not None, timeout=90.0), "the camera did not finish"
             probe.spin_until(lambda: False, timeout=1.5)  # a diagnostics period after the last frame
@@ -85,7 +54,7 @@ def _run_camera_into_node(tmp_path: Path, encoding: str, with_profile: bool) -> 
             if camera.poll() is None:
                 camera.kill()
             out, err = camera.communicate(timeout=30)
-        assert camera.returncode == 0 and f"sent {FRAMES}" in out, err
+        assert camera.returncode == 0 and json.loads(out)["sent"] == FRAMES, err
         probe.close()
         node.destroy_node()
     return node, diagnostics

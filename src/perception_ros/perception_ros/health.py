@@ -78,53 +78,75 @@ class ArrivalMonitor:
     - The camera's header stamps against ``expected_rate_hz`` (0 = not checked):
       a stream slower than expected (a throttled or stalled camera, or losses
       that no layer reports) or silent.
+
+    A loss is detected when a later frame arrives, so its event comes just
+    before or just after that frame's callback: a gap is matched with lost
+    events within ``MATCH_S`` of it, either way round.
     """
+
+    MATCH_S = 1.0
 
     def __init__(self, window_s: float = RECENT_WINDOW_S) -> None:
         self.window_s = window_s
         self.received = 0
         self.lost = 0
-        self._gaps = 0
-        self._events: deque[tuple[float, str, int]] = deque()  # (monotonic time, kind, count)
+        self.skipped = 0
+        self._lost_events: deque[tuple[float, int]] = deque()  # (monotonic time, count) in the window
+        self._skip_events: deque[list[float]] = deque()  # [monotonic time, count]; the last one may shrink
+        self._unmatched_lost: deque[list[float]] = deque()  # [time, count] of lost events no gap explained yet
         self._frames: deque[tuple[float, int, int | None]] = deque()  # (monotonic time, stamp ns, sequence)
         self._last_sequence: int | None = None
 
     def on_lost(self, count: int) -> None:
         """DDS reported ``count`` more samples lost (the event's ``total_count_change``)."""
-        if count > 0:
-            self.lost += count
-            self._events.append((time.monotonic(), "lost", count))
+        if count <= 0:
+            return
+        now = time.monotonic()
+        self.lost += count
+        self._lost_events.append((now, count))
+        last = self._skip_events[-1] if self._skip_events else None
+        if last is not None and now - last[0] <= self.MATCH_S and last[1] > 0:  # the gap just counted as skipped
+            explained = min(count, int(last[1]))
+            last[1] -= explained
+            self.skipped -= explained
+            count -= explained
+        if count:
+            self._unmatched_lost.append([now, count])
 
     def on_frame(self, stamp_ns: int, sequence: int | None = None) -> None:
         """A frame reached the callback; ``sequence`` is the publisher's, or None where the RMW gives none."""
         now = time.monotonic()
         self.received += 1
+        while self._unmatched_lost and now - self._unmatched_lost[0][0] > self.MATCH_S:
+            self._unmatched_lost.popleft()
         if sequence is not None and sequence > 0:
             if self._last_sequence is not None and sequence > self._last_sequence + 1:
-                self._gaps += sequence - self._last_sequence - 1
-                self._events.append((now, "gap", sequence - self._last_sequence - 1))
-            self._last_sequence = sequence  # a smaller one means a new publisher: start over, no gap
+                gap = sequence - self._last_sequence - 1
+                while gap and self._unmatched_lost:  # lost events that came before this frame's callback
+                    explained = min(gap, int(self._unmatched_lost[0][1]))
+                    gap -= explained
+                    self._unmatched_lost[0][1] -= explained
+                    if self._unmatched_lost[0][1] == 0:
+                        self._unmatched_lost.popleft()
+                self.skipped += gap
+                self._skip_events.append([now, gap])
+            elif self._last_sequence is not None and sequence <= self._last_sequence:
+                self._unmatched_lost.clear()  # a new publisher: the old one's losses explain none of its gaps
+            self._last_sequence = sequence
         self._frames.append((now, int(stamp_ns), sequence if sequence else None))
         self._trim(now)
 
-    @property
-    def skipped(self) -> int:
-        """Frames the publisher sent that the 1-deep queue replaced (sequence gaps not reported lost), in all."""
-        return max(0, self._gaps - self.lost)
-
     def _trim(self, now: float) -> None:
-        while self._events and now - self._events[0][0] > self.window_s:
-            self._events.popleft()
-        while self._frames and now - self._frames[0][0] > self.window_s:
-            self._frames.popleft()
+        for events in (self._lost_events, self._skip_events, self._frames):
+            while events and now - events[0][0] > self.window_s:
+                events.popleft()
 
     def summary(self, expected_rate_hz: float = 0.0) -> dict[str, float]:
         """Numbers over the last window: received, lost, skipped (latest wins), sent, the camera's rate."""
         self._trim(time.monotonic())
         received = len(self._frames)
-        lost = sum(n for _, kind, n in self._events if kind == "lost")
-        gaps = sum(n for _, kind, n in self._events if kind == "gap")
-        skipped = max(0, gaps - lost)
+        lost = sum(n for _, n in self._lost_events)
+        skipped = int(sum(n for _, n in self._skip_events))
         rate = 0.0
         if received >= 2:
             span_s = (self._frames[-1][1] - self._frames[0][1]) / 1e9

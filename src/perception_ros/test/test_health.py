@@ -62,3 +62,25 @@ def test_arrival_problems_rank_below_every_frame_dropped_and_above_drops() -> No
     stats.record(5.0)
     stats.drop("bad encoding")
     assert frame_health(stats, stats.summary(), arrival=lost) == lost
+
+
+def test_lost_events_explain_the_gap_they_came_with_before_or_after_its_frame() -> None:
+    monitor = ArrivalMonitor()
+    monitor.on_frame(1 * PERIOD_NS, 1)
+    monitor.on_frame(4 * PERIOD_NS, 4)  # gap of 2: counted as replaced while busy ...
+    monitor.on_lost(2)  # ... until DDS says those two were lost
+    assert (monitor.lost, monitor.skipped) == (2, 0)
+    monitor.on_lost(1)  # a loss reported before the frame that reveals it
+    monitor.on_frame(7 * PERIOD_NS, 7)  # gap of 2: one lost, one replaced
+    assert (monitor.lost, monitor.skipped) == (3, 1)
+    summary = monitor.summary()
+    assert summary["frames_sent_5s"] == 7 and summary["frames_lost_in_transport_5s"] == 3
+
+
+def test_losses_of_an_earlier_publisher_explain_none_of_a_new_ones_gaps() -> None:
+    monitor = ArrivalMonitor()
+    monitor.on_lost(28)  # a camera whose frames all got lost: no frame, no sequence
+    monitor.MATCH_S = 0.0  # those losses are older than a match allows by the time the next camera starts
+    monitor.on_frame(1 * PERIOD_NS, 1)
+    monitor.on_frame(9 * PERIOD_NS, 9)
+    assert (monitor.lost, monitor.skipped) == (28, 7)
