@@ -118,6 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     os.environ.setdefault("ROS_DOMAIN_ID", str(os.getpid() % 200 + 1))
+    from perception_ros.transport import use_transport_profile
+
+    use_transport_profile()  # this process publishes the camera frames: Fast DDS reads the profile at rclpy.init
 
     from model_tools.bags.bagio import camera_mount_from_bag
     from model_tools.bags.eval_bag import DEFAULT_PARAMS, evaluate_bag, headline
