@@ -63,19 +63,19 @@ def test_depth_report_metrics_heads_and_htp_agreement(tmp_path, data_root):
 
 
 def test_depth_scoring_keeps_pixels_the_pipeline_marks_invalid(tmp_path):
-    """Depth past the pipeline's range is scored clipped (not as min_depth); the top band is already clamped."""
+    """Depth at or past the pipeline's range (REP 117 +Inf) is scored as its composition clipped, not as missing."""
     meta = read_metadata(make_tiny_depth_model(tmp_path / "d.onnx", outputs="separate", levels=16, max_depth=15.0))
     integer_name, fractional_name = meta.output_names
-    # 15 + 0.5 is within one 1 m step of max_depth: the pipeline clamps it to 15. 15 + 1.5 is beyond: NaN.
+    # 15 + 0.5 and 15 + 1.5 are at or beyond max_depth: +Inf for the node (REP 117), scored as 15.5 / 16.5 clipped.
     outputs = {integer_name: np.array([[[[1.0, 0.5, 1.0]]]], np.float32),
                fractional_name: np.array([[[[0.5, 0.25, 1.5]]]], np.float32)}
     decoded = decoder(meta)(outputs)
-    assert decoded.depth[0, 0] == 15.0 and decoded.depth[0, 1] == pytest.approx(7.75) and np.isnan(decoded.depth[0, 2])
-    np.testing.assert_allclose(scored_depth(decoded, meta), [[15.0, 7.75, 16.5]])
+    assert np.isposinf(decoded.depth[0, [0, 2]]).all() and decoded.depth[0, 1] == pytest.approx(7.75)
+    np.testing.assert_allclose(scored_depth(decoded, meta), [[15.5, 7.75, 16.5]])
     scorer = TaskScorer(meta)
     scorer.update(decoded, np.array([[14.5, 7.75, 14.5]], np.float32))
     metrics = scorer.compute()
-    assert metrics["pipeline_invalid_fraction"] == pytest.approx(1 / 3)
+    assert metrics["pipeline_invalid_fraction"] == pytest.approx(2 / 3)
     assert metrics["abs_rel"] == pytest.approx(2 * (15.0 - 14.5) / 14.5 / 3, rel=1e-5)  # 16.5 clipped to max_depth
 
 

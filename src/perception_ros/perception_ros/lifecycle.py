@@ -52,6 +52,7 @@ class ManagedNode(LifecycleNode):
         self._input_timers: list[Any] = []
         self._configured = False
         self._autostarting = False
+        self._transition_exception: BaseException | None = None
 
     # ------------------------------------------------------------------ hooks for subclasses
 
@@ -95,6 +96,8 @@ class ManagedNode(LifecycleNode):
         try:
             for name, trigger in (("configure", self.trigger_configure), ("activate", self.trigger_activate)):
                 if trigger() != TransitionCallbackReturn.SUCCESS:
+                    if isinstance(self._transition_exception, PerceptionError):
+                        raise self._transition_exception  # its own type: BackendError, ModelFileError, ...
                     raise ConfigError(self.transition_error or f"{self.get_name()}: {name} failed")
         finally:
             self._autostarting = False
@@ -115,27 +118,29 @@ class ManagedNode(LifecycleNode):
             hook()
         except PerceptionError as err:
             self.transition_error = str(err)
+            self._transition_exception = err
             if not self._autostarting:
                 self.get_logger().error(f"{transition} failed: {err}")
             return TransitionCallbackReturn.FAILURE
         except Exception as err:  # noqa: BLE001  (a bug: rclpy would swallow it into a silent ERROR transition)
             self.transition_error = f"{type(err).__name__}: {err}"
+            self._transition_exception = err
             self.get_logger().error(f"{transition} failed with an unexpected {type(err).__name__}: {err}")
             return TransitionCallbackReturn.ERROR
         return TransitionCallbackReturn.SUCCESS
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self.transition_error = ""
+        self.transition_error, self._transition_exception = "", None
         result = self._run("configure", self.configure_node)
         if result != TransitionCallbackReturn.SUCCESS:
-            reason = self.transition_error
+            reason, exception = self.transition_error, self._transition_exception
             self._run("clean-up after the failed configure", self.cleanup_node)
-            self.transition_error = reason
+            self.transition_error, self._transition_exception = reason, exception
         self._configured = result == TransitionCallbackReturn.SUCCESS
         return result
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self.transition_error = ""
+        self.transition_error, self._transition_exception = "", None
         result = self._run("activate", self.activate_node)
         if result != TransitionCallbackReturn.SUCCESS:
             self._destroy_inputs()

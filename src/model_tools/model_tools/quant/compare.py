@@ -511,8 +511,9 @@ def comparison_markdown(report: dict[str, Any]) -> str:
                          f"{' / '.join(_fmt(v) for v in r['limits'])} | {r['level']} |")
         lines.append("")
     if report["task"] == "depth" and "fp32_metrics" in report:
-        lines += [f"Pixels with valid ground truth that the runtime pipeline marks invalid (NaN, outside "
-                  f"[min_depth, max_depth]; scored as the composed depth clipped to that range): FP32 "
+        lines += [f"Pixels with valid ground truth that the runtime pipeline gives no finite depth (REP 117 +Inf "
+                  f"at or beyond max_depth, -Inf below min_depth, NaN invalid; scored as the composed depth clipped "
+                  f"to [min_depth, max_depth]): FP32 "
                   f"{_fmt(report['fp32_metrics'].get('pipeline_invalid_fraction'))}, INT8 "
                   f"{_fmt(report['int8_metrics'].get('pipeline_invalid_fraction'))}.", ""]
     if report["task"] == "segmentation" and "fp32_metrics" in report:

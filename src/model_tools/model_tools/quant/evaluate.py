@@ -81,11 +81,12 @@ def depth_range(metadata: ModelMetadata) -> tuple[float, float]:
 
 
 def scored_depth(decoded: Any, metadata: ModelMetadata) -> np.ndarray:
-    """The depth to score: the pipeline's depth, with its out-of-range NaNs replaced by the raw composition.
+    """The depth to score: the pipeline's depth, with its non-finite pixels replaced by the raw composition.
 
-    The runtime pipeline marks depth outside [min_depth, max_depth] NaN (no
-    reading). A 'separate' model's composition reaches max_depth + one step, so
-    the farthest pixels would otherwise count as min_depth and dominate abs_rel.
+    The runtime pipeline marks depth at or beyond max_depth +Inf and below
+    min_depth -Inf (REP 117), and invalid outputs NaN. A 'separate' model's
+    composition reaches max_depth + one step, so the farthest pixels would
+    otherwise be scored as missing and dominate abs_rel.
     Scoring the raw value (which the Eigen metric then clips to the range) is
     the training evaluation's protocol; TaskScorer also counts these pixels.
     """
@@ -110,7 +111,7 @@ class TaskScorer:
 
             self.confusion = ConfusionMatrix(len(metadata.class_names))
         self.frames = 0
-        self.pipeline_invalid = 0  # depth: pixels with a valid target the pipeline marked NaN (scored clipped)
+        self.pipeline_invalid = 0  # depth: pixels with a valid target the pipeline gave no finite depth (scored clipped)
         self.valid_targets = 0
 
     def update(self, decoded: Any, target: np.ndarray) -> None:
