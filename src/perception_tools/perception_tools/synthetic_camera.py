@@ -42,8 +42,8 @@ def publish_frames(node: Any, width: int, height: int, encoding: str, rate_hz: f
                    wait_subscribers: int = 1, wait_s: float = 30.0, settle_s: float = 1.0) -> dict[str, Any]:
     """Publish ``frames`` frames at ``rate_hz`` through ``node``; returns what was sent and when.
 
-    Stay alive after the last frame (``--linger``) while slow subscribers finish: when a publisher's
-    participant goes away, DDS readers drop the samples of it they have not taken yet.
+    Stay alive after the last frame (``--linger``) while slow subscribers finish: here, a busy node never
+    took the last frame in its queue when the camera process had already exited.
     """
     import rclpy
     from rclpy.qos import qos_profile_sensor_data
