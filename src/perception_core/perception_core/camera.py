@@ -3,10 +3,11 @@
 A ``CameraModel`` is built from the plain fields of a CameraInfo message
 (``width height k d r p distortion_model``), so rclpy messages, rosbags
 messages and hand-made tests all use it. Building one validates it: a camera
-whose intrinsics cannot place a pixel (all-zero K, non-finite or non-positive
-focal lengths, a principal point outside the image, non-finite distortion)
-raises ``DataError`` naming the field, so a node drops that frame by name
-instead of publishing a plausible wrong depth or cloud.
+whose intrinsics cannot place a pixel (``geometry.camera_info_problem``: an
+all-zero or non-finite K, non-positive focal lengths, a principal point away
+from the middle of the stated image; and here also non-finite or unsupported
+distortion, a bad P) raises ``DataError`` naming the field, so a node drops
+that frame by name instead of publishing a plausible wrong depth or cloud.
 
 Rectification follows ROS's image_proc convention: the rectified image has
 the intrinsics ``P[:3, :3]`` (``K`` when P is unset) and no distortion.
@@ -23,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from perception_core.errors import DataError
+from perception_core.geometry import camera_info_problem
 
 # CameraInfo.distortion_model values this module can undistort (sensor_msgs/distortion_models.hpp names).
 PLUMB_BOB = "plumb_bob"
@@ -59,20 +61,10 @@ class CameraModel:
                     p: Sequence[float], distortion_model: str, source: str = "camera_info") -> CameraModel:
         """Validate CameraInfo fields; DataError names the field at fault and ``source`` (e.g. the topic)."""
         width, height = int(width), int(height)
-        if width <= 0 or height <= 0:
-            raise DataError(f"{source}: fields 'width'/'height' are {width}x{height}; the intrinsics need the "
-                            "image size they were calibrated at")
+        problem = camera_info_problem(k, (height, width))  # K and the stated size: the one set of rules
+        if problem:
+            raise DataError(f"{source}: {problem}")
         kk = _floats(k, 9, "k", source).reshape(3, 3)
-        if not kk.any():
-            raise DataError(f"{source}: field 'k' is all zero (an uncalibrated camera); depth cannot be placed")
-        fx, fy, cx, cy = kk[0, 0], kk[1, 1], kk[0, 2], kk[1, 2]
-        if not (fx > 0 and fy > 0):
-            raise DataError(f"{source}: field 'k' has focal lengths fx={fx:g}, fy={fy:g}; both must be > 0")
-        if not (0.0 <= cx <= width and 0.0 <= cy <= height):
-            raise DataError(f"{source}: field 'k' puts the principal point at ({cx:g}, {cy:g}), outside the "
-                            f"{width}x{height} image of fields 'width'/'height' (intrinsics of another resolution?)")
-        if abs(kk[2, 2] - 1.0) > 1e-6 or kk[2, 0] or kk[2, 1] or kk[1, 0]:
-            raise DataError(f"{source}: field 'k' last row is {kk[2].tolist()}, expected [0, 0, 1]")
         dd = _floats(d, None, "d", source)
         model = str(distortion_model or "")
         if dd.any() and model not in DISTORTION_MODELS:
