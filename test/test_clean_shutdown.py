@@ -111,3 +111,17 @@ def test_ctrl_c_while_processing_frames_exits_cleanly(tmp_path: Path) -> None:
         outputs = {name: process.communicate(timeout=60)[0] for name, process in processes.items()}
     assert started, {name: outputs[name][-2000:] for name in processes}
     _assert_clean(processes, outputs)
+
+
+def test_sigterm_after_start_up_also_exits_cleanly(tmp_path: Path) -> None:
+    """launch escalates to SIGTERM when SIGINT is not enough; it ends the process the same way."""
+    command = _commands(tmp_path)["fused"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               start_new_session=True, env=dict(os.environ))
+    with ros_context() as context:
+        probe = Probe(context)
+        assert probe.spin_until(lambda: probe.node.count_subscribers("/fused/camera/image_raw") >= 1, timeout=60.0)
+        probe.close()
+    os.killpg(process.pid, signal.SIGTERM)
+    output = process.communicate(timeout=60)[0]
+    _assert_clean({"fused": process}, {"fused": output})

@@ -17,7 +17,6 @@ from __future__ import annotations
 import array
 from typing import Any
 
-import cv2
 import numpy as np
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
 
@@ -49,9 +48,6 @@ class DepthHead(InferenceHead):
             read_only=True, float_range=(0.0, 1000.0))
         self.min_depth = self.declare("min_depth", -1.0, "valid range bottom in metres (nearer is -Inf, REP 117); "
                                       "-1 = the model's metadata", float_range=(-1.0, 1000.0))
-        self.resize_to_camera = self.declare("resize_to_camera", False, "publish depth at the camera's size "
-                                             "(nearest) instead of the model's", read_only=True)
-        self.publish_colorized = self.declare("publish_colorized", True, "publish an rgb8 colourised depth")
         self.publish_heads = self.declare("publish_heads", False, "publish the raw integer/fractional heads",
                                           read_only=True)
         self.publish_points = self.declare("publish_points", False, "publish a PointCloud2 in the camera frame "
@@ -61,7 +57,6 @@ class DepthHead(InferenceHead):
         self.pipeline: DepthPipeline | None = None
         runtime = node.runtime
         runtime.add(self.prefix + "point_stride", lambda v: setattr(self, "point_stride", int(v)))
-        runtime.add(self.prefix + "publish_colorized", lambda v: setattr(self, "publish_colorized", bool(v)))
         runtime.add(self.prefix + "min_depth", self._set_min_depth, self._check_min_depth)
 
     def _check_min_depth(self, value: float) -> str | None:
@@ -94,21 +89,11 @@ class DepthHead(InferenceHead):
         self.heads_pub = node.create_publisher(DepthHeads, self.topic("heads"), 10) if self.publish_heads else None
         self.points_pub = node.create_publisher(PointCloud2, self.topic("points"), 10) if self.publish_points else None
 
-    def release(self) -> None:
-        super().release()
-        self.pipeline = None
-
-    def infer(self, frame: CameraFrame) -> DepthOutput:
-        assert self.pipeline is not None
-        return self.pipeline.infer(frame.image, frame.order)
-
     def publish(self, result: DepthOutput, frame: CameraFrame) -> None:
         assert self.pipeline is not None and self.model is not None
         converter = self.node.converter
         camera_hw = frame.hw
-        depth = result.depth
-        if self.resize_to_camera and depth.shape != camera_hw:
-            depth = cv2.resize(depth, (camera_hw[1], camera_hw[0]), interpolation=cv2.INTER_NEAREST)
+        depth = self.at_camera_size(result.depth, frame)
         header = frame.header
         info = None
         if frame.camera is not None:  # camera_info before the depth it describes: consumers keep the latest

@@ -79,12 +79,13 @@ class CameraFrame:
 class InferenceHead:
     """One model of an inference node: its parameters, pipeline, publishers, stats and model info.
 
-    Subclasses set ``TASK`` and implement ``configure_outputs`` (pipeline +
-    publishers from ``self.model``), ``infer`` (may run in a worker thread:
-    no publishing, no rclpy calls) and ``publish``.
+    Subclasses set ``TASK`` and implement ``configure_outputs`` (``self.pipeline``
+    and publishers from ``self.model``) and ``publish``. ``infer`` runs the
+    pipeline and may run in a worker thread: no publishing, no rclpy calls.
     """
 
     TASK = ""
+    pipeline: Any = None
 
     def __init__(self, node: InferenceNodeBase, param_prefix: str, topic_prefix: str) -> None:
         self.node = node
@@ -95,6 +96,10 @@ class InferenceHead:
                                        read_only=True)
         self.num_threads = self.declare("num_threads", 0, "ONNX Runtime intra-op threads (0 = ORT default)",
                                         read_only=True, int_range=(0, 64))
+        self.resize_to_camera = self.declare("resize_to_camera", False, "publish the outputs at the camera's size "
+                                             "(nearest) instead of the model's", read_only=True)
+        self.publish_colorized = self.declare("publish_colorized", True, "publish the rgb8 view of the output")
+        node.runtime.add(self.prefix + "publish_colorized", lambda v: setattr(self, "publish_colorized", bool(v)))
         self.model: LoadedModel | None = None
         self.stats_pub: Any = None
         self.model_info_pub: Any = None
@@ -125,12 +130,22 @@ class InferenceHead:
             self.node.destroy_publisher(getattr(self, name))
             setattr(self, name, None)
         self.model = None
+        self.pipeline = None
 
     def configure_outputs(self) -> None:
         raise NotImplementedError
 
     def infer(self, frame: CameraFrame) -> Any:
-        raise NotImplementedError
+        assert self.pipeline is not None
+        return self.pipeline.infer(frame.image, frame.order)
+
+    def at_camera_size(self, image: np.ndarray, frame: CameraFrame) -> np.ndarray:
+        """``image`` resized to the camera's size (nearest) when ``resize_to_camera`` asks for it."""
+        if not self.resize_to_camera or image.shape[:2] == frame.hw:
+            return image
+        import cv2
+
+        return cv2.resize(image, (frame.hw[1], frame.hw[0]), interpolation=cv2.INTER_NEAREST)
 
     def publish(self, result: Any, frame: CameraFrame) -> None:
         raise NotImplementedError

@@ -7,6 +7,12 @@ model loads, or while a frame is processed. Node classes are imported inside
 the guarded region, which is why entry points name them by string. A start-up
 failure (a ``PerceptionError``: missing model, bad parameter) prints one line
 naming the node class and exits 1.
+
+rclpy's own signal handlers are not installed: they shut the context down from
+their own thread while the main thread tears the nodes down, a race that ended
+in a traceback ("rcl_shutdown already called") or a segfault here. Instead the
+signals raise KeyboardInterrupt in the main thread, which spins with a short
+timeout so that it sees them, and tears everything down in order, alone.
 """
 
 from __future__ import annotations
@@ -18,6 +24,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from perception_core.errors import PerceptionError
+
+SPIN_PERIOD_S = 0.1
 
 
 def _node_class(spec: Any) -> type[Any]:
@@ -45,12 +53,14 @@ def run_nodes(nodes: Sequence[Any], args: list[str] | None = None, *, label: str
     instances: list[Any] = []
     executor: Any = None
     code = 0
+    previous_term = signal.signal(signal.SIGTERM, _interrupt)
     try:
         import rclpy
         from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
+        from rclpy.signals import SignalHandlerOptions
 
         try:
-            rclpy.init(args=args)
+            rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
             executor = MultiThreadedExecutor() if multi_threaded else SingleThreadedExecutor()
             for spec in nodes:
                 instance = _node_class(spec)()
@@ -58,7 +68,8 @@ def run_nodes(nodes: Sequence[Any], args: list[str] | None = None, *, label: str
                 executor.add_node(instance)
             if on_started is not None:
                 on_started(instances)
-            executor.spin()
+            while rclpy.ok():
+                executor.spin_once(timeout_sec=SPIN_PERIOD_S)  # back in Python often enough to see a signal
         except ExternalShutdownException:
             pass
     except KeyboardInterrupt:
@@ -68,13 +79,20 @@ def run_nodes(nodes: Sequence[Any], args: list[str] | None = None, *, label: str
         code = 1
     finally:
         _shut_down(executor, instances)
+        signal.signal(signal.SIGTERM, previous_term)
     return code
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    """SIGTERM ends the process like Ctrl-C."""
+    raise KeyboardInterrupt
 
 
 def _shut_down(executor: Any, instances: list[Any]) -> None:
     """Tear down once. From here to the process's exit a further Ctrl-C is ignored rather than printed as a
     traceback (the process is already ending; launch still escalates to SIGTERM and SIGKILL if it hangs)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     try:
         import rclpy
     except ImportError:

@@ -31,14 +31,10 @@ class SegmentationHead(InferenceHead):
 
     def __init__(self, node: InferenceNodeBase, param_prefix: str = "", topic_prefix: str = TOPIC_PREFIX) -> None:
         super().__init__(node, param_prefix, topic_prefix)
-        self.resize_to_camera = self.declare("resize_to_camera", False, "publish labels at the camera's size "
-                                             "(nearest) instead of the model's", read_only=True)
-        self.publish_colorized = self.declare("publish_colorized", True, "publish the rgb8 overlay")
         self.alpha = self.declare("alpha", 0.5, "overlay opacity of the class colours over the image",
                                   float_range=(0.0, 1.0))
         self.pipeline: SegPipeline | None = None
         node.runtime.add(self.prefix + "alpha", lambda v: setattr(self, "alpha", float(v)))
-        node.runtime.add(self.prefix + "publish_colorized", lambda v: setattr(self, "publish_colorized", bool(v)))
 
     def configure_outputs(self) -> None:
         assert self.model is not None
@@ -48,21 +44,11 @@ class SegmentationHead(InferenceHead):
         self.colorized_pub = self.node.create_publisher(Image, self.topic("colorized"), 10)
         self.summary_pub = self.node.create_publisher(SegmentationSummary, self.topic("summary"), 10)
 
-    def release(self) -> None:
-        super().release()
-        self.pipeline = None
-
-    def infer(self, frame: CameraFrame) -> SegOutput:
-        assert self.pipeline is not None
-        return self.pipeline.infer(frame.image, frame.order)
-
     def publish(self, result: SegOutput, frame: CameraFrame) -> None:
         assert self.pipeline is not None and self.model is not None
         converter = self.node.converter
-        labels = result.labels
         camera_hw = frame.hw
-        if self.resize_to_camera and labels.shape != camera_hw:
-            labels = cv2.resize(labels, (camera_hw[1], camera_hw[0]), interpolation=cv2.INTER_NEAREST)
+        labels = self.at_camera_size(result.labels, frame)
         header = frame.header
         self.labels_pub.publish(converter.to_msg(labels, "mono8", header))
         if self.publish_colorized:
