@@ -80,11 +80,12 @@ def test_depth_scoring_keeps_pixels_the_pipeline_marks_invalid(tmp_path):
 
 
 def test_depth_change_counts_only_pixels_valid_in_both_outputs(tmp_path):
-    """A pixel valid in one model and NaN (out of range) in the other is a validity change, not a depth change."""
+    """A pixel finite in one model and not in the other (+Inf: beyond the range) is a validity change, not a depth
+    change."""
     meta = read_metadata(make_tiny_depth_model(tmp_path / "d.onnx", outputs="separate", levels=16, max_depth=15.0))
     integer_name, fractional_name = meta.output_names
     step = 1.0  # 15 m over 15 level steps
-    # pixel:        0: 5.0 -> 5.5   1: 14.9 -> 16.5 (NaN)   2: 3.0 -> 3.0   3: 16.5 (NaN) -> 14.0
+    # pixel:        0: 5.0 -> 5.5   1: 14.9 -> 16.5 (+Inf)   2: 3.0 -> 3.0   3: 16.5 (+Inf) -> 14.0
     fp32_int, fp32_frac = [5 / 15, 14 / 15, 3 / 15, 1.0], [0.0, 0.9, 0.0, 1.5]
     int8_int, int8_frac = [5 / 15, 1.0, 3 / 15, 14 / 15], [0.5, 1.5, 0.0, 0.0]
     decode = decoder(meta)
@@ -94,8 +95,8 @@ def test_depth_change_counts_only_pixels_valid_in_both_outputs(tmp_path):
                 fractional_name: np.array(fractional, np.float32).reshape(1, 1, 1, 4) * step}
 
     d32, d8 = decode(outputs(fp32_int, fp32_frac)), decode(outputs(int8_int, int8_frac))
-    np.testing.assert_allclose(d32.depth[0], [5.0, 14.9, 3.0, np.nan], atol=1e-5)  # the pipeline's own ranges
-    np.testing.assert_allclose(d8.depth[0], [5.5, np.nan, 3.0, 14.0], atol=1e-5)
+    np.testing.assert_allclose(d32.depth[0], [5.0, 14.9, 3.0, np.inf], atol=1e-5)  # the pipeline's own ranges
+    np.testing.assert_allclose(d8.depth[0], [5.5, np.inf, 3.0, 14.0], atol=1e-5)
     heads = HeadErrors(meta)
     heads.update(d32, d8, None)
     summary = heads.summary()
