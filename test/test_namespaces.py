@@ -1,8 +1,8 @@
 """Two cameras' pipelines in one graph, under two namespaces, each with its own parameters, no cross-talk.
 
 Two perception-stack processes (as two `ros2 launch ... namespace:=` would
-start them): /front runs the separate depth and segmentation nodes, /rear
-the fused node. One parameter file serves both; its namespaced sections give
+start them): /front runs the separate depth and segmentation nodes and the
+costmap node, /rear the fused node. One parameter file serves both; its namespaced sections give
 each camera its own depth model (different max_depth) and overlay opacity. The
 test publishes different frames to each camera and checks every output
 topic of each namespace carries only its own camera's frames and values.
@@ -21,6 +21,7 @@ import pytest
 import yaml
 from diagnostic_msgs.msg import DiagnosticArray
 from inference_node_harness import Probe, as_array, image_msg, ros_context
+from nav_msgs.msg import OccupancyGrid
 from sensor_msgs.msg import Image
 
 from perception_core.testing.tiny_models import make_tiny_depth_model, make_tiny_seg_model
@@ -52,7 +53,7 @@ def test_two_namespaced_pipelines_keep_their_own_frames_and_parameters(tmp_path:
     params_file = tmp_path / "cameras.yaml"
     params_file.write_text(yaml.safe_dump(params))
     stacks = {
-        "front": ["--nodes", "depth,segmentation"],
+        "front": ["--nodes", "depth,segmentation,costmap"],
         "rear": ["--nodes", "fused"],
     }
     processes = {ns: subprocess.Popen([sys.executable, "-m", "perception_tools.stack", "--params", str(params_file),
@@ -66,13 +67,15 @@ def test_two_namespaced_pipelines_keep_their_own_frames_and_parameters(tmp_path:
             probe = Probe(context)
             received = {ns: {topic: probe.listen(Image, f"/{ns}/{topic}") for topic in OUTPUTS} for ns in stacks}
             root_outputs = [probe.listen(Image, f"/{topic}") for topic in OUTPUTS]
+            costmaps = {ns: probe.listen(OccupancyGrid, f"/{ns}/perception/costmap") for ns in stacks}
+            root_costmaps = probe.listen(OccupancyGrid, "/perception/costmap")
             diagnostics = probe.listen(DiagnosticArray, "/diagnostics")
             senders = {ns: probe.camera(namespace=f"/{ns}") for ns in stacks}
             frames = {ns: image_msg(np.full((32, 32, 3), greys[ns], np.uint8), "rgb8", stamp_sec=stamps[ns])
                       for ns in stacks}
 
             def every_output() -> bool:
-                return all(received[ns][topic] for ns in stacks for topic in OUTPUTS)
+                return all(received[ns][topic] for ns in stacks for topic in OUTPUTS) and bool(costmaps["front"])
 
             def send_both() -> None:
                 for ns in stacks:
@@ -92,7 +95,8 @@ def test_two_namespaced_pipelines_keep_their_own_frames_and_parameters(tmp_path:
         assert processes[ns].returncode == 0, outputs[ns]
         for topic in OUTPUTS:
             assert {m.header.stamp.sec for m in received[ns][topic]} == {stamps[ns]}, f"cross-talk on /{ns}/{topic}"
-    assert not any(root_outputs), "a namespaced stack published on root topics"
+    assert not any(root_outputs) and not root_costmaps, "a namespaced stack published on root topics"
+    assert {g.header.stamp.sec for g in costmaps["front"]} == {stamps["front"]} and not costmaps["rear"]
     # Each camera's own parameters: the depth scale of its model, the opacity of its overlay.
     for ns, max_depth in (("front", 15.0), ("rear", 7.5)):
         got = as_array(received[ns]["perception/depth/image"][-1], np.float32)
@@ -104,4 +108,5 @@ def test_two_namespaced_pipelines_keep_their_own_frames_and_parameters(tmp_path:
     names = {s.name for a in diagnostics for s in a.status}
     assert {"/front/depth_node: depth inference", "/front/segmentation_node: segmentation inference",
             "/rear/fused_node: depth+segmentation inference"} <= names
-    assert "perception-stack: running front/depth_node, front/segmentation_node" in outputs["front"]
+    assert "perception-stack: running front/depth_node, front/segmentation_node, front/costmap_node" \
+        in outputs["front"]
