@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def sections() -> tuple[dict, dict]:
     nav2 = yaml.safe_load((ROOT / "config" / "nav2_costmap.yaml").read_text())
     node = yaml.safe_load((ROOT / "config" / "perception.yaml").read_text())
-    return nav2["local_costmap"]["local_costmap"]["ros__parameters"], node["costmap_node"]["ros__parameters"]
+    return nav2["local_costmap"]["local_costmap"]["ros__parameters"], node["/**/costmap_node"]["ros__parameters"]
 
 
 def test_frames_cells_and_topics_match_the_costmap_node() -> None:

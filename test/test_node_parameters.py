@@ -39,18 +39,18 @@ def _model_args(node: str, models: dict[str, Path]) -> list[str]:
 
 # node, bad -p value, what the one line must say
 START_UP_CASES = [
-    ("depth", "max_depth:=5", "depth_node: parameter max_depth=5 is an integer; expected a floating-point number "
+    ("depth", "max_depth:=5", "parameter max_depth=5 is an integer; expected a floating-point number "
                               "(write 5.0)"),
-    ("depth", "num_threads:=abc", "depth_node: parameter num_threads='abc' is a string; expected an integer"),
-    ("depth", "min_depth:=-3.0", "depth_node: parameter min_depth=-3.0 is outside its range [-1.0, 1000.0]"),
-    ("depth", "rectification:=fisheye", "depth_node: parameter rectification='fisheye' is not one of node, upstream, off"),
-    ("segmentation", "alpha:=2.0", "segmentation_node: parameter alpha=2.0 is outside its range [0.0, 1.0]"),
-    ("segmentation", "backend:=gpu", "segmentation_node: parameter backend='gpu' is not one of auto, npu, cpu"),
-    ("segmentation", "expected_rate_hz:=true", "segmentation_node: parameter expected_rate_hz=True is a boolean; "
+    ("depth", "num_threads:=abc", "parameter num_threads='abc' is a string; expected an integer"),
+    ("depth", "min_depth:=-3.0", "parameter min_depth=-3.0 is outside its range [-1.0, 1000.0]"),
+    ("depth", "rectification:=fisheye", "parameter rectification='fisheye' is not one of node, upstream, off"),
+    ("segmentation", "alpha:=2.0", "parameter alpha=2.0 is outside its range [0.0, 1.0]"),
+    ("segmentation", "backend:=gpu", "parameter backend='gpu' is not one of auto, npu, cpu"),
+    ("segmentation", "expected_rate_hz:=true", "parameter expected_rate_hz=True is a boolean; "
                                                "expected a floating-point number"),
-    ("fused", "depth.max_depth:=5", "fused_node: parameter depth.max_depth=5 is an integer; expected a floating-point "
+    ("fused", "depth.max_depth:=5", "parameter depth.max_depth=5 is an integer; expected a floating-point "
                                     "number (write 5.0)"),
-    ("fused", "segmentation.num_threads:=100", "fused_node: parameter segmentation.num_threads=100 is outside its "
+    ("fused", "segmentation.num_threads:=100", "parameter segmentation.num_threads=100 is outside its "
                                                "range [0, 64]"),
 ]
 
@@ -70,7 +70,8 @@ def test_bad_parameters_at_start_up_exit_1_with_one_line(models: dict[str, Path]
         assert run.returncode == 1, f"{node} {bad}: exit {run.returncode}\n{err}"
         assert "Traceback" not in err and "Traceback" not in out, f"{node} {bad}:\n{err}"
         error_lines = [line for line in err.splitlines() if ": error: " in line]
-        assert len(error_lines) == 1 and message in error_lines[0], f"{node} {bad}:\n{err}"
+        label = {"depth": "DepthNode", "segmentation": "SegmentationNode", "fused": "FusedNode"}[node]
+        assert len(error_lines) == 1 and error_lines[0] == f"{label}: error: {message}", f"{node} {bad}:\n{err}"
 
 
 def _node(kind: str, models: dict[str, Path], **params: Any):

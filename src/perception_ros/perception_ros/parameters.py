@@ -51,7 +51,7 @@ def declare(node: Node, name: str, default: Any, description: str, *, read_only:
         descriptor.integer_range = [IntegerRange(from_value=int_range[0], to_value=int_range[1], step=1)]
     if float_range:
         descriptor.floating_point_range = [FloatingPointRange(from_value=float_range[0], to_value=float_range[1])]
-    where = f"{node.get_name()}: parameter {name}"
+    where = f"parameter {name}"  # the entry point's line names the node: "DepthNode: error: parameter ..."
     try:
         value = node.declare_parameter(name, default, descriptor).value
     except InvalidParameterTypeException:
