@@ -86,9 +86,8 @@ def run_pairing(mode: str, bag: Path, params: Path, depth_model: Path, seg_model
 
     nodes = "depth,segmentation,costmap" if mode == "separate" else "fused,costmap"
     image_subscribers = 2 if mode == "separate" else 1
-    # Multi-threaded: the nodes run side by side, as in separate `ros2 launch` processes.
     stack = StackProcess(params, depth_model, seg_model, backend, work / f"stack_{mode}.log",
-                         extra_args=["--nodes", nodes, "--multi-threaded"])
+                         extra_args=["--nodes", nodes])
     context = rclpy.Context()
     rclpy.init(context=context)
     published: dict[int, int] = {}
@@ -218,7 +217,7 @@ def delivery(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     depth_model, seg_model, models = _models(work, width, height)
     profile = os.environ[PROFILE_ENV]
     stack = StackProcess(DEFAULT_PARAMS, depth_model, seg_model, args.backend, work / "stack_delivery.log",
-                         extra_args=["--nodes", "depth,segmentation", "--multi-threaded"])
+                         extra_args=["--nodes", "depth,segmentation"])
     context = rclpy.Context()
     rclpy.init(context=context)
     node = rclpy.create_node("bench_delivery", context=context)
@@ -296,7 +295,7 @@ def delivery(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     return {
         "camera": f"perception_tools.synthetic_camera, {width}x{height}, {args.camera_frames} frames at "
                   f"{args.camera_rate:g} Hz, sensor-data QoS (best effort, depth 1 subscribers)",
-        "subscribers": "depth_node and segmentation_node (perception-stack --multi-threaded, one process) and a "
+        "subscribers": "depth_node and segmentation_node (perception-stack, one process, nodes side by side) and a "
                        "light subscriber in the benchmark process; all three load the profile",
         "profile": str(Path(profile).relative_to(ROOT)) if Path(profile).is_relative_to(ROOT) else profile,
         "models": f"{depth_model.name} + {seg_model.name} ({models}), backend {args.backend}",

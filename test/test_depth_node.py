@@ -195,3 +195,22 @@ def test_missing_model_path_is_a_clear_start_up_error() -> None:
     done = subprocess.run([sys.executable, "-m", "depth_perception.depth_node"], capture_output=True, text=True,
                           timeout=60)
     assert done.returncode == 1 and "parameter model_path is empty" in done.stderr
+
+
+def test_depth_camera_info_is_announced_when_the_camera_info_arrives(tmp_path: Path) -> None:
+    """Before any frame: a consumer that keeps the latest camera_info (the costmap) has it for the first depth."""
+    model = make_tiny_depth_model(tmp_path / "depth.onnx", hw=(24, 32))
+    with ros_context() as context:
+        node = _node(model, backend="cpu")(context)
+        probe = Probe(context, node)
+        infos = probe.listen(CameraInfo, "/perception/depth/camera_info")
+        info_pub = probe.publisher(CameraInfo, "/camera/camera_info")
+        info = camera_info_msg(64, 48, fx=50.0, fy=50.0, cx=31.5, cy=23.5)
+        info.header.stamp.sec = 5
+        assert probe.spin_until(lambda: infos, every=lambda: info_pub.publish(info))
+        probe.spin_until(lambda: False, every=lambda: info_pub.publish(info), timeout=0.5)
+        probe.close()
+        node.destroy_node()
+    assert node.stats.processed == 0 and len(infos) == 1  # once per camera model, not per camera_info message
+    assert (infos[0].width, infos[0].height, infos[0].header.stamp.sec) == (32, 24, 5)
+    np.testing.assert_allclose(np.asarray(infos[0].k).reshape(3, 3)[0], [25.0, 0.0, 15.5])

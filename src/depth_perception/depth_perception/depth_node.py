@@ -89,6 +89,17 @@ class DepthHead(InferenceHead):
         self.heads_pub = node.create_publisher(DepthHeads, self.topic("heads"), 10) if self.publish_heads else None
         self.points_pub = node.create_publisher(PointCloud2, self.topic("points"), 10) if self.publish_points else None
 
+    def on_camera(self, camera: OutputCamera, camera_hw: tuple[int, int], header: Any) -> None:
+        """Publish the depth's camera_info as soon as the camera's is known, ahead of the first depth image:
+        a consumer that keeps the latest camera_info (the costmap node) then has it for the first frame too."""
+        assert self.model is not None
+        depth_hw = camera_hw if self.resize_to_camera else tuple(self.model.session.get_outputs()[0].shape[-2:])
+        if not all(isinstance(v, int) for v in depth_hw):
+            return  # a dynamic output size: the first frame tells
+        info = camera_info_for(camera, camera_hw, depth_hw)
+        info.header = header
+        self.info_pub.publish(info)
+
     def publish(self, result: DepthOutput, frame: CameraFrame) -> None:
         assert self.pipeline is not None and self.model is not None
         converter = self.node.converter

@@ -150,6 +150,9 @@ class InferenceHead:
     def publish(self, result: Any, frame: CameraFrame) -> None:
         raise NotImplementedError
 
+    def on_camera(self, camera: OutputCamera, camera_hw: tuple[int, int], header: Any) -> None:
+        """A new valid camera model arrived (before any frame of it is processed); heads may announce it."""
+
     # ------------------------------------------------------------------ reporting
 
     def model_info_json(self) -> str:
@@ -256,7 +259,16 @@ class InferenceNodeBase(ManagedNode):
     # ------------------------------------------------------------------ input
 
     def on_camera_info(self, msg: CameraInfo) -> None:
+        known = self._camera[1].key() if self._camera is not None and self._camera[1] is not None else None
         self.camera_info = msg
+        try:
+            camera = self.camera_model()
+        except DataError:
+            return  # the frames that come with it are dropped by name
+        if camera is not None and camera.key() != known and self.heads and self.heads[0].model is not None:
+            out = output_camera(camera, self.rectification)
+            for head in self.heads:
+                head.on_camera(out, (camera.height, camera.width), msg.header)
 
     def _on_frames_lost(self, info: Any) -> None:
         self.arrival.on_lost(int(info.total_count_change))

@@ -435,7 +435,8 @@ def score_recorded(
             same_special = (reference.depth == out.depth) | (np.isnan(reference.depth) & np.isnan(out.depth))
             mismatch = special & ~same_special
             comparison.depth_nan_mismatch_pixels += int(mismatch.sum())
-            diff = np.abs(np.where(special, 0.0, reference.depth - out.depth))
+            with np.errstate(invalid="ignore"):  # inf - inf where both are +Inf: masked by `special`
+                diff = np.abs(np.where(special, 0.0, reference.depth - out.depth))
             comparison.depth_max_abs_diff_m.append(float(diff.max()) if diff.size else 0.0)
             comparison.label_agreement.append(float(np.mean(reference.labels == out.labels)))
             cell_agreement = float(np.mean(reference.category == category))

@@ -9,6 +9,9 @@ so they match under any namespace. Model paths and the backend override the
 YAML through a second, generated params file (later files win), so no node
 constructor needs to know. The Fast DDS transport profile of the bringup
 (``config/fastdds.xml``) is loaded unless FASTRTPS_DEFAULT_PROFILES_FILE is set.
+The nodes run side by side (a MultiThreadedExecutor; each node's own callbacks
+stay one at a time), as separate `ros2 launch` processes would: with one
+thread, a node would wait for another's inference before taking its input.
 
     perception-stack                                   # depth, segmentation, costmap; installed config/perception.yaml
     perception-stack --nodes fused,costmap             # both models on every frame (one node), then the costmap
@@ -60,8 +63,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--backend", choices=("auto", "npu", "cpu"), help="backend for every model")
     parser.add_argument("--remap", action="append", default=[], metavar="FROM:=TO",
                         help="topic remap applied to every node, e.g. camera/image_raw:=/front/image_raw")
-    parser.add_argument("--multi-threaded", action="store_true",
-                        help="MultiThreadedExecutor (the nodes' callbacks run concurrently) instead of one thread")
+    parser.add_argument("--single-threaded", action="store_true",
+                        help="one thread for every node's callbacks, instead of a MultiThreadedExecutor that runs "
+                             "the nodes side by side as separate `ros2 launch` processes would")
     args = parser.parse_args(argv)
     args.nodes = [n.strip() for n in args.nodes.split(",") if n.strip()]
     unknown = [n for n in args.nodes if n not in NODES]
@@ -138,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         return run_nodes([NODES[key][0] for key in args.nodes], ros_arguments(args, override_file),
-                         label="perception-stack", multi_threaded=args.multi_threaded, on_started=started)
+                         label="perception-stack", multi_threaded=not args.single_threaded, on_started=started)
     finally:
         if override_file is not None:
             override_file.unlink(missing_ok=True)
