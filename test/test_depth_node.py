@@ -79,7 +79,7 @@ def test_synthetic_frame_gives_rep118_rep117_depth_camera_info_heads_points(tmp_
     assert np.isposinf(values[:, :8]).all()  # REP 117: beyond range is +Inf, not a wall at max_depth
     np.testing.assert_allclose(values[:, 8:], _expected_depth(round(LEVEL * 255 / 15)), atol=1e-4)
 
-    info = infos[0]
+    info = next(i for i in infos if i.header.stamp.sec == 42)  # the one published with the frame
     assert (info.width, info.height, info.header.stamp.sec, info.header.frame_id) == (32, 32, 42, "camera_optical")
     # 64x48 -> 32x32: sx = 0.5, sy = 2/3; cx' = (31.5 + 0.5) * 0.5 - 0.5, cy' = (23.5 + 0.5) * 2/3 - 0.5.
     np.testing.assert_allclose(np.asarray(info.k).reshape(3, 3), [[25.0, 0, 15.5], [0, 40.0, 15.5], [0, 0, 1]])

@@ -10,9 +10,13 @@ naming the node class and exits 1.
 
 rclpy's own signal handlers are not installed: they shut the context down from
 their own thread while the main thread tears the nodes down, a race that ended
-in a traceback ("rcl_shutdown already called") or a segfault here. Instead the
-signals raise KeyboardInterrupt in the main thread, which spins with a short
-timeout so that it sees them, and tears everything down in order, alone.
+in a traceback ("rcl_shutdown already called") or a segfault here. Nor does a
+signal raise KeyboardInterrupt once rclpy is imported: raised inside rclpy's
+C++ calls it surfaced as a RuntimeError ("Unable to convert call argument").
+A signal only sets a flag; the main thread spins with a short timeout, sees it
+between callbacks (after the frame in hand, or after the model that is
+loading) and tears everything down in order, alone. Before rclpy is imported,
+Ctrl-C is Python's KeyboardInterrupt, caught the same way.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 import importlib
 import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -48,28 +53,33 @@ def run_nodes(nodes: Sequence[Any], args: list[str] | None = None, *, label: str
               multi_threaded: bool = False, on_started: Callable[[list[Any]], None] | None = None) -> int:
     """Several nodes in one executor (a composed process); ``on_started`` runs once all exist.
 
-    Exit codes: 0 after Ctrl-C / SIGTERM / rclpy shutdown, 1 after a PerceptionError at start-up.
+    For a process's entry point: it takes over SIGINT and SIGTERM. Exit codes: 0 after Ctrl-C / SIGTERM /
+    rclpy shutdown, 1 after a PerceptionError at start-up.
     """
     instances: list[Any] = []
     executor: Any = None
     code = 0
-    previous_term = signal.signal(signal.SIGTERM, _interrupt)
+    stop = threading.Event()
     try:
         import rclpy
         from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
         from rclpy.signals import SignalHandlerOptions
 
+        for signum in (signal.SIGINT, signal.SIGTERM):  # from here on a signal only asks to stop (module docstring)
+            signal.signal(signum, lambda *_: stop.set())
         try:
             rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
             executor = MultiThreadedExecutor() if multi_threaded else SingleThreadedExecutor()
             for spec in nodes:
+                if stop.is_set():
+                    break
                 instance = _node_class(spec)()
                 instances.append(instance)
                 executor.add_node(instance)
-            if on_started is not None:
+            if on_started is not None and not stop.is_set():
                 on_started(instances)
-            while rclpy.ok():
-                executor.spin_once(timeout_sec=SPIN_PERIOD_S)  # back in Python often enough to see a signal
+            while rclpy.ok() and not stop.is_set():
+                executor.spin_once(timeout_sec=SPIN_PERIOD_S)  # back in Python often enough to see the flag
         except ExternalShutdownException:
             pass
     except KeyboardInterrupt:
@@ -78,14 +88,8 @@ def run_nodes(nodes: Sequence[Any], args: list[str] | None = None, *, label: str
         print(f"{label}: error: {err}", file=sys.stderr)
         code = 1
     finally:
-        _shut_down(executor, instances)
-        signal.signal(signal.SIGTERM, previous_term)
+        _shut_down(executor, instances)  # leaves SIGINT/SIGTERM ignored: the process is about to end
     return code
-
-
-def _interrupt(signum: int, frame: Any) -> None:
-    """SIGTERM ends the process like Ctrl-C."""
-    raise KeyboardInterrupt
 
 
 def _shut_down(executor: Any, instances: list[Any]) -> None:
