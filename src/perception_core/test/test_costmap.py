@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import cv2
 import numpy as np
@@ -407,6 +408,39 @@ def test_depth_range_limits_are_exact_at_float32(table: np.ndarray) -> None:
     points, *_ = project_points(np.full((30, 40), np.float32(0.3)), table[labels], k,
                                 camera_to_grid_transform(config), config)
     assert at_min.points_projected == len(points) > 0
+
+
+@pytest.mark.parametrize("dense_ground", [True, False])
+def test_rep117_infinities_are_no_points_and_raise_no_warning(classes: ClassMap, dense_ground: bool) -> None:
+    """REP 117 depth: +Inf at or beyond the model's range (sky, far terrain: free up to max range, no point),
+    -Inf nearer than its minimum (too near to measure). Each gives exactly what a finite depth beyond
+    max_range / below min_range gives (no point, no surface), and neither raises numpy's "invalid value"
+    warning, also where a ray is parallel to a grid axis (an odd-width image puts the principal point on a
+    pixel centre, whose column has a zero row gain: inf * 0)."""
+    k = pinhole_k(161, 121, 100.0)
+    assert k[0, 2] == 80.0, "precondition: the principal point is a pixel centre"
+    depth, labels = render_scene(161, 121, k)
+    config = scene_config(resolution=0.1, max_range=12.0, dense_ground=dense_ground)
+    near_limit = 4.0  # the model's min_depth: nearer pixels are -Inf
+    rep117 = depth.copy()
+    rep117[np.isnan(depth) | (depth >= config.max_range)] = np.inf
+    rep117[depth < near_limit] = -np.inf
+    assert np.isposinf(rep117).sum() > 1000 and np.isneginf(rep117).sum() > 1000
+    # The same statements in finite numbers: far beyond max_range, and below min_range (inverse depth ~ +-0,
+    # as 1 / +-Inf is).
+    finite = np.where(np.isposinf(rep117), np.float32(1e30), np.where(np.isneginf(rep117), np.float32(-1e30), rep117))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        result = build_costmap(rep117, labels, k, config, classes)
+    expected = build_costmap(finite, labels, k, config, classes)
+    assert result.points_projected == expected.points_projected > 0
+    assert result.surface_samples == expected.surface_samples
+    assert np.array_equal(result.category, expected.category)
+    ahead = config.origin_x + (np.arange(config.cols) + 0.5) * config.resolution
+    assert (result.category[:, ahead < near_limit - 0.5] == UNKNOWN).all(), "-Inf is no ground seen near the camera"
+    if not dense_ground:  # the float64 reference drops every non-finite depth explicitly
+        points, *_ = project_points(rep117, classes.category[labels], k, camera_to_grid_transform(config), config)
+        assert len(points) == result.points_projected and np.isfinite(points).all()
 
 
 def test_costs_come_from_config() -> None:

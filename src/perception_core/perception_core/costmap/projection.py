@@ -564,13 +564,16 @@ def _observe_depth(
         clamped, feet, standing_pixels = _pull_onto_contact(z, valid, standing != 0, surface_ok, geometry,
                                                             config.max_obstacle_depth_m, config)
 
-    # Heights above the ground; points above max_point_height (canopy) are dropped.
-    height = z * geometry.gz
+    # Heights above the ground; points above max_point_height (canopy) are dropped. REP 117 depth is +Inf beyond
+    # range (free up to max range, no point) and -Inf too near to measure; times a zero gain (a ray parallel to a
+    # grid axis) that is NaN. Those pixels already failed the range test above, so the NaN is never used.
+    with np.errstate(invalid="ignore"):
+        height = z * geometry.gz
+        row_f = np.multiply(z, row_gain)
+        col_f = np.multiply(z, col_gain)
     height += np.float32(geometry.t[2] - config.ground_z)
     valid &= cv2.inRange(height, -float(np.finfo(np.float32).max), _f32_at_most(config.max_point_height))
-    row_f = np.multiply(z, row_gain)
     row_f += np.float32(row_offset)
-    col_f = np.multiply(z, col_gain)
     col_f += np.float32(col_offset)
     # Surface pixels anywhere in range feed the dense ground (their samples may fall inside the grid).
     surface_ok &= valid
