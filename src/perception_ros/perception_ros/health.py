@@ -1,15 +1,21 @@
 """Frame statistics, input-arrival accounting and the one set of health rules every node reports.
 
-The rules (``frame_health``), in order:
+The rules (``frame_health``), in order; the first that holds gives the status:
 
-- ERROR: frames arrived but none has been processed (every one was dropped);
-- ERROR / WARN: input frames never arrived (``arrival_health``: at least half
-  / any of the frames sent in the last 5 s were lost in transport, or the
-  stream is slower than ``expected_rate_hz``, or silent while a rate is expected);
-- WARN: a node-specific condition (e.g. the costmap's flat-ground fallback);
-- WARN: frames were dropped since the last report;
-- WARN: no frame processed yet, or none in the last 5 s;
-- OK otherwise, with the processing rate.
+1. ERROR ``stale``: the node withdrew its output because an input (or the
+   output itself) has been silent for longer than its timeout, e.g. the
+   costmap publishing an unknown grid after ``stale_timeout_s``;
+2. ERROR: frames arrived but none has been processed (every one was dropped);
+3. ERROR ``error``: a node-specific failure of the frames it does process
+   (e.g. the costmap: no frame in the last 5 s observed any cell);
+4. ERROR / WARN: input frames never arrived (``arrival_health``: at least half
+   / any of the frames sent in the last 5 s were lost in transport, or the
+   stream is slower than ``expected_rate_hz``, or silent while a rate is expected);
+5. WARN ``warning``: a node-specific condition (e.g. the costmap's flat-ground
+   fallback, rectification off on a distorted camera);
+6. WARN: frames were dropped since the last report;
+7. WARN: no frame processed yet, or none in the last 5 s;
+8. OK otherwise, with the processing rate.
 """
 
 from __future__ import annotations
@@ -182,11 +188,19 @@ def arrival_health(summary: Mapping[str, float], topic: str) -> tuple[int, str] 
 
 
 def frame_health(stats: FrameStats, summary: Mapping[str, float], warning: str | None = None,
-                 ok_suffix: str = "", arrival: tuple[int, str] | None = None) -> tuple[int, str]:
-    """(DiagnosticStatus level, message) by the module's rules; ``warning`` is a node-specific WARN,
-    ``arrival`` the result of ``arrival_health`` for the node's input."""
+                 ok_suffix: str = "", arrival: tuple[int, str] | None = None, stale: str | None = None,
+                 error: str | None = None) -> tuple[int, str]:
+    """(DiagnosticStatus level, message) by the module's rules, in their order.
+
+    ``stale`` says which inputs went silent when the node withdrew its output, ``error`` and ``warning``
+    are node-specific ERROR and WARN conditions, ``arrival`` the result of ``arrival_health``.
+    """
+    if stale:
+        return DiagnosticStatus.ERROR, stale
     if stats.processed == 0 and stats.dropped > 0:
         return DiagnosticStatus.ERROR, f"every frame dropped: {stats.last_error}"
+    if error:
+        return DiagnosticStatus.ERROR, error
     if arrival is not None:
         return arrival
     if warning:

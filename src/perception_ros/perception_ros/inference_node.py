@@ -54,7 +54,7 @@ from perception_ros.health import (
 )
 from perception_ros.images import ImageConverter
 from perception_ros.lifecycle import ManagedNode
-from perception_ros.parameters import RuntimeParameters, declare, unknown_parameters
+from perception_ros.parameters import RuntimeParameters, declare
 from perception_ros.qos import latched_qos, sensor_qos
 
 WARN_THROTTLE_S = 2.0
@@ -200,7 +200,6 @@ class InferenceNodeBase(ManagedNode):
             "/diagnostics (0 = not checked; frames lost in transport are reported regardless)",
             float_range=(0.0, 1000.0))
         self.heads: list[InferenceHead] = []
-        self.unknown_parameters: list[str] = []
         self.converter = ImageConverter()
         self.rectifier = Rectifier()
         self.stats = FrameStats()
@@ -215,13 +214,6 @@ class InferenceNodeBase(ManagedNode):
     def add_head(self, head: InferenceHead) -> InferenceHead:
         self.heads.append(head)
         return head
-
-    def start(self) -> None:
-        unknown = self.unknown_parameters = unknown_parameters(self)
-        if unknown:
-            self.get_logger().warning(f"ignoring unknown parameter(s) {', '.join(unknown)}: not declared by "
-                                      f"{self.get_name()} (a typo, or a section meant for another node?)")
-        super().start()
 
     # ------------------------------------------------------------------ lifecycle hooks
 

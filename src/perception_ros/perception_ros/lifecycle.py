@@ -12,7 +12,10 @@ with a read-only ``autostart`` parameter (default true) that does both:
 - ``autostart: false``: the node waits, unconfigured, for a lifecycle manager
   (``nav2_lifecycle_manager``, ``ros2 lifecycle set``, launch_ros events).
 
-How a node adopts it (the costmap node the same way as the inference nodes):
+Either way ``start()`` first lists the start-up keys (params file, ``-p``) the
+node never declared, in a warning and in ``unknown_parameters``.
+
+How a node adopts it (the inference nodes and the costmap node do):
 
 1. subclass ``ManagedNode``; declare parameters in ``__init__`` (so ``ros2
    param`` and params files see them before configure), end ``__init__`` with
@@ -22,7 +25,9 @@ How a node adopts it (the costmap node the same way as the inference nodes):
    line; the node stays unconfigured and can be configured again);
 3. ``activate_node()``: create the inputs with ``self.create_input_subscription``
    and ``self.create_input_timer``; ``deactivate`` destroys them all, so a
-   deactivated node takes no frames;
+   deactivated node takes no frames; ``deactivate_node()`` (optional) then
+   withdraws what a consumer would otherwise keep trusting (the costmap
+   publishes an unknown grid over its latched one);
 4. ``cleanup_node()``: drop what configure made (models, publishers).
 
 Publishers stay plain rclpy publishers: an inactive node has no inputs, so it
@@ -36,7 +41,7 @@ from typing import Any
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 
 from perception_core.errors import ConfigError, PerceptionError
-from perception_ros.parameters import declare
+from perception_ros.parameters import declare, unknown_parameters
 
 
 class ManagedNode(LifecycleNode):
@@ -48,6 +53,7 @@ class ManagedNode(LifecycleNode):
                                  "configure and activate at start-up (false: wait for a lifecycle manager)",
                                  read_only=True)
         self.transition_error: str = ""  # the last failed transition's reason, for entry points and diagnostics
+        self.unknown_parameters: list[str] = []  # start-up keys the node never declared (set by start())
         self._inputs: list[Any] = []
         self._input_timers: list[Any] = []
         self._configured = False
@@ -61,6 +67,9 @@ class ManagedNode(LifecycleNode):
 
     def activate_node(self) -> None:
         """Create the inputs (``create_input_subscription`` / ``create_input_timer``)."""
+
+    def deactivate_node(self) -> None:
+        """After the inputs are gone: withdraw outputs a consumer would keep trusting (optional)."""
 
     def cleanup_node(self) -> None:
         """Release what ``configure_node`` made."""
@@ -88,7 +97,11 @@ class ManagedNode(LifecycleNode):
     # ------------------------------------------------------------------ plain-node start
 
     def start(self) -> None:
-        """Last line of the subclass constructor: with ``autostart``, configure + activate or raise."""
+        """Last line of the subclass constructor: report unknown keys; with ``autostart``, configure + activate."""
+        unknown = self.unknown_parameters = unknown_parameters(self)
+        if unknown:
+            self.get_logger().warning(f"ignoring unknown parameter(s) {', '.join(unknown)}: not declared by "
+                                      f"{self.get_name()} (a typo, or a section meant for another node?)")
         if not self.autostart:
             self.get_logger().info("autostart is false: waiting for a lifecycle manager to configure and activate")
             return
@@ -148,7 +161,7 @@ class ManagedNode(LifecycleNode):
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._destroy_inputs()
-        return TransitionCallbackReturn.SUCCESS
+        return self._run("deactivate", self.deactivate_node)
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._configured = False

@@ -6,8 +6,9 @@
   file or ``-p``, raises ``ConfigError`` naming the node, the parameter, the
   value and what was expected; the entry points print it as one line and exit 1.
 - ``RuntimeParameters`` lets a node accept changes of selected parameters while
-  it runs (``ros2 param set``): each has an optional check that can refuse a
-  value with a reason, and an apply function called once the value is set.
+  it runs (``ros2 param set``): each (or each group bound by rules between its
+  members) has an optional check that can refuse a value with a reason, and an
+  apply function called once the value is set.
   Ranges and read-only flags are enforced by rclpy from the descriptors before
   the checks run.
 - ``unknown_parameters`` lists the keys a params file or ``-p`` gave the node
@@ -16,7 +17,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
@@ -87,28 +88,44 @@ class RuntimeParameters:
     Register after the parameters are declared. A check returns ``None`` to
     accept a value or a reason to refuse it (``ros2 param set`` shows the
     reason); ``apply`` runs after rclpy has stored the accepted value.
+    Parameters bound by rules between them (a corridor that must fit the grid)
+    form a group (``add_group``): its check sees every value one request sets,
+    so one request may change several of them together, and its apply runs once.
     """
 
     def __init__(self, node: Node) -> None:
         self._node = node
         self._checks: dict[str, Callable[[Any], str | None]] = {}
         self._appliers: dict[str, Callable[[Any], None]] = {}
+        self._groups: list[tuple[frozenset[str], Callable[[dict[str, Any]], str | None] | None,
+                                 Callable[[dict[str, Any]], None]]] = []
         node.add_on_set_parameters_callback(self._check)
         node.add_post_set_parameters_callback(self._apply)
 
     @property
     def names(self) -> list[str]:
-        return sorted(self._appliers)
+        return sorted([*self._appliers, *(name for names, _, _ in self._groups for name in names)])
 
-    def add(self, name: str, apply: Callable[[Any], None], check: Callable[[Any], str | None] | None = None) -> None:
+    def _require_changeable(self, name: str) -> None:
         if not self._node.has_parameter(name):
             raise ConfigError(f"{self._node.get_name()}: run-time parameter {name} is not declared")
-        descriptor = self._node.describe_parameter(name)
-        if descriptor.read_only:
+        if self._node.describe_parameter(name).read_only:
             raise ConfigError(f"{self._node.get_name()}: parameter {name} is read-only; it cannot change at run time")
+
+    def add(self, name: str, apply: Callable[[Any], None], check: Callable[[Any], str | None] | None = None) -> None:
+        self._require_changeable(name)
         self._appliers[name] = apply
         if check is not None:
             self._checks[name] = check
+
+    def add_group(self, names: Iterable[str], apply: Callable[[dict[str, Any]], None],
+                  check: Callable[[dict[str, Any]], str | None] | None = None) -> None:
+        """Parameters checked and applied together: ``check`` and ``apply`` get {name: new value} of the
+        group's parameters that one request sets."""
+        group = frozenset(names)
+        for name in sorted(group):
+            self._require_changeable(name)
+        self._groups.append((group, check, apply))
 
     def _check(self, parameters: list[Any]) -> SetParametersResult:
         for parameter in parameters:
@@ -116,6 +133,12 @@ class RuntimeParameters:
             reason = check(parameter.value) if check is not None else None
             if reason:
                 return SetParametersResult(successful=False, reason=f"{parameter.name}={parameter.value!r}: {reason}")
+        for names, check, _ in self._groups:
+            changes = {p.name: p.value for p in parameters if p.name in names}
+            reason = check(changes) if changes and check is not None else None
+            if reason:
+                given = ", ".join(f"{name}={value!r}" for name, value in changes.items())
+                return SetParametersResult(successful=False, reason=f"{given}: {reason}")
         return SetParametersResult(successful=True)
 
     def _apply(self, parameters: list[Any]) -> None:
@@ -124,3 +147,9 @@ class RuntimeParameters:
             if apply is not None:
                 apply(parameter.value)
                 self._node.get_logger().info(f"parameter {parameter.name} changed to {parameter.value!r}")
+        for names, _, apply_group in self._groups:
+            changes = {p.name: p.value for p in parameters if p.name in names}
+            if changes:
+                apply_group(changes)
+                for name, value in changes.items():
+                    self._node.get_logger().info(f"parameter {name} changed to {value!r}")

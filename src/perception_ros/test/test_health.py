@@ -84,3 +84,25 @@ def test_losses_of_an_earlier_publisher_explain_none_of_a_new_ones_gaps() -> Non
     monitor.on_frame(1 * PERIOD_NS, 1)
     monitor.on_frame(9 * PERIOD_NS, 9)
     assert (monitor.lost, monitor.skipped) == (28, 7)
+
+
+def test_the_rules_apply_in_the_documented_order() -> None:
+    """Each rule of the module docstring wins over every rule after it."""
+    stats = FrameStats()
+    stats.drop("bad encoding")
+    lost = (DiagnosticStatus.WARN, "lost")
+    everything = {"stale": "stopped asserting free space: labels silent 2.1 s", "error": "no frame observed any cell",
+                  "arrival": lost, "warning": "flat-ground fallback"}
+    assert frame_health(stats, stats.summary(), **everything) == (DiagnosticStatus.ERROR, everything["stale"])
+    del everything["stale"]
+    assert frame_health(stats, stats.summary(), **everything) == (DiagnosticStatus.ERROR,
+                                                                  "every frame dropped: bad encoding")
+    stats.record(5.0)
+    assert frame_health(stats, stats.summary(), **everything) == (DiagnosticStatus.ERROR, everything["error"])
+    del everything["error"]
+    assert frame_health(stats, stats.summary(), **everything) == lost
+    del everything["arrival"]
+    assert frame_health(stats, stats.summary(), **everything) == (DiagnosticStatus.WARN, everything["warning"])
+    stats.drop("bad encoding")
+    assert frame_health(stats, stats.summary()) == (DiagnosticStatus.WARN, "dropping frames: bad encoding")
+    assert frame_health(stats, stats.summary())[0] == DiagnosticStatus.OK  # drops were reported once
