@@ -15,15 +15,14 @@ from stack_actions import declare, node
 
 def generate_launch_description() -> LaunchDescription:
     return LaunchDescription([
-        *declare("namespace", "params_file", "use_sim_time", "use_respawn", "dds_profile", "camera_info_topic"),
+        *declare("namespace", "params_file", "use_sim_time", "autostart", "use_respawn", "dds_profile",
+                 "camera_info_topic"),
         DeclareLaunchArgument("depth_topic", default_value="perception/depth/image",
                               description="depth image (32FC1 metres), e.g. /ground_truth/depth from a bag"),
         DeclareLaunchArgument("labels_topic", default_value="perception/segmentation/labels",
                               description="label image (mono8 class ids), e.g. /ground_truth/labels"),
-        # Not a managed node (yet): it gets no autostart parameter.
         node("seg_perception", "costmap_node", "costmap_node", {},
              [("perception/depth/image", LaunchConfiguration("depth_topic")),
               ("perception/segmentation/labels", LaunchConfiguration("labels_topic")),
-              ("camera/camera_info", LaunchConfiguration("camera_info_topic"))],
-             managed=False),
+              ("camera/camera_info", LaunchConfiguration("camera_info_topic"))]),
     ])

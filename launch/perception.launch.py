@@ -24,8 +24,8 @@ from launch.substitutions import LaunchConfiguration
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from stack_actions import arguments, declare, share_path
 
-COMMON = ("namespace", "params_file", "use_sim_time", "use_respawn", "dds_profile")
-MANAGED = (*COMMON, "autostart", "backend", "image_topic", "camera_info_topic")
+COMMON = ("namespace", "params_file", "use_sim_time", "autostart", "use_respawn", "dds_profile")
+INFERENCE = (*COMMON, "backend", "image_topic", "camera_info_topic")
 
 
 def _include(file_name: str, names: tuple[str, ...], condition: object = None, **fixed: object) -> IncludeLaunchDescription:
@@ -39,8 +39,8 @@ def generate_launch_description() -> LaunchDescription:
     fused = LaunchConfiguration("fused")
     return LaunchDescription([
         *declare(*arguments()),
-        _include("depth.launch.py", (*MANAGED, "depth_model"), UnlessCondition(fused)),
-        _include("segmentation.launch.py", (*MANAGED, "seg_model"), UnlessCondition(fused)),
-        _include("fused.launch.py", (*MANAGED, "depth_model", "seg_model"), IfCondition(fused)),
+        _include("depth.launch.py", (*INFERENCE, "depth_model"), UnlessCondition(fused)),
+        _include("segmentation.launch.py", (*INFERENCE, "seg_model"), UnlessCondition(fused)),
+        _include("fused.launch.py", (*INFERENCE, "depth_model", "seg_model"), IfCondition(fused)),
         _include("costmap.launch.py", COMMON, camera_info_topic="perception/depth/camera_info"),
     ])

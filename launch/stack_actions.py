@@ -7,8 +7,8 @@ Not a launch file itself; each *.launch.py imports it from its own folder. Every
   stacks in one graph;
 - with ``params_file`` (keys ``/**/<node>`` match under any namespace), then the
   launch arguments as overrides, ``use_sim_time`` included;
-- ``autostart`` (managed nodes): ``false`` leaves them unconfigured for a
-  lifecycle manager (e.g. nav2_lifecycle_manager with their names);
+- ``autostart`` (every node is a managed node): ``false`` leaves them
+  unconfigured for a lifecycle manager (e.g. nav2_lifecycle_manager with their names);
 - ``use_respawn``: ``true`` restarts a node that exits after 2 s (launch's
   ``respawn``/``respawn_delay``, launch/actions/execute_local.py); ``false`` makes
   an exiting node shut the whole launch down with a reason naming it, instead of
@@ -75,15 +75,12 @@ def declare(*names: str) -> list[Any]:
     return actions
 
 
-def node(package: str, executable: str, name: str, parameters: dict[str, Any], remappings: list[tuple[Any, Any]],
-         managed: bool = True) -> Node:
-    """A node of the stack: namespace, params file + overrides, respawn or shut down on exit.
-
-    ``managed`` nodes (ManagedNode) also get ``autostart``.
-    """
-    overrides = {"use_sim_time": LaunchConfiguration("use_sim_time"), **parameters}
-    if managed:
-        overrides["autostart"] = LaunchConfiguration("autostart")
+def node(package: str, executable: str, name: str, parameters: dict[str, Any], remappings: list[tuple[Any, Any]]
+         ) -> Node:
+    """A node of the stack: namespace, params file + overrides (``autostart`` included), respawn or shut down on
+    exit."""
+    overrides = {"use_sim_time": LaunchConfiguration("use_sim_time"), **parameters,
+                 "autostart": LaunchConfiguration("autostart")}
     respawn = LaunchConfiguration("use_respawn")
     return Node(
         package=package,

@@ -167,7 +167,7 @@ def test_launch_arguments_reach_the_nodes(launch_double: Any) -> None:
     assert overrides(nodes["depth_node"]) == {"model_path": "/m/depth_int8_qdq.onnx", "backend": "npu",
                                               "use_sim_time": "true", "autostart": "false"}
     assert overrides(nodes["segmentation_node"])["model_path"] == "/m/seg_int8_qdq.onnx"
-    assert overrides(nodes["costmap_node"]) == {"use_sim_time": "true"}  # not a managed node: no autostart
+    assert overrides(nodes["costmap_node"]) == {"use_sim_time": "true", "autostart": "false"}
     for name in ("depth_node", "segmentation_node"):
         assert ("camera/image_raw", "/front/image_raw") in nodes[name]["remappings"]
         assert ("camera/camera_info", "/front/camera_info") in nodes[name]["remappings"]

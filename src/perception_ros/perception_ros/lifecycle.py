@@ -122,7 +122,7 @@ class ManagedNode(LifecycleNode):
 
     # ------------------------------------------------------------------ rclpy lifecycle callbacks
 
-    def _run(self, transition: str, hook: Any) -> TransitionCallbackReturn:
+    def _run_hook(self, transition: str, hook: Any) -> TransitionCallbackReturn:
         """Run a hook; a PerceptionError fails the transition with one line (rclpy would swallow it silently).
 
         The line is logged for a lifecycle manager's user; under autostart the entry point prints it instead.
@@ -144,38 +144,38 @@ class ManagedNode(LifecycleNode):
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         self.transition_error, self._transition_exception = "", None
-        result = self._run("configure", self.configure_node)
+        result = self._run_hook("configure", self.configure_node)
         if result != TransitionCallbackReturn.SUCCESS:
             reason, exception = self.transition_error, self._transition_exception
-            self._run("clean-up after the failed configure", self.cleanup_node)
+            self._run_hook("clean-up after the failed configure", self.cleanup_node)
             self.transition_error, self._transition_exception = reason, exception
         self._configured = result == TransitionCallbackReturn.SUCCESS
         return result
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self.transition_error, self._transition_exception = "", None
-        result = self._run("activate", self.activate_node)
+        result = self._run_hook("activate", self.activate_node)
         if result != TransitionCallbackReturn.SUCCESS:
             self._destroy_inputs()
         return result
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._destroy_inputs()
-        return self._run("deactivate", self.deactivate_node)
+        return self._run_hook("deactivate", self.deactivate_node)
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._configured = False
-        return self._run("cleanup", self.cleanup_node)
+        return self._run_hook("cleanup", self.cleanup_node)
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._destroy_inputs()
         if self._configured:
             self._configured = False
-            return self._run("shutdown", self.cleanup_node)
+            return self._run_hook("shutdown", self.cleanup_node)
         return TransitionCallbackReturn.SUCCESS
 
     def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._destroy_inputs()
         self._configured = False
-        self._run("error recovery", self.cleanup_node)
+        self._run_hook("error recovery", self.cleanup_node)
         return TransitionCallbackReturn.SUCCESS

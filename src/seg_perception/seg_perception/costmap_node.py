@@ -22,6 +22,15 @@ The grid is published in ``fixed_frame`` (default ``odom``) when the base's
 pose at the image stamp is known (TF on the vehicle, else nav_msgs/Odometry);
 otherwise in ``base_frame`` from the mount parameters, and /diagnostics says
 which. Topic names are relative (remap them, or set a namespace).
+
+A managed node (``perception_ros.lifecycle.ManagedNode``; ``autostart`` makes
+it a plain one): configure validates the parameters, loads the ontology and
+creates the publishers (and the TF listener, as Nav2's costmap does); activate
+subscribes (camera_info first) and starts the timers; deactivate stops the
+inputs and publishes an unknown grid, so no consumer keeps the last one.
+Costs, evidence thresholds, the corridor, fusion decay and the timeouts
+(``RUN_TIME_PARAMETERS``) may change at run time, checked together with the
+rest; grid geometry, frames, mount and topics are read-only.
 """
 
 from __future__ import annotations
@@ -33,11 +42,10 @@ import time
 from typing import Any
 
 import numpy as np
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from diagnostic_msgs.msg import DiagnosticArray
 from nav_msgs.msg import OccupancyGrid, Odometry
 from rclpy.duration import Duration
-from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.qos import QoSProfile
 from rclpy.time import Time
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
 from std_msgs.msg import Header
@@ -71,9 +79,9 @@ from perception_core.resources import resolve_in_share
 from perception_msgs.msg import CorridorStatus, InferenceStats
 from perception_ros.health import DIAGNOSTICS_PERIOD_S, FrameStats, diagnostic_array, frame_health
 from perception_ros.images import ImageConverter
-from perception_ros.parameters import declare
-from perception_ros.qos import latched_qos, sensor_qos
-from perception_ros.spin import run_node
+from perception_ros.lifecycle import ManagedNode
+from perception_ros.parameters import RuntimeParameters, declare
+from perception_ros.qos import latched_qos, odometry_qos, points_qos, sensor_qos
 
 NODE_NAME = "costmap_node"
 DEPTH_TOPIC = "perception/depth/image"
@@ -180,17 +188,29 @@ PARAMETERS: dict[str, tuple[Any, str, dict[str, Any]]] = {
                                            "unknown", {"float_range": (0.0, 1.0)}),
 }
 
+# Safe to change while frames flow: each frame reads them afresh (costs, evidence, corridor), or they only set
+# how long to wait or remember. Grid geometry, frames, mount, projection, topics and pose source are read-only.
+RUN_TIME_PARAMETERS = (
+    "cost_free", "cost_caution", "cost_blocked", "cost_hazard", "min_points_per_cell", "min_obstacle_area_m2",
+    "corridor_length", "corridor_width", "stop_distance", "corridor_max_unknown_fraction", "fusion_decay_s",
+    "depth_timeout_s", "stale_timeout_s", "max_ground_offset_m",
+)
 
-def odometry_qos() -> QoSProfile:
-    """Best effort (matches reliable and best-effort publishers), a short history: poses are buffered, not dropped."""
-    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=50, reliability=ReliabilityPolicy.BEST_EFFORT,
-                      durability=DurabilityPolicy.VOLATILE)
+
+def stale_check_period_s(stale_timeout_s: float) -> float:
+    """How often the watchdog looks: twice per timeout, at least every 0.5 s."""
+    return min(0.5, stale_timeout_s / 2)
 
 
-def points_qos() -> QoSProfile:
-    """Reliable, volatile, depth 1: matched by Nav2's best-effort observation subscriptions and by RViz."""
-    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
-                      durability=DurabilityPolicy.VOLATILE)
+def validated_configs(values: dict[str, Any]) -> tuple[CostmapConfig, CorridorConfig]:
+    """The grid and corridor configs of parameter ``values``; ConfigError names what is wrong with them."""
+    for name in ("base_frame", "fixed_frame"):
+        if not str(values[name]).strip():
+            raise ConfigError(f"costmap parameter {name} must name a frame, got ''")
+    config = CostmapConfig.from_mapping(values)
+    corridor = CorridorConfig(values["corridor_length"], values["corridor_width"], values["stop_distance"])
+    check_corridor_fits(corridor, config, rolling=False)
+    return config, corridor
 
 
 def depth_from_image(converter: ImageConverter, msg: Image, topic: str) -> np.ndarray:
@@ -250,53 +270,123 @@ def cell_points(mask: np.ndarray, heights: np.ndarray | float, window: GridWindo
     return np.stack([x, y, z], axis=1)
 
 
-class CostmapNode(Node):
+class CostmapNode(ManagedNode):
     """Pairs depth and labels, places the camera, builds the costmap and publishes it with the corridor status."""
 
     def __init__(self, node_name: str = NODE_NAME, input_qos: QoSProfile | None = None, **kwargs: Any) -> None:
         super().__init__(node_name, **kwargs)
-        values = self._declare_parameters()
-        self.params = values
-        self.config = CostmapConfig.from_mapping(values)  # ConfigError names the bad parameter
-        self.corridor = CorridorConfig(values["corridor_length"], values["corridor_width"], values["stop_distance"])
+        for name, (default, description, constraints) in PARAMETERS.items():
+            declare(self, name, default, description, read_only=name not in RUN_TIME_PARAMETERS, **constraints)
+        self.runtime = RuntimeParameters(self)
+        self.runtime.add_group(RUN_TIME_PARAMETERS, apply=self._apply_run_time, check=self._check_run_time)
+        self.input_qos = input_qos or sensor_qos()
+        self.converter = ImageConverter()
+        self.params: dict[str, Any] = {}  # the values in use, read at configure
+        self.config: CostmapConfig | None = None
+        self._own_publishers: list[Any] = []
+        self.tf_buffer: Any = None
+        self.tf_listener: Any = None
+        self._poll_timer: Any = None
+        self._stale_timer: Any = None
+        self.camera_info: CameraInfo | None = None
+        self._reset_counters()
+        self.start()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def configure_node(self) -> None:
+        """Validate every parameter together, load the ontology, create the publishers and the pose sources."""
+        values = {name: self.get_parameter(name).value for name in PARAMETERS}
+        config, corridor = validated_configs(values)  # ConfigError names the parameter
         ontology = resolve_in_share(values["ontology_path"]) if values["ontology_path"] else None
-        self.classes = class_map_from_ontology(ontology, values["flat_obstacle_classes"],
-                                               values["unknown_class_category"])
+        classes = class_map_from_ontology(ontology, values["flat_obstacle_classes"], values["unknown_class_category"])
+        self.params, self.config, self.corridor, self.classes = values, config, corridor, classes
+        self.rolling = RollingGrid(config, values["fusion_decay_s"])
+        self.poses = PoseBuffer(history_s=10.0, tolerance_s=values["pose_tolerance_s"])
+        self.mount_transform = camera_to_grid_transform(config)
+        self.required_streams = ["labels", "camera_info"]
+        if values["use_depth"] and not values["flat_ground_fallback"]:
+            self.required_streams.append("depth")
+        self._reset_inputs()
+        self._reset_counters()
+        # Topic names as resolved (namespace, remapping): errors and diagnostics name what the user sees.
+        self.depth_topic, self.labels_topic, self.camera_info_topic = (
+            self.resolve_topic_name(name) for name in (DEPTH_TOPIC, LABELS_TOPIC, CAMERA_INFO_TOPIC))
+        if values["pose_source"] in ("auto", "tf"):
+            self._start_tf(required=values["pose_source"] == "tf")
+        self._warn_if_corridor_leaves_rolling_window()
+
+        grid_qos = latched_qos()
+        self.costmap_pub = self._publisher(OccupancyGrid, COSTMAP_TOPIC, grid_qos)
+        self.layer_pubs = {}
+        if values["publish_category_layers"]:
+            self.layer_pubs = {c.name.lower(): self._publisher(OccupancyGrid, f"{COSTMAP_TOPIC}/{c.name.lower()}",
+                                                               grid_qos) for c in CATEGORIES}
+        self.obstacle_points_pub = self.clearing_points_pub = None
+        if values["publish_points"]:
+            self.obstacle_points_pub = self._publisher(PointCloud2, OBSTACLE_POINTS_TOPIC, points_qos())
+            self.clearing_points_pub = self._publisher(PointCloud2, CLEARING_POINTS_TOPIC, points_qos())
+        self.corridor_pub = self._publisher(CorridorStatus, CORRIDOR_TOPIC, points_qos())
+        self.stats_pub = self._publisher(InferenceStats, STATS_TOPIC, 10)
+        self.diagnostics_pub = self._publisher(DiagnosticArray, "/diagnostics", 10)
+        self.get_logger().info(
+            f"costmap {config.cols}x{config.rows} cells of {config.resolution} m; grid in "
+            f"'{self._frame_description()}'; use_depth={values['use_depth']}")
+
+    def activate_node(self) -> None:
+        """Subscribe (camera_info first) and start the timers; silence is counted from here."""
+        self._reset_inputs()
+        # What a frame needs before the frame: the executor serves ready subscriptions in creation order, so a
+        # frame taken in the same spin as its camera_info (and odometry) is built with them, not dropped or
+        # left in base_frame for want of them.
+        self.create_input_subscription(CameraInfo, CAMERA_INFO_TOPIC, self._on_camera_info, self.input_qos)
+        pose_source = self.params["pose_source"]
+        if pose_source == "odometry" or (pose_source == "auto" and self.tf_buffer is None):
+            self.create_input_subscription(Odometry, self.params["odometry_topic"], self._on_odometry,
+                                           odometry_qos())
+        self.create_input_subscription(Image, DEPTH_TOPIC, self._on_depth, self.input_qos)
+        self.create_input_subscription(Image, LABELS_TOPIC, self._on_labels, self.input_qos)
+        self.create_input_timer(DIAGNOSTICS_PERIOD_S, self._publish_diagnostics)
+        self._poll_timer = None
+        if self.params["use_depth"] and self.params["flat_ground_fallback"]:
+            self._poll_timer = self.create_input_timer(self.sync.poll_period_s, self._poll_sync)
+        self._stale_timer = self.create_input_timer(stale_check_period_s(self.params["stale_timeout_s"]),
+                                                    self._check_staleness)
+
+    def deactivate_node(self) -> None:
+        """No more inputs: stop asserting the last grid (a StaticLayer and late subscribers would keep it)."""
+        self._poll_timer = self._stale_timer = None
+        self._withdraw()
+        self.get_logger().info("deactivated: published an unknown grid and an UNKNOWN corridor")
+
+    def cleanup_node(self) -> None:
+        for publisher in self._own_publishers:
+            self.destroy_publisher(publisher)
+        self._own_publishers.clear()
+        if self.tf_listener is not None:
+            self.tf_listener.unregister()  # destroys its /tf and /tf_static subscriptions
+        self.tf_buffer = self.tf_listener = None
+        self.params, self.config, self.camera_info = {}, None, None
+
+    def _publisher(self, msg_type: Any, topic: str, qos: Any) -> Any:
+        publisher = self.create_publisher(msg_type, topic, qos)
+        self._own_publishers.append(publisher)
+        return publisher
+
+    def _reset_inputs(self) -> None:
+        """Fresh pairing, watchdog and memory: what came before (an earlier activation) is not continued."""
+        values = self.params
         self.sync: DepthLabelSync[Image] = DepthLabelSync(
             use_depth=values["use_depth"], depth_timeout_s=values["depth_timeout_s"],
             flat_ground_fallback=values["flat_ground_fallback"], capacity=values["pairing_capacity"],
             max_skew_ns=round(values["pairing_max_skew_s"] * 1e9))
-        self.required_streams = ["labels", "camera_info"]
-        if values["use_depth"] and not values["flat_ground_fallback"]:
-            self.required_streams.append("depth")
         self.watchdog = StalenessWatchdog(values["stale_timeout_s"], ["depth", *self.required_streams, "costmap"])
-        self.rolling = RollingGrid(self.config, values["fusion_decay_s"])
-        self.poses = PoseBuffer(history_s=10.0, tolerance_s=values["pose_tolerance_s"])
-        self.mount_transform = camera_to_grid_transform(self.config)
+        self.rolling.reset()
+        self.camera_info = None
+        self.stale_message = None
 
-        qos = input_qos or sensor_qos()
-        self.converter = ImageConverter()
-        # Topic names as resolved (namespace, remapping): errors and diagnostics name what the user sees.
-        self.depth_topic, self.labels_topic, self.camera_info_topic = (
-            self.resolve_topic_name(name) for name in (DEPTH_TOPIC, LABELS_TOPIC, CAMERA_INFO_TOPIC))
-        self.create_subscription(Image, DEPTH_TOPIC, self._on_depth, qos)
-        self.create_subscription(Image, LABELS_TOPIC, self._on_labels, qos)
-        self.create_subscription(CameraInfo, CAMERA_INFO_TOPIC, self._on_camera_info, qos)
-        grid_qos = latched_qos()
-        self.costmap_pub = self.create_publisher(OccupancyGrid, COSTMAP_TOPIC, grid_qos)
-        self.layer_pubs = {}
-        if values["publish_category_layers"]:
-            self.layer_pubs = {c.name.lower(): self.create_publisher(OccupancyGrid, f"{COSTMAP_TOPIC}/{c.name.lower()}",
-                                                                     grid_qos) for c in CATEGORIES}
-        self.obstacle_points_pub = self.clearing_points_pub = None
-        if values["publish_points"]:
-            self.obstacle_points_pub = self.create_publisher(PointCloud2, OBSTACLE_POINTS_TOPIC, points_qos())
-            self.clearing_points_pub = self.create_publisher(PointCloud2, CLEARING_POINTS_TOPIC, points_qos())
-        self.corridor_pub = self.create_publisher(CorridorStatus, CORRIDOR_TOPIC, points_qos())
-        self.stats_pub = self.create_publisher(InferenceStats, STATS_TOPIC, 10)
-        self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-
-        self.camera_info: CameraInfo | None = None
+    def _reset_counters(self) -> None:
+        """Counters and health state of one configured life."""
         self.stats = FrameStats()
         self.drop_reasons: dict[str, int] = {}
         self.flat_ground_frames = 0
@@ -309,50 +399,49 @@ class CostmapNode(Node):
         self.ground_offset_m = float("nan")
         self.stale_message: str | None = None
         self.last_window: GridWindow | None = None
-        self.last_grid_frame = values["base_frame"]
+        self.last_grid_frame = self.params.get("base_frame", PARAMETERS["base_frame"][0])
         self.last_report: CorridorReport | None = None
-
-        self.tf_buffer = None
         self.odometry_seen = False
         self.odometry_rejected = 0
-        if values["pose_source"] in ("auto", "tf"):
-            self._start_tf(required=values["pose_source"] == "tf")
-        if values["pose_source"] == "odometry" or (values["pose_source"] == "auto" and self.tf_buffer is None):
-            self.create_subscription(Odometry, values["odometry_topic"], self._on_odometry, odometry_qos())
-        check_corridor_fits(self.corridor, self.config, rolling=False)
-        if values["pose_source"] != "none":
-            try:
-                check_corridor_fits(self.corridor, self.config, rolling=True)
-            except ConfigError as err:  # in fixed_frame the window does not turn with the robot
-                self.get_logger().warning(f"{err}: headings that take the corridor out of the window read it "
-                                          "as unknown")
 
-        self.create_timer(DIAGNOSTICS_PERIOD_S, self._publish_diagnostics)
-        if values["use_depth"] and values["flat_ground_fallback"]:
-            self.create_timer(self.sync.poll_period_s, self._poll_sync)
-        self.create_timer(min(0.5, values["stale_timeout_s"] / 2), self._check_staleness)
-        self.get_logger().info(
-            f"costmap {self.config.cols}x{self.config.rows} cells of {self.config.resolution} m; grid in "
-            f"'{self._frame_description()}'; use_depth={values['use_depth']}")
+    # ------------------------------------------------------------------ run-time parameters
+
+    def _check_run_time(self, changes: dict[str, Any]) -> str | None:
+        """Refuse values that break a rule between parameters (unconfigured: configure checks them all)."""
+        if self.config is None:
+            return None
+        try:
+            validated_configs({**self.params, **changes})
+        except ConfigError as err:
+            return str(err)
+        return None
+
+    def _apply_run_time(self, changes: dict[str, Any]) -> None:
+        """Use the new values from the next frame (or the next watchdog look) on."""
+        if self.config is None:
+            return  # read at configure
+        self.params.update(changes)
+        self.config, self.corridor = validated_configs(self.params)
+        self.rolling.config = self.config
+        self.rolling.decay_s = float(self.params["fusion_decay_s"])
+        self.sync.depth_timeout_s = float(self.params["depth_timeout_s"])
+        self.watchdog.timeout_s = float(self.params["stale_timeout_s"])
+        if self._poll_timer is not None:
+            self._poll_timer.timer_period_ns = round(self.sync.poll_period_s * 1e9)
+        if self._stale_timer is not None:
+            self._stale_timer.timer_period_ns = round(stale_check_period_s(self.watchdog.timeout_s) * 1e9)
+        if {"corridor_length", "corridor_width"} & set(changes):
+            self._warn_if_corridor_leaves_rolling_window()
+
+    def _warn_if_corridor_leaves_rolling_window(self) -> None:
+        if self.params["pose_source"] == "none":
+            return
+        try:
+            check_corridor_fits(self.corridor, self.config, rolling=True)
+        except ConfigError as err:  # in fixed_frame the window does not turn with the robot
+            self.get_logger().warning(f"{err}: headings that take the corridor out of the window read it as unknown")
 
     # ------------------------------------------------------------------ set-up
-
-    def _declare_parameters(self) -> dict[str, Any]:
-        """Declare every parameter (read-only: read once at start); a type or range error names the parameter."""
-        from rclpy.exceptions import ParameterException
-
-        values = {}
-        for name, (default, description, constraints) in PARAMETERS.items():
-            try:
-                values[name] = declare(self, name, default, description, read_only=True, **constraints)
-            except ParameterException as err:
-                raise ConfigError(f"costmap parameter {name}: {err}") from None
-            except ConfigError as err:
-                raise ConfigError(f"costmap {err}") from None
-        for name in ("base_frame", "fixed_frame"):
-            if not str(values[name]).strip():
-                raise ConfigError(f"costmap parameter {name} must name a frame, got ''")
-        return values
 
     def _start_tf(self, required: bool) -> None:
         try:
@@ -398,16 +487,16 @@ class CostmapNode(Node):
 
     def _on_depth(self, msg: Image) -> None:
         self.watchdog.mark("depth")
-        self._run(self.sync.on_depth(stamp_ns(msg.header), msg))
+        self._build_work(self.sync.on_depth(stamp_ns(msg.header), msg))
 
     def _on_labels(self, msg: Image) -> None:
         self.watchdog.mark("labels")
-        self._run(self.sync.on_labels(stamp_ns(msg.header), msg))
+        self._build_work(self.sync.on_labels(stamp_ns(msg.header), msg))
 
     def _poll_sync(self) -> None:
-        self._run(self.sync.poll())
+        self._build_work(self.sync.poll())
 
-    def _run(self, work: list[Work[Image]]) -> None:
+    def _build_work(self, work: list[Work[Image]]) -> None:
         for item in work:
             self._process(item.labels, item.depth)
 
@@ -554,12 +643,18 @@ class CostmapNode(Node):
     # ------------------------------------------------------------------ staleness
 
     def _check_staleness(self) -> None:
-        """Publish an unknown grid (and corridor) while the output or a required input is silent."""
+        """Withdraw the grid (and corridor) while the output or a required input is silent."""
         silent = self.watchdog.silent()
         required = {k: v for k, v in silent.items() if k in self.required_streams or k == "costmap"}
         if not required:
             return
         self.stale_message = "stopped asserting free space: " + self.watchdog.describe(required)
+        self._withdraw()
+        self.get_logger().error(self.stale_message, throttle_duration_sec=LOG_THROTTLE_S)
+
+    def _withdraw(self) -> None:
+        """Publish an unknown grid (fresh stamp: consumers take it as the newest) and an UNKNOWN corridor, and
+        forget the fused memory."""
         self.rolling.reset()
         window = self.last_window or GridWindow.base_frame(self.config)
         header = Header(stamp=self.get_clock().now().to_msg(), frame_id=self.last_grid_frame)
@@ -568,7 +663,6 @@ class CostmapNode(Node):
         for publisher in self.layer_pubs.values():
             publisher.publish(grid_message(unknown, window, header))
         self._publish_corridor(header, unknown_report())
-        self.get_logger().error(self.stale_message, throttle_duration_sec=LOG_THROTTLE_S)
 
     # ------------------------------------------------------------------ health
 
@@ -594,17 +688,17 @@ class CostmapNode(Node):
             ground_offset_m=f"{self.ground_offset_m:.3f}",
             corridor_status=self.last_report.status.name if self.last_report else "none yet",
             stale=self.stale_message is not None,
+            unknown_parameters=",".join(self.unknown_parameters),
         )
         return values
 
     def _health(self, summary: dict[str, float]) -> tuple[int, str]:
-        """perception_ros.health's rules, with this node's ERROR (stale, or no frame observing anything) first."""
+        """perception_ros.health's rules, with this node's stale state, ERROR and WARN conditions."""
         now = time.monotonic()
-        if self.stale_message:
-            return DiagnosticStatus.ERROR, self.stale_message
         recent_empty = self.last_no_observation is not None and now - self.last_no_observation[0] <= RECENT_S
+        error = None
         if recent_empty and (self.last_observation_at is None or now - self.last_observation_at > RECENT_S):
-            return DiagnosticStatus.ERROR, f"no frame observed any cell: {self.last_no_observation[1]}"
+            error = f"no frame observed any cell: {self.last_no_observation[1]}"
         warning = None
         if self.last_used_flat_ground:
             warning = "flat-ground fallback (no depth): obstacles smeared"
@@ -617,7 +711,7 @@ class CostmapNode(Node):
         elif self.last_unknown_labels_at is not None and now - self.last_unknown_labels_at <= RECENT_S:
             warning = (f"label ids outside the ontology ({self.unknown_label_pixels} pixels so far), projected as "
                        f"{self.params['unknown_class_category']}")
-        return frame_health(self.stats, summary, warning)
+        return frame_health(self.stats, summary, warning, stale=self.stale_message, error=error)
 
     def _publish_diagnostics(self) -> None:
         summary = self.stats.summary()
@@ -627,10 +721,7 @@ class CostmapNode(Node):
             self.diagnostic_values(summary)))
 
 
-def main(args: list[str] | None = None) -> None:
-    """Console entry point: the jazzy init/spin/try_shutdown pattern (shared with the inference nodes)."""
-    raise SystemExit(run_node(CostmapNode, args))
-
-
 if __name__ == "__main__":
-    main()
+    from seg_perception.main import costmap_node
+
+    costmap_node()

@@ -1,4 +1,4 @@
-"""Console entry point of the segmentation node: light, so Ctrl-C during the heavy imports still exits cleanly."""
+"""Console entry points of seg_perception's nodes: light, so Ctrl-C during the heavy imports still exits cleanly."""
 
 from __future__ import annotations
 
@@ -7,3 +7,7 @@ from perception_ros.spin import run_node
 
 def segmentation_node(args: list[str] | None = None) -> None:
     raise SystemExit(run_node("seg_perception.segmentation_node:SegmentationNode", args))
+
+
+def costmap_node(args: list[str] | None = None) -> None:
+    raise SystemExit(run_node("seg_perception.costmap_node:CostmapNode", args))
