@@ -1,4 +1,5 @@
-"""Ctrl-C to the process group ends every node and perception-stack with exit code 0 and no traceback.
+"""Ctrl-C to the process group ends every node (the costmap node too) and perception-stack with exit code 0 and no
+traceback.
 
 The installed console scripts run as `ros2 run`/`ros2 launch` would run them,
 each in its own process group and namespace. SIGINT goes to the whole group
@@ -18,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from inference_node_harness import Probe, image_msg, ros_context
+from sensor_msgs.msg import CameraInfo, Image
 
 from perception_core.resources import package_share
 from perception_core.testing.tiny_models import make_tiny_depth_model, make_tiny_seg_model
@@ -44,6 +46,8 @@ def _commands(tmp_path: Path) -> dict[str, list[str]]:
                          "-r", "__ns:=/segmentation"],
         "fused": [str(_executable("fused_perception", "fused_node")), *ros, "-p", f"depth.model_path:={depth}",
                   "-p", f"segmentation.model_path:={seg}", "-r", "__ns:=/fused"],
+        "costmap": [str(_executable("seg_perception", "costmap_node")), "--ros-args", "-p", "pose_source:=none",
+                    "-r", "__ns:=/costmap"],
         "stack": [str(_executable("perception_tools", "perception-stack")), "--namespace", "stack", "--backend", "cpu",
                   "--depth-model", str(depth), "--seg-model", str(seg)],
     }
@@ -80,20 +84,31 @@ def test_ctrl_c_during_start_up_exits_cleanly(tmp_path: Path) -> None:
                          outcome="exit code 0, no traceback")
 def test_ctrl_c_while_processing_frames_exits_cleanly(tmp_path: Path) -> None:
     processes = _start(_commands(tmp_path))
-    namespaces = {"depth": "depth", "segmentation": "segmentation", "fused": "fused", "stack": "stack"}
+    namespaces = {"depth": "depth", "segmentation": "segmentation", "fused": "fused", "stack": "stack",
+                  "costmap": "costmap"}
     stats_topic = {"depth": "perception/depth/stats", "segmentation": "perception/segmentation/stats",
-                   "fused": "perception/segmentation/stats", "stack": "perception/segmentation/stats"}
+                   "fused": "perception/segmentation/stats", "stack": "perception/segmentation/stats",
+                   "costmap": "perception/costmap/stats"}
     frame = image_msg(np.full((48, 64, 3), 90, np.uint8), "rgb8", stamp_sec=3)
+    # The costmap node's inputs: depth 4 m everywhere, all smooth ground, and their camera_info.
+    depth = image_msg(np.full((48, 64), 4.0, np.float32), "32FC1", stamp_sec=3)
+    labels = image_msg(np.zeros((48, 64), np.uint8), "mono8", stamp_sec=3)
+    info = CameraInfo(header=frame.header, width=64, height=48, k=[40.0, 0.0, 31.5, 0.0, 40.0, 23.5, 0.0, 0.0, 1.0])
     interrupted = False
     try:
         with ros_context() as context:
             probe = Probe(context)
             stats = {name: probe.listen(InferenceStats, f"/{ns}/{stats_topic[name]}") for name, ns in namespaces.items()}
-            senders = [probe.camera(namespace=f"/{ns}") for ns in namespaces.values()]
+            senders = [probe.camera(namespace=f"/{ns}") for name, ns in namespaces.items() if name != "costmap"]
+            costmap_inputs = [(probe.publisher(CameraInfo, "/costmap/camera/camera_info"), info),
+                              (probe.publisher(Image, "/costmap/perception/depth/image"), depth),
+                              (probe.publisher(Image, "/costmap/perception/segmentation/labels"), labels)]
 
             def send() -> None:
                 for sender in senders:
                     sender(frame)
+                for publisher, msg in costmap_inputs:
+                    publisher.publish(msg)
 
             def all_processing() -> bool:
                 return all(any(s.frames_processed for s in stats[name]) for name in namespaces)
@@ -113,15 +128,17 @@ def test_ctrl_c_while_processing_frames_exits_cleanly(tmp_path: Path) -> None:
     _assert_clean(processes, outputs)
 
 
-def test_sigterm_after_start_up_also_exits_cleanly(tmp_path: Path) -> None:
+@pytest.mark.parametrize("name, input_topic", [("fused", "/fused/camera/image_raw"),
+                                               ("costmap", "/costmap/perception/depth/image")])
+def test_sigterm_after_start_up_also_exits_cleanly(tmp_path: Path, name: str, input_topic: str) -> None:
     """launch escalates to SIGTERM when SIGINT is not enough; it ends the process the same way."""
-    command = _commands(tmp_path)["fused"]
+    command = _commands(tmp_path)[name]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                start_new_session=True, env=dict(os.environ))
     with ros_context() as context:
         probe = Probe(context)
-        assert probe.spin_until(lambda: probe.node.count_subscribers("/fused/camera/image_raw") >= 1, timeout=60.0)
+        assert probe.spin_until(lambda: probe.node.count_subscribers(input_topic) >= 1, timeout=60.0)
         probe.close()
     os.killpg(process.pid, signal.SIGTERM)
     output = process.communicate(timeout=60)[0]
-    _assert_clean({"fused": process}, {"fused": output})
+    _assert_clean({name: process}, {name: output})

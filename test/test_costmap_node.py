@@ -25,6 +25,7 @@ from geometry_msgs.msg import Quaternion
 from nav_msgs.msg import OccupancyGrid, Odometry
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
+from rclpy.parameter_client import AsyncParameterClient
 from rclpy.qos import (
     DurabilityPolicy,
     HistoryPolicy,
@@ -251,6 +252,73 @@ def test_a_frame_gives_a_grid_corridor_and_clouds_with_its_stamp_to_nav2_qos_sub
     stats = harness.stats[0]
     assert stats.backend_used == "host" and stats.node_name == "costmap_node" and stats.inference_ms > 0
     assert stamp_of(stats) == (1234, 5678)
+
+
+def test_the_first_frame_is_built_with_the_camera_info_sent_with_it(context: Any) -> None:
+    """camera_info is subscribed before depth and labels: when all three wait in the node's queues at once (one
+    executor wait takes them together), the intrinsics are taken first and the first frame is not dropped."""
+    depth, labels = scene()
+    harness = Harness(context, pose_source="none")
+    try:
+        publishers = (harness.depth_pub, harness.labels_pub, harness.info_pub)
+        harness.spin_until(lambda: all(p.get_subscription_count() >= 1 for p in publishers))
+        assert harness.node.camera_info is None
+        sent: list[float] = []
+
+        def send_once_in_a_while() -> None:  # again only if a best-effort sample was lost on the way
+            if not sent or time.monotonic() - sent[-1] > 3.0:
+                harness.publish_frame(depth, labels, Time(sec=100 + len(sent), nanosec=0))
+                time.sleep(0.3)  # all three are queued before the node spins again
+                sent.append(time.monotonic())
+
+        harness.spin_until(lambda: harness.node.stats.processed + harness.node.stats.dropped > 0,
+                           send_once_in_a_while)
+    finally:
+        harness.close()
+    assert harness.node.stats.dropped == 0, harness.node.stats.last_error
+    assert harness.node.stats.processed == 1
+
+
+def test_costs_and_thresholds_set_at_run_time_apply_to_the_next_grid(context: Any) -> None:
+    """Through the node's SetParameters service, as `ros2 param set` does: the next grid and corridor use the new
+    values; read-only, out-of-range and cross-parameter violations are refused with the reason."""
+    depth, labels = scene()
+    harness = Harness(context, pose_source="none", stop_distance=5.0)
+    client = AsyncParameterClient(harness.probe, "costmap_node")
+
+    def set_parameters(**values: Any) -> list[Any]:
+        future = client.set_parameters([Parameter(k, value=v) for k, v in values.items()])
+        harness.spin_until(future.done)
+        return list(future.result().results)
+
+    try:
+        harness.spin_until(client.services_are_ready)
+        harness.spin_until(lambda: bool(harness.grids and harness.corridors), lambda: harness.publish_frame(depth, labels))
+        assert cell(harness.grids[-1], WALL_X, 0.05) == 100 and harness.corridors[-1].stop_required
+
+        results = set_parameters(cost_blocked=90, cost_free=5, stop_distance=2.0, corridor_length=6.0)
+        assert all(r.successful for r in results), [r.reason for r in results]
+        later = Time(sec=1300, nanosec=0)
+        harness.spin_until(lambda: any(stamp_of(g) == (1300, 0) for g in harness.grids)
+                           and any(stamp_of(c) == (1300, 0) for c in harness.corridors),
+                           lambda: harness.publish_frame(depth, labels, later))
+        grid = next(g for g in harness.grids if stamp_of(g) == (1300, 0))
+        corridor = next(c for c in harness.corridors if stamp_of(c) == (1300, 0))
+        assert cell(grid, WALL_X, 0.05) == 90 and cell(grid, 2.05, 0.05) == 5, "the next grid uses the new costs"
+        assert corridor.stop_distance == 2.0 and corridor.corridor_length == 6.0
+        assert not corridor.stop_required and corridor.nearest_blocked_m == pytest.approx(4.0)
+
+        [refused] = set_parameters(width_m=20.0)  # grid geometry: read-only
+        assert not refused.successful and "read-only" in refused.reason
+        [refused] = set_parameters(cost_caution=150)  # outside the descriptor's range
+        assert not refused.successful
+        [refused] = set_parameters(corridor_length=40.0)  # a corridor beyond the 30 m grid
+        assert not refused.successful and "reach outside the grid" in refused.reason
+        [ok] = set_parameters(stale_timeout_s=5.0, fusion_decay_s=2.0)[:1]
+        assert ok.successful and harness.node.watchdog.timeout_s == 5.0 and harness.node.rolling.decay_s == 2.0
+        assert harness.node.get_parameter("cost_caution").value == 50 and harness.node.corridor.length == 6.0
+    finally:
+        harness.close()
 
 
 def test_with_odometry_the_grid_is_in_odom_at_the_pose_of_the_image_stamp(context: Any) -> None:

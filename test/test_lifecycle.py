@@ -4,6 +4,9 @@ With ``autostart: false`` a node waits unconfigured: no model loaded, no
 camera subscription. configure loads the model (and latches model_info),
 activate subscribes, deactivate unsubscribes, cleanup releases the model; a
 failing configure leaves it unconfigured with the reason, and can be retried.
+The costmap node the same way: configure validates its parameters and creates
+its publishers, activate subscribes to depth, labels and camera_info,
+deactivate withdraws the latched grid.
 """
 
 from __future__ import annotations
@@ -15,8 +18,10 @@ import pytest
 from inference_node_harness import LATCHED, Probe, image_msg, ros_context
 from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import ChangeState, GetState
+from nav_msgs.msg import OccupancyGrid
 from rclpy.parameter import Parameter
-from sensor_msgs.msg import Image
+from rclpy.parameter_client import AsyncParameterClient
+from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import String
 
 from perception_core.testing.tiny_models import make_tiny_seg_model
@@ -106,3 +111,82 @@ def test_plain_use_starts_active_and_a_bad_model_raises_at_construction(tmp_path
             SegmentationNode(context=context, parameter_overrides=[
                 Parameter("model_path", value=str(tmp_path / "missing.onnx")), Parameter("backend", value="cpu")])
     assert issubclass(ModelFileError, PerceptionError)
+
+
+def test_costmap_node_validates_in_configure_subscribes_in_activate_and_withdraws_its_grid_on_deactivate() -> None:
+    from seg_perception.costmap_node import CostmapNode
+
+    # A corridor longer than the 30 m grid: configure refuses it; corridor_length may change while unconfigured.
+    overrides = [Parameter("autostart", value=False), Parameter("corridor_length", value=40.0),
+                 Parameter("pose_source", value="none"), Parameter("mount_z", value=1.0),
+                 Parameter("min_obstacle_area_m2", value=0.0)]
+    depth = np.full((24, 32), 4.0, np.float32)  # a wall 4 m ahead of a level camera, labelled static_obstacle
+    labels = np.full((24, 32), 4, np.uint8)
+    info = CameraInfo(width=32, height=24, k=[20.0, 0.0, 15.5, 0.0, 20.0, 11.5, 0.0, 0.0, 1.0])
+    with ros_context() as context:
+        node = CostmapNode(context=context, parameter_overrides=overrides)
+        probe = Probe(context, node)
+        grids = probe.listen(OccupancyGrid, "/perception/costmap", LATCHED)
+        depth_pub = probe.publisher(Image, "/perception/depth/image")
+        labels_pub = probe.publisher(Image, "/perception/segmentation/labels")
+        info_pub = probe.publisher(CameraInfo, "/camera/camera_info")
+        stamp = [10]
+
+        def send() -> None:
+            stamp[0] += 1
+            info_pub.publish(info)
+            depth_pub.publish(image_msg(depth, "32FC1", stamp_sec=stamp[0]))
+            labels_pub.publish(image_msg(labels, "mono8", stamp_sec=stamp[0]))
+
+        def inputs() -> int:
+            return sum(probe.node.count_subscribers(t) for t in (
+                "/perception/depth/image", "/perception/segmentation/labels", "/camera/camera_info"))
+
+        manager = LifecycleClient(probe, "costmap_node")
+        assert manager.state() == "unconfigured" and inputs() == 0
+        assert probe.node.count_publishers("/perception/costmap") == 0
+
+        assert not manager.transition(Transition.TRANSITION_CONFIGURE)
+        assert manager.state() == "unconfigured" and "corridor_length (40.0 m)" in node.transition_error
+        params = AsyncParameterClient(probe.node, "costmap_node")
+        assert probe.spin_until(params.services_are_ready)
+        future = params.set_parameters([Parameter("corridor_length", value=10.0)])
+        assert probe.spin_until(future.done) and future.result().results[0].successful
+        assert manager.transition(Transition.TRANSITION_CONFIGURE) and manager.state() == "inactive"
+        assert probe.spin_until(lambda: probe.node.count_publishers("/perception/costmap") == 1)
+        probe.spin_until(lambda: False, every=send, timeout=1.0)
+        assert inputs() == 0 and not grids and node.stats.processed == 0  # inactive: no input, no grid
+
+        assert manager.transition(Transition.TRANSITION_ACTIVATE) and manager.state() == "active"
+        assert probe.spin_until(lambda: inputs() == 3)
+        assert probe.spin_until(lambda: any(100 in g.data for g in grids), every=send)
+
+        assert manager.transition(Transition.TRANSITION_DEACTIVATE) and manager.state() == "inactive"
+        assert probe.spin_until(lambda: inputs() == 0)
+        assert probe.spin_until(lambda: all(v == -1 for v in grids[-1].data)), "the last grid is withdrawn"
+        late: list[OccupancyGrid] = []  # a subscriber that joins now (Nav2's StaticLayer restarting) gets it too
+        probe.node.create_subscription(OccupancyGrid, "/perception/costmap", late.append, LATCHED)
+        assert probe.spin_until(lambda: late) and all(v == -1 for v in late[-1].data)
+        processed = node.stats.processed
+        probe.spin_until(lambda: False, every=send, timeout=1.0)
+        assert node.stats.processed == processed
+
+        assert manager.transition(Transition.TRANSITION_CLEANUP) and manager.state() == "unconfigured"
+        assert probe.spin_until(lambda: probe.node.count_publishers("/perception/costmap") == 0)
+        assert manager.transition(Transition.TRANSITION_CONFIGURE) and manager.transition(Transition.TRANSITION_ACTIVATE)
+        before = len(grids)
+        assert probe.spin_until(lambda: len(grids) > before and 100 in grids[-1].data, every=send)  # a second life
+        probe.close()
+        node.destroy_node()
+
+
+def test_costmap_node_plain_use_starts_active_and_a_bad_configuration_raises_at_construction() -> None:
+    from perception_core.errors import ConfigError
+    from seg_perception.costmap_node import CostmapNode
+
+    with ros_context() as context:
+        node = CostmapNode(context=context)
+        assert node.lifecycle_state == "active" and node.config is not None
+        node.destroy_node()
+        with pytest.raises(ConfigError, match=r"mount_z \(-0.5 m\) puts the camera at or below the ground"):
+            CostmapNode(context=context, parameter_overrides=[Parameter("mount_z", value=-0.5)])

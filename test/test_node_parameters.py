@@ -1,4 +1,4 @@
-"""Parameters of the inference nodes: one-line start-up errors, ranges, run-time changes, unknown keys.
+"""Parameters of the inference and costmap nodes: one-line start-up errors, ranges, run-time changes, unknown keys.
 
 Start-up errors run the real entry points in subprocesses (exit code and
 stderr are what `ros2 launch` shows); run-time changes go through the nodes'
@@ -77,15 +77,18 @@ def test_bad_parameters_at_start_up_exit_1_with_one_line(models: dict[str, Path]
 def _node(kind: str, models: dict[str, Path], **params: Any):
     from depth_perception.depth_node import DepthNode
     from fused_perception.fused_node import FusedNode
+    from seg_perception.costmap_node import CostmapNode
     from seg_perception.segmentation_node import SegmentationNode
 
-    classes = {"depth": DepthNode, "segmentation": SegmentationNode, "fused": FusedNode}
-    overrides = [Parameter(a.split(":=")[0], value=a.split(":=")[1]) for a in _model_args(kind, models)]
-    overrides += [Parameter("backend", value="cpu")] + [Parameter(k, value=v) for k, v in params.items()]
+    classes = {"depth": DepthNode, "segmentation": SegmentationNode, "fused": FusedNode, "costmap": CostmapNode}
+    overrides = [Parameter(k, value=v) for k, v in params.items()]
+    if kind != "costmap":  # the costmap node has no model
+        overrides += [Parameter(a.split(":=")[0], value=a.split(":=")[1]) for a in _model_args(kind, models)]
+        overrides += [Parameter("backend", value="cpu")]
     return lambda context: classes[kind](context=context, parameter_overrides=overrides)
 
 
-@pytest.mark.parametrize("kind", ["depth", "segmentation", "fused"])
+@pytest.mark.parametrize("kind", ["depth", "segmentation", "fused", "costmap"])
 def test_every_numeric_parameter_has_a_range(models: dict[str, Path], kind: str) -> None:
     with ros_context() as context:
         node = _node(kind, models)(context)
@@ -134,11 +137,16 @@ def test_costs_and_thresholds_change_at_run_time_with_checks(models: dict[str, P
         node.destroy_node()
 
 
-def test_unknown_parameters_are_reported(models: dict[str, Path]) -> None:
+@pytest.mark.parametrize("kind, given, unknown", [
+    ("depth", {"max_dept": 3.0, "alpha": 0.3}, ["alpha", "max_dept"]),  # a typo, and a key of another node
+    ("costmap", {"cost_blocke": 90, "use_tf": False}, ["cost_blocke", "use_tf"]),  # a typo, and no such key
+])
+def test_unknown_parameters_are_reported(models: dict[str, Path], kind: str, given: dict[str, Any],
+                                         unknown: list[str]) -> None:
     with ros_context() as context:
-        node = _node("depth", models, max_dept=3.0, alpha=0.3)(context)  # a typo, and a key of another node
+        node = _node(kind, models, **given)(context)
         try:
-            assert node.unknown_parameters == ["alpha", "max_dept"]
-            assert not node.has_parameter("max_dept")
+            assert node.unknown_parameters == unknown
+            assert not any(node.has_parameter(name) for name in unknown)
         finally:
             node.destroy_node()
