@@ -6,7 +6,7 @@ projection, the fixed-frame rolling window and fusion, the pose buffer, the
 pairing and flat-ground timing, the staleness watchdog and the corridor. This
 file declares parameters, converts messages and publishes.
 
-    in   perception/depth/image          sensor_msgs/Image 32FC1 metres (NaN invalid) or 16UC1 mm
+    in   perception/depth/image          sensor_msgs/Image 32FC1 metres (NaN invalid, REP 117 +/-Inf no point) or 16UC1 mm
     in   perception/segmentation/labels  sensor_msgs/Image mono8 class ids
     in   camera/camera_info              sensor_msgs/CameraInfo (any resolution of the same camera)
     in   odom (odometry_topic)           nav_msgs/Odometry: the base's pose in the fixed frame where no TF
