@@ -152,7 +152,8 @@ def run_pairing(mode: str, bag: Path, params: Path, depth_model: Path, seg_model
 def pairing(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     from model_tools.bags.bagio import camera_mount_from_bag
     from model_tools.bags.eval_bag import DEFAULT_PARAMS, evaluate_bag, node_parameters
-    from model_tools.data.synth import CameraRig, write_drive_bag
+    from model_tools.data.synth import CameraRig
+    from model_tools.data.synth_bag import write_drive_bag
     from perception_tools.live import write_stack_params
 
     width, height = (int(v) for v in args.size.split("x"))

@@ -135,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.bag is not None:
             bag = args.bag.resolve()
         else:
-            from model_tools.data.synth import CameraRig, write_drive_bag
+            from model_tools.data.synth import CameraRig
+            from model_tools.data.synth_bag import write_drive_bag
 
             bag = out / "drive_bag"
             print(f"demo: [1/4] rendering a {args.frames}-frame synthetic drive at {args.width}x{args.height}",

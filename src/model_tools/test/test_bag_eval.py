@@ -29,7 +29,8 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 
 def _drive(path: Path, frames: int, size: tuple[int, int] = CAMERA_WH) -> Path:
-    from model_tools.data.synth import CameraRig, write_drive_bag
+    from model_tools.data.synth import CameraRig
+    from model_tools.data.synth_bag import write_drive_bag
 
     return write_drive_bag(path, CameraRig.default(width=size[0], height=size[1]), n_frames=frames, fps=10.0, seed=5,
                            progress=False)

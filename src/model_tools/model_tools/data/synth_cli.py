@@ -2,7 +2,8 @@
 
 Runs without ROS: ``PYTHONPATH=src/model_tools python -m model_tools.cli synth ...``
 needs only numpy, cv2, yaml (and tqdm for the progress bar); ``--bag`` also
-needs rosbags.
+needs rosbags. Camera flags with two values (LO HI) draw a camera per frame
+(folders) or per drive (bag) from that range.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import argparse
 import time
 
+from model_tools.data.synth import CameraRanges, CameraRig, CameraSource
 from model_tools.io_utils import check_output_folder
 from perception_core.errors import ConfigError
 
@@ -20,15 +22,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--frames", type=int, default=100, help="frames in total (folders) or in the bag (default 100)")
     parser.add_argument("--width", type=int, default=1280, help="image width (default 1280, the vehicle camera)")
     parser.add_argument("--height", type=int, default=1080, help="image height (default 1080)")
-    parser.add_argument("--hfov", type=float, default=90.0, help="horizontal field of view in degrees (default 90)")
-    parser.add_argument("--mount-height", type=float, default=1.4, help="camera height above ground in metres (default 1.4)")
-    parser.add_argument("--pitch", type=float, default=10.0, help="camera pitch down in degrees (default 10)")
+    ranges = CameraRanges()
+    parser.add_argument("--hfov", type=float, nargs="+", default=list(ranges.hfov_deg), metavar="DEG",
+                        help="horizontal field of view in degrees: one value, or LO HI to draw per frame "
+                             f"(per drive for --bag); default {ranges.hfov_deg[0]:g} {ranges.hfov_deg[1]:g}")
+    parser.add_argument("--mount-height", type=float, nargs="+", default=list(ranges.mount_height), metavar="M",
+                        help="camera height above ground in metres, one value or LO HI; "
+                             f"default {ranges.mount_height[0]:g} {ranges.mount_height[1]:g}")
+    parser.add_argument("--pitch", type=float, nargs="+", default=list(ranges.pitch_deg), metavar="DEG",
+                        help=f"camera pitch down in degrees, one value or LO HI; default {ranges.pitch_deg[0]:g} {ranges.pitch_deg[1]:g}")
+    parser.add_argument("--roll", type=float, nargs="+", default=list(ranges.roll_deg), metavar="DEG",
+                        help=f"camera roll in degrees, one value or LO HI; default {ranges.roll_deg[0]:g} {ranges.roll_deg[1]:g}")
     parser.add_argument("--seed", type=int, default=0, help="master seed; same seed => identical bytes")
     parser.add_argument("--split", choices=("train", "val", "test"), default=None,
                         help="write all --frames into this split (default train)")
     parser.add_argument("--val-fraction", type=float, default=0.0, help="share of --frames written to val/ (instead of --split)")
     parser.add_argument("--test-fraction", type=float, default=0.0, help="share of --frames written to test/")
     parser.add_argument("--workers", type=int, default=1, help="processes rendering in parallel (default 1)")
+    parser.add_argument("--max-seconds", type=float, default=None,
+                        help="stop each folder split after this long, keeping the frames done (camera.yaml says how many)")
     parser.add_argument("--flat", action="store_true", help="obstacle-free flat ground and sky only (geometry tests)")
     parser.add_argument("--fps", type=float, default=10.0, help="bag frame rate (default 10)")
     parser.add_argument("--speed", type=float, default=4.0, help="bag vehicle speed in m/s (default 4)")
@@ -50,8 +62,25 @@ def split_counts(frames: int, split: str | None, val_fraction: float, test_fract
     return {name: n for name, n in (("train", frames - n_val - n_test), ("val", n_val), ("test", n_test)) if n > 0}
 
 
+def camera_source(args: argparse.Namespace) -> CameraSource:
+    """A fixed CameraRig when every camera flag has one value, else CameraRanges to draw from."""
+    spans = {}
+    for flag, name in (("--hfov", "hfov"), ("--mount-height", "mount_height"), ("--pitch", "pitch"), ("--roll", "roll")):
+        values = getattr(args, name)
+        if len(values) not in (1, 2):
+            raise ConfigError(f"{flag} takes one value or two (LO HI), got {len(values)}")
+        spans[name] = (values[0], values[-1])
+    ranges = CameraRanges(args.width, args.height, hfov_deg=spans["hfov"], mount_height=spans["mount_height"],
+                          pitch_deg=spans["pitch"], roll_deg=spans["roll"])
+    if all(lo == hi for lo, hi in spans.values()):
+        return CameraRig.default(args.width, args.height, hfov_deg=spans["hfov"][0], mount_height=spans["mount_height"][0],
+                                 pitch_deg=spans["pitch"][0], roll_deg=spans["roll"][0])
+    return ranges
+
+
 def run(args: argparse.Namespace) -> int:
-    from model_tools.data.synth import CameraRig, write_drive_bag, write_synthetic_folder
+    from model_tools.data.synth import write_synthetic_folder
+    from model_tools.data.synth_bag import write_drive_bag
 
     if not args.out and not args.bag:
         raise ConfigError("give --out (folders) and/or --bag (rosbag2)")
@@ -61,15 +90,17 @@ def run(args: argparse.Namespace) -> int:
         check_output_folder(args.out, "--out")
     if args.bag:
         check_output_folder(args.bag, "--bag")
-    rig = CameraRig.default(args.width, args.height, hfov_deg=args.hfov, mount_height=args.mount_height, pitch_deg=args.pitch)
+    rig = camera_source(args)
     progress = not args.no_progress
     if args.out:
         for split, n in split_counts(args.frames, args.split, args.val_fraction, args.test_fraction).items():
             start = time.perf_counter()
             folder = write_synthetic_folder(args.out, rig, n, args.seed, split, workers=args.workers, flat=args.flat,
-                                            overwrite=args.overwrite, ontology_path=args.ontology, progress=progress)
+                                            overwrite=args.overwrite, ontology_path=args.ontology, progress=progress,
+                                            max_seconds=args.max_seconds)
             elapsed = time.perf_counter() - start
-            print(f"wrote {n} frames to {folder} in {elapsed:.1f} s ({n / max(elapsed, 1e-9):.1f} frames/s)")
+            done = len(list((folder / "rgb").glob("*.png")))
+            print(f"wrote {done} frames to {folder} in {elapsed:.1f} s ({done / max(elapsed, 1e-9):.1f} frames/s)")
     if args.bag:
         start = time.perf_counter()
         bag = write_drive_bag(args.bag, rig, args.frames, args.fps, args.seed, speed=args.speed, workers=args.workers,
