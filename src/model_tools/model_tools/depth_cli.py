@@ -81,6 +81,8 @@ def depth_metadata(model_cfg: Any, variant: str, height: int, width: int, checkp
         input_scale=1.0 / 255.0, mean=[NORM_MEAN] * 3, std=[NORM_STD] * 3, model_name=f"dualhead_{model_cfg.encoder}_{model_cfg.kind}",
         output_meaning=meaning, max_depth=float(model_cfg.max_depth), min_depth=float(model_cfg.min_depth),
         integer_head_kind=model_cfg.kind, levels=levels, depth_outputs=variant,
+        depth_camera=model_cfg.camera, canonical_focal_px=float(model_cfg.canonical_focal_px),
+        canonical_height_m=float(model_cfg.canonical_height_m),
         extra={"checkpoint": str(checkpoint), "encoder": model_cfg.encoder, "padding": model_cfg.padding,
                "integer_step_m": step, "decoder_channels": list(model_cfg.decoder_channels)},
     )
@@ -152,13 +154,15 @@ class DepthSpec:
         return discrete_outputs(depth_model_config(config.model, "config"), variant)
 
     def evaluate(self, task: Any, model: Any, loader: Any, device: Any) -> EvalOutcome:
-        """Eigen metrics of the deployed prediction (ArgMax for levels) over GT within [min_depth, max_depth]."""
+        """Eigen metrics of the deployed prediction (ArgMax for levels; a camera-aware model's scaled to each
+        frame's camera) over GT within [min_depth, max_depth]."""
         from tqdm import tqdm
 
         from model_tools.tasks.depth import evaluate_depth
 
         mc = task.model_cfg
-        metrics = evaluate_depth(model, tqdm(loader, desc="eval", unit="batch"), mc.min_depth, mc.max_depth, device)
+        metrics = evaluate_depth(model, tqdm(loader, desc="eval", unit="batch"), mc.min_depth, mc.max_depth, device,
+                                 mc.canonical_focal_px)
         lines = [f"Valid GT in [{mc.min_depth}, {mc.max_depth}] m, head `{mc.kind}`, {metrics.get('frames', 0)} frames "
                  "with valid GT.", "", "| metric | value |", "|---|---|"]
         lines += [f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in metrics.items()]

@@ -29,6 +29,14 @@ PREFIX = "perception."
 SCHEMA_VERSION = "1"
 TASKS = ("depth", "segmentation")
 FORMATS = ("fp32", "qdq", "qnn_context")
+# What a depth model's output means for a camera other than the one it was trained on:
+# "fixed": metres, for the training camera only (no intrinsics needed);
+# "canonical_focal": metres for a camera whose focal length at the model input is canonical_focal_px
+#   (geometric mean of fx and fy after the resize to the input); the runtime multiplies by
+#   f_input / canonical_focal_px, with f_input from the camera's K (pipelines.input_focal_px);
+# "canonical_focal_height": as canonical_focal, and for a camera canonical_height_m above the ground plane
+#   of the vehicle's base frame; the runtime also multiplies by camera_height / canonical_height_m.
+DEPTH_CAMERA_MODELS = ("fixed", "canonical_focal", "canonical_focal_height")
 
 
 @dataclass
@@ -58,6 +66,9 @@ class ModelMetadata:
     integer_head_kind: str = ""  # "sigmoid" | "levels"
     levels: int = 0
     depth_outputs: str = ""  # "composed" (depth) | "separate" (integer, fractional)
+    depth_camera: str = "fixed"  # one of DEPTH_CAMERA_MODELS
+    canonical_focal_px: float = 0.0  # depth_camera canonical_*: the focal length the output assumes
+    canonical_height_m: float = 0.0  # depth_camera canonical_focal_height: the camera height the output assumes
     # Segmentation task.
     class_names: list[str] = field(default_factory=list)
     class_colors: list[list[int]] = field(default_factory=list)
@@ -67,6 +78,16 @@ class ModelMetadata:
     extra: dict[str, Any] = field(default_factory=dict)
     # SHA-256 (hex) of the serialized GraphProto, set by set_model_metadata; "" = written without one.
     content_sha256: str = ""
+
+    @property
+    def needs_camera(self) -> bool:
+        """True when the output depth must be rescaled with the camera's intrinsics."""
+        return self.task == "depth" and self.depth_camera != "fixed"
+
+    @property
+    def needs_camera_height(self) -> bool:
+        """True when the output depth must also be rescaled with the camera's height above the ground."""
+        return self.task == "depth" and self.depth_camera == "canonical_focal_height"
 
     @property
     def input_hw(self) -> tuple[int, int]:
@@ -91,6 +112,14 @@ class ModelMetadata:
                 raise ModelFileError(f"{source}: integer_head_kind {self.integer_head_kind!r} is not sigmoid/levels")
             if self.depth_outputs not in ("composed", "separate"):
                 raise ModelFileError(f"{source}: depth_outputs {self.depth_outputs!r} is not composed/separate")
+            if self.depth_camera not in DEPTH_CAMERA_MODELS:
+                raise ModelFileError(f"{source}: depth_camera {self.depth_camera!r} is not one of {DEPTH_CAMERA_MODELS}")
+            if self.depth_camera != "fixed" and not self.canonical_focal_px > 0:
+                raise ModelFileError(f"{source}: depth_camera {self.depth_camera!r} needs canonical_focal_px > 0, "
+                                     f"got {self.canonical_focal_px}")
+            if self.depth_camera == "canonical_focal_height" and not self.canonical_height_m > 0:
+                raise ModelFileError(f"{source}: depth_camera 'canonical_focal_height' needs canonical_height_m > 0, "
+                                     f"got {self.canonical_height_m}")
         if self.task == "segmentation":
             if not self.class_names or len(self.class_names) != len(self.class_colors):
                 raise ModelFileError(f"{source}: segmentation metadata needs class_names and one colour each")

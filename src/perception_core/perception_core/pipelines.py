@@ -10,7 +10,9 @@ benchmarks all call these, so the numbers they report come from one code path.
 - :class:`SegPipeline`: image -> uint8 class ids at model resolution, plus
   per-class pixel counts and fractions.
 - ``colorize_labels``, ``overlay``, ``colorize_depth``: RViz-friendly rgb8 views.
-- ``scale_intrinsics``: K or P for a resized image (pixel-centre convention of cv2.resize).
+- ``scale_intrinsics``: K or P for a resized image (pixel-centre convention of cv2.resize);
+  ``input_focal_px``: a camera's focal length at a model's input size (what a
+  camera-aware depth model's output is rescaled by).
 - ``depth_to_points`` and ``pack_points``: a point cloud in the camera optical
   frame, laid out as sensor_msgs/PointCloud2 bytes without importing ROS.
 """
@@ -47,8 +49,9 @@ class RunnableModel(Protocol):
 class DepthOutput:
     depth: np.ndarray  # [h, w] float32 metres, NaN where invalid
     integer: np.ndarray  # [h, w] float32 in [0, 1] (recovered from depth for composed models)
-    fractional: np.ndarray | None  # [h, w] float32 metres; None for a composed model
+    fractional: np.ndarray | None  # [h, w] float32 metres (the model's own, before depth_scale); None if composed
     timings: dict[str, float] = field(default_factory=dict)
+    depth_scale: float = 1.0  # metres per model-output metre for this camera (1 for a fixed-camera model)
 
 
 @dataclass
@@ -75,13 +78,13 @@ class _ModelPipeline:
     def input_hw(self) -> tuple[int, int]:
         return self.metadata.input_hw
 
-    def infer(self, image: np.ndarray, channel_order: str = "RGB") -> Any:
+    def infer(self, image: np.ndarray, channel_order: str = "RGB", **postprocess_args: Any) -> Any:
         t0 = time.perf_counter()
         feeds = self.preprocessor.feeds(self.metadata.input_name, image, channel_order)
         t1 = time.perf_counter()
         outputs = self.model.run(feeds)
         t2 = time.perf_counter()
-        result = self.postprocess(outputs)
+        result = self.postprocess(outputs, **postprocess_args)
         result.timings = {"preprocess_ms": (t1 - t0) * 1e3, "inference_ms": (t2 - t1) * 1e3,
                           "postprocess_ms": _ms(t2)}
         return result
@@ -103,6 +106,15 @@ class DepthPipeline(_ModelPipeline):
     max_depth", so sky is not a wall at max_depth); a positive pixel below
     ``min_depth`` is -Inf (too close to measure); a non-finite or non-positive
     model output is NaN (invalid).
+
+    A camera-aware model (metadata ``depth_camera`` ``canonical_focal`` or
+    ``canonical_focal_height``) answers for a canonical camera: :meth:`infer`
+    then needs the camera's K (``camera_k``, for an image of ``camera_hw``,
+    default the image's size), and for ``canonical_focal_height`` also the
+    camera's height above the ground plane of the vehicle's base frame
+    (``camera_height``, metres). The composed depth is multiplied by
+    ``input_focal_px(K) / canonical_focal_px`` (and by ``camera_height /
+    canonical_height_m``) before the range is applied (in metres).
     """
 
     def __init__(self, model: RunnableModel, max_depth: float | None = None, min_depth: float | None = None) -> None:
@@ -128,8 +140,39 @@ class DepthPipeline(_ModelPipeline):
             raise ConfigError(f"depth range [{self.min_depth}, {self.max_depth}] m is empty or negative")
         self.preprocessor = Preprocessor(meta)
 
-    def postprocess(self, outputs: dict[str, np.ndarray]) -> DepthOutput:
-        """Model outputs (by name) -> metric depth with REP 117's +Inf / -Inf / NaN."""
+    def infer(self, image: np.ndarray, channel_order: str = "RGB", camera_k: np.ndarray | list[float] | None = None,
+              camera_hw: tuple[int, int] | None = None, camera_height: float | None = None) -> DepthOutput:
+        """Depth of ``image``; a camera-aware model needs ``camera_k`` (3x3 or flat 9), and ``camera_height``."""
+        return super().infer(image, channel_order, camera_k=camera_k,
+                             camera_hw=tuple(camera_hw) if camera_hw else image.shape[:2], camera_height=camera_height)
+
+    def depth_scale(self, camera_k: np.ndarray | list[float] | None, camera_hw: tuple[int, int] | None,
+                    camera_height: float | None = None) -> float:
+        """Metres per model-output metre for this camera: 1 for a fixed-camera model.
+
+        Raises:
+            ConfigError: a camera-aware model without what it needs (K and its image size; the camera
+                height for ``canonical_focal_height``), or values that are not positive.
+        """
+        meta = self.metadata
+        if not meta.needs_camera:
+            return 1.0
+        name = meta.model_name or "(unnamed)"
+        if camera_k is None or camera_hw is None:
+            raise ConfigError(f"depth model {name} is camera-aware (depth_camera {meta.depth_camera}): "
+                              "it needs the camera's K (camera_info) to give metres")
+        scale = input_focal_px(camera_k, camera_hw, meta.input_hw) / float(meta.canonical_focal_px)
+        if meta.needs_camera_height:
+            if camera_height is None or not camera_height > 0:
+                raise ConfigError(f"depth model {name} (depth_camera {meta.depth_camera}) needs the camera's height "
+                                  f"above the ground in metres (> 0), got {camera_height}")
+            scale *= float(camera_height) / float(meta.canonical_height_m)
+        return scale
+
+    def postprocess(self, outputs: dict[str, np.ndarray], camera_k: np.ndarray | list[float] | None = None,
+                    camera_hw: tuple[int, int] | None = None, camera_height: float | None = None) -> DepthOutput:
+        """Model outputs (by name) -> metric depth with REP 117's +Inf / -Inf / NaN (camera: see :meth:`infer`)."""
+        scale = np.float32(self.depth_scale(camera_k, camera_hw, camera_height))
         names = self.metadata.output_names
         if self.metadata.depth_outputs == "separate":
             integer = np.asarray(outputs[names[0]], np.float32)[0, 0]
@@ -139,8 +182,10 @@ class DepthPipeline(_ModelPipeline):
             depth = np.array(outputs[names[0]][0, 0], np.float32)  # a copy: we write NaNs into it
             integer = np.clip(depth / np.float32(self.metadata.max_depth), 0.0, 1.0)
             fractional = None
+        if scale != 1.0:
+            depth *= scale
         mark_depth_range(depth, self.min_depth, self.max_depth)
-        return DepthOutput(depth=depth, integer=integer, fractional=fractional)
+        return DepthOutput(depth=depth, integer=integer, fractional=fractional, depth_scale=float(scale))
 
 
 def mark_depth_range(depth: np.ndarray, min_depth: float, max_depth: float) -> np.ndarray:
@@ -318,6 +363,30 @@ def scale_intrinsics(k: np.ndarray | list[float], from_hw: tuple[int, int], to_h
     matrix[0, 2] += 0.5 * sx - 0.5
     matrix[1, 2] += 0.5 * sy - 0.5
     return matrix
+
+
+def input_focal_px(k: np.ndarray | list[float], camera_hw: tuple[int, int], input_hw: tuple[int, int]) -> float:
+    """Focal length, in model-input pixels, of a camera whose image is resized whole to ``input_hw``.
+
+    The resize scales fx by the width ratio and fy by the height ratio, which
+    differ when the aspect ratio changes (1280x1080 -> 640x384); one length
+    stands for both: the geometric mean ``sqrt(fx' * fy')``, whose square is
+    what an object's image area scales with.
+
+    Raises:
+        ConfigError: K without positive focal lengths, or a size that is not positive.
+    """
+    kk = np.asarray(k, np.float64).reshape(-1)
+    if kk.size not in (9, 12):
+        raise ConfigError(f"camera intrinsics must be 3x3 or 3x4, got {kk.size} values")
+    kk = kk.reshape(3, -1)
+    (ch, cw), (ih, iw) = camera_hw, input_hw
+    if min(ch, cw, ih, iw) <= 0:
+        raise ConfigError(f"image sizes must be positive, got camera {camera_hw}, input {input_hw}")
+    fx, fy = kk[0, 0] * iw / cw, kk[1, 1] * ih / ch
+    if not (fx > 0 and fy > 0):
+        raise ConfigError(f"camera intrinsics need fx, fy > 0, got fx={kk[0, 0]}, fy={kk[1, 1]}")
+    return float(np.sqrt(fx * fy))
 
 
 def depth_to_points(depth: np.ndarray, k: np.ndarray | list[float], stride: int = 1) -> tuple[np.ndarray, np.ndarray]:

@@ -31,6 +31,7 @@ from model_tools.models.resnet import RESNET_BLOCKS, build_resnet_encoder, load_
 from model_tools.registry import DEPTH
 from perception_core.depth_codec import HEAD_KINDS, integer_step
 from perception_core.errors import ConfigError
+from perception_core.model_metadata import DEPTH_CAMERA_MODELS
 
 NORM_MEAN = DEPTH.preprocessing.mean[0]  # one value for all three channels
 NORM_STD = DEPTH.preprocessing.std[0]
@@ -55,9 +56,20 @@ class DepthModelConfig:
     input_height: int = 384
     input_width: int = 640
     encoder_weights: str = ""  # optional torchvision-layout ResNet state dict
+    # "fixed": depth in metres for the training camera; "canonical_focal": depth for a camera whose focal
+    # length at the model input (geometric mean of fx, fy) is canonical_focal_px; "canonical_focal_height":
+    # and whose height above the ground is canonical_height_m. Training divides each frame's depth by
+    # (focal / canonical_focal_px) [* (height / canonical_height_m)], and the runtime multiplies by it
+    # (perception_core.model_metadata.DEPTH_CAMERA_MODELS).
+    camera: str = "fixed"
+    canonical_focal_px: float = 0.0
+    canonical_height_m: float = 0.0
+    # Optional weights to start from (a state dict, checkpoint or split-parts prefix of this architecture).
+    init_weights: str = ""
 
     # Fields whose difference makes a checkpoint's weights mean something else.
-    ARCH_FIELDS = ("encoder", "width", "decoder_channels", "kind", "levels", "max_depth", "padding")
+    ARCH_FIELDS = ("encoder", "width", "decoder_channels", "kind", "levels", "max_depth", "padding", "camera",
+                   "canonical_focal_px", "canonical_height_m")
 
     def validate(self, source: str = "config") -> None:
         if self.encoder not in RESNET_BLOCKS:
@@ -72,6 +84,14 @@ class DepthModelConfig:
             raise ConfigError(f"{source}: model.min_depth {self.min_depth} must be in [0, max_depth={self.max_depth})")
         check_input_size(self.input_height, self.input_width, source)
         integer_step(self.max_depth, self.kind, self.levels)  # raises ConfigError on a bad level count
+        if self.camera not in DEPTH_CAMERA_MODELS:
+            raise ConfigError(f"{source}: model.camera = {self.camera!r} is not one of {DEPTH_CAMERA_MODELS}")
+        if (self.camera != "fixed") != (self.canonical_focal_px > 0):
+            raise ConfigError(f"{source}: model.canonical_focal_px = {self.canonical_focal_px} must be > 0 exactly "
+                              f"when model.camera is not 'fixed' (it is {self.camera!r})")
+        if (self.camera == "canonical_focal_height") != (self.canonical_height_m > 0):
+            raise ConfigError(f"{source}: model.canonical_height_m = {self.canonical_height_m} must be > 0 exactly "
+                              f"when model.camera is canonical_focal_height (it is {self.camera!r})")
 
     @property
     def step(self) -> float:

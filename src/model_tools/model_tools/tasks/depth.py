@@ -12,7 +12,17 @@ GT > 0; GT beyond max_depth is clipped to it):
   ``levels`` the integer part is the softmax expectation (differentiable).
 
 Weights ``loss.w_integer`` / ``w_fractional`` / ``w_depth`` default to
-1.0 / 10.0 / 0.5. Distillation (``distill.teacher``) adds an output-level loss
+1.0 / 10.0 / 0.5.
+
+A camera-aware model (``model.camera`` ``canonical_focal`` or
+``canonical_focal_height``) learns depth for a canonical camera: each
+frame's ground truth is divided by ``focal_px / model.canonical_focal_px``
+(``focal_px``: the frame camera's focal length at the model input) and, for
+``canonical_focal_height``, by ``camera_height_m / model.canonical_height_m``
+(the camera's height above the vehicle's ground plane); :class:`FrameCameras`
+adds both item keys. Evaluation multiplies the prediction by the same factor.
+
+Distillation (``distill.teacher``) adds an output-level loss
 (and optionally a decoder-feature loss) against a frozen FP32 teacher, and can
 fake-quantise the student's activations to 8 bits (quantisation-aware).
 """
@@ -184,16 +194,45 @@ def distill_loss(
 # ---- evaluation --------------------------------------------------------------------------------
 
 
+def camera_scale(batch: dict[str, Any], model_cfg: DepthModelConfig, device: torch.device) -> torch.Tensor | float:
+    """Per-item metres per model-output metre, [B,1,1,1] (1.0 for a fixed-camera model).
+
+    Raises:
+        ConfigError: a camera-aware model and a batch without ``focal_px`` (or ``camera_height_m``).
+    """
+    if model_cfg.camera == "fixed":
+        return 1.0
+    needed = ("focal_px", "camera_height_m") if model_cfg.camera == "canonical_focal_height" else ("focal_px",)
+    missing = [k for k in needed if k not in batch]
+    if missing:
+        raise ConfigError(f"model.camera is {model_cfg.camera} but the data gives no per-frame {', '.join(missing)} "
+                          "(wrap the data set in tasks.depth.FrameCameras)")
+    scale = torch.as_tensor(batch["focal_px"], dtype=torch.float32).to(device).view(-1, 1, 1, 1)
+    scale = scale / float(model_cfg.canonical_focal_px)
+    if model_cfg.camera == "canonical_focal_height":
+        height = torch.as_tensor(batch["camera_height_m"], dtype=torch.float32).to(device).view(-1, 1, 1, 1)
+        scale = scale * (height / float(model_cfg.canonical_height_m))
+    return scale
+
+
 @torch.no_grad()
-def evaluate_depth(model: nn.Module, batches: Any, min_depth: float, max_depth: float, device: torch.device) -> dict[str, float]:
-    """Eigen metrics of the deployed prediction (ArgMax for levels) over batch dicts."""
+def evaluate_depth(model: nn.Module, batches: Any, min_depth: float, max_depth: float, device: torch.device,
+                   canonical_focal_px: float = 0.0) -> dict[str, float]:
+    """Eigen metrics of the deployed prediction (ArgMax for levels) over batch dicts.
+
+    With ``canonical_focal_px`` > 0 the prediction is for the model's canonical
+    camera and is scaled to each item's camera before scoring.
+    """
     from perception_core.metrics.depth import DepthMetricAccumulator
 
     net = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
     assert isinstance(net, DualHeadDepthNet)
     acc = DepthMetricAccumulator(min_depth, max_depth)
     for batch in batches:
-        pred = net.predict_depth(normalize(to_model_image(batch["image"], device))).float().cpu().numpy()
+        pred = net.predict_depth(normalize(to_model_image(batch["image"], device)))
+        if canonical_focal_px > 0:
+            pred = pred * camera_scale(batch, net.config, pred.device)
+        pred = pred.float().cpu().numpy()
         gt = batch["depth"].float().cpu().numpy()
         for p, g in zip(pred, gt, strict=True):
             acc.update(p[0], g[0])
@@ -219,6 +258,11 @@ class DepthTask:
 
     def build_model(self) -> nn.Module:
         net = build_depth_net(self.model_cfg)
+        if self.model_cfg.init_weights:
+            from model_tools.training.checkpoint import load_state_dict_checked, load_weights
+
+            state, _ = load_weights(self.model_cfg.init_weights)
+            load_state_dict_checked(net, {k: v.float() for k, v in state.items()}, f"model.init_weights {self.model_cfg.init_weights}")
         if self.distill_cfg.fake_quant_bits:
             net.decoder.fake_quant_bits = int(self.distill_cfg.fake_quant_bits)
         return net
@@ -232,7 +276,13 @@ class DepthTask:
         transform = depth_transform(self.model_cfg.input_height, self.model_cfg.input_width, self.data_cfg.augment)
         train = build_sources(self.sources(), "train", transform, default_split=self.data_cfg.train_split,
                               seed=self.config.seed)
-        return train, self.eval_dataset()
+        return self.with_cameras(train), self.eval_dataset()
+
+    def with_cameras(self, dataset: Dataset) -> Dataset:
+        """``dataset`` with each item's camera added (FrameCameras) for a camera-aware model, else itself."""
+        if self.model_cfg.camera == "fixed":
+            return dataset
+        return FrameCameras(dataset, (self.model_cfg.input_height, self.model_cfg.input_width))
 
     def sources(self) -> list[dict[str, Any]]:
         """The configured sources, checked: each well formed and carrying depth ground truth."""
@@ -255,7 +305,7 @@ class DepthTask:
         transform = depth_transform(self.model_cfg.input_height, self.model_cfg.input_width, False)
         val = build_sources(self.sources(), "val", transform, default_split=self.data_cfg.val_split, split=split,
                             seed=self.config.seed)
-        return evenly_spaced_subset(val, self.data_cfg.max_val_samples if max_images is None else max_images)
+        return evenly_spaced_subset(self.with_cameras(val), self.data_cfg.max_val_samples if max_images is None else max_images)
 
     def _teacher_outputs(self, image: torch.Tensor) -> dict[tuple[str, int], torch.Tensor]:
         if self._teacher is None:
@@ -267,7 +317,8 @@ class DepthTask:
         image = normalize(batch["image"])
         with_features = bool(self.distill_cfg.teacher and self.distill_cfg.w_feature > 0)
         out = model(image, scales=tuple(range(self.loss_cfg.scales)), with_features=with_features)
-        loss, parts = depth_loss(out, batch["depth"], self.model_cfg, self.loss_cfg)
+        target = batch["depth"] / camera_scale(batch, self.model_cfg, batch["depth"].device)
+        loss, parts = depth_loss(out, target, self.model_cfg, self.loss_cfg)
         if self.distill_cfg.teacher:
             teacher = self._teacher_outputs(image)
             d_loss, d_parts = distill_loss(out, teacher, self.model_cfg, self.distill_cfg, self.loss_cfg.scales)
@@ -277,7 +328,8 @@ class DepthTask:
 
     @torch.no_grad()
     def validate(self, model: nn.Module, loader: Any, device: torch.device) -> dict[str, float]:
-        m = evaluate_depth(model, loader, self.model_cfg.min_depth, self.model_cfg.max_depth, device)
+        m = evaluate_depth(model, loader, self.model_cfg.min_depth, self.model_cfg.max_depth, device,
+                           self.model_cfg.canonical_focal_px)
         return {k: m[k] for k in ("abs_rel", "sq_rel", "rmse", "rmse_log", "a1", "a2", "a3")}
 
 
@@ -307,6 +359,62 @@ def load_teacher(distill_cfg: DistillConfig, student_cfg: DepthModelConfig) -> D
     for p in net.parameters():
         p.requires_grad_(False)
     return net.eval()
+
+
+class FrameCameras(Dataset):
+    """A depth data set's items plus their camera: ``focal_px`` and ``camera_height_m``.
+
+    The camera of every frame of the synthetic folders inside ``dataset`` (one
+    folder, a mix of sources, or a subset) is read once
+    (``synth.read_frame_rig``: ``camera/NNNNNN.json``, or the split's fixed
+    camera). ``focal_px`` is ``pipelines.input_focal_px`` of it for a
+    whole-frame resize to ``input_hw``, the node's preprocessing (a
+    horizontal flip keeps it); ``camera_height_m`` is the mount height above
+    base_link, whose origin is on the ground.
+
+    Raises:
+        ConfigError: a source without per-frame cameras (only synthetic folders have them).
+    """
+
+    def __init__(self, dataset: Any, input_hw: tuple[int, int]) -> None:
+        from model_tools.data.datasets import SyntheticFolderDataset
+        from model_tools.data.synth import read_frame_rig
+        from perception_core.pipelines import input_focal_px
+
+        self.dataset = dataset
+        self.cameras: dict[str, tuple[float, float]] = {}
+        for leaf in _leaf_datasets(dataset):
+            if not isinstance(leaf, SyntheticFolderDataset):
+                raise ConfigError(f"a camera-aware depth model needs each frame's camera; source {leaf.source!r} has "
+                                  "none (synthetic folders do)")
+            for sample in leaf.samples:
+                rig = read_frame_rig(leaf.split_dir, sample.image.stem)
+                self.cameras[str(sample.image)] = (input_focal_px(rig.K, (rig.height, rig.width), input_hw),
+                                                   rig.mount_height)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        item = self.dataset[index]
+        focal, height = self.cameras[item["path"]]
+        item["focal_px"] = torch.tensor(focal, dtype=torch.float32)
+        item["camera_height_m"] = torch.tensor(height, dtype=torch.float32)
+        return item
+
+    def set_epoch(self, epoch: int) -> None:
+        set_epoch = getattr(self.dataset, "set_epoch", None)
+        if set_epoch is not None:
+            set_epoch(epoch)
+
+
+def _leaf_datasets(dataset: Any) -> list[Any]:
+    """The per-source data sets inside a mix (``datasets``) or a subset (``dataset``)."""
+    if hasattr(dataset, "datasets"):
+        return [leaf for part in dataset.datasets for leaf in _leaf_datasets(part)]
+    if isinstance(dataset, torch.utils.data.Subset):
+        return _leaf_datasets(dataset.dataset)
+    return [dataset]
 
 
 def depth_transform(height: int, width: int, train: bool) -> Any:
