@@ -21,6 +21,7 @@ import numpy as np
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
 
 from perception_core.camera import OutputCamera
+from perception_core.errors import ConfigError
 from perception_core.pipelines import (
     DepthOutput,
     DepthPipeline,
@@ -54,6 +55,10 @@ class DepthHead(InferenceHead):
                                            "(finite points only)", read_only=True)
         self.point_stride = self.declare("point_stride", 4, "use every n-th pixel in x and y for the cloud",
                                          int_range=(1, 64))
+        self.camera_height = self.declare(
+            "camera_height", 0.0, "camera height above the ground plane of the base frame in metres, for depth "
+            "models that need it (metadata depth_camera canonical_focal_height); 0 = unset",
+            read_only=True, float_range=(0.0, 100.0))
         self.pipeline: DepthPipeline | None = None
         runtime = node.runtime
         runtime.add(self.prefix + "point_stride", lambda v: setattr(self, "point_stride", int(v)))
@@ -76,6 +81,13 @@ class DepthHead(InferenceHead):
 
     def configure_outputs(self) -> None:
         assert self.model is not None
+        meta = self.model.metadata
+        if meta.needs_camera_height and not self.camera_height > 0:
+            raise ConfigError(f"{self.model.path} needs the camera's height above the ground: set the "
+                              f"{self.prefix}camera_height parameter (metres)")
+        if meta.needs_camera and not self.node.require_camera_info:
+            raise ConfigError(f"{self.model.path} rescales depth with the camera's K: require_camera_info must "
+                              "stay true")
         self.pipeline = DepthPipeline(self.model, max_depth=self.max_depth or None,
                                       min_depth=None if self.min_depth < 0 else self.min_depth)
         if self.publish_heads and self.model.metadata.depth_outputs != "separate":
@@ -88,6 +100,12 @@ class DepthHead(InferenceHead):
         self.colorized_pub = node.create_publisher(Image, self.topic("colorized"), 10)
         self.heads_pub = node.create_publisher(DepthHeads, self.topic("heads"), 10) if self.publish_heads else None
         self.points_pub = node.create_publisher(PointCloud2, self.topic("points"), 10) if self.publish_points else None
+
+    def infer(self, frame: CameraFrame) -> DepthOutput:
+        """The frame's depth; a camera-aware model rescales with the frame's K and the camera_height parameter."""
+        assert self.pipeline is not None
+        return self.pipeline.infer(frame.image, frame.order, camera_k=frame.camera.k if frame.camera else None,
+                                   camera_hw=frame.hw, camera_height=self.camera_height or None)
 
     def on_camera(self, camera: OutputCamera, camera_hw: tuple[int, int], header: Any) -> None:
         """Publish the depth's camera_info as soon as the camera's is known, ahead of the first depth image:

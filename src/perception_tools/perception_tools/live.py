@@ -89,8 +89,9 @@ def live_depth_timeout_s(base_timeout_s: float, rate: float, max_timeout_s: floa
 
 def write_stack_params(out: Path, base_params: Path | None, mount: Mapping[str, float] | None,
                        rate: float = 1.0, exact_pairing: bool = False) -> Path:
-    """A params YAML for run_stack: the base file with the costmap mount set from the bag (no TF here)
-    and the costmap node's depth and staleness timeouts scaled to the replay rate (``live_depth_timeout_s``).
+    """A params YAML for run_stack: the base file with the costmap mount and the depth node's camera
+    height set from the bag (no TF here) and the costmap node's depth and staleness timeouts scaled to the
+    replay rate (``live_depth_timeout_s``).
 
     ``exact_pairing`` turns the costmap's skew-bounded pairing off: a live run that is compared frame
     by frame with the offline path must build each costmap from that frame's own depth and labels.
@@ -107,6 +108,8 @@ def write_stack_params(out: Path, base_params: Path | None, mount: Mapping[str, 
     section = data.setdefault(key, {}).setdefault("ros__parameters", {})
     if mount:
         section.update({k: float(v) for k, v in mount.items()})
+        if "mount_z" in mount:  # the depth node's camera height, for depth models that rescale with it
+            data.setdefault("depth_node", {}).setdefault("ros__parameters", {})["camera_height"] = float(mount["mount_z"])
     for name in ("depth_timeout_s", "stale_timeout_s"):  # wall-clock timeouts stretch with a slow replay
         default_timeout, _, constraints = COSTMAP_PARAMETERS[name]
         section[name] = live_depth_timeout_s(float(section.get(name, default_timeout)), rate,

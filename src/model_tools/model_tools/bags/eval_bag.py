@@ -125,7 +125,8 @@ class OfflineStack:
     """The depth, segmentation and costmap nodes' processing, without ROS.
 
     Node parameters that change outputs are honoured as the nodes do:
-    depth_node ``max_depth``/``min_depth`` (0 / -1 = the model's metadata) and
+    depth_node ``max_depth``/``min_depth`` (0 / -1 = the model's metadata), ``camera_height``
+    (for depth models that rescale with it; K comes from each frame's camera_info) and
     ``resize_to_camera`` of both inference nodes (nearest resize to the camera size).
     """
 
@@ -149,6 +150,7 @@ class OfflineStack:
         self.seg_model = load_model(seg_model, backend=backend, expected_task="segmentation", num_threads=num_threads)
         max_depth = float(depth_params.get("max_depth", 0.0) or 0.0)
         min_depth = float(depth_params.get("min_depth", -1.0))
+        self.camera_height = float(depth_params.get("camera_height", 0.0) or 0.0) or None
         self.depth = DepthPipeline(self.depth_model, max_depth=max_depth or None,
                                    min_depth=None if min_depth < 0 else min_depth)
         self.seg = SegPipeline(self.seg_model)
@@ -177,7 +179,8 @@ class OfflineStack:
 
         start = time.perf_counter()
         camera_hw = frame.rgb.shape[:2]
-        depth_out = self.depth.infer(frame.rgb, "RGB")
+        depth_out = self.depth.infer(frame.rgb, "RGB", camera_k=frame.k_matrix, camera_hw=frame.info_hw,
+                                     camera_height=self.camera_height)
         depth = depth_out.depth
         if self.depth_to_camera and depth.shape != camera_hw:
             depth = cv2.resize(depth, (camera_hw[1], camera_hw[0]), interpolation=cv2.INTER_NEAREST)
@@ -304,13 +307,16 @@ def build_offline_stack(
     params_file: str | os.PathLike[str] | None,
     costmap_overrides: Mapping[str, Any] | None,
 ) -> tuple[OfflineStack, dict[str, Any]]:
-    """The three nodes' processing with their parameters from ``params_file`` and the mount from ``bag``.
+    """The three nodes' processing with their parameters from ``params_file`` and the mount from ``bag``
+    (the costmap's, and the depth node's camera height).
 
     Returns the stack and where its costmap setup came from (for metrics.json).
     """
     config, classes, sources = costmap_setup(bag, params_file, costmap_overrides)
-    stack = OfflineStack(depth_model, seg_model, backend, config, classes,
-                         depth_params=node_parameters(params_file, "depth_node"),
+    depth_params = node_parameters(params_file, "depth_node")
+    if sources["mount"] == "bag" or not depth_params.get("camera_height"):
+        depth_params["camera_height"] = float(config.mount_z)  # the bag's mount stands in for TF, as for the costmap
+    stack = OfflineStack(depth_model, seg_model, backend, config, classes, depth_params=depth_params,
                          seg_params=node_parameters(params_file, "segmentation_node"))
     return stack, sources
 

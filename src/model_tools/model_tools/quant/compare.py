@@ -33,7 +33,7 @@ from model_tools.quant.evaluate import (
     scored_depth,
     target_of,
 )
-from model_tools.quant.images import ImageSource
+from model_tools.quant.images import Frame, ImageSource
 from perception_core.errors import ConfigError, ModelFileError, OutputExistsError
 from perception_core.model_metadata import ModelMetadata
 
@@ -134,8 +134,11 @@ class HeadErrors:
         d32, d8 = fp32.depth, int8.depth
         valid32, valid8 = np.isfinite(d32), np.isfinite(d8)
         both = valid32 & valid8
-        int_delta_m = np.abs(int8.integer - fp32.integer) * self.max_depth
-        frac_delta = (np.abs(int8.fractional - fp32.fractional) if fp32.fractional is not None
+        # The heads are the model's own outputs; a camera-aware model's are for its canonical camera, and
+        # depth_scale (equal for both runs of one frame) turns their metres into this camera's.
+        scale = float(fp32.depth_scale)
+        int_delta_m = np.abs(int8.integer - fp32.integer) * (self.max_depth * scale)
+        frac_delta = (np.abs(int8.fractional - fp32.fractional) * scale if fp32.fractional is not None
                       else np.zeros_like(d32))
         depth_delta = np.abs(np.where(both, d8, 0.0) - np.where(both, d32, 0.0))
         s = self.sums
@@ -149,13 +152,13 @@ class HeadErrors:
         ref = d32 if gt is None else resize_to(gt, d32.shape)
         valid = (ref > 0) & np.isfinite(ref)
         if gt is not None and fp32.fractional is not None:
-            gi, gf = decompose_depth(np.clip(np.where(valid, ref, 0.0), 0, self.max_depth), self.max_depth,
+            gi, gf = decompose_depth(np.clip(np.where(valid, ref / scale, 0.0), 0, self.max_depth), self.max_depth,
                                      self.meta.integer_head_kind, self.meta.levels or 256)
             s["gt_pixels"] += int(valid.sum())
-            s["fp32_integer_vs_gt_m"] += float((np.abs(fp32.integer - gi) * self.max_depth)[valid].sum())
-            s["int8_integer_vs_gt_m"] += float((np.abs(int8.integer - gi) * self.max_depth)[valid].sum())
-            s["fp32_fractional_vs_gt_m"] += float(np.abs(fp32.fractional - gf)[valid].sum())
-            s["int8_fractional_vs_gt_m"] += float(np.abs(int8.fractional - gf)[valid].sum())
+            s["fp32_integer_vs_gt_m"] += float((np.abs(fp32.integer - gi) * (self.max_depth * scale))[valid].sum())
+            s["int8_integer_vs_gt_m"] += float((np.abs(int8.integer - gi) * (self.max_depth * scale))[valid].sum())
+            s["fp32_fractional_vs_gt_m"] += float((np.abs(fp32.fractional - gf) * scale)[valid].sum())
+            s["int8_fractional_vs_gt_m"] += float((np.abs(int8.fractional - gf) * scale)[valid].sum())
         index = np.clip(np.digitize(np.where(valid, ref, 0.0), self.edges) - 1, 0, DEPTH_BINS - 1)
         measures = {"fp32_vs_gt": (np.abs(np.where(valid32, d32, 0.0) - ref), valid & valid32),
                     "int8_vs_gt": (np.abs(np.where(valid8, d8, 0.0) - ref), valid & valid8),
@@ -257,10 +260,11 @@ def _frame_figure(path: Path, item: PreparedFrame, fp32: Any, int8: Any, meta: M
     return path
 
 
-def output_agreement(meta: ModelMetadata, a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> dict[str, Any]:
-    """How closely two runs of one model agree: per raw output, and in task terms."""
+def output_agreement(meta: ModelMetadata, a: dict[str, np.ndarray], b: dict[str, np.ndarray],
+                     frame: Frame | None = None) -> dict[str, Any]:
+    """How closely two runs of one model agree on ``frame``: per raw output, and in task terms."""
     decode = decoder(meta)
-    da, db = decode(a), decode(b)
+    da, db = decode(a, frame), decode(b, frame)
     result: dict[str, Any] = {"outputs": {}}
     for name in meta.output_names:
         diff = np.abs(np.asarray(a[name], np.float64) - np.asarray(b[name], np.float64))
@@ -325,7 +329,7 @@ class ComparisonRun:
     def add(self, index: int, item: PreparedFrame, raw32: dict[str, np.ndarray], raw8: dict[str, np.ndarray]) -> tuple[Any, Any]:
         """Score one frame's two raw outputs; returns them decoded (FP32, INT8)."""
         meta = self.meta
-        d32, d8 = self.decode(raw32), self.decode(raw8)
+        d32, d8 = self.decode(raw32, item.frame), self.decode(raw8, item.frame)
         gt = target_of(item.frame, meta.task, None)
         if gt is not None:
             self.has_gt = True
@@ -463,7 +467,8 @@ def htp_agreement(
     started = time.perf_counter()
     htp = load_model(model_path, backend="npu")
     htp_outputs = [htp.run({meta.input_name: f.tensor}) for f in frames]
-    per_frame = [output_agreement(meta, out, ref) for out, ref in zip(htp_outputs, qdq_cpu_outputs, strict=True)]
+    per_frame = [output_agreement(meta, out, ref, f.frame)
+                 for out, ref, f in zip(htp_outputs, qdq_cpu_outputs, frames, strict=True)]
     result = {"model": str(model_path), "backend": "QNN HTP (emulated on x86_64 here), CPU fallback disabled",
               "frames": len(frames), "seconds": time.perf_counter() - started, **_mean_agreement(per_frame)}
     targets = [target_of(f.frame, meta.task, None) for f in frames]
@@ -473,8 +478,8 @@ def htp_agreement(
         result["metrics_on_these_frames"] = {}
         for name, outputs in runs.items():
             scorer = TaskScorer(meta)
-            for out, target in zip(outputs, targets, strict=True):
-                scorer.update(decode(out), target)
+            for out, target, f in zip(outputs, targets, frames, strict=True):
+                scorer.update(decode(out, f.frame), target)
             metrics = scorer.compute()
             keys = ("abs_rel", "rmse", "a1") if meta.task == "depth" else ("miou", "pixel_accuracy")
             result["metrics_on_these_frames"][name] = {k: float(metrics[k]) for k in keys}

@@ -51,8 +51,11 @@ def prepare_frames(
     return prepared
 
 
-def decoder(metadata: ModelMetadata) -> Callable[[dict[str, np.ndarray]], Any]:
-    """The runtime pipeline's postprocess for this model (DepthOutput / SegOutput)."""
+def decoder(metadata: ModelMetadata) -> Callable[..., Any]:
+    """``decode(outputs, frame=None)``: the runtime pipeline's postprocess (DepthOutput / SegOutput).
+
+    A depth model that rescales with the camera takes it from ``frame.camera``.
+    """
     from perception_core.pipelines import DepthPipeline, SegPipeline
 
     class _MetaOnly:
@@ -63,8 +66,16 @@ def decoder(metadata: ModelMetadata) -> Callable[[dict[str, np.ndarray]], Any]:
             raise NotImplementedError
 
     holder = _MetaOnly(metadata)
-    pipeline = DepthPipeline(holder) if metadata.task == "depth" else SegPipeline(holder)
-    return pipeline.postprocess
+    if metadata.task != "depth":
+        seg = SegPipeline(holder)
+        return lambda outputs, frame=None: seg.postprocess(outputs)
+    depth = DepthPipeline(holder)
+
+    def decode(outputs: dict[str, np.ndarray], frame: Frame | None = None) -> Any:
+        camera = frame.camera if frame is not None and frame.camera is not None else {}
+        return depth.postprocess(outputs, **camera)
+
+    return decode
 
 
 def resize_to(array: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
@@ -94,6 +105,7 @@ def scored_depth(decoded: Any, metadata: ModelMetadata) -> np.ndarray:
         raw = compose_depth(decoded.integer, decoded.fractional, float(metadata.max_depth))
     else:
         raw = decoded.integer * float(metadata.max_depth)
+    raw = np.asarray(raw, np.float32) * np.float32(decoded.depth_scale)
     return np.where(np.isfinite(decoded.depth), decoded.depth, np.asarray(raw, np.float32)).astype(np.float32)
 
 
@@ -157,7 +169,7 @@ def score_model(
     decode = decoder(metadata)
     scorer = TaskScorer(metadata)
     for i, item in enumerate(frames):
-        decoded = decode(run(item.tensor))
+        decoded = decode(run(item.tensor), item.frame)
         target = target_of(item.frame, metadata.task, references[i] if references else None)
         if target is None:
             raise DataError(f"frame {item.frame.name} has no ground truth and no reference output to score against")

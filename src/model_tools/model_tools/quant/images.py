@@ -37,6 +37,8 @@ class Frame:
     rgb: np.ndarray  # uint8 [H, W, 3], RGB order
     depth: np.ndarray | None = None  # float32 metres, 0 = invalid
     label: np.ndarray | None = None  # uint8 class ids, 255 = ignore
+    # The camera, for depth models that rescale with it: DepthPipeline's camera_k, camera_hw, camera_height.
+    camera: dict[str, Any] | None = None
 
 
 def evenly_spaced(total: int, count: int) -> list[int]:
@@ -78,6 +80,7 @@ def read_frame(rgb_path: Path, with_targets: bool = True) -> Frame:
     if not with_targets:
         return frame
     split_dir = rgb_path.parent.parent
+    frame.camera = folder_frame_camera(split_dir, rgb_path.stem)
     depth_path = _sibling(split_dir / "depth", rgb_path.stem)
     label_path = _sibling(split_dir / "label", rgb_path.stem)
     if depth_path is not None:
@@ -85,6 +88,17 @@ def read_frame(rgb_path: Path, with_targets: bool = True) -> Frame:
     if label_path is not None:
         frame.label = read_label_ids(label_path)
     return frame
+
+
+def folder_frame_camera(split_dir: Path, stem: str) -> dict[str, Any] | None:
+    """The frame's camera from a synthetic folder (its camera record or fixed camera.yaml), else None."""
+    from model_tools.data.synth import read_frame_rig
+
+    try:
+        rig = read_frame_rig(split_dir, stem)
+    except DataError:
+        return None
+    return {"camera_k": rig.K, "camera_hw": (rig.height, rig.width), "camera_height": rig.mount_height}
 
 
 def _sibling(folder: Path, stem: str) -> Path | None:
