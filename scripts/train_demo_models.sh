@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Train the demo models on a GPU box, end to end in < 9.5 minutes:
-#   1. render synthetic data (engineer A's generator, all cores) into $SCRATCH,
-#   2. train the depth models (ResNet-18 `levels` and `sigmoid`) [+ the segmentation run: see SEG JOB below],
-#      one queue per GPU (CUDA_VISIBLE_DEVICES), queues in parallel, each run within a wall-clock budget,
-#   3. evaluate each model on the held-out test split (metrics JSON + Markdown),
+#   1. render synthetic data (the generator with its default camera ranges, all cores) into $SCRATCH:
+#      val and test splits first, then as many train frames as RENDER_MAX_S seconds allow (at most TRAIN_FRAMES),
+#   2. train the depth model (ResNet-18 `levels`, camera-aware) and the segmentation model [+ the `sigmoid`
+#      depth comparison], JOBS_PER_GPU jobs at once on each GPU (CUDA_VISIBLE_DEVICES), each within a
+#      wall-clock budget,
+#   3. evaluate each model on the held-out test split (metrics JSON + Markdown) when TEST_FRAMES > 0,
 #   4. copy fp16 state dicts (split into < 16 MiB parts) and one reports archive into $OUT (<= 8 files).
 # Needs only python + torch + numpy/cv2/yaml/matplotlib/tqdm; run from the repository root:
 #   OUT=/path/to/out bash scripts/train_demo_models.sh
@@ -22,10 +24,15 @@ CORES=${CORES:-$(nproc)}
 TRAIN_FRAMES=${TRAIN_FRAMES:-2400}
 VAL_FRAMES=${VAL_FRAMES:-200}
 TEST_FRAMES=${TEST_FRAMES:-200}
-# Minutes of training per GPU queue (split between the jobs that share a GPU); the rest of the
-# 9.5 minutes goes to rendering (~1.5 min on 16 cores), start-up, evaluation and packaging.
+RENDER_MAX_S=${RENDER_MAX_S:-}       # cap on rendering the train split (seconds); empty = render all TRAIN_FRAMES
+SEED=${SEED:-7}                      # generator seed of the rendered data set
+FRAME_W=${FRAME_W:-640}
+FRAME_H=${FRAME_H:-544}
+# Minutes of training per GPU queue (split between the jobs that share a queue); the rest of the
+# 9.5 minutes goes to rendering, start-up, evaluation and packaging.
 QUEUE_TRAIN_MIN=${QUEUE_TRAIN_MIN:-6.0}
 NGPU=${NGPU:-$($PY -c 'import torch; print(torch.cuda.device_count())')}
+JOBS_PER_GPU=${JOBS_PER_GPU:-1}
 START=$(date +%s)
 log() { echo "[train_demo $(( $(date +%s) - START ))s] $*"; }
 mkdir -p "$OUT" "$SCRATCH"
@@ -35,11 +42,12 @@ RUNS=$SCRATCH/runs
 
 # ---- 1. data -----------------------------------------------------------------------------------
 if [[ ! -f $DATA/.complete ]]; then
-  total=$(( TRAIN_FRAMES + VAL_FRAMES + TEST_FRAMES ))
-  log "rendering $total synthetic 640x544 frames on $CORES cores into $DATA"
-  $PY -m model_tools.cli synth --out "$DATA" --frames "$total" --width 640 --height 544 \
-      --val-fraction "$($PY -c "print($VAL_FRAMES/$total)")" --test-fraction "$($PY -c "print($TEST_FRAMES/$total)")" \
-      --workers "$CORES" --seed 7 --overwrite --no-progress
+  synth() { $PY -m model_tools.cli synth --out "$DATA" --width "$FRAME_W" --height "$FRAME_H" --workers "$CORES" \
+              --seed "$SEED" --overwrite --no-progress "$@"; }
+  log "rendering $VAL_FRAMES val + $TEST_FRAMES test + up to $TRAIN_FRAMES train ${FRAME_W}x${FRAME_H} frames on $CORES cores into $DATA"
+  synth --split val --frames "$VAL_FRAMES"
+  if (( TEST_FRAMES > 0 )); then synth --split test --frames "$TEST_FRAMES"; fi
+  synth --split train --frames "$TRAIN_FRAMES" ${RENDER_MAX_S:+--max-seconds "$RENDER_MAX_S"}
   touch "$DATA/.complete"
 fi
 
@@ -55,10 +63,10 @@ JOBS=(
   "depth_levels_r18|$PY -m model_tools.cli depth train --config config/train/depth_levels_r18.yaml --data $DATA --run-dir $RUNS/depth_levels_r18 --time-budget-min @BUDGET@ --set num_workers=@WORKERS@ $FAST_DEPTH ${EXTRA_TRAIN_ARGS:-}"
   # ==== SEG JOB (engineer D) ============================================================
   # DDRNet23-Slim on the synthetic frames (config/train/seg_ddrnet23s_demo.yaml: the seed recipe, shortened).
-  # Listed second on purpose: job i runs on GPU (i % NGPU), so with 2 GPUs segmentation has GPU 1
-  # (CUDA_VISIBLE_DEVICES=1) to itself, concurrent with both depth runs on GPU 0; with 3 GPUs every run
-  # has its own; with 1 GPU it queues between the depth runs. SEG_EXTRA_TRAIN_ARGS="--set k=v ..." is
-  # appended (EXTRA_TRAIN_ARGS carries depth-only keys, so it is not).
+  # Listed second on purpose: job i runs in queue (i % queues), queue q on GPU (q % NGPU), so with 2 GPUs
+  # segmentation has GPU 1 to itself, concurrent with both depth runs on GPU 0; with 1 GPU and
+  # JOBS_PER_GPU=2 it shares the GPU with the levels depth run, concurrently. SEG_EXTRA_TRAIN_ARGS="--set k=v ..."
+  # is appended (EXTRA_TRAIN_ARGS carries depth-only keys, so it is not).
   "seg_ddrnet23s|$PY -m model_tools.cli seg train --config config/train/seg_ddrnet23s_demo.yaml --data $DATA --run-dir $RUNS/seg_ddrnet23s --time-budget-min @BUDGET@ --set num_workers=@WORKERS@ $FAST_SEG ${SEG_EXTRA_TRAIN_ARGS:-}"
   # ==== end SEG JOB =====================================================================
   "depth_sigmoid_r18|$PY -m model_tools.cli depth train --config config/train/depth_sigmoid_r18.yaml --data $DATA --run-dir $RUNS/depth_sigmoid_r18 --time-budget-min @BUDGET@ --set num_workers=@WORKERS@ $FAST_DEPTH ${EXTRA_TRAIN_ARGS:-}"
@@ -70,23 +78,24 @@ if [[ -n ${ONLY:-} ]]; then
   JOBS=("${kept[@]}")
 fi
 NAMES=(); for job in "${JOBS[@]}"; do NAMES+=("${job%%|*}"); done
-queues=$(( NGPU > 0 ? NGPU : 1 ))
+gpus=$(( NGPU > 0 ? NGPU : 1 ))
+queues=$(( gpus * JOBS_PER_GPU ))
 (( queues > ${#JOBS[@]} )) && queues=${#JOBS[@]}
 concurrent=$queues
 workers=$(( CORES / concurrent - 1 )); (( workers < 2 )) && workers=2
-log "${#JOBS[@]} training jobs on $NGPU GPU(s): $queues queue(s), $workers loader workers per job"
+log "${#JOBS[@]} training jobs on $NGPU GPU(s): $queues queue(s) ($JOBS_PER_GPU per GPU), $workers loader workers per job"
 pids=()
 for (( q = 0; q < queues; q++ )); do
   mine=()
   for (( j = q; j < ${#JOBS[@]}; j += queues )); do mine+=("${JOBS[$j]}"); done
   budget=$($PY -c "print(round(($QUEUE_TRAIN_MIN - 0.3 * ${#mine[@]}) / ${#mine[@]}, 2))")  # 0.3 min/job for start-up and validation
   (
-    export CUDA_VISIBLE_DEVICES=$q
+    export CUDA_VISIBLE_DEVICES=$(( q % gpus ))
     for job in "${mine[@]}"; do
       name=${job%%|*}; cmd=${job#*|}
       cmd=${cmd//@BUDGET@/$budget}; cmd=${cmd//@WORKERS@/$workers}
       mkdir -p "$RUNS"
-      log "GPU $q: $name for $budget min"
+      log "GPU $CUDA_VISIBLE_DEVICES (queue $q): $name for $budget min"
       if [[ -f $RUNS/$name/checkpoints/last.pt && ! -f $RUNS/$name/summary.json ]]; then cmd="$cmd --resume"; fi
       if [[ ! -f $RUNS/$name/summary.json ]]; then
         # A failed job must not cost the others their results: note it, package the rest, fail at the end.
@@ -105,7 +114,9 @@ kept=(); for name in "${NAMES[@]}"; do [[ -f $RUNS/$name/model_fp16.pt ]] && kep
 NAMES=("${kept[@]}")
 
 # ---- 3. evaluation on the held-out split -------------------------------------------------------
-for name in "${NAMES[@]}"; do
+EVAL_NAMES=()
+if [[ -d $DATA/test/rgb ]]; then EVAL_NAMES=("${NAMES[@]}"); else log "no test split: evaluation skipped"; fi
+for name in "${EVAL_NAMES[@]}"; do
   [[ $name == depth_* ]] || continue
   log "evaluating $name on the test split"
   CUDA_VISIBLE_DEVICES=0 $PY -m model_tools.cli depth eval --checkpoint "$RUNS/$name/model_fp16.pt" --data "$DATA" \
@@ -117,7 +128,7 @@ done
 # Per-class IoU, mIoU, pixel accuracy and the confusion matrix on the held-out test frames (the full
 # 640x544 image), written beside the weights: eval_test.json ("metrics" key), eval_test.md,
 # eval_test_confusion.png.
-if [[ " ${NAMES[*]} " == *" seg_ddrnet23s "* ]]; then
+if [[ -d $DATA/test/rgb && " ${NAMES[*]} " == *" seg_ddrnet23s "* ]]; then
 log "evaluating seg_ddrnet23s on the test split"
 CUDA_VISIBLE_DEVICES=0 $PY -m model_tools.cli seg eval --checkpoint "$RUNS/seg_ddrnet23s/model_fp16.pt" --data "$DATA" \
     --split test --workers "$(( CORES / 2 ))" --batch-size 16 --overwrite > "$SCRATCH/seg_ddrnet23s.eval.log" 2>&1 \
