@@ -1,4 +1,4 @@
-"""Synthetic generator: geometric truth, label/depth agreement, determinism, folders, bag, CLI."""
+"""Synthetic generator: geometric truth, label/depth agreement, camera ranges, determinism, folders, bag, CLI."""
 
 from __future__ import annotations
 
@@ -14,14 +14,17 @@ import numpy as np
 import pytest
 
 from model_tools.data.synth import (
+    CameraRanges,
     CameraRig,
     build_scene,
+    camera_for,
     depth_to_png16,
     frame_seed,
+    read_frame_rig,
     render_frame,
     write_synthetic_folder,
 )
-from perception_core.errors import OutputExistsError
+from perception_core.errors import ConfigError, OutputExistsError
 from perception_core.ontology import load_ontology
 
 ONTO = load_ontology()
@@ -66,20 +69,36 @@ def test_flat_scene_with_random_level_pose_is_still_exact():
     np.testing.assert_allclose(frame.depth[valid], expected[valid], rtol=0.01)
 
 
+def _world_points(frame, rig: CameraRig) -> np.ndarray:
+    """World xyz [3, H, W] of each pixel at its GT depth (the calibration and the pose alone)."""
+    world_cam = frame.T_world_base @ rig.T_base_cam
+    v, u = np.mgrid[0 : rig.height, 0 : rig.width].astype(np.float64)
+    rays = np.stack([(u - rig.cx) / rig.fx, (v - rig.cy) / rig.fy, np.ones_like(u)])
+    return np.einsum("ij,jhw->ihw", world_cam[:3, :3], rays * frame.depth) + world_cam[:3, 3, None, None]
+
+
 @pytest.mark.parametrize("index", [0, 1, 2])
-def test_labels_and_depth_agree_in_full_scenes(index):
+def test_labels_and_depth_agree_with_the_terrain_in_full_scenes(index):
     rig = CameraRig.default(96, 80)
-    frame = render_frame(rig, frame_seed(3, index))
+    seed = frame_seed(3, index)
+    frame = render_frame(rig, seed)
+    terrain = build_scene(seed).terrain
     sky = frame.label == SKY
     assert (frame.depth[sky] == 0).all()
     assert (frame.depth[~sky] >= 0).all() and (frame.depth[~sky] > 0).mean() > 0.95
-    ground_depth = _analytic_ground_depth(rig, frame.T_world_base)
+    xyz = _world_points(frame, rig)
+    surface = terrain.height(xyz[0].astype(np.float32), xyz[1].astype(np.float32))
     obstacle = np.isin(frame.label, OBSTACLES)
-    assert obstacle.any()
-    # A solid is always in front of the ground its ray would otherwise reach.
-    assert (frame.depth[obstacle] < ground_depth[obstacle] + 1e-3).all()
     ground = ~sky & ~obstacle & (frame.depth > 0)
-    np.testing.assert_allclose(frame.depth[ground], ground_depth[ground], rtol=1e-3)
+    assert obstacle.any() and ground.mean() > 0.2
+    # Ground pixels sit on the terrain (to the ray caster's tolerance plus float32 rounding) ...
+    np.testing.assert_allclose(xyz[2][ground], surface[ground], atol=2e-3)
+    # ... and a solid is in front of the ground: its point is not below the terrain.
+    assert (xyz[2][obstacle] > surface[obstacle] - 2e-3).all()
+    # Water is the flat surface of a basin: its points lie where the terrain says water.
+    water = frame.label == ONTO.id_of("water")
+    if water.any():
+        assert terrain.water_mask(xyz[0][water].astype(np.float32), xyz[1][water].astype(np.float32)).mean() > 0.99
 
 
 def test_every_class_appears_with_varied_appearance():
@@ -125,7 +144,7 @@ def test_folder_writer_is_deterministic_across_worker_counts(tmp_path):
     assert len(_tree_digest(one)) == 3
 
 
-def test_drive_scene_keeps_the_road_clear():
+def test_drive_scene_keeps_the_road_clear_and_has_a_negative_obstacle_beside_it():
     for seed in range(4):
         scene = build_scene(seed, length=60.0, clear_corridor=True)
         for prim in scene.primitives:
@@ -134,16 +153,82 @@ def test_drive_scene_keeps_the_road_clear():
             # The vehicle (1 m half width) driving the road centre never touches a solid.
             clearance = abs(c[1] - scene.road_center(c[0])) - reach
             assert clearance > 1.0, (seed, prim.kind, prim.class_name, clearance)
+        terrain = scene.terrain
+        beside = [f for f in (*terrain.trenches, *terrain.drops) if f.coord == "lateral" and abs(f.offset) > 1.0]
+        assert beside and not [f for f in (*terrain.trenches, *terrain.drops) if f.coord == "line"]
+        # Along the road centre the ground is the hills alone: no ditch or drop-off crosses the path.
+        x = np.linspace(0.0, 100.0, 400, dtype=np.float32)
+        y = np.asarray(scene.road_center(x), np.float32)
+        assert not terrain.earth_mask(x, y).any()
+
+
+def test_vehicle_rests_on_the_terrain_under_its_tracks():
+    from model_tools.data.synth import TRACK_CONTACTS, random_pose
+
+    scene = build_scene(frame_seed(6, 2))
+    pose = random_pose(scene, np.random.default_rng(0), jitter=False)
+    contacts = np.array([[px, py, 0.0, 1.0] for px, py in TRACK_CONTACTS]).T
+    world = pose @ contacts
+    ground = scene.terrain.height(world[0].astype(np.float32), world[1].astype(np.float32))
+    # The contact plane fits the four contact heights (a tilted rectangle's corners are coplanar up to twist).
+    residual = world[2] - ground
+    assert abs(residual.mean()) < 1e-3 and np.abs(residual).max() < 0.25
+
+
+def test_camera_ranges_draw_per_frame_within_their_ranges():
+    ranges = CameraRanges(64, 48)
+    rigs = [camera_for(ranges, frame_seed(1, i)) for i in range(200)]
+    heights = np.array([r.mount_height for r in rigs])
+    pitches = np.degrees([r.pitch for r in rigs])
+    fovs = np.array([r.hfov_deg for r in rigs])
+    rolls = np.degrees([r.roll for r in rigs])
+    for values, (lo, hi) in ((heights, (0.8, 2.2)), (pitches, (0.0, 20.0)), (fovs, (60.0, 110.0)), (rolls, (-5.0, 5.0))):
+        assert values.min() >= lo and values.max() <= hi and values.max() - values.min() > 0.8 * (hi - lo)
+    assert camera_for(ranges, frame_seed(1, 3)) == rigs[3]  # one seed, one camera
+    rig = CameraRig.default(64, 48)
+    assert camera_for(rig, 5) is rig
+    with pytest.raises(ConfigError, match="camera range hfov_deg"):
+        CameraRanges(64, 48, hfov_deg=(120.0, 90.0))
+
+
+def test_folder_records_each_frames_camera_and_stops_on_time(tmp_path):
+    ranges = CameraRanges(48, 40)
+    split = write_synthetic_folder(tmp_path / "d", ranges, 3, seed=2, split="train", progress=False)
+    import yaml
+
+    info = yaml.safe_load((split / "camera.yaml").read_text())
+    assert info["K"] == "per_frame" and info["camera_ranges"]["mount_height"] == [0.8, 2.2]
+    for i in range(3):
+        rig = read_frame_rig(split, f"{i:06d}")
+        seed = frame_seed(2, i, "train")
+        assert rig == camera_for(ranges, seed)
+        # The recorded camera reproduces the frame: render it again from the record alone.
+        again = render_frame(rig, seed)
+        rgb = cv2.cvtColor(cv2.imread(str(split / "rgb" / f"{i:06d}.png")), cv2.COLOR_BGR2RGB)
+        assert np.array_equal(rgb, again.rgb)
+    # A fixed camera: camera.yaml holds its K, and every record says the same.
+    fixed = write_synthetic_folder(tmp_path / "f", CameraRig.default(48, 40, mount_height=1.1), 2, seed=2, progress=False)
+    assert read_frame_rig(fixed, "000001").mount_height == 1.1
+    (fixed / "camera" / "000001.json").unlink()
+    assert read_frame_rig(fixed, "000001").mount_height == 1.1  # from camera.yaml
+    # max_seconds: the first frames done in time, numbered from 0 without gaps, and camera.yaml says how many.
+    part = write_synthetic_folder(tmp_path / "t", ranges, 400, seed=2, max_seconds=1.0, progress=False)
+    names = sorted(p.name for p in (part / "rgb").glob("*.png"))
+    count = yaml.safe_load((part / "camera.yaml").read_text())["frames"]
+    assert 0 < len(names) == count < 400 and names == [f"{i:06d}.png" for i in range(count)]
+    assert sorted(p.stem for p in (part / "camera").glob("*.json")) == [n[:6] for n in names]
 
 
 def test_bag_contents(tmp_path):
     from rosbags.rosbag2 import Reader
     from rosbags.typesys import Stores, get_typestore
 
-    from model_tools.data.synth import write_drive_bag
+    from model_tools.data.synth_bag import ElevationGrid, write_drive_bag
+    from model_tools.data.synth_terrain import Terrain
 
     rig = CameraRig.default(64, 48)
-    bag = write_drive_bag(tmp_path / "drive", rig, n_frames=4, fps=5.0, seed=1, progress=False)
+    grid = ElevationGrid(resolution=0.5, x_min=-2.0, x_max=12.0, y_min=-5.0, y_max=5.0)
+    bag = write_drive_bag(tmp_path / "drive", rig, n_frames=4, fps=5.0, seed=1, progress=False, grid=grid)
     assert not list(tmp_path.glob(".*partial"))
     store = get_typestore(Stores.ROS2_JAZZY)
     with Reader(bag) as reader:
@@ -153,6 +238,8 @@ def test_bag_contents(tmp_path):
             "/camera/camera_info": ("sensor_msgs/msg/CameraInfo", 4),
             "/ground_truth/depth": ("sensor_msgs/msg/Image", 4),
             "/ground_truth/labels": ("sensor_msgs/msg/Image", 4),
+            "/ground_truth/elevation": ("sensor_msgs/msg/PointCloud2", 4),
+            "/tf": ("tf2_msgs/msg/TFMessage", 4),
             "/tf_static": ("tf2_msgs/msg/TFMessage", 1),
         }
         by_topic: dict[str, list] = {}
@@ -160,6 +247,8 @@ def test_bag_contents(tmp_path):
             by_topic.setdefault(conn.topic, []).append((stamp, store.deserialize_cdr(raw, conn.msgtype)))
     stamps = [s for s, _ in by_topic["/camera/image_raw"]]
     assert np.allclose(np.diff(stamps), 1e9 / 5.0)
+    for topic in ("/camera/camera_info", "/ground_truth/elevation", "/tf"):
+        assert [s for s, _ in by_topic[topic]] == stamps
     for stamp, msg in by_topic["/camera/camera_info"]:
         assert np.allclose(msg.k.reshape(3, 3), rig.K) and (msg.width, msg.height) == (64, 48)
         assert msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec == stamp
@@ -181,14 +270,61 @@ def test_bag_contents(tmp_path):
     custom = yaml.safe_load((bag / "metadata.yaml").read_text())["rosbag2_bagfile_information"]["custom_data"]
     mount = yaml.safe_load(custom["camera_mount"])
     assert math.isclose(mount["z"], rig.mount_height) and math.isclose(mount["pitch"], rig.pitch)
+    assert yaml.safe_load(custom["elevation_grid"])["resolution"] == 0.5 and custom["odom_frame"] == "odom"
+
+    # The elevation ground truth: an organised x, y, z cloud in base_link, one point per grid cell ...
+    from perception_core.geometry import transform_matrix
+
+    terrain = Terrain.from_dict(yaml.safe_load(custom["terrain"]))
+    _, cloud = by_topic["/ground_truth/elevation"][2]
+    _, odom = by_topic["/tf"][2]
+    assert (cloud.header.frame_id, cloud.height, cloud.width, cloud.point_step) == ("base_link", 20, 28, 12)
+    assert (odom.transforms[0].header.frame_id, odom.transforms[0].child_frame_id) == ("odom", "base_link")
+    xyz = np.frombuffer(bytes(cloud.data), "<f4").reshape(20, 28, 3)
+    np.testing.assert_allclose(xyz[0, 0, :2], [-1.75, -4.75])
+    np.testing.assert_allclose(xyz[1, 2, :2], [-0.75, -4.25])
+    # ... each on the terrain (the bag's own terrain parameters and vehicle pose say where) ...
+    world_base = transform_matrix(odom.transforms[0].transform)
+    world = world_base[:3, :3] @ xyz.reshape(-1, 3).T.astype(np.float64) + world_base[:3, 3:4]
+    np.testing.assert_allclose(world[2], terrain.height(world[0].astype(np.float32), world[1].astype(np.float32)),
+                               atol=1e-4)
+    # ... and it is the height the rendered ground truth has: ground pixels of that frame, back-projected into
+    # base_link, lie at the elevation function's height for their own (x, y).
+    depth = np.frombuffer(by_topic["/ground_truth/depth"][2][1].data, "<f4").reshape(48, 64)
+    labels = np.frombuffer(by_topic["/ground_truth/labels"][2][1].data, np.uint8).reshape(48, 64)
+    v, u = np.nonzero(np.isfinite(depth) & ~np.isin(labels, (*OBSTACLES, SKY)))
+    z = depth[v, u].astype(np.float64)
+    cam = np.stack([(u - rig.cx) / rig.fx * z, (v - rig.cy) / rig.fy * z, z])
+    base = rig.T_base_cam[:3, :3] @ cam + rig.T_base_cam[:3, 3:4]
+    assert base.shape[1] > 500
+    np.testing.assert_allclose(base[2], terrain.heights_along_z(world_base, base[0], base[1]), atol=2e-3)
     # Same seed, same messages byte for byte (the mcap file itself embeds the bag's name).
-    again = write_drive_bag(tmp_path / "again", rig, n_frames=4, fps=5.0, seed=1, progress=False)
+    again = write_drive_bag(tmp_path / "again", rig, n_frames=4, fps=5.0, seed=1, progress=False, grid=grid)
 
     def payloads(path: Path) -> list[tuple[str, int, bytes]]:
         with Reader(path) as reader:
             return [(c.topic, t, bytes(raw)) for c, t, raw in reader.messages()]
 
     assert payloads(bag) == payloads(again)
+
+
+def test_bag_draws_one_camera_per_drive_from_ranges(tmp_path):
+    from rosbags.rosbag2 import Reader
+    from rosbags.typesys import Stores, get_typestore
+
+    from model_tools.data.synth_bag import ElevationGrid, write_drive_bag
+
+    ranges = CameraRanges(48, 40)
+    bag = write_drive_bag(tmp_path / "drive", ranges, n_frames=3, fps=5.0, seed=9, progress=False,
+                          grid=ElevationGrid(resolution=1.0))
+    rig = camera_for(ranges, 9)
+    store = get_typestore(Stores.ROS2_JAZZY)
+    with Reader(bag) as reader:
+        infos = [store.deserialize_cdr(raw, c.msgtype) for c, _, raw in reader.messages() if c.topic == "/camera/camera_info"]
+        static = [store.deserialize_cdr(raw, c.msgtype) for c, _, raw in reader.messages() if c.topic == "/tf_static"]
+    assert len(infos) == 3 and all(np.allclose(i.k.reshape(3, 3), rig.K) for i in infos)
+    assert math.isclose(static[0].transforms[0].transform.translation.z, rig.mount_height)
+    assert rig != CameraRig.default(48, 40)
 
 
 def test_cli_runs_without_ros(tmp_path):

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from perception_core.errors import ConfigError, ModelFileError
+from perception_core.model_metadata import ModelMetadata
 from perception_core.pipelines import (
     DepthPipeline,
     SegPipeline,
@@ -15,6 +16,7 @@ from perception_core.pipelines import (
     colorize_depth,
     colorize_labels,
     depth_to_points,
+    input_focal_px,
     logits_to_labels,
     mark_depth_range,
     overlay,
@@ -101,6 +103,66 @@ def test_seg_pipeline_labels_and_fractions(models: dict[str, Path], kind: str) -
     np.testing.assert_array_equal(out.pixel_counts, want_counts)
     np.testing.assert_allclose(out.class_fractions, want_counts / 1024.0)
     assert out.ignored_pixels == 0
+
+
+def test_input_focal_px_follows_the_resize_per_axis() -> None:
+    k = [[500.0, 0, 640], [0, 400.0, 540], [0, 0, 1]]
+    # 1280x1080 -> 640x384: fx' = 500 * 0.5 = 250, fy' = 400 * 384/1080 = 142.2; one length: their geometric mean.
+    assert input_focal_px(k, (1080, 1280), (384, 640)) == pytest.approx((250.0 * 400.0 * 384 / 1080) ** 0.5)
+    assert input_focal_px(np.asarray(k).ravel(), (100, 200), (100, 200)) == pytest.approx((500.0 * 400.0) ** 0.5)
+    p = np.zeros((3, 4))
+    p[:3, :3] = k
+    assert input_focal_px(p, (1080, 1280), (1080, 1280)) == pytest.approx((500.0 * 400.0) ** 0.5)
+    with pytest.raises(ConfigError, match="fx, fy > 0"):
+        input_focal_px(np.zeros((3, 3)), (10, 10), (10, 10))
+    with pytest.raises(ConfigError, match="3x3 or 3x4"):
+        input_focal_px([1.0, 2.0], (10, 10), (10, 10))
+
+
+@pytest.mark.parametrize("outputs", ["separate", "composed"])
+def test_camera_aware_depth_is_rescaled_by_the_cameras_focal_length_and_height(tmp_path: Path, outputs: str) -> None:
+    """The tiny model's outputs are known; the camera only rescales them: f_input / 20 px * height / 2 m."""
+    fixed = DepthPipeline(load_model(make_tiny_depth_model(tmp_path / "fixed.onnx", outputs=outputs, levels=16,
+                                                           max_depth=15.0, min_depth=0.5), backend="cpu"))
+    aware = DepthPipeline(load_model(make_tiny_depth_model(
+        tmp_path / "aware.onnx", outputs=outputs, levels=16, max_depth=15.0, min_depth=0.5,
+        depth_camera="canonical_focal_height", canonical_focal_px=20.0, canonical_height_m=2.0), backend="cpu"))
+    level = np.tile(np.arange(16), (32, 2))  # what the 32x32 input sees
+    rgb = np.repeat(np.repeat(_grey(level[:1], 16), 48, axis=0), 2, axis=1)  # the 48x64 camera image of it
+    k = [[50.0, 0, 31.5], [0, 60.0, 23.5], [0, 0, 1]]
+    scale = (50.0 * 32 / 64 * 60.0 * 32 / 48) ** 0.5 / 20.0 * 1.2 / 2.0  # = 0.949
+    canonical = fixed.infer(rgb)
+    out = aware.infer(rgb, camera_k=k, camera_height=1.2)
+    assert out.depth_scale == pytest.approx(scale, rel=1e-6)
+    t = _grey(level, 16)[..., 0] / 255.0  # the tiny model: level k of 1 m each + a sigmoid residual, top level clamped
+    raw = np.minimum(level * 1.0 + 1.0 / (1.0 + np.exp(-(t - 0.5))), 15.0)
+    want = raw * scale
+    want[(want < 0.5) | (want > 15.0)] = np.nan  # the valid range applies in metres, after the rescale
+    np.testing.assert_allclose(out.depth, want, rtol=1e-5, equal_nan=True)
+    np.testing.assert_allclose(out.integer, canonical.integer)  # the heads stay the model's own
+    # A fixed-camera model ignores the camera; a camera-aware one refuses to guess it.
+    np.testing.assert_array_equal(fixed.infer(rgb, camera_k=k, camera_height=1.2).depth, canonical.depth)
+    with pytest.raises(ConfigError, match="needs the camera's K"):
+        aware.infer(rgb)
+    with pytest.raises(ConfigError, match="needs the camera's height"):
+        aware.infer(rgb, camera_k=k)
+
+
+def test_depth_camera_metadata_is_validated_and_survives_the_round_trip() -> None:
+    base = {"task": "depth", "input_name": "rgb", "input_shape": [1, 3, 32, 32], "output_names": ["depth"],
+            "max_depth": 15.0, "integer_head_kind": "levels", "levels": 16, "depth_outputs": "composed"}
+    meta = ModelMetadata(**base, depth_camera="canonical_focal_height", canonical_focal_px=180.0, canonical_height_m=0.8)
+    again = ModelMetadata.from_props(meta.to_props(), "m.onnx")
+    assert (again.depth_camera, again.canonical_focal_px, again.canonical_height_m) == ("canonical_focal_height", 180.0, 0.8)
+    assert again.needs_camera and again.needs_camera_height
+    old = {k: v for k, v in meta.to_props().items() if "camera" not in k and "canonical" not in k}
+    assert not ModelMetadata.from_props(old, "old.onnx").needs_camera  # models without the fields are fixed-camera
+    for fields, message in (({"depth_camera": "pinhole"}, "depth_camera 'pinhole' is not one of"),
+                            ({"depth_camera": "canonical_focal"}, "needs canonical_focal_px > 0"),
+                            ({"depth_camera": "canonical_focal_height", "canonical_focal_px": 180.0},
+                             "needs canonical_height_m > 0")):
+        with pytest.raises(ModelFileError, match=f"m.onnx: .*{message}"):
+            ModelMetadata(**base, **fields).validate("m.onnx")
 
 
 def test_pipelines_refuse_the_wrong_task(models: dict[str, Path]) -> None:

@@ -203,22 +203,25 @@ class BumpRaster:
 
     def sample(self, x: np.ndarray, y: np.ndarray, with_water: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
         """(bilinear height, water level of the cell) at world points; water is None without ``with_water``."""
-        heights = np.zeros(np.shape(x), np.float32)
-        water = np.full(np.shape(x), -np.inf, np.float32) if with_water else None
+        shape = np.shape(x)
+        heights = np.zeros(np.size(x), np.float32)
+        water = np.full(np.size(x), -np.inf, np.float32) if with_water else None
         sel, bump, wet = self.sample_touched(x, y, with_water)
         heights[sel] = bump
         if water is not None:
             water[sel] = wet
-        return heights, water
+        return heights.reshape(shape), (water.reshape(shape) if water is not None else None)
 
     def sample_touched(self, x: np.ndarray, y: np.ndarray, with_water: bool = True
                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """(indices of the points in occupied blocks, their bilinear height, their cell's water level).
+        """(flat indices of the points in occupied blocks, their bilinear height, their cell's water level).
 
         Points elsewhere have height 0 and no water. The water level is read at
         the cell's lower corner, so the wet footprint is rasterised a few cells
         wider than the basin.
         """
+        x = np.asarray(x, np.float32).reshape(-1)
+        y = np.asarray(y, np.float32).reshape(-1)
         ny, nx = self.heights.shape
         fx = x - np.float32(self.x0)
         fx *= 1.0 / self.res
@@ -305,10 +308,11 @@ class Terrain:
 
     def height(self, x: np.ndarray, y: np.ndarray, with_water: bool = True) -> np.ndarray:
         """Terrain (or water surface) height z at world points; float32 arrays of one shape."""
-        x = np.asarray(x, np.float32)
-        y = np.asarray(y, np.float32)
+        shape = np.shape(x)
+        x = np.asarray(x, np.float32).reshape(-1)
+        y = np.asarray(y, np.float32).reshape(-1)
         if self.flat:
-            return np.zeros(x.shape, np.float32)
+            return np.zeros(shape, np.float32)
         h = np.float32(self.incline[0]) * x
         if self.incline[1]:
             h += np.float32(self.incline[1]) * y
@@ -356,7 +360,7 @@ class Terrain:
                 if water is not None:
                     np.maximum(hs, water, out=hs)
                 h[sel] = hs
-        return h
+        return h.reshape(shape)
 
     @property
     def wet(self) -> bool:
@@ -366,14 +370,15 @@ class Terrain:
         """True where the surface at (x, y) is water (a basin's water level above the dry ground)."""
         if self.flat or self.raster is None or not self.wet:
             return np.zeros(np.shape(x), bool)
-        x, y = np.asarray(x, np.float32), np.asarray(y, np.float32)
+        shape = np.shape(x)
+        x, y = np.asarray(x, np.float32).reshape(-1), np.asarray(y, np.float32).reshape(-1)
         out = np.zeros(x.shape, bool)
         sel, _, water = self.raster.sample_touched(x, y)
         assert water is not None
         sel, water = sel[np.isfinite(water)], water[np.isfinite(water)]
         if sel.size:
             out[sel] = self.height(x[sel], y[sel], with_water=False) < water
-        return out
+        return out.reshape(shape)
 
     def earth_mask(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """True on ditch floors and walls and on drop-off faces: bare earth (rough ground) whatever the cover."""

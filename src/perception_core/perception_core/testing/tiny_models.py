@@ -109,12 +109,17 @@ def make_tiny_depth_model(
     max_depth: float = 15.0,
     min_depth: float = 0.0,
     cpu_only_op: bool = False,
+    depth_camera: str = "fixed",
+    canonical_focal_px: float = 0.0,
+    canonical_height_m: float = 0.0,
 ) -> Path:
     """Write a tiny dual-head depth model with full metadata; return its path.
 
     ``cpu_only_op`` routes the fractional head through ``Mod(fmod=1)`` by 1 m
     (a no-op on values in [0, 1)) that QNN HTP does not support: the model runs
     on the CPU EP but must fail on ``npu`` with CPU fallback disabled.
+    ``depth_camera`` and the canonical camera only change the metadata: the
+    runtime then rescales the same outputs with the camera it is given.
     """
     from onnx import helper
     from onnx import numpy_helper as nh
@@ -181,6 +186,9 @@ def make_tiny_depth_model(
         integer_head_kind=kind,
         levels=int(levels) if kind == "levels" else 0,
         depth_outputs=outputs,
+        depth_camera=depth_camera,
+        canonical_focal_px=float(canonical_focal_px),
+        canonical_height_m=float(canonical_height_m),
         extra={"producer": "perception_core.testing.tiny_models"},
     )
     meta.validate(str(path))
