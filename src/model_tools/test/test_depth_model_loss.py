@@ -130,3 +130,69 @@ def test_fake_quant_keeps_gradients_and_quantises_to_8_bits() -> None:
     assert float((q - x).abs().max()) <= 4 / 255 / 2 + 1e-6
     q.sum().backward()
     assert torch.allclose(x.grad, torch.ones_like(x))
+
+
+@pytest.mark.parametrize(
+    "fields,match",
+    [({"camera": "pinhole"}, "model.camera"), ({"camera": "canonical_focal"}, "canonical_focal_px = 0.0 must be > 0"),
+     ({"camera": "canonical_focal_height", "canonical_focal_px": 180.0}, "canonical_height_m = 0.0 must be > 0"),
+     ({"canonical_focal_px": 180.0}, "canonical_focal_px = 180.0 must be > 0 exactly when")],
+)
+def test_camera_fields_are_validated(fields: dict, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        build_depth_net({**TINY, **fields})
+
+
+def test_camera_scale_turns_metres_into_canonical_depth_per_item() -> None:
+    from model_tools.tasks.depth import camera_scale
+
+    cfg = DepthModelConfig(camera="canonical_focal_height", canonical_focal_px=180.0, canonical_height_m=0.8,
+                           input_height=32, input_width=32)
+    batch = {"focal_px": torch.tensor([360.0, 180.0]), "camera_height_m": torch.tensor([0.8, 2.0])}
+    scale = camera_scale(batch, cfg, torch.device("cpu"))
+    assert scale.shape == (2, 1, 1, 1)
+    torch.testing.assert_close(scale.view(-1), torch.tensor([2.0, 2.5]))
+    focal_only = DepthModelConfig(camera="canonical_focal", canonical_focal_px=180.0, input_height=32, input_width=32)
+    torch.testing.assert_close(camera_scale(batch, focal_only, torch.device("cpu")).view(-1), torch.tensor([2.0, 1.0]))
+    assert camera_scale({}, DepthModelConfig(input_height=32, input_width=32), torch.device("cpu")) == 1.0
+    with pytest.raises(ConfigError, match="no per-frame camera_height_m"):
+        camera_scale({"focal_px": batch["focal_px"]}, cfg, torch.device("cpu"))
+
+
+def test_frame_cameras_and_evaluation_use_each_frames_camera(tmp_path) -> None:
+    """A folder of two cameras: the items carry each frame's focal length at the input and its height, and the
+    evaluation scales a prediction of canonical depth back to metres with them."""
+    from torch.utils.data import DataLoader
+
+    from model_tools.data.synth import CameraRanges, camera_for, frame_seed, write_synthetic_folder
+    from model_tools.tasks.depth import FrameCameras, evaluate_depth, synthetic_depth_dataset
+
+    ranges = CameraRanges(64, 48)
+    write_synthetic_folder(tmp_path, ranges, 2, seed=3, split="val", progress=False)
+    cfg = DepthModelConfig(**{**TINY, "camera": "canonical_focal_height", "canonical_focal_px": 20.0,
+                              "canonical_height_m": 1.0})
+    dataset = synthetic_depth_dataset(str(tmp_path), "val", cfg, train=False)
+    assert isinstance(dataset, FrameCameras)
+    items = [dataset[i] for i in range(2)]
+    for i, item in enumerate(items):
+        rig = camera_for(ranges, frame_seed(3, i, "val"))
+        want = math.sqrt(rig.fx * 96 / 64 * rig.fy * 64 / 48)  # whole-frame resize 64x48 -> 96x64, per axis
+        assert float(item["focal_px"]) == pytest.approx(want, rel=1e-6)
+        assert float(item["camera_height_m"]) == pytest.approx(rig.mount_height)
+
+    class Canonical(torch.nn.Module):
+        """Stands in for the network: predicts each item's GT in canonical metres (GT / scale)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.config = cfg
+            self.targets = [item["depth"] / (item["focal_px"] / 20.0 * item["camera_height_m"]) for item in items]
+
+        def predict_depth(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.stack(self.targets)
+
+    net = build_depth_net(cfg)
+    stand_in = Canonical()
+    net.predict_depth = stand_in.predict_depth  # the evaluation scales it back to metres: a perfect score
+    metrics = evaluate_depth(net, DataLoader(dataset, batch_size=2), 0.1, 15.0, torch.device("cpu"), 20.0)
+    assert metrics["abs_rel"] == pytest.approx(0.0, abs=1e-6) and metrics["a1"] == 1.0

@@ -1,0 +1,64 @@
+"""System test: the depth node gives a camera-aware depth model its camera (camera_info's K, camera_height).
+
+Real rclpy over loopback DDS and a real tiny ONNX model whose metadata says
+its output is depth for a canonical camera; the node must rescale it with the
+camera it is told about, exactly as perception_core.pipelines does.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from inference_node_harness import Probe, as_array, camera_info_msg, image_msg, ros_context
+from rclpy.parameter import Parameter
+from sensor_msgs.msg import CameraInfo, Image
+
+from perception_core.errors import ConfigError
+from perception_core.testing.tiny_models import make_tiny_depth_model
+
+pytestmark = pytest.mark.system
+LEVEL = 6  # grey level of the scene: canonical depth = 6 m + the fractional residual
+
+
+def _node(model: Path, **params: object):
+    from depth_perception.depth_node import DepthNode
+
+    overrides = [Parameter("model_path", value=str(model))] + [Parameter(k, value=v) for k, v in params.items()]
+    return lambda context: DepthNode(context=context, parameter_overrides=overrides)
+
+
+def test_depth_is_rescaled_by_the_camera_info_focal_length_and_the_camera_height(tmp_path: Path) -> None:
+    model = make_tiny_depth_model(tmp_path / "aware.onnx", outputs="separate", levels=16, max_depth=15.0,
+                                  depth_camera="canonical_focal_height", canonical_focal_px=20.0, canonical_height_m=1.0)
+    grey = np.full((48, 64, 3), round(LEVEL * 255 / 15), np.uint8)
+    with ros_context() as context:
+        node = _node(model, backend="cpu", num_threads=1, camera_height=1.2)(context)
+        probe = Probe(context, node)
+        depth = probe.listen(Image, "/perception/depth/image")
+        image_pub = probe.publisher(Image, "/camera/image_raw")
+        info_pub = probe.publisher(CameraInfo, "/camera/camera_info")
+
+        def send() -> None:
+            info_pub.publish(camera_info_msg(64, 48, fx=50.0, fy=60.0, cx=31.5, cy=23.5))
+            image_pub.publish(image_msg(grey, "rgb8", stamp_sec=9))
+
+        assert probe.spin_until(lambda: depth, every=send), "no depth within 15 s"
+        probe.close()
+        node.destroy_node()
+    t = round(LEVEL * 255 / 15) / 255.0
+    canonical = LEVEL + 1.0 / (1.0 + np.exp(-(t - 0.5)))  # the tiny model: 1 m levels + a sigmoid residual
+    # 64x48 -> the 32x32 input: fx' = 50 * 0.5 = 25, fy' = 60 * 2/3 = 40; scale = sqrt(25 * 40) / 20 * 1.2 / 1.0
+    scale = np.sqrt(25.0 * 40.0) / 20.0 * 1.2
+    np.testing.assert_allclose(as_array(depth[0], np.float32), canonical * scale, rtol=1e-5)
+
+
+def test_a_model_that_needs_the_camera_height_refuses_to_start_without_it(tmp_path: Path) -> None:
+    model = make_tiny_depth_model(tmp_path / "aware.onnx", depth_camera="canonical_focal_height",
+                                  canonical_focal_px=20.0, canonical_height_m=1.0)
+    with ros_context() as context:
+        with pytest.raises(ConfigError, match="needs the camera's height above the ground: set the camera_height"):
+            _node(model, backend="cpu")(context)
+        with pytest.raises(ConfigError, match="require_camera_info must stay true"):
+            _node(model, backend="cpu", camera_height=1.2, require_camera_info=False)(context)
