@@ -62,6 +62,32 @@ def test_depth_report_metrics_heads_and_htp_agreement(tmp_path, data_root):
         compare_models(fp32, qdq, ImageSource(folder=str(data_root), split="val"), out, htp_frames=0, progress=False)
 
 
+def test_camera_aware_depth_is_decoded_and_scored_with_each_folder_frames_camera(tmp_path):
+    """Frames of a synthetic folder carry their camera; a camera-aware model's depth is scaled with it."""
+    from model_tools.data.synth import CameraRanges, camera_for, frame_seed, write_synthetic_folder
+    from model_tools.quant.images import read_frame
+
+    ranges = CameraRanges(64, 48)
+    split = write_synthetic_folder(tmp_path / "ds", ranges, 2, seed=4, split="val", progress=False)
+    meta = read_metadata(make_tiny_depth_model(tmp_path / "d.onnx", outputs="separate", levels=16, max_depth=15.0,
+                                               depth_camera="canonical_focal_height", canonical_focal_px=20.0,
+                                               canonical_height_m=2.0))
+    integer_name, fractional_name = meta.output_names
+    outputs = {integer_name: np.full((1, 1, 32, 32), 4 / 15, np.float32),
+               fractional_name: np.full((1, 1, 32, 32), 0.5, np.float32)}
+    for i in range(2):
+        frame = read_frame(split / "rgb" / f"{i:06d}.png")
+        rig = camera_for(ranges, frame_seed(4, i, "val"))
+        np.testing.assert_allclose(frame.camera["camera_k"], rig.K)
+        scale = np.sqrt(rig.fx * 32 / 64 * rig.fy * 32 / 48) / 20.0 * rig.mount_height / 2.0
+        decoded = decoder(meta)(outputs, frame)
+        assert decoded.depth_scale == pytest.approx(scale, rel=1e-6)
+        np.testing.assert_allclose(decoded.depth, np.where(4.5 * scale <= 15.0, 4.5 * scale, np.nan), rtol=1e-6)
+        np.testing.assert_allclose(scored_depth(decoded, meta), 4.5 * scale, rtol=1e-6)
+    with pytest.raises(ConfigError, match="needs the camera's K"):
+        decoder(meta)(outputs)
+
+
 def test_depth_scoring_keeps_pixels_the_pipeline_marks_invalid(tmp_path):
     """Depth at or past the pipeline's range (REP 117 +Inf) is scored as its composition clipped, not as missing."""
     meta = read_metadata(make_tiny_depth_model(tmp_path / "d.onnx", outputs="separate", levels=16, max_depth=15.0))
