@@ -1,0 +1,40 @@
+"""model_tools.eval_cameras on a tiny camera-aware model: every set rendered, scored through the pipeline, reported."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from model_tools.eval_cameras import main
+from perception_core.testing.tiny_models import make_tiny_depth_model
+
+
+def test_reports_every_camera_set_with_its_goal_verdict(tmp_path):
+    model = make_tiny_depth_model(tmp_path / "d.onnx", outputs="separate", levels=16, max_depth=15.0, min_depth=0.1,
+                                  depth_camera="canonical_focal_height", canonical_focal_px=20.0,
+                                  canonical_height_m=0.8)
+    argv = ["--model", str(model), "--out", str(tmp_path / "report"), "--work", str(tmp_path / "work"),
+            "--heights", "0.8", "2.2", "--pitches", "10", "--hfovs", "90", "--frames", "1", "--default-frames", "1",
+            "--random-frames", "1", "--width", "64", "--height", "48", "--workers", "1",
+            "--goal-any", "5.0", "0.0"]
+    assert main(argv) == 0
+    report = json.loads((tmp_path / "report" / "cameras.json").read_text())
+    names = [s["name"] for s in report["sets"]]
+    assert names == ["default", "random", "h0.8_p10_fov90", "h2.2_p10_fov90"]
+    grid = report["sets"][2:]
+    assert [s["cell"]["mount_height"] for s in grid] == [0.8, 2.2]
+    for entry in report["sets"]:
+        assert entry["frames"] == 1 and 0 < entry["metrics"]["n_valid"] and entry["metrics"]["abs_rel"] >= 0
+    # A grey-level model is not a depth model: the vehicle-camera goal fails, the loosened any-camera goal holds.
+    assert not report["sets"][0]["goal_met"] and all(s["goal_met"] for s in grid)
+    assert report["summary"]["grid_cells"] == 2 == report["summary"]["grid_cells_meeting_goal"]
+    assert report["metadata"]["depth_camera"] == "canonical_focal_height"
+    md = (tmp_path / "report" / "cameras.md").read_text()
+    assert "| h2.2_p10_fov90 | 2.2 | 10 | 90 | 1 |" in md and (tmp_path / "report" / "cameras.png").stat().st_size > 1000
+    # The rendered sets are reused: a second run renders nothing new and scores the same.
+    assert main(argv) == 0
+    again = json.loads((tmp_path / "report" / "cameras.json").read_text())
+    assert [s["metrics"] for s in again["sets"]] == [s["metrics"] for s in report["sets"]]
+    with pytest.raises(SystemExit):
+        main(["--model", str(model)])  # --out is required
