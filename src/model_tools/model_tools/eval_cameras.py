@@ -109,15 +109,16 @@ def write_figure(path: Path, report: dict[str, Any], args: argparse.Namespace) -
             for e in report["sets"] if e["name"] not in ("default", "random")}
     if not grid:
         return
-    fig, axes = plt.subplots(1, len(args.pitches), figsize=(4.2 * len(args.pitches), 3.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(args.pitches), figsize=(3.4 * len(args.pitches) + 1.2, 3.4), squeeze=False)
     vmax = max(grid.values())
-    for ax, pitch in zip(axes[0], args.pitches, strict=True):
+    for k, (ax, pitch) in enumerate(zip(axes[0], args.pitches, strict=True)):
         values = np.array([[grid[(h, pitch, f)] for f in args.hfovs] for h in args.heights])
         image = ax.imshow(values, vmin=0.0, vmax=vmax, cmap="viridis", origin="lower")
         ax.set_xticks(range(len(args.hfovs)), [f"{f:g}" for f in args.hfovs])
         ax.set_yticks(range(len(args.heights)), [f"{h:g}" for h in args.heights])
         ax.set_xlabel("horizontal FOV (deg)")
-        ax.set_ylabel("mount height (m)")
+        if k == 0:
+            ax.set_ylabel("mount height (m)")
         ax.set_title(f"pitch {pitch:g} deg")
         for (i, j), value in np.ndenumerate(values):
             ax.text(j, i, f"{value:.3f}", ha="center", va="center", color="w" if value < 0.6 * vmax else "k", fontsize=9)
