@@ -7,7 +7,7 @@ world frame (x forward along the road, y left, z up), built from parts whose
 cost per point is a few numpy passes:
 
 - ``incline`` and ``waves``: a tilted plane plus a few long cosine waves
-  (hills); their slopes add up to at most ``max_hill_slope``.
+  (hills); ``Terrain.max_slope`` bounds their rise with the mounds'.
 - a raster of compact bumps, sampled bilinearly: mounds (positive) and
   basins (negative). A basin holds water up to a flat ``water_level``,
   kept below its rim, so water lies in depressions.
@@ -17,9 +17,10 @@ cost per point is a few numpy passes:
   (a ditch or a drop-off across the way). Their walls are steep: these
   are the negative obstacles.
 
-The same function gives the rendered depth (``cast_rays``), the labels
-(``water_mask``, ``earth_mask``) and the ground-truth elevation grid of a
-drive bag (``grid_heights``), so they agree to the root finder's tolerance.
+The same function gives the rendered depth (``cast_image``, ``cast_rays``),
+the labels (``water_mask``, ``earth_mask``) and the ground-truth elevation
+grid of a drive bag (``heights_along_z``), so they agree to the root
+finder's tolerance.
 Only numpy is needed.
 """
 
@@ -125,11 +126,10 @@ class Trench:
 
 @dataclass(frozen=True)
 class Drop:
-    """A drop-off: beyond ``offset`` along s the ground is ``drop`` metres lower.
+    """A drop-off: where ``side * s`` passes ``offset`` the ground falls ``drop`` metres, and stays down.
 
     The face is a smoothstep over ``width`` metres, so it is steep but
-    continuous. ``side`` +1 lowers s > offset, -1 lowers s < -offset... as
-    ``s' = side * s``.
+    continuous; ``side`` -1 puts the low ground on the negative side of s.
     """
 
     coord: str  # "lateral" | "line"
@@ -453,8 +453,10 @@ class Terrain:
         """Height z in a (tilted) frame of the points (x, y, z) of that frame that lie on the surface.
 
         ``world_base`` is T_world_frame. The root of ``f(z) = Z_w - height(X_w, Y_w)``
-        along the frame's z axis is bracketed and refined (bisection, then
-        secant), vectorised over all (x, y).
+        along the frame's z axis is bracketed by the terrain's height range
+        and bisected 40 times (to ~1e-10 of that range), vectorised over all
+        (x, y). Where a steep wall crosses the line more than once, one of
+        the crossings is returned.
         """
         x = np.asarray(x, np.float64).ravel()
         y = np.asarray(y, np.float64).ravel()
@@ -469,7 +471,7 @@ class Terrain:
         lo = np.full(x.shape, -span)
         hi = np.full(x.shape, span)
         f_lo = f(lo)
-        for _ in range(40):  # bisection to ~1e-10 of the span, then a secant polish
+        for _ in range(40):
             mid = 0.5 * (lo + hi)
             f_mid = f(mid)
             below = (f_mid < 0) == (f_lo < 0)
