@@ -165,13 +165,15 @@ def test_frame_cameras_and_evaluation_use_each_frames_camera(tmp_path) -> None:
     from torch.utils.data import DataLoader
 
     from model_tools.data.synth import CameraRanges, camera_for, frame_seed, write_synthetic_folder
-    from model_tools.tasks.depth import FrameCameras, evaluate_depth, synthetic_depth_dataset
+    from model_tools.tasks.depth import DepthTask, FrameCameras, evaluate_depth
+    from model_tools.training.config import TrainConfig
 
     ranges = CameraRanges(64, 48)
     write_synthetic_folder(tmp_path, ranges, 2, seed=3, split="val", progress=False)
-    cfg = DepthModelConfig(**{**TINY, "camera": "canonical_focal_height", "canonical_focal_px": 20.0,
-                              "canonical_height_m": 1.0})
-    dataset = synthetic_depth_dataset(str(tmp_path), "val", cfg, train=False)
+    model = {**TINY, "camera": "canonical_focal_height", "canonical_focal_px": 20.0, "canonical_height_m": 1.0}
+    cfg = DepthModelConfig(**model)
+    task = DepthTask(TrainConfig(task="depth", model=model, data={"root": str(tmp_path), "max_val_samples": 0}))
+    dataset = task.eval_dataset("val")
     assert isinstance(dataset, FrameCameras)
     items = [dataset[i] for i in range(2)]
     for i, item in enumerate(items):
