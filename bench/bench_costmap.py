@@ -51,6 +51,7 @@ class DriveFrame:
     depth: np.ndarray  # GT metres, NaN invalid
     labels: np.ndarray  # GT class ids
     k: np.ndarray
+    camera_height: float  # the mount's z: what the depth node's camera_height gives a camera-aware depth model
 
 
 def drive_frames(rig: Any, seed: int, frames: int, fps: float, speed: float) -> Iterator[DriveFrame]:
@@ -62,7 +63,8 @@ def drive_frames(rig: Any, seed: int, frames: int, fps: float, speed: float) -> 
         time_s = index / fps
         frame = render_frame(rig, seed, drive_pose(scene, time_s, speed), time_s=time_s, scene=scene)
         depth = np.where(frame.depth > 0, frame.depth, np.float32(np.nan)).astype(np.float32)
-        yield DriveFrame(seed, index, frame.rgb, depth, frame.label, np.asarray(frame.K, dtype=np.float64))
+        yield DriveFrame(seed, index, frame.rgb, depth, frame.label, np.asarray(frame.K, dtype=np.float64),
+                         float(rig.mount_height))
 
 
 def model_key(path: Path) -> str:
@@ -77,7 +79,7 @@ def load_or_infer(stack: Any, frame: DriveFrame, cache: Path | None, tag: str) -
         data = np.load(file)
         return data["depth"], data["labels"], float(data["seconds"])
     start = time.perf_counter()
-    depth = stack.depth.infer(frame.rgb, "RGB").depth
+    depth = stack.depth.infer(frame.rgb, "RGB", camera_k=frame.k, camera_height=frame.camera_height).depth
     labels = stack.seg.infer(frame.rgb, "RGB").labels
     seconds = time.perf_counter() - start
     if file is not None:

@@ -15,12 +15,14 @@ import pytest
 from rosbags.rosbag2 import Reader
 
 from model_tools.bags import bagio
+from model_tools.data.synth_bag import BAG_TOPICS
 from model_tools.testing import bag_faults
 from perception_core.errors import BagError
 from perception_core.testing.cli import one_line_error, run_command
 
 MODEL_HW = (24, 32)
 FRAMES = 9  # at 160x120, 9 frames fill two 1 MiB MCAP chunks
+PER_FRAME = len(BAG_TOPICS) - 1  # messages per frame: every topic but /tf_static (one message)
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +35,8 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 @pytest.fixture(scope="module")
 def drive_bag(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from model_tools.data.synth import CameraRig, write_drive_bag
+    from model_tools.data.synth import CameraRig
+    from model_tools.data.synth_bag import write_drive_bag
 
     return write_drive_bag(tmp_path_factory.mktemp("bags") / "drive", CameraRig.default(width=160, height=120),
                            n_frames=FRAMES, fps=10.0, seed=5, progress=False)
@@ -52,7 +55,7 @@ def _eval_bag(bag: Path, models: tuple[Path, Path], out: Path):
 def test_a_drive_bag_reads_whole_and_a_flipped_bit_fails_its_chunk_crc(drive_bag: Path, tmp_path: Path) -> None:
     """rosbags checks a chunk's CRC when it is set: a whole bag reads, one flipped bit does not."""
     with Reader(drive_bag) as reader:
-        assert sum(1 for _ in reader.messages()) == reader.message_count == 4 * FRAMES + 1
+        assert sum(1 for _ in reader.messages()) == reader.message_count == PER_FRAME * FRAMES + 1
     flipped = _copy(drive_bag, tmp_path / "flipped")
     bag_faults.flip_message_bit(flipped, "/camera/image_raw", FRAMES - 1)
     with pytest.raises(Exception, match="Chunk checksum mismatch"), Reader(flipped) as reader:
@@ -90,7 +93,7 @@ def test_eval_bag_reports_messages_the_storage_skipped(drive_bag: Path, models: 
     bag_faults.zero_record_opcodes(legacy, "/ground_truth/depth", 6)
     with Reader(legacy) as reader:  # the fault: rosbags alone loses them without an error
         assert sum(1 for _ in reader.messages()) == reader.message_count - 2
-    with pytest.raises(BagError, match=r"2 of 37 messages could not be read \(/camera/image_raw 1 of 9, "
+    with pytest.raises(BagError, match=rf"2 of {PER_FRAME * FRAMES + 1} messages could not be read \(/camera/image_raw 1 of 9, "
                                        r"/ground_truth/depth 1 of 9\)"):
         list(bagio.iter_raw(legacy))
     line = one_line_error(_eval_bag(legacy, models, tmp_path / "eval"), legacy)
@@ -103,6 +106,6 @@ def test_eval_bag_reports_messages_the_storage_skipped(drive_bag: Path, models: 
 
 def test_iter_raw_counts_every_message_of_a_whole_bag(drive_bag: Path) -> None:
     tally = bagio.ReadTally()
-    assert len(list(bagio.iter_raw(drive_bag, tally=tally))) == 4 * FRAMES + 1
+    assert len(list(bagio.iter_raw(drive_bag, tally=tally))) == PER_FRAME * FRAMES + 1
     assert tally.unread() == {} and tally.read == tally.expected
     assert tally.expected["/camera/image_raw"] == FRAMES
