@@ -103,13 +103,18 @@ def write_stack_params(out: Path, base_params: Path | None, mount: Mapping[str, 
     data: dict[str, Any] = {}
     if base_params is not None and Path(base_params).is_file():
         data = yaml.safe_load(Path(base_params).read_text()) or {}
-    # The section that matches the costmap node: "costmap_node", or a namespaced/wildcard "/**/costmap_node".
-    key = next((k for k in data if str(k).strip("/").split("/")[-1] == "costmap_node"), "costmap_node")
-    section = data.setdefault(key, {}).setdefault("ros__parameters", {})
+    def node_section(name: str) -> dict[str, Any]:
+        """The parameters of the section that matches node ``name``: "name", or a namespaced/wildcard "/**/name"."""
+        key = next((k for k in data if str(k).strip("/").split("/")[-1] == name), name)
+        return data.setdefault(key, {}).setdefault("ros__parameters", {})
+
+    section = node_section("costmap_node")
     if mount:
         section.update({k: float(v) for k, v in mount.items()})
-        if "mount_z" in mount:  # the depth node's camera height, for depth models that rescale with it
-            data.setdefault("depth_node", {}).setdefault("ros__parameters", {})["camera_height"] = float(mount["mount_z"])
+        if "mount_z" in mount:  # the camera height of depth models that rescale with it, in both depth nodes
+            node_section("depth_node")["camera_height"] = float(mount["mount_z"])
+            if any(str(k).strip("/").split("/")[-1] == "fused_node" for k in data):
+                node_section("fused_node").setdefault("depth", {})["camera_height"] = float(mount["mount_z"])
     for name in ("depth_timeout_s", "stale_timeout_s"):  # wall-clock timeouts stretch with a slow replay
         default_timeout, _, constraints = COSTMAP_PARAMETERS[name]
         section[name] = live_depth_timeout_s(float(section.get(name, default_timeout)), rate,

@@ -41,6 +41,14 @@ def test_stack_params_keep_the_base_file_and_set_mount_and_scaled_timeout(tmp_pa
     assert costmap["resolution"] == 0.2 and costmap["mount_z"] == 1.4 and costmap["mount_pitch"] == 0.17
     assert costmap["depth_timeout_s"] == pytest.approx(0.5 / 0.1 + STARTUP_ALLOWANCE_S)
     assert costmap["pairing_max_skew_s"] == 0.0, "a run compared frame by frame must pair exact stamps only"
+    assert data["depth_node"]["ros__parameters"]["camera_height"] == 1.4  # the bag's mount, as TF would give it
+    assert "fused_node" not in data
+    namespaced = tmp_path / "namespaced.yaml"
+    namespaced.write_text(yaml.safe_dump({"/**/depth_node": {"ros__parameters": {"camera_height": 2.0}},
+                                          "/**/fused_node": {"ros__parameters": {"depth": {"model_path": "d.onnx"}}}}))
+    data = yaml.safe_load(write_stack_params(tmp_path / "ns.yaml", namespaced, {"mount_z": 1.1}).read_text())
+    assert data["/**/depth_node"]["ros__parameters"]["camera_height"] == 1.1 and "depth_node" not in data
+    assert data["/**/fused_node"]["ros__parameters"]["depth"] == {"model_path": "d.onnx", "camera_height": 1.1}
     bare = yaml.safe_load(write_stack_params(tmp_path / "bare.yaml", None, None, rate=0.25).read_text())
     from seg_perception.costmap_node import PARAMETERS
 
