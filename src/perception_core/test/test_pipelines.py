@@ -134,11 +134,13 @@ def test_camera_aware_depth_is_rescaled_by_the_cameras_focal_length_and_height(t
     canonical = fixed.infer(rgb)
     out = aware.infer(rgb, camera_k=k, camera_height=1.2)
     assert out.depth_scale == pytest.approx(scale, rel=1e-6)
-    t = _grey(level, 16)[..., 0] / 255.0  # the tiny model: level k of 1 m each + a sigmoid residual, top level clamped
-    raw = np.minimum(level * 1.0 + 1.0 / (1.0 + np.exp(-(t - 0.5))), 15.0)
-    want = raw * scale
-    want[(want < 0.5) | (want > 15.0)] = np.nan  # the valid range applies in metres, after the rescale
-    np.testing.assert_allclose(out.depth, want, rtol=1e-5, equal_nan=True)
+    t = _grey(level, 16)[..., 0] / 255.0  # the tiny model: level k of 1 m each + a sigmoid residual
+    want = (level * 1.0 + 1.0 / (1.0 + np.exp(-(t - 0.5)))) * scale
+    # REP 117 in metres, after the rescale: at or beyond max_depth +Inf, below min_depth -Inf.
+    want[want >= 15.0] = np.inf
+    want[want < 0.5] = -np.inf
+    assert np.isinf(want).any() and np.isfinite(want).any()
+    np.testing.assert_allclose(out.depth, want, rtol=1e-5)
     np.testing.assert_allclose(out.integer, canonical.integer)  # the heads stay the model's own
     # A fixed-camera model ignores the camera; a camera-aware one refuses to guess it.
     np.testing.assert_array_equal(fixed.infer(rgb, camera_k=k, camera_height=1.2).depth, canonical.depth)
