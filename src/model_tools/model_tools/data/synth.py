@@ -31,7 +31,17 @@ from typing import Any
 
 import numpy as np
 
-from model_tools.data.synth_terrain import Bump, Drop, Road, Terrain, Trench, Wave, cast_image, image_normals
+from model_tools.data.synth_terrain import (
+    Bump,
+    Drop,
+    Road,
+    Terrain,
+    Trench,
+    Wave,
+    blend_corners,
+    cast_image,
+    image_normals,
+)
 from perception_core.errors import ConfigError
 from perception_core.geometry import camera_optical_pose, pose_matrix
 from perception_core.ontology import Ontology, load_ontology
@@ -245,18 +255,7 @@ def value_noise(x: np.ndarray, y: np.ndarray, seed: int) -> np.ndarray:
     b = _mix01(hx1 ^ hy0)
     c = _mix01(hx0 ^ hy1)
     d = _mix01(hx1 ^ hy1)
-    tx = tx * tx * (3.0 - 2.0 * tx)
-    ty = ty * ty * (3.0 - 2.0 * ty)
-    b -= a
-    b *= tx
-    a += b  # top edge
-    d -= c
-    d *= tx
-    c += d  # bottom edge
-    c -= a
-    c *= ty
-    a += c
-    return a
+    return blend_corners(a, b, c, d, tx * tx * (3.0 - 2.0 * tx), ty * ty * (3.0 - 2.0 * ty))
 
 
 def fbm(x: np.ndarray, y: np.ndarray, seed: int, octaves: int = 3, frequency: float = 1.0) -> np.ndarray:

@@ -140,6 +140,24 @@ class Drop:
     normal: tuple[float, float] = (1.0, 0.0)
 
 
+def blend_corners(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: np.ndarray, tx: np.ndarray,
+                  ty: np.ndarray) -> np.ndarray:
+    """Bilinear blend of a cell's corner values (a at (0, 0), b at (1, 0), c at (0, 1), d at (1, 1)) at (tx, ty).
+
+    Works in place in a, b, c and d (no temporaries on these per-pixel paths); returns a.
+    """
+    b -= a
+    b *= tx
+    a += b  # the y = 0 edge
+    d -= c
+    d *= tx
+    c += d  # the y = 1 edge
+    c -= a
+    c *= ty
+    a += c
+    return a
+
+
 @dataclass
 class BumpRaster:
     """Mounds and basins rasterised on a regular grid (world x, y), plus each cell's water level.
@@ -247,16 +265,7 @@ class BumpRaster:
         b = flat.take(idx + 1)
         c = flat.take(idx + np.int32(nx))
         d = flat.take(idx + np.int32(nx + 1))
-        b -= a
-        b *= tx
-        a += b  # lower edge
-        d -= c
-        d *= tx
-        c += d  # upper edge
-        c -= a
-        c *= ty
-        a += c
-        return sel, a, (self.water.ravel().take(idx) if with_water else None)
+        return sel, blend_corners(a, b, c, d, tx, ty), (self.water.ravel().take(idx) if with_water else None)
 
 
 @dataclass
