@@ -1,6 +1,6 @@
 """Benchmark: DDRNet23-Slim training throughput, eager vs fast path, compute-bound vs real pipeline, in one run.
 
-For each mode (``model_tools.training.throughput``), with the seed recipe's
+For each mode (``model_tools.training.throughput``), with the segmentation recipe's
 model, optimiser, precision, EMA and batch size:
 
 - eager: ``step_mode: eager`` + ``data_pipeline: workers`` (per-sample
@@ -10,7 +10,7 @@ model, optimiser, precision, EMA and batch size:
 
 it times the step on random data already on the device (compute-bound),
 the batches alone, and the batches feeding the step (real). Prints a table
-and the seed recipe's wall time (config/train/seg_ddrnet23s.yaml: epochs x
+and the segmentation recipe's wall time (config/train/seg_ddrnet23s.yaml: epochs x
 training images) at the fast real rate; ``--json`` writes everything
 (``task``, ``batch_size``, ``gpu``, ``real_img_s``, ``compute_bound_img_s``,
 ``ratio_real_to_compute_bound``, ``recipe_hours_real``, per-mode numbers).
@@ -61,7 +61,7 @@ def main() -> int:
                         help="autocast dtype on CUDA (default: the recipe's, fp16 with a GradScaler)")
     parser.add_argument("--modes", default="eager,fast", help=f"comma-separated, of {sorted(MODES)}")
     parser.add_argument("--recipe-images", type=int, default=DEFAULT_RECIPE_IMAGES,
-                        help="training images per epoch of the seed recipe (for the wall-time estimate)")
+                        help="training images per epoch of the segmentation recipe (for the wall-time estimate)")
     parser.add_argument("--json", help="write the results here")
     parser.add_argument("--tiny", action="store_true", help="CPU smoke settings (64x80, batch 2, 3 steps)")
     args = parser.parse_args()

@@ -61,14 +61,13 @@ fi
 # Each job: "<run name>|<command line, with @BUDGET@ and @WORKERS@ filled in per queue>".
 JOBS=(
   "depth_levels_r18|$PY -m model_tools.cli depth train --config config/train/depth_levels_r18.yaml --data $DATA --run-dir $RUNS/depth_levels_r18 --time-budget-min @BUDGET@ --set num_workers=@WORKERS@ $FAST_DEPTH ${EXTRA_TRAIN_ARGS:-}"
-  # ==== SEG JOB (engineer D) ============================================================
-  # DDRNet23-Slim on the synthetic frames (config/train/seg_ddrnet23s_demo.yaml: the seed recipe, shortened).
+  # ---- segmentation job ----
+  # DDRNet23-Slim on the synthetic frames (config/train/seg_ddrnet23s_demo.yaml: the segmentation recipe, shortened).
   # Listed second on purpose: job i runs in queue (i % queues), queue q on GPU (q % NGPU), so with 2 GPUs
   # segmentation has GPU 1 to itself, concurrent with both depth runs on GPU 0; with 1 GPU and
   # JOBS_PER_GPU=2 it shares the GPU with the levels depth run, concurrently. SEG_EXTRA_TRAIN_ARGS="--set k=v ..."
   # is appended (EXTRA_TRAIN_ARGS carries depth-only keys, so it is not).
   "seg_ddrnet23s|$PY -m model_tools.cli seg train --config config/train/seg_ddrnet23s_demo.yaml --data $DATA --run-dir $RUNS/seg_ddrnet23s --time-budget-min @BUDGET@ --set num_workers=@WORKERS@ $FAST_SEG ${SEG_EXTRA_TRAIN_ARGS:-}"
-  # ==== end SEG JOB =====================================================================
   "depth_sigmoid_r18|$PY -m model_tools.cli depth train --config config/train/depth_sigmoid_r18.yaml --data $DATA --run-dir $RUNS/depth_sigmoid_r18 --time-budget-min @BUDGET@ --set num_workers=@WORKERS@ $FAST_DEPTH ${EXTRA_TRAIN_ARGS:-}"
 )
 # ONLY="name ..." keeps just those jobs (e.g. one device call per pair of runs).
@@ -124,7 +123,7 @@ for name in "${EVAL_NAMES[@]}"; do
       || { tail -20 "$SCRATCH/$name.eval.log"; exit 1; }
   grep -E "abs_rel|\| a1" "$SCRATCH/$name.eval.log" || true
 done
-# ==== SEG EVAL (engineer D) =============================================================
+# ---- segmentation evaluation ----
 # Per-class IoU, mIoU, pixel accuracy and the confusion matrix on the held-out test frames (the full
 # 640x544 image), written beside the weights: eval_test.json ("metrics" key), eval_test.md,
 # eval_test_confusion.png.
@@ -135,7 +134,6 @@ CUDA_VISIBLE_DEVICES=0 $PY -m model_tools.cli seg eval --checkpoint "$RUNS/seg_d
     || { tail -20 "$SCRATCH/seg_ddrnet23s.eval.log"; exit 1; }
 grep -E "mIoU|IoU " "$SCRATCH/seg_ddrnet23s.eval.log" || true
 fi
-# ==== end SEG EVAL =====================================================================
 
 # ---- 4. package into $OUT (<= 8 files, each < 16 MiB) ------------------------------------------
 log "packaging into $OUT"
@@ -145,7 +143,7 @@ from pathlib import Path
 import torch
 from model_tools.training.checkpoint import save_split
 runs, out, names = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3:]
-# ==== SEG PACKAGING (engineer D): seg_ddrnet23s is in the names above; its fp16 state dict (~11.5 MB)
+# Segmentation packaging: seg_ddrnet23s is in the names above; its fp16 state dict (~11.5 MB)
 # is one part (seg_ddrnet23s_fp16.part0of1.pt); eval_test_confusion.png joins the reports archive.
 # Only the committed demo models travel back as weights ($OUT holds at most 64 MiB); the
 # other runs (e.g. the sigmoid comparison) return their metrics and curves in the archive.

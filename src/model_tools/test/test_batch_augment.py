@@ -145,7 +145,7 @@ def _ks_statistic(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def test_distributions_match_the_cpu_recipe_with_independent_seeds() -> None:
-    recipe = train_transforms(32, 40)  # the seed recipe: scale 0.5-2 + crop, flip, jitter, erasing
+    recipe = train_transforms(32, 40)  # the recipe's: scale 0.5-2 + crop, flip, jitter, erasing
     prefix, augment = BatchAugment.split(recipe)
     assert prefix == [] and augment.out_hw == (32, 40)
     base = _scene(48, 64, seed=1)

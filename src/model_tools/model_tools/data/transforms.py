@@ -78,7 +78,7 @@ class RandomScaleCrop:
     output pixels are touched: a 2x zoom of a 1920x1200 RELLIS frame would
     otherwise resample 9 Mpx to keep 0.35 Mpx.
 
-    Depth values are kept by default (the seed recipe). ``scale_depth=True``
+    Depth values are kept by default (the segmentation recipe's choice). ``scale_depth=True``
     divides depth by the factor instead, keeping the apparent-size cue
     consistent for metric depth (a zoom looks like moving closer).
     """
@@ -301,7 +301,7 @@ class Resize:
 
 
 def train_transforms(height: int, width: int, scale: tuple[float, float] = (0.5, 2.0), scale_depth: bool = False) -> Compose:
-    """The seed recipe: random scale 0.5-2.0 + crop, flip, ColorJitter 0.4/0.4/0.4/0.15, RandomErasing p=0.3."""
+    """The segmentation recipe's augmentation (config/train/seg_ddrnet23s.yaml): random scale 0.5-2.0 + crop, flip, ColorJitter 0.4/0.4/0.4/0.15, RandomErasing p=0.3."""
     return Compose([
         RandomScaleCrop(height, width, *scale, scale_depth=scale_depth),
         RandomHorizontalFlip(0.5),
