@@ -13,6 +13,7 @@
 #
 # Usage: bash scripts/make_int8_models.sh [WORK_DIR]   (default /tmp/int8_models; ~20 min on 2 cores)
 #   INT8_DATA=folder reuses an already rendered copy of step 0's data set (same command, same bytes).
+#   INT8_ONLY=depth or INT8_ONLY=segmentation remakes one model and its report (after retraining only that one).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck disable=SC1091
@@ -23,6 +24,9 @@ DATA=${INT8_DATA:-$WORK/synth}
 REPORTS=models/reports/int8
 mkdir -p "$WORK" "$REPORTS"
 timed() { local s; s=$(date +%s); "$@"; echo "[make_int8 $(( $(date +%s) - s )) s] $*"; }
+ONLY=${INT8_ONLY:-}
+case $ONLY in ""|depth|segmentation) ;; *) echo "INT8_ONLY must be depth or segmentation, got '$ONLY'" >&2; exit 2;; esac
+wanted() { [[ -z $ONLY || $ONLY == "$1" ]]; }  # wanted TASK: this run remakes TASK's model
 
 # ---- 0. held-out data (same generator settings as scripts/train_demo_models.sh, other seed) ------
 if [[ ! -f $DATA/.complete ]]; then
@@ -35,34 +39,38 @@ fi
 # Depth: the tool's default for depth models, W8A8 with the head tail (last Conv of each head,
 # Cast/Div of the integer head, the fractional Sigmoid) at 16-bit activations. The depth model's
 # input is 384x640, the frames 544x640: --resize-calibration resizes them exactly as the node does.
-timed model-tools quantize --model models/depth_levels_r18.onnx --out models/depth_levels_r18_int8_qdq.onnx \
-    --calib-data "$DATA" --calib-split train --calib-count 300 --resize-calibration --overwrite
-timed model-tools quantize --model models/ddrnet23s_offroad.onnx --out models/ddrnet23s_offroad_int8_qdq.onnx \
-    --calib-data "$DATA" --calib-split train --calib-count 300 --overwrite
+wanted depth && timed model-tools quantize --model models/depth_levels_r18.onnx \
+    --out models/depth_levels_r18_int8_qdq.onnx --calib-data "$DATA" --calib-split train --calib-count 300 \
+    --resize-calibration --overwrite
+wanted segmentation && timed model-tools quantize --model models/ddrnet23s_offroad.onnx \
+    --out models/ddrnet23s_offroad_int8_qdq.onnx --calib-data "$DATA" --calib-split train --calib-count 300 --overwrite
 
 # ---- 2. compile to QNN context binaries (IQ-9075), op placement next to them -------------------
-for name in depth_levels_r18 ddrnet23s_offroad; do
+for pair in depth:depth_levels_r18 segmentation:ddrnet23s_offroad; do
+  wanted "${pair%%:*}" || continue
+  name=${pair#*:}
   timed model-tools compile --model "models/${name}_int8_qdq.onnx" --out "models/${name}_int8.ctx.onnx" \
       --summary "$REPORTS/${name}_int8.placement.json" --soc-model 77 --htp-arch 73 --overwrite
 done
 
 # ---- 3. compare FP32 vs INT8 on the 61 held-out val frames --------------------------------------
-timed model-tools compare --fp32 models/depth_levels_r18.onnx --int8 models/depth_levels_r18_int8_qdq.onnx \
-    --htp-model models/depth_levels_r18_int8.ctx.onnx --htp-frames 2 --data "$DATA" --split val \
-    --out-dir "$WORK/compare_depth" --overwrite
-timed model-tools compare --fp32 models/ddrnet23s_offroad.onnx --int8 models/ddrnet23s_offroad_int8_qdq.onnx \
-    --htp-model models/ddrnet23s_offroad_int8.ctx.onnx --htp-frames 2 --data "$DATA" --split val \
-    --out-dir "$WORK/compare_seg" --overwrite
+wanted depth && timed model-tools compare --fp32 models/depth_levels_r18.onnx \
+    --int8 models/depth_levels_r18_int8_qdq.onnx --htp-model models/depth_levels_r18_int8.ctx.onnx \
+    --htp-frames 2 --data "$DATA" --split val --out-dir "$WORK/compare_depth" --overwrite
+wanted segmentation && timed model-tools compare --fp32 models/ddrnet23s_offroad.onnx \
+    --int8 models/ddrnet23s_offroad_int8_qdq.onnx --htp-model models/ddrnet23s_offroad_int8.ctx.onnx \
+    --htp-frames 2 --data "$DATA" --split val --out-dir "$WORK/compare_seg" --overwrite
 
 # Reports without the per-frame npz outputs (those stay in $WORK).
 for pair in depth:compare_depth segmentation:compare_seg; do
+  wanted "${pair%%:*}" || continue
   dest=$REPORTS/${pair%%:*}
   mkdir -p "$dest"
   cp "$WORK/${pair#*:}"/comparison.json "$WORK/${pair#*:}"/comparison.md "$WORK/${pair#*:}"/*.png "$dest"/
 done
 # Optional (INT8_BASELINE=1, ~12 min more): plain W8A8 depth (8-bit head tail too), the baseline that
 # shows why the head tail is kept at 16 bit; its report goes to $REPORTS/depth_w8a8_baseline/.
-if [[ ${INT8_BASELINE:-0} == 1 ]]; then
+if [[ ${INT8_BASELINE:-0} == 1 ]] && wanted depth; then
   timed model-tools quantize --model models/depth_levels_r18.onnx --out "$WORK/depth_w8a8_qdq.onnx" \
       --calib-data "$DATA" --calib-split train --calib-count 300 --resize-calibration --head-bits 8 --overwrite
   timed model-tools compare --fp32 models/depth_levels_r18.onnx --int8 "$WORK/depth_w8a8_qdq.onnx" --htp-frames 0 \
