@@ -688,3 +688,16 @@ def test_invalid_parameters_exit_with_one_line_naming_the_parameter(argument: st
     assert len(errors) == 1 and errors[0].startswith("CostmapNode: error: "), done.stderr
     assert named in errors[0]
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.reliability(case="costmap node start-up with ontology_path pointing at a PNG image",
+                         outcome="exit code 1 with one line naming the file as not a text (YAML) file; no traceback")
+def test_an_ontology_path_to_an_image_exits_with_one_line(tmp_path: Any) -> None:
+    image = tmp_path / "labels.png"
+    image.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)))
+    env = dict(os.environ, ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
+    done = subprocess.run([sys.executable, "-m", "seg_perception.costmap_node", "--ros-args", "-p",
+                           f"ontology_path:={image}"], capture_output=True, text=True, timeout=120, env=env)
+    errors = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode == 1 and len(errors) == 1, done.stderr
+    assert errors[0].startswith("CostmapNode: error: ") and f"{image} is not a text (YAML) file" in errors[0]

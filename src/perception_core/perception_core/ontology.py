@@ -173,9 +173,11 @@ def load_ontology(path: str | os.PathLike[str] | None = None) -> Ontology:
 
     file = Path(path) if path is not None else default_ontology_path()
     try:
-        raw = yaml.safe_load(file.read_text())
+        raw = yaml.safe_load(file.read_text(encoding="utf-8"))
     except OSError as err:
         raise ConfigError(f"cannot read ontology {file}: {err}") from err
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"ontology {file} is not a text (YAML) file: {err.reason} at byte {err.start}") from err
     except yaml.YAMLError as err:
         raise ConfigError(f"ontology {file} is not valid YAML: {err}") from err
     return parse_ontology(raw, where=str(file), path=file)

@@ -91,3 +91,11 @@ def test_unknown_goose_name_and_unreadable_file(tmp_path):
         load_ontology(tmp_path / "absent.yaml")
     lut = onto.name_lut("goose", {5: "water"})
     assert lut[5] == 3 and np.count_nonzero(lut != UNMAPPED) == 1
+
+
+def test_a_binary_file_is_named_not_decoded(tmp_path):
+    path = tmp_path / "labels.png"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)))
+    with pytest.raises(ConfigError, match=r"ontology .*labels\.png is not a text \(YAML\) file"):
+        load_ontology(path)
+
