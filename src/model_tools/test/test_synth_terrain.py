@@ -174,6 +174,26 @@ def test_heights_along_a_tilted_frames_z_axis_lie_on_the_surface() -> None:
     np.testing.assert_allclose(flat.heights_along_z(pose_matrix(0, 0, 0.7, 0, 0, 0), gx, gy), -0.7, atol=1e-9)
 
 
+def test_heights_along_z_take_the_top_of_a_cliff_where_a_tilted_line_crosses_it_twice() -> None:
+    """A 10 m drop-off at x = 4 (a steep smoothstep face), along a z axis pitched by -0.1 rad (leaning towards
+    the cliff as it goes down): lines that meet the upper ground before the face also cross the face and the
+    low ground below it. The ground seen from above is the upper one (a plain bisection over the whole
+    height range returned the low crossing for 123 of these 903 lines)."""
+    cliff = Terrain(flat=False, drops=(Drop("line", 4.0, 0.2, 10.0, normal=(1.0, 0.0)),))
+    world_base = pose_matrix(0.0, 0.0, 1.0, 0.0, -0.1, 0.0)
+    gx, gy = np.meshgrid(np.linspace(2.0, 5.0, 301), np.linspace(-1.0, 1.0, 3))
+    z = cliff.heights_along_z(world_base, gx, gy)
+    rot, trans = world_base[:3, :3], world_base[:3, 3]
+    p = rot @ np.stack([gx.ravel(), gy.ravel(), z]) + trans[:, None]
+    np.testing.assert_allclose(p[2], cliff.height(p[0].astype(np.float32), p[1].astype(np.float32)), atol=1e-4)
+    # Where the line reaches the upper ground's level (world z = 0) before the face, that is its answer.
+    z_top = -(rot[2, 0] * gx.ravel() + rot[2, 1] * gy.ravel() + trans[2]) / rot[2, 2]
+    x_top = rot[0, 0] * gx.ravel() + rot[0, 1] * gy.ravel() + rot[0, 2] * z_top + trans[0]
+    meets_top = x_top < 3.8
+    assert meets_top.sum() > 100 and (~meets_top).sum() > 100
+    assert (p[2][meets_top] > -0.01).all()
+
+
 def test_terrain_parameters_round_trip_to_the_same_heights() -> None:
     terrain = build_scene(frame_seed(4, 1)).terrain
     again = Terrain.from_dict(terrain.to_dict())

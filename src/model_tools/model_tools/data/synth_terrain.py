@@ -40,6 +40,7 @@ RASTER_RES_M = 0.1  # bump raster cell: mound/basin surfaces are bilinear on thi
 STEP_FLOOR_FRACTION = 0.02  # the marcher advances at least this fraction of t per step
 STEP_FLOOR_M = 0.05
 ROOT_TOLERANCE_M = 2e-4  # |z_ray - height| at an accepted hit
+HEIGHT_STEP_M = 0.2  # downward search step of heights_along_z: thinner than any ridge the generator draws
 
 
 @dataclass(frozen=True)
@@ -459,33 +460,45 @@ class Terrain:
     # ---- ground truth --------------------------------------------------------------------------
 
     def heights_along_z(self, world_base: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        """Height z in a (tilted) frame of the points (x, y, z) of that frame that lie on the surface.
+        """Height z in a (tilted) frame of the topmost points (x, y, z) of that frame that lie on the surface.
 
-        ``world_base`` is T_world_frame. The root of ``f(z) = Z_w - height(X_w, Y_w)``
-        along the frame's z axis is bracketed by the terrain's height range
-        and bisected 40 times (to ~1e-10 of that range), vectorised over all
-        (x, y). Where a steep wall crosses the line more than once, one of
-        the crossings is returned.
+        ``world_base`` is T_world_frame. Along the frame's z axis, ``f(z) = Z_w - height(X_w, Y_w)`` is
+        stepped down in ``HEIGHT_STEP_M`` steps from above the terrain's highest possible point until it
+        first goes below the ground, and that bracket is bisected 30 times. The topmost crossing is the
+        ground seen from above: near a cliff face a tilted line crosses the terrain again below the brink.
         """
         x = np.asarray(x, np.float64).ravel()
         y = np.asarray(y, np.float64).ravel()
         rot, trans = world_base[:3, :3], world_base[:3, 3]
 
-        def f(z: np.ndarray) -> np.ndarray:
-            px, py, pz = (rot[i, 0] * x + rot[i, 1] * y + rot[i, 2] * z + trans[i] for i in range(3))
+        def f(z: np.ndarray, pick: np.ndarray | slice = slice(None)) -> np.ndarray:
+            px, py, pz = (rot[i, 0] * x[pick] + rot[i, 1] * y[pick] + rot[i, 2] * z + trans[i] for i in range(3))
             return pz - self.height(px.astype(np.float32), py.astype(np.float32)).astype(np.float64)
 
         lo_b, hi_b = self.relief_bounds()
-        span = abs(lo_b) + abs(hi_b) + 60.0
-        lo = np.full(x.shape, -span)
-        hi = np.full(x.shape, span)
-        f_lo = f(lo)
-        for _ in range(40):
+        # Start above the highest the terrain can be near the line's point at z = 0 (the incline plane there plus
+        # the relief's top), with room for the line's tilt; fall back to a far start where that is not above.
+        wx, wy = (rot[i, 0] * x + rot[i, 1] * y + trans[i] for i in range(2))
+        plane = self.incline[0] * wx + self.incline[1] * wy
+        tilt = math.hypot(rot[0, 2], rot[1, 2]) / max(abs(rot[2, 2]), 1e-6)
+        reach = hi_b - lo_b + 2.0
+        top = (plane + hi_b + 1.0 + tilt * reach * math.hypot(*self.incline)
+               - (rot[2, 0] * x + rot[2, 1] * y + trans[2])) / rot[2, 2]
+        far = abs(lo_b) + abs(hi_b) + 60.0
+        top = np.where(f(top) > 0, top, far)
+        above = top.copy()
+        active = np.arange(x.size)
+        limit = top - 2.0 * far
+        while active.size:
+            step = above[active] - HEIGHT_STEP_M
+            still_above = (f(step, active) > 0) & (step > limit[active])
+            above[active[still_above]] = step[still_above]
+            active = active[still_above]
+        lo, hi = above - HEIGHT_STEP_M, above  # f(lo) <= 0 < f(hi)
+        for _ in range(30):
             mid = 0.5 * (lo + hi)
-            f_mid = f(mid)
-            below = (f_mid < 0) == (f_lo < 0)
+            below = f(mid) <= 0
             lo = np.where(below, mid, lo)
-            f_lo = np.where(below, f_mid, f_lo)
             hi = np.where(below, hi, mid)
         return 0.5 * (lo + hi)
 
