@@ -79,11 +79,12 @@ def test_eval_bag_on_a_bag_with_a_flipped_bit(drive_bag: Path, models: tuple[Pat
     assert 0 < metrics["frames_evaluated"] < FRAMES
     unread = metrics["unread_messages"]
     assert unread["/camera/image_raw"] == FRAMES - metrics["frames_evaluated"]
-    assert set(unread) == {"/camera/image_raw", "/camera/camera_info", "/ground_truth/depth", "/ground_truth/labels"}
+    assert set(unread) == {"/camera/image_raw", "/camera/camera_info", "/ground_truth/depth", "/ground_truth/labels",
+                           "/ground_truth/elevation"}
 
 
 @pytest.mark.reliability(case="2 message records of a bag without chunk CRCs zeroed (the storage reader skips them)",
-                         outcome="eval-bag: exit 1, one error line '2 of 36 messages could not be read' with the "
+                         outcome="eval-bag: exit 1, one error line '2 of 45 messages could not be read' with the "
                                  "topics; metrics.json partial with unread_messages")
 def test_eval_bag_reports_messages_the_storage_skipped(drive_bag: Path, models: tuple[Path, Path],
                                                        tmp_path: Path) -> None:
@@ -97,7 +98,7 @@ def test_eval_bag_reports_messages_the_storage_skipped(drive_bag: Path, models: 
                                        r"/ground_truth/depth 1 of 9\)"):
         list(bagio.iter_raw(legacy))
     line = one_line_error(_eval_bag(legacy, models, tmp_path / "eval"), legacy)
-    assert "2 of 36 messages could not be read" in line  # eval-bag reads the camera and GT topics, not /tf_static
+    assert "2 of 45 messages could not be read" in line  # eval-bag reads the camera and GT topics, not /tf, /tf_static
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert metrics["partial"] is True
     assert metrics["unread_messages"] == {"/camera/image_raw": 1, "/ground_truth/depth": 1}

@@ -27,7 +27,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from perception_core.depth_codec import compose_depth, integer_step
-from perception_core.errors import ConfigError, ModelFileError
+from perception_core.errors import ConfigError, DataError, ModelFileError
 from perception_core.model_metadata import ModelMetadata
 from perception_core.preprocess import Preprocessor
 
@@ -411,6 +411,28 @@ def depth_to_points(depth: np.ndarray, k: np.ndarray | list[float], stride: int 
     points[:, 1] = (rows - cy).astype(np.float32) * np.float32(1.0 / fy) * z
     points[:, 2] = z
     return points, np.stack([rows, cols], axis=1)
+
+
+def unpack_xyz(cloud: Any, where: str) -> np.ndarray:
+    """float32 [height, width, 3] x, y, z of a sensor_msgs/PointCloud2 (float32 fields; ``where`` names it)."""
+    offsets = {str(f.name): (int(f.offset), int(f.datatype)) for f in cloud.fields}
+    missing = [n for n in "xyz" if offsets.get(n, (0, 0))[1] != POINTFIELD_FLOAT32]
+    if missing:
+        raise DataError(f"{where}: PointCloud2 needs float32 fields x, y, z; {', '.join(missing)} missing or not "
+                        f"float32 (fields {sorted(offsets)})")
+    rows, cols, step = int(cloud.height), int(cloud.width), int(cloud.point_step)
+    data = np.frombuffer(bytes(cloud.data) if not isinstance(cloud.data, np.ndarray) else cloud.data.tobytes(),
+                         np.uint8)
+    if data.size < rows * cols * step or step < 12:
+        raise DataError(f"{where}: PointCloud2 of {rows}x{cols} points of {step} bytes needs "
+                        f"{rows * cols * step} bytes of data, has {data.size}")
+    order = ">" if cloud.is_bigendian else "<"
+    records = data[: rows * cols * step].reshape(rows * cols, step)
+    out = np.empty((rows * cols, 3), np.float32)
+    for i, name in enumerate("xyz"):
+        start = offsets[name][0]
+        out[:, i] = np.ascontiguousarray(records[:, start : start + 4]).view(f"{order}f4").ravel()
+    return out.reshape(rows, cols, 3)
 
 
 def pack_points(points: np.ndarray, rgb: np.ndarray | None = None) -> dict[str, Any]:

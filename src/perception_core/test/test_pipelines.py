@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from perception_core.errors import ConfigError, ModelFileError
+from perception_core.errors import ConfigError, DataError, ModelFileError
 from perception_core.model_metadata import ModelMetadata
 from perception_core.pipelines import (
     DepthPipeline,
@@ -22,6 +22,7 @@ from perception_core.pipelines import (
     overlay,
     pack_points,
     scale_intrinsics,
+    unpack_xyz,
 )
 from perception_core.runtime.loader import load_model
 from perception_core.testing.tiny_models import make_tiny_depth_model, make_tiny_seg_model
@@ -230,6 +231,21 @@ def test_pack_points_writes_pointcloud2_records() -> None:
     assert np.frombuffer(raw[16:28], "<f4").tolist() == [-1.0, 0.5, 9.0]
     assert np.frombuffer(raw[12:16], "<u4")[0] == 0xFF0010
     assert pack_points(points)["point_step"] == 12
+
+
+def test_unpack_xyz_reads_an_organised_cloud_and_names_what_is_wrong() -> None:
+    """The inverse of pack_points for x, y, z (with an extra field in the record), as a 2 x 3 organised cloud."""
+    from types import SimpleNamespace
+
+    points = np.arange(18, dtype=np.float32).reshape(6, 3)
+    packed = pack_points(points, np.zeros((6, 3), np.uint8))
+    fields = [SimpleNamespace(name=n, offset=o, datatype=d, count=c) for n, o, d, c in packed["fields"]]
+    cloud = SimpleNamespace(**{**packed, "fields": fields, "height": 2, "width": 3, "data": packed["data"].tobytes()})
+    np.testing.assert_array_equal(unpack_xyz(cloud, "/gt/elevation"), points.reshape(2, 3, 3))
+    with pytest.raises(DataError, match=r"/gt/elevation: .*z missing"):
+        unpack_xyz(SimpleNamespace(**{**vars(cloud), "fields": fields[:2]}), "/gt/elevation")
+    with pytest.raises(DataError, match=r"/gt/elevation: .*needs 96 bytes of data, has 50"):
+        unpack_xyz(SimpleNamespace(**{**vars(cloud), "data": cloud.data[:50]}), "/gt/elevation")
 
 
 def test_class_ids_round_half_to_even_and_clip_to_uint8() -> None:

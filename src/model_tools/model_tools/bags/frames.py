@@ -30,6 +30,7 @@ class FrameTopics:
     camera_info: str = "/camera/camera_info"
     gt_depth: str = "/ground_truth/depth"
     gt_labels: str = "/ground_truth/labels"
+    gt_elevation: str = "/ground_truth/elevation"  # organised PointCloud2 of the terrain height per cell
 
 
 DEFAULT_TOPICS = FrameTopics()
@@ -47,11 +48,13 @@ class BagFrame:
     info_hw: tuple[int, int]  # (height, width) that K refers to
     gt_depth: np.ndarray | None  # [H, W] float32 metres, 0/NaN invalid
     gt_labels: np.ndarray | None  # [H, W] uint8 class ids, 255 ignore
+    gt_elevation: np.ndarray | None = None  # [rows, cols, 3] float32 x, y, terrain z per cell, in the base frame
 
 
 def gt_topics_in(summary: BagSummary, topics: FrameTopics) -> list[str]:
     """The ground-truth topics this bag actually holds messages on."""
-    return [t for t in (topics.gt_depth, topics.gt_labels) if t in summary.topics and summary.topics[t].count > 0]
+    return [t for t in (topics.gt_depth, topics.gt_labels, topics.gt_elevation)
+            if t in summary.topics and summary.topics[t].count > 0]
 
 
 def image_array(msg: Any, topic: str, encoding: str = "passthrough") -> np.ndarray:
@@ -102,6 +105,11 @@ def iter_frames(
             gt_depth = image_array(parts[topics.gt_depth], topics.gt_depth).astype(np.float32, copy=False)
         if topics.gt_labels in parts:
             gt_labels = image_array(parts[topics.gt_labels], topics.gt_labels)
+        gt_elevation = None
+        if topics.gt_elevation in parts:
+            from perception_core.pipelines import unpack_xyz
+
+            gt_elevation = unpack_xyz(parts[topics.gt_elevation], topics.gt_elevation)
         frame = BagFrame(
             index=index,
             stamp_ns=stamp,
@@ -111,6 +119,7 @@ def iter_frames(
             info_hw=(int(info.height), int(info.width)),
             gt_depth=gt_depth,
             gt_labels=gt_labels,
+            gt_elevation=gt_elevation,
         )
         index += 1
         return frame
