@@ -186,14 +186,20 @@ def _fields(config: CostmapConfig) -> dict:
 
 def test_dense_ground_never_bridges_a_depth_discontinuity(classes: ClassMap) -> None:
     """A low box labelled as ground (a segmentation error): its top edge and the ground seen above it are
-    neighbouring surface pixels, but the step between them is an occlusion, not a surface."""
+    neighbouring surface pixels, but the step between them is an occlusion, not a surface. Geometry sees a
+    0.5 m drop at the far edge of the "ground": that brink is BLOCKED, the shadow past it is never free."""
     k = pinhole_k(160, 120, 100.0)
     depth, labels = render_scene(160, 120, k, box_height=0.5, box_label=GROUND)
     config = scene_config(resolution=0.1)
-    result = build_costmap(depth, labels, k, config, classes)
     _, hidden = visible_ground(config, k, (120, 160), box_height=0.5)
     assert hidden.sum() > 20
-    assert (result.category[hidden] == UNKNOWN).all(), "the shadow behind the box stays unknown"
+    plain = build_costmap(depth, labels, k, CostmapConfig(**{**_fields(config), "ground_geometry": False}), classes)
+    assert (plain.category[hidden] == UNKNOWN).all(), "the shadow behind the box stays unknown"
+    result = build_costmap(depth, labels, k, config, classes)
+    assert not (result.category[hidden] == Category.FREE).any()
+    xs = config.origin_x + (np.arange(config.cols) + 0.5) * config.resolution
+    marked = hidden & (result.category == Category.BLOCKED)
+    assert marked.any() and (np.broadcast_to(xs, hidden.shape)[marked] < BOX_X + 0.5).all(), "only at the brink"
 
 
 def test_mixed_pixels_behind_an_obstacle_are_pulled_onto_it(classes: ClassMap) -> None:
@@ -304,11 +310,13 @@ def test_ground_offset_tells_a_wrong_depth_scale_from_a_right_one(classes: Class
 
 
 def test_labels_at_another_resolution_are_resampled_and_k_scaled(classes: ClassMap) -> None:
+    """Upsampled labels call the box's top row ground; ground geometry would (rightly) see a drop behind that
+    "ground" and mark the brink, so it is off here: this is about where labels land."""
     k_big = pinhole_k(160, 120, 100.0)
     depth_big, labels_big = render_scene(160, 120, k_big)
     k_small = pinhole_k(80, 60, 50.0)  # the same camera at half resolution
     depth_small, labels_small = render_scene(80, 60, k_small)
-    config = scene_config()
+    config = scene_config(ground_geometry=False)
 
     reference = build_costmap(depth_small, labels_small, k_small, config, classes)
     mixed = build_costmap(depth_small, labels_big, k_big, config, classes, k_hw=(120, 160))
@@ -321,8 +329,10 @@ def test_labels_at_another_resolution_are_resampled_and_k_scaled(classes: ClassM
 
 
 def test_labels_of_another_aspect_ratio_are_resampled_not_rejected(table: np.ndarray) -> None:
-    """Depth and labels are whole-frame resizes of one camera frame (384x640 vs 544x640 in the demo)."""
-    config = CostmapConfig(min_obstacle_area_m2=0.0)
+    """Depth and labels are whole-frame resizes of one camera frame (384x640 vs 544x640 in the demo).
+
+    The constant depth is a wall, not ground: geometry would block it all, so it is off here."""
+    config = CostmapConfig(min_obstacle_area_m2=0.0, ground_geometry=False)
     k = pinhole_k(16, 12, 10.0)
     depth = np.full((12, 16), 4.0, np.float32)
     labels_wide = np.zeros((6, 32), np.uint8)

@@ -173,6 +173,16 @@ PARAMETERS: dict[str, tuple[Any, str, dict[str, Any]]] = {
     "max_surface_slope_deg": (35.0, "steepest segment between neighbouring surface pixels that is still one "
                                     "surface (an occlusion edge seen obliquely is steeper)",
                               {"float_range": (1.0, 89.0)}),
+    "ground_geometry": (True, "cost from the observed ground's geometry: steps, slopes and drops over the "
+                              "vehicle's limits raise traversable cells to CAUTION / BLOCKED", {}),
+    "step_caution_m": (0.15, "height step to a neighbouring cell above which ground is CAUTION, metres",
+                       {"float_range": (0.0, 100.0)}),
+    "step_blocked_m": (0.3, "height step above which ground is BLOCKED; also the largest drop (ditch, cliff "
+                            "edge) the vehicle may step down, metres", {"float_range": (0.0, 100.0)}),
+    "slope_caution_deg": (20.0, "slope above which ground is CAUTION, degrees", {"float_range": (0.1, 89.9)}),
+    "slope_blocked_deg": (30.0, "slope above which ground is BLOCKED, degrees", {"float_range": (0.1, 89.9)}),
+    "slope_window_m": (0.5, "side of the square the slope is averaged over, metres (3 cells at least)",
+                       {"float_range": (0.01, 100.0)}),
     "fusion_decay_s": (0.0, "remember each cell's newest observation for this long in fixed_frame (0: off; "
                             "needs a pose source)", {"float_range": (0.0, 3600.0)}),
     "publish_category_layers": (True, "also publish one grid per category on perception/costmap/<category>", {}),
@@ -193,7 +203,8 @@ PARAMETERS: dict[str, tuple[Any, str, dict[str, Any]]] = {
 RUN_TIME_PARAMETERS = (
     "cost_free", "cost_caution", "cost_blocked", "cost_hazard", "min_points_per_cell", "min_obstacle_area_m2",
     "corridor_length", "corridor_width", "stop_distance", "corridor_max_unknown_fraction", "fusion_decay_s",
-    "depth_timeout_s", "stale_timeout_s", "max_ground_offset_m",
+    "depth_timeout_s", "stale_timeout_s", "max_ground_offset_m", "step_caution_m", "step_blocked_m",
+    "slope_caution_deg", "slope_blocked_deg",
 )
 
 
@@ -397,6 +408,7 @@ class CostmapNode(ManagedNode):
         self.last_no_observation: tuple[float, str] | None = None
         self.last_observation_at: float | None = None
         self.ground_offset_m = float("nan")
+        self.drop_edge_cells = 0
         self.stale_message: str | None = None
         self.last_window: GridWindow | None = None
         self.last_grid_frame = self.params.get("base_frame", PARAMETERS["base_frame"][0])
@@ -589,6 +601,7 @@ class CostmapNode(ManagedNode):
             self.unknown_label_pixels += result.unknown_label_pixels
             self.last_unknown_labels_at = now
         self.ground_offset_m = result.ground_offset_m
+        self.drop_edge_cells = result.drop_edge_cells
         if result.observed_cells == 0:
             self.frames_without_observation += 1
             why = (depth_problem(depth, self.config) if depth is not None else None) or "no labelled pixel in range"
@@ -686,6 +699,8 @@ class CostmapNode(ManagedNode):
             unknown_label_pixels=self.unknown_label_pixels,
             frames_without_observation=self.frames_without_observation,
             ground_offset_m=f"{self.ground_offset_m:.3f}",
+            ground_geometry=self.params["ground_geometry"],
+            drop_edge_cells=self.drop_edge_cells,
             corridor_status=self.last_report.status.name if self.last_report else "none yet",
             stale=self.stale_message is not None,
             unknown_parameters=",".join(self.unknown_parameters),

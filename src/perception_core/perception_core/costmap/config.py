@@ -67,6 +67,12 @@ class CostmapConfig:
     dense_ground: bool = True  # fill the ground surface between neighbouring pixel rows
     surface_step_ratio: float = 3.0  # largest inverse-depth step between rows, relative to flat ground's, still a surface
     max_surface_slope_deg: float = 35.0  # steepest segment between neighbouring surface pixels still one surface
+    ground_geometry: bool = True  # cost from the observed ground's slope, steps and drops (costmap/terrain.py)
+    step_caution_m: float = 0.15  # height step to a neighbouring cell above which traversable ground is CAUTION
+    step_blocked_m: float = 0.3  # ... BLOCKED; also the largest drop (ditch, cliff edge) the vehicle may step down
+    slope_caution_deg: float = 20.0  # slope over slope_window_m above which traversable ground is CAUTION
+    slope_blocked_deg: float = 30.0  # ... BLOCKED
+    slope_window_m: float = 0.5  # side of the square the slope is averaged over (about a track's contact length)
     category_costs: dict[Category, int] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -75,10 +81,11 @@ class CostmapConfig:
     def validate(self) -> None:
         """Raise ConfigError naming the first field that is out of range, not finite or inconsistent."""
         for f in fields(self):
-            if f.init and f.name not in ("dense_ground",):
+            if f.init and f.name not in ("dense_ground", "ground_geometry"):
                 _finite(f.name, getattr(self, f.name))
-        if not isinstance(self.dense_ground, bool):
-            raise ConfigError(f"costmap parameter dense_ground must be true or false, got {self.dense_ground!r}")
+        for name in ("dense_ground", "ground_geometry"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"costmap parameter {name} must be true or false, got {getattr(self, name)!r}")
         if not self.resolution > 0:
             raise ConfigError(f"costmap parameter resolution must be > 0 m, got {self.resolution}")
         for name in ("width_m", "height_m"):
@@ -118,6 +125,15 @@ class CostmapConfig:
                               f"{self.max_surface_slope_deg}")
         if not self.surface_step_ratio >= 1:
             raise ConfigError(f"costmap parameter surface_step_ratio must be >= 1, got {self.surface_step_ratio}")
+        if not 0 < self.step_caution_m <= self.step_blocked_m:
+            raise ConfigError(f"costmap parameters need 0 < step_caution_m <= step_blocked_m, got "
+                              f"step_caution_m={self.step_caution_m}, step_blocked_m={self.step_blocked_m}")
+        if not 0 < self.slope_caution_deg <= self.slope_blocked_deg < 90:
+            raise ConfigError(f"costmap parameters need 0 < slope_caution_deg <= slope_blocked_deg < 90, got "
+                              f"slope_caution_deg={self.slope_caution_deg}, slope_blocked_deg={self.slope_blocked_deg}")
+        if not self.slope_window_m > 0:
+            raise ConfigError(f"costmap parameter slope_window_m must be > 0 m (3 cells at least are used), got "
+                              f"{self.slope_window_m}")
         self.category_costs = {c: int(getattr(self, f"cost_{c.name.lower()}")) for c in CATEGORIES}
 
     @property

@@ -56,6 +56,7 @@ import numpy as np
 
 from perception_core.costmap.classes import ClassMap, as_class_map
 from perception_core.costmap.config import CATEGORIES, UNKNOWN, CostmapConfig
+from perception_core.costmap.terrain import GroundGeometry, ground_geometry
 from perception_core.errors import DataError
 from perception_core.geometry import camera_optical_pose
 from perception_core.ontology import Category
@@ -66,6 +67,7 @@ MAX_SURFACE_SAMPLES = 64  # samples between two pixels at most (6.4 m of 0.1 m c
 SURFACE_SAMPLE_STEP = 1.0  # sample spacing along a surface segment, in cells (at most one cell between samples)
 FILL_ROW_SPACING = 0.35  # row pairs whose flat-ground spacing is at least this many cells are checked for gaps
 SURFACE_DEPTH_NOISE = 0.01  # relative depth noise within which two rows still belong to one surface
+MAX_EDGE_SPAN_CELLS = 8  # the most cells a drop's edge is marked over, from the last ground seen towards the brink
 SURFACE_HEIGHT_NOISE = 0.05  # metres of height noise allowed on top of the slope limit between two surface pixels
 
 
@@ -115,6 +117,7 @@ class CostmapResult:
     clamped_pixels: int = 0  # standing-obstacle pixels pulled onto their ground contact
     unknown_label_pixels: int = 0  # pixels whose label id the ontology does not define
     ground_offset_m: float = float("nan")  # median height of the observed surface above the ground plane
+    ground: GroundGeometry | None = field(repr=False, default=None)  # step, slope and limits (ground_geometry)
 
     @property
     def resolution(self) -> float:
@@ -131,6 +134,17 @@ class CostmapResult:
     @property
     def observed_cells(self) -> int:
         return int(np.count_nonzero(self.category != UNKNOWN))
+
+    @property
+    def elevation(self) -> np.ndarray | None:
+        """float32 [rows, cols]: mean height of the observed ground above the ground plane, NaN where unseen."""
+        return self.evidence.get("elevation")
+
+    @property
+    def drop_edge_cells(self) -> int:
+        """Cells marked at the edge of a drop larger than step_blocked_m."""
+        drops = self.evidence.get("drop_edges")
+        return 0 if drops is None else int(np.count_nonzero(drops[1]))
 
     @functools.cached_property
     def layers(self) -> dict[str, np.ndarray]:
@@ -248,7 +262,8 @@ class _RayGeometry:
     gz: np.ndarray
     t: np.ndarray  # float64 (3,): camera origin in the base frame
     fill_rows: slice  # upper rows r of the row pairs (r, r + 1) that may be farther apart than a cell
-    step_limit: np.ndarray  # float32 [pairs in fill_rows, W]: largest inverse-depth step that is still a surface
+    step_limit: np.ndarray  # float32 [pairs in fill_rows, W]: largest inverse-depth step between rows on a surface
+    edge_step_limit: np.ndarray  # float32 [H - 1, ceil(W / 2)]: the same for every row pair, every other column
     slope_limit: float  # tan of the steepest surface slope between neighbouring pixels
     wide_quads: np.ndarray  # bool [pairs in fill_rows, W - 1]: quads whose columns are a cell apart on flat ground
     area_per_z2: float  # footprint of a pixel per squared metre of depth: 1 / (fx fy)
@@ -289,9 +304,11 @@ def _ray_geometry(k: np.ndarray, hw: tuple[int, int], camera_to_base: np.ndarray
         lateral = np.hypot(np.diff(hit_x, axis=1), np.diff(hit_y, axis=1))
         lateral = np.maximum(lateral[:-1], lateral[1:])[fill_rows]  # the wider of a quad's two edges
         wide_quads = np.nan_to_num(lateral, nan=0.0, posinf=0.0) >= config.resolution * SURFACE_SAMPLE_STEP
+    row_step_limit = (step * config.surface_step_ratio).astype(np.float32)
     geometry = _RayGeometry(
         gx=gx.astype(np.float32), gy=gy.astype(np.float32), gz=gz.astype(np.float32), t=translation.copy(),
-        fill_rows=fill_rows, step_limit=(step[fill_rows] * config.surface_step_ratio).astype(np.float32),
+        fill_rows=fill_rows, step_limit=np.ascontiguousarray(row_step_limit[fill_rows]),
+        edge_step_limit=np.ascontiguousarray(row_step_limit[:, ::2]),
         slope_limit=float(np.tan(np.radians(config.max_surface_slope_deg))), wide_quads=wide_quads,
         area_per_z2=float(1.0 / (k[0, 0] * k[1, 1])),
     )
@@ -363,7 +380,7 @@ _LETHAL_INDEX = {Category.BLOCKED: 0, Category.HAZARD: 1}
 
 def _pull_onto_contact(z: np.ndarray, valid: np.ndarray, standing: np.ndarray, surface_ok: np.ndarray,
                        geometry: _RayGeometry, limit: float,
-                       config: CostmapConfig) -> tuple[int, tuple[np.ndarray, np.ndarray], np.ndarray]:
+                       config: CostmapConfig) -> tuple[int, tuple[np.ndarray, np.ndarray], np.ndarray, np.ndarray]:
     """Place standing-obstacle pixels lying farther than ``limit`` m behind their foot at the foot (in place).
 
     The contact of a pixel is the first pixel below it in its column that is not a standing obstacle; it
@@ -373,15 +390,15 @@ def _pull_onto_contact(z: np.ndarray, valid: np.ndarray, standing: np.ndarray, s
     object's extent better than its near bound in the measurements (docs/costmap.md).
 
     Returns how many pixels were pulled, the (contact, bottom pixel) flat indices of the runs that stand on
-    a contact in front of them (the ground between the two is seen up to the obstacle's foot), and the flat
-    indices of every standing pixel.
+    a contact in front of them (the ground between the two is seen up to the obstacle's foot), the flat
+    indices of every standing pixel, and each one's contact (its local ground; -1 where it has none).
     """
     h, w = z.shape
     # Standing pixels in column-major order: a run of consecutive indices is one vertical run of a column,
     # and the index after its last pixel is its contact (when still in the same column).
     column_major = np.flatnonzero(np.ascontiguousarray(standing.T))
     if column_major.size == 0:
-        return 0, (np.empty(0, np.int64), np.empty(0, np.int64)), np.empty(0, np.int64)
+        return 0, (np.empty(0, np.int64), np.empty(0, np.int64)), np.empty(0, np.int64), np.empty(0, np.int64)
     run_start = np.ones(column_major.size, dtype=bool)
     run_start[1:] = np.diff(column_major) != 1
     run_id = np.cumsum(run_start) - 1
@@ -411,7 +428,7 @@ def _pull_onto_contact(z: np.ndarray, valid: np.ndarray, standing: np.ndarray, s
     last = run_last[has_contact[run_last]]  # one entry per run (its last pixel) that has a surface contact
     with np.errstate(invalid="ignore"):
         grounded = flat_z[own[last]] >= near[last] * np.float32(1 - SURFACE_DEPTH_NOISE)
-    return int(pulled.size), (contact[last][grounded], bottom[last][grounded]), own
+    return int(pulled.size), (contact[last][grounded], bottom[last][grounded]), own, np.where(has_contact, contact, -1)
 
 
 def _spread(per_item: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -424,8 +441,8 @@ def _spread(per_item: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _surface_samples(z: np.ndarray, surface_ok: np.ndarray, categories: np.ndarray, geometry: _RayGeometry,
                      col_f: np.ndarray, row_f: np.ndarray, height: np.ndarray, resolution: float,
-                     feet: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Samples of the surface between neighbouring pixels: (col_f, row_f, category) arrays.
+                     feet: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Samples of the surface between neighbouring pixels: (col_f, row_f, category, height) arrays.
 
     Two vertically neighbouring pixels (r, r + 1) are one surface when both are valid surface pixels, the
     step in inverse depth between them is within ``step_limit`` (plus depth noise) and the segment between
@@ -442,10 +459,11 @@ def _surface_samples(z: np.ndarray, surface_ok: np.ndarray, categories: np.ndarr
     out_col: list[np.ndarray] = []
     out_row: list[np.ndarray] = []
     out_cat: list[np.ndarray] = []
+    out_height: list[np.ndarray] = []
 
     def sample(col_a: np.ndarray, row_a: np.ndarray, d_col: np.ndarray, d_row: np.ndarray, gap: np.ndarray,
-               cat_a: np.ndarray, cat_b: np.ndarray | None) -> None:
-        """Segments from (col_a, row_a) by (d_col, d_row): samples at every step, the first half cat_a."""
+               cat_a: np.ndarray, cat_b: np.ndarray | None, h_a: np.ndarray, d_h: np.ndarray) -> None:
+        """Segments from (col_a, row_a, h_a) by (d_col, d_row, d_h): samples at every step, the first half cat_a."""
         per_pair = np.minimum(np.ceil(gap / step), MAX_SURFACE_SAMPLES).astype(np.int64) - 1
         wide = per_pair > 0
         if not wide.any():
@@ -455,6 +473,7 @@ def _surface_samples(z: np.ndarray, surface_ok: np.ndarray, categories: np.ndarr
         t = (number + 1).astype(np.float32) / (per_pair[item] + 1).astype(np.float32)
         out_col.append(col_a[wide][item] + t * d_col[wide][item])
         out_row.append(row_a[wide][item] + t * d_row[wide][item])
+        out_height.append(h_a[wide][item] + t * d_h[wide][item])
         low = cat_a[wide][item]
         out_cat.append(low if cat_b is None else np.where(t < 0.5, low, cat_b[wide][item]))
 
@@ -462,8 +481,9 @@ def _surface_samples(z: np.ndarray, surface_ok: np.ndarray, categories: np.ndarr
         col_flat, row_flat = col_f.ravel(), row_f.ravel()
         lower, upper = feet
         d_col, d_row = col_flat[upper] - col_flat[lower], row_flat[upper] - row_flat[lower]
+        ground = height.ravel()[lower]  # the ground up to the foot continues at the contact's height
         sample(col_flat[lower], row_flat[lower], d_col, d_row, np.maximum(np.abs(d_col), np.abs(d_row)),
-               cats[lower], None)
+               cats[lower], None, ground, np.zeros_like(ground))
 
     band = geometry.fill_rows
     if band.stop > band.start:
@@ -485,7 +505,8 @@ def _surface_samples(z: np.ndarray, surface_ok: np.ndarray, categories: np.ndarr
                          * np.hypot(d_col, d_row) + np.float32(SURFACE_HEIGHT_NOISE))
         pairs = np.flatnonzero(vertical & (gap > step))
         sample(cf[1:].ravel()[pairs], rf[1:].ravel()[pairs], d_col.ravel()[pairs], d_row.ravel()[pairs],
-               gap.ravel()[pairs], categories[lo + 1 : hi + 1].ravel()[pairs], categories[lo:hi].ravel()[pairs])
+               gap.ravel()[pairs], categories[lo + 1 : hi + 1].ravel()[pairs], categories[lo:hi].ravel()[pairs],
+               hf[1:].ravel()[pairs], hf[:-1].ravel()[pairs] - hf[1:].ravel()[pairs])
 
         # Quads whose columns are more than a cell apart (on flat ground; a low-resolution depth image): sample
         # between their two vertical segments.
@@ -519,12 +540,14 @@ def _surface_samples(z: np.ndarray, surface_ok: np.ndarray, categories: np.ndarr
                 weights = ((1 - u) * (1 - v), u * (1 - v), (1 - u) * v, u * v)
                 out_col.append(sum(wt * c[keep][item] for wt, c in zip(weights, cq, strict=True)))
                 out_row.append(sum(wt * r[keep][item] for wt, r in zip(weights, rq, strict=True)))
+                hq = [height.ravel()[c][keep][item] for c in corners]
+                out_height.append(sum(wt * h for wt, h in zip(weights, hq, strict=True)))
                 nearest = np.rint(v).astype(np.int64) * 2 + np.rint(u).astype(np.int64)
                 corner_cats = np.stack([cats[c[keep]] for c in corners])
                 out_cat.append(corner_cats[nearest, item])
     if not out_col:
-        return np.empty(0, np.float32), np.empty(0, np.float32), np.empty(0, np.int8)
-    return np.concatenate(out_col), np.concatenate(out_row), np.concatenate(out_cat)
+        return np.empty(0, np.float32), np.empty(0, np.float32), np.empty(0, np.int8), np.empty(0, np.float32)
+    return np.concatenate(out_col), np.concatenate(out_row), np.concatenate(out_cat), np.concatenate(out_height)
 
 
 def _label_tables(classes: ClassMap, cells: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -539,7 +562,7 @@ def _observe_depth(
     depth: np.ndarray, labels: np.ndarray, categories: np.ndarray, classes: ClassMap, k: np.ndarray,
     camera_to_base: np.ndarray, window: GridWindow, config: CostmapConfig,
 ) -> dict[str, Any]:
-    """Evidence per bin and cell, lethal area and height sums, and counters, for one depth frame."""
+    """Evidence per bin and cell, lethal area and height sums, the ground's heights and drop edges, for one frame."""
     import cv2
 
     rows, cols = window.rows, window.cols
@@ -559,20 +582,32 @@ def _observe_depth(
     valid = cv2.inRange(z, _f32_at_least_above(config.min_range), _f32_below(config.max_range))
     valid &= _at_least(cats8, 0)
     surface_ok = surface & valid
-    clamped, feet, standing_pixels = 0, (np.empty(0, np.int64), np.empty(0, np.int64)), np.empty(0, np.int64)
+    clamped, feet = 0, (np.empty(0, np.int64), np.empty(0, np.int64))
+    standing_pixels = contacts = np.empty(0, np.int64)
     if cv2.countNonZero(standing):
-        clamped, feet, standing_pixels = _pull_onto_contact(z, valid, standing != 0, surface_ok, geometry,
-                                                            config.max_obstacle_depth_m, config)
+        clamped, feet, standing_pixels, contacts = _pull_onto_contact(z, valid, standing != 0, surface_ok, geometry,
+                                                                      config.max_obstacle_depth_m, config)
 
-    # Heights above the ground; points above max_point_height (canopy) are dropped. REP 117 depth is +Inf beyond
-    # range (free up to max range, no point) and -Inf too near to measure; times a zero gain (a ray parallel to a
-    # grid axis) that is NaN. Those pixels already failed the range test above, so the NaN is never used.
+    # Heights above the ground plane. REP 117 depth is +Inf beyond range (free up to max range, no point) and -Inf
+    # too near to measure; times a zero gain (a ray parallel to a grid axis) that is NaN. Those pixels already
+    # failed the range test above, so the NaN is never used.
     with np.errstate(invalid="ignore"):
         height = z * geometry.gz
         row_f = np.multiply(z, row_gain)
         col_f = np.multiply(z, col_gain)
     height += np.float32(geometry.t[2] - config.ground_z)
-    valid &= cv2.inRange(height, -float(np.finfo(np.float32).max), _f32_at_most(config.max_point_height))
+    # Points higher than max_point_height above their ground (canopy, overhangs) are dropped. The ground is the
+    # plane, or for a standing pixel its ground contact (a tree on a hillside); surface pixels are the ground.
+    too_high = cv2.inRange(height, _f32_at_least_above(config.max_point_height), float(np.finfo(np.float32).max))
+    too_high &= ~surface
+    height_above = np.zeros(standing_pixels.size, np.float32)
+    if standing_pixels.size:
+        flat_height = height.ravel()
+        grounded = contacts >= 0
+        height_above = flat_height[standing_pixels] - np.where(grounded, flat_height[np.maximum(contacts, 0)], 0)
+        with np.errstate(invalid="ignore"):
+            too_high.ravel()[standing_pixels] = np.where(height_above > config.max_point_height, 255, 0)
+    valid &= ~too_high
     row_f += np.float32(row_offset)
     col_f += np.float32(col_offset)
     # Surface pixels anywhere in range feed the dense ground (their samples may fall inside the grid).
@@ -581,26 +616,37 @@ def _observe_depth(
     # far from 0 when the depth's scale or the camera pose disagrees with the mount / TF.
     ground_heights = height[::4, ::4][surface_ok[::4, ::4] != 0]
     ground_offset = float(np.median(ground_heights)) if ground_heights.size >= 16 else float("nan")
+    drops = _drop_edges(z, height, surface_ok, surface, cats8, geometry, config) if config.ground_geometry else None
     valid &= cv2.inRange(row_f, 0.0, float(np.nextafter(np.float32(rows), np.float32(0))))
     valid &= cv2.inRange(col_f, 0.0, float(np.nextafter(np.float32(cols), np.float32(0))))
     with np.errstate(invalid="ignore"):  # NaN/inf cells of dropped pixels cast to garbage that is masked anyway
-        flat = row_f.astype(np.int32)  # truncation == floor on the kept, non-negative values
-        flat *= np.int32(cols)
-        flat += col_f.astype(np.int32)
-    flat += (cv2.LUT(labels8, bin_lut) if labels8 is not None else bin_lut[ids])
+        cell = row_f.astype(np.int32)  # truncation == floor on the kept, non-negative values
+        cell *= np.int32(cols)
+        cell += col_f.astype(np.int32)
+    flat = cell + (cv2.LUT(labels8, bin_lut) if labels8 is not None else bin_lut[ids])
     flat += np.int32(1)
     flat = flat.ravel()
     # Standing obstacles count by area: their own (small) bincounts. Everything else: one bincount, bin 0 taking
     # the rejected and standing pixels: (index + 1) & mask with mask = -1 (keep) or 0, branch-free.
-    standing_kept = standing_pixels[valid.ravel()[standing_pixels] != 0]
+    kept = valid.ravel()[standing_pixels] != 0
+    standing_kept, height_above = standing_pixels[kept], height_above[kept]
     standing_bins = flat[standing_kept] - (1 + 2 * cells)  # (category - BLOCKED) * cells + cell
-    flat &= (valid & ~standing).view(np.int8).astype(np.int32).ravel()
+    ground = valid & ~standing
+    flat &= ground.view(np.int8).astype(np.int32).ravel()
     bins = [flat]
+    elevation = _GroundHeights(cells) if config.ground_geometry else None
+    if elevation is not None:
+        # Every other column: a column is far narrower than a cell even at max_range (the dense ground's
+        # quads fill wider ones). Rows nearer than the dense-ground band hold many pixels per cell: every
+        # other row there too.
+        split = geometry.fill_rows.stop
+        elevation.add(cell[:split, ::2], height[:split, ::2], ground[:split, ::2])
+        elevation.add(cell[split::2, ::2], height[split::2, ::2], ground[split::2, ::2])
 
     samples = 0
     if config.dense_ground:
-        s_col, s_row, s_cat = _surface_samples(z, surface_ok, cats8, geometry, col_f, row_f, height,
-                                               config.resolution, feet)
+        s_col, s_row, s_cat, s_height = _surface_samples(z, surface_ok, cats8, geometry, col_f, row_f, height,
+                                                         config.resolution, feet)
         if s_col.size:
             keep = (s_col >= 0) & (s_col < cols) & (s_row >= 0) & (s_row < rows)
             index = s_cat[keep].astype(np.int32) * np.int32(cells)
@@ -608,24 +654,144 @@ def _observe_depth(
             index += s_col[keep].astype(np.int32) + np.int32(1)
             bins.append(index)
             samples = int(index.size)
-    counts = np.bincount(np.concatenate(bins) if len(bins) > 1 else flat,
-                         minlength=4 * cells + 1)[1:].reshape(4, rows, cols)
+            if elevation is not None:
+                s_cell = s_row[keep].astype(np.int32) * np.int32(cols) + s_col[keep].astype(np.int32)
+                elevation.add(s_cell, s_height[keep])
+    every_bin = np.concatenate(bins) if len(bins) > 1 else flat
+    counts = np.bincount(every_bin, minlength=4 * cells + 1)[1:].reshape(4, rows, cols)
+    evidence: dict[str, Any] = {}
+    if elevation is not None:
+        counts_, sums, squares = elevation.binned()
+        evidence["ground_n"], evidence["ground_sum"], evidence["ground_sq"] = (
+            a.reshape(rows, cols) for a in (counts_, sums, squares))
+        evidence["drop_edges"] = _drop_edge_cells(drops, z, height, row_f, col_f, valid, geometry,
+                                                  (col_gain, row_gain, col_offset, row_offset), window, config)
 
     # Footprint area and count of standing lethal pixels, and the height sum of every lethal point (its mean).
     z_standing = z.ravel()[standing_kept].astype(np.float64)
     area = np.bincount(standing_bins, weights=z_standing * z_standing * geometry.area_per_z2,
                        minlength=2 * cells).reshape(2, rows, cols)
     standing_counts = np.bincount(standing_bins, minlength=2 * cells).reshape(2, rows, cols)
-    flat_lethal = np.flatnonzero(flat > np.int32(2 * cells))  # surface BLOCKED / HAZARD (water)
-    lethal_kept = np.concatenate([standing_kept, flat_lethal])
+    flat_lethal = np.flatnonzero(flat > np.int32(2 * cells))  # surface BLOCKED / HAZARD (water): on the ground
     lethal_cells = np.concatenate([standing_bins % cells, (flat[flat_lethal] - 1) % cells])
-    height_sum = np.bincount(lethal_cells, weights=height.ravel()[lethal_kept], minlength=cells)
+    lethal_heights = np.concatenate([height_above, np.zeros(flat_lethal.size, np.float32)])
+    height_sum = np.bincount(lethal_cells, weights=lethal_heights, minlength=cells)
     height_n = np.bincount(lethal_cells, minlength=cells)
-    return {
+    evidence.update({
         "counts": counts, "standing": standing_counts, "area": area, "height_sum": height_sum.reshape(rows, cols),
         "height_n": height_n.reshape(rows, cols), "projected": int(cv2.countNonZero(valid)), "samples": samples,
         "clamped": clamped, "ground_offset": ground_offset,
-    }
+    })
+    return evidence
+
+
+class _GroundHeights:
+    """Count, sum and sum of squares of ground heights per cell (every kept pixel that does not stand up lies
+    on the ground). Points are gathered, then binned once."""
+
+    def __init__(self, cells: int) -> None:
+        self.cells = cells
+        self._index: list[np.ndarray] = []
+        self._height: list[np.ndarray] = []
+
+    def add(self, cell: np.ndarray, height: np.ndarray, keep: np.ndarray | None = None) -> None:
+        """Add points at flat ``cell`` indices; with ``keep`` (uint8 255 / 0), others go to a dropped bin."""
+        index = cell.astype(np.int32).ravel() + np.int32(1)
+        if keep is not None:
+            index &= keep.view(np.int8).astype(np.int32).ravel()
+        self._index.append(index)
+        self._height.append(height.ravel())
+
+    def binned(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(count, sum, sum of squares) per cell."""
+        index = np.concatenate(self._index)
+        height = np.concatenate(self._height).astype(np.float64)
+        counts = np.bincount(index, minlength=self.cells + 1)[1:]
+        sums = np.bincount(index, weights=height, minlength=self.cells + 1)[1:]
+        height *= height
+        return counts, sums, np.bincount(index, weights=height, minlength=self.cells + 1)[1:]
+
+
+def _drop_edges(z: np.ndarray, height: np.ndarray, surface_ok: np.ndarray, surface: np.ndarray,
+                categories: np.ndarray, geometry: _RayGeometry,
+                config: CostmapConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(near, far) flat pixel indices of pairs at the edge of a drop: (CAUTION-sized, BLOCKED-sized) drops.
+
+    A ground pixel (row r + 1) whose neighbour above (row r) sees surface farther than a continuous surface
+    allows (a depth discontinuity: the ground between is hidden below the line of sight) and lower by more
+    than a step limit stands at a drop's edge: a ditch or a cliff. A neighbour beyond max_range (REP 117
+    +Inf, or the model's max), or sky seen along a descending ray (past a cliff whose foot is out of
+    sight), passed over ground that lies below its ray there, so the ray's height at max_range bounds
+    that ground from above.
+    """
+    import cv2
+
+    if z.shape[0] < 2:
+        none = np.empty(0, np.int64)
+        return (none, none), (none, none)
+    # Every other column: an edge crosses many columns, and a column is far narrower than a cell at range.
+    # Inverse depth with "beyond range" (+Inf, or at least max_range) at 1 / max_range. cv2 keeps float32 and
+    # makes no temporaries; a NaN may come out as 1 / max_range, so NaN far pixels are dropped explicitly below.
+    inverse = cv2.max(cv2.divide(1.0, np.ascontiguousarray(z[:, ::2])), 1.0 / config.max_range)
+    not_projected = categories[:, ::2] < 0  # sky (and ignore): as if beyond range, checked for a descending ray below
+    np.copyto(inverse, np.float32(1.0 / config.max_range), where=not_projected)
+    excess = cv2.subtract(inverse[1:], inverse[:-1])  # near (row r + 1) minus far (row r): > 0 when far is farther
+    cv2.subtract(excess, geometry.edge_step_limit, dst=excess)
+    cv2.scaleAdd(inverse[1:], -SURFACE_DEPTH_NOISE, excess, dst=excess)
+    width = z.shape[1]
+    pair = np.flatnonzero(cv2.compare(excess, np.zeros_like(excess), cv2.CMP_GT))  # array op array: any shape
+    half_width = inverse.shape[1]
+    far_index = (pair // half_width) * width + (pair % half_width) * 2
+    near_index = far_index + width
+    far_z = z.ravel()[far_index]
+    sky = (categories.ravel()[far_index] < 0) & (geometry.gz.ravel()[far_index] < 0)
+    far_z = np.where(sky, np.float32(config.max_range), far_z)
+    usable = (surface_ok.ravel()[near_index] != 0) & ((surface.ravel()[far_index] != 0) | sky) & (
+        (far_z > config.min_range) & ~np.isnan(far_z))
+    near_index, far_index = near_index[usable], far_index[usable]
+    far = np.minimum(far_z[usable], np.float32(config.max_range))
+    far_height = far * geometry.gz.ravel()[far_index] + np.float32(geometry.t[2] - config.ground_z)
+    drop = height.ravel()[near_index] - far_height
+    blocked = drop > config.step_blocked_m
+    caution = ~blocked & (drop > config.step_caution_m)
+    return (near_index[caution], far_index[caution]), (near_index[blocked], far_index[blocked])
+
+
+def _drop_edge_cells(drops: Any, z: np.ndarray, height: np.ndarray, row_f: np.ndarray, col_f: np.ndarray,
+                     valid: np.ndarray, geometry: _RayGeometry, gains: tuple[np.ndarray, np.ndarray, float, float],
+                     window: GridWindow, config: CostmapConfig) -> np.ndarray:
+    """int32 [2, rows, cols]: drop-edge samples per cell, CAUTION-sized and BLOCKED-sized drops.
+
+    The brink lies between the near pixel's point and where the far pixel's ray comes down to the near
+    point's height (the next row would have seen ground there); the cells along that span, up to
+    ``MAX_EDGE_SPAN_CELLS``, are marked, so a coarse image does not place the edge a row short.
+    """
+    col_gain, row_gain, col_offset, row_offset = gains
+    rows, cols = window.rows, window.cols
+    out = np.zeros((2, rows, cols), np.int32)
+    base = np.float32(geometry.t[2] - config.ground_z)
+    for layer, (near, far) in enumerate(drops or ()):
+        keep = valid.ravel()[near] != 0
+        near, far = near[keep], far[keep]
+        if not near.size:
+            continue
+        gz_far = geometry.gz.ravel()[far]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            reach = (height.ravel()[near] - base) / gz_far  # depth of the far ray at the near point's height
+        reach = np.where((gz_far < 0) & np.isfinite(reach), np.maximum(reach, z.ravel()[near]), z.ravel()[near])
+        c0, r0 = col_f.ravel()[near], row_f.ravel()[near]
+        d_col = reach * col_gain.ravel()[far] + np.float32(col_offset) - c0
+        d_row = reach * row_gain.ravel()[far] + np.float32(row_offset) - r0
+        span = np.minimum(np.maximum(np.abs(d_col), np.abs(d_row)), MAX_EDGE_SPAN_CELLS)
+        length = np.maximum(np.hypot(d_col, d_row), 1e-6)
+        scale = np.minimum(1.0, span / length)
+        item, number = _spread(np.floor(span).astype(np.int64) + 1)
+        t = number.astype(np.float32) * scale[item] / np.maximum(span[item], 1.0)
+        col = (c0[item] + t * d_col[item]).astype(np.int64)
+        row = (r0[item] + t * d_row[item]).astype(np.int64)
+        inside = (col >= 0) & (col < cols) & (row >= 0) & (row < rows)
+        out[layer] = np.bincount(row[inside] * cols + col[inside], minlength=rows * cols).reshape(rows, cols)
+    return out
 
 
 # --------------------------------------------------------------------------- float64 reference path
@@ -709,6 +875,31 @@ def grid_from_points(
     return _resolve(evidence, config, window, used_flat_ground)
 
 
+def _ground_statistics(evidence: dict[str, Any], config: CostmapConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """float32 (mean, top, bottom) ground height per cell, NaN where unseen; worked out on the seen cells' box.
+
+    Top and bottom are mean -+ sqrt(3) sigma: the ends of heights spread evenly over a cell (a wall in it).
+    """
+    import cv2
+
+    n_all = evidence["ground_n"]
+    shape = n_all.shape
+    mean, top, bottom = (np.full(shape, np.nan, np.float32) for _ in range(3))
+    seen = (n_all >= config.min_points_per_cell).astype(np.uint8)
+    points = cv2.findNonZero(seen)
+    if points is None:
+        return mean, top, bottom
+    x, y, w, h = cv2.boundingRect(points)
+    box = (slice(y, y + h), slice(x, x + w))
+    n = np.maximum(n_all[box], 1)
+    with np.errstate(invalid="ignore"):
+        m = evidence["ground_sum"][box] / n
+        spread = np.sqrt(3.0 * np.maximum(evidence["ground_sq"][box] / n - m * m, 0.0))
+    m[seen[box] == 0] = np.nan
+    mean[box], top[box], bottom[box] = m, m + spread, m - spread
+    return mean, top, bottom
+
+
 def _resolve(evidence: dict[str, Any], config: CostmapConfig, window: GridWindow, used_flat_ground: bool,
              unknown_label_pixels: int = 0) -> CostmapResult:
     """Each cell's category (the most severe with enough evidence) and its cost."""
@@ -718,6 +909,15 @@ def _resolve(evidence: dict[str, Any], config: CostmapConfig, window: GridWindow
     present = counts >= config.min_points_per_cell
     for category, index in _LETHAL_INDEX.items():
         present[category] |= (standing[index] > 0) & (area[index] >= config.min_obstacle_area_m2)
+    ground = None
+    if "ground_sum" in evidence:
+        # Geometry raises what the ground is: slopes and steps over the vehicle's limits, and drop edges.
+        elevation, top, bottom = _ground_statistics(evidence, config)
+        ground = ground_geometry(elevation, config, top=top, bottom=bottom)
+        drops = evidence["drop_edges"] >= config.min_points_per_cell
+        present[Category.CAUTION] |= ground.caution | drops[0]
+        present[Category.BLOCKED] |= ground.blocked | drops[1]
+        evidence["elevation"] = elevation.astype(np.float32)
     # Severity rank + 1 of the winning category per cell, 0 where none.
     rank = present[0].view(np.uint8).copy()
     for category in CATEGORIES[1:]:
@@ -730,6 +930,7 @@ def _resolve(evidence: dict[str, Any], config: CostmapConfig, window: GridWindow
         window=window, used_flat_ground=used_flat_ground, points_projected=evidence["projected"],
         surface_samples=evidence["samples"], clamped_pixels=evidence["clamped"],
         unknown_label_pixels=unknown_label_pixels, ground_offset_m=evidence.get("ground_offset", float("nan")),
+        ground=ground,
     )
 
 

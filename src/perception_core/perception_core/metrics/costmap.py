@@ -1,4 +1,4 @@
-"""Costmap quality against a bird's-eye ground truth: the five measures a planner cares about (numpy + cv2).
+"""Costmap quality against a bird's-eye ground truth: the measures a planner cares about (numpy + cv2).
 
 The ground truth (``ground_truth_bev``) is built from ground-truth depth and
 labels at full camera resolution, independently of the costmap's own
@@ -26,6 +26,17 @@ The measures (``CostmapMeasures``), on cells whose centre lies at
 - false lethal: GT traversable cells with no GT obstacle within ``tolerance_m`` that the prediction
   marks lethal.
 
+On terrain (``ground_truth_geometry``, from the exact terrain height per
+cell) the ground truth also holds what the vehicle cannot drive: cells whose
+step or slope exceeds its limits are obstacles (``perception_core.costmap.terrain``
+defines both, for the costmap and its truth alike), and two more measures are
+kept:
+
+- drop recall: GT cells at a drop larger than ``step_blocked_m`` (the upper
+  edge of a ditch wall or a cliff) with a predicted lethal cell within ``tolerance_m``;
+- false lethal on slopes: clear GT traversable cells on a slope of at least
+  ``SLOPED_DEG`` (drivable hillside) that the prediction marks lethal.
+
 "Lethal" is the category (BLOCKED or HAZARD), not the cost value, so a
 configuration that gives HAZARD a non-lethal cost scores the same.
 """
@@ -43,6 +54,9 @@ from perception_core.ontology import NOT_PROJECTED, Category
 UNKNOWN = -1
 LETHAL_CATEGORIES = (Category.BLOCKED, Category.HAZARD)
 MEASURE_NAMES = ("obstacle_recall", "obstacle_precision", "object_recall", "holes", "false_lethal")
+TERRAIN_MEASURE_NAMES = ("drop_recall", "false_lethal_on_slopes")
+HIDDEN_REACH_M = 0.8  # how far past the seen ground a hidden geometric hazard still excuses a predicted lethal cell
+SLOPED_DEG = 10.0  # a cell on at least this slope counts as hillside for false_lethal_on_slopes
 # The goals the costmap is built to (a planner's needs); the bench prints each measure against its goal.
 GOALS: dict[str, tuple[str, float]] = {
     "obstacle_recall": (">=", 0.95),
@@ -50,6 +64,8 @@ GOALS: dict[str, tuple[str, float]] = {
     "object_recall": (">=", 0.98),
     "holes": ("<=", 0.02),
     "false_lethal": ("<=", 0.01),
+    "drop_recall": (">=", 0.95),
+    "false_lethal_on_slopes": ("<=", 0.01),
 }
 
 
@@ -90,15 +106,18 @@ def ground_truth_bev(
     min_range: float = 0.3,
     max_range: float = 15.0,
     refinements: int = 3,
+    ground_height: np.ndarray | None = None,
 ) -> np.ndarray:
     """int8 [rows, cols] GT category per cell: a Category value, or UNKNOWN where the camera does not see it.
 
     ``depth`` (metres along the optical axis, NaN/inf/<= 0 invalid) and
     ``labels`` share one resolution, which ``k_matrix`` describes.
-    ``camera_to_grid`` takes optical-frame points to the grid frame. Points
-    higher than ``max_point_height`` above ``ground_z`` (canopy the vehicle
-    passes under) and depths outside (min_range, max_range] are ignored, as in
-    the costmap itself.
+    ``camera_to_grid`` takes optical-frame points to the grid frame. Obstacle
+    points higher than ``max_point_height`` above the ground (canopy the
+    vehicle passes under) and depths outside (min_range, max_range] are
+    ignored, as in the costmap itself. The ground is ``ground_height`` (the
+    exact terrain height per cell, NaN unknown) where given, else the plane
+    ``ground_z``; traversable ground is never "too high".
     """
     depth = np.asarray(depth, dtype=np.float64)
     labels = np.asarray(labels)
@@ -118,7 +137,11 @@ def ground_truth_bev(
     # Visible surface under each cell centre, read from the image.
     xs, ys = grid.centres()
     cx, cy = np.meshgrid(xs, ys)
-    cz = np.full(cx.shape, float(ground_z))
+    # The guess of the ground's height under each centre: the terrain where known (then the first projection
+    # already lands), else the plane, refined by what the image shows.
+    terrain = np.full(cx.shape, float(ground_z)) if ground_height is None else np.where(
+        np.isfinite(ground_height), ground_height, float(ground_z))
+    cz = terrain.copy()
     to_camera = np.linalg.inv(transform)
     inverse_depth = np.where(valid, 1.0 / np.where(valid, depth, 1.0), np.nan)
     seen = np.zeros(cx.shape, dtype=bool)
@@ -145,16 +168,26 @@ def ground_truth_bev(
         pixel_u, pixel_v = u, v
         cz = np.where(seen, surface[..., 2], cz)
     within = (np.abs(surface[..., 0] - cx) <= res / 2) & (np.abs(surface[..., 1] - cy) <= res / 2)
-    low_enough = surface[..., 2] - ground_z <= max_point_height
-    seen &= within & low_enough
+    seen &= within
     nearest_u = np.clip(np.rint(pixel_u).astype(np.int64), 0, w - 1)
     nearest_v = np.clip(np.rint(pixel_v).astype(np.int64), 0, h - 1)
+    # Next to a depth discontinuity (the brink of a drop) the interpolation mixes the two sides: there the
+    # nearest pixel's own point decides, if it lies in the cell.
+    retry = inside & ~seen & valid[nearest_v, nearest_u]
+    if retry.any():
+        own = _backproject(nearest_u[retry].astype(np.float64), nearest_v[retry].astype(np.float64),
+                           depth[nearest_v[retry], nearest_u[retry]], k, transform)
+        hit = (np.abs(own[:, 0] - cx[retry]) <= res / 2) & (np.abs(own[:, 1] - cy[retry]) <= res / 2)
+        surface[retry] = np.where(hit[:, None], own, surface[retry])
+        seen[retry] = hit
     cell_category = categories[nearest_v, nearest_u]
-    seen &= cell_category != NOT_PROJECTED
+    lethal_values = np.array([int(c) for c in LETHAL_CATEGORIES], dtype=np.int8)
+    too_high = np.isin(cell_category, lethal_values) & (surface[..., 2] - terrain > max_point_height)
+    seen &= (cell_category != NOT_PROJECTED) & ~too_high
     result[seen] = cell_category[seen]
 
     # Obstacle pixels where they are.
-    is_obstacle = valid & np.isin(categories, np.array([int(c) for c in LETHAL_CATEGORIES], dtype=np.int8))
+    is_obstacle = valid & np.isin(categories, lethal_values)
     rows_px, cols_px = np.nonzero(is_obstacle)
     if rows_px.size:
         points = _backproject(cols_px.astype(np.float64), rows_px.astype(np.float64), depth[rows_px, cols_px], k,
@@ -162,12 +195,63 @@ def ground_truth_bev(
         cats = categories[rows_px, cols_px]
         col = np.floor((points[:, 0] - grid.origin_x) / res).astype(np.int64)
         row = np.floor((points[:, 1] - grid.origin_y) / res).astype(np.int64)
-        keep = ((points[:, 2] - ground_z <= max_point_height) & (col >= 0) & (col < grid.cols) & (row >= 0)
-                & (row < grid.rows))
+        inside = (col >= 0) & (col < grid.cols) & (row >= 0) & (row < grid.rows)
+        below = points[:, 2] - terrain[np.clip(row, 0, grid.rows - 1), np.clip(col, 0, grid.cols - 1)]
+        keep = inside & (below <= max_point_height)
         # HAZARD outranks BLOCKED where both land in one cell, as in the costmap.
         order = np.argsort(cats[keep], kind="stable")
         result[row[keep][order], col[keep][order]] = cats[keep][order]
     return result
+
+
+@dataclass(frozen=True)
+class GeometryTruth:
+    """The bird's-eye truth raised by the exact terrain's geometry, and the cells two measures count."""
+
+    category: np.ndarray  # int8 [rows, cols]: ground_truth_bev's categories, raised where geometry says so
+    drops: np.ndarray  # bool: seen cells at a drop larger than step_blocked_m (ditch walls, cliff edges)
+    slopes: np.ndarray  # bool: traversable cells on at least SLOPED_DEG that geometry does not block
+    unseen_lethal: np.ndarray  # bool: cells lethal by geometry that the camera does not see (never "missed")
+
+
+def ground_truth_geometry(truth: np.ndarray, ground_height: np.ndarray, config: Any) -> GeometryTruth:
+    """Raise ``truth`` (``ground_truth_bev``) by the step and slope of the exact terrain (``ground_height``).
+
+    Geometry raises the cells where the camera sees ground (traversable GT cells), judged on the exact
+    terrain around them, hidden neighbours included. Cells lethal by geometry up to ``HIDDEN_REACH_M``
+    past the seen ground (the face of a drop below its brink, a ditch wall the sight line passes over)
+    are lethal too, but only as what a predicted lethal cell may lie next to: the camera cannot see
+    them, so recall does not count them. ``config`` is the costmap's CostmapConfig (its limits and
+    resolution).
+    """
+    import cv2
+
+    from perception_core.costmap.terrain import ground_geometry
+
+    heights = np.asarray(ground_height, dtype=np.float32)
+    # Highest / lowest ground in a cell from the centre heights: half-way to the highest / lowest neighbour
+    # (cells of unknown height, NaN, take no part).
+    kernel = np.ones((3, 3), np.uint8)
+    known = np.isfinite(heights)
+    highest = cv2.dilate(np.where(known, heights, -np.inf).astype(np.float32), kernel, borderType=cv2.BORDER_REPLICATE)
+    lowest = cv2.erode(np.where(known, heights, np.inf).astype(np.float32), kernel, borderType=cv2.BORDER_REPLICATE)
+    top, bottom = (heights + highest) / 2, (heights + lowest) / 2
+    geometry = ground_geometry(heights, config, top=top, bottom=bottom)
+    truth = np.asarray(truth)
+    lethal_values = [int(c) for c in LETHAL_CATEGORIES]
+    ground = (truth != UNKNOWN) & ~np.isin(truth, lethal_values)
+    radius = max(1, round(HIDDEN_REACH_M / config.resolution))
+    disk = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+    reach = cv2.dilate(ground.astype(np.uint8), disk) > 0
+    raised = truth.copy()
+    caution = geometry.caution & ground & (truth < int(Category.CAUTION))
+    raised[caution] = int(Category.CAUTION)
+    blocked = geometry.blocked & reach & ~np.isin(truth, lethal_values)
+    raised[blocked] = int(Category.BLOCKED)
+    with np.errstate(invalid="ignore"):
+        drops = ground & (geometry.step_m > config.step_blocked_m)
+        slopes = ground & ~geometry.blocked & (geometry.slope_deg >= SLOPED_DEG)
+    return GeometryTruth(raised, drops, slopes, blocked & ~ground)
 
 
 def _distance_to(mask: np.ndarray) -> np.ndarray:
@@ -181,7 +265,7 @@ def _distance_to(mask: np.ndarray) -> np.ndarray:
 
 @dataclass
 class CostmapMeasures:
-    """Accumulates the five costmap measures over frames (micro-averaged: totals of cells and groups)."""
+    """Accumulates the costmap measures over frames (micro-averaged: totals of cells and groups)."""
 
     tolerance_m: float = 0.3
     x_max_m: float = 12.0
@@ -190,11 +274,18 @@ class CostmapMeasures:
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(
         ("gt_obstacle_cells", "gt_obstacle_cells_hit", "lethal_cells", "lethal_cells_near_gt", "gt_groups",
          "gt_groups_touched", "gt_traversable_cells", "gt_traversable_cells_unknown", "clear_cells",
-         "clear_cells_lethal"), 0))
+         "clear_cells_lethal", "gt_drop_cells", "gt_drop_cells_hit", "sloped_clear_cells",
+         "sloped_clear_cells_lethal"), 0))
     frames: int = 0
 
-    def add(self, predicted: np.ndarray, ground_truth: np.ndarray, grid: BevGrid) -> dict[str, float]:
-        """Score one frame: ``predicted`` and ``ground_truth`` are category grids (UNKNOWN or a Category)."""
+    def add(self, predicted: np.ndarray, ground_truth: np.ndarray | GeometryTruth, grid: BevGrid) -> dict[str, float]:
+        """Score one frame: ``predicted`` and ``ground_truth`` are category grids (UNKNOWN or a Category).
+
+        A GeometryTruth (terrain) also counts drop recall and false lethal on slopes.
+        """
+        terrain = ground_truth if isinstance(ground_truth, GeometryTruth) else None
+        if terrain is not None:
+            ground_truth = terrain.category
         import cv2
 
         predicted = np.asarray(predicted)
@@ -214,6 +305,8 @@ class CostmapMeasures:
         near_gt = _distance_to(gt_obstacle) <= tolerance_cells
 
         gt_in = gt_obstacle & window
+        if terrain is not None:
+            gt_in &= ~terrain.unseen_lethal
         lethal_in = lethal & window
         frame = {
             "gt_obstacle_cells": int(gt_in.sum()),
@@ -224,7 +317,13 @@ class CostmapMeasures:
             "gt_traversable_cells_unknown": int((gt_traversable & holes_window & (predicted == UNKNOWN)).sum()),
             "clear_cells": int((gt_traversable & window & ~near_gt).sum()),
             "clear_cells_lethal": int((gt_traversable & window & ~near_gt & lethal).sum()),
+            "gt_drop_cells": 0, "gt_drop_cells_hit": 0, "sloped_clear_cells": 0, "sloped_clear_cells_lethal": 0,
         }
+        if terrain is not None:
+            drops = terrain.drops & window
+            sloped = terrain.slopes & gt_traversable & window & ~near_gt
+            frame.update(gt_drop_cells=int(drops.sum()), gt_drop_cells_hit=int((drops & near_lethal).sum()),
+                         sloped_clear_cells=int(sloped.sum()), sloped_clear_cells_lethal=int((sloped & lethal).sum()))
         _, group_of, stats, _ = cv2.connectedComponentsWithStats(gt_in.astype(np.uint8), connectivity=8)
         big = np.flatnonzero(stats[:, cv2.CC_STAT_AREA] >= self.min_group_cells)
         big = big[big > 0]  # label 0 is the background
@@ -237,7 +336,7 @@ class CostmapMeasures:
         return measures_from_counts(frame)
 
     def summary(self) -> dict[str, Any]:
-        """The five measures over every frame added, their goals, and the counts behind them."""
+        """The measures over every frame added, their goals, and the counts behind them."""
         return {
             **measures_from_counts(self.counts),
             "frames": self.frames,
@@ -249,9 +348,9 @@ class CostmapMeasures:
 
 
 def measures_from_counts(counts: dict[str, int]) -> dict[str, float]:
-    """The five measures from cell and group counts (NaN where a measure has nothing to count)."""
+    """The measures from cell and group counts (NaN where a measure has nothing to count)."""
     def ratio(num: str, den: str) -> float:
-        return counts[num] / counts[den] if counts[den] else math.nan
+        return counts[num] / counts[den] if counts.get(den) else math.nan
 
     return {
         "obstacle_recall": ratio("gt_obstacle_cells_hit", "gt_obstacle_cells"),
@@ -259,6 +358,8 @@ def measures_from_counts(counts: dict[str, int]) -> dict[str, float]:
         "object_recall": ratio("gt_groups_touched", "gt_groups"),
         "holes": ratio("gt_traversable_cells_unknown", "gt_traversable_cells"),
         "false_lethal": ratio("clear_cells_lethal", "clear_cells"),
+        "drop_recall": ratio("gt_drop_cells_hit", "gt_drop_cells"),
+        "false_lethal_on_slopes": ratio("sloped_clear_cells_lethal", "sloped_clear_cells"),
     }
 
 

@@ -1,0 +1,115 @@
+"""Ground geometry per cell: slope and step from the observed ground's heights, against the vehicle's limits.
+
+Labels say what the ground is; geometry says whether the vehicle can drive
+it. The projection bins the height of every surface point and sample into
+per-cell statistics of the ground (NaN where no ground was seen): the mean
+height, and the highest and lowest ground in the cell (``top`` and
+``bottom``; from the mean and spread of the heights, so a wall inside one
+cell is a step too). From them, per cell:
+
+- step: how far the cell's top stands above the lowest bottom of its 3x3
+  neighbourhood (a kerb, a rock shelf, a ditch wall). The upper cells of a
+  step are marked: that is the edge the vehicle must not drive off or climb,
+  and the ground at the foot of a step stays what it is. Across an unknown
+  gap there is no neighbour: drops seen as a depth discontinuity are found in
+  the image instead (``projection``: drop edges).
+- slope: the gradient of the elevation averaged over a window of
+  ``slope_window_m`` (a vehicle-sized plane, not the noise of one cell),
+  from central differences of the window means.
+
+A cell is CAUTION above ``slope_caution_deg`` or ``step_caution_m`` and
+BLOCKED above ``slope_blocked_deg`` or ``step_blocked_m``. The same operator
+scores the exact terrain in the benchmark, so "what the vehicle can take" has
+one definition.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from perception_core.costmap.config import CostmapConfig
+
+
+@dataclass(frozen=True)
+class GroundGeometry:
+    """Per-cell step (m), slope and the cells over the vehicle's limits; NaN / False where unknown."""
+
+    step_m: np.ndarray  # float32 [rows, cols]
+    slope_tan: np.ndarray  # float32 [rows, cols]: rise over run of the window-averaged ground
+    caution: np.ndarray  # bool [rows, cols]: over a caution limit, not over a blocked one
+    blocked: np.ndarray  # bool [rows, cols]
+
+    @property
+    def slope_deg(self) -> np.ndarray:
+        return np.degrees(np.arctan(self.slope_tan)).astype(np.float32)
+
+
+def slope_window_cells(config: CostmapConfig) -> int:
+    """Odd side length (cells, >= 3) of the window the slope is averaged over."""
+    return max(3, 2 * round(config.slope_window_m / config.resolution / 2) + 1)
+
+
+def ground_geometry(elevation: np.ndarray, config: CostmapConfig, top: np.ndarray | None = None,
+                    bottom: np.ndarray | None = None) -> GroundGeometry:
+    """Step, slope and limit masks of the ground's mean height per cell (float, NaN where unknown).
+
+    ``top`` and ``bottom`` are the highest and lowest ground per cell (default: the mean). Work is
+    confined to the bounding box of the known cells (the camera sees a wedge of the window).
+    """
+    import cv2
+
+    elevation = np.asarray(elevation, dtype=np.float32)
+    shape = elevation.shape
+    step = np.full(shape, np.nan, np.float32)
+    slope = np.full(shape, np.nan, np.float32)
+    known = cv2.compare(elevation, elevation, cv2.CMP_EQ)  # uint8 255 where not NaN
+    points = cv2.findNonZero(known)
+    if points is not None:
+        x, y, w, h = cv2.boundingRect(points)
+        pad = slope_window_cells(config) // 2 + 1
+        box = (slice(max(y - pad, 0), y + h + pad), slice(max(x - pad, 0), x + w + pad))
+        top = elevation if top is None else np.asarray(top, dtype=np.float32)
+        bottom = elevation if bottom is None else np.asarray(bottom, dtype=np.float32)
+        step[box], slope[box] = _step_and_slope(elevation[box], top[box], bottom[box], known[box], config)
+    tan_caution, tan_blocked = (np.float32(np.tan(np.radians(d))) for d in (config.slope_caution_deg,
+                                                                             config.slope_blocked_deg))
+    with np.errstate(invalid="ignore"):
+        blocked = (step > np.float32(config.step_blocked_m)) | (slope > tan_blocked)
+        caution = (step > np.float32(config.step_caution_m)) | (slope > tan_caution)
+    caution &= ~blocked
+    return GroundGeometry(step, slope, caution, blocked)
+
+
+def _step_and_slope(elevation: np.ndarray, top: np.ndarray, bottom: np.ndarray, known: np.ndarray,
+                    config: CostmapConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(step, tan slope) of a box of the map; NaN where the cell is unknown."""
+    import cv2
+
+    unknown = known == 0
+    # Lowest known bottom in the 3x3 neighbourhood (unknown cells +inf, so they never count).
+    filled = bottom.copy()
+    filled[unknown] = np.inf
+    lowest = cv2.erode(filled, np.ones((3, 3), np.uint8), borderType=cv2.BORDER_CONSTANT, borderValue=np.inf)
+    step = cv2.subtract(np.ascontiguousarray(top), lowest)
+    step[unknown] = np.nan
+    filled = elevation.copy()
+
+    # Window means of the known heights, then central differences of the means two cells apart.
+    side = slope_window_cells(config)
+    filled[unknown] = 0
+    total = cv2.boxFilter(filled, -1, (side, side), normalize=False, borderType=cv2.BORDER_CONSTANT)
+    count = cv2.boxFilter((known & 1).astype(np.float32), -1, (side, side), normalize=False,
+                          borderType=cv2.BORDER_CONSTANT)
+    # A mean needs a third of its window known, or one noisy cell would set a whole slope.
+    mean = cv2.divide(total, count)
+    mean[count < side * side / 3.0] = np.nan
+    grad_x = np.full(mean.shape, np.nan, np.float32)
+    grad_y = np.full(mean.shape, np.nan, np.float32)
+    half_inverse = np.float32(0.5 / config.resolution)
+    grad_x[:, 1:-1] = cv2.subtract(mean[:, 2:], mean[:, :-2]) * half_inverse
+    grad_y[1:-1, :] = cv2.subtract(mean[2:, :], mean[:-2, :]) * half_inverse
+    slope = cv2.magnitude(grad_x, grad_y)
+    slope[unknown] = np.nan
+    return step, slope
