@@ -14,12 +14,17 @@ output for the ground truth at the model's size, to show which model limits
 the costmap.
 
 Prints the five measures (obstacle recall, obstacle precision, object
-recall, holes, false lethal) against their goals, per seed and in total,
-and writes them as JSON. Model outputs can be cached (``--cache``) so the
-costmap can be re-scored quickly with other parameters (``--set``).
+recall, holes, false lethal) and the two of the terrain (drop recall:
+ditch walls and cliff edges; false lethal on drivable slopes) against
+their goals, per seed and in total, and writes them as JSON. The truth
+includes what the exact terrain's steps and slopes block
+(``ground_truth_geometry``, from the terrain height under each cell). Model
+outputs can be cached (``--cache``) so the costmap can be re-scored quickly
+with other parameters (``--set``).
 
-    python bench/bench_costmap.py                                  # defaults: 4 seeds x 8 frames, 1280x1080
+    python bench/bench_costmap.py                                  # defaults: 6 seeds x 8 frames, 1280x1080
     python bench/bench_costmap.py --seeds 5 6 --mount-height 1.1 --pitch-deg 14 --hfov-deg 100
+    python bench/bench_costmap.py --set ground_geometry=false      # labels alone, as before the terrain
     python bench/bench_costmap.py --depth-model models/x.onnx --seg-model models/y.onnx --out /tmp/x.json
 """
 
@@ -52,19 +57,24 @@ class DriveFrame:
     labels: np.ndarray  # GT class ids
     k: np.ndarray
     camera_height: float  # the mount's z: what the depth node's camera_height gives a camera-aware depth model
+    ground_height: np.ndarray  # exact terrain height per costmap cell centre, along base_link z
 
 
-def drive_frames(rig: Any, seed: int, frames: int, fps: float, speed: float) -> Iterator[DriveFrame]:
+def drive_frames(rig: Any, seed: int, frames: int, fps: float, speed: float, grid: Any) -> Iterator[DriveFrame]:
     """The frames of one synthetic drive, as ``write_drive_bag`` renders them (without writing a bag)."""
     from model_tools.data.synth import build_scene, drive_pose, render_frame
 
     scene = build_scene(seed, length=speed * frames / fps, clear_corridor=True)
+    xs, ys = grid.centres()
+    cx, cy = np.meshgrid(xs, ys)
     for index in range(frames):
         time_s = index / fps
-        frame = render_frame(rig, seed, drive_pose(scene, time_s, speed), time_s=time_s, scene=scene)
+        pose = drive_pose(scene, time_s, speed)
+        frame = render_frame(rig, seed, pose, time_s=time_s, scene=scene)
         depth = np.where(frame.depth > 0, frame.depth, np.float32(np.nan)).astype(np.float32)
+        heights = scene.terrain.heights_along_z(pose, cx.ravel(), cy.ravel()).reshape(cx.shape)
         yield DriveFrame(seed, index, frame.rgb, depth, frame.label, np.asarray(frame.K, dtype=np.float64),
-                         float(rig.mount_height))
+                         float(rig.mount_height), heights.astype(np.float32))
 
 
 def model_key(path: Path) -> str:
@@ -114,16 +124,17 @@ def fmt(value: float) -> str:
 
 
 def print_table(rows: list[tuple[str, dict[str, float]]]) -> None:
-    from perception_core.metrics.costmap import GOALS, MEASURE_NAMES, meets_goal
+    from perception_core.metrics.costmap import GOALS, MEASURE_NAMES, TERRAIN_MEASURE_NAMES, meets_goal
 
+    names = MEASURE_NAMES + TERRAIN_MEASURE_NAMES
     width = max(len(name) for name, _ in rows) + 2
-    print(f"{'':<{width}}" + "".join(f"{name:>20}" for name in MEASURE_NAMES))
-    print(f"{'goal':<{width}}" + "".join(f"{GOALS[n][0] + ' ' + str(GOALS[n][1]):>20}" for n in MEASURE_NAMES))
+    print(f"{'':<{width}}" + "".join(f"{name:>23}" for name in names))
+    print(f"{'goal':<{width}}" + "".join(f"{GOALS[n][0] + ' ' + str(GOALS[n][1]):>23}" for n in names))
     for name, measures in rows:
         cells = []
-        for n in MEASURE_NAMES:
+        for n in names:
             mark = "" if meets_goal(n, measures[n]) else " !"
-            cells.append(f"{fmt(measures[n]) + mark:>20}")
+            cells.append(f"{fmt(measures[n]) + mark:>23}")
         print(f"{name:<{width}}" + "".join(cells))
 
 
@@ -161,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         class_map_from_ontology,
         resize_nearest,
     )
-    from perception_core.metrics.costmap import BevGrid, CostmapMeasures, ground_truth_bev
+    from perception_core.metrics.costmap import BevGrid, CostmapMeasures, ground_truth_bev, ground_truth_geometry
 
     rig = CameraRig.default(args.width, args.height, hfov_deg=args.hfov_deg, mount_height=args.mount_height,
                             pitch_deg=args.pitch_deg)
@@ -187,12 +198,15 @@ def main(argv: list[str] | None = None) -> int:
     bar = tqdm(total=len(args.seeds) * args.frames, desc="bench_costmap", unit="frame")
     for seed in args.seeds:
         per_seed[seed] = {path: CostmapMeasures() for path in paths}
-        for frame in drive_frames(rig, seed, args.frames, args.fps, args.speed):
+        for frame in drive_frames(rig, seed, args.frames, args.fps, args.speed, grid):
             depth, labels, seconds = load_or_infer(stack, frame, args.cache, tag)
             inference_s.append(seconds)
             truth = ground_truth_bev(frame.depth, frame.labels, frame.k, transform, grid, classes.category,
                                      ground_z=config.ground_z, max_point_height=config.max_point_height,
-                                     min_range=config.min_range, max_range=config.max_range)
+                                     min_range=config.min_range, max_range=config.max_range,
+                                     ground_height=frame.ground_height)
+            if config.ground_geometry:
+                truth = ground_truth_geometry(truth, frame.ground_height, config)
             import cv2
 
             gt_depth_small = cv2.resize(frame.depth, (depth.shape[1], depth.shape[0]), interpolation=cv2.INTER_NEAREST)

@@ -28,18 +28,13 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
             make_tiny_seg_model(folder / "seg.onnx", hw=MODEL_HW))
 
 
-def _drive(path: Path, frames: int, size: tuple[int, int] = CAMERA_WH) -> Path:
-    """A terrain drive whose obstacles stand near base_link's ground plane.
-
-    The costmap projects onto that plane; on drives over hills or past mounds its
-    GT-in map differs from the bird's-eye truth (seeds 3-13 and 15-21: obstacle
-    precision 0.64-0.97), which the GT-in test below would take for an error.
-    """
+def _drive(path: Path, frames: int, size: tuple[int, int] = CAMERA_WH, seed: int = 14) -> Path:
+    """A synthetic terrain drive bag (camera, GT depth, labels and elevation)."""
     from model_tools.data.synth import CameraRig
     from model_tools.data.synth_bag import write_drive_bag
 
-    return write_drive_bag(path, CameraRig.default(width=size[0], height=size[1]), n_frames=frames, fps=10.0, seed=14,
-                           progress=False)
+    return write_drive_bag(path, CameraRig.default(width=size[0], height=size[1]), n_frames=frames, fps=10.0,
+                           seed=seed, progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -72,26 +67,34 @@ def test_eval_bag_writes_complete_metrics_csv_and_self_contained_report(drive_ba
     assert "What the planner sees" in html and metrics["costmap_measures"]["frames"] == 3
 
 
-def test_eval_bag_scores_ground_truth_as_prediction_perfectly(drive_bag, models, tmp_path, monkeypatch) -> None:
-    """An oracle stack that returns the bag's GT proves the frame matching, resizing and GT costmap line up."""
+@pytest.mark.parametrize("seed", [7, 21])
+def test_eval_bag_scores_ground_truth_as_prediction_perfectly(models, tmp_path, monkeypatch, seed: int) -> None:
+    """An oracle stack that returns the bag's GT proves the frame matching, resizing and GT costmap line up.
+
+    Drives past a ditch and a drop-off, at 320x270 (a 64x48 pixel spans several cells at range, too coarse
+    for steps and slopes): the truth includes what the bag's terrain elevation blocks.
+    """
 
     def oracle(self: OfflineStack, frame) -> FramePrediction:
         depth = frame.gt_depth.astype(np.float32)
         result = self.costmap(depth, frame.gt_labels, frame)
         return FramePrediction(depth, frame.gt_labels, result.category, {"total_ms": 1.0})
 
+    bag = _drive(tmp_path / "drive", 3, size=(320, 270), seed=seed)
     monkeypatch.setattr(OfflineStack, "process", oracle)
-    metrics = evaluate_bag(drive_bag, *models, tmp_path / "oracle", progress=False).metrics
+    metrics = evaluate_bag(bag, *models, tmp_path / "oracle", progress=False).metrics
     assert metrics["depth"]["abs_rel"] == 0.0 and metrics["depth"]["a1"] == 1.0
     assert metrics["segmentation"]["miou"] == 1.0
     assert metrics["costmap"]["agreement_observed"] == 1.0
     present = [v for v in metrics["costmap"]["per_category"].values() if v["gt_cells"]]
     assert present and all(v["precision"] == 1.0 and v["recall"] == 1.0 for v in present)
-    # GT in: the bird's-eye truth (projected independently at full resolution) is met, up to this 64x48
-    # camera's coarseness (bench/bench_costmap.py measures the vehicle size).
+    # GT in: the bird's-eye truth (projected independently at full resolution, raised by the exact terrain's
+    # steps and slopes) is met, up to what the camera cannot see of a drop (bench/bench_costmap.py measures
+    # the vehicle size).
     measures = metrics["costmap_measures"]
-    assert measures["obstacle_precision"] > 0.99 and measures["obstacle_recall"] > 0.9
-    assert measures["holes"] < 0.02 and measures["false_lethal"] == 0.0
+    assert measures["obstacle_precision"] > 0.92 and measures["obstacle_recall"] > 0.97
+    assert measures["object_recall"] > 0.95 and measures["drop_recall"] > 0.95
+    assert measures["holes"] < 0.01 and measures["false_lethal"] < 0.005
 
 
 def test_eval_bag_corruption_of_labels_lowers_miou_by_hand_computed_amount(drive_bag, models, tmp_path,

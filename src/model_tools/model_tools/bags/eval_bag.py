@@ -205,14 +205,32 @@ def ground_truth_category(stack_costmap: Callable[..., Any], frame: BagFrame) ->
     return stack_costmap(frame.gt_depth, frame.gt_labels, frame).category
 
 
-def costmap_truth(stack: OfflineStack, frame: BagFrame) -> tuple[Any, np.ndarray] | None:
-    """(BevGrid, bird's-eye GT category grid) from the frame's full-resolution GT; None without GT depth and labels.
+def elevation_on_grid(elevation: np.ndarray, grid: Any) -> np.ndarray:
+    """Terrain height per cell of ``grid`` from an organised [rows, cols, 3] x, y, z cloud of cell centres
+    on an axis-aligned grid (the bag's elevation); NaN where the cloud does not reach."""
+    xs, ys = elevation[0, :, 0].astype(np.float64), elevation[:, 0, 1].astype(np.float64)
+    out = np.full((grid.rows, grid.cols), np.nan, np.float32)
+    if xs.size < 2 or ys.size < 2:
+        return out
+    res_x, res_y = (xs[-1] - xs[0]) / (xs.size - 1), (ys[-1] - ys[0]) / (ys.size - 1)
+    cx, cy = grid.centres()
+    col = np.floor((cx - xs[0]) / res_x + 0.5).astype(np.int64)
+    row = np.floor((cy - ys[0]) / res_y + 0.5).astype(np.int64)
+    ok_c, ok_r = (col >= 0) & (col < xs.size), (row >= 0) & (row < ys.size)
+    out[np.ix_(ok_r, ok_c)] = elevation[np.ix_(row[ok_r], col[ok_c])][..., 2]
+    return out
 
-    The grid is the costmap's base-frame grid; the camera pose is the stack's mount (from the bag).
+
+def costmap_truth(stack: OfflineStack, frame: BagFrame) -> tuple[Any, Any] | None:
+    """(BevGrid, bird's-eye truth) from the frame's full-resolution GT; None without GT depth and labels.
+
+    The grid is the costmap's base-frame grid; the camera pose is the stack's mount (from the bag). With the
+    bag's terrain elevation the truth is a GeometryTruth: heights above the terrain, and what its step and
+    slope block (perception_core.metrics.costmap.ground_truth_geometry).
     """
     from perception_core.costmap import camera_to_grid_transform
     from perception_core.costmap.classes import as_class_map
-    from perception_core.metrics.costmap import BevGrid, ground_truth_bev
+    from perception_core.metrics.costmap import BevGrid, ground_truth_bev, ground_truth_geometry
     from perception_core.pipelines import scale_intrinsics
 
     if frame.gt_depth is None or frame.gt_labels is None or frame.gt_depth.shape != frame.gt_labels.shape[:2]:
@@ -221,10 +239,13 @@ def costmap_truth(stack: OfflineStack, frame: BagFrame) -> tuple[Any, np.ndarray
     grid = BevGrid(config.resolution, config.origin_x, config.origin_y, config.rows, config.cols)
     depth = np.where(frame.gt_depth > 0, frame.gt_depth, np.nan).astype(np.float32)
     k = scale_intrinsics(frame.k_matrix, frame.info_hw, depth.shape)
+    heights = None if frame.gt_elevation is None else elevation_on_grid(frame.gt_elevation, grid)
     truth = ground_truth_bev(depth, frame.gt_labels, k, camera_to_grid_transform(config), grid,
                              as_class_map(stack.classes).category, ground_z=config.ground_z,
                              max_point_height=config.max_point_height, min_range=config.min_range,
-                             max_range=config.max_range)
+                             max_range=config.max_range, ground_height=heights)
+    if heights is not None and config.ground_geometry:
+        return grid, ground_truth_geometry(truth, heights, config)
     return grid, truth
 
 
@@ -508,6 +529,8 @@ def headline(metrics: Mapping[str, Any]) -> str:
         parts.append(f"obstacle recall {measures['obstacle_recall']:.3f} precision {measures['obstacle_precision']:.3f} "
                      f"object recall {measures['object_recall']:.3f} holes {measures['holes']:.3f} "
                      f"false lethal {measures['false_lethal']:.3f}")
+        if measures.get("counts", {}).get("gt_drop_cells"):
+            parts.append(f"drop recall {measures['drop_recall']:.3f}")
     total = metrics.get("latency_ms", {}).get("total_ms") or metrics.get("latency_ms", {}).get("end_to_end_ms")
     if total and total.get("count"):
         parts.append(f"latency p50 {total['p50']:.1f} ms")

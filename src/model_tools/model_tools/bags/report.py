@@ -236,8 +236,10 @@ def render_html(
                    "<p>Against a bird's-eye view projected from the GT depth and labels at full resolution "
                    f"({measures['frames']} frames; cells with 0 &le; x &le; {measures['definition']['x_max_m']} m, "
                    f"tolerance {measures['definition']['tolerance_m']} m; see docs/costmap.md):</p>")
-        rows = [[name.replace("_", " "), measures[name], measures["goals"][name]]
-                for name in ("obstacle_recall", "obstacle_precision", "object_recall", "holes", "false_lethal")]
+        names = ["obstacle_recall", "obstacle_precision", "object_recall", "holes", "false_lethal"]
+        if measures.get("counts", {}).get("gt_drop_cells") or measures.get("counts", {}).get("sloped_clear_cells"):
+            names += ["drop_recall", "false_lethal_on_slopes"]  # the bag's terrain elevation was scored
+        rows = [[name.replace("_", " "), measures[name], measures["goals"][name]] for name in names]
         out.append(_table(rows, ["measure", "value", "goal"]))
 
     out.append("<h2>Latency per frame (ms)</h2>")

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from perception_core.costmap import CATEGORIES, UNKNOWN, Category, resize_nearest
-from perception_core.metrics.costmap import BevGrid, CostmapMeasures
+from perception_core.metrics.costmap import BevGrid, CostmapMeasures, GeometryTruth
 from perception_core.metrics.depth import DepthMetricAccumulator
 from perception_core.metrics.segmentation import ConfusionMatrix
 
@@ -134,7 +134,7 @@ class EvalScorer:
         self._frame(stamp_ns).costmap_agreement = agreement
         return agreement
 
-    def add_costmap_measures(self, stamp_ns: int, pred_category: np.ndarray, truth: np.ndarray,
+    def add_costmap_measures(self, stamp_ns: int, pred_category: np.ndarray, truth: np.ndarray | GeometryTruth,
                              grid: BevGrid) -> dict[str, float]:
         """Score a costmap against the bird's-eye ground truth (perception_core.metrics.costmap); frame measures."""
         self._frame(stamp_ns)
