@@ -76,7 +76,11 @@ def main() -> int:
             image = torch.rand(b, 3, mc.input_height, mc.input_width, device=device)
             if config.channels_last and not cpu:
                 image = image.contiguous(memory_format=torch.channels_last)
-            return {"image": image, "depth": torch.rand(b, 1, mc.input_height, mc.input_width, device=device) * mc.max_depth}
+            batch = {"image": image, "depth": torch.rand(b, 1, mc.input_height, mc.input_width, device=device) * mc.max_depth}
+            if mc.camera != "fixed":  # a camera-aware model reads each frame's camera (tasks.depth.FrameCameras)
+                batch["focal_px"] = torch.full((b,), mc.canonical_focal_px, device=device)
+                batch["camera_height_m"] = torch.full((b,), max(mc.canonical_height_m, 1.0), device=device)
+            return batch
 
         results = measure_modes(task, config, train_set, device, random_batch, modes=modes, steps=steps, warmup=warmup,
                                 cache_dir=Path(tmp) / "frame_cache")

@@ -5,15 +5,19 @@
 #   1. on one GPU (plain process), and
 #   2. on two GPUs through `torchrun --nproc_per_node=2` (batch_size is per GPU, so each step sees twice
 #      the images; the eager step uses DistributedDataParallel, the CUDA-graph step all-reduces one flat
-#      gradient buffer inside the graph),
+#      gradient buffer between its two graphs),
 # with the fast path on (FAST=1, default: step_mode cuda_graph + data_pipeline cached; FAST=0: eager + workers),
 # then prints the training throughput (img/s) of each and their ratio, and writes both loss curves into
 # one plot ($OUT/ddp_seg_loss.png) plus $OUT/ddp_seg_summary.json.
 # Synthetic frames are rendered first unless DATA points at an existing `model-tools synth` folder.
+# Each run's log is copied to $OUT (gpu1.log, gpu2.log). A run still going 15 s before RUN_TIMEOUT is asked
+# for its stacks first: each of its Python processes (torchrun's ranks too) gets SIGUSR1, on which a
+# faulthandler set up by a sitecustomize in $SCRATCH prints every thread's stack into the run's log.
 # Needs only python + torch + numpy/cv2/yaml/matplotlib/tqdm (no ROS, no onnxruntime).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD/src/model_tools:$PWD/src/perception_core${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONUNBUFFERED=1
 PY=${PYTHON:-python3}
 OUT=${OUT:?set OUT to the folder that receives the plot and summary}
 SCRATCH=${SCRATCH:-/tmp/ddp_seg_demo}
@@ -28,6 +32,11 @@ RUN_TIMEOUT=${RUN_TIMEOUT:-600}  # seconds per training run; a run that trains b
 START=$(date +%s)
 log() { echo "[ddp_seg_demo $(( $(date +%s) - START ))s] $*"; }
 mkdir -p "$OUT" "$SCRATCH"
+stacks=$SCRATCH/stacks_on_usr1
+mkdir -p "$stacks"
+printf 'import faulthandler\nimport signal\n\nfaulthandler.register(signal.SIGUSR1, all_threads=True)\n' > "$stacks/sitecustomize.py"
+export PYTHONPATH="$stacks:$PYTHONPATH"
+descendants() { local child; for child in $(pgrep -P "$1"); do echo "$child"; descendants "$child"; done; }
 
 ngpu=$($PY -c 'import torch; print(torch.cuda.device_count())')
 (( ngpu >= 2 )) || { echo "ddp_seg_demo: needs 2 GPUs, found $ngpu" >&2; exit 1; }
@@ -54,7 +63,15 @@ half=$(( CORES / 2 - 1 )); (( half < 2 )) && half=2
 run() {
   local name=$1; shift
   local rc=0
-  timeout -k 10 "$RUN_TIMEOUT" "$@" > "$SCRATCH/$name.log" 2>&1 || rc=$?
+  timeout -k 10 "$RUN_TIMEOUT" "$@" > "$SCRATCH/$name.log" 2>&1 &
+  local pid=$! waited=0
+  while kill -0 "$pid" 2>/dev/null && (( waited < RUN_TIMEOUT - 15 )); do sleep 1; waited=$(( waited + 1 )); done
+  if kill -0 "$pid" 2>/dev/null; then
+    log "$name still running after ${waited}s: asking its processes for their stacks (in $name.log)"
+    for child in $(descendants "$pid"); do kill -USR1 "$child" 2>/dev/null || true; done
+  fi
+  wait "$pid" || rc=$?
+  cp "$SCRATCH/$name.log" "$OUT/$name.log"
   if [[ -f $SCRATCH/$name/summary.json ]]; then
     (( rc == 0 )) || log "WARNING: $name finished training but exited with status $rc (killed after ${RUN_TIMEOUT}s?)"
     grep 'seg train:' "$SCRATCH/$name.log" | tail -1

@@ -47,7 +47,7 @@ timeout 180 $PY bench/bench_train_learning.py --data "$DATA" --out "$OUT/learnin
     --seg-steps "$SEG_STEPS" --depth-steps "$DEPTH_STEPS" --workers 3 --timeout 150 || log "learning runs failed ($?)"
 if (( NGPU >= 2 )); then
   log "DDP: 1 GPU vs 2 GPUs, fast path, batch 8 per GPU"
-  OUT=$OUT DATA=$DATA SCRATCH=$SCRATCH/ddp STEPS=${DDP_STEPS:-300} BATCH=8 FAST=1 RUN_TIMEOUT=65 \
-      timeout 150 bash scripts/ddp_seg_demo.sh || log "DDP run failed ($?)"
+  OUT=$OUT DATA=$DATA SCRATCH=$SCRATCH/ddp STEPS=${DDP_STEPS:-300} BATCH=8 FAST=1 RUN_TIMEOUT=150 \
+      timeout 330 bash scripts/ddp_seg_demo.sh || log "DDP run failed ($?)"
 fi
 log "done: $(ls "$OUT" | tr '\n' ' ')"

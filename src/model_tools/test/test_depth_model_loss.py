@@ -110,6 +110,112 @@ def test_levels_loss_value_on_known_input() -> None:
     assert float(total) == pytest.approx(0.0, abs=1e-4)
 
 
+def _depth_loss_autograd_reference(out: dict, gt: torch.Tensor, model_cfg: DepthModelConfig,
+                                   loss_cfg: DepthLossConfig) -> tuple[torch.Tensor, dict]:
+    """The levels loss as it was before the fused cross-entropy + expectation: plain autograd ops."""
+    import torch.nn.functional as F  # noqa: N812 - torch convention
+
+    from perception_core.depth_codec import depth_to_level
+
+    gt = gt.float()
+    parts = {"integer": gt.new_zeros(()), "fractional": gt.new_zeros(()), "depth": gt.new_zeros(())}
+    for s in range(loss_cfg.scales):
+        int_out, frac = out[("integer", s)], out[("fractional", s)].float()
+        size = tuple(int_out.shape[-2:])
+        gt_s = gt if tuple(gt.shape[-2:]) == size else F.interpolate(gt, size=size, mode="nearest")
+        valid = torch.isfinite(gt_s) & (gt_s > 0)
+        safe = torch.where(valid, gt_s, torch.zeros_like(gt_s)).clamp(max=model_cfg.max_depth)
+        _, frac_t = decompose_depth(safe, model_cfg.max_depth, "levels", model_cfg.levels)
+        n_valid = valid.sum().clamp(min=1)
+        target = depth_to_level(safe, model_cfg.max_depth, "levels", model_cfg.levels).long()[:, 0]
+        target = torch.where(valid[:, 0], target, torch.full_like(target, -100))
+        l_int = F.cross_entropy(int_out.float(), target, ignore_index=-100, reduction="sum") / n_valid
+        probs = torch.softmax(int_out.float(), dim=1)
+        ks = torch.arange(model_cfg.levels, dtype=probs.dtype, device=probs.device).view(1, -1, 1, 1)
+        soft = (probs * ks).sum(dim=1, keepdim=True) / float(model_cfg.levels - 1)
+        l_frac = ((frac - frac_t).abs() * valid).sum() / n_valid / model_cfg.step
+        l_depth = ((soft * model_cfg.max_depth + frac - safe).abs() * valid).sum() / n_valid
+        parts = {"integer": parts["integer"] + l_int / loss_cfg.scales,
+                 "fractional": parts["fractional"] + l_frac / loss_cfg.scales,
+                 "depth": parts["depth"] + l_depth / loss_cfg.scales}
+    total = loss_cfg.w_integer * parts["integer"] + loss_cfg.w_fractional * parts["fractional"] + loss_cfg.w_depth * parts["depth"]
+    return total, parts
+
+
+@pytest.mark.parametrize("dtype,channels_last,seed", [(torch.float32, False, 0), (torch.float32, True, 1),
+                                                      (torch.bfloat16, True, 2), (torch.float16, False, 3)])
+def test_levels_loss_and_gradients_equal_the_plain_autograd_computation(dtype: torch.dtype, channels_last: bool,
+                                                                        seed: int) -> None:
+    # The fused cross-entropy + expectation must give the old loss and gradients on any logits: random logits
+    # (wide spread, so softmaxes are both flat and sharp), random depths with invalid (0, NaN, inf) and
+    # beyond-range pixels, odd sizes, both memory layouts, bf16 logits as autocast gives them.
+    gen = torch.Generator().manual_seed(seed)
+    cfg = DepthModelConfig(kind="levels", levels=64, max_depth=15.0, input_height=32, input_width=32)
+    b, h, w = 3, 24, 40
+    gt = torch.rand(b, 1, h, w, generator=gen) * 18.0
+    gt[torch.rand(b, 1, h, w, generator=gen) < 0.2] = 0.0
+    gt[0, 0, 0, :5] = float("nan")
+    gt[1, 0, 1, :5] = float("inf")
+    gt[2, 0, 2, :4] = torch.tensor([7.0, 3.0, 15.0, 0.2])  # exact multiples of the step and the range's ends
+    for loss_cfg in (DepthLossConfig(), DepthLossConfig(w_integer=2.0, w_fractional=3.0, w_depth=1.5, scales=2)):
+        leaves, out = [], {}
+        for s in range(4):
+            logits = (torch.randn(b, 64, h // 2**s, w // 2**s, generator=gen) * 4.0).to(dtype)
+            if channels_last:
+                logits = logits.contiguous(memory_format=torch.channels_last)
+            frac = (torch.rand(b, 1, h // 2**s, w // 2**s, generator=gen) * cfg.step).to(dtype)
+            leaves += [logits.requires_grad_(), frac.requires_grad_()]
+            out[("integer", s)], out[("fractional", s)] = logits, frac
+        total, parts = depth_loss(out, gt, cfg, loss_cfg)
+        grads = torch.autograd.grad(total, leaves, allow_unused=True)
+        ref_total, ref_parts = _depth_loss_autograd_reference(out, gt, cfg, loss_cfg)
+        ref_grads = torch.autograd.grad(ref_total, leaves, allow_unused=True)
+        tol = 1e-6  # the loss is fp32 whatever the logits' dtype
+        assert float(total) == pytest.approx(float(ref_total), rel=tol)
+        for key in ("integer", "fractional", "depth"):
+            assert float(parts[key]) == pytest.approx(float(ref_parts[key]), rel=tol, abs=tol)
+        for grad, ref in zip(grads, ref_grads, strict=True):
+            if ref is None:  # a scale that carries no loss
+                assert grad is None
+                continue
+            assert grad.dtype == ref.dtype and grad.shape == ref.shape
+            # half-precision gradients: the same fp32 gradient rounded to bf16/fp16 (tiny ones to fp16
+            # subnormals), so a rounding step apart; fp32 ones agree to float rounding
+            err = float((grad.double() - ref.double()).norm() / ref.double().norm().clamp(min=1e-30))
+            assert err < (1e-5 if dtype == torch.float32 else 4e-3), err
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the Triton kernels of the levels loss run on CUDA")
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_levels_loss_triton_kernels_equal_the_plain_autograd_computation_on_cuda(channels_last: bool) -> None:
+    # The training step's shapes and dtype (256 levels, bf16 logits from autocast), at a small size.
+    pytest.importorskip("triton")
+    gen = torch.Generator().manual_seed(5)
+    cfg = DepthModelConfig(kind="levels", levels=256, max_depth=15.0, input_height=64, input_width=96)
+    b, h, w = 4, 64, 96
+    gt = torch.rand(b, 1, h, w, generator=gen) * 17.0
+    gt[torch.rand(b, 1, h, w, generator=gen) < 0.15] = 0.0
+    gt, leaves, out = gt.cuda(), [], {}
+    for s in range(4):
+        logits = (torch.randn(b, 256, h // 2**s, w // 2**s, generator=gen) * 3.0).to(torch.bfloat16).cuda()
+        if channels_last:
+            logits = logits.contiguous(memory_format=torch.channels_last)
+        frac = (torch.rand(b, 1, h // 2**s, w // 2**s, generator=gen) * cfg.step).cuda()
+        leaves += [logits.requires_grad_(), frac.requires_grad_()]
+        out[("integer", s)], out[("fractional", s)] = logits, frac
+    total, parts = depth_loss(out, gt, cfg, DepthLossConfig())
+    grads = torch.autograd.grad(total, leaves)
+    ref_total, ref_parts = _depth_loss_autograd_reference(out, gt, cfg, DepthLossConfig())
+    ref_grads = torch.autograd.grad(ref_total, leaves)
+    assert float(total) == pytest.approx(float(ref_total), rel=1e-5)
+    for key in ("integer", "fractional", "depth"):
+        assert float(parts[key]) == pytest.approx(float(ref_parts[key]), rel=1e-5)
+    for grad, ref in zip(grads, ref_grads, strict=True):
+        assert grad.dtype == ref.dtype and grad.shape == ref.shape and torch.isfinite(grad).all()
+        err = float((grad.double() - ref.double()).norm() / ref.double().norm())
+        assert err < 4e-3, err  # the same fp32 gradient rounded to bf16 (fp32 for the fractional head)
+
+
 def test_distill_loss_is_zero_against_itself_and_positive_otherwise() -> None:
     cfg = DepthModelConfig(**{**TINY, "kind": "levels"})
     net = build_depth_net(cfg).train()

@@ -180,3 +180,51 @@ def test_two_process_ddp_run_under_torchrun(tmp_path: Path, synth_root: Path) ->
     assert [int(r["step"]) for r in rows if r["phase"] == "val"] == [2, 3]  # every 2nd epoch, and at the end
     state = torch.load(run_dir / "last_fp16.pt", weights_only=True)
     assert "final_layer.conv1.weight" in state and not any(k.startswith("module.") for k in state)
+
+
+@pytest.mark.parametrize("in_hw,out_hw", [((68, 80), (544, 640)), ((5, 7), (17, 30)), ((9, 9), (9, 9)), ((10, 12), (7, 5))])
+def test_resize_logits_equals_bilinear_interpolation_in_values_and_gradients(in_hw: tuple[int, int],
+                                                                             out_hw: tuple[int, int]) -> None:
+    # The recipe's x8 (68x80 -> 544x640), odd ratios, identity and shrinking; both memory layouts; fp16 input.
+    import torch.nn.functional as F  # noqa: N812 - torch convention
+
+    from model_tools.tasks.segmentation import resize_logits
+
+    gen = torch.Generator().manual_seed(in_hw[0] * 100 + out_hw[1])
+    for layout in (torch.contiguous_format, torch.channels_last):
+        for dtype in (torch.float32, torch.float16):
+            x = (torch.randn(2, 7, *in_hw, generator=gen) * 5).to(dtype).contiguous(memory_format=layout).requires_grad_()
+            grad_out = torch.randn(2, 7, *out_hw, generator=gen)
+            ours = resize_logits(x, out_hw)
+            ref = F.interpolate(x.float(), size=out_hw, mode="bilinear", align_corners=False)
+            assert ours.dtype == torch.float32 and ours.shape == ref.shape
+            assert torch.allclose(ours, ref, atol=1e-5, rtol=1e-6)
+            (g_ours,) = torch.autograd.grad((ours * grad_out).sum(), x)
+            (g_ref,) = torch.autograd.grad((ref * grad_out).sum(), x)
+            assert g_ours.dtype == dtype
+            assert torch.allclose(g_ours.float(), g_ref.float(), atol=1e-4 if dtype == torch.float32 else 2e-2, rtol=1e-3)
+
+
+def test_seg_loss_equals_the_interpolate_then_focal_computation(tmp_path: Path, synth_root: Path) -> None:
+    # compute_loss (matrix-product upsampling) against the loss as computed before: F.interpolate + focal loss.
+    import torch.nn.functional as F  # noqa: N812 - torch convention
+
+    task = SegmentationTask(load_config(_config(tmp_path, synth_root)))
+    gen = torch.Generator().manual_seed(3)
+    outputs = [torch.randn(2, task.num_classes, 8, 10, generator=gen) * 3 for _ in range(2)]
+    label = torch.randint(0, task.num_classes, (2, 64, 80), generator=gen)
+    label[:, :5] = 255  # ignored pixels
+    batch = {"image": torch.rand(2, 3, 64, 80, generator=gen), "label": label}
+    leaves = [o.clone().requires_grad_() for o in outputs]
+    loss, parts = task.compute_loss(lambda _: tuple(leaves), batch)
+    grads = torch.autograd.grad(loss, leaves)
+    ref_leaves = [o.clone().requires_grad_() for o in outputs]
+    ref = [task.criterion(F.interpolate(o.float(), size=(64, 80), mode="bilinear", align_corners=False), label)
+           for o in ref_leaves]
+    ref_loss = ref[0] + task.model_cfg.aux_weight * ref[1]
+    ref_grads = torch.autograd.grad(ref_loss, ref_leaves)
+    assert float(loss) == pytest.approx(float(ref_loss), rel=1e-6)
+    assert float(parts["focal"]) == pytest.approx(float(ref[0]), rel=1e-6)
+    assert float(parts["focal_aux"]) == pytest.approx(float(ref[1]), rel=1e-6)
+    for grad, ref_grad in zip(grads, ref_grads, strict=True):
+        assert torch.allclose(grad, ref_grad, atol=1e-8, rtol=1e-4)

@@ -58,12 +58,32 @@ def _rank(rank: int, init: str, out: str) -> None:
         sync = FlatAllReduce(manual_model, 2)
         sync.broadcast_parameters()
         manual = EagerStep(_parts(manual_model), grad_sync=sync.average_gradients, before_forward=sync.broadcast_buffers)
+        # Split: the same pieces in the order the CUDA-graph step runs them, the copies in and out of the flat
+        # buffers inside its graphs and only the collectives between them.
+        split_model = _net()
+        if rank == 1:
+            with torch.no_grad():
+                for p in split_model.parameters():
+                    p.add_(1.0)
+        split_sync = FlatAllReduce(split_model, 2)
+        split_sync.broadcast_parameters()
+        split = EagerStep(_parts(split_model))
+        split_sync.pack_buffers()
         # Reference: DistributedDataParallel around the same eager step.
         ddp_step, ddp_model = build_train_step(_parts(_net()), "eager", world_size=2)
         for _ in range(3):
             manual(_batch(rank))
             ddp_step(_batch(rank))
-        torch.save({"manual": manual_model.state_dict(), "ddp": ddp_model.module.state_dict()}, f"{out}.{rank}.pt")
+            split_sync.broadcast_packed_buffers()
+            split_sync.unpack_buffers()  # first graph: buffers in, forward + backward, gradients out
+            split.forward_backward(_batch(rank))
+            split_sync.pack_grads()
+            split_sync.all_reduce_gradients()
+            split_sync.unpack_grads()  # second graph: averaged gradients in, update, buffers out
+            split.update()
+            split_sync.pack_buffers()
+        torch.save({"manual": manual_model.state_dict(), "ddp": ddp_model.module.state_dict(),
+                    "split": split_model.state_dict()}, f"{out}.{rank}.pt")
     finally:
         torch.distributed.destroy_process_group()
 
@@ -75,6 +95,7 @@ def test_flat_all_reduce_trains_as_distributed_data_parallel(tmp_path: Path) -> 
     for rank, state in enumerate(states):
         for key, value in state["ddp"].items():
             torch.testing.assert_close(state["manual"][key], value, rtol=1e-5, atol=1e-6, msg=f"rank {rank} {key}")
+            torch.testing.assert_close(state["split"][key], value, rtol=1e-5, atol=1e-6, msg=f"rank {rank} {key}")
     # Both ranks hold the same weights (BatchNorm statistics differ after the last forward, as under DDP),
     # and they trained (differ from the initial ones).
     for key in (name for name, _ in _net().named_parameters()):

@@ -230,15 +230,15 @@ def to_model_image(image: torch.Tensor, device: torch.device | str, channels_las
 def to_model_batch(batch: dict[str, Any], device: torch.device | str, channels_last: bool = False) -> dict[str, Any]:
     """A (collated) batch on ``device`` as the training step consumes it: :func:`to_model_image`, label int64.
 
+    Every other tensor (depth, per-frame camera values) moves to ``device``
+    too: a CUDA-graph step cannot capture a host-to-device copy of one.
     Idempotent, so an already converted batch passes through unchanged.
     Evaluation loops that only read labels back on the host convert just the image.
     """
-    out = dict(batch)
+    out = {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
     out["image"] = to_model_image(batch["image"], device, channels_last)
     if "label" in batch:
-        out["label"] = batch["label"].to(device, non_blocking=True).long()
-    if "depth" in batch:
-        out["depth"] = batch["depth"].to(device, non_blocking=True)
+        out["label"] = out["label"].long()
     return out
 
 

@@ -30,7 +30,7 @@ import hashlib
 import json
 import shutil
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +55,9 @@ class CachePlan:
     augment: BatchAugment
     with_depth: bool
     policy: str
+    # Per-sample values a wrapper adds to each item (tasks.depth.FrameCameras: focal_px, camera_height_m),
+    # by the combined set's index; they travel with each batch unchanged by the augmentation.
+    extras: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def count(self) -> int:
@@ -69,7 +72,14 @@ class CachePlan:
 
 
 def plan_cache(dataset: Dataset) -> CachePlan:
-    """How ``dataset`` is cached and augmented in batches; UnsupportedAugmentationError says why it cannot be."""
+    """How ``dataset`` is cached and augmented in batches; UnsupportedAugmentationError says why it cannot be.
+
+    A wrapper with ``item_extras(path) -> {key: float}`` (``tasks.depth.FrameCameras``) around a data set
+    is looked through: its values are looked up once per sample and added to every batch.
+    """
+    wrapper = dataset if hasattr(dataset, "item_extras") else None
+    if wrapper is not None:
+        dataset = wrapper.dataset
     if isinstance(dataset, MultiSourceDataset):
         parts = list(zip(dataset.datasets, (int(o) for o in dataset.offsets[:-1]), strict=True))
     elif isinstance(dataset, SegDepthDataset):
@@ -89,7 +99,11 @@ def plan_cache(dataset: Dataset) -> CachePlan:
     if len(depth) != 1 or len(policies) != 1:
         raise UnsupportedAugmentationError("the sources differ in with_depth or policy")
     prefix, augment = plans[0]
-    return CachePlan(parts, prefix, augment, depth.pop(), policies.pop())
+    extras: dict[str, np.ndarray] = {}
+    if wrapper is not None:
+        rows = [wrapper.item_extras(str(files.image)) for source, _ in parts for files in source.samples]
+        extras = {key: np.array([row[key] for row in rows], np.float32) for key in (rows[0] if rows else {})}
+    return CachePlan(parts, prefix, augment, depth.pop(), policies.pop(), extras)
 
 
 def _describe(prefix: list[Resize], augment: BatchAugment) -> list[tuple[str, dict[str, Any]]]:
@@ -291,7 +305,8 @@ class CachedBatches:
     """
 
     def __init__(self, cache: FrameCache, augment: BatchAugment, sampler: Any, batch_size: int, seed: int,
-                 device: torch.device, *, on_device: bool, channels_last: bool = False) -> None:
+                 device: torch.device, *, on_device: bool, channels_last: bool = False,
+                 extras: dict[str, np.ndarray] | None = None) -> None:
         self.cache, self.augment, self.sampler = cache, augment, sampler
         self.batch_size, self.seed, self.device, self.channels_last = batch_size, seed, device, channels_last
         self.on_device = on_device and device.type == "cuda"
@@ -302,6 +317,7 @@ class CachedBatches:
             self.arrays = {k: torch.from_numpy(np.asarray(v)).to(device) for k, v in arrays.items() if v is not None}
         else:
             self.arrays = {k: torch.from_numpy(np.asarray(v)) for k, v in arrays.items() if v is not None}
+        self.extras = {k: torch.from_numpy(v).to(device) for k, v in extras.items()} if extras else {}
 
     def __iter__(self) -> CachedBatches:
         self._items = iter(self.sampler)
@@ -320,6 +336,9 @@ class CachedBatches:
                                  sizes[:, 0:2], sizes[:, 2:4])
         if self.channels_last:
             out["image"] = out["image"].contiguous(memory_format=torch.channels_last)
+        if self.extras:
+            where = to_device(indices, self.device)
+            out.update({key: values.index_select(0, where) for key, values in self.extras.items()})
         return out
 
     def _gather(self, indices: np.ndarray) -> dict[str, torch.Tensor]:

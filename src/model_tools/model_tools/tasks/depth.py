@@ -29,6 +29,8 @@ fake-quantise the student's activations to 8 bits (quantisation-aware).
 
 from __future__ import annotations
 
+import functools
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -117,6 +119,72 @@ def soft_integer(integer_out: torch.Tensor, kind: str, levels: int) -> torch.Ten
     return (probs * ks).sum(dim=1, keepdim=True) / float(levels - 1)
 
 
+class _LevelsCrossEntropyAndExpectation(torch.autograd.Function):
+    """Per pixel of [B, L, h, w] logits: cross-entropy against a level index, and the softmax expectation of the level.
+
+    The two terms the ``levels`` loss needs from the logits, from one fp32
+    log-softmax over the levels laid out last (channels_last logits are
+    already so: no transposing copy), with a hand-written backward,
+    ``p - onehot(t)`` and ``p * (k - E)``, over the saved probabilities. The
+    autograd chain of ``cross_entropy`` + ``softmax`` + product + sum it
+    replaces made and read back about ten full-resolution fp32 tensors of
+    256 levels per scale, the bulk of a depth training step (docs/training.md).
+    """
+
+    @staticmethod
+    def forward(ctx: Any, logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """logits [B, L, h, w]; target [B, h, w] level indices in [0, L). Returns (ce, expectation), each [B, h, w]."""
+        log_p = torch.log_softmax(logits.movedim(1, -1), dim=-1, dtype=torch.float32)  # [B, h, w, L]
+        index = target.unsqueeze(-1)
+        ce = -log_p.gather(-1, index).squeeze(-1)
+        probs = log_p.exp_()
+        ks = torch.arange(probs.shape[-1], device=probs.device, dtype=probs.dtype)
+        expectation = probs @ ks
+        ctx.save_for_backward(probs, index, expectation)
+        ctx.logits_dtype = logits.dtype
+        return ce, expectation
+
+    @staticmethod
+    def backward(ctx: Any, grad_ce: torch.Tensor | None, grad_e: torch.Tensor | None) -> tuple[torch.Tensor, None]:
+        probs, index, expectation = ctx.saved_tensors
+        grad_ce = torch.zeros_like(expectation) if grad_ce is None else grad_ce
+        grad_e = torch.zeros_like(expectation) if grad_e is None else grad_e
+        ks = torch.arange(probs.shape[-1], device=probs.device, dtype=probs.dtype)
+        # d ce / dz_k = p_k - [k == t];  d E / dz_k = p_k (k - E)
+        coef = torch.addcmul((grad_ce - grad_e * expectation).unsqueeze(-1), grad_e.unsqueeze(-1), ks)
+        grad = probs.mul_(coef)  # the saved probabilities are not needed again
+        grad.scatter_add_(-1, index, -grad_ce.unsqueeze(-1))
+        return grad.to(ctx.logits_dtype).movedim(-1, 1), None
+
+
+def levels_ce_and_expectation(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(cross-entropy of the level ``target``, softmax expectation of the level index), per pixel, [B, h, w] each.
+
+    On CUDA two Triton kernels (``tasks.levels_loss_kernels``: one read of
+    the logits forward, one read and one write backward); elsewhere, or
+    without Triton, :class:`_LevelsCrossEntropyAndExpectation`. Equal to ``F.cross_entropy(logits.float(), target, reduction="none")`` and
+    ``(softmax(logits.float(), 1) * k).sum(1)`` (k = 0..L-1) and their
+    gradients, up to float rounding; ``target`` must be in [0, L) everywhere
+    (mask invalid pixels in the caller).
+    """
+    kernels = _levels_kernels() if logits.is_cuda else None
+    function = kernels.LevelsCrossEntropyAndExpectation if kernels is not None else _LevelsCrossEntropyAndExpectation
+    ce, expectation = function.apply(logits, target)
+    return ce, expectation
+
+
+@functools.cache
+def _levels_kernels() -> Any:
+    """The Triton kernels of the levels loss (``tasks.levels_loss_kernels``), or None where Triton is missing."""
+    try:
+        from model_tools.tasks import levels_loss_kernels
+    except ImportError as err:
+        warnings.warn(f"depth loss: Triton is not available ({err}); the levels loss runs as PyTorch ops "
+                      "(same values, several times the GPU time)", stacklevel=2)
+        return None
+    return levels_loss_kernels
+
+
 def depth_loss(
     out: dict[tuple[str, int], torch.Tensor], gt: torch.Tensor, model_cfg: DepthModelConfig, loss_cfg: DepthLossConfig
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -139,13 +207,16 @@ def depth_loss(
         int_t, frac_t = decompose_depth(safe, model_cfg.max_depth, model_cfg.kind, model_cfg.levels)
         n_valid = valid.sum().clamp(min=1)
         if model_cfg.kind == "levels":
+            # Invalid pixels get level 0 and weight 0: the same sums as cross_entropy's ignore_index.
             target = depth_to_level(safe, model_cfg.max_depth, "levels", model_cfg.levels).long()[:, 0]
-            target = torch.where(valid[:, 0], target, torch.full_like(target, -100))
-            l_int = F.cross_entropy(int_out.float(), target, ignore_index=-100, reduction="sum") / n_valid
+            ce, expectation = levels_ce_and_expectation(int_out, target)
+            l_int = (ce * valid[:, 0]).sum() / n_valid
+            soft = (expectation / float(model_cfg.levels - 1)).unsqueeze(1)
         else:
             l_int = ((int_out.float() - int_t).abs() * valid).sum() / n_valid
+            soft = soft_integer(int_out, model_cfg.kind, model_cfg.levels)
         l_frac = ((frac - frac_t).abs() * valid).sum() / n_valid / step
-        depth = soft_integer(int_out, model_cfg.kind, model_cfg.levels) * model_cfg.max_depth + frac
+        depth = soft * model_cfg.max_depth + frac
         l_depth = ((depth - safe).abs() * valid).sum() / n_valid
         parts["integer"] = parts["integer"] + l_int / loss_cfg.scales
         parts["fractional"] = parts["fractional"] + l_frac / loss_cfg.scales
@@ -394,6 +465,11 @@ class FrameCameras(Dataset):
 
     def __len__(self) -> int:
         return len(self.dataset)
+
+    def item_extras(self, path: str) -> dict[str, float]:
+        """The values added to the item of image ``path`` (what the frame cache adds to its batches)."""
+        focal, height = self.cameras[path]
+        return {"focal_px": focal, "camera_height_m": height}
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         item = self.dataset[index]

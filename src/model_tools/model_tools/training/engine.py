@@ -244,7 +244,7 @@ def train_batches(train_set: Dataset, cfg: TrainConfig, dist: DistInfo, device: 
                 log(f"train: the frame cache ({cache.nbytes / 2**30:.1f} GiB) takes more than half the free device "
                     "memory; gathering batches from host memory instead")
             return CachedBatches(cache, plan.augment, sampler, cfg.batch_size, cfg.seed, device, on_device=on_device,
-                                 channels_last=channels_last)
+                                 channels_last=channels_last, extras=plan.extras)
     return iter(make_loader(train_set, cfg, dist, device.type == "cuda", train=True, sampler=sampler))
 
 

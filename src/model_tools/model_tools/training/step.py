@@ -14,7 +14,8 @@ that the schedule fills between replays, and the EMA update runs after each
 replay. Under DDP the step is two graphs (forward + backward; the update)
 with one all-reduce of a flat gradient buffer and a broadcast of rank 0's
 buffers (what DistributedDataParallel does) run eagerly around them, so no
-collective is captured. Where capture is impossible (no CUDA device, or
+collective is captured; the copies into and out of the flat buffers are
+inside the graphs (:class:`FlatAllReduce`). Where capture is impossible (no CUDA device, or
 capture raises) the step runs eagerly and says so in one line.
 
 The first few steps of a run (``GRAPH_WARMUP_STEPS``) run eagerly on a side
@@ -174,9 +175,9 @@ class GraphStep:
         if self.sync is None:
             self.graphs[0].replay()
         else:
-            self.sync.broadcast_buffers()
+            self.sync.broadcast_packed_buffers()
             self.graphs[0].replay()
-            self.sync.average_gradients()
+            self.sync.all_reduce_gradients()
             self.graphs[1].replay()
         assert self.static_out is not None
         return self.static_out
@@ -226,16 +227,33 @@ class GraphStep:
             self.graphs, self.static_out = [first], out
             first.replay()
             return out
-        self.sync.broadcast_buffers()
-        forward, error = self._try_capture(first, lambda: self.eager.forward_backward(static))
+        sync = self.sync
+        assert sync is not None
+        sync.pack_buffers()  # from here on the update graph packs them, for the broadcast before each forward
+        sync.broadcast_packed_buffers()
+
+        def forward_backward() -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+            sync.unpack_buffers()
+            out = self.eager.forward_backward(static)
+            sync.pack_grads()
+            return out
+
+        def update() -> torch.Tensor:
+            sync.unpack_grads()
+            grad_norm = self.eager.update()
+            sync.pack_buffers()
+            return grad_norm
+
+        forward, error = self._try_capture(first, forward_backward)
         if error:
             return self.eager(batch)
         first.replay()
-        self.sync.average_gradients()
+        sync.all_reduce_gradients()
         second = torch.cuda.CUDAGraph()
-        grad_norm, error = self._try_capture(second, self.eager.update, pool=first.pool())
+        grad_norm, error = self._try_capture(second, update, pool=first.pool())
         if error:
-            return (*forward, self.eager.update())  # this step's gradients are in place and averaged
+            sync.unpack_grads()  # this step's gradients, averaged
+            return (*forward, self.eager.update())
         second.replay()
         self.graphs, self.static_out = [first, second], (*forward, grad_norm)
         return self.static_out
@@ -249,18 +267,34 @@ class GraphStep:
 
 
 class FlatAllReduce:
-    """DDP's gradient averaging and buffer broadcast as plain collectives that a CUDA graph can capture.
+    """DDP's gradient averaging and buffer broadcast as plain collectives, with the copies in CUDA graphs.
 
-    One all-reduce of all gradients flattened into one buffer (instead of
-    DDP's autograd hooks and buckets), then division by the world size;
-    rank 0's buffers (BatchNorm statistics) are broadcast before each
-    forward, as DistributedDataParallel does by default.
+    All gradients go through one flat buffer per dtype (instead of DDP's
+    autograd hooks and buckets) with one all-reduce, then division by the
+    world size; rank 0's buffers (BatchNorm statistics) are broadcast
+    through another before each forward, as DistributedDataParallel does by
+    default. The flat buffers and their per-tensor views are made once, so
+    the copies in and out are a few ``_foreach_copy_`` launches that a CUDA
+    graph captures: the CUDA-graph step runs only the collectives between
+    its graphs. Flattening and unflattening the ~300 tensors of DDRNet23-Slim
+    eagerly on every step instead took 5.6 ms of host time per step on a
+    2 x H200 box (docs/measurements/ddp_seg_step_profile_before_h200x2.txt),
+    which with the batch preparation left the host slower than the GPUs.
+
+    The eager step calls :meth:`broadcast_buffers` and :meth:`average_gradients`;
+    the CUDA-graph step splits them: ``unpack_buffers`` at the start and
+    ``pack_grads`` at the end of its forward + backward graph,
+    :meth:`all_reduce_gradients` between the graphs, ``unpack_grads`` at the
+    start and ``pack_buffers`` at the end of its update graph, and
+    :meth:`broadcast_packed_buffers` before the next forward.
     """
 
     def __init__(self, model: nn.Module, world_size: int) -> None:
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.buffers = [b for b in model.buffers()]
         self.world_size = world_size
+        self._grad_flat, self._grad_views = _flat_with_views(self.params)
+        self._buffer_flat, self._buffer_views = _flat_with_views(self.buffers)
 
     def broadcast_parameters(self) -> None:
         """Make every rank start from rank 0's weights and buffers (eager, once)."""
@@ -272,19 +306,71 @@ class FlatAllReduce:
                     torch._foreach_copy_(group, torch._utils._unflatten_dense_tensors(flat, group))
 
     def broadcast_buffers(self) -> None:
-        with torch.no_grad():
-            for group in _by_dtype(self.buffers):
-                flat = torch._utils._flatten_dense_tensors(group)
-                torch.distributed.broadcast(flat, 0)
-                torch._foreach_copy_(group, torch._utils._unflatten_dense_tensors(flat, group))
+        """Every rank's buffers become rank 0's."""
+        self.pack_buffers()
+        self.broadcast_packed_buffers()
+        self.unpack_buffers()
 
     def average_gradients(self) -> None:
-        grads = [p.grad for p in self.params if p.grad is not None]
-        for group in _by_dtype(grads):
-            flat = torch._utils._flatten_dense_tensors(group)
+        """Every rank's gradients become the mean over the ranks."""
+        self.pack_grads()
+        self.all_reduce_gradients()
+        self.unpack_grads()
+
+    def pack_buffers(self) -> None:
+        with torch.no_grad():
+            _copy_groups(self._buffer_views, self.buffers)
+
+    def broadcast_packed_buffers(self) -> None:
+        for flat in self._buffer_flat:
+            torch.distributed.broadcast(flat, 0)
+
+    def unpack_buffers(self) -> None:
+        with torch.no_grad():
+            _copy_groups(self.buffers, self._buffer_views)
+
+    def pack_grads(self) -> None:
+        """The gradients into the flat buffers (a parameter without a gradient counts as zeros)."""
+        with torch.no_grad():
+            for views, params in zip(self._grad_views, _by_dtype(self.params), strict=True):
+                pairs = [(v, p.grad) for v, p in zip(views, params, strict=True) if p.grad is not None]
+                missing = [v for v, p in zip(views, params, strict=True) if p.grad is None]
+                if pairs:
+                    torch._foreach_copy_([v for v, _ in pairs], [g for _, g in pairs])
+                if missing:
+                    torch._foreach_zero_(missing)
+
+    def all_reduce_gradients(self) -> None:
+        for flat in self._grad_flat:
             torch.distributed.all_reduce(flat)
-            flat.div_(self.world_size)
-            torch._foreach_copy_(group, torch._utils._unflatten_dense_tensors(flat, group))
+
+    def unpack_grads(self) -> None:
+        """The averaged flat buffers back into the gradients (those that exist)."""
+        with torch.no_grad():
+            for flat, views, params in zip(self._grad_flat, self._grad_views, _by_dtype(self.params), strict=True):
+                flat.div_(self.world_size)
+                pairs = [(p.grad, v) for v, p in zip(views, params, strict=True) if p.grad is not None]
+                if pairs:
+                    torch._foreach_copy_([g for g, _ in pairs], [v for _, v in pairs])
+
+
+def _flat_with_views(tensors: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[list[torch.Tensor]]]:
+    """One flat buffer per dtype group of ``tensors`` and, per group, a view of it shaped like each tensor."""
+    flats, views = [], []
+    for group in _by_dtype(tensors):
+        flat = torch.zeros(sum(t.numel() for t in group), dtype=group[0].dtype, device=group[0].device)
+        flats.append(flat)
+        views.append([v.view(t.shape) for v, t in zip(flat.split([t.numel() for t in group]), group, strict=True)])
+    return flats, views
+
+
+def _copy_groups(targets: list[torch.Tensor] | list[list[torch.Tensor]], sources: list[torch.Tensor] | list[list[torch.Tensor]]) -> None:
+    """``_foreach_copy_`` per dtype group; either side is a flat tensor list (grouped here) or the views."""
+    target_groups = targets if targets and isinstance(targets[0], list) else _by_dtype(targets)  # type: ignore[arg-type]
+    source_groups = sources if sources and isinstance(sources[0], list) else _by_dtype(sources)  # type: ignore[arg-type]
+    for target, source in zip(target_groups, source_groups, strict=True):
+        if target:
+            torch._foreach_copy_(target, source)
 
 
 def _by_dtype(tensors: list[torch.Tensor]) -> list[list[torch.Tensor]]:
@@ -303,6 +389,10 @@ def build_train_step(parts: StepParts, mode: str, *, world_size: int = 1,
     """
     if mode not in STEP_MODES:
         raise ValueError(f"step mode {mode!r} is not one of {STEP_MODES}")
+    if parts.device.type == "cuda":
+        # Training shapes are fixed (whole batches, fixed crops), so cuDNN's per-shape algorithm search pays
+        # once; the algorithms it picks from differ only in summation order, not in what is computed.
+        torch.backends.cudnn.benchmark = True
     if mode == "cuda_graph" and parts.device.type != "cuda":
         log(f"train: step_mode=cuda_graph needs a CUDA device, this run is on {parts.device}; running the step eagerly")
         mode = "eager"
