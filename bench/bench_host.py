@@ -168,8 +168,9 @@ def _costmap_scene() -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, floa
 
 
 def _costmap_steps() -> list[tuple[str, Callable[[], object], Callable[[], object]]]:
-    """(name, optimised, naive) costmap builds on a rendered scene: the node's default base-frame grid, and the
-    grid in a fixed frame (a moving pose, so the per-pixel gains are recomputed every frame). Naive: float64
+    """(name, optimised, naive) costmap builds on a rendered scene: the node's default base-frame grid, the same
+    with ``ground_geometry`` off (labels alone), and the grid in a fixed frame (a moving pose, so the per-pixel
+    gains are recomputed every frame). Naive: float64
     N x 3 points, boolean-mask copies, np.floor binning (``project_points`` + ``grid_from_points``, the
     module's own reference path; it has no dense ground)."""
     import math
@@ -189,8 +190,11 @@ def _costmap_steps() -> list[tuple[str, Callable[[], object], Callable[[], objec
                                                   costmap.camera_to_grid_transform(config), config)
         costmap.grid_from_points(points, cats, config)
 
+    labels_only = costmap.CostmapConfig(**mount, ground_geometry=False)
     return [
         ("costmap build", lambda: costmap.build_costmap(depth, labels, k, config, classes, k_hw=CAMERA_HW), naive),
+        ("costmap, no geometry", lambda: costmap.build_costmap(depth, labels, k, labels_only, classes, k_hw=CAMERA_HW),
+         naive),
         ("costmap (odom grid)", lambda: costmap.build_costmap(depth, labels, k, config, classes, k_hw=CAMERA_HW,
                                                               window=rolling.window_for(next(poses))), naive),
     ]

@@ -3,6 +3,7 @@
 The costmap node and offline evaluation share this package, so everything is
 tested without DDS. Modules: ``config`` (validated parameters), ``classes``
 (label id -> category, surface, known), ``projection`` (one frame -> cells),
+``terrain`` (ground geometry: step and slope against the vehicle's limits),
 ``rolling`` (the fixed-frame window and temporal fusion), ``pose`` (a
 time-indexed pose buffer), ``sync`` (pairing, flat-ground timing and the
 staleness watchdog on an injectable clock), ``corridor`` (distances ahead)

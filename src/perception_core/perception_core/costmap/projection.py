@@ -40,6 +40,11 @@ How a frame becomes cells (``build_costmap`` with depth):
    (it does not vanish under a fixed point count). Flat hazards count like
    ground.
 
+5. Ground geometry (``ground_geometry``): the ground's height per cell (mean,
+   top, bottom) gives step and slope against the vehicle's limits
+   (``terrain``), and drops seen as a gap in the image (a ditch wall, a
+   cliff's brink) are marked at their edge (``_drop_edges``).
+
 Without depth, rays are intersected with the ground plane (the flat-ground
 fallback): ground lands right, anything standing is smeared behind itself,
 and results carry ``used_flat_ground`` for callers to flag.
@@ -387,7 +392,9 @@ def _pull_onto_contact(z: np.ndarray, valid: np.ndarray, standing: np.ndarray, s
     must be a valid surface pixel. The obstacle's foot lies between the contact's depth and the depth at
     which the run's bottom pixel's ray meets the contact's height (one row further on the ground). A pixel
     deeper than that by more than ``limit`` is placed there: on the foot's far bound, which keeps the
-    object's extent better than its near bound in the measurements (docs/costmap.md).
+    object's extent better than its near bound in the measurements (docs/costmap.md). A run whose bottom
+    pixel is itself beyond that bound stands behind a hidden gap (past a brink or a crest), not on the
+    contact, and stays where its depth puts it.
 
     Returns how many pixels were pulled, the (contact, bottom pixel) flat indices of the runs that stand on
     a contact in front of them (the ground between the two is seen up to the obstacle's foot), the flat
@@ -419,7 +426,10 @@ def _pull_onto_contact(z: np.ndarray, valid: np.ndarray, standing: np.ndarray, s
     far = np.maximum(far, near)
     own_z = flat_z[own]
     with np.errstate(invalid="ignore"):
-        pull = has_contact & ~(own_z <= far + np.float32(limit))
+        # A run whose bottom pixel already lies beyond the bound does not stand on that contact: it stands
+        # behind something that hides its foot (a brink, a crest), and none of it is pulled.
+        standing_there = flat_z[bottom] <= far + np.float32(limit)
+        pull = has_contact & standing_there & ~(own_z <= far + np.float32(limit))
     place = far
     pull &= (place > config.min_range) & (place < config.max_range)
     pulled = own[pull]
@@ -441,8 +451,11 @@ def _spread(per_item: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _surface_samples(z: np.ndarray, surface_ok: np.ndarray, categories: np.ndarray, geometry: _RayGeometry,
                      col_f: np.ndarray, row_f: np.ndarray, height: np.ndarray, resolution: float,
-                     feet: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+                     feet: tuple[np.ndarray, np.ndarray],
+                     with_heights: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Samples of the surface between neighbouring pixels: (col_f, row_f, category, height) arrays.
+
+    Heights (interpolated like the positions) are left empty unless ``with_heights``.
 
     Two vertically neighbouring pixels (r, r + 1) are one surface when both are valid surface pixels, the
     step in inverse depth between them is within ``step_limit`` (plus depth noise) and the segment between
@@ -473,7 +486,8 @@ def _surface_samples(z: np.ndarray, surface_ok: np.ndarray, categories: np.ndarr
         t = (number + 1).astype(np.float32) / (per_pair[item] + 1).astype(np.float32)
         out_col.append(col_a[wide][item] + t * d_col[wide][item])
         out_row.append(row_a[wide][item] + t * d_row[wide][item])
-        out_height.append(h_a[wide][item] + t * d_h[wide][item])
+        if with_heights:
+            out_height.append(h_a[wide][item] + t * d_h[wide][item])
         low = cat_a[wide][item]
         out_cat.append(low if cat_b is None else np.where(t < 0.5, low, cat_b[wide][item]))
 
@@ -540,14 +554,16 @@ def _surface_samples(z: np.ndarray, surface_ok: np.ndarray, categories: np.ndarr
                 weights = ((1 - u) * (1 - v), u * (1 - v), (1 - u) * v, u * v)
                 out_col.append(sum(wt * c[keep][item] for wt, c in zip(weights, cq, strict=True)))
                 out_row.append(sum(wt * r[keep][item] for wt, r in zip(weights, rq, strict=True)))
-                hq = [height.ravel()[c][keep][item] for c in corners]
-                out_height.append(sum(wt * h for wt, h in zip(weights, hq, strict=True)))
+                if with_heights:
+                    hq = [height.ravel()[c][keep][item] for c in corners]
+                    out_height.append(sum(wt * h for wt, h in zip(weights, hq, strict=True)))
                 nearest = np.rint(v).astype(np.int64) * 2 + np.rint(u).astype(np.int64)
                 corner_cats = np.stack([cats[c[keep]] for c in corners])
                 out_cat.append(corner_cats[nearest, item])
     if not out_col:
         return np.empty(0, np.float32), np.empty(0, np.float32), np.empty(0, np.int8), np.empty(0, np.float32)
-    return np.concatenate(out_col), np.concatenate(out_row), np.concatenate(out_cat), np.concatenate(out_height)
+    heights = np.concatenate(out_height) if out_height else np.empty(0, np.float32)
+    return np.concatenate(out_col), np.concatenate(out_row), np.concatenate(out_cat), heights
 
 
 def _label_tables(classes: ClassMap, cells: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -598,16 +614,16 @@ def _observe_depth(
     height += np.float32(geometry.t[2] - config.ground_z)
     # Points higher than max_point_height above their ground (canopy, overhangs) are dropped. The ground is the
     # plane, or for a standing pixel its ground contact (a tree on a hillside); surface pixels are the ground.
-    too_high = cv2.inRange(height, _f32_at_least_above(config.max_point_height), float(np.finfo(np.float32).max))
-    too_high &= ~surface
+    low_enough = cv2.inRange(height, -float(np.finfo(np.float32).max), _f32_at_most(config.max_point_height))
+    low_enough |= surface
     height_above = np.zeros(standing_pixels.size, np.float32)
     if standing_pixels.size:
         flat_height = height.ravel()
         grounded = contacts >= 0
         height_above = flat_height[standing_pixels] - np.where(grounded, flat_height[np.maximum(contacts, 0)], 0)
         with np.errstate(invalid="ignore"):
-            too_high.ravel()[standing_pixels] = np.where(height_above > config.max_point_height, 255, 0)
-    valid &= ~too_high
+            low_enough.ravel()[standing_pixels] = np.where(height_above > config.max_point_height, 0, 255)
+    valid &= low_enough
     row_f += np.float32(row_offset)
     col_f += np.float32(col_offset)
     # Surface pixels anywhere in range feed the dense ground (their samples may fall inside the grid).
@@ -616,14 +632,15 @@ def _observe_depth(
     # far from 0 when the depth's scale or the camera pose disagrees with the mount / TF.
     ground_heights = height[::4, ::4][surface_ok[::4, ::4] != 0]
     ground_offset = float(np.median(ground_heights)) if ground_heights.size >= 16 else float("nan")
-    drops = _drop_edges(z, height, surface_ok, surface, cats8, geometry, config) if config.ground_geometry else None
+    drops = _drop_edges(z, height, surface_ok, cats8, geometry, config) if config.ground_geometry else None
     valid &= cv2.inRange(row_f, 0.0, float(np.nextafter(np.float32(rows), np.float32(0))))
     valid &= cv2.inRange(col_f, 0.0, float(np.nextafter(np.float32(cols), np.float32(0))))
     with np.errstate(invalid="ignore"):  # NaN/inf cells of dropped pixels cast to garbage that is masked anyway
         cell = row_f.astype(np.int32)  # truncation == floor on the kept, non-negative values
         cell *= np.int32(cols)
         cell += col_f.astype(np.int32)
-    flat = cell + (cv2.LUT(labels8, bin_lut) if labels8 is not None else bin_lut[ids])
+    flat = cell.copy() if config.ground_geometry else cell  # the cell alone feeds the ground heights
+    flat += (cv2.LUT(labels8, bin_lut) if labels8 is not None else bin_lut[ids])
     flat += np.int32(1)
     flat = flat.ravel()
     # Standing obstacles count by area: their own (small) bincounts. Everything else: one bincount, bin 0 taking
@@ -646,7 +663,7 @@ def _observe_depth(
     samples = 0
     if config.dense_ground:
         s_col, s_row, s_cat, s_height = _surface_samples(z, surface_ok, cats8, geometry, col_f, row_f, height,
-                                                         config.resolution, feet)
+                                                         config.resolution, feet, config.ground_geometry)
         if s_col.size:
             keep = (s_col >= 0) & (s_col < cols) & (s_row >= 0) & (s_row < rows)
             index = s_cat[keep].astype(np.int32) * np.int32(cells)
@@ -712,14 +729,15 @@ class _GroundHeights:
         return counts, sums, np.bincount(index, weights=height, minlength=self.cells + 1)[1:]
 
 
-def _drop_edges(z: np.ndarray, height: np.ndarray, surface_ok: np.ndarray, surface: np.ndarray,
-                categories: np.ndarray, geometry: _RayGeometry,
+def _drop_edges(z: np.ndarray, height: np.ndarray, surface_ok: np.ndarray, categories: np.ndarray,
+                geometry: _RayGeometry,
                 config: CostmapConfig) -> tuple[np.ndarray, np.ndarray]:
     """(near, far) flat pixel indices of pairs at the edge of a drop: (CAUTION-sized, BLOCKED-sized) drops.
 
-    A ground pixel (row r + 1) whose neighbour above (row r) sees surface farther than a continuous surface
-    allows (a depth discontinuity: the ground between is hidden below the line of sight) and lower by more
-    than a step limit stands at a drop's edge: a ditch or a cliff. A neighbour beyond max_range (REP 117
+    A ground pixel (row r + 1) whose neighbour above (row r) sees something farther than a continuous
+    surface allows (a depth discontinuity: the ground between is hidden below the line of sight) and lower
+    by more than a step limit stands at a drop's edge: a ditch or a cliff. The neighbour may be ground or
+    an obstacle: an obstacle whose foot is hidden stands on ground lower still than the point seen. A neighbour beyond max_range (REP 117
     +Inf, or the model's max), or sky seen along a descending ray (past a cliff whose foot is out of
     sight), passed over ground that lies below its ray there, so the ray's height at max_range bounds
     that ground from above.
@@ -746,7 +764,7 @@ def _drop_edges(z: np.ndarray, height: np.ndarray, surface_ok: np.ndarray, surfa
     far_z = z.ravel()[far_index]
     sky = (categories.ravel()[far_index] < 0) & (geometry.gz.ravel()[far_index] < 0)
     far_z = np.where(sky, np.float32(config.max_range), far_z)
-    usable = (surface_ok.ravel()[near_index] != 0) & ((surface.ravel()[far_index] != 0) | sky) & (
+    usable = (surface_ok.ravel()[near_index] != 0) & ((categories.ravel()[far_index] >= 0) | sky) & (
         (far_z > config.min_range) & ~np.isnan(far_z))
     near_index, far_index = near_index[usable], far_index[usable]
     far = np.minimum(far_z[usable], np.float32(config.max_range))
