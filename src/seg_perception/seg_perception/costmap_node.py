@@ -173,6 +173,9 @@ PARAMETERS: dict[str, tuple[Any, str, dict[str, Any]]] = {
     "max_surface_slope_deg": (35.0, "steepest segment between neighbouring surface pixels that is still one "
                                     "surface (an occlusion edge seen obliquely is steeper)",
                               {"float_range": (1.0, 89.0)}),
+    "surface_depth_noise": (0.05, "relative noise of the depth source: rows of one surface may differ this much in "
+                                  "inverse depth beyond the flat-ground step (GT depth: 0.01 is plenty)",
+                            {"float_range": (0.0, 0.49)}),
     "ground_geometry": (True, "cost from the observed ground's geometry: steps, slopes and drops over the "
                               "vehicle's limits raise traversable cells to CAUTION / BLOCKED", {}),
     "step_caution_m": (0.15, "height step to a neighbouring cell above which ground is CAUTION, metres",

@@ -67,6 +67,7 @@ class CostmapConfig:
     dense_ground: bool = True  # fill the ground surface between neighbouring pixel rows
     surface_step_ratio: float = 3.0  # largest inverse-depth step between rows, relative to flat ground's, still a surface
     max_surface_slope_deg: float = 35.0  # steepest segment between neighbouring surface pixels still one surface
+    surface_depth_noise: float = 0.05  # relative depth noise of the source, allowed between rows of one surface
     ground_geometry: bool = True  # cost from the observed ground's slope, steps and drops (costmap/terrain.py)
     step_caution_m: float = 0.15  # height step to a neighbouring cell above which traversable ground is CAUTION
     step_blocked_m: float = 0.3  # ... BLOCKED; also the largest drop (ditch, cliff edge) the vehicle may step down
@@ -123,6 +124,9 @@ class CostmapConfig:
         if not 0 < self.max_surface_slope_deg < 90:
             raise ConfigError(f"costmap parameter max_surface_slope_deg must be in (0, 90), got "
                               f"{self.max_surface_slope_deg}")
+        if not 0 <= self.surface_depth_noise < 0.5:
+            raise ConfigError(f"costmap parameter surface_depth_noise must be in [0, 0.5), got "
+                              f"{self.surface_depth_noise}")
         if not self.surface_step_ratio >= 1:
             raise ConfigError(f"costmap parameter surface_step_ratio must be >= 1, got {self.surface_step_ratio}")
         if not 0 < self.step_caution_m <= self.step_blocked_m:

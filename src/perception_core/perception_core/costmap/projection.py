@@ -71,7 +71,6 @@ LETHAL = (Category.BLOCKED, Category.HAZARD)
 MAX_SURFACE_SAMPLES = 64  # samples between two pixels at most (6.4 m of 0.1 m cells)
 SURFACE_SAMPLE_STEP = 1.0  # sample spacing along a surface segment, in cells (at most one cell between samples)
 FILL_ROW_SPACING = 0.35  # row pairs whose flat-ground spacing is at least this many cells are checked for gaps
-SURFACE_DEPTH_NOISE = 0.01  # relative depth noise within which two rows still belong to one surface
 MAX_EDGE_SPAN_CELLS = 8  # the most cells a drop's edge is marked over, from the last ground seen towards the brink
 SURFACE_HEIGHT_NOISE = 0.05  # metres of height noise allowed on top of the slope limit between two surface pixels
 
@@ -437,7 +436,7 @@ def _pull_onto_contact(z: np.ndarray, valid: np.ndarray, standing: np.ndarray, s
     valid.ravel()[pulled] = 255
     last = run_last[has_contact[run_last]]  # one entry per run (its last pixel) that has a surface contact
     with np.errstate(invalid="ignore"):
-        grounded = flat_z[own[last]] >= near[last] * np.float32(1 - SURFACE_DEPTH_NOISE)
+        grounded = flat_z[own[last]] >= near[last] * np.float32(1 - config.surface_depth_noise)
     return int(pulled.size), (contact[last][grounded], bottom[last][grounded]), own, np.where(has_contact, contact, -1)
 
 
@@ -451,7 +450,7 @@ def _spread(per_item: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _surface_samples(z: np.ndarray, surface_ok: np.ndarray, categories: np.ndarray, geometry: _RayGeometry,
                      col_f: np.ndarray, row_f: np.ndarray, height: np.ndarray, resolution: float,
-                     feet: tuple[np.ndarray, np.ndarray],
+                     feet: tuple[np.ndarray, np.ndarray], depth_noise: float,
                      with_heights: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Samples of the surface between neighbouring pixels: (col_f, row_f, category, height) arrays.
 
@@ -510,9 +509,9 @@ def _surface_samples(z: np.ndarray, surface_ok: np.ndarray, categories: np.ndarr
         with np.errstate(invalid="ignore"):  # invalid pixels (NaN, inf) are masked out below
             d_col, d_row = cf[:-1] - cf[1:], rf[:-1] - rf[1:]  # from the lower pixel (r + 1) to the upper (r)
             gap = np.maximum(np.abs(d_col), np.abs(d_row))
-        limit = geometry.step_limit + np.float32(SURFACE_DEPTH_NOISE) * inverse[1:]
+        limit = geometry.step_limit + np.float32(depth_noise) * inverse[1:]
         with np.errstate(invalid="ignore"):
-            # Model depth is noisy by ~1 %: a relative allowance keeps slightly uneven rows of one surface together.
+            # Depth is noisy (surface_depth_noise): a relative allowance keeps uneven rows of one surface together.
             vertical = ok[:-1] & ok[1:] & (np.abs(inverse[1:] - inverse[:-1]) <= limit)
             # Slope: a surface segment rises at most slope_limit per metre run (plus height noise).
             vertical &= (np.abs(hf[:-1] - hf[1:]) <= np.float32(geometry.slope_limit * resolution)
@@ -663,7 +662,8 @@ def _observe_depth(
     samples = 0
     if config.dense_ground:
         s_col, s_row, s_cat, s_height = _surface_samples(z, surface_ok, cats8, geometry, col_f, row_f, height,
-                                                         config.resolution, feet, config.ground_geometry)
+                                                         config.resolution, feet, config.surface_depth_noise,
+                                                         config.ground_geometry)
         if s_col.size:
             keep = (s_col >= 0) & (s_col < cols) & (s_row >= 0) & (s_row < rows)
             index = s_cat[keep].astype(np.int32) * np.int32(cells)
@@ -755,7 +755,7 @@ def _drop_edges(z: np.ndarray, height: np.ndarray, surface_ok: np.ndarray, categ
     np.copyto(inverse, np.float32(1.0 / config.max_range), where=not_projected)
     excess = cv2.subtract(inverse[1:], inverse[:-1])  # near (row r + 1) minus far (row r): > 0 when far is farther
     cv2.subtract(excess, geometry.edge_step_limit, dst=excess)
-    cv2.scaleAdd(inverse[1:], -SURFACE_DEPTH_NOISE, excess, dst=excess)
+    cv2.scaleAdd(inverse[1:], -config.surface_depth_noise, excess, dst=excess)
     width = z.shape[1]
     pair = np.flatnonzero(cv2.compare(excess, np.zeros_like(excess), cv2.CMP_GT))  # array op array: any shape
     half_width = inverse.shape[1]
