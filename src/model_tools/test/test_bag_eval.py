@@ -305,3 +305,23 @@ def test_a_wrong_k_would_raise_the_costmap_score_if_it_were_scored(drive_bag, mo
     good_score = evaluate_bag(drive_bag, *models, tmp_path / "good", progress=False).metrics["costmap"]
     bad_score = evaluate_bag(bad, *models, tmp_path / "bad", progress=False).metrics["costmap"]
     assert bad_score["agreement_observed"] > good_score["agreement_observed"]
+
+
+def test_elevation_on_grid_reads_the_bags_cells_into_the_costmap_grid() -> None:
+    """The bag's elevation grid (x -5..15, y -10..10 at 0.1 m) under the costmap's 30 x 30 m window: each
+    costmap cell takes the bag cell with the same centre; outside the bag's grid the height is unknown."""
+    from model_tools.bags.eval_bag import elevation_on_grid
+    from model_tools.data.synth_bag import ElevationGrid
+    from perception_core.metrics.costmap import BevGrid
+
+    bag_grid = ElevationGrid()
+    gx, gy = bag_grid.centers()
+    heights = (0.01 * gx + 0.1 * gy).astype(np.float32)
+    cloud = np.stack([gx, gy, heights], axis=-1).astype(np.float32)
+    grid = BevGrid(0.1, -15.0, -15.0, 300, 300)
+    out = elevation_on_grid(cloud, grid)
+    xs, ys = grid.centres()
+    inside = ((xs > -5) & (xs < 15))[None, :] & ((ys > -10) & (ys < 10))[:, None]
+    expected = (0.01 * xs[None, :] + 0.1 * ys[:, None]).astype(np.float32)
+    np.testing.assert_allclose(out[inside], np.broadcast_to(expected, out.shape)[inside], atol=1e-5)
+    assert np.isnan(out[~inside]).all()
