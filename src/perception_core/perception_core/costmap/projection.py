@@ -729,9 +729,11 @@ class _GroundHeights:
         return counts, sums, np.bincount(index, weights=height, minlength=self.cells + 1)[1:]
 
 
+_PixelPairs = tuple[np.ndarray, np.ndarray]  # (near, far) flat pixel indices
+
+
 def _drop_edges(z: np.ndarray, height: np.ndarray, surface_ok: np.ndarray, categories: np.ndarray,
-                geometry: _RayGeometry,
-                config: CostmapConfig) -> tuple[np.ndarray, np.ndarray]:
+                geometry: _RayGeometry, config: CostmapConfig) -> tuple[_PixelPairs, _PixelPairs]:
     """(near, far) flat pixel indices of pairs at the edge of a drop: (CAUTION-sized, BLOCKED-sized) drops.
 
     A ground pixel (row r + 1) whose neighbour above (row r) sees something farther than a continuous
@@ -775,7 +777,7 @@ def _drop_edges(z: np.ndarray, height: np.ndarray, surface_ok: np.ndarray, categ
     return (near_index[caution], far_index[caution]), (near_index[blocked], far_index[blocked])
 
 
-def _drop_edge_cells(drops: Any, z: np.ndarray, height: np.ndarray, row_f: np.ndarray, col_f: np.ndarray,
+def _drop_edge_cells(drops: tuple[_PixelPairs, _PixelPairs] | None, z: np.ndarray, height: np.ndarray, row_f: np.ndarray, col_f: np.ndarray,
                      valid: np.ndarray, geometry: _RayGeometry, gains: tuple[np.ndarray, np.ndarray, float, float],
                      window: GridWindow, config: CostmapConfig) -> np.ndarray:
     """int32 [2, rows, cols]: drop-edge samples per cell, CAUTION-sized and BLOCKED-sized drops.
