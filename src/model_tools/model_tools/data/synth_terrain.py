@@ -27,6 +27,7 @@ Only numpy is needed.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -41,6 +42,14 @@ STEP_FLOOR_FRACTION = 0.02  # the marcher advances at least this fraction of t p
 STEP_FLOOR_M = 0.05
 ROOT_TOLERANCE_M = 2e-4  # |z_ray - height| at an accepted hit
 HEIGHT_STEP_M = 0.2  # downward search step of heights_along_z: thinner than any ridge the generator draws
+# Points per pass of the per-point kernels: their temporaries stay in cache and are reused rather than
+# freshly mapped pages (at 1280x1080 whole-image temporaries cost more in page faults than in arithmetic).
+CHUNK = 1 << 15
+
+
+def chunks(n: int, size: int = CHUNK) -> Iterator[slice]:
+    """Consecutive slices of at most ``size`` covering range(n)."""
+    return (slice(s, min(s + size, n)) for s in range(0, n, size))
 
 
 @dataclass(frozen=True)
@@ -323,6 +332,15 @@ class Terrain:
         y = np.asarray(y, np.float32).reshape(-1)
         if self.flat:
             return np.zeros(shape, np.float32)
+        if x.size <= CHUNK:
+            return self._height(x, y, with_water).reshape(shape)
+        out = np.empty(x.size, np.float32)
+        for part in chunks(x.size):
+            out[part] = self._height(x[part], y[part], with_water)
+        return out.reshape(shape)
+
+    def _height(self, x: np.ndarray, y: np.ndarray, with_water: bool) -> np.ndarray:
+        """``height`` of flat float32 arrays, all points in one pass."""
         h = np.float32(self.incline[0]) * x
         if self.incline[1]:
             h += np.float32(self.incline[1]) * y
@@ -370,7 +388,7 @@ class Terrain:
                 if water is not None:
                     np.maximum(hs, water, out=hs)
                 h[sel] = hs
-        return h.reshape(shape)
+        return h
 
     @property
     def wet(self) -> bool:
@@ -544,6 +562,18 @@ class _Rays:
         self.dx, self.dy, self.dz = dx, dy, dz
 
     def gap(self, rays: np.ndarray, t: np.ndarray) -> np.ndarray:
+        if rays.size <= CHUNK:
+            return self._gap(rays, t)
+        parts = chunks(rays.size)
+        first = next(parts)
+        head = self._gap(rays[first], t[first])
+        out = np.empty(rays.size, head.dtype)
+        out[first] = head
+        for part in parts:
+            out[part] = self._gap(rays[part], t[part])
+        return out
+
+    def _gap(self, rays: np.ndarray, t: np.ndarray) -> np.ndarray:
         x = self.dx[rays] * t
         x += self.ox
         y = self.dy[rays] * t
@@ -569,6 +599,12 @@ def march_rays(
     thinner along the ray than the floor spacing (a crest grazed at a
     silhouette) can be stepped over.
     """
+    if dx.size > CHUNK:  # rays are independent: a cache-sized batch at a time
+        out = np.empty(dx.size, np.float32)
+        for part in chunks(dx.size):
+            out[part] = march_rays(terrain, origin, dx[part], dy[part], dz[part], t_start[part], t_stop[part],
+                                   safe_steps, chunk)
+        return out
     rays_ = _Rays(terrain, origin, dx, dy, dz)
     result = np.full(dx.size, np.inf, np.float32)
     slope = np.float32(terrain.max_slope)
@@ -724,14 +760,16 @@ def cast_image(terrain: Terrain, origin: np.ndarray, dx: np.ndarray, dy: np.ndar
     span = (np.minimum(guess * np.float32(0.985), near[bracketed] * np.float32(0.92)),
             np.maximum(guess * np.float32(1.015), far[bracketed] * np.float32(1.08)))
     done = np.zeros(bracketed.size, bool)
-    for lo, hi in ((guess * np.float32(0.985), guess * np.float32(1.015)), span):
-        todo = np.flatnonzero(~done)
-        rays = bracketed[todo]
-        lo, hi = lo[todo], hi[todo]
-        f_lo, f_hi = rays_.gap(rays, lo), rays_.gap(rays, hi)
-        ok = (f_lo > 0) & (f_hi <= 0)
-        t[rays[ok]] = refine_crossings(rays_, rays[ok], lo[ok], hi[ok], f_lo[ok], f_hi[ok])
-        done[todo[ok]] = True
+    for part in chunks(bracketed.size):  # rays are independent: a cache-sized batch at a time
+        part_rays, part_guess, part_done = bracketed[part], guess[part], done[part]
+        for lo, hi in ((part_guess * np.float32(0.985), part_guess * np.float32(1.015)), (span[0][part], span[1][part])):
+            todo = np.flatnonzero(~part_done)
+            rays = part_rays[todo]
+            lo, hi = lo[todo], hi[todo]
+            f_lo, f_hi = rays_.gap(rays, lo), rays_.gap(rays, hi)
+            ok = (f_lo > 0) & (f_hi <= 0)
+            t[rays[ok]] = refine_crossings(rays_, rays[ok], lo[ok], hi[ok], f_lo[ok], f_hi[ok])
+            part_done[todo[ok]] = True
     rest = any_hit.copy()
     rest[bracketed[done]] = False
     rest = np.flatnonzero(rest)
@@ -788,9 +826,11 @@ def image_normals(terrain: Terrain, image: TerrainImage, origin: np.ndarray, dx:
     map_x, map_y = _coarse_maps(h, w, image.stride)
     dense = cv2.remap(coarse_n, map_x, map_y, cv2.INTER_LINEAR).reshape(-1, 3)
     smooth = image.smooth.ravel()[pixels]
-    n = dense[pixels[smooth]]
-    n /= np.linalg.norm(n, axis=1, keepdims=True)
-    out[smooth] = n
+    for part in chunks(pixels.size):  # a cache-sized batch of pixels at a time
+        sm = smooth[part]
+        n = dense[pixels[part][sm]]
+        n /= np.linalg.norm(n, axis=1, keepdims=True)
+        out[part][sm] = n
     rough = pixels[~smooth]
     tr = image.t.ravel()[rough]
     out[~smooth] = terrain.normals(np.float32(origin[0]) + tr * dx.ravel()[rough],
