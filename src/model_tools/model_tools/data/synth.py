@@ -864,7 +864,7 @@ def render_frame(
             gy = np.float32(origin[1]) + t * ray[1]
             cls = scene.ground_class(gx, gy, names)
             flat_label[pixels] = cls
-            flat_rgb[pixels] = _shade_ground(scene, cls, gx, gy, t, *ray, normals[part], names)
+            flat_rgb[pixels] = _shade_ground(scene, cls, gx, gy, t, *ray, normals[part], names).T
 
     for k, (v0, v1, u0, u1) in rects.items():
         sl = (slice(v0, v1), slice(u0, u1))
@@ -998,9 +998,12 @@ def _dot3(vectors: np.ndarray, direction: np.ndarray) -> np.ndarray:
 
 
 def _haze(scene: Scene, color: np.ndarray, t: np.ndarray) -> np.ndarray:
-    """Blend towards the horizon colour with distance: ``horizon + (color - horizon) * exp(-haze * t)``."""
-    horizon = scene.sky_horizon.astype(np.float32)[None, :]
-    keep = np.exp(np.asarray(t, np.float32) * -scene.haze)[:, None]
+    """Blend towards the horizon colour with distance: ``horizon + (color - horizon) * exp(-haze * t)``.
+
+    ``color`` is channel-major (3, N), as is the result (elementwise over long rows, not 3-long ones).
+    """
+    horizon = scene.sky_horizon.astype(np.float32)[:, None]
+    keep = np.exp(np.asarray(t, np.float32) * -scene.haze)[None, :]
     out = np.asarray(color, np.float32) - horizon
     out *= keep
     out += horizon
@@ -1022,7 +1025,7 @@ def _shade_primitive(
     lambert = np.clip(_dot3(n, scene.sun_dir), 0.0, None)[:, None]
     sky_light = (0.5 + 0.5 * n[:, 2:3])  # surfaces facing up see more sky
     light = scene.ambient * sky_light + (1.0 - scene.ambient) * lambert * scene.sun_color[None, :]
-    return _haze(scene, albedo * light * 1.1, t)
+    return _haze(scene, (albedo * light * 1.1).T, t).T
 
 
 def _shade_ground(
@@ -1030,11 +1033,14 @@ def _shade_ground(
     dx: np.ndarray, dy: np.ndarray, dz: np.ndarray, normals: np.ndarray, names: dict[str, int],
 ) -> np.ndarray:
     """Ground colour: per-class albedo x texture, lit by the sun on the terrain's slope (Lambert) plus sky
-    light; water mirrors the sky instead (Schlick-like Fresnel on the grazing angle). Then haze."""
+    light; water mirrors the sky instead (Schlick-like Fresnel on the grazing angle). Then haze.
+
+    Channel-major (3, N): the per-pixel passes run over long rows rather than 3-long ones.
+    """
     n = len(cls)
-    albedo = np.zeros((256, 3), np.float32)
+    albedo = np.zeros((3, 256), np.float32)
     for name in ("smooth_ground", "rough_ground", "low_vegetation", "water"):
-        albedo[names[name]] = scene.ground_albedo[name]
+        albedo[:, names[name]] = scene.ground_albedo[name]
     texture = np.ones(n, np.float32)
     veg, veg_red = None, None  # vegetation pixels get a red tint from the patch noise
     for name in ("smooth_ground", "rough_ground", "low_vegetation"):
@@ -1061,11 +1067,11 @@ def _shade_ground(
     sky_light = normals[:, 2] * (0.5 * scene.ambient)
     sky_light += 0.5 * scene.ambient
     texture *= 1.1
-    color = albedo[cls]
-    color *= texture[:, None]
+    color = albedo.take(cls, axis=1)
+    color *= texture
     if veg is not None:
-        color[veg, 0] += veg_red * 1.1
-    color *= sky_light[:, None] + sun[:, None] * scene.sun_color.astype(np.float32)[None, :]
+        color[0, veg] += veg_red * 1.1
+    color *= sky_light + scene.sun_color.astype(np.float32)[:, None] * sun
     water = np.flatnonzero(cls == names["water"])
     if water.size:
         wx, wy, wz = dx[water], dy[water], dz[water]
@@ -1074,7 +1080,7 @@ def _shade_ground(
         ripple = value_noise(gx[water] * 6.0, gy[water] * 6.0, scene.seed + 51)
         elev = np.clip(cos_i + 0.1 * (ripple - 0.5), 0.0, 1.0)[:, None]
         reflected = scene.sky_horizon[None, :] * (1.0 - elev) + scene.sky_zenith[None, :] * elev
-        color[water] = albedo[names["water"]][None, :] * (1.0 - fresnel) + reflected * (0.35 + 0.65 * fresnel)
+        color[:, water] = (albedo[:, names["water"]][None, :] * (1.0 - fresnel) + reflected * (0.35 + 0.65 * fresnel)).T
     return _haze(scene, color, t)
 
 
@@ -1088,16 +1094,16 @@ def _shade_sky(scene: Scene, rgb: np.ndarray, sky: np.ndarray, dx: np.ndarray, d
 
 
 def _sky_color(scene: Scene, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
-    """Sky colour (N, 3) of view rays (x, y, z)."""
+    """Sky colour (N, 3) of view rays (x, y, z); computed channel-major (3, N), returned as its transpose."""
     norm = np.sqrt(x * x + y * y + z * z)
     elev = np.clip(z / norm, 0.0, 1.0)
-    w = np.sqrt(elev)[:, None]
-    color = scene.sky_horizon[None, :] * (1.0 - w) + scene.sky_zenith[None, :] * w
+    w = np.sqrt(elev)
+    color = scene.sky_horizon[:, None] * (1.0 - w) + scene.sky_zenith[:, None] * w
     if scene.cloud_cover > 0.05:
         zc = np.maximum(z / norm, 0.03)
         cloud = fbm(x / norm / zc * 0.8, y / norm / zc * 0.8, scene.seed + 61, octaves=2)
-        amount = np.clip((cloud - (1.0 - scene.cloud_cover)) * 3.0, 0.0, 1.0)[:, None]
-        color = color * (1.0 - amount) + np.array([0.92, 0.92, 0.94])[None, :] * amount
+        amount = np.clip((cloud - (1.0 - scene.cloud_cover)) * 3.0, 0.0, 1.0)
+        color = color * (1.0 - amount) + np.array([0.92, 0.92, 0.94])[:, None] * amount
     sun = np.clip((x * scene.sun_dir[0] + y * scene.sun_dir[1] + z * scene.sun_dir[2]) / norm, 0.0, 1.0)
     # The powers only where they can change the colour: sun**8 is 0 at sun = 0, and below sun = 0.6 sun**300 is
     # < 3e-67, far under half an ulp of any sky colour (each channel > 0.1), so adding it leaves the sum unchanged.
@@ -1105,8 +1111,8 @@ def _sky_color(scene: Scene, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.
     bright, lit = sun > np.float32(0.6), sun > 0
     disc[bright] = sun[bright] ** 300
     glow[lit] = sun[lit] ** 8
-    color = color + disc[:, None] * 0.8 + glow[:, None] * 0.15
-    return color
+    color = color + disc * 0.8 + glow * 0.15
+    return color.T
 
 
 def _sensor(scene: Scene, rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -1118,18 +1124,21 @@ def _sensor(scene: Scene, rgb: np.ndarray, rng: np.random.Generator) -> np.ndarr
     xx = (np.arange(w, dtype=np.float32) - w / 2.0) / (w / 2.0)
     sigma = np.float32(scene.noise_sigma)
     # A band of rows at a time; the noise is drawn in row order, so the stream is the one a whole-image draw gives.
+    # Rows as flat (w * 3) vectors, the per-channel and per-column factors tiled to match: no 3-long inner loops.
+    flat_rgb, flat_image = rgb.reshape(h, w * 3), image.reshape(h, w * 3)
+    gain_row = np.tile(gain, w)
     for rows in chunks(h, max(1, CHUNK // w)):
-        out = rgb[rows] * gain[None, None, :]
+        out = flat_rgb[rows] * gain_row[None, :]
         if scene.vignette > 0:
             fall = 1.0 - scene.vignette * 0.5 * (yy[rows, None] ** 2 + xx[None, :] ** 2)
-            out *= fall[:, :, None]
+            out *= fall.repeat(3, axis=1)
         if scene.noise_sigma > 0:
-            noise = rng.standard_normal(out.shape, dtype=np.float32)
+            noise = rng.standard_normal((out.shape[0], w, 3), dtype=np.float32).reshape(out.shape)
             noise *= sigma
             out += noise
         out += 0.5
         np.clip(out, 0, 255, out=out)
-        image[rows] = out
+        flat_image[rows] = out
     return image
 
 

@@ -744,8 +744,13 @@ def cast_image(terrain: Terrain, origin: np.ndarray, dx: np.ndarray, dy: np.ndar
     any_hit_c = cv2.dilate(finite.astype(np.uint8), kernel) > 0
     cell_r = np.minimum(np.searchsorted(rows, np.arange(h), side="right") - 1, rows.size - 2)
     cell_c = np.minimum(np.searchsorted(cols, np.arange(w), side="right") - 1, cols.size - 2)
-    spread = (cell_r[:, None], cell_c[None, :])
-    near, far, any_hit = near_c[spread].ravel(), far_c[spread].ravel(), any_hit_c[spread].ravel()
+    # Each coarse cell's value over its pixels (cell indices are sorted: repeat each by its pixel count).
+    per_r, per_c = np.bincount(cell_r, minlength=rows.size - 1), np.bincount(cell_c, minlength=cols.size - 1)
+
+    def spread(cells: np.ndarray) -> np.ndarray:
+        return cells[: rows.size - 1, : cols.size - 1].repeat(per_r, axis=0).repeat(per_c, axis=1)
+
+    near, far, any_hit = spread(near_c).ravel(), spread(far_c).ravel(), spread(any_hit_c).ravel()
     # The four coarse rays at the corners of the pixel's cell: one continuous surface when all hit within 25%.
     corners = np.stack([coarse[:-1, :-1], coarse[1:, :-1], coarse[:-1, 1:], coarse[1:, 1:]])
     with np.errstate(invalid="ignore"):
@@ -786,7 +791,7 @@ def cast_image(terrain: Terrain, origin: np.ndarray, dx: np.ndarray, dy: np.ndar
     t[rest] = t_rest
     t = t.reshape(h, w)
     t[sub] = coarse
-    return TerrainImage(t, stride, cell_smooth[spread])
+    return TerrainImage(t, stride, spread(cell_smooth))
 
 
 @lru_cache(maxsize=4)
@@ -829,7 +834,11 @@ def image_normals(terrain: Terrain, image: TerrainImage, origin: np.ndarray, dx:
     for part in chunks(pixels.size):  # a cache-sized batch of pixels at a time
         sm = smooth[part]
         n = dense[pixels[part][sm]]
-        n /= np.linalg.norm(n, axis=1, keepdims=True)
+        norm = n[:, 0] * n[:, 0]  # |n| summed in np.linalg.norm's order, without its reduction over 3-long rows
+        norm += n[:, 1] * n[:, 1]
+        norm += n[:, 2] * n[:, 2]
+        np.sqrt(norm, out=norm)
+        n /= norm[:, None]
         out[part][sm] = n
     rough = pixels[~smooth]
     tr = image.t.ravel()[rough]
