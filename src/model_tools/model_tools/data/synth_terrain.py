@@ -47,8 +47,9 @@ HEIGHT_STEP_M = 0.2  # downward search step of heights_along_z: thinner than any
 CHUNK = 1 << 15
 
 
-def chunks(n: int, size: int = CHUNK) -> Iterator[slice]:
-    """Consecutive slices of at most ``size`` covering range(n)."""
+def chunks(n: int, size: int | None = None) -> Iterator[slice]:
+    """Consecutive slices of at most ``size`` (default CHUNK, read at the call) covering range(n)."""
+    size = CHUNK if size is None else size
     return (slice(s, min(s + size, n)) for s in range(0, n, size))
 
 
