@@ -666,28 +666,27 @@ def refine_crossings(rays_: _Rays, rays: np.ndarray, lo: np.ndarray, hi: np.ndar
 
     Rays still open after ``iterations`` get their bracket's lower end.
     """
-    lo, hi, f_lo, f_hi = lo.copy(), hi.copy(), f_lo.copy(), f_hi.copy()
     out = lo.copy()
-    open_ = np.arange(rays.size)
+    open_ = np.arange(rays.size)  # the open brackets' positions in out; the arrays below hold only them
     kept = np.zeros(rays.size, np.int8)  # +1: lo was replaced last time (hi kept), -1: hi replaced (lo kept)
+    half = np.float32(0.5)
     for _ in range(iterations):
         if open_.size == 0:
             break
-        a, b, fa, fb = lo[open_], hi[open_], f_lo[open_], f_hi[open_]
-        t = b - fb * (b - a) / (fb - fa)
-        np.minimum(np.maximum(t, a), b, out=t)
-        ft = rays_.gap(rays[open_], t)
+        t = hi - f_hi * (hi - lo) / (f_hi - f_lo)
+        np.minimum(np.maximum(t, lo), hi, out=t)
+        ft = rays_.gap(rays, t)
         done = np.abs(ft) <= np.float32(ROOT_TOLERANCE_M)
         out[open_[done]] = t[done]
         above = ft > 0
-        up, down = open_[above], open_[~above]
-        lo[up], f_lo[up] = t[above], ft[above]
-        hi[down], f_hi[down] = t[~above], ft[~above]
+        lo, f_lo = np.where(above, t, lo), np.where(above, ft, f_lo)
+        hi, f_hi = np.where(above, hi, t), np.where(above, f_hi, ft)
         # Illinois: an end kept twice in a row has its gap halved, so the secant moves towards it.
-        f_hi[up[kept[up] == 1]] *= np.float32(0.5)
-        f_lo[down[kept[down] == -1]] *= np.float32(0.5)
-        kept[up], kept[down] = 1, -1
-        open_ = open_[~done]
+        f_hi[above & (kept == 1)] *= half
+        f_lo[~above & (kept == -1)] *= half
+        kept = np.where(above, np.int8(1), np.int8(-1))
+        going = ~done
+        open_, rays, lo, hi, f_lo, f_hi, kept = (a[going] for a in (open_, rays, lo, hi, f_lo, f_hi, kept))
     return out
 
 
@@ -759,7 +758,10 @@ def cast_image(terrain: Terrain, origin: np.ndarray, dx: np.ndarray, dy: np.ndar
     fx, fy, fz = dx.ravel(), dy.ravel(), dz.ravel()
     rays_ = _Rays(terrain, origin, fx, fy, fz)
     t = np.full(fx.size, np.inf, np.float32)
-    bracketed = np.flatnonzero((far < missing) & (far < near * np.float32(1.25)))
+    fine = np.ones((h, w), bool)  # the coarse rays' pixels take the coarse hits: not cast again
+    fine[sub] = False
+    fine = fine.ravel()
+    bracketed = np.flatnonzero((far < missing) & (far < near * np.float32(1.25)) & fine)
     # First a tight bracket around the coarse hits interpolated to the pixel, then the cell's whole span.
     map_x, map_y = _coarse_maps(h, w, stride)
     guess = cv2.remap(np.where(finite, coarse, 0.0).astype(np.float32), map_x, map_y, cv2.INTER_LINEAR).ravel()[bracketed]
@@ -776,7 +778,7 @@ def cast_image(terrain: Terrain, origin: np.ndarray, dx: np.ndarray, dy: np.ndar
             ok = (f_lo > 0) & (f_hi <= 0)
             t[rays[ok]] = refine_crossings(rays_, rays[ok], lo[ok], hi[ok], f_lo[ok], f_hi[ok])
             part_done[todo[ok]] = True
-    rest = any_hit.copy()
+    rest = any_hit & fine
     rest[bracketed[done]] = False
     rest = np.flatnonzero(rest)
     t0, t1 = terrain.slab(origin, fx[rest], fy[rest], fz[rest])
