@@ -834,15 +834,17 @@ def image_normals(terrain: Terrain, image: TerrainImage, origin: np.ndarray, dx:
     map_x, map_y = _coarse_maps(h, w, image.stride)
     dense = cv2.remap(coarse_n, map_x, map_y, cv2.INTER_LINEAR).reshape(-1, 3)
     smooth = image.smooth.ravel()[pixels]
-    for part in chunks(pixels.size):  # a cache-sized batch of pixels at a time
-        sm = smooth[part]
-        n = dense[pixels[part][sm]]
-        norm = n[:, 0] * n[:, 0]  # |n| summed in np.linalg.norm's order, without its reduction over 3-long rows
-        norm += n[:, 1] * n[:, 1]
-        norm += n[:, 2] * n[:, 2]
-        np.sqrt(norm, out=norm)
-        n /= norm[:, None]
-        out[part][sm] = n
+    # Every pixel gets the interpolated normal, a cache-sized batch at a time (no masked gathers and stores);
+    # the rough ones are overwritten below, so their values here (0/0 where the coarse rays missed) do not matter.
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for part in chunks(pixels.size):
+            n = dense.take(pixels[part], axis=0)
+            norm = n[:, 0] * n[:, 0]  # |n| summed in np.linalg.norm's order, without its reduction over 3-long rows
+            norm += n[:, 1] * n[:, 1]
+            norm += n[:, 2] * n[:, 2]
+            np.sqrt(norm, out=norm)
+            n /= norm[:, None]
+            out[part] = n
     rough = pixels[~smooth]
     tr = image.t.ravel()[rough]
     out[~smooth] = terrain.normals(np.float32(origin[0]) + tr * dx.ravel()[rough],
