@@ -563,23 +563,25 @@ class _Rays:
         self.dx, self.dy, self.dz = dx, dy, dz
 
     def gap(self, rays: np.ndarray, t: np.ndarray) -> np.ndarray:
+        """The gap at ``t`` along the rays of index ``rays``."""
         if rays.size <= CHUNK:
-            return self._gap(rays, t)
+            return self.gap_along(self.dx[rays], self.dy[rays], self.dz[rays], t)
         parts = chunks(rays.size)
         first = next(parts)
-        head = self._gap(rays[first], t[first])
+        head = self.gap(rays[first], t[first])
         out = np.empty(rays.size, head.dtype)
         out[first] = head
         for part in parts:
-            out[part] = self._gap(rays[part], t[part])
+            out[part] = self.gap(rays[part], t[part])
         return out
 
-    def _gap(self, rays: np.ndarray, t: np.ndarray) -> np.ndarray:
-        x = self.dx[rays] * t
+    def gap_along(self, dx: np.ndarray, dy: np.ndarray, dz: np.ndarray, t: np.ndarray) -> np.ndarray:
+        """The gap at ``t`` along rays of directions (dx, dy, dz) already gathered (loops that carry them)."""
+        x = dx * t
         x += self.ox
-        y = self.dy[rays] * t
+        y = dy * t
         y += self.oy
-        z = self.dz[rays] * t
+        z = dz * t
         z += self.oz
         z -= self.terrain.height(x, y)
         return z
@@ -618,7 +620,8 @@ def march_rays(
     result[idx[inside]] = t[inside]
     idx, t, f = idx[~inside], t[~inside], f[~inside]
     stop = t_stop[idx]
-    close = slope * np.sqrt(dx[idx] * dx[idx] + dy[idx] * dy[idx]) - dz[idx]  # fastest the gap can shrink per unit t
+    rx, ry, rz = dx[idx], dy[idx], dz[idx]  # the open rays' directions, carried along with them
+    close = slope * np.sqrt(rx * rx + ry * ry) - rz  # fastest the gap can shrink per unit t
     brackets: list[tuple[np.ndarray, ...]] = []
     for _ in range(safe_steps):
         if idx.size == 0:
@@ -628,13 +631,14 @@ def march_rays(
         np.maximum(step, t * np.float32(STEP_FLOOR_FRACTION) + np.float32(STEP_FLOOR_M), out=step)
         t_new = t + step
         np.minimum(t_new, stop, out=t_new)
-        f_new = rays_.gap(idx, t_new)
+        f_new = rays_.gap_along(rx, ry, rz, t_new)
         crossed = f_new <= 0
         if crossed.any():
             brackets.append((idx[crossed], t[crossed], t_new[crossed], f[crossed], f_new[crossed]))
         going = ~crossed
         going &= t_new < stop
         idx, t, f, stop, close = idx[going], t_new[going], f_new[going], stop[going], close[going]
+        rx, ry, rz = rx[going], ry[going], rz[going]
     # Grazing rays: sample ``chunk`` points per ray at once at the floor spacing (geometric in t).
     ratio = np.float32(1.0 + STEP_FLOOR_FRACTION)
     ramp = ratio ** np.arange(1, chunk + 1, dtype=np.float32)
@@ -666,8 +670,14 @@ def refine_crossings(rays_: _Rays, rays: np.ndarray, lo: np.ndarray, hi: np.ndar
 
     Rays still open after ``iterations`` get their bracket's lower end.
     """
+    if rays.size > CHUNK:  # rays are independent: a cache-sized batch at a time
+        out = np.empty(rays.size, lo.dtype)
+        for part in chunks(rays.size):
+            out[part] = refine_crossings(rays_, rays[part], lo[part], hi[part], f_lo[part], f_hi[part], iterations)
+        return out
     out = lo.copy()
     open_ = np.arange(rays.size)  # the open brackets' positions in out; the arrays below hold only them
+    rx, ry, rz = rays_.dx[rays], rays_.dy[rays], rays_.dz[rays]
     kept = np.zeros(rays.size, np.int8)  # +1: lo was replaced last time (hi kept), -1: hi replaced (lo kept)
     half = np.float32(0.5)
     for _ in range(iterations):
@@ -675,7 +685,7 @@ def refine_crossings(rays_: _Rays, rays: np.ndarray, lo: np.ndarray, hi: np.ndar
             break
         t = hi - f_hi * (hi - lo) / (f_hi - f_lo)
         np.minimum(np.maximum(t, lo), hi, out=t)
-        ft = rays_.gap(rays, t)
+        ft = rays_.gap_along(rx, ry, rz, t)
         done = np.abs(ft) <= np.float32(ROOT_TOLERANCE_M)
         out[open_[done]] = t[done]
         above = ft > 0
@@ -686,7 +696,7 @@ def refine_crossings(rays_: _Rays, rays: np.ndarray, lo: np.ndarray, hi: np.ndar
         f_lo[~above & (kept == -1)] *= half
         kept = np.where(above, np.int8(1), np.int8(-1))
         going = ~done
-        open_, rays, lo, hi, f_lo, f_hi, kept = (a[going] for a in (open_, rays, lo, hi, f_lo, f_hi, kept))
+        open_, rx, ry, rz, lo, hi, f_lo, f_hi, kept = (a[going] for a in (open_, rx, ry, rz, lo, hi, f_lo, f_hi, kept))
     return out
 
 
