@@ -5,7 +5,8 @@ Renders the same frame seeds with both generators (render only, 640x544 and
 first, so both see the same machine load; also this tree with per-frame
 camera ranges. The baseline is a git revision of this repository
 (``--baseline-ref``, exported with ``git archive`` into a temp folder) and
-runs in a subprocess with only its own sources on PYTHONPATH.
+runs in a subprocess with only its own sources on PYTHONPATH; docs/data.md
+compares with 0bea0cd, the generator before the terrain.
 
 Usage: python bench/bench_synth.py [--baseline-ref main] [--frames 8] [--rounds 3] [--json out.json]
 Prints frames/s and the ratio this/baseline; ``--json`` writes the numbers.

@@ -117,6 +117,39 @@ def test_render_is_deterministic_and_seed_dependent():
     assert a.rgb.tobytes() != c.rgb.tobytes()
 
 
+REFERENCE = Path(__file__).parent / "data" / "synth_reference_frames.npz"
+
+
+def _reference_frames() -> dict[str, object]:
+    """The frames of REFERENCE: two scenes at the vehicle camera, one drawn camera, one drive frame (96x80)."""
+    from model_tools.data.synth import drive_pose
+
+    rig = CameraRig.default(96, 80)
+    drawn = frame_seed(5, 0)
+    drive = build_scene(77, length=60.0, clear_corridor=True)
+    return {
+        "scene_a": render_frame(rig, frame_seed(9, 2)),
+        "scene_b": render_frame(rig, frame_seed(9, 8)),
+        "drawn_camera": render_frame(camera_for(CameraRanges(96, 80), drawn), drawn),
+        "drive": render_frame(rig, 77, drive_pose(drive, 3.0), time_s=3.0, scene=drive),
+    }
+
+
+@pytest.mark.parametrize("chunk", [None, 1000])
+def test_render_output_equals_the_generator_before_its_speed_work(chunk, monkeypatch):
+    """Same rgb, depth and labels, bit for bit, as the generator at 2e5242e (before the batching and channel-major
+    rewrites) wrote to REFERENCE, with whole-frame passes and with batches of 1000 (several per frame)."""
+    from model_tools.data import synth, synth_terrain
+
+    if chunk is not None:
+        monkeypatch.setattr(synth_terrain, "CHUNK", chunk)
+        monkeypatch.setattr(synth, "CHUNK", chunk)
+    stored = np.load(REFERENCE)
+    for name, frame in _reference_frames().items():
+        for field in ("rgb", "depth", "label"):
+            np.testing.assert_array_equal(getattr(frame, field), stored[f"{name}/{field}"], err_msg=f"{name} {field}")
+
+
 def test_depth_png16_encoding():
     depth = np.array([[0.0, 1.0, 2.5], [300.0, np.nan, 0.00390625]], dtype=np.float32)
     assert depth_to_png16(depth).tolist() == [[0, 256, 640], [65535, 0, 1]]
@@ -340,3 +373,11 @@ def test_cli_runs_without_ros(tmp_path):
     assert len(list((tmp_path / "d" / "val" / "label").glob("*.png"))) == 1
     bad = subprocess.run([*cmd[:4], "--split", "val", *cmd[4:]], env=env, capture_output=True, text=True, timeout=60, check=False)
     assert bad.returncode == 1 and "either --split or --val-fraction" in bad.stderr
+
+
+if __name__ == "__main__" and sys.argv[1:] == ["--write-reference"]:
+    # Run with the reference generator's sources on PYTHONPATH (see the test above).
+    REFERENCE.parent.mkdir(exist_ok=True)
+    np.savez_compressed(REFERENCE, **{f"{name}/{field}": getattr(frame, field)
+                                      for name, frame in _reference_frames().items() for field in ("rgb", "depth", "label")})
+    print(f"wrote {REFERENCE}")

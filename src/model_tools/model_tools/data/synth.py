@@ -24,7 +24,7 @@ Only numpy, cv2 and yaml are needed here (the GPU box has no ROS or rosbags).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Any
@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from model_tools.data.synth_terrain import (
+    CHUNK,
     Bump,
     Drop,
     Road,
@@ -40,6 +41,7 @@ from model_tools.data.synth_terrain import (
     Wave,
     blend_corners,
     cast_image,
+    chunks,
     image_normals,
 )
 from perception_core.errors import ConfigError
@@ -222,6 +224,20 @@ def _mix01(h: np.ndarray) -> np.ndarray:
     return out
 
 
+def _in_chunks(fn: Callable[..., np.ndarray], x: np.ndarray, y: np.ndarray, *args: Any) -> np.ndarray:
+    """``fn(x, y, *args)`` of a per-point function, CHUNK points at a time (same values, cache-sized temporaries)."""
+    shape = np.shape(x)
+    x, y = x.reshape(-1), y.reshape(-1)
+    parts = chunks(x.size)
+    first = next(parts)
+    head = fn(x[first], y[first], *args)
+    out = np.empty(x.size, head.dtype)
+    out[first] = head
+    for part in parts:
+        out[part] = fn(x[part], y[part], *args)
+    return out.reshape(shape)
+
+
 def _hash01(ix: np.ndarray, iy: np.ndarray, seed: int) -> np.ndarray:
     """Deterministic pseudo-random value in [0, 1) per integer lattice point (uint32 wrap-around hash)."""
     h = ix.astype(np.uint32) * _HASH_X
@@ -238,28 +254,71 @@ def value_noise(x: np.ndarray, y: np.ndarray, seed: int) -> np.ndarray:
     """
     x = np.asarray(x, dtype=np.float32)
     y = np.asarray(y, dtype=np.float32)
+    if x.size > CHUNK:
+        return _in_chunks(value_noise, x, y, seed)
     xf = np.floor(x)
     yf = np.floor(y)
     tx = x - xf
     ty = y - yf
-    hx0 = xf.astype(np.int32).astype(np.uint32)
-    hx0 *= _HASH_X
-    hx1 = hx0 + _HASH_X
-    hy0 = yf.astype(np.int32).astype(np.uint32)
-    hy0 *= _HASH_Y
-    hy1 = hy0 + _HASH_Y
+    ix = xf.astype(np.int32)
+    iy = yf.astype(np.int32)
     salt = np.uint32((seed * 0x9E3779B1) & 0xFFFFFFFF)
-    hy0 ^= salt
-    hy1 ^= salt
-    a = _mix01(hx0 ^ hy0)
-    b = _mix01(hx1 ^ hy0)
-    c = _mix01(hx0 ^ hy1)
-    d = _mix01(hx1 ^ hy1)
+    table = _lattice_table(ix, iy, salt)
+    if table is not None:
+        # Few lattice cells for many points (low-frequency noise): hash each corner once, then gather.
+        values, x_lo, y_lo = table
+        nx = np.int32(values.shape[1])
+        idx = iy - np.int32(y_lo)
+        idx *= nx
+        idx += ix
+        idx -= np.int32(x_lo)
+        flat = values.ravel()
+        a = flat.take(idx)
+        b = flat.take(idx + np.int32(1))
+        idx += nx
+        c = flat.take(idx)
+        d = flat.take(idx + np.int32(1))
+    else:
+        hx0 = ix.astype(np.uint32)
+        hx0 *= _HASH_X
+        hx1 = hx0 + _HASH_X
+        hy0 = iy.astype(np.uint32)
+        hy0 *= _HASH_Y
+        hy1 = hy0 + _HASH_Y
+        hy0 ^= salt
+        hy1 ^= salt
+        a = _mix01(hx0 ^ hy0)
+        b = _mix01(hx1 ^ hy0)
+        c = _mix01(hx0 ^ hy1)
+        d = _mix01(hx1 ^ hy1)
     return blend_corners(a, b, c, d, tx * tx * (3.0 - 2.0 * tx), ty * ty * (3.0 - 2.0 * ty))
+
+
+def _lattice_table(ix: np.ndarray, iy: np.ndarray, salt: np.uint32) -> tuple[np.ndarray, int, int] | None:
+    """``_hash01`` at every lattice corner the cells (ix, iy) touch, as ([ny, nx] values, x_lo, y_lo).
+
+    None when the cells' bounding box has more corners than a quarter of the points (hashing per point is
+    then cheaper). The hashes are the ones value_noise computes per point, so the noise is unchanged.
+    """
+    if ix.size < 64:
+        return None
+    x_lo, x_hi = int(ix.min()), int(ix.max())
+    y_lo, y_hi = int(iy.min()), int(iy.max())
+    nx, ny = x_hi - x_lo + 2, y_hi - y_lo + 2
+    if nx * ny * 4 > ix.size:
+        return None
+    hx = np.arange(x_lo, x_lo + nx, dtype=np.int64).astype(np.int32).astype(np.uint32)
+    hx *= _HASH_X
+    hy = np.arange(y_lo, y_lo + ny, dtype=np.int64).astype(np.int32).astype(np.uint32)
+    hy *= _HASH_Y
+    hy ^= salt
+    return _mix01(hy[:, None] ^ hx[None, :]), x_lo, y_lo
 
 
 def fbm(x: np.ndarray, y: np.ndarray, seed: int, octaves: int = 3, frequency: float = 1.0) -> np.ndarray:
     """Fractal sum of value noise, normalised to [0, 1)."""
+    if np.size(x) > CHUNK:
+        return _in_chunks(fbm, np.asarray(x), np.asarray(y), seed, octaves, frequency)
     total = np.zeros(np.shape(x), dtype=np.float32)
     amplitude, norm = 1.0, 0.0
     for octave in range(octaves):
@@ -792,15 +851,20 @@ def render_frame(
     sky = ~hit
     _shade_sky(scene, rgb, sky, dx, dy, dz)
 
-    ground = hit & (pid < 0)
-    if ground.any():
-        t = tbuf[ground]
-        gx = np.float32(origin[0]) + t * dx[ground]
-        gy = np.float32(origin[1]) + t * dy[ground]
-        cls = scene.ground_class(gx, gy, names)
-        label[ground] = cls
-        normals = image_normals(scene.terrain, terrain_hits, origin, dx, dy, dz, np.flatnonzero(ground))
-        rgb[ground] = _shade_ground(scene, cls, gx, gy, t, dx[ground], dy[ground], dz[ground], normals, names)
+    ground = np.flatnonzero(hit & (pid < 0))
+    if ground.size:
+        normals = image_normals(scene.terrain, terrain_hits, origin, dx, dy, dz, ground)
+        flat_t, flat_dx, flat_dy, flat_dz = tbuf.ravel(), dx.ravel(), dy.ravel(), dz.ravel()
+        flat_label, flat_rgb = label.reshape(-1), rgb.reshape(-1, 3)
+        for part in chunks(ground.size):  # per-pixel shading, a cache-sized batch of pixels at a time
+            pixels = ground[part]
+            t = flat_t[pixels]
+            ray = (flat_dx[pixels], flat_dy[pixels], flat_dz[pixels])
+            gx = np.float32(origin[0]) + t * ray[0]
+            gy = np.float32(origin[1]) + t * ray[1]
+            cls = scene.ground_class(gx, gy, names)
+            flat_label[pixels] = cls
+            flat_rgb[pixels] = _shade_ground(scene, cls, gx, gy, t, *ray, normals[part], names).T
 
     for k, (v0, v1, u0, u1) in rects.items():
         sl = (slice(v0, v1), slice(u0, u1))
@@ -934,9 +998,12 @@ def _dot3(vectors: np.ndarray, direction: np.ndarray) -> np.ndarray:
 
 
 def _haze(scene: Scene, color: np.ndarray, t: np.ndarray) -> np.ndarray:
-    """Blend towards the horizon colour with distance: ``horizon + (color - horizon) * exp(-haze * t)``."""
-    horizon = scene.sky_horizon.astype(np.float32)[None, :]
-    keep = np.exp(np.asarray(t, np.float32) * -scene.haze)[:, None]
+    """Blend towards the horizon colour with distance: ``horizon + (color - horizon) * exp(-haze * t)``.
+
+    ``color`` is channel-major (3, N), as is the result (elementwise over long rows, not 3-long ones).
+    """
+    horizon = scene.sky_horizon.astype(np.float32)[:, None]
+    keep = np.exp(np.asarray(t, np.float32) * -scene.haze)[None, :]
     out = np.asarray(color, np.float32) - horizon
     out *= keep
     out += horizon
@@ -958,7 +1025,7 @@ def _shade_primitive(
     lambert = np.clip(_dot3(n, scene.sun_dir), 0.0, None)[:, None]
     sky_light = (0.5 + 0.5 * n[:, 2:3])  # surfaces facing up see more sky
     light = scene.ambient * sky_light + (1.0 - scene.ambient) * lambert * scene.sun_color[None, :]
-    return _haze(scene, albedo * light * 1.1, t)
+    return _haze(scene, (albedo * light * 1.1).T, t).T
 
 
 def _shade_ground(
@@ -966,11 +1033,14 @@ def _shade_ground(
     dx: np.ndarray, dy: np.ndarray, dz: np.ndarray, normals: np.ndarray, names: dict[str, int],
 ) -> np.ndarray:
     """Ground colour: per-class albedo x texture, lit by the sun on the terrain's slope (Lambert) plus sky
-    light; water mirrors the sky instead (Schlick-like Fresnel on the grazing angle). Then haze."""
+    light; water mirrors the sky instead (Schlick-like Fresnel on the grazing angle). Then haze.
+
+    Channel-major (3, N): the per-pixel passes run over long rows rather than 3-long ones.
+    """
     n = len(cls)
-    albedo = np.zeros((256, 3), np.float32)
+    albedo = np.zeros((3, 256), np.float32)
     for name in ("smooth_ground", "rough_ground", "low_vegetation", "water"):
-        albedo[names[name]] = scene.ground_albedo[name]
+        albedo[:, names[name]] = scene.ground_albedo[name]
     texture = np.ones(n, np.float32)
     veg, veg_red = None, None  # vegetation pixels get a red tint from the patch noise
     for name in ("smooth_ground", "rough_ground", "low_vegetation"):
@@ -997,11 +1067,11 @@ def _shade_ground(
     sky_light = normals[:, 2] * (0.5 * scene.ambient)
     sky_light += 0.5 * scene.ambient
     texture *= 1.1
-    color = albedo[cls]
-    color *= texture[:, None]
+    color = albedo.take(cls, axis=1)
+    color *= texture
     if veg is not None:
-        color[veg, 0] += veg_red * 1.1
-    color *= sky_light[:, None] + sun[:, None] * scene.sun_color.astype(np.float32)[None, :]
+        color[0, veg] += veg_red * 1.1
+    color *= sky_light + scene.sun_color.astype(np.float32)[:, None] * sun
     water = np.flatnonzero(cls == names["water"])
     if water.size:
         wx, wy, wz = dx[water], dy[water], dz[water]
@@ -1010,41 +1080,66 @@ def _shade_ground(
         ripple = value_noise(gx[water] * 6.0, gy[water] * 6.0, scene.seed + 51)
         elev = np.clip(cos_i + 0.1 * (ripple - 0.5), 0.0, 1.0)[:, None]
         reflected = scene.sky_horizon[None, :] * (1.0 - elev) + scene.sky_zenith[None, :] * elev
-        color[water] = albedo[names["water"]][None, :] * (1.0 - fresnel) + reflected * (0.35 + 0.65 * fresnel)
+        color[:, water] = (albedo[:, names["water"]][None, :] * (1.0 - fresnel) + reflected * (0.35 + 0.65 * fresnel)).T
     return _haze(scene, color, t)
 
 
 def _shade_sky(scene: Scene, rgb: np.ndarray, sky: np.ndarray, dx: np.ndarray, dy: np.ndarray, dz: np.ndarray) -> None:
-    if not sky.any():
-        return
-    x, y, z = dx[sky], dy[sky], dz[sky]
+    """Sky colour into ``rgb`` where ``sky``: horizon-to-zenith gradient, clouds, the sun's disc and glow."""
+    pixels = np.flatnonzero(sky)
+    flat_rgb, flat_dx, flat_dy, flat_dz = rgb.reshape(-1, 3), dx.ravel(), dy.ravel(), dz.ravel()
+    for part in chunks(pixels.size):
+        sel = pixels[part]
+        flat_rgb[sel] = _sky_color(scene, flat_dx[sel], flat_dy[sel], flat_dz[sel])
+
+
+def _sky_color(scene: Scene, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """Sky colour (N, 3) of view rays (x, y, z); computed channel-major (3, N), returned as its transpose."""
     norm = np.sqrt(x * x + y * y + z * z)
     elev = np.clip(z / norm, 0.0, 1.0)
-    w = np.sqrt(elev)[:, None]
-    color = scene.sky_horizon[None, :] * (1.0 - w) + scene.sky_zenith[None, :] * w
+    w = np.sqrt(elev)
+    color = scene.sky_horizon[:, None] * (1.0 - w) + scene.sky_zenith[:, None] * w
     if scene.cloud_cover > 0.05:
         zc = np.maximum(z / norm, 0.03)
         cloud = fbm(x / norm / zc * 0.8, y / norm / zc * 0.8, scene.seed + 61, octaves=2)
-        amount = np.clip((cloud - (1.0 - scene.cloud_cover)) * 3.0, 0.0, 1.0)[:, None]
-        color = color * (1.0 - amount) + np.array([0.92, 0.92, 0.94])[None, :] * amount
+        amount = np.clip((cloud - (1.0 - scene.cloud_cover)) * 3.0, 0.0, 1.0)
+        color = color * (1.0 - amount) + np.array([0.92, 0.92, 0.94])[:, None] * amount
     sun = np.clip((x * scene.sun_dir[0] + y * scene.sun_dir[1] + z * scene.sun_dir[2]) / norm, 0.0, 1.0)
-    color = color + (sun**300)[:, None] * 0.8 + (sun**8)[:, None] * 0.15
-    rgb[sky] = color
+    # The powers only where they can change the colour: sun**8 is 0 at sun = 0, and below sun = 0.6 sun**300 is
+    # < 3e-67, far under half an ulp of any sky colour (each channel > 0.1), so adding it leaves the sum unchanged.
+    disc, glow = np.zeros_like(sun), np.zeros_like(sun)
+    bright, lit = sun > np.float32(0.6), sun > 0
+    disc[bright] = sun[bright] ** 300
+    glow[lit] = sun[lit] ** 8
+    color = color + disc * 0.8 + glow * 0.15
+    return color.T
 
 
 def _sensor(scene: Scene, rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Exposure, white balance, vignetting, gamma-free tone clip, Gaussian read noise -> uint8."""
     h, w = rgb.shape[:2]
     gain = (scene.exposure * scene.white_balance * 255.0).astype(np.float32)
-    out = rgb * gain[None, None, :]
-    if scene.vignette > 0:
-        yy = (np.arange(h, dtype=np.float32) - h / 2.0) / (h / 2.0)
-        xx = (np.arange(w, dtype=np.float32) - w / 2.0) / (w / 2.0)
-        fall = 1.0 - scene.vignette * 0.5 * (yy[:, None] ** 2 + xx[None, :] ** 2)
-        out *= fall[:, :, None]
-    if scene.noise_sigma > 0:
-        out += rng.standard_normal(out.shape, dtype=np.float32) * np.float32(scene.noise_sigma)
-    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+    image = np.empty(rgb.shape, np.uint8)
+    yy = (np.arange(h, dtype=np.float32) - h / 2.0) / (h / 2.0)
+    xx = (np.arange(w, dtype=np.float32) - w / 2.0) / (w / 2.0)
+    sigma = np.float32(scene.noise_sigma)
+    # A band of rows at a time; the noise is drawn in row order, so the stream is the one a whole-image draw gives.
+    # Rows as flat (w * 3) vectors, the per-channel and per-column factors tiled to match: no 3-long inner loops.
+    flat_rgb, flat_image = rgb.reshape(h, w * 3), image.reshape(h, w * 3)
+    gain_row = np.tile(gain, w)
+    for rows in chunks(h, max(1, CHUNK // w)):
+        out = flat_rgb[rows] * gain_row[None, :]
+        if scene.vignette > 0:
+            fall = 1.0 - scene.vignette * 0.5 * (yy[rows, None] ** 2 + xx[None, :] ** 2)
+            out *= fall.repeat(3, axis=1)
+        if scene.noise_sigma > 0:
+            noise = rng.standard_normal((out.shape[0], w, 3), dtype=np.float32).reshape(out.shape)
+            noise *= sigma
+            out += noise
+        out += 0.5
+        np.clip(out, 0, 255, out=out)
+        flat_image[rows] = out
+    return image
 
 
 # --------------------------------------------------------------------------- drive

@@ -27,6 +27,7 @@ Only numpy is needed.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -41,6 +42,15 @@ STEP_FLOOR_FRACTION = 0.02  # the marcher advances at least this fraction of t p
 STEP_FLOOR_M = 0.05
 ROOT_TOLERANCE_M = 2e-4  # |z_ray - height| at an accepted hit
 HEIGHT_STEP_M = 0.2  # downward search step of heights_along_z: thinner than any ridge the generator draws
+# Points per pass of the per-point kernels: their temporaries stay in cache and are reused rather than
+# freshly mapped pages (at 1280x1080 whole-image temporaries cost more in page faults than in arithmetic).
+CHUNK = 1 << 15
+
+
+def chunks(n: int, size: int | None = None) -> Iterator[slice]:
+    """Consecutive slices of at most ``size`` (default CHUNK, read at the call) covering range(n)."""
+    size = CHUNK if size is None else size
+    return (slice(s, min(s + size, n)) for s in range(0, n, size))
 
 
 @dataclass(frozen=True)
@@ -323,6 +333,15 @@ class Terrain:
         y = np.asarray(y, np.float32).reshape(-1)
         if self.flat:
             return np.zeros(shape, np.float32)
+        if x.size <= CHUNK:
+            return self._height(x, y, with_water).reshape(shape)
+        out = np.empty(x.size, np.float32)
+        for part in chunks(x.size):
+            out[part] = self._height(x[part], y[part], with_water)
+        return out.reshape(shape)
+
+    def _height(self, x: np.ndarray, y: np.ndarray, with_water: bool) -> np.ndarray:
+        """``height`` of flat float32 arrays, all points in one pass."""
         h = np.float32(self.incline[0]) * x
         if self.incline[1]:
             h += np.float32(self.incline[1]) * y
@@ -370,7 +389,7 @@ class Terrain:
                 if water is not None:
                     np.maximum(hs, water, out=hs)
                 h[sel] = hs
-        return h.reshape(shape)
+        return h
 
     @property
     def wet(self) -> bool:
@@ -544,11 +563,25 @@ class _Rays:
         self.dx, self.dy, self.dz = dx, dy, dz
 
     def gap(self, rays: np.ndarray, t: np.ndarray) -> np.ndarray:
-        x = self.dx[rays] * t
+        """The gap at ``t`` along the rays of index ``rays``."""
+        if rays.size <= CHUNK:
+            return self.gap_along(self.dx[rays], self.dy[rays], self.dz[rays], t)
+        parts = chunks(rays.size)
+        first = next(parts)
+        head = self.gap(rays[first], t[first])
+        out = np.empty(rays.size, head.dtype)
+        out[first] = head
+        for part in parts:
+            out[part] = self.gap(rays[part], t[part])
+        return out
+
+    def gap_along(self, dx: np.ndarray, dy: np.ndarray, dz: np.ndarray, t: np.ndarray) -> np.ndarray:
+        """The gap at ``t`` along rays of directions (dx, dy, dz) already gathered (loops that carry them)."""
+        x = dx * t
         x += self.ox
-        y = self.dy[rays] * t
+        y = dy * t
         y += self.oy
-        z = self.dz[rays] * t
+        z = dz * t
         z += self.oz
         z -= self.terrain.height(x, y)
         return z
@@ -569,6 +602,12 @@ def march_rays(
     thinner along the ray than the floor spacing (a crest grazed at a
     silhouette) can be stepped over.
     """
+    if dx.size > CHUNK:  # rays are independent: a cache-sized batch at a time
+        out = np.empty(dx.size, np.float32)
+        for part in chunks(dx.size):
+            out[part] = march_rays(terrain, origin, dx[part], dy[part], dz[part], t_start[part], t_stop[part],
+                                   safe_steps, chunk)
+        return out
     rays_ = _Rays(terrain, origin, dx, dy, dz)
     result = np.full(dx.size, np.inf, np.float32)
     slope = np.float32(terrain.max_slope)
@@ -581,7 +620,8 @@ def march_rays(
     result[idx[inside]] = t[inside]
     idx, t, f = idx[~inside], t[~inside], f[~inside]
     stop = t_stop[idx]
-    close = slope * np.sqrt(dx[idx] * dx[idx] + dy[idx] * dy[idx]) - dz[idx]  # fastest the gap can shrink per unit t
+    rx, ry, rz = dx[idx], dy[idx], dz[idx]  # the open rays' directions, carried along with them
+    close = slope * np.sqrt(rx * rx + ry * ry) - rz  # fastest the gap can shrink per unit t
     brackets: list[tuple[np.ndarray, ...]] = []
     for _ in range(safe_steps):
         if idx.size == 0:
@@ -591,13 +631,14 @@ def march_rays(
         np.maximum(step, t * np.float32(STEP_FLOOR_FRACTION) + np.float32(STEP_FLOOR_M), out=step)
         t_new = t + step
         np.minimum(t_new, stop, out=t_new)
-        f_new = rays_.gap(idx, t_new)
+        f_new = rays_.gap_along(rx, ry, rz, t_new)
         crossed = f_new <= 0
         if crossed.any():
             brackets.append((idx[crossed], t[crossed], t_new[crossed], f[crossed], f_new[crossed]))
         going = ~crossed
         going &= t_new < stop
         idx, t, f, stop, close = idx[going], t_new[going], f_new[going], stop[going], close[going]
+        rx, ry, rz = rx[going], ry[going], rz[going]
     # Grazing rays: sample ``chunk`` points per ray at once at the floor spacing (geometric in t).
     ratio = np.float32(1.0 + STEP_FLOOR_FRACTION)
     ramp = ratio ** np.arange(1, chunk + 1, dtype=np.float32)
@@ -629,28 +670,33 @@ def refine_crossings(rays_: _Rays, rays: np.ndarray, lo: np.ndarray, hi: np.ndar
 
     Rays still open after ``iterations`` get their bracket's lower end.
     """
-    lo, hi, f_lo, f_hi = lo.copy(), hi.copy(), f_lo.copy(), f_hi.copy()
+    if rays.size > CHUNK:  # rays are independent: a cache-sized batch at a time
+        out = np.empty(rays.size, lo.dtype)
+        for part in chunks(rays.size):
+            out[part] = refine_crossings(rays_, rays[part], lo[part], hi[part], f_lo[part], f_hi[part], iterations)
+        return out
     out = lo.copy()
-    open_ = np.arange(rays.size)
+    open_ = np.arange(rays.size)  # the open brackets' positions in out; the arrays below hold only them
+    rx, ry, rz = rays_.dx[rays], rays_.dy[rays], rays_.dz[rays]
     kept = np.zeros(rays.size, np.int8)  # +1: lo was replaced last time (hi kept), -1: hi replaced (lo kept)
+    half = np.float32(0.5)
     for _ in range(iterations):
         if open_.size == 0:
             break
-        a, b, fa, fb = lo[open_], hi[open_], f_lo[open_], f_hi[open_]
-        t = b - fb * (b - a) / (fb - fa)
-        np.minimum(np.maximum(t, a), b, out=t)
-        ft = rays_.gap(rays[open_], t)
+        t = hi - f_hi * (hi - lo) / (f_hi - f_lo)
+        np.minimum(np.maximum(t, lo), hi, out=t)
+        ft = rays_.gap_along(rx, ry, rz, t)
         done = np.abs(ft) <= np.float32(ROOT_TOLERANCE_M)
         out[open_[done]] = t[done]
         above = ft > 0
-        up, down = open_[above], open_[~above]
-        lo[up], f_lo[up] = t[above], ft[above]
-        hi[down], f_hi[down] = t[~above], ft[~above]
+        lo, f_lo = np.where(above, t, lo), np.where(above, ft, f_lo)
+        hi, f_hi = np.where(above, hi, t), np.where(above, f_hi, ft)
         # Illinois: an end kept twice in a row has its gap halved, so the secant moves towards it.
-        f_hi[up[kept[up] == 1]] *= np.float32(0.5)
-        f_lo[down[kept[down] == -1]] *= np.float32(0.5)
-        kept[up], kept[down] = 1, -1
-        open_ = open_[~done]
+        f_hi[above & (kept == 1)] *= half
+        f_lo[~above & (kept == -1)] *= half
+        kept = np.where(above, np.int8(1), np.int8(-1))
+        going = ~done
+        open_, rx, ry, rz, lo, hi, f_lo, f_hi, kept = (a[going] for a in (open_, rx, ry, rz, lo, hi, f_lo, f_hi, kept))
     return out
 
 
@@ -708,8 +754,13 @@ def cast_image(terrain: Terrain, origin: np.ndarray, dx: np.ndarray, dy: np.ndar
     any_hit_c = cv2.dilate(finite.astype(np.uint8), kernel) > 0
     cell_r = np.minimum(np.searchsorted(rows, np.arange(h), side="right") - 1, rows.size - 2)
     cell_c = np.minimum(np.searchsorted(cols, np.arange(w), side="right") - 1, cols.size - 2)
-    spread = (cell_r[:, None], cell_c[None, :])
-    near, far, any_hit = near_c[spread].ravel(), far_c[spread].ravel(), any_hit_c[spread].ravel()
+    # Each coarse cell's value over its pixels (cell indices are sorted: repeat each by its pixel count).
+    per_r, per_c = np.bincount(cell_r, minlength=rows.size - 1), np.bincount(cell_c, minlength=cols.size - 1)
+
+    def spread(cells: np.ndarray) -> np.ndarray:
+        return cells[: rows.size - 1, : cols.size - 1].repeat(per_r, axis=0).repeat(per_c, axis=1)
+
+    near, far, any_hit = spread(near_c).ravel(), spread(far_c).ravel(), spread(any_hit_c).ravel()
     # The four coarse rays at the corners of the pixel's cell: one continuous surface when all hit within 25%.
     corners = np.stack([coarse[:-1, :-1], coarse[1:, :-1], coarse[:-1, 1:], coarse[1:, 1:]])
     with np.errstate(invalid="ignore"):
@@ -717,22 +768,27 @@ def cast_image(terrain: Terrain, origin: np.ndarray, dx: np.ndarray, dy: np.ndar
     fx, fy, fz = dx.ravel(), dy.ravel(), dz.ravel()
     rays_ = _Rays(terrain, origin, fx, fy, fz)
     t = np.full(fx.size, np.inf, np.float32)
-    bracketed = np.flatnonzero((far < missing) & (far < near * np.float32(1.25)))
+    fine = np.ones((h, w), bool)  # the coarse rays' pixels take the coarse hits: not cast again
+    fine[sub] = False
+    fine = fine.ravel()
+    bracketed = np.flatnonzero((far < missing) & (far < near * np.float32(1.25)) & fine)
     # First a tight bracket around the coarse hits interpolated to the pixel, then the cell's whole span.
     map_x, map_y = _coarse_maps(h, w, stride)
     guess = cv2.remap(np.where(finite, coarse, 0.0).astype(np.float32), map_x, map_y, cv2.INTER_LINEAR).ravel()[bracketed]
     span = (np.minimum(guess * np.float32(0.985), near[bracketed] * np.float32(0.92)),
             np.maximum(guess * np.float32(1.015), far[bracketed] * np.float32(1.08)))
     done = np.zeros(bracketed.size, bool)
-    for lo, hi in ((guess * np.float32(0.985), guess * np.float32(1.015)), span):
-        todo = np.flatnonzero(~done)
-        rays = bracketed[todo]
-        lo, hi = lo[todo], hi[todo]
-        f_lo, f_hi = rays_.gap(rays, lo), rays_.gap(rays, hi)
-        ok = (f_lo > 0) & (f_hi <= 0)
-        t[rays[ok]] = refine_crossings(rays_, rays[ok], lo[ok], hi[ok], f_lo[ok], f_hi[ok])
-        done[todo[ok]] = True
-    rest = any_hit.copy()
+    for part in chunks(bracketed.size):  # rays are independent: a cache-sized batch at a time
+        part_rays, part_guess, part_done = bracketed[part], guess[part], done[part]
+        for lo, hi in ((part_guess * np.float32(0.985), part_guess * np.float32(1.015)), (span[0][part], span[1][part])):
+            todo = np.flatnonzero(~part_done)
+            rays = part_rays[todo]
+            lo, hi = lo[todo], hi[todo]
+            f_lo, f_hi = rays_.gap(rays, lo), rays_.gap(rays, hi)
+            ok = (f_lo > 0) & (f_hi <= 0)
+            t[rays[ok]] = refine_crossings(rays_, rays[ok], lo[ok], hi[ok], f_lo[ok], f_hi[ok])
+            part_done[todo[ok]] = True
+    rest = any_hit & fine
     rest[bracketed[done]] = False
     rest = np.flatnonzero(rest)
     t0, t1 = terrain.slab(origin, fx[rest], fy[rest], fz[rest])
@@ -748,7 +804,7 @@ def cast_image(terrain: Terrain, origin: np.ndarray, dx: np.ndarray, dy: np.ndar
     t[rest] = t_rest
     t = t.reshape(h, w)
     t[sub] = coarse
-    return TerrainImage(t, stride, cell_smooth[spread])
+    return TerrainImage(t, stride, spread(cell_smooth))
 
 
 @lru_cache(maxsize=4)
@@ -788,9 +844,17 @@ def image_normals(terrain: Terrain, image: TerrainImage, origin: np.ndarray, dx:
     map_x, map_y = _coarse_maps(h, w, image.stride)
     dense = cv2.remap(coarse_n, map_x, map_y, cv2.INTER_LINEAR).reshape(-1, 3)
     smooth = image.smooth.ravel()[pixels]
-    n = dense[pixels[smooth]]
-    n /= np.linalg.norm(n, axis=1, keepdims=True)
-    out[smooth] = n
+    # Every pixel gets the interpolated normal, a cache-sized batch at a time (no masked gathers and stores);
+    # the rough ones are overwritten below, so their values here (0/0 where the coarse rays missed) do not matter.
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for part in chunks(pixels.size):
+            n = dense.take(pixels[part], axis=0)
+            norm = n[:, 0] * n[:, 0]  # |n| summed in np.linalg.norm's order, without its reduction over 3-long rows
+            norm += n[:, 1] * n[:, 1]
+            norm += n[:, 2] * n[:, 2]
+            np.sqrt(norm, out=norm)
+            n /= norm[:, None]
+            out[part] = n
     rough = pixels[~smooth]
     tr = image.t.ravel()[rough]
     out[~smooth] = terrain.normals(np.float32(origin[0]) + tr * dx.ravel()[rough],
