@@ -77,6 +77,19 @@ def drive_frames(rig: Any, seed: int, frames: int, fps: float, speed: float, gri
                          float(rig.mount_height), heights.astype(np.float32))
 
 
+def frame_truth(frame: DriveFrame, config: Any, classes: Any, grid: Any) -> Any:
+    """The bird's-eye truth of a frame for a costmap of ``config``: from the GT depth and labels at full
+    resolution, heights over the exact terrain, raised by its geometry when the costmap costs geometry."""
+    from perception_core.costmap import camera_to_grid_transform
+    from perception_core.metrics.costmap import ground_truth_bev, ground_truth_geometry
+
+    truth = ground_truth_bev(frame.depth, frame.labels, frame.k, camera_to_grid_transform(config), grid,
+                             classes.category, ground_z=config.ground_z, max_point_height=config.max_point_height,
+                             min_range=config.min_range, max_range=config.max_range,
+                             ground_height=frame.ground_height)
+    return ground_truth_geometry(truth, frame.ground_height, config) if config.ground_geometry else truth
+
+
 def model_key(path: Path) -> str:
     stat = path.stat()
     return f"{path.name}-{stat.st_size}-{int(stat.st_mtime)}"
@@ -168,11 +181,10 @@ def main(argv: list[str] | None = None) -> int:
         DEFAULT_FLAT_OBSTACLE_CLASSES,
         CostmapConfig,
         build_costmap,
-        camera_to_grid_transform,
         class_map_from_ontology,
         resize_nearest,
     )
-    from perception_core.metrics.costmap import BevGrid, CostmapMeasures, ground_truth_bev, ground_truth_geometry
+    from perception_core.metrics.costmap import BevGrid, CostmapMeasures
 
     rig = CameraRig.default(args.width, args.height, hfov_deg=args.hfov_deg, mount_height=args.mount_height,
                             pitch_deg=args.pitch_deg)
@@ -183,7 +195,6 @@ def main(argv: list[str] | None = None) -> int:
                                       params.get("unknown_class_category", "BLOCKED"))
     stack = OfflineStack(args.depth_model, args.seg_model, "cpu", config, classes, num_threads=args.threads)
     grid = BevGrid(config.resolution, config.origin_x, config.origin_y, config.rows, config.cols)
-    transform = camera_to_grid_transform(config)
     tag = "-".join([model_key(args.depth_model), model_key(args.seg_model), f"{args.width}x{args.height}",
                     f"h{args.mount_height}", f"p{args.pitch_deg}", f"f{args.hfov_deg}", f"v{args.speed}",
                     f"r{args.fps}"])
@@ -201,12 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         for frame in drive_frames(rig, seed, args.frames, args.fps, args.speed, grid):
             depth, labels, seconds = load_or_infer(stack, frame, args.cache, tag)
             inference_s.append(seconds)
-            truth = ground_truth_bev(frame.depth, frame.labels, frame.k, transform, grid, classes.category,
-                                     ground_z=config.ground_z, max_point_height=config.max_point_height,
-                                     min_range=config.min_range, max_range=config.max_range,
-                                     ground_height=frame.ground_height)
-            if config.ground_geometry:
-                truth = ground_truth_geometry(truth, frame.ground_height, config)
+            truth = frame_truth(frame, config, classes, grid)
             import cv2
 
             gt_depth_small = cv2.resize(frame.depth, (depth.shape[1], depth.shape[0]), interpolation=cv2.INTER_NEAREST)

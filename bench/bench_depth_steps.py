@@ -33,13 +33,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     import cv2
-    from bench_costmap import costmap_parameters, drive_frames
+    from bench_costmap import costmap_parameters, drive_frames, frame_truth
     from tqdm import tqdm
 
     from model_tools.data.synth import CameraRig
-    from perception_core.costmap import CostmapConfig, build_costmap, camera_to_grid_transform, class_map_from_ontology
+    from perception_core.costmap import CostmapConfig, build_costmap, class_map_from_ontology
     from perception_core.depth_codec import integer_step
-    from perception_core.metrics.costmap import BevGrid, CostmapMeasures, ground_truth_bev, ground_truth_geometry
+    from perception_core.metrics.costmap import BevGrid, CostmapMeasures
     from perception_core.pipelines import DepthPipeline
     from perception_core.runtime.loader import load_model
 
@@ -65,11 +65,7 @@ def main(argv: list[str] | None = None) -> int:
             labels = cv2.resize(frame.labels, (hw[1], hw[0]), interpolation=cv2.INTER_NEAREST)
             metres = np.float32(step * scale)
             stepped = (np.floor(gt_small / metres) + np.float32(0.5)) * metres
-            truth = ground_truth_bev(frame.depth, frame.labels, frame.k, camera_to_grid_transform(config), grid,
-                                     classes.category, ground_z=config.ground_z,
-                                     max_point_height=config.max_point_height, min_range=config.min_range,
-                                     max_range=config.max_range, ground_height=frame.ground_height)
-            truth = ground_truth_geometry(truth, frame.ground_height, config)
+            truth = frame_truth(frame, config, classes, grid)
             for name, depth in (("gt_depth", gt_small), ("gt_depth_in_model_steps", stepped),
                                 ("model_depth", out.depth)):
                 result = build_costmap(depth, labels, frame.k, config, classes, k_hw=frame.depth.shape)
