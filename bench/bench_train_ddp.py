@@ -27,7 +27,6 @@ import os
 import statistics
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,35 +40,10 @@ from model_tools.data.datasets import to_model_batch
 from model_tools.io_utils import write_json
 from model_tools.tasks.segmentation import SegmentationTask
 from model_tools.training.config import load_config
-from model_tools.training.engine import ModelEma, dist_from_env, train_batches
-from model_tools.training.step import StepParts, build_train_step, make_optimizer
+from model_tools.training.engine import dist_from_env, train_batches
+from model_tools.training.throughput import build_bench_step, images_per_second, median_ms
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _rate(work: Callable[[], Any], steps: int, warmup: int, images: int, device: torch.device) -> float:
-    for _ in range(warmup):
-        work()
-    torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    for _ in range(steps):
-        work()
-    torch.cuda.synchronize(device)
-    return steps * images / (time.perf_counter() - start)
-
-
-def _event_ms(work: Callable[[], Any], repeats: int) -> float:
-    """Median GPU time of ``work`` alone (synchronised before and after each run)."""
-    times = []
-    for _ in range(repeats):
-        torch.cuda.synchronize()
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        work()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
 
 
 def main() -> int:
@@ -96,14 +70,11 @@ def main() -> int:
         "data": {"sources": [{"format": "synthetic", "root": args.data}], "train_hw": [544, 640], "val_hw": [544, 640]}})
     task = SegmentationTask(config)
     train_set, _ = task.build_datasets()
-    torch.manual_seed(config.seed)
-    model = task.build_model().to(device).to(memory_format=torch.channels_last).train()
-    ema = ModelEma(model, config.ema_decay, config.ema_warmup)
-    optimizer = make_optimizer(model, config.lr, config.weight_decay, (config.betas[0], config.betas[1]), True)
-    scaler = torch.amp.GradScaler("cuda", enabled=config.amp_dtype == "fp16")
-    amp_dtype = torch.float16 if config.amp_dtype == "fp16" else torch.bfloat16
-    parts = StepParts(task, model, optimizer, scaler, device, amp_dtype, True, config.grad_clip)
-    step, _ = build_train_step(parts, args.step_mode, world_size=dist.world_size, log=print if dist.is_main else lambda _: None)
+    bench = build_bench_step(task, config, device, args.step_mode, world_size=dist.world_size,
+                             log=print if dist.is_main else lambda _: None)
+    model, ema, step = bench.model, bench.ema, bench.step
+    if ema is None or not bench.channels_last:
+        raise SystemExit("bench_train_ddp times the segmentation recipe, which trains with an EMA and channels_last")
     b = args.batch_size
 
     def train_on(batch: dict[str, Any]) -> None:
@@ -112,7 +83,7 @@ def main() -> int:
 
     image = torch.rand(b, 3, 544, 640, device=device).contiguous(memory_format=torch.channels_last)
     fixed = {"image": image, "label": torch.randint(0, task.num_classes, (b, 544, 640), device=device)}
-    compute = _rate(lambda: train_on(fixed), args.steps, args.warmup, b, device)
+    compute = images_per_second(lambda: train_on(fixed), args.steps, args.warmup, b, device)
     # Host time per step: issue steps back to back without waiting (the GPU queue absorbs them), then sync.
     torch.cuda.synchronize(device)
     host = []
@@ -138,17 +109,17 @@ def main() -> int:
     sync = getattr(step, "sync", None)
     graphs = getattr(step, "graphs", [])
     if sync is not None and len(graphs) == 2:
-        result["parts_ms"] = {"broadcast_buffers": _event_ms(sync.broadcast_buffers, 20),
-                              "forward_backward_graph": _event_ms(graphs[0].replay, 20),
-                              "average_gradients": _event_ms(sync.average_gradients, 20),
-                              "update_graph": _event_ms(graphs[1].replay, 20),
-                              "ema_update": _event_ms(lambda: ema.update(model), 20)}
+        result["parts_ms"] = {"broadcast_buffers": median_ms(sync.broadcast_buffers, 20, 0, device),
+                              "forward_backward_graph": median_ms(graphs[0].replay, 20, 0, device),
+                              "average_gradients": median_ms(sync.average_gradients, 20, 0, device),
+                              "update_graph": median_ms(graphs[1].replay, 20, 0, device),
+                              "ema_update": median_ms(lambda: ema.update(model), 20, 0, device)}
     elif graphs:
-        result["parts_ms"] = {"step_graph": _event_ms(graphs[0].replay, 20), "ema_update": _event_ms(lambda: ema.update(model), 20)}
+        result["parts_ms"] = {"step_graph": median_ms(graphs[0].replay, 20, 0, device), "ema_update": median_ms(lambda: ema.update(model), 20, 0, device)}
     stream = train_batches(train_set, config, dist, device, channels_last=True, run_dir=Path(args.cache_dir).parent,
                            log=print if dist.is_main else lambda _: None)
-    result["batches_alone_img_s"] = _rate(lambda: to_model_batch(next(stream), device, True), args.steps, args.warmup, b, device)
-    result["real_img_s"] = _rate(lambda: train_on(to_model_batch(next(stream), device, True)), args.steps, args.warmup, b, device)
+    result["batches_alone_img_s"] = images_per_second(lambda: to_model_batch(next(stream), device, True), args.steps, args.warmup, b, device)
+    result["real_img_s"] = images_per_second(lambda: train_on(to_model_batch(next(stream), device, True)), args.steps, args.warmup, b, device)
     ranks = [result]
     if dist.enabled:
         ranks = [None] * dist.world_size  # type: ignore[list-item]

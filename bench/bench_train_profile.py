@@ -27,10 +27,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,33 +39,12 @@ import torch
 
 from model_tools.io_utils import write_json
 from model_tools.training.config import load_config
-from model_tools.training.engine import ModelEma
-from model_tools.training.step import StepParts, build_train_step, make_optimizer
+from model_tools.training.throughput import build_bench_step, median_ms
 
 CONFIGS = {"depth": "config/train/depth_levels_r18.yaml", "segmentation": "config/train/seg_ddrnet23s.yaml"}
 TINY = {"depth": ["model.width=8", "model.decoder_channels=[4,8,8,16,16]", "model.input_height=64",
                   "model.input_width=96", "batch_size=2"],
         "segmentation": ["data.train_hw=[64,80]", "batch_size=2"]}
-
-
-def median_ms(work: Callable[[], object], steps: int, warmup: int, device: torch.device) -> float:
-    """Median wall time of ``work`` in ms: CUDA events around each call on a GPU, the host clock on a CPU."""
-    for _ in range(warmup):
-        work()
-    times = []
-    for _ in range(steps):
-        if device.type == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            work()
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end))
-        else:
-            t0 = time.perf_counter()
-            work()
-            times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
 
 
 def task_and_batch(name: str, config_path: str, overrides: list[str], device: torch.device,
@@ -115,17 +91,8 @@ def main() -> int:
     channels_last = bool(load_config(config_path, overrides).channels_last and on_cuda)
     task, config, batch, h, w = task_and_batch(args.task, config_path, overrides, device, channels_last)
     b = config.batch_size
-    use_amp = bool(config.amp and on_cuda)
-    amp_dtype = torch.bfloat16 if config.amp_dtype == "bf16" else torch.float16
-    torch.manual_seed(config.seed)
-    model = task.build_model().to(device)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    model.train()
-    ema = ModelEma(model, config.ema_decay, config.ema_warmup) if config.ema else None
-    optimizer = make_optimizer(model, config.lr, config.weight_decay, (config.betas[0], config.betas[1]), on_cuda)
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
-    step, _ = build_train_step(StepParts(task, model, optimizer, scaler, device, amp_dtype, use_amp, config.grad_clip), "eager")
+    bench = build_bench_step(task, config, device, "eager")
+    model, ema, step, use_amp, amp_dtype = bench.model, bench.ema, bench.step, bench.use_amp, bench.amp_dtype
 
     def train_step() -> None:
         step(batch)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -41,7 +42,9 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _rate(work: Callable[[], Any], steps: int, warmup: int, images_per_step: int, device: torch.device) -> float:
+def images_per_second(work: Callable[[], Any], steps: int, warmup: int, images_per_step: int,
+                      device: torch.device) -> float:
+    """img/s of ``work`` over ``steps`` calls after ``warmup``, between device synchronisations."""
     for _ in range(warmup):
         work()
     _sync(device)
@@ -52,13 +55,42 @@ def _rate(work: Callable[[], Any], steps: int, warmup: int, images_per_step: int
     return steps * images_per_step / (time.perf_counter() - start)
 
 
-def measure_mode(task: Any, config: TrainConfig, train_set: Any, device: torch.device,
-                 random_batch: Callable[[], dict[str, torch.Tensor]], *, mode: str, steps: int, warmup: int,
-                 cache_dir: Path, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """img/s of one mode (compute-bound, batches alone, real) and what actually ran (after any fallback)."""
-    step_mode, pipeline = MODES[mode]
-    cfg = dataclasses.replace(config, step_mode=step_mode, data_pipeline=pipeline, cache_dir=str(cache_dir),
-                              progress_bar=False)
+def median_ms(work: Callable[[], object], steps: int, warmup: int, device: torch.device) -> float:
+    """Median wall time of ``work`` in ms: CUDA events around each call on a GPU, the host clock on a CPU."""
+    for _ in range(warmup):
+        work()
+    times = []
+    for _ in range(steps):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)  # nothing queued before ``work`` lands in its time
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            work()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end))
+        else:
+            t0 = time.perf_counter()
+            work()
+            times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+@dataclasses.dataclass
+class BenchStep:
+    """What a training run of a config builds to take its steps (model, EMA, step), and the settings it used."""
+
+    model: torch.nn.Module
+    ema: ModelEma | None
+    step: Any  # training.step.EagerStep | GraphStep
+    channels_last: bool
+    use_amp: bool
+    amp_dtype: torch.dtype
+
+
+def build_bench_step(task: Any, cfg: TrainConfig, device: torch.device, step_mode: str, *, world_size: int = 1,
+                     log: Callable[[str], None] = print) -> BenchStep:
+    """A fresh, seeded model, optimiser, scaler and EMA as the engine builds them, and the step for ``step_mode``."""
     on_cuda = device.type == "cuda"
     use_amp = bool(cfg.amp and on_cuda)
     amp_dtype = torch.bfloat16 if cfg.amp_dtype == "bf16" else torch.float16
@@ -72,7 +104,19 @@ def measure_mode(task: Any, config: TrainConfig, train_set: Any, device: torch.d
     optimizer = make_optimizer(model, cfg.lr, cfg.weight_decay, (cfg.betas[0], cfg.betas[1]), on_cuda)
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
     step, _ = build_train_step(StepParts(task, model, optimizer, scaler, device, amp_dtype, use_amp, cfg.grad_clip),
-                               step_mode, log=log)
+                               step_mode, world_size=world_size, log=log)
+    return BenchStep(model, ema, step, channels_last, use_amp, amp_dtype)
+
+
+def measure_mode(task: Any, config: TrainConfig, train_set: Any, device: torch.device,
+                 random_batch: Callable[[], dict[str, torch.Tensor]], *, mode: str, steps: int, warmup: int,
+                 cache_dir: Path, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """img/s of one mode (compute-bound, batches alone, real) and what actually ran (after any fallback)."""
+    step_mode, pipeline = MODES[mode]
+    cfg = dataclasses.replace(config, step_mode=step_mode, data_pipeline=pipeline, cache_dir=str(cache_dir),
+                              progress_bar=False)
+    bench = build_bench_step(task, cfg, device, step_mode, log=log)
+    model, ema, step, channels_last = bench.model, bench.ema, bench.step, bench.channels_last
     nonfinite = torch.zeros((), dtype=torch.bool, device=device)
 
     def train_on(batch: dict[str, Any]) -> None:
@@ -84,10 +128,10 @@ def measure_mode(task: Any, config: TrainConfig, train_set: Any, device: torch.d
 
     batch_size = cfg.batch_size
     fixed = random_batch()
-    compute = _rate(lambda: train_on(fixed), steps, warmup, batch_size, device)
+    compute = images_per_second(lambda: train_on(fixed), steps, warmup, batch_size, device)
     stream = train_batches(train_set, cfg, DistInfo(), device, channels_last=channels_last, run_dir=cache_dir, log=log)
-    alone = _rate(lambda: to_model_batch(next(stream), device, channels_last), steps, warmup, batch_size, device)
-    real = _rate(lambda: train_on(to_model_batch(next(stream), device, channels_last)), steps, warmup, batch_size, device)
+    alone = images_per_second(lambda: to_model_batch(next(stream), device, channels_last), steps, warmup, batch_size, device)
+    real = images_per_second(lambda: train_on(to_model_batch(next(stream), device, channels_last)), steps, warmup, batch_size, device)
     result = {"step_mode": getattr(step, "mode", step_mode), "data_pipeline": "cached" if isinstance(stream, CachedBatches)
               else "workers", "compute_bound_img_s": compute, "batches_alone_img_s": alone, "real_img_s": real,
               "ratio_real_to_compute_bound": real / compute, "loss_finite": not bool(nonfinite)}
