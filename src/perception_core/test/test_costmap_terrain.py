@@ -220,3 +220,32 @@ def test_ground_truth_geometry_and_the_terrain_measures() -> None:
     on_hillside[raised.slopes] = Category.BLOCKED
     hidden_only.add(on_hillside, raised, grid)
     assert hidden_only.summary()["false_lethal_on_slopes"] == 1.0
+
+
+def test_labelled_object_recall_counts_the_groups_the_labels_make() -> None:
+    """Two obstacle groups on terrain: a rock the labels mark and a drop only geometry finds. A costmap that
+    marks the drop and not the rock has object recall 1/2 and labelled object recall 0; the reverse, 1/2 and 1."""
+    from perception_core.metrics.costmap import BevGrid, CostmapMeasures, ground_truth_geometry
+
+    config = CostmapConfig(resolution=0.1, width_m=10.0, height_m=4.0, origin_x=0.0, origin_y=-2.0)
+    grid = BevGrid(config.resolution, config.origin_x, config.origin_y, config.rows, config.cols)
+    xs, ys = grid.centres()
+    x = np.broadcast_to(xs, (config.rows, config.cols))
+    y = np.broadcast_to(ys[:, None], (config.rows, config.cols))
+    heights = np.where(x < 5.0, 0.0, -1.0).astype(np.float32)
+    truth = np.where(x < 5.0, np.int8(Category.FREE), np.int8(UNKNOWN))
+    rock = (x > 2.0) & (x < 2.4) & (y > -1.0) & (y < -0.6)
+    truth[rock] = Category.BLOCKED
+    raised = ground_truth_geometry(truth, heights, config)
+    assert raised.labelled_lethal[rock].all() and not raised.labelled_lethal[raised.drops].any()
+    drop_only = np.where(rock, np.int8(Category.FREE), raised.category)
+    rock_only = np.where(rock, np.int8(Category.BLOCKED), truth)  # nothing at or past the brink
+    rock_only[x >= 5.0] = UNKNOWN
+    for prediction, objects, labelled in ((drop_only, 0.5, 0.0), (rock_only, 0.5, 1.0), (raised.category, 1.0, 1.0)):
+        measures = CostmapMeasures()
+        measures.add(prediction, raised, grid)
+        assert measures.summary()["object_recall"] == objects
+        assert measures.summary()["labelled_object_recall"] == labelled
+    flat = CostmapMeasures()  # without terrain every group is one the labels make
+    flat.add(truth, truth, grid)
+    assert flat.summary()["labelled_object_recall"] == flat.summary()["object_recall"] == 1.0

@@ -238,7 +238,7 @@ def render_html(
                    f"tolerance {measures['definition']['tolerance_m']} m; see docs/costmap.md):</p>")
         names = ["obstacle_recall", "obstacle_precision", "object_recall", "holes", "false_lethal"]
         if measures.get("counts", {}).get("gt_drop_cells") or measures.get("counts", {}).get("sloped_clear_cells"):
-            names += ["drop_recall", "false_lethal_on_slopes"]  # the bag's terrain elevation was scored
+            names += ["drop_recall", "false_lethal_on_slopes", "labelled_object_recall"]  # terrain was scored
         rows = [[name.replace("_", " "), measures[name], measures["goals"][name]] for name in names]
         out.append(_table(rows, ["measure", "value", "goal"]))
 

@@ -35,7 +35,12 @@ kept:
 - drop recall: GT cells at a drop larger than ``step_blocked_m`` (the upper
   edge of a ditch wall or a cliff) with a predicted lethal cell within ``tolerance_m``;
 - false lethal on slopes: clear GT traversable cells on a slope of at least
-  ``SLOPED_DEG`` (drivable hillside) that the prediction marks lethal.
+  ``SLOPED_DEG`` (drivable hillside) that the prediction marks lethal;
+- labelled object recall: object recall over the groups that hold a cell
+  the labels make lethal (a rock, a tree, water). On terrain most groups are
+  steps and drops that only the geometry finds; this measure shows apart how
+  the objects a segmentation model names fare (on flat truth it equals
+  object recall).
 
 "Lethal" is the category (BLOCKED or HAZARD), not the cost value, so a
 configuration that gives HAZARD a non-lethal cost scores the same.
@@ -54,7 +59,7 @@ from perception_core.ontology import NOT_PROJECTED, Category
 UNKNOWN = -1
 LETHAL_CATEGORIES = (Category.BLOCKED, Category.HAZARD)
 MEASURE_NAMES = ("obstacle_recall", "obstacle_precision", "object_recall", "holes", "false_lethal")
-TERRAIN_MEASURE_NAMES = ("drop_recall", "false_lethal_on_slopes")
+TERRAIN_MEASURE_NAMES = ("drop_recall", "false_lethal_on_slopes", "labelled_object_recall")
 HIDDEN_REACH_M = 0.8  # how far past the seen ground a hidden geometric hazard still excuses a predicted lethal cell
 SLOPED_DEG = 10.0  # a cell on at least this slope counts as hillside for false_lethal_on_slopes
 # The goals the costmap is built to (a planner's needs); the bench prints each measure against its goal.
@@ -66,6 +71,7 @@ GOALS: dict[str, tuple[str, float]] = {
     "false_lethal": ("<=", 0.01),
     "drop_recall": (">=", 0.95),
     "false_lethal_on_slopes": ("<=", 0.01),
+    "labelled_object_recall": (">=", 0.98),
 }
 
 
@@ -212,6 +218,7 @@ class GeometryTruth:
     drops: np.ndarray  # bool: seen cells at a drop larger than step_blocked_m (ditch walls, cliff edges)
     slopes: np.ndarray  # bool: traversable cells on at least SLOPED_DEG that geometry does not block
     unseen_lethal: np.ndarray  # bool: cells lethal by geometry that the camera does not see (never "missed")
+    labelled_lethal: np.ndarray  # bool: cells the labels alone make lethal (the truth before geometry)
 
 
 def ground_truth_geometry(truth: np.ndarray, ground_height: np.ndarray, config: Any) -> GeometryTruth:
@@ -251,7 +258,7 @@ def ground_truth_geometry(truth: np.ndarray, ground_height: np.ndarray, config: 
     with np.errstate(invalid="ignore"):
         drops = ground & (geometry.step_m > config.step_blocked_m)
         slopes = ground & ~geometry.blocked & (geometry.slope_deg >= SLOPED_DEG)
-    return GeometryTruth(raised, drops, slopes, blocked & ~ground)
+    return GeometryTruth(raised, drops, slopes, blocked & ~ground, np.isin(truth, lethal_values))
 
 
 def _distance_to(mask: np.ndarray) -> np.ndarray:
@@ -275,7 +282,7 @@ class CostmapMeasures:
         ("gt_obstacle_cells", "gt_obstacle_cells_hit", "lethal_cells", "lethal_cells_near_gt", "gt_groups",
          "gt_groups_touched", "gt_traversable_cells", "gt_traversable_cells_unknown", "clear_cells",
          "clear_cells_lethal", "gt_drop_cells", "gt_drop_cells_hit", "sloped_clear_cells",
-         "sloped_clear_cells_lethal"), 0))
+         "sloped_clear_cells_lethal", "gt_labelled_groups", "gt_labelled_groups_touched"), 0))
     frames: int = 0
 
     def add(self, predicted: np.ndarray, ground_truth: np.ndarray | GeometryTruth, grid: BevGrid) -> dict[str, float]:
@@ -330,6 +337,10 @@ class CostmapMeasures:
         touched = np.unique(group_of[gt_in & near_lethal])
         frame["gt_groups"] = int(big.size)
         frame["gt_groups_touched"] = int(np.isin(big, touched).sum())
+        labelled = gt_in & (terrain.labelled_lethal if terrain is not None else gt_obstacle)
+        big_labelled = big[np.isin(big, np.unique(group_of[labelled]))]
+        frame["gt_labelled_groups"] = int(big_labelled.size)
+        frame["gt_labelled_groups_touched"] = int(np.isin(big_labelled, touched).sum())
         for key, value in frame.items():
             self.counts[key] += value
         self.frames += 1
@@ -360,6 +371,7 @@ def measures_from_counts(counts: dict[str, int]) -> dict[str, float]:
         "false_lethal": ratio("clear_cells_lethal", "clear_cells"),
         "drop_recall": ratio("gt_drop_cells_hit", "gt_drop_cells"),
         "false_lethal_on_slopes": ratio("sloped_clear_cells_lethal", "sloped_clear_cells"),
+        "labelled_object_recall": ratio("gt_labelled_groups_touched", "gt_labelled_groups"),
     }
 
 
