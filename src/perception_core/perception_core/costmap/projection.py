@@ -937,7 +937,7 @@ def _resolve(evidence: dict[str, Any], config: CostmapConfig, window: GridWindow
         drops = evidence["drop_edges"] >= config.min_points_per_cell
         present[Category.CAUTION] |= ground.caution | drops[0]
         present[Category.BLOCKED] |= ground.blocked | drops[1]
-        evidence["elevation"] = elevation.astype(np.float32)
+        evidence["elevation"] = elevation  # float32 already (_ground_statistics)
     # Severity rank + 1 of the winning category per cell, 0 where none.
     rank = present[0].view(np.uint8).copy()
     for category in CATEGORIES[1:]:

@@ -94,10 +94,10 @@ def _step_and_slope(elevation: np.ndarray, top: np.ndarray, bottom: np.ndarray, 
     lowest = cv2.erode(filled, np.ones((3, 3), np.uint8), borderType=cv2.BORDER_CONSTANT, borderValue=np.inf)
     step = cv2.subtract(np.ascontiguousarray(top), lowest)
     step[unknown] = np.nan
-    filled = elevation.copy()
 
     # Window means of the known heights, then central differences of the means two cells apart.
     side = slope_window_cells(config)
+    filled = elevation.copy()
     filled[unknown] = 0
     total = cv2.boxFilter(filled, -1, (side, side), normalize=False, borderType=cv2.BORDER_CONSTANT)
     count = cv2.boxFilter((known & 1).astype(np.float32), -1, (side, side), normalize=False,

@@ -58,6 +58,7 @@ from perception_core.ontology import NOT_PROJECTED, Category
 
 UNKNOWN = -1
 LETHAL_CATEGORIES = (Category.BLOCKED, Category.HAZARD)
+_LETHAL_VALUES = np.array([int(c) for c in LETHAL_CATEGORIES], dtype=np.int8)  # for np.isin on category grids
 MEASURE_NAMES = ("obstacle_recall", "obstacle_precision", "object_recall", "holes", "false_lethal")
 TERRAIN_MEASURE_NAMES = ("drop_recall", "false_lethal_on_slopes", "labelled_object_recall")
 HIDDEN_REACH_M = 0.8  # how far past the seen ground a hidden geometric hazard still excuses a predicted lethal cell
@@ -187,13 +188,12 @@ def ground_truth_bev(
         surface[retry] = np.where(hit[:, None], own, surface[retry])
         seen[retry] = hit
     cell_category = categories[nearest_v, nearest_u]
-    lethal_values = np.array([int(c) for c in LETHAL_CATEGORIES], dtype=np.int8)
-    too_high = np.isin(cell_category, lethal_values) & (surface[..., 2] - terrain > max_point_height)
+    too_high = np.isin(cell_category, _LETHAL_VALUES) & (surface[..., 2] - terrain > max_point_height)
     seen &= (cell_category != NOT_PROJECTED) & ~too_high
     result[seen] = cell_category[seen]
 
     # Obstacle pixels where they are.
-    is_obstacle = valid & np.isin(categories, lethal_values)
+    is_obstacle = valid & np.isin(categories, _LETHAL_VALUES)
     rows_px, cols_px = np.nonzero(is_obstacle)
     if rows_px.size:
         points = _backproject(cols_px.astype(np.float64), rows_px.astype(np.float64), depth[rows_px, cols_px], k,
@@ -212,7 +212,7 @@ def ground_truth_bev(
 
 @dataclass(frozen=True)
 class GeometryTruth:
-    """The bird's-eye truth raised by the exact terrain's geometry, and the cells two measures count."""
+    """The bird's-eye truth raised by the exact terrain's geometry, and the cells the terrain measures count."""
 
     category: np.ndarray  # int8 [rows, cols]: ground_truth_bev's categories, raised where geometry says so
     drops: np.ndarray  # bool: seen cells at a drop larger than step_blocked_m (ditch walls, cliff edges)
@@ -245,20 +245,20 @@ def ground_truth_geometry(truth: np.ndarray, ground_height: np.ndarray, config: 
     top, bottom = (heights + highest) / 2, (heights + lowest) / 2
     geometry = ground_geometry(heights, config, top=top, bottom=bottom)
     truth = np.asarray(truth)
-    lethal_values = [int(c) for c in LETHAL_CATEGORIES]
-    ground = (truth != UNKNOWN) & ~np.isin(truth, lethal_values)
+    labelled_lethal = np.isin(truth, _LETHAL_VALUES)
+    ground = (truth != UNKNOWN) & ~labelled_lethal
     radius = max(1, round(HIDDEN_REACH_M / config.resolution))
     disk = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
     reach = cv2.dilate(ground.astype(np.uint8), disk) > 0
     raised = truth.copy()
     caution = geometry.caution & ground & (truth < int(Category.CAUTION))
     raised[caution] = int(Category.CAUTION)
-    blocked = geometry.blocked & reach & ~np.isin(truth, lethal_values)
+    blocked = geometry.blocked & reach & ~labelled_lethal
     raised[blocked] = int(Category.BLOCKED)
     with np.errstate(invalid="ignore"):
         drops = ground & (geometry.step_m > config.step_blocked_m)
         slopes = ground & ~geometry.blocked & (geometry.slope_deg >= SLOPED_DEG)
-    return GeometryTruth(raised, drops, slopes, blocked & ~ground, np.isin(truth, lethal_values))
+    return GeometryTruth(raised, drops, slopes, blocked & ~ground, labelled_lethal)
 
 
 def _distance_to(mask: np.ndarray) -> np.ndarray:
@@ -288,7 +288,7 @@ class CostmapMeasures:
     def add(self, predicted: np.ndarray, ground_truth: np.ndarray | GeometryTruth, grid: BevGrid) -> dict[str, float]:
         """Score one frame: ``predicted`` and ``ground_truth`` are category grids (UNKNOWN or a Category).
 
-        A GeometryTruth (terrain) also counts drop recall and false lethal on slopes.
+        A GeometryTruth (terrain) also counts drop recall, false lethal on slopes and labelled object recall.
         """
         terrain = ground_truth if isinstance(ground_truth, GeometryTruth) else None
         if terrain is not None:
@@ -303,9 +303,8 @@ class CostmapMeasures:
         xs, _ = grid.centres()
         window = np.broadcast_to((xs >= 0) & (xs <= self.x_max_m), predicted.shape)
         holes_window = np.broadcast_to((xs >= 0) & (xs <= self.holes_x_max_m), predicted.shape)
-        lethal_values = [int(c) for c in LETHAL_CATEGORIES]
-        lethal = np.isin(predicted, lethal_values)
-        gt_obstacle = np.isin(ground_truth, lethal_values)
+        lethal = np.isin(predicted, _LETHAL_VALUES)
+        gt_obstacle = np.isin(ground_truth, _LETHAL_VALUES)
         gt_traversable = (ground_truth != UNKNOWN) & ~gt_obstacle
         tolerance_cells = self.tolerance_m / grid.resolution + 1e-6
         near_lethal = _distance_to(lethal) <= tolerance_cells
