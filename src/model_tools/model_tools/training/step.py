@@ -293,17 +293,19 @@ class FlatAllReduce:
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.buffers = [b for b in model.buffers()]
         self.world_size = world_size
-        self._grad_flat, self._grad_views = _flat_with_views(self.params)
-        self._buffer_flat, self._buffer_views = _flat_with_views(self.buffers)
+        # Grouped by dtype once: the flat buffers, their views and every copy follow this one order.
+        self._param_groups = _by_dtype(self.params)
+        self._buffer_groups = _by_dtype(self.buffers)
+        self._grad_flat, self._grad_views = _flat_with_views(self._param_groups)
+        self._buffer_flat, self._buffer_views = _flat_with_views(self._buffer_groups)
 
     def broadcast_parameters(self) -> None:
         """Make every rank start from rank 0's weights and buffers (eager, once)."""
         with torch.no_grad():
-            for tensors in (self.params, self.buffers):
-                for group in _by_dtype(tensors):
-                    flat = torch._utils._flatten_dense_tensors(group)
-                    torch.distributed.broadcast(flat, 0)
-                    torch._foreach_copy_(group, torch._utils._unflatten_dense_tensors(flat, group))
+            for group in (*self._param_groups, *self._buffer_groups):
+                flat = torch._utils._flatten_dense_tensors(group)
+                torch.distributed.broadcast(flat, 0)
+                torch._foreach_copy_(group, torch._utils._unflatten_dense_tensors(flat, group))
 
     def broadcast_buffers(self) -> None:
         """Every rank's buffers become rank 0's."""
@@ -319,7 +321,8 @@ class FlatAllReduce:
 
     def pack_buffers(self) -> None:
         with torch.no_grad():
-            _copy_groups(self._buffer_views, self.buffers)
+            for views, buffers in zip(self._buffer_views, self._buffer_groups, strict=True):
+                torch._foreach_copy_(views, buffers)
 
     def broadcast_packed_buffers(self) -> None:
         for flat in self._buffer_flat:
@@ -327,12 +330,13 @@ class FlatAllReduce:
 
     def unpack_buffers(self) -> None:
         with torch.no_grad():
-            _copy_groups(self.buffers, self._buffer_views)
+            for buffers, views in zip(self._buffer_groups, self._buffer_views, strict=True):
+                torch._foreach_copy_(buffers, views)
 
     def pack_grads(self) -> None:
         """The gradients into the flat buffers (a parameter without a gradient counts as zeros)."""
         with torch.no_grad():
-            for views, params in zip(self._grad_views, _by_dtype(self.params), strict=True):
+            for views, params in zip(self._grad_views, self._param_groups, strict=True):
                 pairs = [(v, p.grad) for v, p in zip(views, params, strict=True) if p.grad is not None]
                 missing = [v for v, p in zip(views, params, strict=True) if p.grad is None]
                 if pairs:
@@ -347,30 +351,21 @@ class FlatAllReduce:
     def unpack_grads(self) -> None:
         """The averaged flat buffers back into the gradients (those that exist)."""
         with torch.no_grad():
-            for flat, views, params in zip(self._grad_flat, self._grad_views, _by_dtype(self.params), strict=True):
+            for flat, views, params in zip(self._grad_flat, self._grad_views, self._param_groups, strict=True):
                 flat.div_(self.world_size)
                 pairs = [(p.grad, v) for v, p in zip(views, params, strict=True) if p.grad is not None]
                 if pairs:
                     torch._foreach_copy_([g for g, _ in pairs], [v for _, v in pairs])
 
 
-def _flat_with_views(tensors: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[list[torch.Tensor]]]:
-    """One flat buffer per dtype group of ``tensors`` and, per group, a view of it shaped like each tensor."""
+def _flat_with_views(groups: list[list[torch.Tensor]]) -> tuple[list[torch.Tensor], list[list[torch.Tensor]]]:
+    """One flat buffer per group (``_by_dtype``) and, per group, a view of it shaped like each tensor."""
     flats, views = [], []
-    for group in _by_dtype(tensors):
+    for group in groups:
         flat = torch.zeros(sum(t.numel() for t in group), dtype=group[0].dtype, device=group[0].device)
         flats.append(flat)
         views.append([v.view(t.shape) for v, t in zip(flat.split([t.numel() for t in group]), group, strict=True)])
     return flats, views
-
-
-def _copy_groups(targets: list[torch.Tensor] | list[list[torch.Tensor]], sources: list[torch.Tensor] | list[list[torch.Tensor]]) -> None:
-    """``_foreach_copy_`` per dtype group; either side is a flat tensor list (grouped here) or the views."""
-    target_groups = targets if targets and isinstance(targets[0], list) else _by_dtype(targets)  # type: ignore[arg-type]
-    source_groups = sources if sources and isinstance(sources[0], list) else _by_dtype(sources)  # type: ignore[arg-type]
-    for target, source in zip(target_groups, source_groups, strict=True):
-        if target:
-            torch._foreach_copy_(target, source)
 
 
 def _by_dtype(tensors: list[torch.Tensor]) -> list[list[torch.Tensor]]:
