@@ -87,10 +87,12 @@ class ArrivalMonitor:
 
     A loss is detected when a later frame arrives, so its event comes just
     before or just after that frame's callback: a gap is matched with lost
-    events within ``MATCH_S`` of it, either way round.
+    events within ``MATCH_S`` of it, either way round, and one event may
+    explain several gaps (Fast DDS reports losses in batches). On a loaded
+    host the event can trail its frames by more than a second, hence 2 s.
     """
 
-    MATCH_S = 1.0
+    MATCH_S = 2.0
 
     def __init__(self, window_s: float = RECENT_WINDOW_S) -> None:
         self.window_s = window_s
@@ -110,10 +112,11 @@ class ArrivalMonitor:
         now = time.monotonic()
         self.lost += count
         self._lost_events.append((now, count))
-        last = self._skip_events[-1] if self._skip_events else None
-        if last is not None and now - last[0] <= self.MATCH_S and last[1] > 0:  # the gap just counted as skipped
-            explained = min(count, int(last[1]))
-            last[1] -= explained
+        for event in reversed(self._skip_events):  # gaps already counted as skipped, newest first
+            if not count or now - event[0] > self.MATCH_S:
+                break
+            explained = min(count, int(event[1]))
+            event[1] -= explained
             self.skipped -= explained
             count -= explained
         if count:

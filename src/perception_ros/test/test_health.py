@@ -77,6 +77,16 @@ def test_lost_events_explain_the_gap_they_came_with_before_or_after_its_frame() 
     assert summary["frames_sent_5s"] == 7 and summary["frames_lost_in_transport_5s"] == 3
 
 
+def test_one_lost_event_explains_several_gaps_so_no_frame_counts_twice() -> None:
+    monitor = ArrivalMonitor()
+    for sequence in (1, 4, 8, 9):  # gaps of 2 and 3, both counted as replaced while busy ...
+        monitor.on_frame(sequence * PERIOD_NS, sequence)
+    assert monitor.skipped == 5
+    monitor.on_lost(4)  # ... until one batch of losses explains the 3 and 1 of the 2
+    assert (monitor.received, monitor.lost, monitor.skipped) == (4, 4, 1)
+    assert monitor.summary()["frames_sent_5s"] == 9
+
+
 def test_losses_of_an_earlier_publisher_explain_none_of_a_new_ones_gaps() -> None:
     monitor = ArrivalMonitor()
     monitor.on_lost(28)  # a camera whose frames all got lost: no frame, no sequence
