@@ -53,19 +53,39 @@ def camera_sets(args: argparse.Namespace) -> list[dict[str, Any]]:
     return sets
 
 
+def standing_obstacle_ids() -> np.ndarray:
+    """bool [256]: ids of the ontology's classes that the costmap stands up as obstacles (lethal, not flat)."""
+    from perception_core.costmap import class_map_from_ontology
+    from perception_core.ontology import Category
+
+    classes = class_map_from_ontology()
+    return (classes.category >= int(Category.BLOCKED)) & ~classes.surface & classes.known
+
+
 def score_folder(pipeline: Any, split_dir: Path) -> dict[str, Any]:
-    """Eigen metrics of the pipeline over one rendered split (each frame with its own camera)."""
-    from model_tools.data.readers import read_depth_png16, read_rgb
+    """Eigen metrics of the pipeline over one rendered split (each frame with its own camera).
+
+    ``obstacles`` holds the same metrics over the pixels whose true label is a standing obstacle: the
+    pixels the costmap places as lethal, where a depth error moves an obstacle (its ``scale`` < 1: too near).
+    """
+    from model_tools.data.readers import read_depth_png16, read_label_ids, read_rgb
     from model_tools.data.synth import read_frame_rig
-    from model_tools.quant.evaluate import TaskScorer
+    from model_tools.quant.evaluate import TaskScorer, depth_range, resize_to, scored_depth
+    from perception_core.metrics.depth import DepthMetricAccumulator
 
     scorer = TaskScorer(pipeline.metadata)
+    obstacles = DepthMetricAccumulator(*depth_range(pipeline.metadata))
+    standing = standing_obstacle_ids()
     for rgb_path in sorted((split_dir / "rgb").glob("*.png")):
         rig = read_frame_rig(split_dir, rgb_path.stem)
         decoded = pipeline.infer(read_rgb(rgb_path), "RGB", camera_k=rig.K, camera_hw=(rig.height, rig.width),
                                  camera_height=rig.mount_height)
-        scorer.update(decoded, read_depth_png16(split_dir / "depth" / rgb_path.name))
-    return scorer.compute()
+        target = read_depth_png16(split_dir / "depth" / rgb_path.name)
+        scorer.update(decoded, target)
+        on_obstacle = standing[resize_to(read_label_ids(split_dir / "label" / rgb_path.name), target.shape)]
+        obstacles.update(resize_to(scored_depth(decoded, pipeline.metadata), target.shape),
+                         np.where(on_obstacle, target, np.nan))
+    return scorer.compute() | {"obstacles": obstacles.compute()}
 
 
 def goal_verdict(metrics: dict[str, Any], goal: tuple[float, float]) -> bool:
@@ -81,16 +101,19 @@ def write_markdown(path: Path, report: dict[str, Any]) -> None:
              f"[{report['depth_range'][0]}, {report['depth_range'][1]}] m. Command: `{report['command']}`.", "",
              f"Goals: default camera abs_rel <= {goals['default'][0]} and a1 >= {goals['default'][1]}; any camera "
              f"abs_rel <= {goals['any'][0]} and a1 >= {goals['any'][1]}.", "",
-             "| set | mount height (m) | pitch (deg) | HFOV (deg) | frames | abs_rel | rmse (m) | a1 | goal met |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "Obstacles: the same metrics over the pixels whose true label is a standing obstacle (what the "
+             "costmap places as lethal); scale is the geometric mean of predicted / true depth (< 1: too near).", "",
+             "| set | mount height (m) | pitch (deg) | HFOV (deg) | frames | abs_rel | rmse (m) | a1 | scale | "
+             "obstacles abs_rel | obstacles scale | goal met |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     def show(value: Any) -> str:
         return f"{value[0]:g}-{value[1]:g}" if isinstance(value, list) else f"{value:g}"
 
     for entry in report["sets"]:
-        cell, m = entry["cell"], entry["metrics"]
+        cell, m, o = entry["cell"], entry["metrics"], entry["obstacle_metrics"]
         lines.append(f"| {entry['name']} | {show(cell['mount_height'])} | {show(cell['pitch_deg'])} | {show(cell['hfov_deg'])} | "
-                     f"{entry['frames']} | {m['abs_rel']:.4f} | {m['rmse']:.3f} | {m['a1']:.4f} | "
-                     f"{'yes' if entry['goal_met'] else 'no'} |")
+                     f"{entry['frames']} | {m['abs_rel']:.4f} | {m['rmse']:.3f} | {m['a1']:.4f} | {m['scale']:.3f} | "
+                     f"{o['abs_rel']:.4f} | {o['scale']:.3f} | {'yes' if entry['goal_met'] else 'no'} |")
     summary = report["summary"]
     lines += ["", f"Grid: worst abs_rel {summary['grid_worst_abs_rel']:.4f}, lowest a1 {summary['grid_lowest_a1']:.4f}; "
               f"{summary['grid_cells_meeting_goal']} of {summary['grid_cells']} cells meet the any-camera goal.", "",
@@ -152,8 +175,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         goal = goals["default"] if entry["name"] == "default" else goals["any"]
         entries.append({"name": entry["name"], "cell": entry["cell"], "frames": entry["frames"],
                         "metrics": {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))},
+                        "obstacle_metrics": {k: float(v) for k, v in metrics["obstacles"].items()},
                         "goal_met": goal_verdict(metrics, goal)})
         print(f"{entry['name']:22s} abs_rel {metrics['abs_rel']:.4f} a1 {metrics['a1']:.4f} "
+              f"obstacles abs_rel {metrics['obstacles']['abs_rel']:.4f} scale {metrics['obstacles']['scale']:.3f} "
               f"({time.perf_counter() - started:.0f} s)", flush=True)
     grid = [e for e in entries if e["name"] not in ("default", "random")]
     report = {

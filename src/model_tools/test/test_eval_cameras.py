@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from model_tools.eval_cameras import main
+from model_tools.eval_cameras import main, standing_obstacle_ids
 from perception_core.testing.tiny_models import make_tiny_depth_model
 
 
@@ -26,6 +26,10 @@ def test_reports_every_camera_set_with_its_goal_verdict(tmp_path):
     assert [s["cell"]["mount_height"] for s in grid] == [0.8, 2.2]
     for entry in report["sets"]:
         assert entry["frames"] == 1 and 0 < entry["metrics"]["n_valid"] and entry["metrics"]["abs_rel"] >= 0
+        assert entry["metrics"]["scale"] > 0
+        # Obstacle pixels are a part of the valid ones, scored alike.
+        assert 0 <= entry["obstacle_metrics"]["n_valid"] < entry["metrics"]["n_valid"]
+    assert sum(s["obstacle_metrics"]["n_valid"] for s in report["sets"]) > 0  # the scenes hold obstacles
     # A grey-level model is not a depth model: the vehicle-camera goal fails, the loosened any-camera goal holds.
     assert not report["sets"][0]["goal_met"] and all(s["goal_met"] for s in grid)
     assert report["summary"]["grid_cells"] == 2 == report["summary"]["grid_cells_meeting_goal"]
@@ -38,3 +42,10 @@ def test_reports_every_camera_set_with_its_goal_verdict(tmp_path):
     assert [s["metrics"] for s in again["sets"]] == [s["metrics"] for s in report["sets"]]
     with pytest.raises(SystemExit):
         main(["--model", str(model)])  # --out is required
+
+
+def test_obstacle_pixels_are_the_standing_lethal_classes_of_the_ontology():
+    import numpy as np
+
+    # static_obstacle and dynamic stand up; water is lethal but flat, sky and undefined ids are no obstacle.
+    assert np.flatnonzero(standing_obstacle_ids()).tolist() == [4, 5]

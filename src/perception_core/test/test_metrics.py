@@ -24,6 +24,16 @@ def test_eigen_metrics_hand_computed() -> None:
     assert m["a1"] == pytest.approx(1 / 3)
     assert m["a2"] == pytest.approx(2 / 3)
     assert m["a3"] == pytest.approx(2 / 3)
+    assert m["scale"] == pytest.approx((0.5 * 1.25 * 1.0) ** (1 / 3))  # geometric mean of pred / gt
+
+
+def test_scale_says_whether_a_prediction_is_too_near_or_too_far() -> None:
+    gt = np.linspace(1, 10, 50)
+    assert eigen_metrics(0.8 * gt, gt, 0.5, 20)["scale"] == pytest.approx(0.8)
+    assert eigen_metrics(1.1 * gt, gt, 0.5, 20)["scale"] == pytest.approx(1.1)
+    # Errors either way that abs_rel counts alike cancel in the scale: no bias.
+    both = np.where(np.arange(50) % 2 == 0, gt * 1.25, gt / 1.25)
+    assert eigen_metrics(both, gt, 0.5, 20)["scale"] == pytest.approx(1.0)
 
 
 def test_perfect_prediction_and_nonfinite_prediction() -> None:
@@ -54,7 +64,7 @@ def test_accumulator_pools_pixels_across_frames() -> None:
     pooled = eigen_metrics(np.stack(preds), np.stack(gts), 0.5, 20)
     result = acc.compute()
     assert result["frames"] == 3
-    for key in ("abs_rel", "sq_rel", "rmse", "rmse_log", "a1"):
+    for key in ("abs_rel", "sq_rel", "rmse", "rmse_log", "a1", "scale"):
         assert result[key] == pytest.approx(pooled[key])
 
 

@@ -5,13 +5,17 @@ clipped to that range, as the reference code does. REP 117's infinities clip
 like any out-of-range value (+Inf "beyond range" to ``max_depth``, -Inf "too
 near" to ``min_depth``); NaN predictions count as invalid pixels of the
 prediction (set to ``min_depth`` so they are penalised, not silently dropped).
+
+Besides Eigen's seven, ``scale`` is the geometric mean of prediction / truth:
+below 1 the prediction is too near on the whole, above 1 too far. A bias
+that abs_rel alone does not show (a costmap places obstacles by it).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-METRIC_NAMES = ("abs_rel", "sq_rel", "rmse", "rmse_log", "a1", "a2", "a3")
+METRIC_NAMES = ("abs_rel", "sq_rel", "rmse", "rmse_log", "a1", "a2", "a3", "scale")
 
 
 def _valid_pairs(pred: np.ndarray, gt: np.ndarray, min_depth: float, max_depth: float) -> tuple[np.ndarray, np.ndarray]:
@@ -26,17 +30,19 @@ def _valid_pairs(pred: np.ndarray, gt: np.ndarray, min_depth: float, max_depth: 
 
 
 def _sums(p: np.ndarray, g: np.ndarray) -> np.ndarray:
-    """Per-pixel sums that add up across frames: abs_rel, sq_rel, se, se_log, a1..a3."""
+    """Per-pixel sums that add up across frames: abs_rel, sq_rel, se, se_log, a1..a3, log(p / g)."""
     ratio = np.maximum(g / p, p / g)
+    log_ratio = np.log(p) - np.log(g)
     return np.array(
         [
             np.sum(np.abs(g - p) / g),
             np.sum((g - p) ** 2 / g),
             np.sum((g - p) ** 2),
-            np.sum((np.log(g) - np.log(p)) ** 2),
+            np.sum(log_ratio**2),
             np.sum(ratio < 1.25),
             np.sum(ratio < 1.25**2),
             np.sum(ratio < 1.25**3),
+            np.sum(log_ratio),
         ]
     )
 
@@ -53,6 +59,7 @@ def _from_sums(sums: np.ndarray, n: int) -> dict[str, float]:
         "a1": float(m[4]),
         "a2": float(m[5]),
         "a3": float(m[6]),
+        "scale": float(np.exp(m[7])),
         "n_valid": int(n),
     }
 
@@ -72,7 +79,7 @@ class DepthMetricAccumulator:
     def __init__(self, min_depth: float = 1e-3, max_depth: float = 80.0) -> None:
         self.min_depth = min_depth
         self.max_depth = max_depth
-        self._sums = np.zeros(7)
+        self._sums = np.zeros(len(METRIC_NAMES))
         self._n = 0
         self.frames = 0
 
