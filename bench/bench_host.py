@@ -13,7 +13,9 @@ cv_bridge-style copies, float64 maths, fresh allocations every call,
 ``np.argmax(axis=0)`` and fancy-index colouring; for the costmap, the float64
 N x 3 point path with boolean-mask copies and ``np.floor`` binning
 (``project_points`` + ``grid_from_points``). ``--stages`` adds a per-step
-breakdown of the optimised path. The machine may be shared: read the ratios.
+breakdown of the optimised path. The machine may be shared: each optimised
+frame is timed in turn with its baseline frame, so a slow spell hits both and
+the ratio holds; read the ratios.
 
     python bench/bench_host.py [--frames 30] [--stages] [--out docs/measurements/bench_host.json]
 """
@@ -225,21 +227,24 @@ def _print_stages(msg, depth_pipe: DepthPipeline, seg_pipe: SegPipeline, cid_pip
     ]
     print(f"{'optimised stage':<28}{'ms':>8}")
     for name, fn in stages:
-        print(f"{name:<28}{_time(fn, frames):>8.3f}")
+        print(f"{name:<28}{_time(fn, lambda: None, frames)[0]:>8.3f}")
 
 
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 _clock = time.perf_counter
 
 
-def _time(fn: Callable[[], None], frames: int) -> float:
-    fn()  # warm-up: first-call allocations, lazy imports
-    samples = []
+def _time(fast: Callable[[], None], naive: Callable[[], None], frames: int) -> tuple[float, float]:
+    """Median ms of each, timed in turns frame by frame: a shared machine's slow spells hit both alike, so
+    their ratio holds even when the absolute times drift between runs."""
+    fast(), naive()  # warm-up: first-call allocations, lazy imports
+    samples: tuple[list[float], list[float]] = ([], [])
     for _ in range(frames):
-        start = _clock()
-        fn()
-        samples.append((_clock() - start) * 1e3)
-    return statistics.median(samples)
+        for fn, out in ((fast, samples[0]), (naive, samples[1])):
+            start = _clock()
+            fn()
+            out.append((_clock() - start) * 1e3)
+    return statistics.median(samples[0]), statistics.median(samples[1])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -273,16 +278,16 @@ def main(argv: list[str] | None = None) -> int:
           f"seg {SEG_HW[1]}x{SEG_HW[0]}; messages: {'rclpy' if image_cls else 'plain dicts'}; "
           f"median of {args.frames} frames, 1 thread, {args.clock} clock, inference excluded")
 
-    rows = [
-        ("depth node", _time(lambda: depth_frame_fast(msg, depth_pipe, depth_out, image_cls), args.frames),
-         _time(lambda: depth_frame_naive(msg, depth_out, image_cls), args.frames)),
-        ("segmentation node", _time(lambda: seg_frame_fast(msg, seg_pipe, seg_out, image_cls), args.frames),
-         _time(lambda: seg_frame_naive(msg, seg_out, seg_pipe.colors, image_cls), args.frames)),
-        ("seg node (class_id)", _time(lambda: seg_frame_fast(msg, cid_pipe, cid_out, image_cls), args.frames),
-         _time(lambda: seg_frame_naive(msg, seg_out, seg_pipe.colors, image_cls), args.frames)),
+    steps = [
+        ("depth node", lambda: depth_frame_fast(msg, depth_pipe, depth_out, image_cls),
+         lambda: depth_frame_naive(msg, depth_out, image_cls)),
+        ("segmentation node", lambda: seg_frame_fast(msg, seg_pipe, seg_out, image_cls),
+         lambda: seg_frame_naive(msg, seg_out, seg_pipe.colors, image_cls)),
+        ("seg node (class_id)", lambda: seg_frame_fast(msg, cid_pipe, cid_out, image_cls),
+         lambda: seg_frame_naive(msg, seg_out, seg_pipe.colors, image_cls)),
+        *_costmap_steps(),
     ]
-    for name, fast, naive in _costmap_steps():
-        rows.append((name, _time(fast, args.frames), _time(naive, args.frames)))
+    rows = [(name, *_time(fast, naive, args.frames)) for name, fast, naive in steps]
     print(f"{'stage':<20}{'optimised ms':>14}{'naive ms':>12}{'speed-up':>10}{'goal 5 ms':>11}")
     for name, fast, naive in rows:
         print(f"{name:<20}{fast:>14.2f}{naive:>12.2f}{naive / fast:>9.1f}x{'ok' if fast <= 5.0 else 'MISSED':>11}")

@@ -21,6 +21,7 @@ from perception_core.costmap import (
     camera_to_grid_transform,
     class_categories_from_ontology,
     class_map_from_ontology,
+    column_step,
     grid_from_points,
     project_points,
 )
@@ -178,6 +179,61 @@ def test_dense_ground_covers_every_visible_ground_cell_and_no_hidden_one(classes
     assert holes_dense < 0.01
     assert (dense.category[ground & (dense.category != UNKNOWN)] == Category.FREE).all()
     assert (dense.category[hidden] == UNKNOWN).all(), "nothing is filled behind the box"
+
+
+@pytest.mark.parametrize("width, hfov_deg, resolution, step", [
+    (640, 90.0, 0.1, 2),  # the vehicle camera's depth image: columns 4.7 cm apart at 15 m
+    (1280, 90.0, 0.1, 4),  # ground truth at the camera's size
+    (640, 110.0, 0.1, 1),  # a wide lens: 6.7 cm apart already
+    (640, 90.0, 0.05, 1),  # finer cells
+])
+def test_automatic_column_step_keeps_columns_within_a_cell_at_max_range(width: int, hfov_deg: float,
+                                                                          resolution: float, step: int) -> None:
+    focal = (width / 2) / math.tan(math.radians(hfov_deg) / 2)
+    config = CostmapConfig(resolution=resolution, max_range=15.0)
+    assert column_step(pinhole_k(width, 100, focal), config) == step
+    assert step * config.max_range / focal <= resolution < (step + 1) * config.max_range / focal
+    assert column_step(pinhole_k(width, 100, focal), CostmapConfig(resolution=resolution, column_step=3)) == 3
+
+
+def test_the_automatic_column_step_leaves_the_box_and_the_ground_where_they_are(classes: ClassMap) -> None:
+    """Every other column with K scaled to match: the same box face, the same free ground (but where the
+    wider columns miss a cell at the field of view's edge), nothing behind the box."""
+    k = pinhole_k(640, 480, 400.0)
+    depth, labels = render_scene(640, 480, k)
+    config = scene_config(resolution=0.1, column_step=1)
+    automatic = CostmapConfig(**{**_fields(config), "column_step": 0})
+    assert column_step(k, automatic) == 2
+    every = build_costmap(depth, labels, k, config, classes)
+    stepped = build_costmap(depth, labels, k, automatic, classes)
+    blocked = every.category == Category.BLOCKED
+    assert blocked.sum() > 10 and np.array_equal(stepped.category == Category.BLOCKED, blocked)
+    free = every.category == Category.FREE
+    assert (stepped.category[free] == Category.FREE).mean() > 0.99
+    assert not ((stepped.category != UNKNOWN) & (every.category == UNKNOWN)).any(), "nothing seen that was not"
+
+
+def test_the_build_works_on_the_half_of_the_window_in_front_of_the_camera(classes: ClassMap) -> None:
+    """The grid-sized work is done on the box the camera's rays reach; the result is the whole window, the
+    same as a build on the whole window would give, and unknown behind the camera."""
+    k = pinhole_k(160, 120, 100.0)
+    depth, labels = render_scene(160, 120, k)
+    config = scene_config(resolution=0.1)
+    result = build_costmap(depth, labels, k, config, classes)
+    box = result.evidence_window
+    assert result.grid.shape == (config.rows, config.cols) and box is not None
+    assert (box.rows, box.origin_y) == (config.rows, config.origin_y), "a 77 deg lens reaches every row"
+    assert box.origin_x == pytest.approx(-0.1) and box.cols == config.cols // 2 + 1  # from the camera's cell on
+    assert (result.category[:, : config.cols // 2 - 1] == UNKNOWN).all()
+    assert result.counts.shape == (4, config.rows, config.cols) and result.counts.sum() > 0
+    assert result.elevation.shape == (config.rows, config.cols)
+    # Turned round, the camera reaches the other half; the grid is the same one, mirrored.
+    back = build_costmap(depth, labels, k, config, classes,
+                         camera_to_base=pose_matrix(0, 0, 0, 0, 0, math.pi) @ camera_to_grid_transform(config))
+    assert back.evidence_window.origin_x + back.evidence_window.cols * config.resolution == pytest.approx(0.2)
+    mirrored = back.category[::-1, ::-1]
+    assert (mirrored != UNKNOWN).sum() == pytest.approx((result.category != UNKNOWN).sum(), rel=0.01)
+    assert (mirrored != result.category).mean() < 0.001  # cells on a cell edge may round the other way
 
 
 def _fields(config: CostmapConfig) -> dict:
@@ -525,6 +581,8 @@ def test_class_tables_from_ontology_forms(tmp_path) -> None:
     ({"max_obstacle_depth_m": -1.0}, "max_obstacle_depth_m must be >= 0"),
     ({"mount_pitch": float("inf")}, "mount_pitch must be finite"),
     ({"min_points_per_cell": 0}, "min_points_per_cell must be an integer >= 1"),
+    ({"column_step": -1}, r"column_step must be an integer >= 0 \(0: automatic\)"),
+    ({"column_step": 1.5}, "column_step must be an integer >= 0"),
     ({"origin_x": "far"}, "origin_x must be a number"),
 ])
 def test_config_rejects_bad_values_naming_the_parameter(values: dict, message: str) -> None:

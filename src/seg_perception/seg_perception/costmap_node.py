@@ -166,6 +166,9 @@ PARAMETERS: dict[str, tuple[Any, str, dict[str, Any]]] = {
     "max_obstacle_depth_m": (0.5, "how far behind the ground it stands on an obstacle pixel may lie; farther "
                                   "(mixed pixels, depth error) is pulled onto this limit",
                              {"float_range": (0.0, 1000.0)}),
+    "column_step": (0, "work on every n-th column of the depth image; 0: the largest n whose columns stay within "
+                       "one cell of each other at max_range (finer columns add work, not cells)",
+                    {"int_range": (0, 64)}),
     "dense_ground": (True, "fill the ground surface between neighbouring pixel rows", {}),
     "surface_step_ratio": (3.0, "largest inverse-depth step between rows, relative to flat ground's, that is "
                                 "still one surface (larger: a depth discontinuity, never filled)",

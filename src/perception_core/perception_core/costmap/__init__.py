@@ -32,6 +32,7 @@ from perception_core.costmap.projection import (
     GridWindow,
     build_costmap,
     camera_to_grid_transform,
+    column_step,
     grid_from_points,
     project_points,
     resize_nearest,
@@ -45,7 +46,8 @@ __all__ = [
     "ClassMap", "CorridorConfig", "CorridorReport", "CorridorVerdict", "CostmapConfig", "CostmapResult",
     "DepthLabelSync", "ExactStampPairer", "FusedCostmap", "GridWindow", "PoseBuffer", "RollingGrid",
     "StalenessWatchdog", "Work", "build_costmap", "camera_to_grid_transform", "check_camera_info",
-    "check_corridor_fits", "class_categories_from_ontology", "class_map_from_ontology", "corridor_distances",
+    "check_corridor_fits", "class_categories_from_ontology", "class_map_from_ontology", "column_step",
+    "corridor_distances",
     "corridor_report", "costs_of", "depth_from_16uc1", "depth_problem", "grid_from_points", "project_points",
     "resize_nearest", "unknown_report",
 ]

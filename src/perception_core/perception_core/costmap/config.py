@@ -64,6 +64,7 @@ class CostmapConfig:
     min_points_per_cell: int = 1  # points (and surface samples) a traversable category needs in a cell
     min_obstacle_area_m2: float = 0.003  # surface area a BLOCKED/HAZARD category needs in a cell (see docs/costmap.md)
     max_obstacle_depth_m: float = 0.5  # how far behind its ground contact an obstacle pixel may lie
+    column_step: int = 0  # work on every n-th depth column; 0: the largest n that keeps columns a cell apart at max_range
     dense_ground: bool = True  # fill the ground surface between neighbouring pixel rows
     surface_step_ratio: float = 3.0  # largest inverse-depth step between rows, relative to flat ground's, still a surface
     max_surface_slope_deg: float = 35.0  # steepest segment between neighbouring surface pixels still one surface
@@ -118,6 +119,9 @@ class CostmapConfig:
         if int(self.min_points_per_cell) != self.min_points_per_cell or self.min_points_per_cell < 1:
             raise ConfigError(f"costmap parameter min_points_per_cell must be an integer >= 1, got "
                               f"{self.min_points_per_cell}")
+        if int(self.column_step) != self.column_step or self.column_step < 0:
+            raise ConfigError(f"costmap parameter column_step must be an integer >= 0 (0: automatic), got "
+                              f"{self.column_step}")
         for name in ("min_obstacle_area_m2", "max_obstacle_depth_m"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"costmap parameter {name} must be >= 0, got {getattr(self, name)}")

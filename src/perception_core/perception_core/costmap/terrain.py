@@ -46,6 +46,15 @@ class GroundGeometry:
         return np.degrees(np.arctan(self.slope_tan)).astype(np.float32)
 
 
+def bounding_box(mask: np.ndarray, pad: int = 0) -> tuple[slice, slice] | None:
+    """(rows, cols) slices of the box around a 2-D mask's non-zero cells, widened by ``pad``; None if empty."""
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if rows.size == 0:
+        return None
+    return (slice(max(int(rows[0]) - pad, 0), int(rows[-1]) + 1 + pad),
+            slice(max(int(cols[0]) - pad, 0), int(cols[-1]) + 1 + pad))
+
+
 def slope_window_cells(config: CostmapConfig) -> int:
     """Odd side length (cells, >= 3) of the window the slope is averaged over."""
     return max(3, 2 * round(config.slope_window_m / config.resolution / 2) + 1)
@@ -65,11 +74,8 @@ def ground_geometry(elevation: np.ndarray, config: CostmapConfig, top: np.ndarra
     step = np.full(shape, np.nan, np.float32)
     slope = np.full(shape, np.nan, np.float32)
     known = cv2.compare(elevation, elevation, cv2.CMP_EQ)  # uint8 255 where not NaN
-    points = cv2.findNonZero(known)
-    if points is not None:
-        x, y, w, h = cv2.boundingRect(points)
-        pad = slope_window_cells(config) // 2 + 1
-        box = (slice(max(y - pad, 0), y + h + pad), slice(max(x - pad, 0), x + w + pad))
+    box = bounding_box(known, pad=slope_window_cells(config) // 2 + 1)
+    if box is not None:
         top = elevation if top is None else np.asarray(top, dtype=np.float32)
         bottom = elevation if bottom is None else np.asarray(bottom, dtype=np.float32)
         step[box], slope[box] = _step_and_slope(elevation[box], top[box], bottom[box], known[box], config)
@@ -90,26 +96,26 @@ def _step_and_slope(elevation: np.ndarray, top: np.ndarray, bottom: np.ndarray, 
     unknown = known == 0
     # Lowest known bottom in the 3x3 neighbourhood (unknown cells +inf, so they never count).
     filled = bottom.copy()
-    filled[unknown] = np.inf
+    np.copyto(filled, np.float32(np.inf), where=unknown)  # copyto: a masked assignment without the index machinery
     lowest = cv2.erode(filled, np.ones((3, 3), np.uint8), borderType=cv2.BORDER_CONSTANT, borderValue=np.inf)
     step = cv2.subtract(np.ascontiguousarray(top), lowest)
-    step[unknown] = np.nan
+    np.copyto(step, np.float32(np.nan), where=unknown)
 
     # Window means of the known heights, then central differences of the means two cells apart.
     side = slope_window_cells(config)
     filled = elevation.copy()
-    filled[unknown] = 0
+    np.copyto(filled, np.float32(0), where=unknown)
     total = cv2.boxFilter(filled, -1, (side, side), normalize=False, borderType=cv2.BORDER_CONSTANT)
     count = cv2.boxFilter((known & 1).astype(np.float32), -1, (side, side), normalize=False,
                           borderType=cv2.BORDER_CONSTANT)
     # A mean needs a third of its window known, or one noisy cell would set a whole slope.
     mean = cv2.divide(total, count)
-    mean[count < side * side / 3.0] = np.nan
+    np.copyto(mean, np.float32(np.nan), where=count < side * side / 3.0)
     grad_x = np.full(mean.shape, np.nan, np.float32)
     grad_y = np.full(mean.shape, np.nan, np.float32)
     half_inverse = np.float32(0.5 / config.resolution)
     grad_x[:, 1:-1] = cv2.subtract(mean[:, 2:], mean[:, :-2]) * half_inverse
     grad_y[1:-1, :] = cv2.subtract(mean[2:, :], mean[:-2, :]) * half_inverse
     slope = cv2.magnitude(grad_x, grad_y)
-    slope[unknown] = np.nan
+    np.copyto(slope, np.float32(np.nan), where=unknown)
     return step, slope
