@@ -213,27 +213,64 @@ def test_the_automatic_column_step_leaves_the_box_and_the_ground_where_they_are(
     assert not ((stepped.category != UNKNOWN) & (every.category == UNKNOWN)).any(), "nothing seen that was not"
 
 
-def test_the_build_works_on_the_half_of_the_window_in_front_of_the_camera(classes: ClassMap) -> None:
-    """The grid-sized work is done on the box the camera's rays reach; the result is the whole window, the
-    same as a build on the whole window would give, and unknown behind the camera."""
+def test_the_build_works_on_the_part_of_the_window_the_camera_reaches(classes: ClassMap) -> None:
+    """The grid-sized work is done on the box that the camera's rays reach up to max_range (plus the reach of a
+    drop edge's marks, 9 cells); the result is the whole window, unknown outside the box."""
     k = pinhole_k(160, 120, 100.0)
     depth, labels = render_scene(160, 120, k)
-    config = scene_config(resolution=0.1)
+    config = scene_config(resolution=0.1)  # max_range 15 m; the lens sees 0.8 m sideways per metre ahead
     result = build_costmap(depth, labels, k, config, classes)
     box = result.evidence_window
     assert result.grid.shape == (config.rows, config.cols) and box is not None
-    assert (box.rows, box.origin_y) == (config.rows, config.origin_y), "a 77 deg lens reaches every row"
-    assert box.origin_x == pytest.approx(-0.1) and box.cols == config.cols // 2 + 1  # from the camera's cell on
-    assert (result.category[:, : config.cols // 2 - 1] == UNKNOWN).all()
+    assert box.origin_x == pytest.approx(-0.9) and box.origin_x + box.cols * 0.1 == pytest.approx(15.0)
+    assert box.origin_y == pytest.approx(-(15.0 * 0.8 + 0.9)) and box.rows == 258
+    assert (result.category[:, : config.cols // 2 - 9] == UNKNOWN).all()
     assert result.counts.shape == (4, config.rows, config.cols) and result.counts.sum() > 0
     assert result.elevation.shape == (config.rows, config.cols)
     # Turned round, the camera reaches the other half; the grid is the same one, mirrored.
     back = build_costmap(depth, labels, k, config, classes,
                          camera_to_base=pose_matrix(0, 0, 0, 0, 0, math.pi) @ camera_to_grid_transform(config))
-    assert back.evidence_window.origin_x + back.evidence_window.cols * config.resolution == pytest.approx(0.2)
+    assert back.evidence_window.origin_x + back.evidence_window.cols * config.resolution == pytest.approx(1.0)
     mirrored = back.category[::-1, ::-1]
     assert (mirrored != UNKNOWN).sum() == pytest.approx((result.category != UNKNOWN).sum(), rel=0.01)
     assert (mirrored != result.category).mean() < 0.001  # cells on a cell edge may round the other way
+
+
+def test_nothing_is_placed_past_max_range_not_even_the_ground_up_to_a_far_obstacle(classes: ClassMap) -> None:
+    """The box reads 20 m away (a depth error, or an obstacle behind a crest), past the 15 m max_range, above
+    ground seen at 6 m: its pixels are dropped, and the ground up to its foot is filled only to where the
+    foot's ray reaches max_range."""
+    k = pinhole_k(160, 120, 100.0)
+    depth, labels = render_scene(160, 120, k)
+    depth = np.where(labels == BOX, depth * np.float32(20.0 / BOX_X), depth)
+    config = scene_config(resolution=0.1, width_m=60.0, height_m=60.0, origin_x=-30.0, origin_y=-30.0)
+    result = build_costmap(depth, labels, k, config, classes)
+    xs = np.broadcast_to(config.origin_x + (np.arange(config.cols) + 0.5) * config.resolution, result.grid.shape)
+    observed = result.category != UNKNOWN
+    assert observed[(xs > 8.0) & (xs < 14.0)].sum() > 100, "the ground up to the foot, within range"
+    # Optical depth 15 m is at most 15 m / cos(half the vertical field of view) ahead along the ground.
+    assert xs[observed].max() < 15.0 / math.cos(math.atan(60 / 100)) + config.resolution
+
+
+def test_dense_ground_fills_the_gaps_of_a_depth_that_comes_in_steps(classes: ClassMap) -> None:
+    """A depth network with integer levels gives ground depth in steps (here 0.15 m): rows of one level land
+    close together, then the next level jumps. Near the vehicle, where flat ground puts rows far closer than
+    a cell, the jumps still leave cells between rows; those are filled like the far rows' gaps."""
+    k = pinhole_k(640, 384, 320.0)  # the vehicle camera's depth image
+    depth, labels = render_scene(640, 384, k, with_box=False)
+    stepped = (np.floor(depth / 0.15) + 0.5) * 0.15
+    config = scene_config(resolution=0.1)
+    visible, _ = visible_ground(config, k, (384, 640), margin_px=2.0)
+    xs = config.origin_x + (np.arange(config.cols) + 0.5) * config.resolution
+    near = visible & (xs < 4.0)[None, :]
+    assert near.sum() > 1000
+    exact = build_costmap(depth, labels, k, config, classes)
+    result = build_costmap(stepped, labels, k, config, classes)
+    assert (exact.category[near] == UNKNOWN).mean() < 0.01
+    # Filled up to the jumps that no continuous surface makes (7 % of the depth at 2 m); 19 % unknown when only
+    # the far rows were filled.
+    assert (result.category[near] == UNKNOWN).mean() < 0.05
+    assert (result.category[near & (result.category != UNKNOWN)] == Category.FREE).all()
 
 
 def _fields(config: CostmapConfig) -> dict:

@@ -122,7 +122,7 @@ class CostmapResult:
     points_projected: int = 0  # pixels that landed in the grid
     surface_samples: int = 0  # dense-ground samples that landed in the grid
     clamped_pixels: int = 0  # standing-obstacle pixels pulled onto their ground contact
-    unknown_label_pixels: int = 0  # pixels whose label id the ontology does not define
+    unknown_label_pixels: int = 0  # pixels (of the columns the build uses) whose label id the ontology lacks
     ground_offset_m: float = float("nan")  # median height of the observed surface above the ground plane
     ground: GroundGeometry | None = field(repr=False, default=None)  # step, slope and limits (ground_geometry)
 
@@ -285,13 +285,15 @@ class _RayGeometry:
     gy: np.ndarray
     gz: np.ndarray
     t: np.ndarray  # float64 (3,): camera origin in the base frame
-    fill_rows: slice  # upper rows r of the row pairs (r, r + 1) that may be farther apart than a cell
+    fill_rows: slice  # upper rows r of the row pairs (r, r + 1) whose gaps are filled (dense ground)
+    near_rows: int  # first row below those that flat ground spreads over a cell: many pixels per cell from here
     step_limit: np.ndarray  # float32 [pairs in fill_rows, W]: largest inverse-depth step between rows on a surface
     edge_step_limit: np.ndarray  # float32 [H - 1, W]: the same for every row pair (drop edges)
     slope_limit: float  # tan of the steepest surface slope between neighbouring pixels
     wide_quads: np.ndarray  # bool [pairs in fill_rows, W - 1]: quads whose columns are a cell apart on flat ground
     any_wide_quads: bool
     area_per_z2: float  # footprint of a pixel per squared metre of depth: 1 / (fx fy)
+    max_range: float  # the config's: nothing is placed deeper
 
 
 _GEOMETRY_CACHE: OrderedDict[tuple, _RayGeometry] = OrderedDict()
@@ -323,7 +325,13 @@ def _ray_geometry(k: np.ndarray, hw: tuple[int, int], camera_to_base: np.ndarray
     in_range = (depth_hit[1:] < config.max_range) & (depth_hit[:-1] < config.max_range * 1.5)
     spacing = np.where(in_range & np.isfinite(spacing), spacing, 0.0).max(axis=1)
     wide_rows = np.flatnonzero(spacing >= config.resolution * FILL_ROW_SPACING)
-    fill_rows = slice(int(wide_rows[0]), int(wide_rows[-1]) + 1) if wide_rows.size else slice(0, 0)
+    # From the first row pair that flat ground spreads over a cell down to the image's bottom: nearer pairs are
+    # close on flat ground, but a depth that comes in steps (a network's levels) or with noise still leaves
+    # cells between them, and near the vehicle those are the cells a planner needs first.
+    ground_rows = np.flatnonzero(in_range.any(axis=1))
+    first = wide_rows[0] if wide_rows.size else (ground_rows[0] if ground_rows.size else hw[0] - 1)
+    fill_rows = slice(int(first), hw[0] - 1)
+    near_rows = int(wide_rows[-1]) + 1 if wide_rows.size else int(first)
     step = np.abs(gz[1:] - gz[:-1]) / drop
     with np.errstate(invalid="ignore"):
         lateral = np.hypot(np.diff(hit_x, axis=1), np.diff(hit_y, axis=1))
@@ -332,11 +340,11 @@ def _ray_geometry(k: np.ndarray, hw: tuple[int, int], camera_to_base: np.ndarray
     row_step_limit = (step * config.surface_step_ratio).astype(np.float32)
     geometry = _RayGeometry(
         gx=gx.astype(np.float32), gy=gy.astype(np.float32), gz=gz.astype(np.float32), t=translation.copy(),
-        fill_rows=fill_rows, step_limit=np.ascontiguousarray(row_step_limit[fill_rows]),
+        fill_rows=fill_rows, near_rows=near_rows, step_limit=np.ascontiguousarray(row_step_limit[fill_rows]),
         edge_step_limit=row_step_limit,
         slope_limit=float(np.tan(np.radians(config.max_surface_slope_deg))), wide_quads=wide_quads,
         any_wide_quads=bool(wide_quads.any()),
-        area_per_z2=float(1.0 / (k[0, 0] * k[1, 1])),
+        area_per_z2=float(1.0 / (k[0, 0] * k[1, 1])), max_range=float(config.max_range),
     )
     _GEOMETRY_CACHE[key] = geometry
     while len(_GEOMETRY_CACHE) > _GEOMETRY_CACHE_SIZE:
@@ -371,26 +379,30 @@ def _gain_planes(geometry: _RayGeometry, window: GridWindow) -> tuple[np.ndarray
             if a[i] != 0:
                 gain += planes[i] * np.float32(a[i])
         gains.append(gain)
-    entry = (gains[0], gains[1], tuple(float(f(g)) for g in gains for f in (np.min, np.max)))
+    # A pinhole ray is affine in (u, v), and so is each gain: its extremes lie at the image's corners.
+    corners = [g[[0, 0, -1, -1], [0, -1, 0, -1]] for g in gains]
+    entry = (gains[0], gains[1], tuple(float(f(c)) for c in corners for f in (np.min, np.max)))
     _GAIN_CACHE.clear()  # one entry: a moving fixed-frame pose changes it every frame
     _GAIN_CACHE[key] = (geometry, entry)  # the geometry itself, so that a recycled id() never matches
     return entry
 
 
 def _reach_window(geometry: _RayGeometry, window: GridWindow) -> tuple[GridWindow, int, int]:
-    """The box of ``window`` in front of the camera (what its rays reach at depth >= 0) and its (row, col) corner.
+    """The box of ``window`` that the camera's rays reach up to max_range, and its (row, col) corner.
 
-    Every point the build makes lies on a ray at a depth >= 0 or between two such points (dense ground,
-    drop edges), so it falls in this box; the cells outside it stay unknown. Working on the box alone
-    spares the grid-sized steps the cells behind the camera (half the default window).
+    Every point the build places lies on a ray at a depth in [0, max_range] or between two such points
+    (dense ground), and a drop edge's marks lie within ``MAX_EDGE_SPAN_CELLS`` of one, so all fall in this
+    box; the cells outside it stay unknown. Working on the box alone spares the grid-sized steps the cells
+    behind the camera and out of its reach (half the default window, three quarters of a diagonal one).
     """
     extremes = _gain_planes(geometry, window)[2]
     *_, col_offset, row_offset = _cell_gains(geometry, window)
+    reach, pad = float(geometry.max_range), MAX_EDGE_SPAN_CELLS + 1
     corner, size = [], []
     for (low, high), offset, cells in ((extremes[2:], row_offset, window.rows), (extremes[:2], col_offset, window.cols)):
-        # z * gain + offset over z in [0, inf): the camera's own cell, unbounded on the side a gain points to.
-        first = 0 if low < 0 else int(np.clip(math.floor(offset) - 1, 0, cells))
-        last = cells if high > 0 else int(np.clip(math.floor(offset) + 2, 0, cells))
+        # z * gain + offset over z in [0, max_range]: extremes at the camera or at max_range.
+        first = int(np.clip(math.floor(offset + min(0.0, reach * low)) - pad, 0, cells))
+        last = int(np.clip(math.floor(offset + max(0.0, reach * high)) + 1 + pad, 0, cells))
         corner.append(first)
         size.append(max(last - first, 1))
     if corner == [0, 0] and size == [window.rows, window.cols]:
@@ -506,7 +518,7 @@ def _spread(per_item: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _surface_samples(z: np.ndarray, surface_ok: np.ndarray, categories: np.ndarray, geometry: _RayGeometry,
                      col_f: np.ndarray, row_f: np.ndarray, height: np.ndarray, resolution: float,
-                     feet: tuple[np.ndarray, np.ndarray], depth_noise: float,
+                     feet: tuple[np.ndarray, np.ndarray, np.ndarray], depth_noise: float,
                      with_heights: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Samples of the surface between neighbouring pixels: (col_f, row_f, category, height) arrays.
 
@@ -518,7 +530,8 @@ def _surface_samples(z: np.ndarray, surface_ok: np.ndarray, categories: np.ndarr
     depth step but a steep segment). The points between two pixels of a surface lie on the 3-D segment
     between their points, so the segment is sampled in the grid every ``SURFACE_SAMPLE_STEP`` cells: the
     lower pixel's category covers its lower half, the upper's the rest. The ground between a standing
-    obstacle's ground contact and its bottom pixel (``feet``) is sampled with the contact's category. Where
+    obstacle's ground contact and its bottom pixel (``feet``: the contacts, and the column and row where each
+    foot ends) is sampled with the contact's category. Where
     horizontal neighbours are also more than a cell apart (a low-resolution depth image), the quad of four
     surface pixels is sampled inside as a bilinear patch.
     """
@@ -548,8 +561,8 @@ def _surface_samples(z: np.ndarray, surface_ok: np.ndarray, categories: np.ndarr
 
     if feet[0].size:
         col_flat, row_flat = col_f.ravel(), row_f.ravel()
-        lower, upper = feet
-        d_col, d_row = col_flat[upper] - col_flat[lower], row_flat[upper] - row_flat[lower]
+        lower, upper_col, upper_row = feet
+        d_col, d_row = upper_col - col_flat[lower], upper_row - row_flat[lower]
         ground = height.ravel()[lower]  # the ground up to the foot continues at the contact's height
         sample(col_flat[lower], row_flat[lower], d_col, d_row, np.maximum(np.abs(d_col), np.abs(d_row)),
                cats[lower], None, ground, np.zeros_like(ground))
@@ -632,12 +645,24 @@ def _surface_samples(z: np.ndarray, surface_ok: np.ndarray, categories: np.ndarr
     return np.concatenate(out_col), np.concatenate(out_row), np.concatenate(out_cat), heights
 
 
+_LABEL_TABLES: dict[int, tuple[ClassMap, int, tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
+
+
 def _label_tables(classes: ClassMap, cells: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """256-entry LUTs on label ids: category bin offset (int32), standing-obstacle mask and surface mask (uint8)."""
+    """256-entry LUTs on label ids: category bin offset (int32), standing-obstacle mask and surface mask (uint8).
+
+    Cached for the last class map and cell count (a node keeps both for its life).
+    """
+    cached = _LABEL_TABLES.get(id(classes))
+    if cached is not None and cached[0] is classes and cached[1] == cells:
+        return cached[2]
     category = classes.category.astype(np.int64)
     standing = (category >= int(Category.BLOCKED)) & ~classes.surface
-    return ((np.maximum(category, 0) * cells).astype(np.int32), np.where(standing, 255, 0).astype(np.uint8),
-            np.where(classes.surface & (category >= 0), 255, 0).astype(np.uint8))
+    tables = ((np.maximum(category, 0) * cells).astype(np.int32), np.where(standing, 255, 0).astype(np.uint8),
+              np.where(classes.surface & (category >= 0), 255, 0).astype(np.uint8))
+    _LABEL_TABLES.clear()
+    _LABEL_TABLES[id(classes)] = (classes, cells, tables)
+    return tables
 
 
 def _observe_depth(
@@ -718,16 +743,25 @@ def _observe_depth(
     bins = [ground_bins]
     elevation = _GroundHeights(cells) if config.ground_geometry else None
     if elevation is not None:
-        # Rows nearer than the dense-ground band hold many pixels per cell: every other row there.
-        split = geometry.fill_rows.stop
+        # Near rows hold many pixels per cell: every other row there.
+        split = geometry.near_rows
         elevation.add(cell[:split][ground[:split]], height[:split][ground[:split]])
         elevation.add(cell[split::2][ground[split::2]], height[split::2][ground[split::2]])
 
     samples = 0
     if config.dense_ground:
+        # The ground up to an obstacle's foot ends at the foot's point, or where its ray reaches max_range: past
+        # that nothing is placed (a depth at max_range means "farther").
+        upper, at_range = feet[1], np.float32(config.max_range)
+        upper_col, upper_row = col_f.ravel()[upper], row_f.ravel()[upper]
+        with np.errstate(invalid="ignore"):
+            beyond = z.ravel()[upper] > at_range  # NaN (no depth): no foot, as before
+        if beyond.any():
+            upper_col[beyond] = at_range * col_gain.ravel()[upper[beyond]] + np.float32(col_offset)
+            upper_row[beyond] = at_range * row_gain.ravel()[upper[beyond]] + np.float32(row_offset)
         s_col, s_row, s_cat, s_height = _surface_samples(z, surface_ok, cats8, geometry, col_f, row_f, height,
-                                                         config.resolution, feet, config.surface_depth_noise,
-                                                         config.ground_geometry)
+                                                         config.resolution, (feet[0], upper_col, upper_row),
+                                                         config.surface_depth_noise, config.ground_geometry)
         if s_col.size:
             keep = (s_col >= 0) & (s_col < cols) & (s_row >= 0) & (s_row < rows)
             index = s_cat[keep].astype(np.int32) * np.int32(cells)
@@ -1076,13 +1110,13 @@ def build_costmap(
     # the frame to each model's input), so their aspect ratios may differ: K scales per axis.
     labels = resize_nearest(labels, work_hw)
     k = scale_intrinsics(k_matrix, tuple(k_hw) if k_hw else tuple(work_hw), tuple(work_hw))
-    unknown = classes.unknown_ids(labels)
     if depth is not None:
         step = column_step(k, config)
         if step > 1:  # every step-th column: column j is the image's column step * j, so u scales by 1 / step
             depth, labels = depth[:, ::step], np.ascontiguousarray(labels[:, ::step])
             k = k.copy()
             k[0] /= step
+    unknown = classes.unknown_ids(labels)  # of the pixels the build uses
     categories = _categories_of(labels, classes)
     transform = camera_to_grid_transform(config) if camera_to_base is None else np.asarray(camera_to_base, np.float64)
     if not transform[2, 3] > config.ground_z:
