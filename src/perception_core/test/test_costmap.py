@@ -252,6 +252,25 @@ def test_nothing_is_placed_past_max_range_not_even_the_ground_up_to_a_far_obstac
     assert xs[observed].max() < 15.0 / math.cos(math.atan(60 / 100)) + config.resolution
 
 
+def test_dense_ground_covers_a_hill_seen_above_the_flat_horizon(classes: ClassMap) -> None:
+    """A 20 deg ramp rising from 4 m ahead: its far part is seen in rows at and above where flat ground's
+    horizon would be, rows that flat ground never puts in range. Its ground is filled all the same."""
+    k = pinhole_k(640, 384, 320.0)
+    rays = camera_rays(640, 384, k)
+    origin, rise, foot = np.array([0.0, 0.0, CAM_HEIGHT]), math.tan(math.radians(20.0)), 4.0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t_flat = np.where(rays[..., 2] < 0, -origin[2] / rays[..., 2], np.inf)
+        t_ramp = ((origin[0] - foot) * rise - origin[2]) / (rays[..., 2] - rise * rays[..., 0])
+    on_flat = origin[0] + t_flat * rays[..., 0] <= foot
+    depth = np.where(on_flat, t_flat, np.where(t_ramp > 0, t_ramp, np.nan)).astype(np.float32)
+    labels = np.where(np.isfinite(depth), GROUND, SKY).astype(np.uint8)
+    config = scene_config(resolution=0.1, ground_geometry=False)
+    result = build_costmap(depth, labels, k, config, classes)
+    ahead = [cell_of(config, x, y) for x in np.arange(7.05, 12.0, 0.1) for y in np.arange(-0.95, 1.0, 0.1)]
+    rows, cols = np.array(ahead).T
+    assert (result.category[rows, cols] == Category.FREE).mean() > 0.98
+
+
 def test_dense_ground_fills_the_gaps_of_a_depth_that_comes_in_steps(classes: ClassMap) -> None:
     """A depth network with integer levels gives ground depth in steps (here 0.15 m): rows of one level land
     close together, then the next level jumps. Near the vehicle, where flat ground puts rows far closer than

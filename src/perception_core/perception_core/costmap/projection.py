@@ -325,17 +325,18 @@ def _ray_geometry(k: np.ndarray, hw: tuple[int, int], camera_to_base: np.ndarray
     in_range = (depth_hit[1:] < config.max_range) & (depth_hit[:-1] < config.max_range * 1.5)
     spacing = np.where(in_range & np.isfinite(spacing), spacing, 0.0).max(axis=1)
     wide_rows = np.flatnonzero(spacing >= config.resolution * FILL_ROW_SPACING)
-    # From the first row pair that flat ground spreads over a cell down to the image's bottom: nearer pairs are
-    # close on flat ground, but a depth that comes in steps (a network's levels) or with noise still leaves
-    # cells between them, and near the vehicle those are the cells a planner needs first.
-    ground_rows = np.flatnonzero(in_range.any(axis=1))
-    first = wide_rows[0] if wide_rows.size else (ground_rows[0] if ground_rows.size else hw[0] - 1)
-    fill_rows = slice(int(first), hw[0] - 1)
-    near_rows = int(wide_rows[-1]) + 1 if wide_rows.size else int(first)
+    # Every row pair: on flat ground only the pairs that the ground spreads over a cell would need it, but a
+    # hill rising ahead is seen in rows at and above the flat horizon, and a depth that comes in steps (a
+    # network's levels) or with noise leaves cells between the near rows too.
+    fill_rows = slice(0, hw[0] - 1)
+    near_rows = int(wide_rows[-1]) + 1 if wide_rows.size else 0  # below it, many pixels per cell on flat ground
     step = np.abs(gz[1:] - gz[:-1]) / drop
     with np.errstate(invalid="ignore"):
         lateral = np.hypot(np.diff(hit_x, axis=1), np.diff(hit_y, axis=1))
         lateral = np.maximum(lateral[:-1], lateral[1:])[fill_rows]  # the wider of a quad's two edges
+        # Judged where flat ground lies in range, like the rows' spacing (a quad's columns are far apart only
+        # where the image is coarse for the ground it sees).
+        lateral = np.where(in_range[:, 1:] & in_range[:, :-1], lateral, 0.0)
         wide_quads = np.nan_to_num(lateral, nan=0.0, posinf=0.0) >= config.resolution * SURFACE_SAMPLE_STEP
     row_step_limit = (step * config.surface_step_ratio).astype(np.float32)
     geometry = _RayGeometry(
@@ -567,9 +568,13 @@ def _surface_samples(z: np.ndarray, surface_ok: np.ndarray, categories: np.ndarr
         sample(col_flat[lower], row_flat[lower], d_col, d_row, np.maximum(np.abs(d_col), np.abs(d_row)),
                cats[lower], None, ground, np.zeros_like(ground))
 
+    # Pairs need a surface pixel in both rows: the band shrinks to the rows that hold one (the sky's are out).
     band = geometry.fill_rows
-    if band.stop > band.start:
-        lo, hi = band.start, band.stop  # pairs (r, r + 1) for r in lo..hi-1: rows lo..hi
+    surface_rows = np.flatnonzero(surface_ok.any(axis=1))  # (cv2.reduce along rows is 30x slower)
+    lo = max(band.start, int(surface_rows[0])) if surface_rows.size else band.stop
+    hi = min(band.stop, int(surface_rows[-1])) if surface_rows.size else band.stop
+    if hi > lo:  # pairs (r, r + 1) for r in lo..hi-1: rows lo..hi
+        in_band = slice(lo - band.start, hi - band.start)  # the band's per-pair tables, cut alike
         w = z.shape[1]
         with np.errstate(divide="ignore", invalid="ignore"):
             inverse = np.float32(1.0) / z[lo : hi + 1]
@@ -578,7 +583,7 @@ def _surface_samples(z: np.ndarray, surface_ok: np.ndarray, categories: np.ndarr
         with np.errstate(invalid="ignore"):  # invalid pixels (NaN, inf) are masked out below
             d_col, d_row = cf[:-1] - cf[1:], rf[:-1] - rf[1:]  # from the lower pixel (r + 1) to the upper (r)
             gap = np.maximum(np.abs(d_col), np.abs(d_row))
-        limit = geometry.step_limit + np.float32(depth_noise) * inverse[1:]
+        limit = geometry.step_limit[in_band] + np.float32(depth_noise) * inverse[1:]
         rise_per_cell = np.float32(geometry.slope_limit * resolution)
 
         def gentle(d_h: np.ndarray, d_c: np.ndarray, d_r: np.ndarray) -> np.ndarray:
@@ -603,7 +608,7 @@ def _surface_samples(z: np.ndarray, surface_ok: np.ndarray, categories: np.ndarr
         if geometry.any_wide_quads:
             with np.errstate(invalid="ignore"):  # invalid pixels (NaN, inf) are already out of vertical
                 vertical &= gentle(hf[:-1] - hf[1:], d_col, d_row)
-            quads = vertical[:, :-1] & vertical[:, 1:] & geometry.wide_quads
+            quads = vertical[:, :-1] & vertical[:, 1:] & geometry.wide_quads[in_band]
             with np.errstate(invalid="ignore"):
                 across = np.abs(inverse[:, 1:] - inverse[:, :-1]) <= np.max(limit)
             quads &= across[:-1] & across[1:]
