@@ -56,10 +56,9 @@ def camera_sets(args: argparse.Namespace) -> list[dict[str, Any]]:
 def standing_obstacle_ids() -> np.ndarray:
     """bool [256]: ids of the ontology's classes that the costmap stands up as obstacles (lethal, not flat)."""
     from perception_core.costmap import class_map_from_ontology
-    from perception_core.ontology import Category
 
     classes = class_map_from_ontology()
-    return (classes.category >= int(Category.BLOCKED)) & ~classes.surface & classes.known
+    return classes.standing & classes.known
 
 
 def score_folder(pipeline: Any, split_dir: Path) -> dict[str, Any]:

@@ -42,6 +42,11 @@ class ClassMap:
         surface = (table == Category.FREE) | (table == Category.CAUTION)
         return cls(table, surface, np.ones(256, dtype=bool))
 
+    @property
+    def standing(self) -> np.ndarray:
+        """bool [256]: ids of obstacles that stand up from the ground (lethal, not lying flat like water)."""
+        return (self.category >= int(Category.BLOCKED)) & ~self.surface
+
     def unknown_ids(self, labels: np.ndarray) -> int:
         """How many pixels of ``labels`` carry an id the ontology does not define."""
         labels = np.asarray(labels)

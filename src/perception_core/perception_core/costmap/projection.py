@@ -149,10 +149,8 @@ class CostmapResult:
         if box is None or box is self.window:
             return part
         res = self.window.resolution
-        row0, col0 = round((box.origin_y - self.window.origin_y) / res), round((box.origin_x - self.window.origin_x) / res)
-        whole = np.full((*part.shape[:-2], self.window.rows, self.window.cols), fill, part.dtype)
-        whole[..., row0 : row0 + box.rows, col0 : col0 + box.cols] = part
-        return whole
+        corner = (round((box.origin_y - self.window.origin_y) / res), round((box.origin_x - self.window.origin_x) / res))
+        return _in_window(part, self.window, corner, fill)
 
     @property
     def elevation(self) -> np.ndarray | None:
@@ -285,12 +283,10 @@ class _RayGeometry:
     gy: np.ndarray
     gz: np.ndarray
     t: np.ndarray  # float64 (3,): camera origin in the base frame
-    fill_rows: slice  # upper rows r of the row pairs (r, r + 1) whose gaps are filled (dense ground)
     near_rows: int  # first row below those that flat ground spreads over a cell: many pixels per cell from here
-    step_limit: np.ndarray  # float32 [pairs in fill_rows, W]: largest inverse-depth step between rows on a surface
-    edge_step_limit: np.ndarray  # float32 [H - 1, W]: the same for every row pair (drop edges)
+    step_limit: np.ndarray  # float32 [H - 1, W]: largest inverse-depth step of a surface between rows r, r + 1
     slope_limit: float  # tan of the steepest surface slope between neighbouring pixels
-    wide_quads: np.ndarray  # bool [pairs in fill_rows, W - 1]: quads whose columns are a cell apart on flat ground
+    wide_quads: np.ndarray  # bool [H - 1, W - 1]: quads whose columns are a cell apart on flat ground
     any_wide_quads: bool
     area_per_z2: float  # footprint of a pixel per squared metre of depth: 1 / (fx fy)
     max_range: float  # the config's: nothing is placed deeper
@@ -325,24 +321,18 @@ def _ray_geometry(k: np.ndarray, hw: tuple[int, int], camera_to_base: np.ndarray
     in_range = (depth_hit[1:] < config.max_range) & (depth_hit[:-1] < config.max_range * 1.5)
     spacing = np.where(in_range & np.isfinite(spacing), spacing, 0.0).max(axis=1)
     wide_rows = np.flatnonzero(spacing >= config.resolution * FILL_ROW_SPACING)
-    # Every row pair: on flat ground only the pairs that the ground spreads over a cell would need it, but a
-    # hill rising ahead is seen in rows at and above the flat horizon, and a depth that comes in steps (a
-    # network's levels) or with noise leaves cells between the near rows too.
-    fill_rows = slice(0, hw[0] - 1)
     near_rows = int(wide_rows[-1]) + 1 if wide_rows.size else 0  # below it, many pixels per cell on flat ground
     step = np.abs(gz[1:] - gz[:-1]) / drop
     with np.errstate(invalid="ignore"):
         lateral = np.hypot(np.diff(hit_x, axis=1), np.diff(hit_y, axis=1))
-        lateral = np.maximum(lateral[:-1], lateral[1:])[fill_rows]  # the wider of a quad's two edges
+        lateral = np.maximum(lateral[:-1], lateral[1:])  # the wider of a quad's two edges
         # Judged where flat ground lies in range, like the rows' spacing (a quad's columns are far apart only
         # where the image is coarse for the ground it sees).
         lateral = np.where(in_range[:, 1:] & in_range[:, :-1], lateral, 0.0)
         wide_quads = np.nan_to_num(lateral, nan=0.0, posinf=0.0) >= config.resolution * SURFACE_SAMPLE_STEP
-    row_step_limit = (step * config.surface_step_ratio).astype(np.float32)
     geometry = _RayGeometry(
         gx=gx.astype(np.float32), gy=gy.astype(np.float32), gz=gz.astype(np.float32), t=translation.copy(),
-        fill_rows=fill_rows, near_rows=near_rows, step_limit=np.ascontiguousarray(row_step_limit[fill_rows]),
-        edge_step_limit=row_step_limit,
+        near_rows=near_rows, step_limit=(step * config.surface_step_ratio).astype(np.float32),
         slope_limit=float(np.tan(np.radians(config.max_surface_slope_deg))), wide_quads=wide_quads,
         any_wide_quads=bool(wide_quads.any()),
         area_per_z2=float(1.0 / (k[0, 0] * k[1, 1])), max_range=float(config.max_range),
@@ -568,13 +558,14 @@ def _surface_samples(z: np.ndarray, surface_ok: np.ndarray, categories: np.ndarr
         sample(col_flat[lower], row_flat[lower], d_col, d_row, np.maximum(np.abs(d_col), np.abs(d_row)),
                cats[lower], None, ground, np.zeros_like(ground))
 
-    # Pairs need a surface pixel in both rows: the band shrinks to the rows that hold one (the sky's are out).
-    band = geometry.fill_rows
+    # Every row pair is examined: on flat ground only the pairs that the ground spreads over a cell would need
+    # it, but a hill rising ahead is seen in rows at and above the flat horizon, and a depth that comes in steps
+    # (a network's levels) or with noise leaves cells between the near rows too. Pairs need a surface pixel in
+    # both rows: the band is cut to the rows that hold one (the sky's are out).
     surface_rows = np.flatnonzero(surface_ok.any(axis=1))  # (cv2.reduce along rows is 30x slower)
-    lo = max(band.start, int(surface_rows[0])) if surface_rows.size else band.stop
-    hi = min(band.stop, int(surface_rows[-1])) if surface_rows.size else band.stop
+    lo, hi = (int(surface_rows[0]), int(surface_rows[-1])) if surface_rows.size else (0, 0)
     if hi > lo:  # pairs (r, r + 1) for r in lo..hi-1: rows lo..hi
-        in_band = slice(lo - band.start, hi - band.start)  # the band's per-pair tables, cut alike
+        in_band = slice(lo, hi)  # the per-pair tables, cut alike
         w = z.shape[1]
         with np.errstate(divide="ignore", invalid="ignore"):
             inverse = np.float32(1.0) / z[lo : hi + 1]
@@ -662,8 +653,7 @@ def _label_tables(classes: ClassMap, cells: int) -> tuple[np.ndarray, np.ndarray
     if cached is not None and cached[0] is classes and cached[1] == cells:
         return cached[2]
     category = classes.category.astype(np.int64)
-    standing = (category >= int(Category.BLOCKED)) & ~classes.surface
-    tables = ((np.maximum(category, 0) * cells).astype(np.int32), np.where(standing, 255, 0).astype(np.uint8),
+    tables = ((np.maximum(category, 0) * cells).astype(np.int32), np.where(classes.standing, 255, 0).astype(np.uint8),
               np.where(classes.surface & (category >= 0), 255, 0).astype(np.uint8))
     _LABEL_TABLES.clear()
     _LABEL_TABLES[id(classes)] = (classes, cells, tables)
@@ -857,7 +847,7 @@ def _drop_edges(z: np.ndarray, height: np.ndarray, surface_ok: np.ndarray, categ
     not_projected = categories < 0  # sky (and ignore): as if beyond range, checked for a descending ray below
     np.copyto(inverse, np.float32(1.0 / config.max_range), where=not_projected)
     excess = cv2.subtract(inverse[1:], inverse[:-1])  # near (row r + 1) minus far (row r): > 0 when far is farther
-    cv2.subtract(excess, geometry.edge_step_limit, dst=excess)
+    cv2.subtract(excess, geometry.step_limit, dst=excess)
     cv2.scaleAdd(inverse[1:], -config.surface_depth_noise, excess, dst=excess)
     with np.errstate(invalid="ignore"):
         far_index = np.flatnonzero(excess > 0)  # a bool mask: numpy finds its non-zeros far faster than a uint8's
@@ -1045,18 +1035,23 @@ def _resolve(evidence: dict[str, Any], config: CostmapConfig, window: GridWindow
     )
 
 
+def _in_window(part: np.ndarray, window: GridWindow, corner: tuple[int, int], fill: Any) -> np.ndarray:
+    """``part`` ([..., rows, cols] of a box whose cell (0, 0) is ``corner`` of ``window``) over the whole window."""
+    row0, col0 = corner
+    out = np.full((*part.shape[:-2], window.rows, window.cols), fill, part.dtype)
+    out[..., row0 : row0 + part.shape[-2], col0 : col0 + part.shape[-1]] = part
+    return out
+
+
 def _placed_in(result: CostmapResult, window: GridWindow, row0: int, col0: int) -> CostmapResult:
     """A result built on a box of ``window`` (corner ``row0``, ``col0``), as the whole window: unknown elsewhere.
 
     The evidence stays on the box (``evidence_window``): copying its dozen grid-sized arrays would cost
     what the box saved.
     """
-    box = (slice(row0, row0 + result.window.rows), slice(col0, col0 + result.window.cols))
 
     def whole(part: np.ndarray, fill: Any) -> np.ndarray:
-        out = np.full((*part.shape[:-2], window.rows, window.cols), fill, part.dtype)
-        out[(..., *box)] = part
-        return out
+        return _in_window(part, window, (row0, col0), fill)
 
     ground = result.ground
     if ground is not None:
@@ -1080,7 +1075,6 @@ def column_step(k: np.ndarray, config: CostmapConfig) -> int:
     if config.column_step > 0:
         return int(config.column_step)
     return max(1, int(config.resolution * float(k[0, 0]) / config.max_range))
-
 
 
 def build_costmap(
