@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from model_tools.models.depth_net import DepthExportModule, DepthModelConfig, build_depth_net
-from model_tools.tasks.depth import DepthLossConfig, DistillConfig, depth_loss, distill_loss
+from model_tools.tasks.depth import DepthLossConfig, DistillConfig, depth_loss, distill_loss, label_weight_table
 from perception_core.depth_codec import compose_depth, decompose_depth, integer_step
 from perception_core.errors import ConfigError
 
@@ -108,6 +108,36 @@ def test_levels_loss_value_on_known_input() -> None:
     sharp = _constant_outputs(logits, 0.25, 16, (32, 32))
     total, parts = depth_loss(sharp, gt, cfg, DepthLossConfig())
     assert float(total) == pytest.approx(0.0, abs=1e-4)
+
+
+def test_class_weights_make_each_term_the_label_weighted_mean() -> None:
+    """Obstacle pixels weighted 3: each term is (sum of w * error) / (sum of w) over valid pixels."""
+    cfg = DepthModelConfig(kind="sigmoid", max_depth=15.0, input_height=32, input_width=32)
+    gt = torch.full((1, 1, 32, 32), 5.5)
+    gt[..., :8, :] = 0.0  # invalid: weight 0 whatever its label
+    out = _constant_outputs(6 / 15, 0.25, 1, (32, 32))
+    out[("fractional", 0)][..., 16:, :] = 0.5  # error 0 on the lower half
+    table = label_weight_table({"static_obstacle": 3.0})
+    assert table is not None and table.shape == (256,)
+    label = torch.zeros(1, 32, 32, dtype=torch.long)  # smooth_ground, weight 1
+    label[..., 16:, :] = 4  # static_obstacle, weight 3
+    label[..., :8, :] = 4
+    loss_cfg = DepthLossConfig(scales=1)
+    _, plain = depth_loss(out, gt, cfg, loss_cfg)
+    _, weighted = depth_loss(out, gt, cfg, loss_cfg, table[label].unsqueeze(1))
+    # rows 8..15 (8 rows, w 1) err 0.25, rows 16..31 (16 rows, w 3) err 0
+    assert float(plain["fractional"]) == pytest.approx(0.25 * 8 / 24, abs=1e-6)
+    assert float(weighted["fractional"]) == pytest.approx(0.25 * 8 / (8 + 3 * 16), abs=1e-6)
+    ones = torch.ones(1, 1, 32, 32)
+    _, unit = depth_loss(out, gt, cfg, loss_cfg, ones)
+    assert all(float(unit[k]) == pytest.approx(float(plain[k]), abs=1e-7) for k in plain)
+    assert label_weight_table({}) is None
+    assert float(table[255]) == 1.0 and float(table[0]) == 1.0 and float(table[4]) == 3.0
+
+
+def test_class_weights_with_an_unknown_class_name_fail() -> None:
+    with pytest.raises(ConfigError, match="unknown classes"):
+        label_weight_table({"boulder": 2.0})
 
 
 def _depth_loss_autograd_reference(out: dict, gt: torch.Tensor, model_cfg: DepthModelConfig,

@@ -12,7 +12,10 @@ GT > 0; GT beyond max_depth is clipped to it):
   ``levels`` the integer part is the softmax expectation (differentiable).
 
 Weights ``loss.w_integer`` / ``w_fractional`` / ``w_depth`` default to
-1.0 / 10.0 / 0.5.
+1.0 / 10.0 / 0.5. ``loss.class_weights`` ({ontology class name: weight},
+others 1) weights each pixel by its label in all three terms, so that the
+few pixels the costmap places as obstacles are not outvoted by the ground
+(frames without labels weigh 1 everywhere).
 
 A camera-aware model (``model.camera`` ``canonical_focal`` or
 ``canonical_focal_height``) learns depth for a canonical camera: each
@@ -83,6 +86,7 @@ class DepthLossConfig:
     w_fractional: float = 10.0
     w_depth: float = 0.5
     scales: int = NUM_SCALES  # how many scales carry loss (1..4)
+    class_weights: dict[str, float] = field(default_factory=dict)  # per-pixel weight by label (ontology name)
 
 
 @dataclass
@@ -185,14 +189,30 @@ def _levels_kernels() -> Any:
     return levels_loss_kernels
 
 
+def label_weight_table(class_weights: dict[str, float], ontology: Any = None) -> torch.Tensor | None:
+    """float [256]: the loss weight of each label id (ignore and unnamed ids 1), or None without class weights."""
+    if not class_weights:
+        return None
+    from model_tools.losses import class_weights_by_name
+    from perception_core.ontology import load_ontology
+
+    names = (ontology or load_ontology()).names
+    table = torch.ones(256, dtype=torch.float32)
+    table[: len(names)] = class_weights_by_name(names, class_weights)
+    return table
+
+
 def depth_loss(
-    out: dict[tuple[str, int], torch.Tensor], gt: torch.Tensor, model_cfg: DepthModelConfig, loss_cfg: DepthLossConfig
+    out: dict[tuple[str, int], torch.Tensor], gt: torch.Tensor, model_cfg: DepthModelConfig, loss_cfg: DepthLossConfig,
+    pixel_weight: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Supervised dual-head loss; returns (total, parts averaged over scales).
 
     Each scale is scored at its own resolution against a nearest-downsampled
     target (invalid stays invalid). Upsampling four scales of 256-level logits
     to full resolution instead cost ~6x the network's own compute on an H100.
+    ``pixel_weight`` [B,1,H,W] (None: 1) weighs each pixel; each term is the
+    weighted mean over valid pixels.
     """
     gt = gt.float()
     step = model_cfg.step
@@ -201,10 +221,14 @@ def depth_loss(
         int_out = out[("integer", s)]
         frac = out[("fractional", s)].float()
         size = (int_out.shape[-2], int_out.shape[-1])
-        gt_s = gt if tuple(gt.shape[-2:]) == size else F.interpolate(gt, size=size, mode="nearest")
+        same = tuple(gt.shape[-2:]) == size
+        gt_s = gt if same else F.interpolate(gt, size=size, mode="nearest")
         valid = torch.isfinite(gt_s) & (gt_s > 0)
         safe = torch.where(valid, gt_s, torch.zeros_like(gt_s)).clamp(max=model_cfg.max_depth)
         int_t, frac_t = decompose_depth(safe, model_cfg.max_depth, model_cfg.kind, model_cfg.levels)
+        if pixel_weight is not None:
+            weight_s = pixel_weight if same else F.interpolate(pixel_weight, size=size, mode="nearest")
+            valid = valid * weight_s  # from here on the pixel's weight, 0 where invalid
         n_valid = valid.sum().clamp(min=1)
         if model_cfg.kind == "levels":
             # Invalid pixels get level 0 and weight 0: the same sums as cross_entropy's ignore_index.
@@ -326,6 +350,7 @@ class DepthTask:
         self.model_cfg, self.data_cfg, self.loss_cfg, self.distill_cfg = parse_depth_sections(config, source)
         self.dataset_factory = dataset_factory
         self._teacher: DualHeadDepthNet | None = None
+        self._label_weights = label_weight_table(self.loss_cfg.class_weights)
 
     def build_model(self) -> nn.Module:
         net = build_depth_net(self.model_cfg)
@@ -389,13 +414,22 @@ class DepthTask:
         with_features = bool(self.distill_cfg.teacher and self.distill_cfg.w_feature > 0)
         out = model(image, scales=tuple(range(self.loss_cfg.scales)), with_features=with_features)
         target = batch["depth"] / camera_scale(batch, self.model_cfg, batch["depth"].device)
-        loss, parts = depth_loss(out, target, self.model_cfg, self.loss_cfg)
+        loss, parts = depth_loss(out, target, self.model_cfg, self.loss_cfg, self._pixel_weight(batch))
         if self.distill_cfg.teacher:
             teacher = self._teacher_outputs(image)
             d_loss, d_parts = distill_loss(out, teacher, self.model_cfg, self.distill_cfg, self.loss_cfg.scales)
             loss = self.distill_cfg.w_ground_truth * loss + d_loss
             parts |= d_parts
         return loss, parts
+
+    def _pixel_weight(self, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
+        """[B,1,H,W] loss weight of each pixel from its label (``loss.class_weights``), or None."""
+        if self._label_weights is None or "label" not in batch:
+            return None
+        label = batch["label"]
+        if self._label_weights.device != label.device:
+            self._label_weights = self._label_weights.to(label.device)
+        return self._label_weights[label.long()].unsqueeze(1)
 
     @torch.no_grad()
     def validate(self, model: nn.Module, loader: Any, device: torch.device) -> dict[str, float]:
