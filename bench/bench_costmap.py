@@ -91,7 +91,13 @@ def frame_truth(frame: DriveFrame, config: Any, classes: Any, grid: Any) -> Any:
 
 
 def model_key(path: Path) -> str:
-    stat = path.stat()
+    """The cache key of a model: its graph's content hash (a re-export of the same weights hits the cache)."""
+    from perception_core.model_metadata import read_metadata
+
+    digest = read_metadata(path).content_sha256
+    if digest:
+        return f"{path.name}-{digest[:16]}"
+    stat = path.stat()  # a model without a recorded hash: size and time, so a rewrite still misses
     return f"{path.name}-{stat.st_size}-{int(stat.st_mtime)}"
 
 
