@@ -26,11 +26,18 @@ with other parameters (``--set``).
     python bench/bench_costmap.py --seeds 5 6 --mount-height 1.1 --pitch-deg 14 --hfov-deg 100
     python bench/bench_costmap.py --set ground_geometry=false      # labels alone, as before the terrain
     python bench/bench_costmap.py --depth-model models/x.onnx --seg-model models/y.onnx --out /tmp/x.json
+    python bench/bench_costmap.py --explain-false-lethal            # + which evidence made the false lethal
+
+``--explain-false-lethal`` also builds each frame's costmap from the labels
+alone and splits the false lethal cells of the models' costmap by the first
+evidence, in this order, that makes them lethal: the labels (HAZARD, or a
+standing BLOCKED obstacle), a drop edge, a step between cells, a slope.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -117,6 +124,39 @@ def load_or_infer(stack: Any, frame: DriveFrame, cache: Path | None, tag: str) -
     return depth, labels, seconds
 
 
+FALSE_LETHAL_SOURCES = ("labels_hazard", "labels_blocked", "drop_edge", "step", "slope", "other")
+
+
+def false_lethal_sources(result: Any, labels_only: Any, false_lethal: np.ndarray, config: Any) -> dict[str, int]:
+    """Cells of ``false_lethal`` per source (FALSE_LETHAL_SOURCES), each cell counted once, in that order.
+
+    ``labels_only`` is the same frame's costmap built with ``ground_geometry`` off: a cell lethal there is
+    lethal by its labels. The rest are lethal by the ground's geometry: drop edges (BLOCKED-sized), then
+    steps over ``step_blocked_m``, then slopes.
+    """
+    from perception_core.costmap import Category
+
+    rest = false_lethal.copy()
+    out = {}
+    for name, cells in (("labels_hazard", labels_only.category == int(Category.HAZARD)),
+                        ("labels_blocked", labels_only.category == int(Category.BLOCKED))):
+        out[name] = int((rest & cells).sum())
+        rest &= ~cells
+    ground = result.ground
+    geometry = {"drop_edge": result.evidence_map("drop_edges")[1] >= config.min_points_per_cell}
+    if ground is not None:
+        with np.errstate(invalid="ignore"):
+            geometry["step"] = ground.step_m > config.step_blocked_m
+        geometry["slope"] = ground.blocked
+    for name in ("drop_edge", "step", "slope"):
+        cells = geometry.get(name)
+        out[name] = 0 if cells is None else int((rest & cells).sum())
+        if cells is not None:
+            rest &= ~cells
+    out["other"] = int(rest.sum())
+    return out
+
+
 def parse_value(text: str) -> Any:
     import yaml
 
@@ -177,6 +217,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0: its default)")
     parser.add_argument("--cache", type=Path, help="folder to keep model outputs in, keyed by model, rig, seed, frame")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON output ('-' for none)")
+    parser.add_argument("--explain-false-lethal", action="store_true",
+                        help="split the models' false lethal cells by the evidence that made them lethal")
     args = parser.parse_args(argv)
 
     from tqdm import tqdm
@@ -212,6 +254,8 @@ def main(argv: list[str] | None = None) -> int:
     build_ms: dict[str, list[float]] = {path: [] for path in paths}
     ground_offset: dict[str, list[float]] = {path: [] for path in paths}
     inference_s: list[float] = []
+    sources = dict.fromkeys(FALSE_LETHAL_SOURCES, 0)
+    labels_only_config = dataclasses.replace(config, ground_geometry=False)
     bar = tqdm(total=len(args.seeds) * args.frames, desc="bench_costmap", unit="frame")
     for seed in args.seeds:
         per_seed[seed] = {path: CostmapMeasures() for path in paths}
@@ -232,6 +276,11 @@ def main(argv: list[str] | None = None) -> int:
                 ground_offset[path].append(result.ground_offset_m)
                 totals[path].add(result.category, truth, grid)
                 per_seed[seed][path].add(result.category, truth, grid)
+                if path == "models" and args.explain_false_lethal and config.ground_geometry:
+                    labels_only = build_costmap(d, lab, frame.k, labels_only_config, classes, k_hw=frame.depth.shape)
+                    wrong = totals[path].false_lethal_cells(result.category, truth, grid)
+                    for name, cells in false_lethal_sources(result, labels_only, wrong, config).items():
+                        sources[name] += cells
             bar.update(1)
     bar.close()
 
@@ -245,6 +294,10 @@ def main(argv: list[str] | None = None) -> int:
     print_table(rows)
     print("observed ground above the ground plane (median, m; |x| > max_ground_offset_m is flagged): "
           + ", ".join(f"{path} {np.nanmedian(values):+.2f}" for path, values in ground_offset.items()))
+    if any(sources.values()):
+        clear = totals["models"].counts["clear_cells"]
+        print("models' false lethal by source (% of clear cells): "
+              + ", ".join(f"{name} {100 * cells / max(clear, 1):.2f}" for name, cells in sources.items()))
     print(f"costmap build (this run, not the one-core benchmark: bench/bench_host.py): models median "
           f"{np.median(build_ms['models']):.1f} ms at the depth model's size, GT median "
           f"{np.median(build_ms['gt']):.1f} ms at {args.width}x{args.height}")
@@ -267,6 +320,10 @@ def main(argv: list[str] | None = None) -> int:
             "model_inference_s_median": float(np.median(inference_s)),
             "ground_offset_m_median": {path: float(np.nanmedian(values)) for path, values in ground_offset.items()},
         }
+        if any(sources.values()):
+            report["models_false_lethal_sources"] = {
+                "cells": sources, "clear_cells": totals["models"].counts["clear_cells"],
+                "order": "each cell counted once, under the first source in this order that makes it lethal"}
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(report, indent=2, default=float) + "\n")
         print(f"wrote {args.out}")

@@ -133,6 +133,12 @@ def test_measures_count_cells_groups_and_holes_as_defined() -> None:
     gt_traversable = int(((truth == Category.FREE) & (np.arange(160) <= 110)[None, :]).sum())
     assert frame["holes"] == pytest.approx(10 / gt_traversable)
     assert measures.counts["clear_cells_lethal"] == 1
+    # The cell behind that count, and the cells it is counted over: none within 0.3 m of the rock or past 12 m.
+    wrong = measures.false_lethal_cells(predicted, truth, grid)
+    assert list(zip(*np.nonzero(wrong), strict=True)) == [(18, 30)]
+    clear = measures.clear_cells(truth, grid)
+    assert int(clear.sum()) == measures.counts["clear_cells"]
+    assert not clear[5:8, 57:66].any() and clear[6, 56] and clear[6, 66] and not clear[15, 100]
     summary = measures.summary()
     assert summary["frames"] == 1 and summary["goals"]["holes"] == "<= 0.02"
     assert meets_goal("obstacle_recall", 0.96) and not meets_goal("holes", 0.03) and not meets_goal("holes", math.nan)

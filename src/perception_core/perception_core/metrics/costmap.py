@@ -285,6 +285,21 @@ class CostmapMeasures:
          "sloped_clear_cells_lethal", "gt_labelled_groups", "gt_labelled_groups_touched"), 0))
     frames: int = 0
 
+    def clear_cells(self, ground_truth: np.ndarray | GeometryTruth, grid: BevGrid) -> np.ndarray:
+        """bool [rows, cols]: the cells false lethal is counted on: GT traversable, 0 <= x <= ``x_max_m``, and
+        farther than ``tolerance_m`` from every GT obstacle cell."""
+        category = np.asarray(ground_truth.category if isinstance(ground_truth, GeometryTruth) else ground_truth)
+        gt_obstacle = np.isin(category, _LETHAL_VALUES)
+        xs, _ = grid.centres()
+        window = np.broadcast_to((xs >= 0) & (xs <= self.x_max_m), category.shape)
+        near_gt = _distance_to(gt_obstacle) <= self.tolerance_m / grid.resolution + 1e-6
+        return (category != UNKNOWN) & ~gt_obstacle & window & ~near_gt
+
+    def false_lethal_cells(self, predicted: np.ndarray, ground_truth: np.ndarray | GeometryTruth,
+                           grid: BevGrid) -> np.ndarray:
+        """bool [rows, cols]: the clear cells (``clear_cells``) that ``predicted`` marks lethal."""
+        return self.clear_cells(ground_truth, grid) & np.isin(np.asarray(predicted), _LETHAL_VALUES)
+
     def add(self, predicted: np.ndarray, ground_truth: np.ndarray | GeometryTruth, grid: BevGrid) -> dict[str, float]:
         """Score one frame: ``predicted`` and ``ground_truth`` are category grids (UNKNOWN or a Category).
 
@@ -310,6 +325,7 @@ class CostmapMeasures:
         near_lethal = _distance_to(lethal) <= tolerance_cells
         near_gt = _distance_to(gt_obstacle) <= tolerance_cells
 
+        clear = self.clear_cells(ground_truth, grid)
         gt_in = gt_obstacle & window
         if terrain is not None:
             gt_in &= ~terrain.unseen_lethal
@@ -321,13 +337,13 @@ class CostmapMeasures:
             "lethal_cells_near_gt": int((lethal_in & near_gt).sum()),
             "gt_traversable_cells": int((gt_traversable & holes_window).sum()),
             "gt_traversable_cells_unknown": int((gt_traversable & holes_window & (predicted == UNKNOWN)).sum()),
-            "clear_cells": int((gt_traversable & window & ~near_gt).sum()),
-            "clear_cells_lethal": int((gt_traversable & window & ~near_gt & lethal).sum()),
+            "clear_cells": int(clear.sum()),
+            "clear_cells_lethal": int((clear & lethal).sum()),
             "gt_drop_cells": 0, "gt_drop_cells_hit": 0, "sloped_clear_cells": 0, "sloped_clear_cells_lethal": 0,
         }
         if terrain is not None:
             drops = terrain.drops & window
-            sloped = terrain.slopes & gt_traversable & window & ~near_gt
+            sloped = terrain.slopes & clear
             frame.update(gt_drop_cells=int(drops.sum()), gt_drop_cells_hit=int((drops & near_lethal).sum()),
                          sloped_clear_cells=int(sloped.sum()), sloped_clear_cells_lethal=int((sloped & lethal).sum()))
         _, group_of, stats, _ = cv2.connectedComponentsWithStats(gt_in.astype(np.uint8), connectivity=8)
