@@ -8,6 +8,7 @@ never see another's.
 from __future__ import annotations
 
 import array
+import gc
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -27,11 +28,19 @@ LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability
 
 @contextmanager
 def ros_context() -> Iterator[Context]:
+    """A fresh rclpy Context, shut down on exit.
+
+    Nodes a test leaves behind (a failed assert before ``destroy_node``, a node held in a reference cycle)
+    are collected here, while their context is still up. Once a garbage-collector pass in a later test
+    finalised such a node, and destroying its Fast DDS participant there never returned: gdb showed
+    gc -> rcl_node_fini -> destroy_participant -> DomainParticipant::set_listener spinning, and the run hung.
+    """
     context = Context()
     rclpy.init(context=context)
     try:
         yield context
     finally:
+        gc.collect()
         rclpy.try_shutdown(context=context)
 
 

@@ -22,6 +22,7 @@ import rclpy
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import Quaternion
+from inference_node_harness import ros_context
 from nav_msgs.msg import OccupancyGrid, Odometry
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
@@ -169,10 +170,8 @@ class Harness:
 
 @pytest.fixture
 def context() -> Iterator[Any]:
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    yield context
-    rclpy.try_shutdown(context=context)
+    with ros_context() as context:
+        yield context
 
 
 def cell(grid: OccupancyGrid, x: float, y: float) -> int:
