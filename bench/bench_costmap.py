@@ -13,6 +13,10 @@ control: it must come out (near) perfect. Two more rows swap one model's
 output for the ground truth at the model's size, to show which model limits
 the costmap.
 
+It also scores the depth model on the same frames (``model_depth``: Eigen
+metrics against the GT depth at the model's size, over all pixels in range
+and over those whose true label stands up), per seed and in total.
+
 Prints the five measures (obstacle recall, obstacle precision, object
 recall, holes, false lethal) and the two of the terrain (drop recall:
 ditch walls and cliff edges; false lethal on drivable slopes) against
@@ -233,6 +237,7 @@ def main(argv: list[str] | None = None) -> int:
         resize_nearest,
     )
     from perception_core.metrics.costmap import BevGrid, CostmapMeasures
+    from perception_core.metrics.depth import DepthMetricAccumulator
 
     rig = CameraRig.default(args.width, args.height, hfov_deg=args.hfov_deg, mount_height=args.mount_height,
                             pitch_deg=args.pitch_deg)
@@ -255,6 +260,10 @@ def main(argv: list[str] | None = None) -> int:
     ground_offset: dict[str, list[float]] = {path: [] for path in paths}
     inference_s: list[float] = []
     sources = dict.fromkeys(FALSE_LETHAL_SOURCES, 0)
+    # The depth model on these frames (the costmap's pixels): all, and those whose true label stands up.
+    standing_ids = classes.standing & classes.known
+    depth_scores = {seed: (DepthMetricAccumulator(config.min_range, config.max_range),
+                           DepthMetricAccumulator(config.min_range, config.max_range)) for seed in ["all", *args.seeds]}
     labels_only_config = dataclasses.replace(config, ground_geometry=False)
     bar = tqdm(total=len(args.seeds) * args.frames, desc="bench_costmap", unit="frame")
     for seed in args.seeds:
@@ -266,9 +275,14 @@ def main(argv: list[str] | None = None) -> int:
             import cv2
 
             gt_depth_small = cv2.resize(frame.depth, (depth.shape[1], depth.shape[0]), interpolation=cv2.INTER_NEAREST)
+            gt_labels_small = resize_nearest(frame.labels, depth.shape)
             inputs = {"models": (depth, labels), "gt": (frame.depth, frame.labels),
                       "gt_depth_model_labels": (gt_depth_small, labels),
-                      "model_depth_gt_labels": (depth, resize_nearest(frame.labels, depth.shape))}
+                      "model_depth_gt_labels": (depth, gt_labels_small)}
+            for key in ("all", seed):
+                everywhere, on_obstacles = depth_scores[key]
+                everywhere.update(depth, gt_depth_small)
+                on_obstacles.update(depth, np.where(standing_ids[gt_labels_small], gt_depth_small, np.nan))
             for path, (d, lab) in inputs.items():
                 start = time.perf_counter()
                 result = build_costmap(d, lab, frame.k, config, classes, k_hw=frame.depth.shape)
@@ -294,6 +308,13 @@ def main(argv: list[str] | None = None) -> int:
     print_table(rows)
     print("observed ground above the ground plane (median, m; |x| > max_ground_offset_m is flagged): "
           + ", ".join(f"{path} {np.nanmedian(values):+.2f}" for path, values in ground_offset.items()))
+    model_depth = {str(key): {"all": everywhere.compute(), "standing_obstacles": on_obstacles.compute()}
+                   for key, (everywhere, on_obstacles) in depth_scores.items()}
+    print("depth model vs GT depth at its size, on the pixels in range (abs_rel / scale; scale < 1: too near): all "
+          + "{abs_rel:.3f} / {scale:.3f}".format(**model_depth["all"]["all"]) + ", standing obstacles "
+          + "{abs_rel:.3f} / {scale:.3f}".format(**model_depth["all"]["standing_obstacles"]) + "; per seed, obstacles: "
+          + ", ".join(f"{seed} {m['standing_obstacles']['abs_rel']:.3f} / {m['standing_obstacles']['scale']:.3f}"
+                      for seed, m in model_depth.items() if seed != "all"))
     if any(sources.values()):
         clear = totals["models"].counts["clear_cells"]
         print("models' false lethal by source (% of clear cells): "
@@ -320,6 +341,9 @@ def main(argv: list[str] | None = None) -> int:
             "model_inference_s_median": float(np.median(inference_s)),
             "ground_offset_m_median": {path: float(np.nanmedian(values)) for path, values in ground_offset.items()},
         }
+        report["model_depth"] = {**model_depth, "definition": "the depth model's output against the GT depth at "
+                                 "the model's size, pixels with GT depth in (min_range, max_range); standing_obstacles: "
+                                 "those whose GT label is a standing obstacle"}
         if any(sources.values()):
             report["models_false_lethal_sources"] = {
                 "cells": sources, "clear_cells": totals["models"].counts["clear_cells"],
