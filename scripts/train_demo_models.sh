@@ -26,6 +26,7 @@ VAL_FRAMES=${VAL_FRAMES:-200}
 TEST_FRAMES=${TEST_FRAMES:-200}
 RENDER_MAX_S=${RENDER_MAX_S:-}       # cap on rendering the train split (seconds); empty = render all TRAIN_FRAMES
 SEED=${SEED:-7}                      # generator seed of the rendered data set
+DRIVE_SHARE=${DRIVE_SHARE:-0}        # share of frames from drive scenes (model-tools synth --drive-share), every split
 FRAME_W=${FRAME_W:-640}
 FRAME_H=${FRAME_H:-544}
 # Minutes of training per GPU queue (split between the jobs that share a queue); the rest of the
@@ -43,7 +44,7 @@ RUNS=$SCRATCH/runs
 # ---- 1. data -----------------------------------------------------------------------------------
 if [[ ! -f $DATA/.complete ]]; then
   synth() { $PY -m model_tools.cli synth --out "$DATA" --width "$FRAME_W" --height "$FRAME_H" --workers "$CORES" \
-              --seed "$SEED" --overwrite --no-progress "$@"; }
+              --seed "$SEED" --drive-share "$DRIVE_SHARE" --overwrite --no-progress "$@"; }
   log "rendering $VAL_FRAMES val + $TEST_FRAMES test + up to $TRAIN_FRAMES train ${FRAME_W}x${FRAME_H} frames on $CORES cores into $DATA"
   synth --split val --frames "$VAL_FRAMES"
   if (( TEST_FRAMES > 0 )); then synth --split test --frames "$TEST_FRAMES"; fi

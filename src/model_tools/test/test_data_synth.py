@@ -14,12 +14,15 @@ import numpy as np
 import pytest
 
 from model_tools.data.synth import (
+    DRIVE_SPAN_M,
     CameraRanges,
     CameraRig,
     build_scene,
     camera_for,
     depth_to_png16,
+    drive_pose,
     frame_seed,
+    is_drive_frame,
     read_frame_rig,
     render_frame,
     write_synthetic_folder,
@@ -187,6 +190,34 @@ def test_folder_writer_is_deterministic_across_worker_counts(tmp_path):
         write_synthetic_folder(tmp_path / "a", rig, 1, seed=4, split="val", progress=False)
     write_synthetic_folder(tmp_path / "a", rig, 1, seed=4, split="val", overwrite=True, progress=False)
     assert len(_tree_digest(one)) == 3
+
+
+def test_folder_drive_frames_are_the_frames_a_drive_bag_has(tmp_path):
+    """--drive-share: those frames come from a clear-corridor drive scene at a pose along the drive."""
+    import json
+
+    rig = CameraRig.default(64, 48)
+    split = write_synthetic_folder(tmp_path / "d", rig, 3, seed=4, split="train", drive_share=1.0, progress=False)
+    again = write_synthetic_folder(tmp_path / "e", rig, 3, seed=4, split="train", drive_share=1.0, workers=2,
+                                   progress=False)
+    assert _tree_digest(split) == _tree_digest(again)
+    record = json.loads((split / "camera" / "000002.json").read_text())
+    drive = record["drive"]
+    assert drive["clear_corridor"] is True and 0.0 <= drive["time_s"] <= DRIVE_SPAN_M / drive["speed_mps"]
+    seed = frame_seed(4, 2, "train")
+    scene = build_scene(seed, length=DRIVE_SPAN_M, clear_corridor=True)
+    expected = render_frame(rig, seed, drive_pose(scene, drive["time_s"], drive["speed_mps"]), time_s=drive["time_s"],
+                            scene=scene)
+    assert np.array_equal(cv2.imread(str(split / "label" / "000002.png"), cv2.IMREAD_UNCHANGED), expected.label)
+    assert np.allclose(np.asarray(record["T_world_base"]), expected.T_world_base)
+    # The plain frames of the same seeds differ (one pose near the start of a scene without the corridor).
+    plain = write_synthetic_folder(tmp_path / "p", rig, 3, seed=4, split="train", progress=False)
+    assert "drive" not in json.loads((plain / "camera" / "000002.json").read_text())
+    assert _tree_digest(plain) != _tree_digest(split)
+    shares = [is_drive_frame(frame_seed(4, i, "train"), 0.3) for i in range(400)]
+    assert 0.24 < float(np.mean(shares)) < 0.36
+    with pytest.raises(ValueError, match="drive_share"):
+        write_synthetic_folder(tmp_path / "x", rig, 1, seed=4, drive_share=1.5, progress=False)
 
 
 def test_drive_scene_keeps_the_road_clear_and_has_a_negative_obstacle_beside_it():

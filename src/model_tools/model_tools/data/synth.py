@@ -1242,6 +1242,32 @@ def read_frame_rig(split_dir: Any, stem: str) -> CameraRig:
     return CameraRig.from_dict(data)
 
 
+DRIVE_SPAN_M = 30.0  # a drive frame's vehicle is somewhere on the first DRIVE_SPAN_M metres of a drive
+DRIVE_SPEED_MPS = 4.0
+
+
+def is_drive_frame(scene_seed: int, drive_share: float) -> bool:
+    """Whether the frame of ``scene_seed`` is a drive frame, for a split with ``drive_share`` of them."""
+    if drive_share <= 0.0:
+        return False
+    draw = np.random.default_rng(np.random.SeedSequence([int(scene_seed), 0xD21E])).random()
+    return bool(draw < drive_share)
+
+
+def render_drive_frame(rig: CameraRig, scene_seed: int, ontology: Ontology | None = None) -> tuple[SynthFrame, dict[str, Any]]:
+    """A frame as a drive bag has them: a clear-corridor scene (a ditch or drop-off beside the road, no solids
+    on it) and the vehicle at a time drawn from ``scene_seed`` on its first ``DRIVE_SPAN_M`` metres.
+
+    Returns the frame and what rebuilds it (``build_scene(seed, length, clear_corridor=True)``, ``drive_pose``).
+    """
+    scene = build_scene(scene_seed, length=DRIVE_SPAN_M, clear_corridor=True)
+    time_s = float(np.random.default_rng(np.random.SeedSequence([int(scene_seed), 0xD21F])).uniform(
+        0.0, DRIVE_SPAN_M / DRIVE_SPEED_MPS))
+    pose = drive_pose(scene, time_s, DRIVE_SPEED_MPS)
+    frame = render_frame(rig, scene_seed, pose, time_s=time_s, scene=scene, ontology=ontology)
+    return frame, {"clear_corridor": True, "length_m": DRIVE_SPAN_M, "time_s": time_s, "speed_mps": DRIVE_SPEED_MPS}
+
+
 @dataclass(frozen=True)
 class _FolderJob:
     split_dir: str
@@ -1250,13 +1276,20 @@ class _FolderJob:
     split: str
     flat: bool
     ontology_path: str | None
+    drive_share: float = 0.0
 
 
 def _render_and_write(job: _FolderJob, index: int) -> int:
     onto = load_ontology(job.ontology_path) if job.ontology_path else None
     scene_seed = frame_seed(job.seed, index, job.split)
-    frame = render_frame(camera_for(job.camera, scene_seed), scene_seed, flat=job.flat, ontology=onto)
-    write_frame_files(job.split_dir, index, frame, frame_record(frame, scene_seed, job.flat))
+    rig = camera_for(job.camera, scene_seed)
+    if not job.flat and is_drive_frame(scene_seed, job.drive_share):
+        frame, drive = render_drive_frame(rig, scene_seed, onto)
+        record = frame_record(frame, scene_seed, job.flat) | {"drive": drive}
+    else:
+        frame = render_frame(rig, scene_seed, flat=job.flat, ontology=onto)
+        record = frame_record(frame, scene_seed, job.flat)
+    write_frame_files(job.split_dir, index, frame, record)
     return index
 
 
@@ -1297,7 +1330,8 @@ def _init_worker() -> None:
         pass
 
 
-def split_info(camera: CameraSource, n_frames: int, seed: int, split: str, flat: bool, onto: Ontology) -> dict[str, Any]:
+def split_info(camera: CameraSource, n_frames: int, seed: int, split: str, flat: bool, onto: Ontology,
+               drive_share: float = 0.0) -> dict[str, Any]:
     """camera.yaml: the fixed camera (K, mount, ...) or the ranges (K = 'per_frame'), plus generator settings."""
     if isinstance(camera, CameraRig):
         info: dict[str, Any] = {**camera.to_dict(), "camera": "fixed"}
@@ -1311,6 +1345,7 @@ def split_info(camera: CameraSource, n_frames: int, seed: int, split: str, flat:
         "frames": int(n_frames),
         "seed": int(seed),
         "flat": bool(flat),
+        "drive_share": float(drive_share),
         "depth_encoding": "uint16 PNG, metres * 256, 0 = invalid",
         "max_depth_m": MAX_DEPTH_M,
         "ontology_version": onto.version,
@@ -1331,8 +1366,13 @@ def write_synthetic_folder(
     ontology_path: Any = None,
     progress: bool = True,
     max_seconds: float | None = None,
+    drive_share: float = 0.0,
 ) -> Any:
     """Render ``n_frames`` independent frames into ``<out>/<split>/`` (layout above); returns the split folder.
+
+    ``drive_share`` of the frames (drawn per frame from its seed) are drive frames (``render_drive_frame``:
+    the scenes and poses of a drive bag, which the costmap bench scores); the rest are one pose near the start
+    of a scene.
 
     Frame i of a split is rendered from frame_seed(seed, i, split) alone (its
     camera too, when ``camera`` is a CameraRanges), so the bytes do not
@@ -1350,6 +1390,8 @@ def write_synthetic_folder(
 
     if n_frames < 0:
         raise ValueError(f"n_frames must be >= 0, got {n_frames}")
+    if not 0.0 <= drive_share <= 1.0:
+        raise ValueError(f"drive_share must be in [0, 1], got {drive_share}")
     split_dir = Path(out) / split
     existing = [p for kind in FOLDER_KINDS for p in (split_dir / kind).glob("[0-9]*.png")]
     if existing and not overwrite:
@@ -1363,10 +1405,12 @@ def write_synthetic_folder(
 
     def write_info(count: int) -> None:
         with atomic_write(split_dir / "camera.yaml", overwrite=True) as tmp:
-            tmp.write_text(yaml.safe_dump(split_info(camera, count, seed, split, flat, onto), sort_keys=False))
+            tmp.write_text(yaml.safe_dump(split_info(camera, count, seed, split, flat, onto, drive_share),
+                                          sort_keys=False))
 
     write_info(n_frames)
-    job = _FolderJob(str(split_dir), camera, int(seed), split, bool(flat), str(ontology_path) if ontology_path else None)
+    job = _FolderJob(str(split_dir), camera, int(seed), split, bool(flat), str(ontology_path) if ontology_path else None,
+                     float(drive_share))
     tasks = [(job, i) for i in range(n_frames)]
     bar = _progress(n_frames, f"synth {split}", progress)
     deadline = time.monotonic() + max_seconds if max_seconds else math.inf

@@ -42,6 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-seconds", type=float, default=None,
                         help="stop each folder split after this long, keeping the frames done (camera.yaml says how many)")
     parser.add_argument("--flat", action="store_true", help="obstacle-free flat ground and sky only (geometry tests)")
+    parser.add_argument("--drive-share", type=float, default=0.0, metavar="F",
+                        help="share of folder frames taken as a drive bag has them: a clear-corridor scene with a "
+                             "ditch or drop-off beside the road, the vehicle somewhere on the drive (default 0)")
     parser.add_argument("--fps", type=float, default=10.0, help="bag frame rate (default 10)")
     parser.add_argument("--speed", type=float, default=4.0, help="bag vehicle speed in m/s (default 4)")
     parser.add_argument("--ontology", default=None, help="ontology YAML (default: the one shipped with perception_core)")
@@ -86,6 +89,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("give --out (folders) and/or --bag (rosbag2)")
     if args.frames < 1 or args.width < 8 or args.height < 8 or args.workers < 1:
         raise ConfigError("--frames and --workers must be >= 1, --width/--height >= 8")
+    if not 0.0 <= args.drive_share <= 1.0:
+        raise ConfigError(f"--drive-share must be in [0, 1], got {args.drive_share}")
     if args.out:
         check_output_folder(args.out, "--out")
     if args.bag:
@@ -97,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
             start = time.perf_counter()
             folder = write_synthetic_folder(args.out, rig, n, args.seed, split, workers=args.workers, flat=args.flat,
                                             overwrite=args.overwrite, ontology_path=args.ontology, progress=progress,
-                                            max_seconds=args.max_seconds)
+                                            max_seconds=args.max_seconds, drive_share=args.drive_share)
             elapsed = time.perf_counter() - start
             done = len(list((folder / "rgb").glob("*.png")))
             print(f"wrote {done} frames to {folder} in {elapsed:.1f} s ({done / max(elapsed, 1e-9):.1f} frames/s)")
