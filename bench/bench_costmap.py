@@ -134,29 +134,23 @@ FALSE_LETHAL_SOURCES = ("labels_hazard", "labels_blocked", "drop_edge", "step", 
 def false_lethal_sources(result: Any, labels_only: Any, false_lethal: np.ndarray, config: Any) -> dict[str, int]:
     """Cells of ``false_lethal`` per source (FALSE_LETHAL_SOURCES), each cell counted once, in that order.
 
-    ``labels_only`` is the same frame's costmap built with ``ground_geometry`` off: a cell lethal there is
-    lethal by its labels. The rest are lethal by the ground's geometry: drop edges (BLOCKED-sized), then
-    steps over ``step_blocked_m``, then slopes.
+    ``result`` is built with ``ground_geometry`` on, ``labels_only`` is the same frame's costmap with it off:
+    a cell lethal there is lethal by its labels. The rest are lethal by the ground's geometry: drop edges
+    (BLOCKED-sized), then steps over ``step_blocked_m``, then slopes.
     """
     from perception_core.costmap import Category
 
+    with np.errstate(invalid="ignore"):  # NaN: unseen ground, no step
+        steps = result.ground.step_m > config.step_blocked_m
+    evidence = (("labels_hazard", labels_only.category == int(Category.HAZARD)),
+                ("labels_blocked", labels_only.category == int(Category.BLOCKED)),
+                ("drop_edge", result.evidence_map("drop_edges")[1] >= config.min_points_per_cell),
+                ("step", steps), ("slope", result.ground.blocked))
     rest = false_lethal.copy()
     out = {}
-    for name, cells in (("labels_hazard", labels_only.category == int(Category.HAZARD)),
-                        ("labels_blocked", labels_only.category == int(Category.BLOCKED))):
+    for name, cells in evidence:
         out[name] = int((rest & cells).sum())
         rest &= ~cells
-    ground = result.ground
-    geometry = {"drop_edge": result.evidence_map("drop_edges")[1] >= config.min_points_per_cell}
-    if ground is not None:
-        with np.errstate(invalid="ignore"):
-            geometry["step"] = ground.step_m > config.step_blocked_m
-        geometry["slope"] = ground.blocked
-    for name in ("drop_edge", "step", "slope"):
-        cells = geometry.get(name)
-        out[name] = 0 if cells is None else int((rest & cells).sum())
-        if cells is not None:
-            rest &= ~cells
     out["other"] = int(rest.sum())
     return out
 
@@ -261,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     inference_s: list[float] = []
     sources = dict.fromkeys(FALSE_LETHAL_SOURCES, 0)
     # The depth model on these frames (the costmap's pixels): all, and those whose true label stands up.
-    standing_ids = classes.standing & classes.known
+    standing_ids = classes.defined_standing
     depth_scores = {seed: (DepthMetricAccumulator(config.min_range, config.max_range),
                            DepthMetricAccumulator(config.min_range, config.max_range)) for seed in ["all", *args.seeds]}
     labels_only_config = dataclasses.replace(config, ground_geometry=False)

@@ -57,8 +57,7 @@ def standing_obstacle_ids() -> np.ndarray:
     """bool [256]: ids of the ontology's classes that the costmap stands up as obstacles (lethal, not flat)."""
     from perception_core.costmap import class_map_from_ontology
 
-    classes = class_map_from_ontology()
-    return classes.standing & classes.known
+    return class_map_from_ontology().defined_standing
 
 
 def score_folder(pipeline: Any, split_dir: Path) -> dict[str, Any]:

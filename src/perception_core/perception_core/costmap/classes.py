@@ -47,6 +47,12 @@ class ClassMap:
         """bool [256]: ids of obstacles that stand up from the ground (lethal, not lying flat like water)."""
         return (self.category >= int(Category.BLOCKED)) & ~self.surface
 
+    @property
+    def defined_standing(self) -> np.ndarray:
+        """bool [256]: the ids of ``standing`` that the ontology defines (a ground truth's obstacle classes; an
+        undefined id stands only because the costmap treats unknown labels as obstacles)."""
+        return self.standing & self.known
+
     def unknown_ids(self, labels: np.ndarray) -> int:
         """How many pixels of ``labels`` carry an id the ontology does not define."""
         labels = np.asarray(labels)

@@ -50,7 +50,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -270,6 +270,16 @@ def _distance_to(mask: np.ndarray) -> np.ndarray:
     return cv2.distanceTransform((~mask).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
 
 
+class _TruthMasks(NamedTuple):
+    """bool [rows, cols] each, from a frame's ground truth (``CostmapMeasures._truth_masks``)."""
+
+    obstacle: np.ndarray  # BLOCKED or HAZARD
+    traversable: np.ndarray  # observed and not an obstacle
+    window: np.ndarray  # 0 <= x <= x_max_m
+    near_obstacle: np.ndarray  # within tolerance_m of an obstacle cell
+    clear: np.ndarray  # traversable, in the window, not near an obstacle: where false lethal is counted
+
+
 @dataclass
 class CostmapMeasures:
     """Accumulates the costmap measures over frames (micro-averaged: totals of cells and groups)."""
@@ -288,17 +298,25 @@ class CostmapMeasures:
     def clear_cells(self, ground_truth: np.ndarray | GeometryTruth, grid: BevGrid) -> np.ndarray:
         """bool [rows, cols]: the cells false lethal is counted on: GT traversable, 0 <= x <= ``x_max_m``, and
         farther than ``tolerance_m`` from every GT obstacle cell."""
-        category = np.asarray(ground_truth.category if isinstance(ground_truth, GeometryTruth) else ground_truth)
-        gt_obstacle = np.isin(category, _LETHAL_VALUES)
-        xs, _ = grid.centres()
-        window = np.broadcast_to((xs >= 0) & (xs <= self.x_max_m), category.shape)
-        near_gt = _distance_to(gt_obstacle) <= self.tolerance_m / grid.resolution + 1e-6
-        return (category != UNKNOWN) & ~gt_obstacle & window & ~near_gt
+        category = ground_truth.category if isinstance(ground_truth, GeometryTruth) else ground_truth
+        return self._truth_masks(np.asarray(category), grid).clear
 
     def false_lethal_cells(self, predicted: np.ndarray, ground_truth: np.ndarray | GeometryTruth,
                            grid: BevGrid) -> np.ndarray:
         """bool [rows, cols]: the clear cells (``clear_cells``) that ``predicted`` marks lethal."""
         return self.clear_cells(ground_truth, grid) & np.isin(np.asarray(predicted), _LETHAL_VALUES)
+
+    def _near(self, mask: np.ndarray, grid: BevGrid) -> np.ndarray:
+        """Cells within ``tolerance_m`` of a True cell of ``mask``."""
+        return _distance_to(mask) <= self.tolerance_m / grid.resolution + 1e-6
+
+    def _truth_masks(self, category: np.ndarray, grid: BevGrid) -> _TruthMasks:
+        xs, _ = grid.centres()
+        window = np.broadcast_to((xs >= 0) & (xs <= self.x_max_m), category.shape)
+        obstacle = np.isin(category, _LETHAL_VALUES)
+        traversable = (category != UNKNOWN) & ~obstacle
+        near_obstacle = self._near(obstacle, grid)
+        return _TruthMasks(obstacle, traversable, window, near_obstacle, traversable & window & ~near_obstacle)
 
     def add(self, predicted: np.ndarray, ground_truth: np.ndarray | GeometryTruth, grid: BevGrid) -> dict[str, float]:
         """Score one frame: ``predicted`` and ``ground_truth`` are category grids (UNKNOWN or a Category).
@@ -316,16 +334,11 @@ class CostmapMeasures:
             raise ValueError(f"costmap shapes differ: prediction {predicted.shape}, ground truth {ground_truth.shape}, "
                              f"grid {(grid.rows, grid.cols)}")
         xs, _ = grid.centres()
-        window = np.broadcast_to((xs >= 0) & (xs <= self.x_max_m), predicted.shape)
         holes_window = np.broadcast_to((xs >= 0) & (xs <= self.holes_x_max_m), predicted.shape)
+        gt_obstacle, gt_traversable, window, near_gt, clear = self._truth_masks(ground_truth, grid)
         lethal = np.isin(predicted, _LETHAL_VALUES)
-        gt_obstacle = np.isin(ground_truth, _LETHAL_VALUES)
-        gt_traversable = (ground_truth != UNKNOWN) & ~gt_obstacle
-        tolerance_cells = self.tolerance_m / grid.resolution + 1e-6
-        near_lethal = _distance_to(lethal) <= tolerance_cells
-        near_gt = _distance_to(gt_obstacle) <= tolerance_cells
+        near_lethal = self._near(lethal, grid)
 
-        clear = self.clear_cells(ground_truth, grid)
         gt_in = gt_obstacle & window
         if terrain is not None:
             gt_in &= ~terrain.unseen_lethal
