@@ -11,12 +11,14 @@ naming the node class and exits 1.
 rclpy's own signal handlers are not installed: they shut the context down from
 their own thread while the main thread tears the nodes down, a race that ended
 in a traceback ("rcl_shutdown already called") or a segfault here. Nor does a
-signal raise KeyboardInterrupt once rclpy is imported: raised inside rclpy's
-C++ calls it surfaced as a RuntimeError ("Unable to convert call argument").
-A signal only sets a flag; the main thread spins with a short timeout, sees it
-between callbacks (after the frame in hand, or after the model that is
-loading) and tears everything down in order, alone. Before rclpy is imported,
-Ctrl-C is Python's KeyboardInterrupt, caught the same way.
+signal ever raise KeyboardInterrupt: raised inside rclpy's C++ calls it
+surfaced as a RuntimeError ("Unable to convert call argument"), and raised
+while ``import rclpy`` initialised its pybind11 extension it surfaced as an
+ImportError ("initialization failed", seen in CI). So the first thing
+``run_nodes`` does, before it imports anything heavy, is make a signal only set
+a flag; the main thread checks it after each import and node, spins with a
+short timeout, sees it between callbacks (after the frame in hand, or after the
+model that is loading) and tears everything down in order, alone.
 """
 
 from __future__ import annotations
@@ -60,13 +62,15 @@ def run_nodes(nodes: Sequence[Any], args: list[str] | None = None, *, label: str
     executor: Any = None
     code = 0
     stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):  # from here on a signal only asks to stop (module docstring)
+        signal.signal(signum, lambda *_: stop.set())
     try:
         import rclpy
         from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
         from rclpy.signals import SignalHandlerOptions
 
-        for signum in (signal.SIGINT, signal.SIGTERM):  # from here on a signal only asks to stop (module docstring)
-            signal.signal(signum, lambda *_: stop.set())
+        if stop.is_set():
+            return code  # interrupted while importing rclpy: nothing to tear down (the finally still runs)
         try:
             rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
             executor = MultiThreadedExecutor() if multi_threaded else SingleThreadedExecutor()
@@ -82,8 +86,6 @@ def run_nodes(nodes: Sequence[Any], args: list[str] | None = None, *, label: str
                 executor.spin_once(timeout_sec=SPIN_PERIOD_S)  # back in Python often enough to see the flag
         except ExternalShutdownException:
             pass
-    except KeyboardInterrupt:
-        pass
     except PerceptionError as err:
         print(f"{label}: error: {err}", file=sys.stderr)
         code = 1
