@@ -8,7 +8,14 @@ import pytest
 import torch
 
 from model_tools.models.depth_net import DepthExportModule, DepthModelConfig, build_depth_net
-from model_tools.tasks.depth import DepthLossConfig, DistillConfig, depth_loss, distill_loss, label_weight_table
+from model_tools.tasks.depth import (
+    DepthLossConfig,
+    DistillConfig,
+    depth_edge_weight,
+    depth_loss,
+    distill_loss,
+    label_weight_table,
+)
 from perception_core.depth_codec import compose_depth, decompose_depth, integer_step
 from perception_core.errors import ConfigError
 
@@ -138,6 +145,51 @@ def test_class_weights_make_each_term_the_label_weighted_mean() -> None:
 def test_class_weights_with_an_unknown_class_name_fail() -> None:
     with pytest.raises(ConfigError, match="unknown classes"):
         label_weight_table({"boulder": 2.0})
+
+
+def test_depth_edge_weight_marks_the_pixels_either_side_of_a_depth_step() -> None:
+    """A drop-off seen as a step from 5 m to 10 m between columns 9 and 10: columns 8..11 (radius 1) weigh 4."""
+    depth = torch.full((1, 1, 6, 20), 5.0)
+    depth[..., 10:] = 10.0
+    weight = depth_edge_weight(depth, 4.0, 0.15, 1)
+    assert weight.shape == depth.shape
+    expected = torch.ones(20)
+    expected[8:12] = 4.0
+    assert torch.equal(weight[0, 0], expected.expand(6, 20))
+    # Radius 0: the two pixels of the step itself; metres or canonical units alike (a ratio).
+    tight = depth_edge_weight(depth * 0.37, 4.0, 0.15, 0)[0, 0, 0]
+    assert torch.nonzero(tight != 1.0).flatten().tolist() == [9, 10]
+
+
+def test_depth_edge_weight_ignores_smooth_ground_and_invalid_neighbours() -> None:
+    # Ground receding by 10 % a row (below the 15 % jump), sky (0, NaN, inf) above it: no edge anywhere.
+    rows = torch.tensor([0.0, float("nan"), float("inf"), 8.0, 8.0 / 1.1, 8.0 / 1.21, 8.0 / 1.331, 8.0 / 1.4641])
+    depth = rows.view(1, 1, 8, 1).expand(1, 1, 8, 5).contiguous()
+    assert torch.equal(depth_edge_weight(depth, 3.0, 0.15, 2), torch.ones_like(depth))
+    # The same rows with a 20 % step between the last two: the step's rows and two more either side.
+    depth[..., 7, :] = 8.0 / 1.331 / 1.2
+    rows_weighted = (depth_edge_weight(depth, 3.0, 0.15, 2)[0, 0, :, 0] == 3.0).nonzero().flatten().tolist()
+    assert rows_weighted == [4, 5, 6, 7]
+
+
+def test_edge_and_class_weights_multiply_in_the_depth_task(tmp_path) -> None:
+    from model_tools.tasks.depth import DepthTask
+    from model_tools.training.config import load_config
+
+    config = load_config(None, ["task=depth", "model.kind=levels", "loss.edge_weight=2.0", "loss.edge_radius_px=0",
+                                "loss.class_weights={static_obstacle: 3.0}"])
+    task = DepthTask(config)
+    depth = torch.full((1, 1, 4, 6), 5.0)
+    depth[..., 3:] = 7.0  # a step between columns 2 and 3
+    label = torch.zeros(1, 4, 6, dtype=torch.long)
+    label[:, :2] = 4  # static_obstacle in rows 0-1
+    weight = task._pixel_weight({"depth": depth, "label": label})[0, 0]
+    expected = torch.ones(4, 6)
+    expected[:2] = 3.0
+    expected[:, 2:4] *= 2.0
+    assert torch.equal(weight, expected)
+    with pytest.raises(ConfigError, match=r"loss\.edge_weight"):
+        DepthTask(load_config(None, ["task=depth", "loss.edge_jump=0"]))
 
 
 def _depth_loss_autograd_reference(out: dict, gt: torch.Tensor, model_cfg: DepthModelConfig,

@@ -15,7 +15,9 @@ Weights ``loss.w_integer`` / ``w_fractional`` / ``w_depth`` default to
 1.0 / 10.0 / 0.5. ``loss.class_weights`` ({ontology class name: weight},
 others 1) weights each pixel by its label in all three terms, so that the
 few pixels the costmap places as obstacles are not outvoted by the ground
-(frames without labels weigh 1 everywhere).
+(frames without labels weigh 1 everywhere). ``loss.edge_weight`` (1: off)
+multiplies in a weight for the pixels at a depth discontinuity of the ground
+truth (:func:`depth_edge_weight`: outlines, brinks of drops).
 
 A camera-aware model (``model.camera`` ``canonical_focal`` or
 ``canonical_focal_height``) learns depth for a canonical camera: each
@@ -33,6 +35,7 @@ fake-quantise the student's activations to 8 bits (quantisation-aware).
 from __future__ import annotations
 
 import functools
+import math
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -87,6 +90,9 @@ class DepthLossConfig:
     w_depth: float = 0.5
     scales: int = NUM_SCALES  # how many scales carry loss (1..4)
     class_weights: dict[str, float] = field(default_factory=dict)  # per-pixel weight by label (ontology name)
+    edge_weight: float = 1.0  # weight of the pixels at a depth discontinuity (1: off); see depth_edge_weight
+    edge_jump: float = 0.15  # relative depth step between neighbouring GT pixels that makes a discontinuity
+    edge_radius_px: int = 2  # pixels on either side of the step that take edge_weight
 
 
 @dataclass
@@ -107,6 +113,9 @@ def parse_depth_sections(config: TrainConfig, source: str = "config") -> tuple[D
     loss = dataclass_from_dict(DepthLossConfig, config.loss, f"{source}: loss")
     if not 1 <= loss.scales <= NUM_SCALES:
         raise ConfigError(f"{source}: loss.scales = {loss.scales} must be in 1..{NUM_SCALES}")
+    if not loss.edge_weight > 0 or not loss.edge_jump > 0 or loss.edge_radius_px < 0:
+        raise ConfigError(f"{source}: loss.edge_weight ({loss.edge_weight}) and loss.edge_jump ({loss.edge_jump}) "
+                          f"must be > 0 and loss.edge_radius_px ({loss.edge_radius_px}) >= 0")
     distill = dataclass_from_dict(DistillConfig, config.distill, f"{source}: distill")
     return model, data, loss, distill
 
@@ -200,6 +209,33 @@ def label_weight_table(class_weights: dict[str, float], ontology: Any = None) ->
     table = torch.ones(256, dtype=torch.float32)
     table[: len(names)] = class_weights_by_name(names, class_weights)
     return table
+
+
+def depth_edge_weight(depth: torch.Tensor, weight: float, jump: float, radius_px: int) -> torch.Tensor:
+    """[B,1,H,W] loss weight: ``weight`` within ``radius_px`` of a depth discontinuity of ``depth``, else 1.
+
+    A discontinuity is a pair of valid neighbouring pixels (row or column) whose depths differ by more
+    than the factor ``1 + jump``: an obstacle's outline, or the brink of a ditch or a drop-off with the
+    lower ground beyond. A network smooths the depth across such a step, and the costmap then sees no
+    brink and a blurred outline, while the pixels of the step are few in the mean. Pixels next to an
+    invalid one (sky, no return) are not edges. The ratio makes it scale-free: metric and canonical
+    depth give the same mask.
+    """
+    depth = depth.float()
+    valid = torch.isfinite(depth) & (depth > 0)
+    log_depth = torch.where(valid, depth, torch.ones_like(depth)).log()
+    threshold = math.log1p(jump)
+    edge = torch.zeros_like(valid)
+    across = (valid[..., :, 1:] & valid[..., :, :-1]) & ((log_depth[..., :, 1:] - log_depth[..., :, :-1]).abs() > threshold)
+    edge[..., :, 1:] |= across
+    edge[..., :, :-1] |= across
+    down = (valid[..., 1:, :] & valid[..., :-1, :]) & ((log_depth[..., 1:, :] - log_depth[..., :-1, :]).abs() > threshold)
+    edge[..., 1:, :] |= down
+    edge[..., :-1, :] |= down
+    near = edge.float()
+    if radius_px > 0:
+        near = F.max_pool2d(near, 2 * radius_px + 1, stride=1, padding=radius_px)
+    return 1.0 + (weight - 1.0) * near
 
 
 def depth_loss(
@@ -423,13 +459,19 @@ class DepthTask:
         return loss, parts
 
     def _pixel_weight(self, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
-        """[B,1,H,W] loss weight of each pixel from its label (``loss.class_weights``), or None."""
-        if self._label_weights is None or "label" not in batch:
-            return None
-        label = batch["label"]
-        if self._label_weights.device != label.device:
-            self._label_weights = self._label_weights.to(label.device)
-        return self._label_weights[label.long()].unsqueeze(1)
+        """[B,1,H,W] loss weight of each pixel, or None for 1: its label's (``loss.class_weights``) times its
+        depth edge's (``loss.edge_weight``)."""
+        weight = None
+        if self._label_weights is not None and "label" in batch:
+            label = batch["label"]
+            if self._label_weights.device != label.device:
+                self._label_weights = self._label_weights.to(label.device)
+            weight = self._label_weights[label.long()].unsqueeze(1)
+        cfg = self.loss_cfg
+        if cfg.edge_weight != 1.0:
+            edges = depth_edge_weight(batch["depth"], cfg.edge_weight, cfg.edge_jump, cfg.edge_radius_px)
+            weight = edges if weight is None else weight * edges
+        return weight
 
     @torch.no_grad()
     def validate(self, model: nn.Module, loader: Any, device: torch.device) -> dict[str, float]:
