@@ -31,6 +31,12 @@ with other parameters (``--set``).
     python bench/bench_costmap.py --set ground_geometry=false      # labels alone, as before the terrain
     python bench/bench_costmap.py --depth-model models/x.onnx --seg-model models/y.onnx --out /tmp/x.json
     python bench/bench_costmap.py --explain-false-lethal            # + which evidence made the false lethal
+    python bench/bench_costmap.py --split-depth                     # + GT depth on the ground / on obstacles only
+
+``--split-depth`` adds two rows with GT labels that swap only part of the
+model's depth for the truth: on the ground pixels (``gt_ground_depth_gt_labels``:
+the model's depth stays on standing obstacles) or on the standing obstacles
+(``gt_obstacle_depth_gt_labels``), to show which part limits the costmap.
 
 ``--explain-false-lethal`` also builds each frame's costmap from the labels
 alone and splits the false lethal cells of the models' costmap by the first
@@ -57,6 +63,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "docs" / "measurements" / "costmap_bench.json"
 DEFAULT_SEEDS = (101, 202, 303, 404, 505, 606)  # not the seeds the costmap was developed on
+TERRAIN_BAND_M = 0.3  # terrain this far above / below the vehicle's ground plane is "higher" / "lower"
 
 
 @dataclass
@@ -217,6 +224,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON output ('-' for none)")
     parser.add_argument("--explain-false-lethal", action="store_true",
                         help="split the models' false lethal cells by the evidence that made them lethal")
+    parser.add_argument("--split-depth", action="store_true",
+                        help="two more rows with GT labels: the model's depth with GT depth on the ground pixels, and "
+                             "with GT depth on the standing obstacles (which part of the depth limits the costmap)")
     args = parser.parse_args(argv)
 
     from tqdm import tqdm
@@ -227,11 +237,13 @@ def main(argv: list[str] | None = None) -> int:
         DEFAULT_FLAT_OBSTACLE_CLASSES,
         CostmapConfig,
         build_costmap,
+        camera_to_grid_transform,
         class_map_from_ontology,
         resize_nearest,
     )
-    from perception_core.metrics.costmap import BevGrid, CostmapMeasures
+    from perception_core.metrics.costmap import BevGrid, CostmapMeasures, terrain_under_pixels
     from perception_core.metrics.depth import DepthMetricAccumulator
+    from perception_core.pipelines import scale_intrinsics
 
     rig = CameraRig.default(args.width, args.height, hfov_deg=args.hfov_deg, mount_height=args.mount_height,
                             pitch_deg=args.pitch_deg)
@@ -248,6 +260,8 @@ def main(argv: list[str] | None = None) -> int:
 
     # Where the loss comes from: each model's output swapped for the ground truth at the model's size.
     paths = ("models", "gt", "gt_depth_model_labels", "model_depth_gt_labels")
+    if args.split_depth:
+        paths += ("gt_ground_depth_gt_labels", "gt_obstacle_depth_gt_labels")
     totals = {path: CostmapMeasures() for path in paths}
     per_seed: dict[int, dict[str, CostmapMeasures]] = {}
     build_ms: dict[str, list[float]] = {path: [] for path in paths}
@@ -258,6 +272,11 @@ def main(argv: list[str] | None = None) -> int:
     standing_ids = classes.defined_standing
     depth_scores = {seed: (DepthMetricAccumulator(config.min_range, config.max_range),
                            DepthMetricAccumulator(config.min_range, config.max_range)) for seed in ["all", *args.seeds]}
+    # ... and split by the terrain under each pixel: level with the vehicle's ground plane, lower, higher.
+    terrain_bands = ("level", "lower", "higher")
+    depth_by_terrain = {band: (DepthMetricAccumulator(config.min_range, config.max_range),
+                               DepthMetricAccumulator(config.min_range, config.max_range)) for band in terrain_bands}
+    camera_to_grid = camera_to_grid_transform(config)
     labels_only_config = dataclasses.replace(config, ground_geometry=False)
     bar = tqdm(total=len(args.seeds) * args.frames, desc="bench_costmap", unit="frame")
     for seed in args.seeds:
@@ -273,10 +292,26 @@ def main(argv: list[str] | None = None) -> int:
             inputs = {"models": (depth, labels), "gt": (frame.depth, frame.labels),
                       "gt_depth_model_labels": (gt_depth_small, labels),
                       "model_depth_gt_labels": (depth, gt_labels_small)}
+            standing_gt = standing_ids[gt_labels_small]
+            gt_on_obstacles = np.where(standing_gt, gt_depth_small, np.nan)
+            if args.split_depth:  # the model's depth with one part of it replaced by the truth (NaN truth: kept)
+                known = np.isfinite(gt_depth_small)
+                inputs["gt_ground_depth_gt_labels"] = (np.where(known & ~standing_gt, gt_depth_small, depth),
+                                                       gt_labels_small)
+                inputs["gt_obstacle_depth_gt_labels"] = (np.where(known & standing_gt, gt_depth_small, depth),
+                                                         gt_labels_small)
             for key in ("all", seed):
                 everywhere, on_obstacles = depth_scores[key]
                 everywhere.update(depth, gt_depth_small)
-                on_obstacles.update(depth, np.where(standing_ids[gt_labels_small], gt_depth_small, np.nan))
+                on_obstacles.update(depth, gt_on_obstacles)
+            terrain = terrain_under_pixels(gt_depth_small, scale_intrinsics(frame.k, frame.depth.shape, depth.shape),
+                                           camera_to_grid, grid, frame.ground_height)
+            with np.errstate(invalid="ignore"):
+                band_masks = (np.abs(terrain) <= TERRAIN_BAND_M, terrain < -TERRAIN_BAND_M, terrain > TERRAIN_BAND_M)
+            for band, mask in zip(terrain_bands, band_masks, strict=True):
+                everywhere, on_obstacles = depth_by_terrain[band]
+                everywhere.update(depth, np.where(mask, gt_depth_small, np.nan))
+                on_obstacles.update(depth, np.where(mask, gt_on_obstacles, np.nan))
             for path, (d, lab) in inputs.items():
                 start = time.perf_counter()
                 result = build_costmap(d, lab, frame.k, config, classes, k_hw=frame.depth.shape)
@@ -295,6 +330,9 @@ def main(argv: list[str] | None = None) -> int:
     rows = [("models in the loop", totals["models"].summary()), ("GT in -> GT out", totals["gt"].summary()),
             ("GT depth + model labels", totals["gt_depth_model_labels"].summary()),
             ("model depth + GT labels", totals["model_depth_gt_labels"].summary())]
+    if args.split_depth:
+        rows += [("  + GT depth on the ground", totals["gt_ground_depth_gt_labels"].summary()),
+                 ("  + GT depth on obstacles", totals["gt_obstacle_depth_gt_labels"].summary())]
     rows += [(f"  seed {seed} models", m["models"].summary()) for seed, m in per_seed.items()]
     print(f"\n{len(args.seeds)} drives x {args.frames} frames at {args.width}x{args.height}, mount "
           f"{args.mount_height} m / {args.pitch_deg} deg down / hfov {args.hfov_deg} deg; depth "
@@ -309,6 +347,12 @@ def main(argv: list[str] | None = None) -> int:
           + "{abs_rel:.3f} / {scale:.3f}".format(**model_depth["all"]["standing_obstacles"]) + "; per seed, obstacles: "
           + ", ".join(f"{seed} {m['standing_obstacles']['abs_rel']:.3f} / {m['standing_obstacles']['scale']:.3f}"
                       for seed, m in model_depth.items() if seed != "all"))
+    by_terrain = {band: {"all": everywhere.compute(), "standing_obstacles": on_obstacles.compute()}
+                  for band, (everywhere, on_obstacles) in depth_by_terrain.items()}
+    print(f"depth model by the terrain under the pixel (+-{TERRAIN_BAND_M} m of the vehicle's ground plane; abs_rel / "
+          "scale, all pixels | standing obstacles): " + ", ".join(
+              f"{band} {m['all']['abs_rel']:.3f} / {m['all']['scale']:.3f} | {m['standing_obstacles']['abs_rel']:.3f} / "
+              f"{m['standing_obstacles']['scale']:.3f}" for band, m in by_terrain.items()))
     if any(sources.values()):
         clear = totals["models"].counts["clear_cells"]
         print("models' false lethal by source (% of clear cells): "
@@ -328,6 +372,7 @@ def main(argv: list[str] | None = None) -> int:
             "gt_in_gt_out": totals["gt"].summary(),
             "gt_depth_model_labels": totals["gt_depth_model_labels"].summary(),
             "model_depth_gt_labels": totals["model_depth_gt_labels"].summary(),
+            **{path: totals[path].summary() for path in paths[4:]},
             "per_seed": {str(seed): {"models_in_the_loop": m["models"].summary(), "gt_in_gt_out": m["gt"].summary()}
                          for seed, m in per_seed.items()},
             "costmap_build_ms_median": {"models": float(np.median(build_ms["models"])),
@@ -335,9 +380,12 @@ def main(argv: list[str] | None = None) -> int:
             "model_inference_s_median": float(np.median(inference_s)),
             "ground_offset_m_median": {path: float(np.nanmedian(values)) for path, values in ground_offset.items()},
         }
-        report["model_depth"] = {**model_depth, "definition": "the depth model's output against the GT depth at "
+        report["model_depth"] = {**model_depth, "by_terrain": by_terrain,
+                                 "definition": "the depth model's output against the GT depth at "
                                  "the model's size, pixels with GT depth in (min_range, max_range); standing_obstacles: "
-                                 "those whose GT label is a standing obstacle"}
+                                 "those whose GT label is a standing obstacle; by_terrain: all seeds, split by the exact "
+                                 f"terrain height under the pixel's GT point: within {TERRAIN_BAND_M} m of the vehicle's "
+                                 "ground plane (level), below it (lower), above it (higher)"}
         if any(sources.values()):
             report["models_false_lethal_sources"] = {
                 "cells": sources, "clear_cells": totals["models"].counts["clear_cells"],

@@ -19,7 +19,13 @@ from perception_core.costmap import (
     depth_problem,
 )
 from perception_core.errors import DataError
-from perception_core.metrics.costmap import BevGrid, CostmapMeasures, ground_truth_bev, meets_goal
+from perception_core.metrics.costmap import (
+    BevGrid,
+    CostmapMeasures,
+    ground_truth_bev,
+    meets_goal,
+    terrain_under_pixels,
+)
 
 VEHICLE_K = [640.0, 0.0, 640.0, 0.0, 640.0, 540.0, 0.0, 0.0, 1.0]
 
@@ -111,6 +117,21 @@ def test_ground_truth_sees_flat_ground_in_view_and_the_wall_where_it_stands() ->
     assert truth[centre, x_of[-1.05]] == UNKNOWN, "behind the camera is not seen"
     near_ground = truth[centre, (xs > 4.0) & (xs < 7.9)]
     assert (near_ground == Category.FREE).all(), "every cell of flat ground in view is visible (no stripes)"
+
+
+def test_terrain_under_pixels_reads_the_height_of_the_cell_each_point_lands_in() -> None:
+    config = CostmapConfig(mount_z=CAM_HEIGHT, mount_pitch=PITCH, resolution=0.1)
+    grid = BevGrid(0.1, config.origin_x, config.origin_y, config.rows, config.cols)
+    depth, _, k = flat_scene(320, 240, 200.0, wall_x=8.05)
+    xs, _ = grid.centres()
+    heights = np.broadcast_to(np.where(xs >= 6.0, 0.5, 0.0), (grid.rows, grid.cols))  # a 0.5 m shelf from x = 6 m
+    terrain = terrain_under_pixels(depth, k, camera_to_grid_transform(config), grid, heights)
+    # Where each pixel's point lands (x forward, from the same rays): nearer than 6 m reads 0, the wall 0.5.
+    v = np.mgrid[0:240, 0:320][0]
+    ground_x = config.mount_x + depth * (math.cos(PITCH) - (v - 119.5) / 200.0 * math.sin(PITCH))
+    assert np.all(terrain[ground_x < 5.95] == 0.0)
+    assert np.all(terrain[(ground_x > 6.05) & np.isfinite(depth)] == 0.5)
+    assert np.isnan(terrain[~np.isfinite(depth)]).all(), "sky: no point, no terrain"
 
 
 def test_measures_count_cells_groups_and_holes_as_defined() -> None:
