@@ -28,6 +28,7 @@ with other parameters (``--set``).
 
     python bench/bench_costmap.py                                  # defaults: 6 seeds x 8 frames, 1280x1080
     python bench/bench_costmap.py --seeds 5 6 --mount-height 1.1 --pitch-deg 14 --hfov-deg 100
+    python bench/bench_costmap.py --seeds 5 6 --roll-deg 4                # a camera mounted with a roll
     python bench/bench_costmap.py --set ground_geometry=false      # labels alone, as before the terrain
     python bench/bench_costmap.py --depth-model models/x.onnx --seg-model models/y.onnx --out /tmp/x.json
     python bench/bench_costmap.py --explain-false-lethal            # + which evidence made the false lethal
@@ -213,6 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hfov-deg", type=float, default=90.0)
     parser.add_argument("--mount-height", type=float, default=1.4, help="camera height above the ground, m")
     parser.add_argument("--pitch-deg", type=float, default=10.0, help="camera pitch, degrees down")
+    parser.add_argument("--roll-deg", type=float, default=0.0, help="camera roll about its optical axis, degrees")
     parser.add_argument("--depth-model", type=Path, default=ROOT / "models" / "depth_levels_r18.onnx")
     parser.add_argument("--seg-model", type=Path, default=ROOT / "models" / "ddrnet23s_offroad.onnx")
     parser.add_argument("--params", type=Path, default=ROOT / "config" / "perception.yaml",
@@ -246,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     from perception_core.pipelines import scale_intrinsics
 
     rig = CameraRig.default(args.width, args.height, hfov_deg=args.hfov_deg, mount_height=args.mount_height,
-                            pitch_deg=args.pitch_deg)
+                            pitch_deg=args.pitch_deg, roll_deg=args.roll_deg)
     params = costmap_parameters(args.params if args.params and args.params.is_file() else None, rig, args.set)
     config = CostmapConfig.from_mapping(params)
     classes = class_map_from_ontology(params.get("ontology_path") or None,
@@ -255,7 +257,8 @@ def main(argv: list[str] | None = None) -> int:
     stack = OfflineStack(args.depth_model, args.seg_model, "cpu", config, classes, num_threads=args.threads)
     grid = BevGrid(config.resolution, config.origin_x, config.origin_y, config.rows, config.cols)
     tag = "-".join([model_key(args.depth_model), model_key(args.seg_model), f"{args.width}x{args.height}",
-                    f"h{args.mount_height}", f"p{args.pitch_deg}", f"f{args.hfov_deg}", f"v{args.speed}",
+                    f"h{args.mount_height}", f"p{args.pitch_deg}", *([f"roll{args.roll_deg}"] if args.roll_deg else []),
+                    f"f{args.hfov_deg}", f"v{args.speed}",
                     f"r{args.fps}"])
 
     # Where the loss comes from: each model's output swapped for the ground truth at the model's size.
@@ -335,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
                  ("  + GT depth on obstacles", totals["gt_obstacle_depth_gt_labels"].summary())]
     rows += [(f"  seed {seed} models", m["models"].summary()) for seed, m in per_seed.items()]
     print(f"\n{len(args.seeds)} drives x {args.frames} frames at {args.width}x{args.height}, mount "
-          f"{args.mount_height} m / {args.pitch_deg} deg down / hfov {args.hfov_deg} deg; depth "
+          f"{args.mount_height} m / {args.pitch_deg} deg down / roll {args.roll_deg} deg / hfov {args.hfov_deg} deg; depth "
           f"{args.depth_model.name}, seg {args.seg_model.name}")
     print_table(rows)
     print("observed ground above the ground plane (median, m; |x| > max_ground_offset_m is flagged): "
@@ -364,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
         report = {
             "command": "python bench/bench_costmap.py " + " ".join(argv if argv is not None else sys.argv[1:]),
             "rig": {"width": args.width, "height": args.height, "hfov_deg": args.hfov_deg,
-                    "mount_height_m": args.mount_height, "pitch_deg": args.pitch_deg},
+                    "mount_height_m": args.mount_height, "pitch_deg": args.pitch_deg, "roll_deg": args.roll_deg},
             "drive": {"seeds": args.seeds, "frames_per_seed": args.frames, "fps": args.fps, "speed_mps": args.speed},
             "models": {"depth": str(os.path.relpath(args.depth_model, ROOT)), "seg": str(os.path.relpath(args.seg_model, ROOT))},
             "costmap_parameters": {k: v for k, v in params.items()},
