@@ -60,30 +60,51 @@ def standing_obstacle_ids() -> np.ndarray:
     return class_map_from_ontology().defined_standing
 
 
+RELIEF_M = 0.3  # ground this far above or below the vehicle's ground plane is relief (the costmap bench's band)
+
+
 def score_folder(pipeline: Any, split_dir: Path) -> dict[str, Any]:
     """Eigen metrics of the pipeline over one rendered split (each frame with its own camera).
 
     ``obstacles`` holds the same metrics over the pixels whose true label is a standing obstacle: the
     pixels the costmap places as lethal, where a depth error moves an obstacle (its ``scale`` < 1: too near).
+    ``ground_level`` and ``ground_relief`` split the ground pixels (labels that lie flat) by the height of
+    their true point above the vehicle's ground plane: within ``RELIEF_M``, or farther (hills, ditches,
+    the ground past a drop-off), where the costmap reads steps, slopes and drops.
     """
     from model_tools.data.readers import read_depth_png16, read_label_ids, read_rgb
     from model_tools.data.synth import read_frame_rig
     from model_tools.quant.evaluate import TaskScorer, depth_range, resize_to, scored_depth
+    from perception_core.costmap import class_map_from_ontology
+    from perception_core.geometry import camera_optical_pose
+    from perception_core.metrics.costmap import pixel_points
     from perception_core.metrics.depth import DepthMetricAccumulator
 
     scorer = TaskScorer(pipeline.metadata)
-    obstacles = DepthMetricAccumulator(*depth_range(pipeline.metadata))
-    standing = standing_obstacle_ids()
+    obstacles, level, relief = (DepthMetricAccumulator(*depth_range(pipeline.metadata)) for _ in range(3))
+    classes = class_map_from_ontology()
+    standing, surface = classes.defined_standing, classes.surface
     for rgb_path in sorted((split_dir / "rgb").glob("*.png")):
         rig = read_frame_rig(split_dir, rgb_path.stem)
         decoded = pipeline.infer(read_rgb(rgb_path), "RGB", camera_k=rig.K, camera_hw=(rig.height, rig.width),
                                  camera_height=rig.mount_height)
         target = read_depth_png16(split_dir / "depth" / rgb_path.name)
         scorer.update(decoded, target)
-        on_obstacle = standing[resize_to(read_label_ids(split_dir / "label" / rgb_path.name), target.shape)]
-        obstacles.update(resize_to(scored_depth(decoded, pipeline.metadata), target.shape),
-                         np.where(on_obstacle, target, np.nan))
-    return scorer.compute() | {"obstacles": obstacles.compute()}
+        labels = resize_to(read_label_ids(split_dir / "label" / rgb_path.name), target.shape)
+        predicted = resize_to(scored_depth(decoded, pipeline.metadata), target.shape)
+        obstacles.update(predicted, np.where(standing[labels], target, np.nan))
+        # Heights of the true points in the vehicle's base frame (K is the rig's, at the rendered size).
+        k = np.asarray(rig.K, np.float64).copy()
+        k[0] *= target.shape[1] / rig.width
+        k[1] *= target.shape[0] / rig.height
+        valid_target = np.where(target > 0, target, np.nan)
+        height = pixel_points(valid_target, k, camera_optical_pose(*rig.mount))[:, 2].reshape(target.shape)
+        ground = np.where(surface[labels], target, np.nan)
+        with np.errstate(invalid="ignore"):
+            level.update(predicted, np.where(np.abs(height) <= RELIEF_M, ground, np.nan))
+            relief.update(predicted, np.where(np.abs(height) > RELIEF_M, ground, np.nan))
+    return scorer.compute() | {"obstacles": obstacles.compute(), "ground_level": level.compute(),
+                               "ground_relief": relief.compute()}
 
 
 def goal_verdict(metrics: dict[str, Any], goal: tuple[float, float]) -> bool:
@@ -100,18 +121,28 @@ def write_markdown(path: Path, report: dict[str, Any]) -> None:
              f"Goals: default camera abs_rel <= {goals['default'][0]} and a1 >= {goals['default'][1]}; any camera "
              f"abs_rel <= {goals['any'][0]} and a1 >= {goals['any'][1]}.", "",
              "Obstacles: the same metrics over the pixels whose true label is a standing obstacle (what the "
-             "costmap places as lethal); scale is the geometric mean of predicted / true depth (< 1: too near).", "",
+             "costmap places as lethal); scale is the geometric mean of predicted / true depth (< 1: too near). "
+             f"Ground level / relief: abs_rel over the ground pixels whose true point lies within {RELIEF_M} m of "
+             "the vehicle's ground plane, or farther (hills, ditches, past a drop-off; share of the ground pixels "
+             "in brackets).", "",
              "| set | mount height (m) | pitch (deg) | HFOV (deg) | frames | abs_rel | rmse (m) | a1 | scale | "
-             "obstacles abs_rel | obstacles scale | goal met |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "obstacles abs_rel | obstacles scale | ground level abs_rel | ground relief abs_rel | goal met |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     def show(value: Any) -> str:
         return f"{value[0]:g}-{value[1]:g}" if isinstance(value, list) else f"{value:g}"
 
     for entry in report["sets"]:
         cell, m, o = entry["cell"], entry["metrics"], entry["obstacle_metrics"]
+        g = entry.get("ground_metrics")
+        if g:
+            shown = g["level"]["n_valid"] + g["relief"]["n_valid"]
+            ground = (f"{g['level']['abs_rel']:.4f} | {g['relief']['abs_rel']:.4f} "
+                      f"({100 * g['relief']['n_valid'] / max(shown, 1):.0f} %)")
+        else:
+            ground = "- | -"
         lines.append(f"| {entry['name']} | {show(cell['mount_height'])} | {show(cell['pitch_deg'])} | {show(cell['hfov_deg'])} | "
                      f"{entry['frames']} | {m['abs_rel']:.4f} | {m['rmse']:.3f} | {m['a1']:.4f} | {m['scale']:.3f} | "
-                     f"{o['abs_rel']:.4f} | {o['scale']:.3f} | {'yes' if entry['goal_met'] else 'no'} |")
+                     f"{o['abs_rel']:.4f} | {o['scale']:.3f} | {ground} | {'yes' if entry['goal_met'] else 'no'} |")
     summary = report["summary"]
     lines += ["", f"Grid: worst abs_rel {summary['grid_worst_abs_rel']:.4f}, lowest a1 {summary['grid_lowest_a1']:.4f}; "
               f"{summary['grid_cells_meeting_goal']} of {summary['grid_cells']} cells meet the any-camera goal.", "",
@@ -174,9 +205,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         entries.append({"name": entry["name"], "cell": entry["cell"], "frames": entry["frames"],
                         "metrics": {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))},
                         "obstacle_metrics": {k: float(v) for k, v in metrics["obstacles"].items()},
+                        "ground_metrics": {band: {k: float(v) for k, v in metrics[f"ground_{band}"].items()}
+                                           for band in ("level", "relief")},
                         "goal_met": goal_verdict(metrics, goal)})
         print(f"{entry['name']:22s} abs_rel {metrics['abs_rel']:.4f} a1 {metrics['a1']:.4f} "
               f"obstacles abs_rel {metrics['obstacles']['abs_rel']:.4f} scale {metrics['obstacles']['scale']:.3f} "
+              f"ground level / relief abs_rel {metrics['ground_level']['abs_rel']:.4f} / "
+              f"{metrics['ground_relief']['abs_rel']:.4f} "
               f"({time.perf_counter() - started:.0f} s)", flush=True)
     grid = [e for e in entries if e["name"] not in ("default", "random")]
     report = {

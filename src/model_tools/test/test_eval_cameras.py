@@ -30,6 +30,11 @@ def test_reports_every_camera_set_with_its_goal_verdict(tmp_path):
         # Obstacle pixels are a part of the valid ones, scored alike.
         assert 0 <= entry["obstacle_metrics"]["n_valid"] < entry["metrics"]["n_valid"]
     assert sum(s["obstacle_metrics"]["n_valid"] for s in report["sets"]) > 0  # the scenes hold obstacles
+    for entry in report["sets"]:  # ground pixels, split by relief: a part of the valid ones, apart from obstacles
+        ground = entry["ground_metrics"]
+        assert ground["level"]["n_valid"] > 0
+        assert ground["level"]["n_valid"] + ground["relief"]["n_valid"] + entry["obstacle_metrics"]["n_valid"] \
+            <= entry["metrics"]["n_valid"]
     # A grey-level model is not a depth model: the vehicle-camera goal fails, the loosened any-camera goal holds.
     assert not report["sets"][0]["goal_met"] and all(s["goal_met"] for s in grid)
     assert report["summary"]["grid_cells"] == 2 == report["summary"]["grid_cells_meeting_goal"]
@@ -42,6 +47,27 @@ def test_reports_every_camera_set_with_its_goal_verdict(tmp_path):
     assert [s["metrics"] for s in again["sets"]] == [s["metrics"] for s in report["sets"]]
     with pytest.raises(SystemExit):
         main(["--model", str(model)])  # --out is required
+
+
+def test_ground_relief_is_the_ground_whose_true_point_leaves_the_vehicle_plane(tmp_path):
+    """Flat terrain (``--flat``): every ground pixel is level. The terrain world holds relief at some mount."""
+    from model_tools.data.synth import CameraRig, write_synthetic_folder
+    from model_tools.eval_cameras import score_folder
+    from perception_core.pipelines import DepthPipeline
+    from perception_core.runtime.loader import load_model
+
+    model = make_tiny_depth_model(tmp_path / "d.onnx", outputs="separate", levels=16, max_depth=15.0, min_depth=0.1,
+                                  depth_camera="canonical_focal_height", canonical_focal_px=20.0,
+                                  canonical_height_m=0.8)
+    pipeline = DepthPipeline(load_model(model, backend="cpu", expected_task="depth"))
+    rig = CameraRig.default(96, 72, mount_height=1.4, pitch_deg=10.0)
+    scores = {}
+    for flat in (True, False):
+        root = tmp_path / f"flat{flat}"
+        write_synthetic_folder(root, rig, 3, 5, "test", flat=flat, progress=False)
+        scores[flat] = score_folder(pipeline, root / "test")
+    assert scores[True]["ground_level"]["n_valid"] > 0 and scores[True]["ground_relief"]["n_valid"] == 0
+    assert scores[False]["ground_relief"]["n_valid"] > 0
 
 
 def test_obstacle_pixels_are_the_standing_lethal_classes_of_the_ontology():

@@ -100,6 +100,15 @@ def _backproject(u: np.ndarray, v: np.ndarray, z: np.ndarray, k: np.ndarray, tra
     return optical @ transform[:3, :3].T + transform[:3, 3]
 
 
+def pixel_points(depth: np.ndarray, k_matrix: np.ndarray, camera_to_grid: np.ndarray) -> np.ndarray:
+    """float64 [H*W, 3]: every pixel's point at ``depth`` in the grid (base) frame, row-major; NaN/inf depth
+    gives a non-finite point."""
+    depth = np.asarray(depth, dtype=np.float64)
+    v, u = np.mgrid[0 : depth.shape[0], 0 : depth.shape[1]]
+    with np.errstate(invalid="ignore"):
+        return _backproject(u.ravel(), v.ravel(), depth.ravel(), np.asarray(k_matrix, np.float64), camera_to_grid)
+
+
 def terrain_under_pixels(depth: np.ndarray, k_matrix: np.ndarray, camera_to_grid: np.ndarray, grid: BevGrid,
                          ground_height: np.ndarray) -> np.ndarray:
     """float [H, W]: the terrain height (``ground_height``, per cell) under each pixel's point at ``depth``.
@@ -108,9 +117,8 @@ def terrain_under_pixels(depth: np.ndarray, k_matrix: np.ndarray, camera_to_grid
     the terrain stands relative to the vehicle's ground plane (a pixel of a rock on a hill lies over high terrain).
     """
     depth = np.asarray(depth, dtype=np.float64)
-    v, u = np.mgrid[0 : depth.shape[0], 0 : depth.shape[1]]
+    points = pixel_points(depth, k_matrix, camera_to_grid)
     with np.errstate(invalid="ignore"):
-        points = _backproject(u.ravel(), v.ravel(), depth.ravel(), np.asarray(k_matrix, np.float64), camera_to_grid)
         col = np.floor((points[:, 0] - grid.origin_x) / grid.resolution)
         row = np.floor((points[:, 1] - grid.origin_y) / grid.resolution)
         inside = (np.isfinite(depth.ravel()) & (depth.ravel() > 0) & (col >= 0) & (col < grid.cols) & (row >= 0)
