@@ -53,13 +53,6 @@ def camera_sets(args: argparse.Namespace) -> list[dict[str, Any]]:
     return sets
 
 
-def standing_obstacle_ids() -> np.ndarray:
-    """bool [256]: ids of the ontology's classes that the costmap stands up as obstacles (lethal, not flat)."""
-    from perception_core.costmap import class_map_from_ontology
-
-    return class_map_from_ontology().defined_standing
-
-
 RELIEF_M = 0.3  # ground this far above or below the vehicle's ground plane is relief (the costmap bench's band)
 
 
@@ -79,6 +72,7 @@ def score_folder(pipeline: Any, split_dir: Path) -> dict[str, Any]:
     from perception_core.geometry import camera_optical_pose
     from perception_core.metrics.costmap import pixel_points
     from perception_core.metrics.depth import DepthMetricAccumulator
+    from perception_core.pipelines import scale_intrinsics
 
     scorer = TaskScorer(pipeline.metadata)
     obstacles, level, relief = (DepthMetricAccumulator(*depth_range(pipeline.metadata)) for _ in range(3))
@@ -93,10 +87,8 @@ def score_folder(pipeline: Any, split_dir: Path) -> dict[str, Any]:
         labels = resize_to(read_label_ids(split_dir / "label" / rgb_path.name), target.shape)
         predicted = resize_to(scored_depth(decoded, pipeline.metadata), target.shape)
         obstacles.update(predicted, np.where(standing[labels], target, np.nan))
-        # Heights of the true points in the vehicle's base frame (K is the rig's, at the rendered size).
-        k = np.asarray(rig.K, np.float64).copy()
-        k[0] *= target.shape[1] / rig.width
-        k[1] *= target.shape[0] / rig.height
+        # Heights of the true points in the vehicle's base frame.
+        k = scale_intrinsics(rig.K, (rig.height, rig.width), target.shape)
         valid_target = np.where(target > 0, target, np.nan)
         height = pixel_points(valid_target, k, camera_optical_pose(*rig.mount))[:, 2].reshape(target.shape)
         ground = np.where(surface[labels], target, np.nan)

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from model_tools.eval_cameras import main, standing_obstacle_ids
+from model_tools.eval_cameras import main
 from perception_core.testing.tiny_models import make_tiny_depth_model
 
 
@@ -73,5 +73,7 @@ def test_ground_relief_is_the_ground_whose_true_point_leaves_the_vehicle_plane(t
 def test_obstacle_pixels_are_the_standing_lethal_classes_of_the_ontology():
     import numpy as np
 
+    from perception_core.costmap import class_map_from_ontology
+
     # static_obstacle and dynamic stand up; water is lethal but flat, sky and undefined ids are no obstacle.
-    assert np.flatnonzero(standing_obstacle_ids()).tolist() == [4, 5]
+    assert np.flatnonzero(class_map_from_ontology().defined_standing).tolist() == [4, 5]
