@@ -27,6 +27,11 @@ TEST_FRAMES=${TEST_FRAMES:-200}
 RENDER_MAX_S=${RENDER_MAX_S:-}       # cap on rendering the train split (seconds); empty = render all TRAIN_FRAMES
 SEED=${SEED:-7}                      # generator seed of the rendered data set
 DRIVE_SHARE=${DRIVE_SHARE:-0}        # share of frames from drive scenes (model-tools synth --drive-share), every split
+# FOCUS_SYNTH_ARGS="--hfov 60 70" (any `model-tools synth` options) renders a second folder, FOCUS_SHARE of the
+# train and val frames and of the render time, mixed into every depth run's data (e.g. more frames of the cameras
+# that the held-out grid shows the model worst at). Segmentation and the test split keep the main folder only.
+FOCUS_SYNTH_ARGS=${FOCUS_SYNTH_ARGS:-}
+FOCUS_SHARE=${FOCUS_SHARE:-0.3}
 FRAME_W=${FRAME_W:-640}
 FRAME_H=${FRAME_H:-544}
 # Minutes of training per GPU queue (split between the jobs that share a queue); the rest of the
@@ -39,17 +44,36 @@ log() { echo "[train_demo $(( $(date +%s) - START ))s] $*"; }
 mkdir -p "$OUT" "$SCRATCH"
 rm -f "$SCRATCH"/*.failed
 DATA=$SCRATCH/synth
+DATA_FOCUS=$SCRATCH/synth_focus
 RUNS=$SCRATCH/runs
+DEPTH_DATA="--data $DATA"
+share() { $PY -c "import sys; print(max(1, round(float(sys.argv[1]) * float(sys.argv[2]))))" "$@"; }
+MAIN_SHARE=1
+if [[ -n $FOCUS_SYNTH_ARGS ]]; then
+  MAIN_SHARE=$($PY -c "print(1.0 - float('$FOCUS_SHARE'))")
+  DEPTH_DATA="--source synthetic=$DATA --source synthetic=$DATA_FOCUS"
+fi
 
 # ---- 1. data -----------------------------------------------------------------------------------
 if [[ ! -f $DATA/.complete ]]; then
   synth() { $PY -m model_tools.cli synth --out "$DATA" --width "$FRAME_W" --height "$FRAME_H" --workers "$CORES" \
               --seed "$SEED" --drive-share "$DRIVE_SHARE" --overwrite --no-progress "$@"; }
   log "rendering $VAL_FRAMES val + $TEST_FRAMES test + up to $TRAIN_FRAMES train ${FRAME_W}x${FRAME_H} frames on $CORES cores into $DATA"
-  synth --split val --frames "$VAL_FRAMES"
+  synth --split val --frames "$(share "$MAIN_SHARE" "$VAL_FRAMES")"
   if (( TEST_FRAMES > 0 )); then synth --split test --frames "$TEST_FRAMES"; fi
-  synth --split train --frames "$TRAIN_FRAMES" ${RENDER_MAX_S:+--max-seconds "$RENDER_MAX_S"}
+  synth --split train --frames "$(share "$MAIN_SHARE" "$TRAIN_FRAMES")" \
+      ${RENDER_MAX_S:+--max-seconds "$(share "$MAIN_SHARE" "$RENDER_MAX_S")"}
   touch "$DATA/.complete"
+fi
+if [[ -n $FOCUS_SYNTH_ARGS && ! -f $DATA_FOCUS/.complete ]]; then
+  # Its own seed, so that its scenes are not the main folder's again.
+  focus() { $PY -m model_tools.cli synth --out "$DATA_FOCUS" --width "$FRAME_W" --height "$FRAME_H" --workers "$CORES" \
+              --seed "$(( SEED + 1000 ))" --drive-share "$DRIVE_SHARE" --overwrite --no-progress $FOCUS_SYNTH_ARGS "$@"; }
+  log "rendering the focus folder ($FOCUS_SYNTH_ARGS, $FOCUS_SHARE of the frames) into $DATA_FOCUS"
+  focus --split val --frames "$(share "$FOCUS_SHARE" "$VAL_FRAMES")"
+  focus --split train --frames "$(share "$FOCUS_SHARE" "$TRAIN_FRAMES")" \
+      ${RENDER_MAX_S:+--max-seconds "$(share "$FOCUS_SHARE" "$RENDER_MAX_S")"}
+  touch "$DATA_FOCUS/.complete"
 fi
 
 # ---- 2. training jobs --------------------------------------------------------------------------
@@ -61,7 +85,7 @@ else
 fi
 # Each job: "<run name>|<command line, with @BUDGET@ and @WORKERS@ filled in per queue>".
 JOBS=(
-  "depth_levels_r18|$PY -m model_tools.cli depth train --config config/train/depth_levels_r18.yaml --data $DATA --run-dir $RUNS/depth_levels_r18 --time-budget-min @BUDGET@ --set num_workers=@WORKERS@ $FAST_DEPTH ${EXTRA_TRAIN_ARGS:-}"
+  "depth_levels_r18|$PY -m model_tools.cli depth train --config config/train/depth_levels_r18.yaml $DEPTH_DATA --run-dir $RUNS/depth_levels_r18 --time-budget-min @BUDGET@ --set num_workers=@WORKERS@ $FAST_DEPTH ${EXTRA_TRAIN_ARGS:-}"
   # ---- segmentation job ----
   # DDRNet23-Slim on the synthetic frames (config/train/seg_ddrnet23s_demo.yaml: the segmentation recipe, shortened).
   # Listed second on purpose: job i runs in queue (i % queues), queue q on GPU (q % NGPU), so with 2 GPUs
@@ -69,13 +93,13 @@ JOBS=(
   # JOBS_PER_GPU=2 it shares the GPU with the levels depth run, concurrently. SEG_EXTRA_TRAIN_ARGS="--set k=v ..."
   # is appended (EXTRA_TRAIN_ARGS carries depth-only keys, so it is not).
   "seg_ddrnet23s|$PY -m model_tools.cli seg train --config config/train/seg_ddrnet23s_demo.yaml --data $DATA --run-dir $RUNS/seg_ddrnet23s --time-budget-min @BUDGET@ --set num_workers=@WORKERS@ $FAST_SEG ${SEG_EXTRA_TRAIN_ARGS:-}"
-  "depth_sigmoid_r18|$PY -m model_tools.cli depth train --config config/train/depth_sigmoid_r18.yaml --data $DATA --run-dir $RUNS/depth_sigmoid_r18 --time-budget-min @BUDGET@ --set num_workers=@WORKERS@ $FAST_DEPTH ${EXTRA_TRAIN_ARGS:-}"
+  "depth_sigmoid_r18|$PY -m model_tools.cli depth train --config config/train/depth_sigmoid_r18.yaml $DEPTH_DATA --run-dir $RUNS/depth_sigmoid_r18 --time-budget-min @BUDGET@ --set num_workers=@WORKERS@ $FAST_DEPTH ${EXTRA_TRAIN_ARGS:-}"
 )
 # Jobs that run only when ONLY names them: the levels depth run with the depth-edge weight (loss.edge_weight,
 # docs/depth.md; EDGE_WEIGHT, default 3.0), for an A/B against depth_levels_r18 on the same frames in one call
 # (JOBS_PER_GPU=2 trains both at once on one GPU). Its own frame cache: two runs must not fill one folder.
 OPTIONAL_JOBS=(
-  "depth_levels_r18_edges|$PY -m model_tools.cli depth train --config config/train/depth_levels_r18.yaml --data $DATA --run-dir $RUNS/depth_levels_r18_edges --time-budget-min @BUDGET@ --set num_workers=@WORKERS@ ${FAST_DEPTH//frame_cache_depth/frame_cache_depth_edges} --set loss.edge_weight=${EDGE_WEIGHT:-3.0} ${EXTRA_TRAIN_ARGS:-}"
+  "depth_levels_r18_edges|$PY -m model_tools.cli depth train --config config/train/depth_levels_r18.yaml $DEPTH_DATA --run-dir $RUNS/depth_levels_r18_edges --time-budget-min @BUDGET@ --set num_workers=@WORKERS@ ${FAST_DEPTH//frame_cache_depth/frame_cache_depth_edges} --set loss.edge_weight=${EDGE_WEIGHT:-3.0} ${EXTRA_TRAIN_ARGS:-}"
 )
 # ONLY="name ..." keeps just those jobs (e.g. one device call per pair of runs).
 if [[ -n ${ONLY:-} ]]; then
