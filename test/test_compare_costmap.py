@@ -1,0 +1,87 @@
+"""bench/compare_costmap.py: seed-by-seed comparison of two costmap-bench results."""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load_tool():
+    spec = importlib.util.spec_from_file_location("compare_costmap", ROOT / "bench" / "compare_costmap.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclass looks its module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+compare_costmap = _load_tool()
+
+GOALS = {"obstacle_recall": ">= 0.95", "holes": "<= 0.02", "drop_recall": ">= 0.95"}
+
+
+def _result(totals: dict[str, float], per_seed: dict[str, dict[str, float | None]]) -> dict:
+    """The fields of a bench_costmap.py JSON that the comparison reads."""
+    return {
+        "rig": {"width": 1280, "height": 1080, "mount_height_m": 1.4},
+        "drive": {"seeds": [int(s) for s in per_seed], "frames_per_seed": 8},
+        "models_in_the_loop": {**totals, "goals": GOALS},
+        "per_seed": {seed: {"models_in_the_loop": {k: v for k, v in m.items() if v is not None}}
+                     for seed, m in per_seed.items()},
+    }
+
+
+BASE = _result({"obstacle_recall": 0.50, "holes": 0.020, "drop_recall": 0.40},
+               {"1": {"obstacle_recall": 0.4, "holes": 0.02, "drop_recall": 0.5},
+                "2": {"obstacle_recall": 0.6, "holes": 0.02, "drop_recall": None}})
+
+
+def test_counts_drives_that_move_the_right_way_for_each_goal_direction() -> None:
+    candidate = _result({"obstacle_recall": 0.55, "holes": 0.015, "drop_recall": 0.45},
+                        {"1": {"obstacle_recall": 0.5, "holes": 0.01, "drop_recall": 0.6},
+                         "2": {"obstacle_recall": 0.5, "holes": 0.015, "drop_recall": None}})
+    changes = {c.measure: c for c in compare_costmap.compare(BASE, candidate)}
+    recall = changes["obstacle_recall"]
+    assert recall.higher_is_better and recall.change == pytest.approx(0.05)
+    assert (recall.seeds_better, recall.seeds_worse, recall.seeds) == (1, 1, 2)
+    holes = changes["holes"]  # lower is better: both seeds fell
+    assert not holes.higher_is_better and holes.change == pytest.approx(-0.005)
+    assert (holes.seeds_better, holes.seeds_worse, holes.seeds) == (2, 0, 2)
+    drop = changes["drop_recall"]  # seed 2 has no drops: not counted
+    assert (drop.seeds_better, drop.seeds_worse, drop.seeds) == (1, 0, 1)
+
+
+def test_identical_results_move_nothing() -> None:
+    changes = compare_costmap.compare(BASE, copy.deepcopy(BASE))
+    assert all(c.change == 0 and c.seeds_better == 0 and c.seeds_worse == 0 for c in changes)
+
+
+def test_other_drives_are_refused_naming_the_field() -> None:
+    other = copy.deepcopy(BASE)
+    other["rig"]["mount_height_m"] = 2.0
+    with pytest.raises(compare_costmap.CompareError, match="rig"):
+        compare_costmap.compare(BASE, other, names=("a.json", "b.json"))
+
+
+def test_cli_writes_markdown_and_names_a_bad_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    base, candidate, bad = tmp_path / "base.json", tmp_path / "cand.json", tmp_path / "bad.json"
+    base.write_text(json.dumps(BASE))
+    worse = copy.deepcopy(BASE)
+    worse["models_in_the_loop"]["obstacle_recall"] = 0.4
+    worse["per_seed"]["1"]["models_in_the_loop"]["obstacle_recall"] = 0.3
+    candidate.write_text(json.dumps(worse))
+    out = tmp_path / "compare.md"
+    assert compare_costmap.main([str(base), str(candidate), "--out", str(out)]) == 0
+    table = out.read_text()
+    assert "| obstacle_recall (higher is better) | 0.500 | 0.400 | -0.100 | 0 / 1 / 2 |" in table
+    assert table.startswith("Command: `python bench/compare_costmap.py")
+
+    bad.write_text(json.dumps({"rig": {}}))
+    assert compare_costmap.main([str(base), str(bad)]) == 2
+    assert "bad.json" in capsys.readouterr().err
