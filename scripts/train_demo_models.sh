@@ -166,6 +166,43 @@ CUDA_VISIBLE_DEVICES=0 $PY -m model_tools.cli seg eval --checkpoint "$RUNS/seg_d
 grep -E "mIoU|IoU " "$SCRATCH/seg_ddrnet23s.eval.log" || true
 fi
 
+# ---- 3b. costmap bench (COSTMAP_BENCH=1) ----------------------------------------------------------
+# Each levels depth run exported to ONNX and scored on the costmap bench's drives (bench/bench_costmap.py, with
+# the segmentation model of models/weights, or of this call when it trained one), all runs at once on the CPU
+# cores; costmap_bench.json joins the reports archive. COSTMAP_BENCH_ARGS is appended (default --split-depth;
+# e.g. "--seeds 101 202 --split-depth"). The time comes out of the call's: lower QUEUE_TRAIN_MIN by ~3 min.
+if [[ ${COSTMAP_BENCH:-0} == 1 ]]; then
+  BENCH_NAMES=(); for name in "${NAMES[@]}"; do [[ $name == depth_levels_* ]] && BENCH_NAMES+=("$name"); done
+  mkdir -p "$SCRATCH/onnx"
+  seg_ckpt=models/weights/seg_ddrnet23s_fp16 seg_config=models/reports/seg_ddrnet23s/config.yaml
+  if [[ -f $RUNS/seg_ddrnet23s/model_fp16.pt ]]; then
+    seg_ckpt=$RUNS/seg_ddrnet23s/model_fp16.pt seg_config=$RUNS/seg_ddrnet23s/config.yaml
+  fi
+  log "costmap bench: exporting ${BENCH_NAMES[*]} and the segmentation model"
+  $PY -m model_tools.cli seg export --checkpoint "$seg_ckpt" --config "$seg_config" --out "$SCRATCH/onnx/seg.onnx" \
+      --variant class_id --overwrite > "$SCRATCH/seg_export.log" 2>&1 || { tail -20 "$SCRATCH/seg_export.log"; exit 1; }
+  bench_pids=()
+  threads=$(( CORES / (${#BENCH_NAMES[@]} > 0 ? ${#BENCH_NAMES[@]} : 1) )); (( threads < 1 )) && threads=1
+  for name in "${BENCH_NAMES[@]}"; do
+    (
+      $PY -m model_tools.cli depth export --checkpoint "$RUNS/$name/model_fp16.pt" --config "$RUNS/$name/config.yaml" \
+          --out "$SCRATCH/onnx/$name.onnx" --variant separate --overwrite > "$SCRATCH/$name.export.log" 2>&1 \
+        && OMP_NUM_THREADS=$threads $PY bench/bench_costmap.py --depth-model "$SCRATCH/onnx/$name.onnx" \
+          --seg-model "$SCRATCH/onnx/seg.onnx" --threads "$threads" --out "$RUNS/$name/costmap_bench.json" \
+          ${COSTMAP_BENCH_ARGS:---split-depth} > "$SCRATCH/$name.bench.log" 2>&1
+    ) &
+    bench_pids+=($!)
+  done
+  for i in "${!bench_pids[@]}"; do
+    name=${BENCH_NAMES[$i]}
+    if wait "${bench_pids[$i]}"; then
+      log "costmap bench of $name:"; grep -E "^ +obstacle_recall|^goal|^models in the loop" "$SCRATCH/$name.bench.log" || true
+    else
+      log "costmap bench of $name FAILED"; tail -20 "$SCRATCH/$name.export.log" "$SCRATCH/$name.bench.log" 2>/dev/null; status=1
+    fi
+  done
+fi
+
 # ---- 4. package into $OUT (<= 8 files, each < 16 MiB) ------------------------------------------
 log "packaging into $OUT"
 $PY - "$RUNS" "$OUT" "${NAMES[@]}" <<'PYEOF'
@@ -188,7 +225,7 @@ for name in names:
 with tarfile.open(out / "reports.tar.gz", "w:gz") as tar:
     for name in names:
         for f in ("config.yaml", "metrics.csv", "curves.png", "summary.json", "eval_test.json", "eval_test.md",
-                  "eval_test_confusion.png"):
+                  "eval_test_confusion.png", "costmap_bench.json"):
             if (runs / name / f).exists():
                 tar.add(runs / name / f, arcname=f"{name}/{f}")
 files = sorted(p for p in out.iterdir() if p.is_file())
