@@ -25,6 +25,8 @@ from typing import Any
 
 # The bench JSON fields that must agree for two results to be comparable.
 SAME_DRIVES_KEYS = ("rig", "drive")
+# Values this close are the same (the bench's ratios come out a few ulp apart on another machine).
+SAME = 1e-9
 
 
 class CompareError(ValueError):
@@ -98,7 +100,7 @@ def compare(base: dict[str, Any], candidate: dict[str, Any], row: str = "models_
             if b_value is None or c_value is None:  # e.g. drop recall on a drive without drops
                 continue
             counted += 1
-            if c_value != b_value:
+            if abs(c_value - b_value) > SAME:
                 if (c_value > b_value) == up:
                     better += 1
                 else:
