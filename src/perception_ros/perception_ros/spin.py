@@ -23,11 +23,12 @@ model that is loading) and tears everything down in order, alone.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import signal
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from perception_core.errors import PerceptionError
@@ -44,6 +45,28 @@ def _node_class(spec: Any) -> type[Any]:
 
 def _label(spec: Any) -> str:
     return spec.rpartition(":")[2] if isinstance(spec, str) else spec.__name__
+
+
+@contextlib.contextmanager
+def interrupts_deferred() -> Iterator[threading.Event]:
+    """Inside the block SIGINT and SIGTERM only set the yielded flag; leaving it restores the previous handlers.
+
+    For the command-line tools, which stop on KeyboardInterrupt once they run: their start-up (``import
+    rclpy``, whose extension turns a KeyboardInterrupt into an ImportError; module docstring) must not be cut
+    in two. The caller checks the flag after the block and ends quietly. Outside the main thread (where signal
+    handlers cannot be set) the flag stays clear and the block runs as is.
+    """
+    stop = threading.Event()
+    signums = (signal.SIGINT, signal.SIGTERM)
+    try:
+        previous = {signum: signal.signal(signum, lambda *_: stop.set()) for signum in signums}
+    except ValueError:  # not the main thread
+        previous = {}
+    try:
+        yield stop
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def run_node(node: Any, args: list[str] | None = None) -> int:

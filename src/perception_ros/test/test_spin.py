@@ -2,53 +2,22 @@
 
 CI once sent SIGINT while ``import rclpy`` was initialising its pybind11 extension; the KeyboardInterrupt came out
 as ``ImportError: initialization failed`` and the node exited 1 with a traceback. The ``rclpy`` here is a test
-double of only that moment (the real extension's initialisation cannot be interrupted on cue): its import sends
-SIGINT to its own process and, as pybind11 does, turns a KeyboardInterrupt raised meanwhile into an ImportError.
+double of only that moment (``perception_ros.testing``; the real extension's initialisation cannot be
+interrupted on cue): its import sends SIGINT to its own process and, as pybind11 does, turns a KeyboardInterrupt
+raised meanwhile into an ImportError.
 """
 
 from __future__ import annotations
 
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
-_FAKE_RCLPY = {
-    "__init__.py": """
-        import os
-        import signal
-        import time
-
-        try:
-            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C lands while the extension initialises
-            time.sleep(0.2)
-        except KeyboardInterrupt as err:
-            raise ImportError("initialization failed") from err
-
-        def init(**_):
-            raise AssertionError("run_nodes went on to rclpy.init after a Ctrl-C during import")
-
-        def try_shutdown():
-            pass
-    """,
-    "executors.py": """
-        class ExternalShutdownException(Exception):
-            pass
-
-        MultiThreadedExecutor = SingleThreadedExecutor = object
-    """,
-    "signals.py": """
-        class SignalHandlerOptions:
-            NO = 0
-    """,
-}
+from perception_ros.testing import write_rclpy_interrupted_at_import
 
 
 def test_ctrl_c_while_rclpy_initialises_exits_0_without_traceback(tmp_path: Path) -> None:
-    package = tmp_path / "rclpy"
-    package.mkdir()
-    for name, text in _FAKE_RCLPY.items():
-        (package / name).write_text(textwrap.dedent(text))
+    write_rclpy_interrupted_at_import(tmp_path)
     script = (f"import sys; sys.path.insert(0, {str(tmp_path)!r})\n"
               "from perception_ros.spin import run_node\n"
               "raise SystemExit(run_node('no.such.module:Node'))\n")

@@ -274,9 +274,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import rclpy
-    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+    from perception_ros.spin import interrupts_deferred
 
+    with interrupts_deferred() as interrupted:  # a Ctrl-C while rclpy loads ends the tool, without a traceback
+        import rclpy
+        from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+    if interrupted.is_set():
+        return 0
     topics, types = parse_topic_types(args.topics)
     rclpy.init()
     node = None

@@ -254,11 +254,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import rclpy
-    from rclpy.executors import ExternalShutdownException
+    from perception_ros.spin import interrupts_deferred
 
-    from model_tools.bags.bagio import camera_mount_from_bag
+    with interrupts_deferred() as interrupted:  # a Ctrl-C while rclpy loads ends the tool, without a traceback
+        import rclpy
+        from rclpy.executors import ExternalShutdownException
 
+        from model_tools.bags.bagio import camera_mount_from_bag
+    if interrupted.is_set():
+        return 0
     rclpy.init()
     node = None
     try:

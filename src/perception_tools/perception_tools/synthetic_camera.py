@@ -92,8 +92,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds to stay after the last frame (its report is printed first), for slow readers")
     args = parser.parse_args(argv)
     width, height = (int(v) for v in args.size.lower().split("x"))
-    import rclpy
+    from perception_ros.spin import interrupts_deferred
 
+    with interrupts_deferred() as interrupted:  # a Ctrl-C while rclpy loads ends the tool, without a traceback
+        import rclpy
+    if interrupted.is_set():
+        return 0
     rclpy.init()
     node = rclpy.create_node("synthetic_camera")
     try:
