@@ -13,9 +13,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from perception_ros.testing import write_rclpy_interrupted_at_import
 
 
+@pytest.mark.reliability(case="Ctrl-C (SIGINT) while a node's entry point imports rclpy (its extension initialising; a test double of that moment)",
+                         outcome="exit code 0, no traceback")
 def test_ctrl_c_while_rclpy_initialises_exits_0_without_traceback(tmp_path: Path) -> None:
     write_rclpy_interrupted_at_import(tmp_path)
     script = (f"import sys; sys.path.insert(0, {str(tmp_path)!r})\n"

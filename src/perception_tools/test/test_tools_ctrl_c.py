@@ -23,6 +23,8 @@ CALLS = {
 }
 
 
+@pytest.mark.reliability(case="Ctrl-C (SIGINT) while perception-tools replay / record or synthetic_camera import rclpy",
+                         outcome="exit code 0, no traceback, rclpy never initialised")
 @pytest.mark.parametrize("tool", sorted(CALLS))
 def test_ctrl_c_while_rclpy_initialises_ends_the_tool_quietly(tool: str, tmp_path: Path) -> None:
     write_rclpy_interrupted_at_import(tmp_path)
