@@ -64,7 +64,6 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "docs" / "measurements" / "costmap_bench.json"
 DEFAULT_SEEDS = (101, 202, 303, 404, 505, 606)  # not the seeds the costmap was developed on
-TERRAIN_BAND_M = 0.3  # terrain this far above / below the vehicle's ground plane is "higher" / "lower"
 
 
 @dataclass
@@ -243,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         class_map_from_ontology,
         resize_nearest,
     )
-    from perception_core.metrics.costmap import BevGrid, CostmapMeasures, terrain_under_pixels
+    from perception_core.metrics.costmap import RELIEF_BAND_M, BevGrid, CostmapMeasures, terrain_under_pixels
     from perception_core.metrics.depth import DepthMetricAccumulator
     from perception_core.pipelines import scale_intrinsics
 
@@ -310,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
             terrain = terrain_under_pixels(gt_depth_small, scale_intrinsics(frame.k, frame.depth.shape, depth.shape),
                                            camera_to_grid, grid, frame.ground_height)
             with np.errstate(invalid="ignore"):
-                band_masks = (np.abs(terrain) <= TERRAIN_BAND_M, terrain < -TERRAIN_BAND_M, terrain > TERRAIN_BAND_M)
+                band_masks = (np.abs(terrain) <= RELIEF_BAND_M, terrain < -RELIEF_BAND_M, terrain > RELIEF_BAND_M)
             for band, mask in zip(terrain_bands, band_masks, strict=True):
                 everywhere, on_obstacles = depth_by_terrain[band]
                 everywhere.update(depth, np.where(mask, gt_depth_small, np.nan))
@@ -352,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
                       for seed, m in model_depth.items() if seed != "all"))
     by_terrain = {band: {"all": everywhere.compute(), "standing_obstacles": on_obstacles.compute()}
                   for band, (everywhere, on_obstacles) in depth_by_terrain.items()}
-    print(f"depth model by the terrain under the pixel (+-{TERRAIN_BAND_M} m of the vehicle's ground plane; abs_rel / "
+    print(f"depth model by the terrain under the pixel (+-{RELIEF_BAND_M} m of the vehicle's ground plane; abs_rel / "
           "scale, all pixels | standing obstacles): " + ", ".join(
               f"{band} {m['all']['abs_rel']:.3f} / {m['all']['scale']:.3f} | {m['standing_obstacles']['abs_rel']:.3f} / "
               f"{m['standing_obstacles']['scale']:.3f}" for band, m in by_terrain.items()))
@@ -387,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
                                  "definition": "the depth model's output against the GT depth at "
                                  "the model's size, pixels with GT depth in (min_range, max_range); standing_obstacles: "
                                  "those whose GT label is a standing obstacle; by_terrain: all seeds, split by the exact "
-                                 f"terrain height under the pixel's GT point: within {TERRAIN_BAND_M} m of the vehicle's "
+                                 f"terrain height under the pixel's GT point: within {RELIEF_BAND_M} m of the vehicle's "
                                  "ground plane (level), below it (lower), above it (higher)"}
         if any(sources.values()):
             report["models_false_lethal_sources"] = {

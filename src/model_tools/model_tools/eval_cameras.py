@@ -53,16 +53,13 @@ def camera_sets(args: argparse.Namespace) -> list[dict[str, Any]]:
     return sets
 
 
-RELIEF_M = 0.3  # ground this far above or below the vehicle's ground plane is relief (the costmap bench's band)
-
-
 def score_folder(pipeline: Any, split_dir: Path) -> dict[str, Any]:
     """Eigen metrics of the pipeline over one rendered split (each frame with its own camera).
 
     ``obstacles`` holds the same metrics over the pixels whose true label is a standing obstacle: the
     pixels the costmap places as lethal, where a depth error moves an obstacle (its ``scale`` < 1: too near).
     ``ground_level`` and ``ground_relief`` split the ground pixels (labels that lie flat) by the height of
-    their true point above the vehicle's ground plane: within ``RELIEF_M``, or farther (hills, ditches,
+    their true point above the vehicle's ground plane: within ``RELIEF_BAND_M``, or farther (hills, ditches,
     the ground past a drop-off), where the costmap reads steps, slopes and drops.
     """
     from model_tools.data.readers import read_depth_png16, read_label_ids, read_rgb
@@ -70,7 +67,7 @@ def score_folder(pipeline: Any, split_dir: Path) -> dict[str, Any]:
     from model_tools.quant.evaluate import TaskScorer, depth_range, resize_to, scored_depth
     from perception_core.costmap import class_map_from_ontology
     from perception_core.geometry import camera_optical_pose
-    from perception_core.metrics.costmap import pixel_points
+    from perception_core.metrics.costmap import RELIEF_BAND_M, pixel_points
     from perception_core.metrics.depth import DepthMetricAccumulator
     from perception_core.pipelines import scale_intrinsics
 
@@ -93,8 +90,8 @@ def score_folder(pipeline: Any, split_dir: Path) -> dict[str, Any]:
         height = pixel_points(valid_target, k, camera_optical_pose(*rig.mount))[:, 2].reshape(target.shape)
         ground = np.where(surface[labels], target, np.nan)
         with np.errstate(invalid="ignore"):
-            level.update(predicted, np.where(np.abs(height) <= RELIEF_M, ground, np.nan))
-            relief.update(predicted, np.where(np.abs(height) > RELIEF_M, ground, np.nan))
+            level.update(predicted, np.where(np.abs(height) <= RELIEF_BAND_M, ground, np.nan))
+            relief.update(predicted, np.where(np.abs(height) > RELIEF_BAND_M, ground, np.nan))
     return scorer.compute() | {"obstacles": obstacles.compute(), "ground_level": level.compute(),
                                "ground_relief": relief.compute()}
 
@@ -105,6 +102,8 @@ def goal_verdict(metrics: dict[str, Any], goal: tuple[float, float]) -> bool:
 
 
 def write_markdown(path: Path, report: dict[str, Any]) -> None:
+    from perception_core.metrics.costmap import RELIEF_BAND_M
+
     goals = report["goals"]
     lines = [f"# Depth accuracy per camera: `{report['model']}`", "",
              f"Held-out synthetic frames ({report['frame_size']}, generator seed {report['seed']}, split `test`), "
@@ -114,7 +113,7 @@ def write_markdown(path: Path, report: dict[str, Any]) -> None:
              f"abs_rel <= {goals['any'][0]} and a1 >= {goals['any'][1]}.", "",
              "Obstacles: the same metrics over the pixels whose true label is a standing obstacle (what the "
              "costmap places as lethal); scale is the geometric mean of predicted / true depth (< 1: too near). "
-             f"Ground level / relief: abs_rel over the ground pixels whose true point lies within {RELIEF_M} m of "
+             f"Ground level / relief: abs_rel over the ground pixels whose true point lies within {RELIEF_BAND_M} m of "
              "the vehicle's ground plane, or farther (hills, ditches, past a drop-off; share of the ground pixels "
              "in brackets).", "",
              "| set | mount height (m) | pitch (deg) | HFOV (deg) | frames | abs_rel | rmse (m) | a1 | scale | "

@@ -100,6 +100,11 @@ def _backproject(u: np.ndarray, v: np.ndarray, z: np.ndarray, k: np.ndarray, tra
     return optical @ transform[:3, :3].T + transform[:3, 3]
 
 
+# Terrain (or a true point) this far above or below the vehicle's ground plane is relief (hills, ditches, the ground
+# past a drop-off); within it, level. The costmap bench and the held-out camera report split depth errors by it.
+RELIEF_BAND_M = 0.3
+
+
 def pixel_points(depth: np.ndarray, k_matrix: np.ndarray, camera_to_grid: np.ndarray) -> np.ndarray:
     """float64 [H*W, 3]: every pixel's point at ``depth`` in the grid (base) frame, row-major; NaN/inf depth
     gives a non-finite point."""
