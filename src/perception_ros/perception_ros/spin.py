@@ -47,6 +47,11 @@ def _label(spec: Any) -> str:
     return spec.rpartition(":")[2] if isinstance(spec, str) else spec.__name__
 
 
+def _stop_on_signals(stop: threading.Event) -> dict[int, Any]:
+    """Make SIGINT and SIGTERM only set ``stop``; returns the handlers they had. Main thread only (ValueError)."""
+    return {signum: signal.signal(signum, lambda *_: stop.set()) for signum in (signal.SIGINT, signal.SIGTERM)}
+
+
 @contextlib.contextmanager
 def interrupts_deferred() -> Iterator[threading.Event]:
     """Inside the block SIGINT and SIGTERM only set the yielded flag; leaving it restores the previous handlers.
@@ -57,9 +62,8 @@ def interrupts_deferred() -> Iterator[threading.Event]:
     handlers cannot be set) the flag stays clear and the block runs as is.
     """
     stop = threading.Event()
-    signums = (signal.SIGINT, signal.SIGTERM)
     try:
-        previous = {signum: signal.signal(signum, lambda *_: stop.set()) for signum in signums}
+        previous = _stop_on_signals(stop)
     except ValueError:  # not the main thread
         previous = {}
     try:
@@ -85,8 +89,7 @@ def run_nodes(nodes: Sequence[Any], args: list[str] | None = None, *, label: str
     executor: Any = None
     code = 0
     stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):  # from here on a signal only asks to stop (module docstring)
-        signal.signal(signum, lambda *_: stop.set())
+    _stop_on_signals(stop)  # from here on a signal only asks to stop (module docstring)
     try:
         import rclpy
         from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
