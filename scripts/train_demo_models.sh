@@ -55,9 +55,13 @@ if [[ -n $FOCUS_SYNTH_ARGS ]]; then
 fi
 
 # ---- 1. data -----------------------------------------------------------------------------------
+render() {  # render FOLDER SEED [synth options...]
+  local out=$1 seed=$2; shift 2
+  $PY -m model_tools.cli synth --out "$out" --width "$FRAME_W" --height "$FRAME_H" --workers "$CORES" \
+      --seed "$seed" --drive-share "$DRIVE_SHARE" --overwrite --no-progress "$@"
+}
 if [[ ! -f $DATA/.complete ]]; then
-  synth() { $PY -m model_tools.cli synth --out "$DATA" --width "$FRAME_W" --height "$FRAME_H" --workers "$CORES" \
-              --seed "$SEED" --drive-share "$DRIVE_SHARE" --overwrite --no-progress "$@"; }
+  synth() { render "$DATA" "$SEED" "$@"; }
   log "rendering $VAL_FRAMES val + $TEST_FRAMES test + up to $TRAIN_FRAMES train ${FRAME_W}x${FRAME_H} frames on $CORES cores into $DATA"
   synth --split val --frames "$(share "$MAIN_SHARE" "$VAL_FRAMES")"
   if (( TEST_FRAMES > 0 )); then synth --split test --frames "$TEST_FRAMES"; fi
@@ -67,8 +71,7 @@ if [[ ! -f $DATA/.complete ]]; then
 fi
 if [[ -n $FOCUS_SYNTH_ARGS && ! -f $DATA_FOCUS/.complete ]]; then
   # Its own seed, so that its scenes are not the main folder's again.
-  focus() { $PY -m model_tools.cli synth --out "$DATA_FOCUS" --width "$FRAME_W" --height "$FRAME_H" --workers "$CORES" \
-              --seed "$(( SEED + 1000 ))" --drive-share "$DRIVE_SHARE" --overwrite --no-progress $FOCUS_SYNTH_ARGS "$@"; }
+  focus() { render "$DATA_FOCUS" "$(( SEED + 1000 ))" $FOCUS_SYNTH_ARGS "$@"; }
   log "rendering the focus folder ($FOCUS_SYNTH_ARGS, $FOCUS_SHARE of the frames) into $DATA_FOCUS"
   focus --split val --frames "$(share "$FOCUS_SHARE" "$VAL_FRAMES")"
   focus --split train --frames "$(share "$FOCUS_SHARE" "$TRAIN_FRAMES")" \
@@ -171,8 +174,8 @@ fi
 # the segmentation model of models/weights, or of this call when it trained one), all runs at once on the CPU
 # cores; costmap_bench.json joins the reports archive. COSTMAP_BENCH_ARGS is appended (default --split-depth;
 # e.g. "--seeds 101 202 --split-depth"). The time comes out of the call's: lower QUEUE_TRAIN_MIN by ~3 min.
-if [[ ${COSTMAP_BENCH:-0} == 1 ]]; then
-  BENCH_NAMES=(); for name in "${NAMES[@]}"; do [[ $name == depth_levels_* ]] && BENCH_NAMES+=("$name"); done
+BENCH_NAMES=(); for name in "${NAMES[@]}"; do [[ $name == depth_levels_* ]] && BENCH_NAMES+=("$name"); done
+if [[ ${COSTMAP_BENCH:-0} == 1 && ${#BENCH_NAMES[@]} -gt 0 ]]; then
   mkdir -p "$SCRATCH/onnx"
   seg_ckpt=models/weights/seg_ddrnet23s_fp16 seg_config=models/reports/seg_ddrnet23s/config.yaml
   if [[ -f $RUNS/seg_ddrnet23s/model_fp16.pt ]]; then
@@ -182,7 +185,7 @@ if [[ ${COSTMAP_BENCH:-0} == 1 ]]; then
   $PY -m model_tools.cli seg export --checkpoint "$seg_ckpt" --config "$seg_config" --out "$SCRATCH/onnx/seg.onnx" \
       --variant class_id --overwrite > "$SCRATCH/seg_export.log" 2>&1 || { tail -20 "$SCRATCH/seg_export.log"; exit 1; }
   bench_pids=()
-  threads=$(( CORES / (${#BENCH_NAMES[@]} > 0 ? ${#BENCH_NAMES[@]} : 1) )); (( threads < 1 )) && threads=1
+  threads=$(( CORES / ${#BENCH_NAMES[@]} )); (( threads < 1 )) && threads=1
   for name in "${BENCH_NAMES[@]}"; do
     (
       $PY -m model_tools.cli depth export --checkpoint "$RUNS/$name/model_fp16.pt" --config "$RUNS/$name/config.yaml" \
