@@ -3,25 +3,16 @@
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
 
+@pytest.fixture
+def compare_costmap(load_repo_script):
+    return load_repo_script("bench/compare_costmap.py")
 
-def _load_tool():
-    spec = importlib.util.spec_from_file_location("compare_costmap", ROOT / "bench" / "compare_costmap.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclass looks its module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-compare_costmap = _load_tool()
 
 GOALS = {"obstacle_recall": ">= 0.95", "holes": "<= 0.02", "drop_recall": ">= 0.95"}
 
@@ -42,7 +33,7 @@ BASE = _result({"obstacle_recall": 0.50, "holes": 0.020, "drop_recall": 0.40},
                 "2": {"obstacle_recall": 0.6, "holes": 0.02, "drop_recall": None}})
 
 
-def test_counts_drives_that_move_the_right_way_for_each_goal_direction() -> None:
+def test_counts_drives_that_move_the_right_way_for_each_goal_direction(compare_costmap) -> None:
     candidate = _result({"obstacle_recall": 0.55, "holes": 0.015, "drop_recall": 0.45},
                         {"1": {"obstacle_recall": 0.5, "holes": 0.01, "drop_recall": 0.6},
                          "2": {"obstacle_recall": 0.5, "holes": 0.015, "drop_recall": None}})
@@ -57,19 +48,20 @@ def test_counts_drives_that_move_the_right_way_for_each_goal_direction() -> None
     assert (drop.seeds_better, drop.seeds_worse, drop.seeds) == (1, 0, 1)
 
 
-def test_identical_results_move_nothing() -> None:
+def test_identical_results_move_nothing(compare_costmap) -> None:
     changes = compare_costmap.compare(BASE, copy.deepcopy(BASE))
     assert all(c.change == 0 and c.seeds_better == 0 and c.seeds_worse == 0 for c in changes)
 
 
-def test_other_drives_are_refused_naming_the_field() -> None:
+def test_other_drives_are_refused_naming_the_field(compare_costmap) -> None:
     other = copy.deepcopy(BASE)
     other["rig"]["mount_height_m"] = 2.0
     with pytest.raises(compare_costmap.CompareError, match="rig"):
         compare_costmap.compare(BASE, other, names=("a.json", "b.json"))
 
 
-def test_cli_writes_markdown_and_names_a_bad_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_writes_markdown_and_names_a_bad_file(compare_costmap, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
     base, candidate, bad = tmp_path / "base.json", tmp_path / "cand.json", tmp_path / "bad.json"
     base.write_text(json.dumps(BASE))
     worse = copy.deepcopy(BASE)

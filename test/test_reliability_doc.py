@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -11,22 +10,14 @@ REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "reliability_doc.py"
 
 
-def _generator():
-    spec = importlib.util.spec_from_file_location("reliability_doc", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_the_committed_reliability_doc_matches_the_markers() -> None:
     result = subprocess.run([sys.executable, str(SCRIPT), "--check"], cwd=REPO, capture_output=True, text=True,
                             timeout=300, check=False)
     assert result.returncode == 0, result.stderr + result.stdout
 
 
-def test_cases_are_grouped_by_package_sorted_and_escaped() -> None:
-    doc = _generator()
+def test_cases_are_grouped_by_package_sorted_and_escaped(load_repo_script) -> None:
+    doc = load_repo_script("scripts/reliability_doc.py")
     cases = [
         doc.Case("node start-up with max_depth:=5 (an integer)", "exit 1, one line naming max_depth", "test/test_x.py::a"),
         doc.Case("b | piped", "flagged", "src/model_tools/test/test_y.py::b[p1]"),
