@@ -129,9 +129,11 @@ def load_or_infer(stack: Any, frame: DriveFrame, cache: Path | None, tag: str) -
     depth = stack.depth.infer(frame.rgb, "RGB", camera_k=frame.k, camera_height=frame.camera_height).depth
     labels = stack.seg.infer(frame.rgb, "RGB").labels
     seconds = time.perf_counter() - start
-    if file is not None:
+    if file is not None:  # written whole, then renamed: benches run side by side may share a cache
         file.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(file, depth=depth, labels=labels, seconds=seconds)
+        partial = file.with_name(f"{file.stem}.{os.getpid()}.partial.npz")
+        np.savez(partial, depth=depth, labels=labels, seconds=seconds)
+        os.replace(partial, file)
     return depth, labels, seconds
 
 

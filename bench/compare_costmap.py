@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,8 +98,8 @@ def compare(base: dict[str, Any], candidate: dict[str, Any], row: str = "models_
             if c is None:
                 raise CompareError(f"{names[1]}: no row {row!r} for seed {seed}")
             b_value, c_value = b.get(measure), c.get(measure)
-            if b_value is None or c_value is None:  # e.g. drop recall on a drive without drops
-                continue
+            if b_value is None or c_value is None or not math.isfinite(b_value + c_value):
+                continue  # no such cells on this drive (e.g. no drops: None; no slopes: NaN)
             counted += 1
             if abs(c_value - b_value) > SAME:
                 if (c_value > b_value) == up:

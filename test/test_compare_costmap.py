@@ -48,6 +48,16 @@ def test_counts_drives_that_move_the_right_way_for_each_goal_direction(compare_c
     assert (drop.seeds_better, drop.seeds_worse, drop.seeds) == (1, 0, 1)
 
 
+def test_a_measure_the_bench_wrote_as_nan_is_not_counted(compare_costmap) -> None:
+    """The bench writes NaN for a ratio without cells (no sloped ground on a drive); it is no drive moved."""
+    base, candidate = copy.deepcopy(BASE), copy.deepcopy(BASE)
+    base["per_seed"]["2"]["models_in_the_loop"]["holes"] = float("nan")
+    candidate["per_seed"]["2"]["models_in_the_loop"]["holes"] = float("nan")
+    candidate["per_seed"]["1"]["models_in_the_loop"]["holes"] = 0.01
+    holes = {c.measure: c for c in compare_costmap.compare(base, candidate)}["holes"]
+    assert (holes.seeds_better, holes.seeds_worse, holes.seeds) == (1, 0, 1)
+
+
 def test_identical_results_move_nothing(compare_costmap) -> None:
     changes = compare_costmap.compare(BASE, copy.deepcopy(BASE))
     assert all(c.change == 0 and c.seeds_better == 0 and c.seeds_worse == 0 for c in changes)

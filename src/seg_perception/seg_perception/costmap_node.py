@@ -160,7 +160,7 @@ PARAMETERS: dict[str, tuple[Any, str, dict[str, Any]]] = {
                          {"float_range": (0.01, 100.0)}),
     "min_points_per_cell": (1, "points or surface samples a FREE/CAUTION/flat category needs in a cell",
                             {"int_range": (1, 10000)}),
-    "min_obstacle_area_m2": (0.003, "surface area a standing BLOCKED/HAZARD obstacle needs in a cell (each "
+    "min_obstacle_area_m2": (0.001, "surface area a standing BLOCKED/HAZARD obstacle needs in a cell (each "
                                     "pixel counts z^2 / (fx fy)): many pixels near, few far",
                              {"float_range": (0.0, 100.0)}),
     "max_obstacle_depth_m": (0.5, "how far behind the ground it stands on an obstacle pixel may lie; farther "

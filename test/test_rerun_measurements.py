@@ -1,0 +1,57 @@
+"""bench/rerun_measurements.py: re-running the command a measurement JSON records."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture
+def rerun(load_repo_script):
+    return load_repo_script("bench/rerun_measurements.py")
+
+
+def _record(path: Path, command: str) -> Path:
+    path.write_text(json.dumps({"command": command, "value": 1}))
+    return path
+
+
+def test_the_recorded_command_is_run_with_this_python(rerun, tmp_path: Path) -> None:
+    file = _record(tmp_path / "m.json", f"python bench/bench_x.py --seeds 1 2 --out {tmp_path / 'm.json'}")
+    assert rerun.recorded_command(file) == [sys.executable, "bench/bench_x.py", "--seeds", "1", "2",
+                                            "--out", str(tmp_path / "m.json")]
+
+
+def test_a_command_without_out_must_be_the_bench_default_file(rerun, tmp_path: Path) -> None:
+    default = rerun.ROOT / "docs" / "measurements" / "costmap_bench.json"
+    assert rerun.recorded_command(default)[1] == "bench/bench_costmap.py"
+    copy = _record(tmp_path / "costmap_bench.json", json.loads(default.read_text())["command"])
+    with pytest.raises(rerun.RerunError, match=r"costmap_bench\.json.*not this file"):
+        rerun.recorded_command(copy)
+
+
+@pytest.mark.parametrize("command, reason", [
+    (None, "no recorded 'command'"),
+    ("bash run.sh", "not 'python bench/...'"),
+    ("python bench/bench_x.py --out /elsewhere/m.json", "writes /elsewhere/m.json, not this file"),
+])
+def test_files_that_cannot_be_rerun_are_refused_by_name(rerun, tmp_path: Path, command, reason) -> None:
+    file = tmp_path / "m.json"
+    file.write_text(json.dumps({} if command is None else {"command": command}))
+    with pytest.raises(rerun.RerunError, match=f"{re.escape(str(file))}: .*{re.escape(reason)}"):
+        rerun.recorded_command(file)
+    assert rerun.main([str(file)]) == 2
+
+
+def test_a_failing_command_is_named_and_fails_the_run(rerun, tmp_path: Path, capsys) -> None:
+    """A real subprocess: compare_costmap.py on files that do not exist exits non-zero."""
+    file = _record(tmp_path / "m.json", f"python bench/compare_costmap.py {tmp_path}/a.json {tmp_path}/b.json "
+                                        f"--out {tmp_path / 'm.json'}")
+    assert rerun.main([str(file), "--jobs", "2", "--log-dir", str(tmp_path / "logs")]) == 1
+    assert f"FAIL (exit 2) {file}" in capsys.readouterr().out
+    assert "not a readable bench JSON" in (tmp_path / "logs" / "m.log").read_text()
+    assert json.loads(file.read_text())["value"] == 1  # the failed command left the file as it was
