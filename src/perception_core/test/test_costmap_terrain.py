@@ -176,6 +176,28 @@ def test_ground_geometry_of_an_elevation_map() -> None:
     assert np.isnan(geometry.step_m[:, :5]).all()
 
 
+def test_a_slope_seen_in_part_reads_its_full_gradient() -> None:
+    """A 35-degree face whose upper part the camera cannot see (past a crest, a grazing view): the windows
+    at the edge of the seen part hold only its lower cells, and the slope is still the face's, not less."""
+    config = CostmapConfig(resolution=0.1)
+    rise = math.tan(math.radians(35.0))
+    x = np.arange(40) * 0.1
+    face = np.tile(rise * x, (30, 1)).astype(np.float32)
+    seen_to = 20 + (np.arange(30) % 3)  # a ragged edge of the view: columns beyond it are unseen
+    face[np.arange(40)[None, :] >= seen_to[:, None]] = np.nan
+    face[::4, ::5] = np.nan  # and scattered cells without points
+    geometry = ground_geometry(face, config)
+    rows = np.arange(3, 27)  # away from the map's own border
+    last_seen = 39 - np.argmax(np.isfinite(face[rows, ::-1]), axis=1)
+    edge = geometry.slope_deg[rows, last_seen]
+    measured = np.isfinite(edge)  # a window with under a third of its cells seen has no slope
+    assert measured.sum() >= 16, edge
+    assert np.allclose(edge[measured], 35.0, atol=0.5), edge  # nominal two-cell differences read 22-26 here
+    assert geometry.blocked[rows, last_seen][measured].all()
+    inner = np.isfinite(geometry.slope_deg)
+    assert np.allclose(geometry.slope_deg[inner], 35.0, atol=0.5)
+
+
 @pytest.mark.parametrize(("field", "value"), [("step_caution_m", 0.5), ("slope_caution_deg", 40.0),
                                               ("slope_blocked_deg", 95.0), ("slope_window_m", 0.0),
                                               ("ground_geometry", "yes")])

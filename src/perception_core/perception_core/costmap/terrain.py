@@ -15,7 +15,8 @@ cell is a step too). From them, per cell:
   the image instead (``projection``: drop edges).
 - slope: the gradient of the elevation averaged over a window of
   ``slope_window_m`` (a vehicle-sized plane, not the noise of one cell),
-  from central differences of the window means.
+  from central differences of the window means, each placed at the centroid
+  of its known cells (``window_slope``).
 
 A cell is CAUTION above ``slope_caution_deg`` or ``step_caution_m`` and
 BLOCKED above ``slope_blocked_deg`` or ``step_blocked_m``. The same operator
@@ -101,21 +102,46 @@ def _step_and_slope(elevation: np.ndarray, top: np.ndarray, bottom: np.ndarray, 
     step = cv2.subtract(np.ascontiguousarray(top), lowest)
     np.copyto(step, np.float32(np.nan), where=unknown)
 
-    # Window means of the known heights, then central differences of the means two cells apart.
-    side = slope_window_cells(config)
-    filled = elevation.copy()
-    np.copyto(filled, np.float32(0), where=unknown)
-    total = cv2.boxFilter(filled, -1, (side, side), normalize=False, borderType=cv2.BORDER_CONSTANT)
-    count = cv2.boxFilter((known & 1).astype(np.float32), -1, (side, side), normalize=False,
-                          borderType=cv2.BORDER_CONSTANT)
-    # A mean needs a third of its window known, or one noisy cell would set a whole slope.
-    mean = cv2.divide(total, count)
-    np.copyto(mean, np.float32(np.nan), where=count < side * side / 3.0)
-    grad_x = np.full(mean.shape, np.nan, np.float32)
-    grad_y = np.full(mean.shape, np.nan, np.float32)
-    half_inverse = np.float32(0.5 / config.resolution)
-    grad_x[:, 1:-1] = cv2.subtract(mean[:, 2:], mean[:, :-2]) * half_inverse
-    grad_y[1:-1, :] = cv2.subtract(mean[2:, :], mean[:-2, :]) * half_inverse
-    slope = cv2.magnitude(grad_x, grad_y)
+    slope = window_slope(elevation, unknown, slope_window_cells(config), config.resolution)
     np.copyto(slope, np.float32(np.nan), where=unknown)
     return step, slope
+
+
+def window_slope(elevation: np.ndarray, unknown: np.ndarray, side: int, resolution: float) -> np.ndarray:
+    """tan of the slope of the ground over side x side windows: central differences of window means.
+
+    The means of the windows one cell either side are compared, each placed at the centroid of its
+    known cells, not at its centre: where a window is partly unseen (the far side of a crest, the edge
+    of the view) its known cells sit off-centre, and differences over the nominal two cells read a
+    35-degree face as about 20 (docs/costmap.md, "Measured"). The differences along rows and along
+    columns then fix the plane's two gradients exactly, whatever the centroids; with every cell known
+    this is the plain central difference. A window needs a third of its cells known, and the compared
+    centroids must not nearly coincide (NaN otherwise). ``elevation`` is NaN exactly where ``unknown``.
+    """
+    import cv2
+
+    rows, cols = elevation.shape
+    known = (~unknown).astype(np.float32)
+    z = elevation.astype(np.float32, copy=True)
+    cv2.patchNaNs(z, 0)  # unknown cells are NaN in the elevation: they add nothing to a window's sums
+    v = np.arange(rows, dtype=np.float32)[:, None] * known  # cell coordinates within the box
+    u = np.arange(cols, dtype=np.float32)[None, :] * known
+
+    def window_sum(values: np.ndarray) -> np.ndarray:
+        return cv2.boxFilter(values, -1, (side, side), normalize=False, borderType=cv2.BORDER_CONSTANT)
+
+    n = window_sum(known)
+    # 1 / n where a window has a third of its cells known, NaN where it has fewer (no mean there).
+    inverse = cv2.divide(np.float32(1), n)
+    inverse[n < side * side / 3.0] = np.nan
+    mean_z, mean_u, mean_v = (window_sum(values) * inverse for values in (z, u, v))
+    dz_u, du_u, dv_u = (mean[1:-1, 2:] - mean[1:-1, :-2] for mean in (mean_z, mean_u, mean_v))  # either side
+    dz_v, du_v, dv_v = (mean[2:, 1:-1] - mean[:-2, 1:-1] for mean in (mean_z, mean_u, mean_v))
+    det = du_u * dv_v - dv_u * du_v  # 4 (cells^2) with every cell known
+    with np.errstate(invalid="ignore"):
+        det[~(det > 1.0)] = np.nan  # centroids about a cell apart or less: no stable gradient
+    grad_u = (dz_u * dv_v - dv_u * dz_v) / det
+    grad_v = (du_u * dz_v - dz_u * du_v) / det
+    slope = np.full((rows, cols), np.nan, np.float32)
+    slope[1:-1, 1:-1] = cv2.magnitude(grad_u, grad_v) * np.float32(1.0 / resolution)
+    return slope
