@@ -37,7 +37,11 @@ with other parameters (``--set``).
 ``--split-depth`` adds two rows with GT labels that swap only part of the
 model's depth for the truth: on the ground pixels (``gt_ground_depth_gt_labels``:
 the model's depth stays on standing obstacles) or on the standing obstacles
-(``gt_obstacle_depth_gt_labels``), to show which part limits the costmap.
+(``gt_obstacle_depth_gt_labels``), to show which part limits the costmap. A
+third (``frame_scaled_depth_gt_labels``) keeps all of the model's depth but
+multiplies each frame by the one scale that best fits its truth (the median
+ratio): what a perfect per-frame scale correction would give, and so how much
+of the loss is a global scale rather than the depth's shape.
 
 ``--explain-false-lethal`` also builds each frame's costmap from the labels
 alone and splits the false lethal cells of the models' costmap by the first
@@ -137,6 +141,15 @@ def load_or_infer(stack: Any, frame: DriveFrame, cache: Path | None, tag: str) -
     return depth, labels, seconds
 
 
+def best_frame_scale(depth: np.ndarray, truth: np.ndarray, config: Any) -> float:
+    """The one factor that best maps a frame's predicted depth onto its truth: the median of truth / prediction
+    over the pixels both put in range (1 when none do)."""
+    with np.errstate(invalid="ignore"):
+        both = ((depth > config.min_range) & (depth < config.max_range)
+                & (truth > config.min_range) & (truth < config.max_range))
+    return float(np.median(truth[both] / depth[both])) if both.any() else 1.0
+
+
 FALSE_LETHAL_SOURCES = ("labels_hazard", "labels_blocked", "drop_edge", "step", "slope", "other")
 
 
@@ -228,8 +241,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--explain-false-lethal", action="store_true",
                         help="split the models' false lethal cells by the evidence that made them lethal")
     parser.add_argument("--split-depth", action="store_true",
-                        help="two more rows with GT labels: the model's depth with GT depth on the ground pixels, and "
-                             "with GT depth on the standing obstacles (which part of the depth limits the costmap)")
+                        help="three more rows with GT labels: the model's depth with GT depth on the ground pixels, "
+                             "with GT depth on the standing obstacles (which part of the depth limits the costmap), and "
+                             "scaled per frame by the factor that best fits the truth (how much is a global scale)")
     args = parser.parse_args(argv)
 
     from tqdm import tqdm
@@ -265,12 +279,13 @@ def main(argv: list[str] | None = None) -> int:
     # Where the loss comes from: each model's output swapped for the ground truth at the model's size.
     paths = ("models", "gt", "gt_depth_model_labels", "model_depth_gt_labels")
     if args.split_depth:
-        paths += ("gt_ground_depth_gt_labels", "gt_obstacle_depth_gt_labels")
+        paths += ("gt_ground_depth_gt_labels", "gt_obstacle_depth_gt_labels", "frame_scaled_depth_gt_labels")
     totals = {path: CostmapMeasures() for path in paths}
     per_seed: dict[int, dict[str, CostmapMeasures]] = {}
     build_ms: dict[str, list[float]] = {path: [] for path in paths}
     ground_offset: dict[str, list[float]] = {path: [] for path in paths}
     inference_s: list[float] = []
+    frame_scales: list[dict[str, float]] = []  # --split-depth: each frame's best scale
     sources = dict.fromkeys(FALSE_LETHAL_SOURCES, 0)
     # The depth model on these frames (the costmap's pixels): all, and those whose true label stands up.
     standing_ids = classes.defined_standing
@@ -304,6 +319,9 @@ def main(argv: list[str] | None = None) -> int:
                                                        gt_labels_small)
                 inputs["gt_obstacle_depth_gt_labels"] = (np.where(known & standing_gt, gt_depth_small, depth),
                                                          gt_labels_small)
+                scale = best_frame_scale(depth, gt_depth_small, config)
+                frame_scales.append({"seed": seed, "frame": frame.index, "scale": scale})
+                inputs["frame_scaled_depth_gt_labels"] = (depth * np.float32(scale), gt_labels_small)
             for key in ("all", seed):
                 everywhere, on_obstacles = depth_scores[key]
                 everywhere.update(depth, gt_depth_small)
@@ -336,7 +354,8 @@ def main(argv: list[str] | None = None) -> int:
             ("model depth + GT labels", totals["model_depth_gt_labels"].summary())]
     if args.split_depth:
         rows += [("  + GT depth on the ground", totals["gt_ground_depth_gt_labels"].summary()),
-                 ("  + GT depth on obstacles", totals["gt_obstacle_depth_gt_labels"].summary())]
+                 ("  + GT depth on obstacles", totals["gt_obstacle_depth_gt_labels"].summary()),
+                 ("  at each frame's best scale", totals["frame_scaled_depth_gt_labels"].summary())]
     rows += [(f"  seed {seed} models", m["models"].summary()) for seed, m in per_seed.items()]
     print(f"\n{len(args.seeds)} drives x {args.frames} frames at {args.width}x{args.height}, mount "
           f"{args.mount_height} m / {args.pitch_deg} deg down / roll {args.roll_deg} deg / hfov {args.hfov_deg} deg; depth "
@@ -390,6 +409,8 @@ def main(argv: list[str] | None = None) -> int:
                                  "those whose GT label is a standing obstacle; by_terrain: all seeds, split by the exact "
                                  f"terrain height under the pixel's GT point: within {RELIEF_BAND_M} m of the vehicle's "
                                  "ground plane (level), below it (lower), above it (higher)"}
+        if frame_scales:
+            report["frame_scales"] = frame_scales
         if any(sources.values()):
             report["models_false_lethal_sources"] = {
                 "cells": sources, "clear_cells": totals["models"].counts["clear_cells"],

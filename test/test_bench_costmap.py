@@ -1,0 +1,39 @@
+"""bench/bench_costmap.py: the helpers its diagnostic rows rest on."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+
+@pytest.fixture
+def bench_costmap(load_repo_script):
+    return load_repo_script("bench/bench_costmap.py")
+
+
+RANGE = SimpleNamespace(min_range=0.3, max_range=15.0)
+
+
+def test_best_frame_scale_recovers_a_global_factor_and_ignores_pixels_out_of_range(bench_costmap) -> None:
+    rng = np.random.default_rng(3)
+    truth = rng.uniform(1.0, 12.0, (40, 50)).astype(np.float32)
+    predicted = truth / np.float32(1.25)
+    predicted[:5] = np.nan  # invalid
+    predicted[5:10] = np.inf  # beyond range
+    truth[10:12] = np.nan  # no truth (sky)
+    predicted[12:14] = 100.0  # beyond max_range: skipped
+    assert bench_costmap.best_frame_scale(predicted, truth, RANGE) == pytest.approx(1.25, rel=1e-6)
+
+
+def test_best_frame_scale_is_the_median_ratio_so_a_minority_of_wrong_pixels_does_not_move_it(bench_costmap) -> None:
+    truth = np.full((10, 10), 5.0, np.float32)
+    predicted = np.full((10, 10), 4.0, np.float32)
+    predicted[:3] = 10.0  # 30 % of the pixels twice too far
+    assert bench_costmap.best_frame_scale(predicted, truth, RANGE) == pytest.approx(1.25)
+
+
+def test_best_frame_scale_is_one_when_no_pixel_is_in_range(bench_costmap) -> None:
+    nothing = np.full((4, 4), np.nan, np.float32)
+    assert bench_costmap.best_frame_scale(nothing, nothing, RANGE) == 1.0
