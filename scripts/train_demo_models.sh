@@ -99,10 +99,12 @@ JOBS=(
   "depth_sigmoid_r18|$PY -m model_tools.cli depth train --config config/train/depth_sigmoid_r18.yaml $DEPTH_DATA --run-dir $RUNS/depth_sigmoid_r18 --time-budget-min @BUDGET@ --set num_workers=@WORKERS@ $FAST_DEPTH ${EXTRA_TRAIN_ARGS:-}"
 )
 # Jobs that run only when ONLY names them: the levels depth run with the depth-edge weight (loss.edge_weight,
-# docs/depth.md; EDGE_WEIGHT, default 3.0), for an A/B against depth_levels_r18 on the same frames in one call
-# (JOBS_PER_GPU=2 trains both at once on one GPU). Its own frame cache: two runs must not fill one folder.
+# docs/depth.md; EDGE_WEIGHT, default 3.0) or with the relief weight (loss.relief_weight: the ground off the
+# vehicle's plane; RELIEF_WEIGHT, default 3.0), each for an A/B against depth_levels_r18 on the same frames in one
+# call (JOBS_PER_GPU=2 trains two at once on one GPU). Each has its own frame cache: two runs must not fill one folder.
 OPTIONAL_JOBS=(
   "depth_levels_r18_edges|$PY -m model_tools.cli depth train --config config/train/depth_levels_r18.yaml $DEPTH_DATA --run-dir $RUNS/depth_levels_r18_edges --time-budget-min @BUDGET@ --set num_workers=@WORKERS@ ${FAST_DEPTH//frame_cache_depth/frame_cache_depth_edges} --set loss.edge_weight=${EDGE_WEIGHT:-3.0} ${EXTRA_TRAIN_ARGS:-}"
+  "depth_levels_r18_relief|$PY -m model_tools.cli depth train --config config/train/depth_levels_r18.yaml $DEPTH_DATA --run-dir $RUNS/depth_levels_r18_relief --time-budget-min @BUDGET@ --set num_workers=@WORKERS@ ${FAST_DEPTH//frame_cache_depth/frame_cache_depth_relief} --set loss.relief_weight=${RELIEF_WEIGHT:-3.0} ${EXTRA_TRAIN_ARGS:-}"
 )
 # ONLY="name ..." keeps just those jobs (e.g. one device call per pair of runs).
 if [[ -n ${ONLY:-} ]]; then

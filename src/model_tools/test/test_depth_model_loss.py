@@ -192,6 +192,63 @@ def test_edge_and_class_weights_multiply_in_the_depth_task(tmp_path) -> None:
         DepthTask(load_config(None, ["task=depth", "loss.edge_jump=0"]))
 
 
+def test_relief_weight_marks_the_ground_off_the_vehicles_plane_of_real_frames_flipped_or_not(tmp_path) -> None:
+    """Synthetic frames of cameras with roll, on terrain: the map weights exactly the ground pixels whose true point
+    lies more than the band off the plane (as the evaluation measures it, in float64), and a mirrored item, whose
+    roll the batch does not carry, gets the mirrored map."""
+    from pathlib import Path
+
+    import numpy as np
+
+    from model_tools.data.synth import CameraRanges, read_frame_rig, write_synthetic_folder
+    from model_tools.tasks.depth import RELIEF_KEYS, DepthTask, relief_weight_map
+    from model_tools.training.config import TrainConfig
+    from perception_core.costmap import class_map_from_ontology
+    from perception_core.geometry import camera_optical_pose
+    from perception_core.metrics.costmap import pixel_points
+
+    ranges = CameraRanges(160, 128, roll_deg=(3.0, 5.0))
+    write_synthetic_folder(tmp_path, ranges, 3, seed=21, split="val", progress=False)
+    model = {**TINY, "input_height": 128, "input_width": 160, "camera": "canonical_focal_height",
+             "canonical_focal_px": 100.0, "canonical_height_m": 0.8}
+    task = DepthTask(TrainConfig(task="depth", model=model, data={"root": str(tmp_path), "max_val_samples": 0},
+                                 loss={"relief_weight": 4.0}))
+    dataset = task.eval_dataset("val")
+    surface = torch.from_numpy(class_map_from_ontology().surface.copy())
+    relief_frames = 0
+    for item in (dataset[i] for i in range(len(dataset))):
+        depth, label = item["depth"].float(), item["label"].long()
+        rig = read_frame_rig(tmp_path / "val", Path(item["path"]).stem)  # the frame's own camera, unflipped
+        assert abs(rig.mount[3]) > math.radians(2.9), "the camera is rolled: the mirrored camera differs"
+        truth_depth = np.where(depth.numpy()[0] > 0, depth.numpy()[0], np.nan).astype(np.float64)
+        mount = camera_optical_pose(*rig.mount)
+        k = rig.K  # the input size is the frame's: no resize
+        heights = pixel_points(truth_depth, k, mount)[:, 2].reshape(truth_depth.shape)
+        ground = surface.numpy()[label.numpy()] & np.isfinite(heights)
+        with np.errstate(invalid="ignore"):
+            want = ground & (np.abs(heights) > 0.3)
+        batch = {key: item[key][None] for key in ("depth", "label", "camera_height_m", *RELIEF_KEYS)}
+        got = relief_weight_map(batch, surface, 4.0, 0.3)[0, 0].numpy()
+        near_band = np.abs(np.abs(np.nan_to_num(heights)) - 0.3) < 1e-4  # float32 vs float64 at the band's edge
+        assert np.array_equal((got == 4.0) & ~near_band, want & ~near_band)
+        assert set(np.unique(got)) <= {1.0, 4.0}
+        relief_frames += int(want.sum() > 20)
+        mirrored = dict(batch, depth=batch["depth"].flip(-1), label=batch["label"].flip(-1))
+        got_mirrored = relief_weight_map(mirrored, surface, 4.0, 0.3)[0, 0].flip(-1).numpy()
+        assert np.array_equal((got_mirrored == 4.0) & ~near_band, want & ~near_band)
+    assert relief_frames >= 2, "the frames hold ground off the plane (hills, ditches)"
+
+
+def test_relief_weight_needs_a_camera_aware_model_and_a_positive_band() -> None:
+    from model_tools.tasks.depth import DepthTask
+    from model_tools.training.config import load_config
+
+    with pytest.raises(ConfigError, match=r"loss\.relief_weight needs each frame's camera"):
+        DepthTask(load_config(None, ["task=depth", "loss.relief_weight=3.0"]))
+    with pytest.raises(ConfigError, match=r"loss\.relief_band_m"):
+        DepthTask(load_config(None, ["task=depth", "loss.relief_band_m=0"]))
+
+
 def _depth_loss_autograd_reference(out: dict, gt: torch.Tensor, model_cfg: DepthModelConfig,
                                    loss_cfg: DepthLossConfig) -> tuple[torch.Tensor, dict]:
     """The levels loss as it was before the fused cross-entropy + expectation: plain autograd ops."""

@@ -126,18 +126,19 @@ def test_cached_depth_batches_carry_each_frames_camera(synth_root: Path, tmp_pat
     import itertools
 
     from model_tools.data.frame_cache import CachedBatches
-    from model_tools.tasks.depth import FrameCameras
+    from model_tools.tasks.depth import RELIEF_KEYS, FrameCameras
     from model_tools.training.engine import DistInfo, ResumableSampler
 
     data = FrameCameras(SyntheticFolderDataset(synth_root, "train", depth_transform(24, 32, train=True), seed=0), (24, 32))
     plan = plan_cache(data)
-    assert sorted(plan.extras) == ["camera_height_m", "focal_px"] and plan.extras["focal_px"].shape == (6,)
+    assert sorted(plan.extras) == sorted(["camera_height_m", "focal_px", *RELIEF_KEYS])
+    assert plan.extras["focal_px"].shape == (6,)
     cache = FrameCache.build_or_open(plan, tmp_path / "c", (0, 0), workers=0, log=lambda _: None, progress=False)
     sampler = ResumableSampler(data, DistInfo(), shuffle=True, seed=0, drop_last=True, endless_batch_size=3)
     batches = CachedBatches(cache, plan.augment, sampler, 3, 0, torch.device("cpu"), on_device=False, extras=plan.extras)
     batch = next(iter(batches))
     items = [data[index] for index, _, _ in itertools.islice(iter(sampler), 3)]
-    for key in ("focal_px", "camera_height_m"):
+    for key in ("focal_px", "camera_height_m", *RELIEF_KEYS):
         assert batch[key].dtype == torch.float32 and batch[key].shape == (3,)
         assert torch.allclose(batch[key], torch.stack([item[key] for item in items]))
     assert float(batch["focal_px"].min()) > 0 and float(batch["camera_height_m"].min()) > 0

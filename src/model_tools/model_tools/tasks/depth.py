@@ -17,7 +17,12 @@ others 1) weights each pixel by its label in all three terms, so that the
 few pixels the costmap places as obstacles are not outvoted by the ground
 (frames without labels weigh 1 everywhere). ``loss.edge_weight`` (1: off)
 multiplies in a weight for the pixels at a depth discontinuity of the ground
-truth (:func:`depth_edge_weight`: outlines, brinks of drops).
+truth (:func:`depth_edge_weight`: outlines, brinks of drops). ``loss.relief_weight``
+(1: off) multiplies in a weight for the ground pixels whose true point lies
+more than ``loss.relief_band_m`` above or below the vehicle's ground plane
+(:func:`relief_weight_map`: hills, ditches, the ground past a drop-off, where
+the costmap reads steps, slopes and drops); it needs each frame's camera
+(:class:`FrameCameras`).
 
 A camera-aware model (``model.camera`` ``canonical_focal`` or
 ``canonical_focal_height``) learns depth for a canonical camera: each
@@ -93,6 +98,8 @@ class DepthLossConfig:
     edge_weight: float = 1.0  # weight of the pixels at a depth discontinuity (1: off); see depth_edge_weight
     edge_jump: float = 0.15  # relative depth step between neighbouring GT pixels that makes a discontinuity
     edge_radius_px: int = 2  # pixels on either side of the step that take edge_weight
+    relief_weight: float = 1.0  # weight of the ground pixels off the vehicle's ground plane (1: off)
+    relief_band_m: float = 0.3  # how far off the plane (metres, along base z) a ground point must lie to count
 
 
 @dataclass
@@ -116,6 +123,12 @@ def parse_depth_sections(config: TrainConfig, source: str = "config") -> tuple[D
     if not loss.edge_weight > 0 or not loss.edge_jump > 0 or loss.edge_radius_px < 0:
         raise ConfigError(f"{source}: loss.edge_weight ({loss.edge_weight}) and loss.edge_jump ({loss.edge_jump}) "
                           f"must be > 0 and loss.edge_radius_px ({loss.edge_radius_px}) >= 0")
+    if not loss.relief_weight > 0 or not loss.relief_band_m > 0:
+        raise ConfigError(f"{source}: loss.relief_weight ({loss.relief_weight}) and loss.relief_band_m "
+                          f"({loss.relief_band_m}) must be > 0")
+    if loss.relief_weight != 1.0 and model.camera == "fixed":
+        raise ConfigError(f"{source}: loss.relief_weight needs each frame's camera (model.camera canonical_focal or "
+                          "canonical_focal_height, synthetic data)")
     distill = dataclass_from_dict(DistillConfig, config.distill, f"{source}: distill")
     return model, data, loss, distill
 
@@ -209,6 +222,49 @@ def label_weight_table(class_weights: dict[str, float], ontology: Any = None) ->
     table = torch.ones(256, dtype=torch.float32)
     table[: len(names)] = class_weights_by_name(names, class_weights)
     return table
+
+
+# FrameCameras' per-frame keys that place a pixel's true point relative to the vehicle's ground plane.
+RELIEF_KEYS = ("camera_fx", "camera_fy", "camera_cx", "camera_cy", "camera_up_x", "camera_up_y", "camera_up_z")
+
+
+def relief_weight_map(batch: dict[str, Any], surface_ids: torch.Tensor, weight: float, band_m: float) -> torch.Tensor:
+    """[B,1,H,W] loss weight: ``weight`` on the ground pixels whose true point lies more than ``band_m`` off the
+    vehicle's ground plane, else 1.
+
+    The height of a pixel's point above the plane is ``camera_height_m + z * (up . ((u - cx) / fx, (v - cy) / fy,
+    1))``, with ``up`` the base frame's z axis in the optical frame (row 2 of the optical-to-base rotation) and K at
+    the batch's size (:class:`FrameCameras`). A horizontal flip mirrors the camera: its roll changes sign, which
+    turns ``up_x`` and moves ``cx`` to ``W - 1 - cx``; the batch does not say which items were flipped, so each
+    item takes whichever of the two cameras puts more of its ground pixels on the plane (the right one puts the
+    level ground there; with no roll and a centred principal point the two agree).
+    """
+    depth = batch["depth"].float()
+    if depth.dim() == 3:
+        depth = depth[:, None]
+    h, w = depth.shape[-2:]
+    device = depth.device
+
+    def per_item(key: str) -> torch.Tensor:
+        return torch.as_tensor(batch[key], dtype=torch.float32).to(device).view(-1, 1, 1, 1)
+
+    fx, fy, cx, cy, ux, uy, uz = (per_item(key) for key in RELIEF_KEYS)
+    mount = per_item("camera_height_m")
+    label = batch["label"].to(device).long()
+    if label.dim() == 3:
+        label = label[:, None]
+    ground = surface_ids.to(device)[label] & torch.isfinite(depth) & (depth > 0)
+    us = torch.arange(w, device=device, dtype=torch.float32).view(1, 1, 1, w)
+    vs = torch.arange(h, device=device, dtype=torch.float32).view(1, 1, h, 1)
+    row = uy * (vs - cy) / fy + uz
+    z = torch.where(ground, depth, torch.zeros_like(depth))
+    height = mount + z * (ux * (us - cx) / fx + row)
+    height_mirrored = mount + z * (-ux * (us - (w - 1 - cx)) / fx + row)
+    on_plane = ((height.abs() <= band_m) & ground).sum(dim=(1, 2, 3), keepdim=True)
+    on_plane_mirrored = ((height_mirrored.abs() <= band_m) & ground).sum(dim=(1, 2, 3), keepdim=True)
+    height = torch.where(on_plane_mirrored > on_plane, height_mirrored, height)
+    relief = ground & (height.abs() > band_m)
+    return 1.0 + (weight - 1.0) * relief.float()
 
 
 def depth_edge_weight(depth: torch.Tensor, weight: float, jump: float, radius_px: int) -> torch.Tensor:
@@ -387,6 +443,11 @@ class DepthTask:
         self.dataset_factory = dataset_factory
         self._teacher: DualHeadDepthNet | None = None
         self._label_weights = label_weight_table(self.loss_cfg.class_weights)
+        self._surface_ids: torch.Tensor | None = None  # loss.relief_weight: which label ids lie flat (ground)
+        if self.loss_cfg.relief_weight != 1.0:
+            from perception_core.costmap import class_map_from_ontology
+
+            self._surface_ids = torch.from_numpy(class_map_from_ontology().surface.copy())
 
     def build_model(self) -> nn.Module:
         net = build_depth_net(self.model_cfg)
@@ -460,7 +521,7 @@ class DepthTask:
 
     def _pixel_weight(self, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
         """[B,1,H,W] loss weight of each pixel, or None for 1: its label's (``loss.class_weights``) times its
-        depth edge's (``loss.edge_weight``)."""
+        depth edge's (``loss.edge_weight``) times its relief's (``loss.relief_weight``)."""
         weight = None
         if self._label_weights is not None and "label" in batch:
             label = batch["label"]
@@ -471,6 +532,11 @@ class DepthTask:
         if cfg.edge_weight != 1.0:
             edges = depth_edge_weight(batch["depth"], cfg.edge_weight, cfg.edge_jump, cfg.edge_radius_px)
             weight = edges if weight is None else weight * edges
+        if self._surface_ids is not None and "label" in batch:
+            if self._surface_ids.device != batch["depth"].device:
+                self._surface_ids = self._surface_ids.to(batch["depth"].device)
+            relief = relief_weight_map(batch, self._surface_ids, cfg.relief_weight, cfg.relief_band_m)
+            weight = relief if weight is None else weight * relief
         return weight
 
     @torch.no_grad()
@@ -509,7 +575,7 @@ def load_teacher(distill_cfg: DistillConfig, student_cfg: DepthModelConfig) -> D
 
 
 class FrameCameras(Dataset):
-    """A depth data set's items plus their camera: ``focal_px`` and ``camera_height_m``.
+    """A depth data set's items plus their camera: ``focal_px``, ``camera_height_m`` and the :data:`RELIEF_KEYS`.
 
     The camera of every frame of the synthetic folders inside ``dataset`` (one
     folder, a mix of sources, or a subset) is read once
@@ -517,7 +583,9 @@ class FrameCameras(Dataset):
     camera). ``focal_px`` is ``pipelines.input_focal_px`` of it for a
     whole-frame resize to ``input_hw``, the node's preprocessing (a
     horizontal flip keeps it); ``camera_height_m`` is the mount height above
-    base_link, whose origin is on the ground.
+    base_link, whose origin is on the ground. ``camera_fx`` ... ``camera_cy``
+    are K at ``input_hw``, and ``camera_up_*`` the base frame's z axis in the
+    optical frame (what :func:`relief_weight_map` needs), for the unflipped frame.
 
     Raises:
         ConfigError: a source without per-frame cameras (only synthetic folders have them).
@@ -526,32 +594,36 @@ class FrameCameras(Dataset):
     def __init__(self, dataset: Any, input_hw: tuple[int, int]) -> None:
         from model_tools.data.datasets import SyntheticFolderDataset
         from model_tools.data.synth import read_frame_rig
-        from perception_core.pipelines import input_focal_px
+        from perception_core.geometry import camera_optical_pose
+        from perception_core.pipelines import input_focal_px, scale_intrinsics
 
         self.dataset = dataset
-        self.cameras: dict[str, tuple[float, float]] = {}
+        self.cameras: dict[str, dict[str, float]] = {}
         for leaf in _leaf_datasets(dataset):
             if not isinstance(leaf, SyntheticFolderDataset):
                 raise ConfigError(f"a camera-aware depth model needs each frame's camera; source {leaf.source!r} has "
                                   "none (synthetic folders do)")
             for sample in leaf.samples:
                 rig = read_frame_rig(leaf.split_dir, sample.image.stem)
-                self.cameras[str(sample.image)] = (input_focal_px(rig.K, (rig.height, rig.width), input_hw),
-                                                   rig.mount_height)
+                k = scale_intrinsics(rig.K, (rig.height, rig.width), input_hw)
+                up = camera_optical_pose(*rig.mount)[2, :3]
+                self.cameras[str(sample.image)] = {
+                    "focal_px": input_focal_px(rig.K, (rig.height, rig.width), input_hw),
+                    "camera_height_m": float(rig.mount_height),
+                    **dict(zip(RELIEF_KEYS, (float(v) for v in (k[0, 0], k[1, 1], k[0, 2], k[1, 2], *up)), strict=True)),
+                }
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def item_extras(self, path: str) -> dict[str, float]:
         """The values added to the item of image ``path`` (what the frame cache adds to its batches)."""
-        focal, height = self.cameras[path]
-        return {"focal_px": focal, "camera_height_m": height}
+        return dict(self.cameras[path])
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         item = self.dataset[index]
-        focal, height = self.cameras[item["path"]]
-        item["focal_px"] = torch.tensor(focal, dtype=torch.float32)
-        item["camera_height_m"] = torch.tensor(height, dtype=torch.float32)
+        for key, value in self.cameras[item["path"]].items():
+            item[key] = torch.tensor(value, dtype=torch.float32)
         return item
 
     def set_epoch(self, epoch: int) -> None:
