@@ -107,6 +107,11 @@ def _step_and_slope(elevation: np.ndarray, top: np.ndarray, bottom: np.ndarray, 
     return step, slope
 
 
+# Smallest spacing, in cells, of the compared window centroids in any direction for window_slope to solve
+# for the gradient rather than take the nominal difference.
+SOLVE_MIN_SPREAD = 0.75
+
+
 def window_slope(elevation: np.ndarray, unknown: np.ndarray, side: int, resolution: float) -> np.ndarray:
     """tan of the slope of the ground over side x side windows: central differences of window means.
 
@@ -115,8 +120,9 @@ def window_slope(elevation: np.ndarray, unknown: np.ndarray, side: int, resoluti
     of the view) its known cells sit off-centre, and differences over the nominal two cells read a
     35-degree face as about 20 (docs/costmap.md, "Measured"). The differences along rows and along
     columns then fix the plane's two gradients exactly, whatever the centroids; with every cell known
-    this is the plain central difference. A window needs a third of its cells known, and the compared
-    centroids must not nearly coincide (NaN otherwise). ``elevation`` is NaN exactly where ``unknown``.
+    this is the plain central difference. A window needs a third of its cells known (NaN otherwise); where
+    the compared centroids are less than ``SOLVE_MIN_SPREAD`` cells apart in some direction (a band of seen
+    cells) the plain central difference stands. ``elevation`` is NaN exactly where ``unknown``.
     """
     import cv2
 
@@ -138,10 +144,18 @@ def window_slope(elevation: np.ndarray, unknown: np.ndarray, side: int, resoluti
     dz_u, du_u, dv_u = (mean[1:-1, 2:] - mean[1:-1, :-2] for mean in (mean_z, mean_u, mean_v))  # either side
     dz_v, du_v, dv_v = (mean[2:, 1:-1] - mean[:-2, 1:-1] for mean in (mean_z, mean_u, mean_v))
     det = du_u * dv_v - dv_u * du_v  # 4 (cells^2) with every cell known
+    # The compared centroids must stand at least SOLVE_MIN_SPREAD cells apart in every direction (the 2x2
+    # system's smaller singular value: 2 with every cell known, a little under 1 for windows cut by a crest
+    # or the ragged edge of the view). A band of seen cells along the edge of the field of view at range has
+    # them apart along the band mostly, and the solve would extrapolate the band's noise across it into a
+    # steep slope; there the nominal two-cell difference is kept.
+    spread = du_u * du_u + dv_u * dv_u + du_v * du_v + dv_v * dv_v
     with np.errstate(invalid="ignore"):
-        det[~(det > 1.0)] = np.nan  # centroids about a cell apart or less: no stable gradient
-    grad_u = (dz_u * dv_v - dv_u * dz_v) / det
-    grad_v = (du_u * dz_v - dz_u * du_v) / det
+        smaller_sq = (spread - np.sqrt(np.maximum(spread * spread - 4.0 * det * det, 0.0))) * 0.5
+        solvable = smaller_sq >= SOLVE_MIN_SPREAD * SOLVE_MIN_SPREAD
+    det[~solvable] = 1.0  # any finite value: overwritten below
+    grad_u = np.where(solvable, (dz_u * dv_v - dv_u * dz_v) / det, dz_u * 0.5)
+    grad_v = np.where(solvable, (du_u * dz_v - dz_u * du_v) / det, dz_v * 0.5)
     slope = np.full((rows, cols), np.nan, np.float32)
-    slope[1:-1, 1:-1] = cv2.magnitude(grad_u, grad_v) * np.float32(1.0 / resolution)
+    slope[1:-1, 1:-1] = cv2.magnitude(grad_u.astype(np.float32), grad_v.astype(np.float32)) * np.float32(1.0 / resolution)
     return slope
