@@ -224,6 +224,11 @@ def label_weight_table(class_weights: dict[str, float], ontology: Any = None) ->
     return table
 
 
+def per_item(batch: dict[str, Any], key: str, device: torch.device) -> torch.Tensor:
+    """A per-item scalar of the batch (``FrameCameras``' keys) as float32 [B,1,1,1] on ``device``."""
+    return torch.as_tensor(batch[key], dtype=torch.float32).to(device).view(-1, 1, 1, 1)
+
+
 # FrameCameras' per-frame keys that place a pixel's true point relative to the vehicle's ground plane.
 RELIEF_KEYS = ("camera_fx", "camera_fy", "camera_cx", "camera_cy", "camera_up_x", "camera_up_y", "camera_up_z")
 
@@ -245,11 +250,8 @@ def relief_weight_map(batch: dict[str, Any], surface_ids: torch.Tensor, weight: 
     h, w = depth.shape[-2:]
     device = depth.device
 
-    def per_item(key: str) -> torch.Tensor:
-        return torch.as_tensor(batch[key], dtype=torch.float32).to(device).view(-1, 1, 1, 1)
-
-    fx, fy, cx, cy, ux, uy, uz = (per_item(key) for key in RELIEF_KEYS)
-    mount = per_item("camera_height_m")
+    fx, fy, cx, cy, ux, uy, uz = (per_item(batch, key, device) for key in RELIEF_KEYS)
+    mount = per_item(batch, "camera_height_m", device)
     label = batch["label"].to(device).long()
     if label.dim() == 3:
         label = label[:, None]
@@ -394,11 +396,9 @@ def camera_scale(batch: dict[str, Any], model_cfg: DepthModelConfig, device: tor
     if missing:
         raise ConfigError(f"model.camera is {model_cfg.camera} but the data gives no per-frame {', '.join(missing)} "
                           "(wrap the data set in tasks.depth.FrameCameras)")
-    scale = torch.as_tensor(batch["focal_px"], dtype=torch.float32).to(device).view(-1, 1, 1, 1)
-    scale = scale / float(model_cfg.canonical_focal_px)
+    scale = per_item(batch, "focal_px", device) / float(model_cfg.canonical_focal_px)
     if model_cfg.camera == "canonical_focal_height":
-        height = torch.as_tensor(batch["camera_height_m"], dtype=torch.float32).to(device).view(-1, 1, 1, 1)
-        scale = scale * (height / float(model_cfg.canonical_height_m))
+        scale = scale * (per_item(batch, "camera_height_m", device) / float(model_cfg.canonical_height_m))
     return scale
 
 

@@ -157,5 +157,5 @@ def window_slope(elevation: np.ndarray, unknown: np.ndarray, side: int, resoluti
     grad_u = np.where(solvable, (dz_u * dv_v - dv_u * dz_v) / det, dz_u * 0.5)
     grad_v = np.where(solvable, (du_u * dz_v - dz_u * du_v) / det, dz_v * 0.5)
     slope = np.full((rows, cols), np.nan, np.float32)
-    slope[1:-1, 1:-1] = cv2.magnitude(grad_u.astype(np.float32), grad_v.astype(np.float32)) * np.float32(1.0 / resolution)
+    slope[1:-1, 1:-1] = cv2.magnitude(grad_u, grad_v) * np.float32(1.0 / resolution)  # float32 throughout
     return slope
