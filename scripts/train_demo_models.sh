@@ -99,12 +99,15 @@ JOBS=(
   "depth_sigmoid_r18|$PY -m model_tools.cli depth train --config config/train/depth_sigmoid_r18.yaml $DEPTH_DATA --run-dir $RUNS/depth_sigmoid_r18 --time-budget-min @BUDGET@ --set num_workers=@WORKERS@ $FAST_DEPTH ${EXTRA_TRAIN_ARGS:-}"
 )
 # Jobs that run only when ONLY names them: the levels depth run with the depth-edge weight (loss.edge_weight,
-# docs/depth.md; EDGE_WEIGHT, default 3.0) or with the relief weight (loss.relief_weight: the ground off the
-# vehicle's plane; RELIEF_WEIGHT, default 3.0), each for an A/B against depth_levels_r18 on the same frames in one
+# docs/depth.md; EDGE_WEIGHT, default 3.0), with the relief weight (loss.relief_weight: the ground off the
+# vehicle's plane; RELIEF_WEIGHT, default 3.0) or with the camera as an input, each for an A/B against depth_levels_r18 on the same frames in one
 # call (JOBS_PER_GPU=2 trains two at once on one GPU). Each has its own frame cache: two runs must not fill one folder.
 OPTIONAL_JOBS=(
   "depth_levels_r18_edges|$PY -m model_tools.cli depth train --config config/train/depth_levels_r18.yaml $DEPTH_DATA --run-dir $RUNS/depth_levels_r18_edges --time-budget-min @BUDGET@ --set num_workers=@WORKERS@ ${FAST_DEPTH//frame_cache_depth/frame_cache_depth_edges} --set loss.edge_weight=${EDGE_WEIGHT:-3.0} ${EXTRA_TRAIN_ARGS:-}"
   "depth_levels_r18_relief|$PY -m model_tools.cli depth train --config config/train/depth_levels_r18.yaml $DEPTH_DATA --run-dir $RUNS/depth_levels_r18_relief --time-budget-min @BUDGET@ --set num_workers=@WORKERS@ ${FAST_DEPTH//frame_cache_depth/frame_cache_depth_relief} --set loss.relief_weight=${RELIEF_WEIGHT:-3.0} ${EXTRA_TRAIN_ARGS:-}"
+  # The camera as a network input (model.camera_input: docs/depth.md, "Camera-aware depth"), the other
+  # half of an A/B against depth_levels_r18; from weights without it, its modulation starts as the identity.
+  "depth_levels_r18_camera|$PY -m model_tools.cli depth train --config config/train/depth_levels_r18.yaml $DEPTH_DATA --run-dir $RUNS/depth_levels_r18_camera --time-budget-min @BUDGET@ --set num_workers=@WORKERS@ ${FAST_DEPTH//frame_cache_depth/frame_cache_depth_camera} --set model.camera_input=true ${EXTRA_TRAIN_ARGS:-}"
 )
 # ONLY="name ..." keeps just those jobs (e.g. one device call per pair of runs).
 if [[ -n ${ONLY:-} ]]; then
@@ -208,6 +211,19 @@ if [[ ${COSTMAP_BENCH:-0} == 1 && ${#BENCH_NAMES[@]} -gt 0 ]]; then
   done
 fi
 
+# ---- 3c. depth per camera (CAMERAS_EVAL="run ...") ---------------------------------------------------
+# Those runs' costmap-bench exports scored on the held-out cameras (model_tools.eval_cameras, its default sets:
+# the command of models/reports/depth_cameras/), one after the other on all cores; the first renders the sets
+# (minutes each: run 16 took about 2.8 min per run on 16 cores; leave room for them in the call).
+for name in ${CAMERAS_EVAL:-}; do
+    [[ -f $SCRATCH/onnx/$name.onnx ]] || { log "depth per camera: no export of $name (COSTMAP_BENCH=1 makes it)"; continue; }
+    log "depth per camera: $name"
+    $PY -m model_tools.eval_cameras --model "$SCRATCH/onnx/$name.onnx" --out "$RUNS/$name/cameras" \
+        --work "$SCRATCH/evcams" --workers "$CORES" --threads "$CORES" > "$SCRATCH/$name.cameras.log" 2>&1 \
+      || { log "depth per camera of $name FAILED"; tail -20 "$SCRATCH/$name.cameras.log"; status=1; continue; }
+    grep -E "^Grid|meet" "$RUNS/$name/cameras/cameras.md" | tail -2 || true
+done
+
 # ---- 4. package into $OUT (<= 8 files, each < 16 MiB) ------------------------------------------
 log "packaging into $OUT"
 $PY - "$RUNS" "$OUT" "${NAMES[@]}" <<'PYEOF'
@@ -230,7 +246,7 @@ for name in names:
 with tarfile.open(out / "reports.tar.gz", "w:gz") as tar:
     for name in names:
         for f in ("config.yaml", "metrics.csv", "curves.png", "summary.json", "eval_test.json", "eval_test.md",
-                  "eval_test_confusion.png", "costmap_bench.json"):
+                  "eval_test_confusion.png", "costmap_bench.json", "cameras/cameras.md", "cameras/cameras.json"):
             if (runs / name / f).exists():
                 tar.add(runs / name / f, arcname=f"{name}/{f}")
 files = sorted(p for p in out.iterdir() if p.is_file())

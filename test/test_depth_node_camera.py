@@ -29,9 +29,8 @@ def _node(model: Path, **params: object):
     return lambda context: DepthNode(context=context, parameter_overrides=overrides)
 
 
-def test_depth_is_rescaled_by_the_camera_info_focal_length_and_the_camera_height(tmp_path: Path) -> None:
-    model = make_tiny_depth_model(tmp_path / "aware.onnx", outputs="separate", levels=16, max_depth=15.0,
-                                  depth_camera="canonical_focal_height", canonical_focal_px=20.0, canonical_height_m=1.0)
+def _published_depth(model: Path) -> np.ndarray:
+    """The depth the node publishes for a grey 64x48 frame (fx 50, fy 60) and camera_height 1.2 m."""
     grey = np.full((48, 64, 3), round(LEVEL * 255 / 15), np.uint8)
     with ros_context() as context:
         node = _node(model, backend="cpu", num_threads=1, camera_height=1.2)(context)
@@ -47,11 +46,20 @@ def test_depth_is_rescaled_by_the_camera_info_focal_length_and_the_camera_height
         assert probe.spin_until(lambda: depth, every=send), "no depth within 15 s"
         probe.close()
         node.destroy_node()
-    t = round(LEVEL * 255 / 15) / 255.0
-    canonical = LEVEL + 1.0 / (1.0 + np.exp(-(t - 0.5)))  # the tiny model: 1 m levels + a sigmoid residual
-    # 64x48 -> the 32x32 input: fx' = 50 * 0.5 = 25, fy' = 60 * 2/3 = 40; scale = sqrt(25 * 40) / 20 * 1.2 / 1.0
-    scale = np.sqrt(25.0 * 40.0) / 20.0 * 1.2
-    np.testing.assert_allclose(as_array(depth[0], np.float32), canonical * scale, rtol=1e-5)
+    return as_array(depth[0], np.float32)
+
+
+# 64x48 -> the 32x32 input: fx' = 50 * 0.5 = 25, fy' = 60 * 2/3 = 40, so the focal factor is sqrt(25 * 40) / 20;
+# the height factor is 1.2 m / 1.0 m.
+FOCAL_RATIO, HEIGHT_RATIO = np.sqrt(25.0 * 40.0) / 20.0, 1.2
+GREY_T = round(LEVEL * 255 / 15) / 255.0  # the tiny model's mean intensity t
+
+
+def test_depth_is_rescaled_by_the_camera_info_focal_length_and_the_camera_height(tmp_path: Path) -> None:
+    model = make_tiny_depth_model(tmp_path / "aware.onnx", outputs="separate", levels=16, max_depth=15.0,
+                                  depth_camera="canonical_focal_height", canonical_focal_px=20.0, canonical_height_m=1.0)
+    canonical = LEVEL + 1.0 / (1.0 + np.exp(-(GREY_T - 0.5)))  # the tiny model: 1 m levels + a sigmoid residual
+    np.testing.assert_allclose(_published_depth(model), canonical * FOCAL_RATIO * HEIGHT_RATIO, rtol=1e-5)
 
 
 def test_a_model_that_needs_the_camera_height_refuses_to_start_without_it(tmp_path: Path) -> None:
@@ -62,3 +70,14 @@ def test_a_model_that_needs_the_camera_height_refuses_to_start_without_it(tmp_pa
             _node(model, backend="cpu")(context)
         with pytest.raises(ConfigError, match="require_camera_info must stay true"):
             _node(model, backend="cpu", camera_height=1.2, require_camera_info=False)(context)
+
+
+def test_the_node_feeds_a_camera_input_model_its_camera(tmp_path: Path) -> None:
+    """A model that takes the camera as an input gets [ln focal ratio, ln height ratio] from camera_info and
+    camera_height; the tiny model's residual moves with it, so the published depth shows it was fed."""
+    model = make_tiny_depth_model(tmp_path / "camera_input.onnx", outputs="separate", levels=16, max_depth=15.0,
+                                  depth_camera="canonical_focal_height", canonical_focal_px=20.0,
+                                  canonical_height_m=1.0, camera_input=True)
+    logit = GREY_T - 0.5 + np.log(FOCAL_RATIO) + np.log(HEIGHT_RATIO)  # the tiny model adds the camera input's sum
+    want = (LEVEL + 1.0 / (1.0 + np.exp(-logit))) * FOCAL_RATIO * HEIGHT_RATIO
+    np.testing.assert_allclose(_published_depth(model), want, rtol=1e-5)

@@ -83,6 +83,7 @@ def depth_metadata(model_cfg: Any, variant: str, height: int, width: int, checkp
         integer_head_kind=model_cfg.kind, levels=levels, depth_outputs=variant,
         depth_camera=model_cfg.camera, canonical_focal_px=float(model_cfg.canonical_focal_px),
         canonical_height_m=float(model_cfg.canonical_height_m),
+        camera_input="camera" if model_cfg.camera_input else "",
         extra={"checkpoint": str(checkpoint), "encoder": model_cfg.encoder, "padding": model_cfg.padding,
                "integer_step_m": step, "decoder_channels": list(model_cfg.decoder_channels)},
     )

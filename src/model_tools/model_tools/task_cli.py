@@ -269,7 +269,10 @@ def export_checkpoint(entry: TaskEntry, checkpoint: str | os.PathLike[str], out:
     path = spec.export(trained.model, trained.config, Path(out), variant=variant, opset=opset, height=height,
                        width=width, checkpoint=trained.checkpoint, overwrite=overwrite)
     if verbose:
-        print(f"{entry.command} export: wrote {path} ({variant}, input rgb 1x3x{height}x{width}, opset {opset})")
+        from perception_core.model_metadata import read_metadata
+
+        inputs = " + ".join(read_metadata(path).input_names)
+        print(f"{entry.command} export: wrote {path} ({variant}, inputs {inputs}, rgb 1x3x{height}x{width}, opset {opset})")
     report = validate_export(entry, path, trained, variant, inputs=validate_inputs, verbose=verbose) if validate else {}
     return {"path": str(path), "exporter": f"{entry.spec} ({entry.name})", "variant": variant,
             "input_hw": [height, width], "validation": report}

@@ -435,7 +435,7 @@ def test_frame_cameras_and_evaluation_use_each_frames_camera(tmp_path) -> None:
             self.config = cfg
             self.targets = [item["depth"] / (item["focal_px"] / 20.0 * item["camera_height_m"]) for item in items]
 
-        def predict_depth(self, x: torch.Tensor) -> torch.Tensor:
+        def predict_depth(self, x: torch.Tensor, camera: torch.Tensor | None = None) -> torch.Tensor:
             return torch.stack(self.targets)
 
     net = build_depth_net(cfg)
@@ -443,3 +443,46 @@ def test_frame_cameras_and_evaluation_use_each_frames_camera(tmp_path) -> None:
     net.predict_depth = stand_in.predict_depth  # the evaluation scales it back to metres: a perfect score
     metrics = evaluate_depth(net, DataLoader(dataset, batch_size=2), 0.1, 15.0, torch.device("cpu"), 20.0)
     assert metrics["abs_rel"] == pytest.approx(0.0, abs=1e-6) and metrics["a1"] == 1.0
+
+
+def test_the_camera_modulation_starts_as_the_identity_and_trains_from_weights_without_it(tmp_path) -> None:
+    """A run with model.camera_input from weights of a model without it starts with that model's outputs
+    for every camera (the modulation's last layer is zero), and a gradient reaches the modulation."""
+    from model_tools.tasks.depth import DepthTask
+    from model_tools.training.config import TrainConfig
+
+    camera = {"camera": "canonical_focal_height", "canonical_focal_px": 20.0, "canonical_height_m": 1.0}
+    torch.manual_seed(0)
+    plain = build_depth_net({**TINY, **camera}).eval()
+    torch.save(plain.state_dict(), tmp_path / "plain.pt")
+    task = DepthTask(TrainConfig(task="depth", model={**TINY, **camera, "camera_input": True,
+                                                      "init_weights": str(tmp_path / "plain.pt")}))
+    aware = task.build_model().eval()
+    x = torch.randn(2, 3, 64, 96)
+    cameras = torch.tensor([[0.1, 0.0], [0.9, 1.0]])
+    torch.testing.assert_close(aware.predict_depth(x, cameras), plain.predict_depth(x))
+    aware.train()
+    out = aware(x, scales=(0,), camera=cameras)
+    (out[("fractional", 0)].sum() + out[("integer", 0)].float().sum()).backward()
+    assert float(aware.camera_modulation.out.weight.grad.abs().sum()) > 0
+
+
+def test_the_training_camera_vector_is_the_runtimes_camera_input() -> None:
+    """camera_vector (training, torch) and pipelines.camera_features (runtime, numpy) agree for one camera."""
+    import numpy as np
+
+    from model_tools.tasks.depth import camera_vector
+    from perception_core.model_metadata import ModelMetadata
+    from perception_core.pipelines import camera_features, input_focal_px
+
+    cfg = DepthModelConfig(camera="canonical_focal_height", canonical_focal_px=180.0, canonical_height_m=0.8,
+                           camera_input=True, input_height=384, input_width=640)
+    k, hw, height = [[900.0, 0, 640.0], [0, 880.0, 540.0], [0, 0, 1]], (1080, 1280), 1.9
+    batch = {"focal_px": torch.tensor([input_focal_px(k, hw, (384, 640))]), "camera_height_m": torch.tensor([height])}
+    meta = ModelMetadata(task="depth", input_name="rgb", input_shape=[1, 3, 384, 640], output_names=["depth"],
+                         max_depth=15.0, integer_head_kind="levels", levels=256, depth_outputs="composed",
+                         depth_camera="canonical_focal_height", canonical_focal_px=180.0, canonical_height_m=0.8,
+                         camera_input="camera")
+    np.testing.assert_allclose(camera_vector(batch, cfg, torch.device("cpu")).numpy(),
+                               camera_features(meta, k, hw, height), rtol=1e-5)
+    assert camera_vector(batch, DepthModelConfig(input_height=32, input_width=32), torch.device("cpu")) is None

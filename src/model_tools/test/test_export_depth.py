@@ -155,3 +155,62 @@ def test_both_variants_load_and_run_on_qnn_htp_without_cpu_fallback(tmp_path: Pa
         for a, b in zip(cpu, htp, strict=True):
             assert np.isfinite(b).all()
             assert np.median(np.abs(a - b)) < 0.05 * max(1.0, float(np.abs(a).max()))
+
+
+CAMERA = ["model.camera=canonical_focal_height", "model.canonical_focal_px=20.0", "model.canonical_height_m=0.8",
+          "model.camera_input=true"]
+
+
+def test_a_camera_input_model_exports_with_its_second_input_and_the_runtime_feeds_it(tmp_path: Path) -> None:
+    """The camera input reaches the ONNX graph and the metadata; ONNX Runtime agrees with PyTorch on random
+    cameras, and the node's pipeline feeds it, so two camera heights give different canonical depth."""
+    from perception_core.pipelines import DepthPipeline
+    from perception_core.runtime.loader import load_model
+
+    ckpt = write_checkpoint(tmp_path, "levels", CAMERA)
+    state = torch.load(ckpt, weights_only=True)
+    torch.manual_seed(1)  # a modulation that is not the identity, as after training
+    state["model"]["camera_modulation.out.weight"] = 0.5 * torch.randn_like(state["model"]["camera_modulation.out.weight"])
+    save_atomic(state, ckpt)
+    out = tmp_path / "camera.onnx"
+    report = export_depth(ckpt, out, variant="separate")
+    assert report["verdict"] in ("excellent", "good")
+    meta = read_metadata(out)
+    assert meta.camera_input == "camera" and meta.input_names == ["rgb", "camera"]
+    pipe = DepthPipeline(load_model(out, backend="cpu"))
+    rgb = np.random.default_rng(0).integers(0, 255, (64, 96, 3), dtype=np.uint8)
+    k = [[40.0, 0, 47.5], [0, 40.0, 31.5], [0, 0, 1]]
+    low, high = (pipe.infer(rgb, camera_k=k, camera_height=h) for h in (0.8, 1.6))
+    assert high.depth_scale == pytest.approx(2 * low.depth_scale)
+    assert not np.allclose(high.integer, low.integer) or not np.allclose(high.fractional, low.fractional)
+
+
+def test_a_model_without_the_camera_input_refuses_a_camera_and_one_with_it_needs_one() -> None:
+    from model_tools.training.config import load_config
+
+    plain = build_depth_net(load_config(None, SMALL).model).eval()
+    aware = build_depth_net(load_config(None, [*SMALL, *CAMERA]).model).eval()
+    x = torch.zeros(1, 3, 64, 96)
+    with pytest.raises(ConfigError, match=r"without model\.camera_input"):
+        plain(x, camera=torch.zeros(1, 2))
+    with pytest.raises(ConfigError, match="takes the camera as an input"):
+        aware(x)
+    with pytest.raises(ConfigError, match=r"camera_input needs model\.camera canonical_focal_height"):
+        build_depth_net(load_config(None, [*SMALL, "model.camera_input=true"]).model)
+
+
+@pytest.mark.htp
+def test_a_camera_input_model_runs_on_qnn_htp_without_cpu_fallback(tmp_path: Path) -> None:
+    import onnxruntime as ort
+
+    from perception_core.runtime.qnn import qnn_session_options
+
+    out = tmp_path / "camera.onnx"
+    export_depth(write_checkpoint(tmp_path, "levels", CAMERA), out, variant="separate", validate=False)
+    feeds = {"rgb": np.random.default_rng(0).normal(size=(1, 3, 64, 96)).astype(np.float32),
+             "camera": np.array([[0.4, 0.7]], np.float32)}
+    cpu = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, feeds)
+    htp = ort.InferenceSession(str(out), sess_options=qnn_session_options(disable_cpu_fallback=True)).run(None, feeds)
+    for a, b in zip(cpu, htp, strict=True):
+        assert a.shape == b.shape and np.isfinite(b).all()
+        assert np.median(np.abs(a - b)) < 0.05 * max(1.0, float(np.abs(a).max()))

@@ -12,7 +12,7 @@ from quant_fixtures import gradient_frame, write_dataset, write_image_bag
 
 from model_tools.quant.images import ImageSource
 from model_tools.quant.quantize import QuantSettings, quantize_model
-from perception_core.errors import DataError, ModelFileError, OutputExistsError
+from perception_core.errors import ConfigError, DataError, ModelFileError, OutputExistsError
 from perception_core.model_metadata import ModelMetadata, read_metadata
 from perception_core.runtime.loader import CONTENT_VERIFIED, load_model
 from perception_core.testing.tiny_models import make_tiny_depth_model, make_tiny_seg_model
@@ -148,3 +148,36 @@ def test_sensitivity_ranks_parts_and_mixed_precision_meets_target(tmp_path, data
     assert "Mixed precision" in (out / "sensitivity.md").read_text()
     assert (out / "sensitivity.png").stat().st_size > 1000
     assert json.loads((out / "sensitivity.json").read_text())["metric"] == "abs_rel"
+
+
+def test_a_camera_input_model_calibrates_on_each_frames_camera_and_its_qdq_model_runs(tmp_path):
+    """Calibration feeds every frame's camera input from the synthetic folder's records (the QDQ model's camera
+    input gets a range from them); a folder without camera records is refused, naming the frame."""
+    from model_tools.data.synth import CameraRanges, write_synthetic_folder
+    from model_tools.quant.images import CalibrationReader
+    from perception_core.pipelines import DepthPipeline, camera_features
+
+    fp32 = make_tiny_depth_model(tmp_path / "cam.onnx", outputs="separate", levels=64, hw=(32, 32),
+                                 depth_camera="canonical_focal_height", canonical_focal_px=20.0,
+                                 canonical_height_m=0.8, camera_input=True)
+    meta = read_metadata(fp32)
+    folder = write_synthetic_folder(tmp_path / "synth", CameraRanges(64, 48), 3, seed=5, split="train", progress=False)
+    reader = CalibrationReader(ImageSource(folder=str(folder.parent), split="train"), meta, count=3, resize=True,
+                               progress=False)
+    feeds = [reader.get_next() for _ in range(3)]
+    assert all(set(f) == {"image", "camera"} for f in feeds)
+    frames = ImageSource(folder=str(folder.parent), split="train").frames(3)[1]
+    for feed, frame in zip(feeds, frames, strict=True):
+        np.testing.assert_allclose(feed["camera"], camera_features(meta, **frame.camera))
+    assert len({float(f["camera"][0, 1]) for f in feeds}) == 3  # three drawn mount heights
+    out = tmp_path / "cam_qdq.onnx"
+    quantize_model(fp32, out, ImageSource(folder=str(folder.parent), split="train"), QuantSettings(), count=3,
+                   resize=True, progress=False)
+    assert read_metadata(out).camera_input == "camera"
+    frame = next(ImageSource(folder=str(folder.parent), split="train").frames(1)[1])
+    depth = DepthPipeline(load_model(out, backend="cpu")).infer(frame.rgb, **frame.camera).depth
+    assert np.isfinite(depth).any()
+    # Frames without a camera record (a plain image folder) cannot calibrate a camera-input model.
+    with pytest.raises(ConfigError, match=r"calibration image 000000 .* takes its camera as an input"):
+        CalibrationReader(ImageSource(folder=str(write_dataset(tmp_path / "plain")), split="train"), meta, count=2,
+                          progress=False).get_next()

@@ -37,6 +37,11 @@ FORMATS = ("fp32", "qdq", "qnn_context")
 # "canonical_focal_height": as canonical_focal, and for a camera canonical_height_m above the ground plane
 #   of the vehicle's base frame; the runtime also multiplies by camera_height / canonical_height_m.
 DEPTH_CAMERA_MODELS = ("fixed", "canonical_focal", "canonical_focal_height")
+# A canonical_focal_height model may also take its camera as a second graph input (``camera_input`` names it):
+# float32 [1, 2] = [ln(f_input / canonical_focal_px), ln(camera_height / canonical_height_m)], the logs of the two
+# factors the output is rescaled by (zeros: the canonical camera). The network then knows what the output
+# scaling cannot tell it, e.g. that a higher camera sees finer texture at the same image row.
+CAMERA_INPUT_SHAPE = (1, 2)
 
 
 @dataclass
@@ -69,6 +74,7 @@ class ModelMetadata:
     depth_camera: str = "fixed"  # one of DEPTH_CAMERA_MODELS
     canonical_focal_px: float = 0.0  # depth_camera canonical_*: the focal length the output assumes
     canonical_height_m: float = 0.0  # depth_camera canonical_focal_height: the camera height the output assumes
+    camera_input: str = ""  # name of the [1, 2] camera input (CAMERA_INPUT_SHAPE); "" = the image is the only input
     # Segmentation task.
     class_names: list[str] = field(default_factory=list)
     class_colors: list[list[int]] = field(default_factory=list)
@@ -88,6 +94,11 @@ class ModelMetadata:
     def needs_camera_height(self) -> bool:
         """True when the output depth must also be rescaled with the camera's height above the ground."""
         return self.task == "depth" and self.depth_camera == "canonical_focal_height"
+
+    @property
+    def input_names(self) -> list[str]:
+        """The graph's inputs in order: the image, then the camera input if there is one."""
+        return [self.input_name, self.camera_input] if self.camera_input else [self.input_name]
 
     @property
     def input_hw(self) -> tuple[int, int]:
@@ -120,6 +131,13 @@ class ModelMetadata:
             if self.depth_camera == "canonical_focal_height" and not self.canonical_height_m > 0:
                 raise ModelFileError(f"{source}: depth_camera 'canonical_focal_height' needs canonical_height_m > 0, "
                                      f"got {self.canonical_height_m}")
+        if self.camera_input:
+            if self.task != "depth" or self.depth_camera != "canonical_focal_height":
+                raise ModelFileError(f"{source}: a camera input ({self.camera_input!r}) needs a depth model with "
+                                     f"depth_camera 'canonical_focal_height', got task {self.task!r}, depth_camera "
+                                     f"{self.depth_camera!r}")
+            if self.camera_input == self.input_name:
+                raise ModelFileError(f"{source}: camera_input and input_name are both {self.input_name!r}")
         if self.task == "segmentation":
             if not self.class_names or len(self.class_names) != len(self.class_colors):
                 raise ModelFileError(f"{source}: segmentation metadata needs class_names and one colour each")

@@ -28,7 +28,7 @@ import numpy as np
 
 from perception_core.depth_codec import compose_depth, integer_step
 from perception_core.errors import ConfigError, DataError, ModelFileError
-from perception_core.model_metadata import ModelMetadata
+from perception_core.model_metadata import CAMERA_INPUT_SHAPE, ModelMetadata
 from perception_core.preprocess import Preprocessor
 
 LOG = logging.getLogger(__name__)
@@ -81,6 +81,7 @@ class _ModelPipeline:
     def infer(self, image: np.ndarray, channel_order: str = "RGB", **postprocess_args: Any) -> Any:
         t0 = time.perf_counter()
         feeds = self.preprocessor.feeds(self.metadata.input_name, image, channel_order)
+        feeds.update(self.extra_feeds(**postprocess_args))
         t1 = time.perf_counter()
         outputs = self.model.run(feeds)
         t2 = time.perf_counter()
@@ -88,6 +89,10 @@ class _ModelPipeline:
         result.timings = {"preprocess_ms": (t1 - t0) * 1e3, "inference_ms": (t2 - t1) * 1e3,
                           "postprocess_ms": _ms(t2)}
         return result
+
+    def extra_feeds(self, **postprocess_args: Any) -> dict[str, np.ndarray]:
+        """Graph inputs besides the image (a depth model's camera input); none by default."""
+        return {}
 
     def postprocess(self, outputs: dict[str, np.ndarray]) -> Any:
         raise NotImplementedError
@@ -148,26 +153,16 @@ class DepthPipeline(_ModelPipeline):
 
     def depth_scale(self, camera_k: np.ndarray | list[float] | None, camera_hw: tuple[int, int] | None,
                     camera_height: float | None = None) -> float:
-        """Metres per model-output metre for this camera: 1 for a fixed-camera model.
+        """Metres per model-output metre for this camera: 1 for a fixed-camera model (see :func:`camera_ratios`)."""
+        focal_ratio, height_ratio = camera_ratios(self.metadata, camera_k, camera_hw, camera_height)
+        return focal_ratio * height_ratio
 
-        Raises:
-            ConfigError: a camera-aware model without what it needs (K and its image size; the camera
-                height for ``canonical_focal_height``), or values that are not positive.
-        """
-        meta = self.metadata
-        if not meta.needs_camera:
-            return 1.0
-        name = meta.model_name or "(unnamed)"
-        if camera_k is None or camera_hw is None:
-            raise ConfigError(f"depth model {name} is camera-aware (depth_camera {meta.depth_camera}): "
-                              "it needs the camera's K (camera_info) to give metres")
-        scale = input_focal_px(camera_k, camera_hw, meta.input_hw) / float(meta.canonical_focal_px)
-        if meta.needs_camera_height:
-            if camera_height is None or not camera_height > 0:
-                raise ConfigError(f"depth model {name} (depth_camera {meta.depth_camera}) needs the camera's height "
-                                  f"above the ground in metres (> 0), got {camera_height}")
-            scale *= float(camera_height) / float(meta.canonical_height_m)
-        return scale
+    def extra_feeds(self, camera_k: np.ndarray | list[float] | None = None, camera_hw: tuple[int, int] | None = None,
+                    camera_height: float | None = None) -> dict[str, np.ndarray]:
+        """The camera input of a model that takes one (metadata ``camera_input``), else nothing."""
+        if not self.metadata.camera_input:
+            return {}
+        return {self.metadata.camera_input: camera_features(self.metadata, camera_k, camera_hw, camera_height)}
 
     def postprocess(self, outputs: dict[str, np.ndarray], camera_k: np.ndarray | list[float] | None = None,
                     camera_hw: tuple[int, int] | None = None, camera_height: float | None = None) -> DepthOutput:
@@ -203,6 +198,67 @@ def mark_depth_range(depth: np.ndarray, min_depth: float, max_depth: float) -> n
             np.copyto(depth, np.float32(-np.inf), where=depth < np.float32(min_depth))
     depth[invalid] = np.nan
     return depth
+
+
+def camera_ratios(meta: ModelMetadata, camera_k: np.ndarray | list[float] | None, camera_hw: tuple[int, int] | None,
+                  camera_height: float | None = None) -> tuple[float, float]:
+    """(focal, height) factors that turn a camera-aware depth model's metres into this camera's; (1, 1) if fixed.
+
+    ``input_focal_px(K) / canonical_focal_px``, and ``camera_height /
+    canonical_height_m`` for ``canonical_focal_height`` (else 1).
+
+    Raises:
+        ConfigError: a camera-aware model without what it needs (K and its image size; the camera
+            height for ``canonical_focal_height``), or values that are not positive.
+    """
+    if not meta.needs_camera:
+        return 1.0, 1.0
+    name = meta.model_name or "(unnamed)"
+    if camera_k is None or camera_hw is None:
+        raise ConfigError(f"depth model {name} is camera-aware (depth_camera {meta.depth_camera}): "
+                          "it needs the camera's K (camera_info) to give metres")
+    focal_ratio = input_focal_px(camera_k, camera_hw, meta.input_hw) / float(meta.canonical_focal_px)
+    height_ratio = 1.0
+    if meta.needs_camera_height:
+        if camera_height is None or not camera_height > 0:
+            raise ConfigError(f"depth model {name} (depth_camera {meta.depth_camera}) needs the camera's height "
+                              f"above the ground in metres (> 0), got {camera_height}")
+        height_ratio = float(camera_height) / float(meta.canonical_height_m)
+    return focal_ratio, height_ratio
+
+
+def camera_features(meta: ModelMetadata, camera_k: np.ndarray | list[float] | None, camera_hw: tuple[int, int] | None,
+                    camera_height: float | None = None) -> np.ndarray:
+    """The camera input (``CAMERA_INPUT_SHAPE``) of a model with ``camera_input``: the logs of :func:`camera_ratios`.
+
+    Raises:
+        ConfigError: as :func:`camera_ratios`, or a model without a camera input.
+    """
+    if not meta.camera_input:
+        raise ConfigError(f"depth model {meta.model_name or '(unnamed)'} takes no camera input")
+    ratios = camera_ratios(meta, camera_k, camera_hw, camera_height)
+    return np.log(np.asarray(ratios, np.float64)).astype(np.float32).reshape(CAMERA_INPUT_SHAPE)
+
+
+def model_feeds(meta: ModelMetadata, image_tensor: np.ndarray, camera: dict[str, Any] | None = None,
+                where: str = "model") -> dict[str, np.ndarray]:
+    """Every graph input of a model: the preprocessed image and, for a model with a camera input, the camera's.
+
+    ``camera`` holds :class:`DepthPipeline`'s ``camera_k``, ``camera_hw``, ``camera_height``
+    (``quant.images.Frame.camera``); ``where`` names the frame in the error when it is missing.
+    """
+    feeds = {meta.input_name: image_tensor}
+    if meta.camera_input:
+        if camera is None:
+            raise ConfigError(f"{where}: depth model {meta.model_name or '(unnamed)'} takes its camera as an input "
+                              f"({meta.camera_input!r}) and this frame has none (synthetic folders record it)")
+        feeds[meta.camera_input] = camera_features(meta, **camera)
+    return feeds
+
+
+def canonical_camera_features() -> np.ndarray:
+    """The camera input of the canonical camera (zeros): for shape and parity checks, never a real frame."""
+    return np.zeros(CAMERA_INPUT_SHAPE, np.float32)
 
 
 class SegPipeline(_ModelPipeline):

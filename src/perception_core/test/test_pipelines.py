@@ -12,6 +12,8 @@ from perception_core.model_metadata import ModelMetadata
 from perception_core.pipelines import (
     DepthPipeline,
     SegPipeline,
+    camera_features,
+    canonical_camera_features,
     class_ids_to_labels,
     colorize_depth,
     colorize_labels,
@@ -19,6 +21,7 @@ from perception_core.pipelines import (
     input_focal_px,
     logits_to_labels,
     mark_depth_range,
+    model_feeds,
     overlay,
     pack_points,
     scale_intrinsics,
@@ -151,19 +154,86 @@ def test_camera_aware_depth_is_rescaled_by_the_cameras_focal_length_and_height(t
         aware.infer(rgb, camera_k=k)
 
 
+def test_a_camera_input_model_is_fed_the_logs_of_the_cameras_two_factors(tmp_path: Path) -> None:
+    """The tiny camera-input model shifts its fractional logit by c0 + c1: the pipeline must feed
+    c = [ln(f_input / 20 px), ln(height / 2 m)] and still rescale the output by their product."""
+    model = load_model(make_tiny_depth_model(
+        tmp_path / "cam.onnx", outputs="separate", levels=16, max_depth=15.0, depth_camera="canonical_focal_height",
+        canonical_focal_px=20.0, canonical_height_m=2.0, camera_input=True), backend="cpu")
+    assert model.metadata.input_names == ["image", "camera"]
+    pipe = DepthPipeline(model)
+    rgb = np.full((48, 64, 3), round(6 * 255 / 15), np.uint8)
+    k = [[50.0, 0, 31.5], [0, 60.0, 23.5], [0, 0, 1]]
+    focal_ratio, height_ratio = (50.0 * 32 / 64 * 60.0 * 32 / 48) ** 0.5 / 20.0, 1.6 / 2.0
+    feeds = pipe.extra_feeds(camera_k=k, camera_hw=(48, 64), camera_height=1.6)
+    np.testing.assert_allclose(feeds["camera"], [[np.log(focal_ratio), np.log(height_ratio)]], rtol=1e-6)
+    np.testing.assert_allclose(camera_features(model.metadata, k, (48, 64), 1.6), feeds["camera"])
+    out = pipe.infer(rgb, camera_k=k, camera_height=1.6)
+    t = round(6 * 255 / 15) / 255.0
+    logit = t - 0.5 + np.log(focal_ratio) + np.log(height_ratio)
+    want = (6.0 + 1.0 / (1.0 + np.exp(-logit))) * focal_ratio * height_ratio
+    np.testing.assert_allclose(out.depth, np.full((32, 32), want, np.float32), rtol=1e-5)
+    # Another camera height changes what the network is told, not only the output scale.
+    lower = pipe.infer(rgb, camera_k=k, camera_height=1.0)
+    lower_logit = t - 0.5 + np.log(focal_ratio) + np.log(0.5)
+    np.testing.assert_allclose(lower.depth, (6.0 + 1.0 / (1.0 + np.exp(-lower_logit))) * focal_ratio * 0.5, rtol=1e-5)
+    with pytest.raises(ConfigError, match="needs the camera's height"):
+        pipe.infer(rgb, camera_k=k)
+    # Every graph input for offline tools: the camera of a frame, or a clear error naming it.
+    np.testing.assert_allclose(model_feeds(model.metadata, np.zeros((1, 3, 32, 32), np.float32),
+                                           {"camera_k": k, "camera_hw": (48, 64), "camera_height": 1.6})["camera"],
+                               feeds["camera"])
+    with pytest.raises(ConfigError, match=r"frame 7: .* takes its camera as an input"):
+        model_feeds(model.metadata, np.zeros((1, 3, 32, 32), np.float32), None, "frame 7")
+    np.testing.assert_array_equal(canonical_camera_features(), np.zeros((1, 2), np.float32))
+
+
+def test_the_loader_checks_the_camera_input_against_the_metadata(tmp_path: Path) -> None:
+    import onnx
+
+    from perception_core.model_metadata import read_metadata, set_model_metadata
+
+    path = make_tiny_depth_model(tmp_path / "cam.onnx", depth_camera="canonical_focal_height", canonical_focal_px=20.0,
+                                 canonical_height_m=2.0, camera_input=True)
+    meta = read_metadata(path)
+    meta.camera_input = ""  # metadata that forgets the graph's second input
+    proto = onnx.load(str(path))
+    set_model_metadata(proto, meta)
+    onnx.save(proto, str(tmp_path / "forgot.onnx"))
+    with pytest.raises(ModelFileError, match=r"forgot.onnx: graph inputs are \['image', 'camera'\] but the metadata says \['image'\]"):
+        load_model(tmp_path / "forgot.onnx", backend="cpu")
+    plain = make_tiny_depth_model(tmp_path / "plain.onnx", depth_camera="canonical_focal_height",
+                                  canonical_focal_px=20.0, canonical_height_m=2.0)
+    meta = read_metadata(plain)
+    meta.camera_input = "camera"  # metadata that promises an input the graph lacks
+    proto = onnx.load(str(plain))
+    set_model_metadata(proto, meta)
+    onnx.save(proto, str(tmp_path / "promised.onnx"))
+    with pytest.raises(ModelFileError, match=r"promised\.onnx: graph inputs are"):
+        load_model(tmp_path / "promised.onnx", backend="cpu")
+
+
 def test_depth_camera_metadata_is_validated_and_survives_the_round_trip() -> None:
     base = {"task": "depth", "input_name": "rgb", "input_shape": [1, 3, 32, 32], "output_names": ["depth"],
             "max_depth": 15.0, "integer_head_kind": "levels", "levels": 16, "depth_outputs": "composed"}
     meta = ModelMetadata(**base, depth_camera="canonical_focal_height", canonical_focal_px=180.0, canonical_height_m=0.8)
     again = ModelMetadata.from_props(meta.to_props(), "m.onnx")
     assert (again.depth_camera, again.canonical_focal_px, again.canonical_height_m) == ("canonical_focal_height", 180.0, 0.8)
-    assert again.needs_camera and again.needs_camera_height
+    assert again.needs_camera and again.needs_camera_height and again.input_names == ["rgb"]
+    with_input = ModelMetadata.from_props(ModelMetadata(**{**base, "input_name": "rgb"}, depth_camera="canonical_focal_height",
+                                                        canonical_focal_px=180.0, canonical_height_m=0.8,
+                                                        camera_input="camera").to_props(), "m.onnx")
+    assert with_input.input_names == ["rgb", "camera"]
     old = {k: v for k, v in meta.to_props().items() if "camera" not in k and "canonical" not in k}
     assert not ModelMetadata.from_props(old, "old.onnx").needs_camera  # models without the fields are fixed-camera
     for fields, message in (({"depth_camera": "pinhole"}, "depth_camera 'pinhole' is not one of"),
                             ({"depth_camera": "canonical_focal"}, "needs canonical_focal_px > 0"),
                             ({"depth_camera": "canonical_focal_height", "canonical_focal_px": 180.0},
-                             "needs canonical_height_m > 0")):
+                             "needs canonical_height_m > 0"),
+                            ({"depth_camera": "canonical_focal", "canonical_focal_px": 180.0, "camera_input": "camera"},
+                             "a camera input .* needs a depth model with depth_camera 'canonical_focal_height'"),
+                            ({"depth_camera": "canonical_focal_height", "canonical_focal_px": 180.0,
+                              "canonical_height_m": 0.8, "camera_input": "rgb"}, "camera_input and input_name are both")):
         with pytest.raises(ModelFileError, match=f"m.onnx: .*{message}"):
             ModelMetadata(**base, **fields).validate("m.onnx")
 

@@ -204,7 +204,7 @@ def _rewrite_props(path: Path, out: Path, **changes: object) -> Path:
 def test_metadata_that_disagrees_with_the_graph_is_named(tmp_path: Path) -> None:
     src = make_tiny_depth_model(tmp_path / "d.onnx", outputs="separate")
     cases = [
-        ({"input_name": "rgb"}, r"graph input is 'image' but metadata input_name says 'rgb'"),
+        ({"input_name": "rgb"}, r"graph inputs are \['image'\] but the metadata says \['rgb'\] \(input_name\)"),
         ({"input_shape": [1, 3, 64, 64]}, r"differs from metadata input_shape \[1, 3, 64, 64\]"),
         ({"output_names": ["integer", "frac"]}, r"metadata output_names \['frac'\] are not graph outputs"),
         ({"output_names": ["integer"]}, r"'separate' depth model needs 2 output\(s\)"),

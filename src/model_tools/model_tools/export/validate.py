@@ -24,7 +24,7 @@ from torch import nn
 
 from model_tools.io_utils import write_json
 from perception_core.errors import ModelFileError
-from perception_core.model_metadata import ModelMetadata
+from perception_core.model_metadata import CAMERA_INPUT_SHAPE, ModelMetadata
 
 EXCELLENT = 1e-4
 GOOD = 1e-3
@@ -104,10 +104,14 @@ def validate_onnx(
     module = module.eval()
     per_input = []
     totals: dict[str, dict[str, Any]] = {}
+    rng = np.random.default_rng(seed + 1)
     for x in random_inputs(metadata, n_inputs, seed):
-        onnx_out = dict(zip(metadata.output_names, session.run(list(metadata.output_names), {metadata.input_name: x}), strict=True))
+        feeds = {metadata.input_name: x}
+        if metadata.camera_input:  # a camera inside the synthetic ranges (logs of 1x-3x focal and height)
+            feeds[metadata.camera_input] = rng.uniform(0.0, 1.1, CAMERA_INPUT_SHAPE).astype(np.float32)
+        onnx_out = dict(zip(metadata.output_names, session.run(list(metadata.output_names), feeds), strict=True))
         with torch.no_grad():
-            torch_out = module(torch.from_numpy(x))
+            torch_out = module(*(torch.from_numpy(feeds[name]) for name in metadata.input_names))
         if isinstance(torch_out, torch.Tensor):
             torch_out = (torch_out,)
         ref = {name: t.float().cpu().numpy() for name, t in zip(metadata.output_names, torch_out, strict=True)}

@@ -14,7 +14,8 @@ resolution, scale s is 1/2^s. Each scale has two heads:
 Depth = integer * max_depth + fractional (``depth_codec.compose_depth``).
 The network takes normalised input ``(x - 0.45) / 0.225`` (x = RGB in [0,1]);
 the normalisation is not in the graph, it travels in the ONNX metadata.
-Only ReLU activations and Conv/Resize/ArgMax ops, for the NPU. Padding of
+Only ReLU activations and Conv/Resize/ArgMax ops, for the NPU (plus Gemm and
+broadcast Mul/Add for the optional camera input, ``CameraModulation``). Padding of
 the decoder's 3x3 convs is ``zeros`` (NPU-friendly) or ``reflect``.
 """
 
@@ -31,11 +32,12 @@ from model_tools.models.resnet import RESNET_BLOCKS, build_resnet_encoder, load_
 from model_tools.registry import DEPTH
 from perception_core.depth_codec import HEAD_KINDS, integer_step
 from perception_core.errors import ConfigError
-from perception_core.model_metadata import DEPTH_CAMERA_MODELS
+from perception_core.model_metadata import CAMERA_INPUT_SHAPE, DEPTH_CAMERA_MODELS
 
 NORM_MEAN = DEPTH.preprocessing.mean[0]  # one value for all three channels
 NORM_STD = DEPTH.preprocessing.std[0]
 NUM_SCALES = 4
+CAMERA_FEATURES = CAMERA_INPUT_SHAPE[1]
 PADDING_MODES = ("zeros", "reflect")
 
 # ---- config ------------------------------------------------------------------------------------
@@ -64,12 +66,16 @@ class DepthModelConfig:
     camera: str = "fixed"
     canonical_focal_px: float = 0.0
     canonical_height_m: float = 0.0
+    # camera_focal_height only: the network also takes the camera ([ln focal ratio, ln height ratio], the
+    # runtime's perception_core.pipelines.camera_features) and scales and shifts every encoder feature map by
+    # a small MLP of it (CameraModulation), zero at start so that a run from weights without it starts equal.
+    camera_input: bool = False
     # Optional weights to start from (a state dict, checkpoint or split-parts prefix of this architecture).
     init_weights: str = ""
 
     # Fields whose difference makes a checkpoint's weights mean something else.
     ARCH_FIELDS = ("encoder", "width", "decoder_channels", "kind", "levels", "max_depth", "padding", "camera",
-                   "canonical_focal_px", "canonical_height_m")
+                   "canonical_focal_px", "canonical_height_m", "camera_input")
 
     def validate(self, source: str = "config") -> None:
         if self.encoder not in RESNET_BLOCKS:
@@ -92,6 +98,9 @@ class DepthModelConfig:
         if (self.camera == "canonical_focal_height") != (self.canonical_height_m > 0):
             raise ConfigError(f"{source}: model.canonical_height_m = {self.canonical_height_m} must be > 0 exactly "
                               f"when model.camera is canonical_focal_height (it is {self.camera!r})")
+        if self.camera_input and self.camera != "canonical_focal_height":
+            raise ConfigError(f"{source}: model.camera_input needs model.camera canonical_focal_height "
+                              f"(it is {self.camera!r}): the input is the log of its two factors")
 
     @property
     def step(self) -> float:
@@ -184,6 +193,34 @@ class DualHeadDecoder(nn.Module):
         return out
 
 
+class CameraModulation(nn.Module):
+    """Feature-wise scale and shift of each encoder level from the camera vector (FiLM).
+
+    ``features[i] * (1 + gamma_i(camera)) + beta_i(camera)``, with gamma and beta
+    from one two-layer MLP whose last layer starts at zero (the identity). Broadcast
+    Mul/Add and two Gemm on a [1, 2] input: NPU-friendly ops.
+    """
+
+    def __init__(self, channels: list[int], hidden: int = 32) -> None:
+        super().__init__()
+        self.channels = list(channels)
+        self.hidden = nn.Linear(CAMERA_FEATURES, hidden)
+        self.relu = nn.ReLU(inplace=True)
+        self.out = nn.Linear(hidden, 2 * sum(self.channels))
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, features: list[torch.Tensor], camera: torch.Tensor) -> list[torch.Tensor]:
+        params = self.out(self.relu(self.hidden(camera.to(features[0].dtype))))
+        out, start = [], 0
+        for feat, ch in zip(features, self.channels, strict=True):
+            gamma = params[:, start : start + ch].reshape(-1, ch, 1, 1)
+            beta = params[:, start + ch : start + 2 * ch].reshape(-1, ch, 1, 1)
+            out.append(feat * (1.0 + gamma) + beta)
+            start += 2 * ch
+        return out
+
+
 # ---- model -------------------------------------------------------------------------------------
 
 
@@ -207,15 +244,25 @@ class DualHeadDepthNet(nn.Module):
         self.encoder = build_resnet_encoder(config.encoder, config.width)
         int_out = config.levels if config.kind == "levels" else 1
         self.decoder = DualHeadDecoder(self.encoder.num_ch_enc, list(config.decoder_channels), int_out, config.padding)
+        self.camera_modulation = CameraModulation(list(self.encoder.num_ch_enc)) if config.camera_input else None
         if config.encoder_weights:
             load_encoder_weights(self.encoder, config.encoder_weights)
 
     def forward(
-        self, x: torch.Tensor, scales: tuple[int, ...] | None = None, with_features: bool = False
+        self, x: torch.Tensor, scales: tuple[int, ...] | None = None, with_features: bool = False,
+        camera: torch.Tensor | None = None,
     ) -> dict[tuple[str, int], torch.Tensor]:
+        """``camera``: [B, 2] camera vector, required exactly when the config has ``camera_input``."""
         if scales is None:
             scales = tuple(range(NUM_SCALES)) if self.training else (0,)
-        raw = self.decoder(self.encoder(x), scales, with_features)
+        features = self.encoder(x)
+        if self.camera_modulation is not None:
+            if camera is None:
+                raise ConfigError("this depth model takes the camera as an input (model.camera_input); none given")
+            features = self.camera_modulation(features, camera)
+        elif camera is not None:
+            raise ConfigError("a camera vector was given to a depth model without model.camera_input")
+        raw = self.decoder(features, scales, with_features)
         out: dict[tuple[str, int], torch.Tensor] = {}
         for (name, s), value in raw.items():
             if name == "integer_raw":
@@ -241,9 +288,9 @@ class DualHeadDepthNet(nn.Module):
         return (probs * ks).sum(dim=1, keepdim=True) / float(self.levels - 1)
 
     @torch.no_grad()
-    def predict_depth(self, x: torch.Tensor) -> torch.Tensor:
+    def predict_depth(self, x: torch.Tensor, camera: torch.Tensor | None = None) -> torch.Tensor:
         """Composed metric depth [B,1,H,W] at scale 0, as the exported model computes it."""
-        out = self.forward(x, scales=(0,))
+        out = self.forward(x, scales=(0,), camera=camera)
         return self.integer_value(out[("integer", 0)]).float() * self.max_depth + out[("fractional", 0)].float()
 
 
@@ -257,8 +304,8 @@ class DepthExportModule(nn.Module):
         self.net = net.eval()
         self.variant = variant
 
-    def forward(self, rgb: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        out = self.net(rgb, scales=(0,))
+    def forward(self, rgb: torch.Tensor, camera: torch.Tensor | None = None) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        out = self.net(rgb, scales=(0,), camera=camera)
         integer = self.net.integer_value(out[("integer", 0)])
         fractional = out[("fractional", 0)]
         if self.variant == "composed":

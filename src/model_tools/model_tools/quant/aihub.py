@@ -16,7 +16,7 @@ from typing import Any
 
 from model_tools.io_utils import atomic_write
 from perception_core.errors import BackendError, ConfigError, OutputExistsError
-from perception_core.model_metadata import ModelMetadata
+from perception_core.model_metadata import CAMERA_INPUT_SHAPE, ModelMetadata
 
 # AI Hub's device name for the Dragonwing IQ-9075 evaluation kit (QCS9075, Hexagon v73).
 IQ9075_DEVICE = "Dragonwing IQ-9075 EVK"
@@ -60,7 +60,8 @@ def build_compile_job(
         model_path=str(model_path),
         device_name=device_name,
         options=options,
-        input_specs={metadata.input_name: (tuple(int(d) for d in metadata.input_shape), "float32")},
+        input_specs={metadata.input_name: (tuple(int(d) for d in metadata.input_shape), "float32"),
+                     **({metadata.camera_input: (CAMERA_INPUT_SHAPE, "float32")} if metadata.camera_input else {})},
         name=f"{metadata.model_name or Path(model_path).stem}_{target_runtime}",
     )
 

@@ -36,6 +36,7 @@ from model_tools.quant.evaluate import (
 from model_tools.quant.images import Frame, ImageSource
 from perception_core.errors import ConfigError, ModelFileError, OutputExistsError
 from perception_core.model_metadata import ModelMetadata
+from perception_core.pipelines import model_feeds
 
 LOG = logging.getLogger(__name__)
 LEVELS = ("excellent", "good", "warning")
@@ -421,7 +422,7 @@ def compare_models(
     figures: list[str] = []
     (out / "outputs").mkdir(exist_ok=True)
     for i, item in enumerate(tqdm(frames, desc="compare", unit="frame", disable=not progress)):
-        feeds = {meta.input_name: item.tensor}
+        feeds = model_feeds(meta, item.tensor, item.frame.camera, item.frame.name)
         raw32, raw8 = fp32.run(feeds), int8.run(feeds)
         d32, d8 = run.add(i, item, raw32, raw8)
         if save_outputs:
@@ -466,7 +467,7 @@ def htp_agreement(
 
     started = time.perf_counter()
     htp = load_model(model_path, backend="npu")
-    htp_outputs = [htp.run({meta.input_name: f.tensor}) for f in frames]
+    htp_outputs = [htp.run(model_feeds(meta, f.tensor, f.frame.camera, f.frame.name)) for f in frames]
     per_frame = [output_agreement(meta, out, ref, f.frame)
                  for out, ref, f in zip(htp_outputs, qdq_cpu_outputs, frames, strict=True)]
     result = {"model": str(model_path), "backend": "QNN HTP (emulated on x86_64 here), CPU fallback disabled",

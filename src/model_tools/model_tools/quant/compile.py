@@ -212,7 +212,11 @@ def _check_run(ctx_path: Path, meta: ModelMetadata) -> float:
     from perception_core.runtime.loader import load_model
 
     model = load_model(ctx_path, backend="npu")
+    from perception_core.pipelines import canonical_camera_features
+
     feed = {meta.input_name: np.zeros(meta.input_shape, dtype=np.float32)}
+    if meta.camera_input:
+        feed[meta.camera_input] = canonical_camera_features()
     start = time.perf_counter()
     outputs = model.run(feed)
     elapsed = (time.perf_counter() - start) * 1e3

@@ -160,16 +160,16 @@ def target_of(frame: Frame, task: str, reference: Any | None) -> np.ndarray | No
 
 
 def score_model(
-    run: Callable[[np.ndarray], dict[str, np.ndarray]],
+    run: Callable[[PreparedFrame], dict[str, np.ndarray]],
     frames: list[PreparedFrame],
     metadata: ModelMetadata,
     references: list[Any] | None = None,
 ) -> dict[str, Any]:
-    """Task metrics of ``run`` (tensor -> outputs) over ``frames``; references stand in for missing GT."""
+    """Task metrics of ``run`` (prepared frame -> outputs) over ``frames``; references stand in for missing GT."""
     decode = decoder(metadata)
     scorer = TaskScorer(metadata)
     for i, item in enumerate(frames):
-        decoded = decode(run(item.tensor), item.frame)
+        decoded = decode(run(item), item.frame)
         target = target_of(item.frame, metadata.task, references[i] if references else None)
         if target is None:
             raise DataError(f"frame {item.frame.name} has no ground truth and no reference output to score against")
@@ -190,9 +190,10 @@ def degradation(fp32_value: float, int8_value: float, task: str, metric: str | N
     return (fp32_value - int8_value) if higher_better.get(name, False) else (int8_value - fp32_value)
 
 
-def cpu_runner(model_path: str, metadata: ModelMetadata) -> Callable[[np.ndarray], dict[str, np.ndarray]]:
-    """tensor -> outputs on ONNX Runtime's CPU EP (through the runtime loader)."""
+def cpu_runner(model_path: str, metadata: ModelMetadata) -> Callable[[PreparedFrame], dict[str, np.ndarray]]:
+    """Prepared frame -> outputs on ONNX Runtime's CPU EP (through the runtime loader; a camera input from the frame)."""
+    from perception_core.pipelines import model_feeds
     from perception_core.runtime.loader import load_model
 
     model = load_model(model_path, backend="cpu")
-    return lambda tensor: model.run({metadata.input_name: tensor})
+    return lambda item: model.run(model_feeds(metadata, item.tensor, item.frame.camera, item.frame.name))

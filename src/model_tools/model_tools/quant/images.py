@@ -23,6 +23,7 @@ import numpy as np
 
 from model_tools.data.readers import read_depth_png16, read_label_ids, read_rgb
 from perception_core.errors import DataError
+from perception_core.pipelines import model_feeds
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 DEFAULT_TOPIC = "/camera/image_raw"
@@ -75,12 +76,12 @@ def list_frames(root: str | os.PathLike[str], split: str | None = None) -> list[
 
 
 def read_frame(rgb_path: Path, with_targets: bool = True) -> Frame:
-    """Read one frame of a folder data set with its depth/label siblings when present."""
+    """Read one frame of a folder data set with its camera, and its depth/label siblings when present."""
     frame = Frame(name=rgb_path.stem, rgb=read_rgb(rgb_path))
+    split_dir = rgb_path.parent.parent
+    frame.camera = folder_frame_camera(split_dir, rgb_path.stem)  # an input of some depth models, not a target
     if not with_targets:
         return frame
-    split_dir = rgb_path.parent.parent
-    frame.camera = folder_frame_camera(split_dir, rgb_path.stem)
     depth_path = _sibling(split_dir / "depth", rgb_path.stem)
     label_path = _sibling(split_dir / "label", rgb_path.stem)
     if depth_path is not None:
@@ -222,7 +223,8 @@ class CalibrationReader:
         self.used += 1
         if self._bar is not None:
             self._bar.update(1)
-        return {self.metadata.input_name: np.ascontiguousarray(self.preprocess(frame.rgb), dtype=np.float32)}
+        tensor = np.ascontiguousarray(self.preprocess(frame.rgb), dtype=np.float32)
+        return model_feeds(self.metadata, tensor, frame.camera, f"calibration image {frame.name} from {self.source.describe()}")
 
     def rewind(self) -> None:
         """Start again (ORT may iterate the reader more than once)."""

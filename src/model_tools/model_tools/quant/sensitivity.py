@@ -95,7 +95,7 @@ def run_sensitivity(
         frames = prepare_frames(validation, meta, validation_count, resize=True)
         fp32_run = cpu_runner(str(prepared.path), meta)
         decode = decoder(meta)
-        references = [decode(fp32_run(f.tensor), f.frame) for f in frames]
+        references = [decode(fp32_run(f), f.frame) for f in frames]
         fp32_value = primary(score_model(fp32_run, frames, meta, references), task)
         cache = work / "calibration_cache.json"
         reader = CalibrationReader(calibration, meta, count=calibration_count, resize=resize, progress=progress)

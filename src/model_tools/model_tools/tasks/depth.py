@@ -383,23 +383,42 @@ def distill_loss(
 # ---- evaluation --------------------------------------------------------------------------------
 
 
-def camera_scale(batch: dict[str, Any], model_cfg: DepthModelConfig, device: torch.device) -> torch.Tensor | float:
-    """Per-item metres per model-output metre, [B,1,1,1] (1.0 for a fixed-camera model).
+def camera_ratios(batch: dict[str, Any], model_cfg: DepthModelConfig, device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Per-item focal and height factors [B,1,1,1] of a camera-aware model (height None for ``canonical_focal``).
+
+    The training side of ``perception_core.pipelines.camera_ratios``.
 
     Raises:
-        ConfigError: a camera-aware model and a batch without ``focal_px`` (or ``camera_height_m``).
+        ConfigError: a batch without ``focal_px`` (or ``camera_height_m``).
     """
-    if model_cfg.camera == "fixed":
-        return 1.0
     needed = ("focal_px", "camera_height_m") if model_cfg.camera == "canonical_focal_height" else ("focal_px",)
     missing = [k for k in needed if k not in batch]
     if missing:
         raise ConfigError(f"model.camera is {model_cfg.camera} but the data gives no per-frame {', '.join(missing)} "
                           "(wrap the data set in tasks.depth.FrameCameras)")
-    scale = per_item(batch, "focal_px", device) / float(model_cfg.canonical_focal_px)
-    if model_cfg.camera == "canonical_focal_height":
-        scale = scale * (per_item(batch, "camera_height_m", device) / float(model_cfg.canonical_height_m))
-    return scale
+    focal = per_item(batch, "focal_px", device) / float(model_cfg.canonical_focal_px)
+    if model_cfg.camera != "canonical_focal_height":
+        return focal, None
+    return focal, per_item(batch, "camera_height_m", device) / float(model_cfg.canonical_height_m)
+
+
+def camera_scale(batch: dict[str, Any], model_cfg: DepthModelConfig, device: torch.device) -> torch.Tensor | float:
+    """Per-item metres per model-output metre, [B,1,1,1] (1.0 for a fixed-camera model; see :func:`camera_ratios`)."""
+    if model_cfg.camera == "fixed":
+        return 1.0
+    focal, height = camera_ratios(batch, model_cfg, device)
+    return focal if height is None else focal * height
+
+
+def camera_vector(batch: dict[str, Any], model_cfg: DepthModelConfig, device: torch.device) -> torch.Tensor | None:
+    """The network's camera input [B, 2] for a ``model.camera_input`` model, else None.
+
+    The logs of :func:`camera_ratios`, as ``perception_core.pipelines.camera_features`` gives the runtime.
+    """
+    if not model_cfg.camera_input:
+        return None
+    focal, height = camera_ratios(batch, model_cfg, device)
+    return torch.log(torch.cat([focal.view(-1, 1), height.view(-1, 1)], dim=1))
 
 
 @torch.no_grad()
@@ -416,7 +435,8 @@ def evaluate_depth(model: nn.Module, batches: Any, min_depth: float, max_depth: 
     assert isinstance(net, DualHeadDepthNet)
     acc = DepthMetricAccumulator(min_depth, max_depth)
     for batch in batches:
-        pred = net.predict_depth(normalize(to_model_image(batch["image"], device)))
+        pred = net.predict_depth(normalize(to_model_image(batch["image"], device)),
+                                 camera_vector(batch, net.config, device))
         if canonical_focal_px > 0:
             pred = pred * camera_scale(batch, net.config, pred.device)
         pred = pred.float().cpu().numpy()
@@ -455,7 +475,12 @@ class DepthTask:
             from model_tools.training.checkpoint import load_state_dict_checked, load_weights
 
             state, _ = load_weights(self.model_cfg.init_weights)
-            load_state_dict_checked(net, {k: v.float() for k, v in state.items()}, f"model.init_weights {self.model_cfg.init_weights}")
+            state = {k: v.float() for k, v in state.items()}
+            own = net.state_dict()
+            if net.camera_modulation is not None and not any(k.startswith("camera_modulation.") for k in state):
+                # Weights of a model without the camera input: the modulation starts as built, the identity.
+                state |= {k: v for k, v in own.items() if k.startswith("camera_modulation.")}
+            load_state_dict_checked(net, state, f"model.init_weights {self.model_cfg.init_weights}")
         if self.distill_cfg.fake_quant_bits:
             net.decoder.fake_quant_bits = int(self.distill_cfg.fake_quant_bits)
         return net
@@ -500,20 +525,22 @@ class DepthTask:
                             seed=self.config.seed)
         return evenly_spaced_subset(self.with_cameras(val), self.data_cfg.max_val_samples if max_images is None else max_images)
 
-    def _teacher_outputs(self, image: torch.Tensor) -> dict[tuple[str, int], torch.Tensor]:
+    def _teacher_outputs(self, image: torch.Tensor, batch: dict[str, Any]) -> dict[tuple[str, int], torch.Tensor]:
         if self._teacher is None:
             self._teacher = load_teacher(self.distill_cfg, self.model_cfg).to(image.device).eval()
         with torch.no_grad(), torch.autocast(image.device.type, enabled=False):
-            return self._teacher(image.float(), scales=tuple(range(self.loss_cfg.scales)), with_features=self.distill_cfg.w_feature > 0)
+            return self._teacher(image.float(), scales=tuple(range(self.loss_cfg.scales)), with_features=self.distill_cfg.w_feature > 0,
+                                 camera=camera_vector(batch, self._teacher.config, image.device))
 
     def compute_loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         image = normalize(batch["image"])
         with_features = bool(self.distill_cfg.teacher and self.distill_cfg.w_feature > 0)
-        out = model(image, scales=tuple(range(self.loss_cfg.scales)), with_features=with_features)
+        out = model(image, scales=tuple(range(self.loss_cfg.scales)), with_features=with_features,
+                    camera=camera_vector(batch, self.model_cfg, image.device))
         target = batch["depth"] / camera_scale(batch, self.model_cfg, batch["depth"].device)
         loss, parts = depth_loss(out, target, self.model_cfg, self.loss_cfg, self._pixel_weight(batch))
         if self.distill_cfg.teacher:
-            teacher = self._teacher_outputs(image)
+            teacher = self._teacher_outputs(image, batch)
             d_loss, d_parts = distill_loss(out, teacher, self.model_cfg, self.distill_cfg, self.loss_cfg.scales)
             loss = self.distill_cfg.w_ground_truth * loss + d_loss
             parts |= d_parts

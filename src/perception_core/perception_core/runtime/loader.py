@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from perception_core.errors import BackendError, ModelFileError
-from perception_core.model_metadata import ModelMetadata, graph_sha256_of_file, load_onnx
+from perception_core.model_metadata import CAMERA_INPUT_SHAPE, ModelMetadata, graph_sha256_of_file, load_onnx
 
 LOG = logging.getLogger(__name__)
 BACKENDS = ("auto", "npu", "cpu")
@@ -210,11 +210,15 @@ def _validate(path: Path, session: Any, meta: ModelMetadata, expected_task: str 
     if meta.input_layout != "NCHW":
         raise ModelFileError(f"{path}: input layout {meta.input_layout!r} unsupported; export NCHW")
     inputs = session.get_inputs()
-    if len(inputs) != 1:
-        raise ModelFileError(f"{path}: model has {len(inputs)} inputs {[i.name for i in inputs]}; expected one image")
+    if [i.name for i in inputs] != meta.input_names:
+        raise ModelFileError(f"{path}: graph inputs are {[i.name for i in inputs]} but the metadata says "
+                             f"{meta.input_names} (input_name{', camera_input' if meta.camera_input else ''})")
+    if meta.camera_input:
+        camera = inputs[1]
+        if list(camera.shape) != list(CAMERA_INPUT_SHAPE) or camera.type != "tensor(float)":
+            raise ModelFileError(f"{path}: camera input {camera.name!r} is {camera.type} {list(camera.shape)}; "
+                                 f"the runtime feeds tensor(float) {list(CAMERA_INPUT_SHAPE)}")
     actual = inputs[0]
-    if actual.name != meta.input_name:
-        raise ModelFileError(f"{path}: graph input is {actual.name!r} but metadata input_name says {meta.input_name!r}")
     shape = list(actual.shape)
     if len(shape) != 4 or not all(isinstance(d, int) and d > 0 for d in shape):
         raise ModelFileError(f"{path}: input {actual.name!r} shape {shape} is not a static 4-D NCHW shape")

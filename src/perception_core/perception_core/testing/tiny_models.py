@@ -13,6 +13,8 @@ tests assert values, not just shapes:
 - Depth, ``sigmoid`` kind: ``integer = sigmoid(4*(t - 0.5))``,
   ``fractional = sigmoid(t - 0.5)`` (metres, < 1 m step).
 - Either kind, ``composed``: one output ``depth = integer*max_depth + fractional``.
+- Depth with ``camera_input``: a second input ``camera`` [1, 2] = (c0, c1) shifts the
+  fractional head's logit: ``fractional = step * sigmoid(t - 0.5 + c0 + c1)``.
 - Segmentation: class ``round(t * (C-1))`` via logits ``2*k*t' - k^2 + (C-1)^2``
   (non-negative, passed through Relu); ``class_id`` adds ArgMax + Cast to float.
 
@@ -21,7 +23,7 @@ depth ``composed`` -> ``[depth]``; ``separate`` -> ``[integer, fractional]`` in
 that order; segmentation -> ``[logits]`` or ``[class_id]``.
 
 Ops are HTP-friendly only (Conv, Relu, Sigmoid, ArgMax + Cast to float, Add,
-Mul): the int64 ArgMax result is cast to float inside the graph because HTP
+Mul; MatMul and Reshape for the camera input): the int64 ArgMax result is cast to float inside the graph because HTP
 rejects int64 outputs at run time.
 """
 
@@ -34,12 +36,13 @@ import numpy as np
 
 from perception_core.depth_codec import integer_step
 from perception_core.errors import ConfigError
-from perception_core.model_metadata import ModelMetadata, set_model_metadata
+from perception_core.model_metadata import CAMERA_INPUT_SHAPE, ModelMetadata, set_model_metadata
 
 OPSET = 17
 # IR 8 is what opset 17 shipped with; older ONNX Runtimes (the GPU box's 1.30) load it.
 IR_VERSION = 8
 INPUT_NAME = "image"
+CAMERA_INPUT_NAME = "camera"
 
 # Names/colours of the project's proposed 7-class ontology (DATASETS.md), used
 # as defaults so tests see realistic class info without reading the ontology file.
@@ -84,14 +87,15 @@ def _save(model, path: str | os.PathLike[str], meta: ModelMetadata) -> Path:
     return out
 
 
-def _finish(nodes, initializers, outputs, hw, name):
+def _finish(nodes, initializers, outputs, hw, name, extra_inputs=()):
     from onnx import TensorProto, helper
 
     h, w = hw
     graph = helper.make_graph(
         nodes,
         name,
-        [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, [1, 3, h, w])],
+        [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, [1, 3, h, w])]
+        + [helper.make_tensor_value_info(n, TensorProto.FLOAT, list(shape)) for n, shape in extra_inputs],
         [helper.make_tensor_value_info(o, TensorProto.FLOAT, [1, c, h, w]) for o, c in outputs],
         initializer=initializers,
     )
@@ -112,6 +116,7 @@ def make_tiny_depth_model(
     depth_camera: str = "fixed",
     canonical_focal_px: float = 0.0,
     canonical_height_m: float = 0.0,
+    camera_input: bool = False,
 ) -> Path:
     """Write a tiny dual-head depth model with full metadata; return its path.
 
@@ -120,6 +125,8 @@ def make_tiny_depth_model(
     on the CPU EP but must fail on ``npu`` with CPU fallback disabled.
     ``depth_camera`` and the canonical camera only change the metadata: the
     runtime then rescales the same outputs with the camera it is given.
+    ``camera_input`` (with ``canonical_focal_height``) adds the camera input
+    ``camera`` that shifts the fractional head (module doc).
     """
     from onnx import helper
     from onnx import numpy_helper as nh
@@ -151,8 +158,15 @@ def make_tiny_depth_model(
     fw, fb = _mean_conv(1.0, 0.5)
     inits += [nh.from_array(fw, "frac_w"), nh.from_array(fb, "frac_b"),
               nh.from_array(np.array(step, np.float32), "frac_step")]
+    nodes.append(helper.make_node("Conv", [INPUT_NAME, "frac_w", "frac_b"],
+                                  ["frac_logit_image" if camera_input else "frac_logit"]))
+    if camera_input:  # logit + c0 + c1: a MatMul with ones, reshaped to broadcast over the pixels
+        inits += [nh.from_array(np.ones((CAMERA_INPUT_SHAPE[1], 1), np.float32), "camera_ones"),
+                  nh.from_array(np.array([1, 1, 1, 1], np.int64), "camera_bcast_shape")]
+        nodes += [helper.make_node("MatMul", [CAMERA_INPUT_NAME, "camera_ones"], ["camera_sum"]),
+                  helper.make_node("Reshape", ["camera_sum", "camera_bcast_shape"], ["camera_shift"]),
+                  helper.make_node("Add", ["frac_logit_image", "camera_shift"], ["frac_logit"])]
     nodes += [
-        helper.make_node("Conv", [INPUT_NAME, "frac_w", "frac_b"], ["frac_logit"]),
         helper.make_node("Sigmoid", ["frac_logit"], ["frac_unit"]),
         helper.make_node("Mul", ["frac_unit", "frac_step"], ["fractional_raw" if cpu_only_op else "fractional"]),
     ]
@@ -171,8 +185,9 @@ def make_tiny_depth_model(
         out_names = ["integer", "fractional"]
         meaning = {"integer": "integer head in [0,1], float32 [1,1,H,W]",
                    "fractional": "fractional residual in metres, float32 [1,1,H,W]"}
-    name = f"tiny_depth_{kind}_{outputs}" + ("_cpu_only" if cpu_only_op else "")
-    model = _finish(nodes, inits, [(o, 1) for o in out_names], hw, name)
+    name = f"tiny_depth_{kind}_{outputs}" + ("_cpu_only" if cpu_only_op else "") + ("_camera" if camera_input else "")
+    model = _finish(nodes, inits, [(o, 1) for o in out_names], hw, name,
+                    [(CAMERA_INPUT_NAME, CAMERA_INPUT_SHAPE)] if camera_input else ())
     meta = ModelMetadata(
         task="depth",
         input_name=INPUT_NAME,
@@ -189,6 +204,7 @@ def make_tiny_depth_model(
         depth_camera=depth_camera,
         canonical_focal_px=float(canonical_focal_px),
         canonical_height_m=float(canonical_height_m),
+        camera_input=CAMERA_INPUT_NAME if camera_input else "",
         extra={"producer": "perception_core.testing.tiny_models"},
     )
     meta.validate(str(path))
