@@ -36,14 +36,16 @@ if [[ ! -f $DATA/.complete ]]; then
 fi
 
 # ---- 1. quantize (min/max calibration on all 299 train frames) ---------------------------------
-# Depth: the tool's default for depth models, W8A8 with the head tail (last Conv of each head,
-# Cast/Div of the integer head, the fractional Sigmoid) at 16-bit activations, plus the camera
-# modulation (its MLP and the scaled and shifted encoder features; without it INT8 reads abs_rel
-# 1.12x FP32's, with it 1.04x: docs/int8.md). The depth model's input is 384x640, the frames
-# 544x640: --resize-calibration resizes them exactly as the node does.
+# Depth: the tool's defaults for depth models, W8A8 with the head tail (last Conv of each head,
+# Cast/Div of the integer head, the fractional Sigmoid) and the camera conditioning (the camera
+# input's MLP and the encoder features it scales and shifts; at 8 bit INT8 read abs_rel 1.12x
+# FP32's, at 16 bit 1.04x: docs/int8.md) at 16-bit activations. The committed model was made with
+# `--raise-16bit /net/camera_modulation` before --camera-bits existed; this command gives the same
+# graph, byte for byte. The depth model's input is 384x640, the frames 544x640:
+# --resize-calibration resizes them exactly as the node does.
 wanted depth && timed model-tools quantize --model models/depth_levels_r18.onnx \
     --out models/depth_levels_r18_int8_qdq.onnx --calib-data "$DATA" --calib-split train --calib-count 300 \
-    --resize-calibration --raise-16bit /net/camera_modulation --overwrite
+    --resize-calibration --overwrite
 wanted segmentation && timed model-tools quantize --model models/ddrnet23s_offroad.onnx \
     --out models/ddrnet23s_offroad_int8_qdq.onnx --calib-data "$DATA" --calib-split train --calib-count 300 --overwrite
 

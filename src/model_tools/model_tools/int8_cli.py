@@ -46,6 +46,9 @@ def add_quant_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--head-bits", type=int, choices=(8, 16), default=None,
                        help="activation bits of the output head tail (last Conv -> outputs); default: the task's "
                             "(registry: 16 for depth, which keeps the fine depth resolution; 8 for segmentation)")
+    group.add_argument("--camera-bits", type=int, choices=(8, 16), default=16,
+                       help="activation bits of a depth model's camera conditioning (its camera input's MLP and "
+                            "the features it scales; only models with a camera input): default 16")
     group.add_argument("--raise-16bit", nargs="*", default=[], metavar="PART",
                        help="parts (from `model-tools sensitivity`) whose activations go to 16 bit")
     group.add_argument("--part-granularity", choices=("node", "block"), default="block",
@@ -58,6 +61,7 @@ def quant_settings(args: argparse.Namespace, task: str) -> QuantSettings:
     settings = QuantSettings(
         calibration=args.calibration, percentile=args.percentile, activation_bits=args.activation_bits,
         per_channel=args.per_channel, head_bits=max(head_bits, args.activation_bits),
+        camera_bits=max(args.camera_bits, args.activation_bits),
         raised_parts=list(args.raise_16bit), part_granularity=args.part_granularity, part_depth=args.part_depth,
     )
     settings.validate()

@@ -150,6 +150,8 @@ def test_sensitivity_ranks_parts_and_mixed_precision_meets_target(tmp_path, data
     assert json.loads((out / "sensitivity.json").read_text())["metric"] == "abs_rel"
 
 
+@pytest.mark.reliability(case="calibration frames without a camera record for a camera-input depth model",
+                         outcome="ConfigError naming the calibration image")
 def test_a_camera_input_model_calibrates_on_each_frames_camera_and_its_qdq_model_runs(tmp_path):
     """Calibration feeds every frame's camera input from the synthetic folder's records (the QDQ model's camera
     input gets a range from them); a folder without camera records is refused, naming the frame."""
@@ -171,9 +173,16 @@ def test_a_camera_input_model_calibrates_on_each_frames_camera_and_its_qdq_model
         np.testing.assert_allclose(feed["camera"], camera_features(meta, **frame.camera))
     assert len({float(f["camera"][0, 1]) for f in feeds}) == 3  # three drawn mount heights
     out = tmp_path / "cam_qdq.onnx"
-    quantize_model(fp32, out, ImageSource(folder=str(folder.parent), split="train"), QuantSettings(), count=3,
-                   resize=True, progress=False)
+    result = quantize_model(fp32, out, ImageSource(folder=str(folder.parent), split="train"), QuantSettings(),
+                            count=3, resize=True, progress=False)
     assert read_metadata(out).camera_input == "camera"
+    # The camera conditioning is 16-bit by default: the MatMul and Reshape fed by the camera alone, and the Add
+    # where it joins the image path; nothing of the image path before that join.
+    assert {"camera_sum", "camera_shift", "frac_logit"} <= set(result.raised_tensors)
+    assert "frac_logit_image" not in result.raised_tensors
+    eight = quantize_model(fp32, tmp_path / "cam8.onnx", ImageSource(folder=str(folder.parent), split="train"),
+                           QuantSettings(camera_bits=8), count=3, resize=True, progress=False)
+    assert not {"camera_sum", "camera_shift", "frac_logit"} & set(eight.raised_tensors)
     frame = next(ImageSource(folder=str(folder.parent), split="train").frames(1)[1])
     depth = DepthPipeline(load_model(out, backend="cpu")).infer(frame.rgb, **frame.camera).depth
     assert np.isfinite(depth).any()

@@ -188,6 +188,8 @@ def test_a_camera_input_model_is_fed_the_logs_of_the_cameras_two_factors(tmp_pat
     np.testing.assert_array_equal(canonical_camera_features(), np.zeros((1, 2), np.float32))
 
 
+@pytest.mark.reliability(case="depth model whose camera input and metadata disagree (runtime loader)",
+                         outcome="ModelFileError naming the file and both input lists")
 def test_the_loader_checks_the_camera_input_against_the_metadata(tmp_path: Path) -> None:
     import onnx
 
