@@ -6,7 +6,8 @@
 #      depth comparison], JOBS_PER_GPU jobs at once on each GPU (CUDA_VISIBLE_DEVICES), each within a
 #      wall-clock budget,
 #   3. evaluate each model on the held-out test split (metrics JSON + Markdown) when TEST_FRAMES > 0,
-#   4. copy fp16 state dicts (split into < 16 MiB parts) and one reports archive into $OUT (<= 8 files).
+#   4. copy fp16 state dicts (split into < 16 MiB parts) and one reports archive into $OUT (<= 8 files),
+#   5. with CAMERAS_EVAL="run ...", score those runs on the held-out cameras after packaging ($OUT/cameras.tar.gz).
 # Needs only python + torch + numpy/cv2/yaml/matplotlib/tqdm; run from the repository root:
 #   OUT=/path/to/out bash scripts/train_demo_models.sh
 # EXTRA_TRAIN_ARGS="--set k=v ..." is appended to each depth run (e.g. tiny settings for a CPU smoke run).
@@ -211,19 +212,6 @@ if [[ ${COSTMAP_BENCH:-0} == 1 && ${#BENCH_NAMES[@]} -gt 0 ]]; then
   done
 fi
 
-# ---- 3c. depth per camera (CAMERAS_EVAL="run ...") ---------------------------------------------------
-# Those runs' costmap-bench exports scored on the held-out cameras (model_tools.eval_cameras, its default sets:
-# the command of models/reports/depth_cameras/), one after the other on all cores; the first renders the sets
-# (minutes each: run 16 took about 2.8 min per run on 16 cores; leave room for them in the call).
-for name in ${CAMERAS_EVAL:-}; do
-    [[ -f $SCRATCH/onnx/$name.onnx ]] || { log "depth per camera: no export of $name (COSTMAP_BENCH=1 makes it)"; continue; }
-    log "depth per camera: $name"
-    $PY -m model_tools.eval_cameras --model "$SCRATCH/onnx/$name.onnx" --out "$RUNS/$name/cameras" \
-        --work "$SCRATCH/evcams" --workers "$CORES" --threads "$CORES" > "$SCRATCH/$name.cameras.log" 2>&1 \
-      || { log "depth per camera of $name FAILED"; tail -20 "$SCRATCH/$name.cameras.log"; status=1; continue; }
-    grep -E "^Grid|meet" "$RUNS/$name/cameras/cameras.md" | tail -2 || true
-done
-
 # ---- 4. package into $OUT (<= 8 files, each < 16 MiB) ------------------------------------------
 log "packaging into $OUT"
 $PY - "$RUNS" "$OUT" "${NAMES[@]}" <<'PYEOF'
@@ -246,7 +234,7 @@ for name in names:
 with tarfile.open(out / "reports.tar.gz", "w:gz") as tar:
     for name in names:
         for f in ("config.yaml", "metrics.csv", "curves.png", "summary.json", "eval_test.json", "eval_test.md",
-                  "eval_test_confusion.png", "costmap_bench.json", "cameras/cameras.md", "cameras/cameras.json"):
+                  "eval_test_confusion.png", "costmap_bench.json"):
             if (runs / name / f).exists():
                 tar.add(runs / name / f, arcname=f"{name}/{f}")
 files = sorted(p for p in out.iterdir() if p.is_file())
@@ -255,5 +243,23 @@ assert all(p.stat().st_size < 16 * 2**20 for p in files), "a file is >= 16 MiB"
 summary = {n: json.loads((runs / n / "eval_test.json").read_text())["metrics"] for n in names if (runs / n / "eval_test.json").exists()}
 print(json.dumps(summary, indent=1))
 PYEOF
+# ---- 5. depth per camera (CAMERAS_EVAL="run ...") ----------------------------------------------------
+# Those runs' costmap-bench exports scored on the held-out cameras (model_tools.eval_cameras, its default sets:
+# the command of models/reports/depth_cameras/), one after the other on all cores; the first renders the sets
+# (about 2.8 min per run on 16 cores once rendered). It runs after packaging, so a call that runs out of time
+# here keeps its weights and reports; each finished run's cameras.md/.json go into $OUT/cameras.tar.gz.
+# CAMERAS_EVAL_ARGS is appended (e.g. "--frames 1 --default-frames 2 --random-frames 2" for a smoke run).
+cams_done=()
+for name in ${CAMERAS_EVAL:-}; do
+    [[ -f $SCRATCH/onnx/$name.onnx ]] || { log "depth per camera: no export of $name (COSTMAP_BENCH=1 makes it)"; continue; }
+    log "depth per camera: $name"
+    $PY -m model_tools.eval_cameras --model "$SCRATCH/onnx/$name.onnx" --out "$RUNS/$name/cameras" \
+        --work "$SCRATCH/evcams" --workers "$CORES" --threads "$CORES" ${CAMERAS_EVAL_ARGS:-} > "$SCRATCH/$name.cameras.log" 2>&1 \
+      || { log "depth per camera of $name FAILED"; tail -20 "$SCRATCH/$name.cameras.log"; status=1; continue; }
+    grep -E "^Grid|meet" "$RUNS/$name/cameras/cameras.md" | tail -2 || true
+    cams_done+=("$name/cameras/cameras.md" "$name/cameras/cameras.json")
+    tar czf "$OUT/cameras.tar.gz" -C "$RUNS" "${cams_done[@]}"
+done
+
 log "done; $OUT holds: $(ls "$OUT" | tr '\n' ' ')"
 [[ -z $failed && $status == 0 ]] || { log "finished with failures: $failed"; exit 1; }
