@@ -84,6 +84,11 @@ def _rank(rank: int, init: str, out: str) -> None:
             split_sync.pack_buffers()
         torch.save({"manual": manual_model.state_dict(), "ddp": ddp_model.module.state_dict(),
                     "split": split_model.state_dict()}, f"{out}.{rank}.pt")
+        # Let go of DDP's reducer and wait for the other rank before tearing gloo down: a rank that destroyed
+        # its group while gloo's threads still held work aborted at exit now and then ("terminate called
+        # without an active exception"; the mechanism: pytorch/pytorch#179291, mosaicml/streaming#186).
+        del ddp_step, ddp_model
+        torch.distributed.barrier()
     finally:
         torch.distributed.destroy_process_group()
 
