@@ -12,7 +12,9 @@ benchmarks all call these, so the numbers they report come from one code path.
 - ``colorize_labels``, ``overlay``, ``colorize_depth``: RViz-friendly rgb8 views.
 - ``scale_intrinsics``: K or P for a resized image (pixel-centre convention of cv2.resize);
   ``input_focal_px``: a camera's focal length at a model's input size (what a
-  camera-aware depth model's output is rescaled by).
+  camera-aware depth model's output is rescaled by); ``camera_ratios`` and
+  ``camera_features``: those factors, and their logs as a model's camera input;
+  ``model_feeds``: every graph input of one frame, for the offline tools.
 - ``depth_to_points`` and ``pack_points``: a point cloud in the camera optical
   frame, laid out as sensor_msgs/PointCloud2 bytes without importing ROS.
 """
