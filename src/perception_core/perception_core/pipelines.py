@@ -14,7 +14,8 @@ benchmarks all call these, so the numbers they report come from one code path.
   ``input_focal_px``: a camera's focal length at a model's input size (what a
   camera-aware depth model's output is rescaled by); ``camera_ratios`` and
   ``camera_features``: those factors, and their logs as a model's camera input;
-  ``model_feeds``: every graph input of one frame, for the offline tools.
+  ``model_feeds``: every graph input of one frame, for the offline tools (``probe_feeds``:
+  of a shape check).
 - ``depth_to_points`` and ``pack_points``: a point cloud in the camera optical
   frame, laid out as sensor_msgs/PointCloud2 bytes without importing ROS.
 """
@@ -258,9 +259,13 @@ def model_feeds(meta: ModelMetadata, image_tensor: np.ndarray, camera: dict[str,
     return feeds
 
 
-def canonical_camera_features() -> np.ndarray:
-    """The camera input of the canonical camera (zeros): for shape and parity checks, never a real frame."""
-    return np.zeros(CAMERA_INPUT_SHAPE, np.float32)
+def probe_feeds(meta: ModelMetadata, image_tensor: np.ndarray) -> dict[str, np.ndarray]:
+    """Every graph input for a probe run that checks shapes and finiteness, not accuracy: the given image
+    tensor and, for a model with a camera input, the canonical camera (zeros). Never for a real frame."""
+    feeds = {meta.input_name: image_tensor}
+    if meta.camera_input:
+        feeds[meta.camera_input] = np.zeros(CAMERA_INPUT_SHAPE, np.float32)
+    return feeds
 
 
 class SegPipeline(_ModelPipeline):

@@ -13,7 +13,6 @@ from perception_core.pipelines import (
     DepthPipeline,
     SegPipeline,
     camera_features,
-    canonical_camera_features,
     class_ids_to_labels,
     colorize_depth,
     colorize_labels,
@@ -24,6 +23,7 @@ from perception_core.pipelines import (
     model_feeds,
     overlay,
     pack_points,
+    probe_feeds,
     scale_intrinsics,
     unpack_xyz,
 )
@@ -185,7 +185,9 @@ def test_a_camera_input_model_is_fed_the_logs_of_the_cameras_two_factors(tmp_pat
                                feeds["camera"])
     with pytest.raises(ConfigError, match=r"frame 7: .* takes its camera as an input"):
         model_feeds(model.metadata, np.zeros((1, 3, 32, 32), np.float32), None, "frame 7")
-    np.testing.assert_array_equal(canonical_camera_features(), np.zeros((1, 2), np.float32))
+    probe = probe_feeds(model.metadata, np.zeros((1, 3, 32, 32), np.float32))
+    assert set(probe) == {"image", "camera"}
+    np.testing.assert_array_equal(probe["camera"], np.zeros((1, 2), np.float32))
 
 
 @pytest.mark.reliability(case="depth model whose camera input and metadata disagree (runtime loader)",

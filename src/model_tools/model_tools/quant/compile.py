@@ -209,14 +209,11 @@ def _check_run(ctx_path: Path, meta: ModelMetadata) -> float:
     """Load the fresh context binary on HTP (fallback disabled) and run one zero frame; return ms."""
     import numpy as np
 
+    from perception_core.pipelines import probe_feeds
     from perception_core.runtime.loader import load_model
 
     model = load_model(ctx_path, backend="npu")
-    from perception_core.pipelines import canonical_camera_features
-
-    feed = {meta.input_name: np.zeros(meta.input_shape, dtype=np.float32)}
-    if meta.camera_input:
-        feed[meta.camera_input] = canonical_camera_features()
+    feed = probe_feeds(meta, np.zeros(meta.input_shape, dtype=np.float32))
     start = time.perf_counter()
     outputs = model.run(feed)
     elapsed = (time.perf_counter() - start) * 1e3

@@ -77,7 +77,7 @@ def export_fp32(checkpoint: Path, task: str, out: Path, *, variant: str | None =
 
 def validate_fp32(path: Path) -> dict[str, Any]:
     """Open the FP32 model through the runtime loader and run one frame: finite outputs of the stated shape."""
-    from perception_core.pipelines import canonical_camera_features
+    from perception_core.pipelines import probe_feeds
     from perception_core.runtime.loader import load_model
 
     model = load_model(path, backend="cpu")
@@ -85,10 +85,7 @@ def validate_fp32(path: Path) -> dict[str, Any]:
     rng = np.random.default_rng(0)
     x = rng.random(meta.input_shape, dtype=np.float32)
     start = time.perf_counter()
-    feeds = {meta.input_name: x}
-    if meta.camera_input:  # a shape and finiteness check: the canonical camera serves
-        feeds[meta.camera_input] = canonical_camera_features()
-    outputs = model.run(feeds)
+    outputs = model.run(probe_feeds(meta, x))
     ms = (time.perf_counter() - start) * 1e3
     bad = [n for n, v in outputs.items() if not np.isfinite(v).all()]
     if bad:

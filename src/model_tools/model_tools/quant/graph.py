@@ -118,20 +118,19 @@ def camera_conditioning_nodes(model: Any, camera_input: str) -> list[str]:
 
     For the depth net's ``CameraModulation`` this is the MLP, the gamma/beta slices and the
     Mul/Add that scale and shift each encoder level: small values whose 8-bit rounding moves
-    every feature map downstream, so the INT8 tools keep them at 16 bit. Initializers and
-    Constant nodes count as camera-only (they carry no image).
+    every feature map downstream, so the INT8 tools keep them at 16 bit. Initializers, and
+    nodes computed from them alone, count as camera-only (they carry no image).
     """
     constants = {i.name for i in model.graph.initializer}
     camera_only = {camera_input}
     names: list[str] = []
     for node in model.graph.node:  # ONNX graphs are topologically sorted
-        inputs = [i for i in node.input if i]
-        if node.op_type == "Constant" or not inputs:
+        fed = [i for i in node.input if i and i not in constants]
+        if not fed:  # a Constant, or computed from initializers alone: no image in it either
             camera_only.update(node.output)
             continue
-        fed = [i for i in inputs if i not in constants]
         from_camera = [i in camera_only for i in fed]
-        if fed and all(from_camera):
+        if all(from_camera):
             camera_only.update(node.output)
             names.append(node.name)
         elif any(from_camera):

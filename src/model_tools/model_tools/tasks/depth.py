@@ -476,10 +476,9 @@ class DepthTask:
 
             state, _ = load_weights(self.model_cfg.init_weights)
             state = {k: v.float() for k, v in state.items()}
-            own = net.state_dict()
             if net.camera_modulation is not None and not any(k.startswith("camera_modulation.") for k in state):
                 # Weights of a model without the camera input: the modulation starts as built, the identity.
-                state |= {k: v for k, v in own.items() if k.startswith("camera_modulation.")}
+                state |= {f"camera_modulation.{k}": v for k, v in net.camera_modulation.state_dict().items()}
             load_state_dict_checked(net, state, f"model.init_weights {self.model_cfg.init_weights}")
         if self.distill_cfg.fake_quant_bits:
             net.decoder.fake_quant_bits = int(self.distill_cfg.fake_quant_bits)
