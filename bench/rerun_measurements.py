@@ -5,12 +5,14 @@ After a change of a default (a costmap parameter, a model), the numbers the
 docs quote must all be measured again with the same commands; this runs them,
 several at once, from the repository root:
 
-    python bench/rerun_measurements.py docs/measurements/costmap_bench*.json --jobs 8
+    python bench/rerun_measurements.py docs/measurements/costmap_bench*.json --skip-refused --jobs 8
     python bench/rerun_measurements.py docs/measurements/depth_steps.json --dry-run
 
 A file whose command writes somewhere else (``--out`` naming another file, as
 a one-off record made on another machine does) is refused rather than
-silently left stale. Each command's output goes to ``<json stem>.log`` in
+silently left stale: by default nothing runs then; ``--skip-refused`` names
+each refused file and runs the rest, so that a glob over the folder works.
+Each command's output goes to ``<json stem>.log`` in
 ``--log-dir``; a failed command is named and makes the exit status non-zero,
 and the others still run.
 """
@@ -62,11 +64,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-dir", type=Path, default=Path("/tmp/rerun_measurements"),
                         help="folder for each command's output")
     parser.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
+    parser.add_argument("--skip-refused", action="store_true",
+                        help="name and skip files that cannot be re-run (one-off records) instead of running nothing")
     args = parser.parse_intermixed_args(argv)
-    try:
-        commands = {path: recorded_command(path) for path in args.files}
-    except RerunError as error:
-        print(f"rerun_measurements: {error}", file=sys.stderr)
+    commands: dict[Path, list[str]] = {}
+    refused = []
+    for path in args.files:
+        try:
+            commands[path] = recorded_command(path)
+        except RerunError as error:
+            print(f"rerun_measurements: {'skipped: ' if args.skip_refused else ''}{error}", file=sys.stderr)
+            refused.append(path)
+    if refused and not args.skip_refused:
         return 2
     if args.dry_run:
         for command in commands.values():

@@ -108,6 +108,7 @@ OPTIONAL_JOBS=(
   "depth_levels_r18_relief|$PY -m model_tools.cli depth train --config config/train/depth_levels_r18.yaml $DEPTH_DATA --run-dir $RUNS/depth_levels_r18_relief --time-budget-min @BUDGET@ --set num_workers=@WORKERS@ ${FAST_DEPTH//frame_cache_depth/frame_cache_depth_relief} --set loss.relief_weight=${RELIEF_WEIGHT:-3.0} ${EXTRA_TRAIN_ARGS:-}"
   # The camera as a network input (model.camera_input: docs/depth.md, "Camera-aware depth"), the other
   # half of an A/B against depth_levels_r18; from weights without it, its modulation starts as the identity.
+  # The config has camera_input: true since run 16: the control then needs --set model.camera_input=false.
   "depth_levels_r18_camera|$PY -m model_tools.cli depth train --config config/train/depth_levels_r18.yaml $DEPTH_DATA --run-dir $RUNS/depth_levels_r18_camera --time-budget-min @BUDGET@ --set num_workers=@WORKERS@ ${FAST_DEPTH//frame_cache_depth/frame_cache_depth_camera} --set model.camera_input=true ${EXTRA_TRAIN_ARGS:-}"
 )
 # ONLY="name ..." keeps just those jobs (e.g. one device call per pair of runs).

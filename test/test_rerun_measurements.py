@@ -55,3 +55,17 @@ def test_a_failing_command_is_named_and_fails_the_run(rerun, tmp_path: Path, cap
     assert f"FAIL (exit 2) {file}" in capsys.readouterr().out
     assert "not a readable bench JSON" in (tmp_path / "logs" / "m.log").read_text()
     assert json.loads(file.read_text())["value"] == 1  # the failed command left the file as it was
+
+
+def test_skip_refused_names_the_one_off_record_and_runs_the_rest(rerun, tmp_path: Path, capsys) -> None:
+    """A glob catches one-off records (their --out names another file); --skip-refused runs the others."""
+    record = _record(tmp_path / "old.json", f"python bench/bench_x.py --out {tmp_path / 'other.json'}")
+    runnable = _record(tmp_path / "m.json", f"python bench/compare_costmap.py {tmp_path}/a.json {tmp_path}/b.json "
+                                            f"--out {tmp_path / 'm.json'}")
+    assert rerun.main([str(record), str(runnable), "--dry-run"]) == 2  # strict by default: nothing runs
+    capsys.readouterr()
+    assert rerun.main([str(record), str(runnable), "--skip-refused", "--dry-run"]) == 0
+    captured = capsys.readouterr()
+    assert f"skipped: {record}" in captured.err and "not this file" in captured.err
+    assert captured.out.strip().split("\n") == [f"{sys.executable} bench/compare_costmap.py {tmp_path}/a.json "
+                                                f"{tmp_path}/b.json --out {tmp_path / 'm.json'}"]
