@@ -84,15 +84,11 @@ class DriveFrame:
 
 def drive_frames(rig: Any, seed: int, frames: int, fps: float, speed: float, grid: Any) -> Iterator[DriveFrame]:
     """The frames of one synthetic drive, as ``write_drive_bag`` renders them (without writing a bag)."""
-    from model_tools.data.synth import build_scene, drive_pose, render_frame
+    from model_tools.data.synth import drive_frames as render_drive
 
-    scene = build_scene(seed, length=speed * frames / fps, clear_corridor=True)
     xs, ys = grid.centres()
     cx, cy = np.meshgrid(xs, ys)
-    for index in range(frames):
-        time_s = index / fps
-        pose = drive_pose(scene, time_s, speed)
-        frame = render_frame(rig, seed, pose, time_s=time_s, scene=scene)
+    for index, (scene, pose, frame) in enumerate(render_drive(rig, seed, frames, fps, speed)):
         depth = np.where(frame.depth > 0, frame.depth, np.float32(np.nan)).astype(np.float32)
         heights = scene.terrain.heights_along_z(pose, cx.ravel(), cy.ravel()).reshape(cx.shape)
         yield DriveFrame(seed, index, frame.rgb, depth, frame.label, np.asarray(frame.K, dtype=np.float64),
@@ -123,22 +119,43 @@ def model_key(path: Path) -> str:
     return f"{path.name}-{stat.st_size}-{int(stat.st_mtime)}"
 
 
-def load_or_infer(stack: Any, frame: DriveFrame, cache: Path | None, tag: str) -> tuple[np.ndarray, np.ndarray, float]:
-    """(depth, labels, inference seconds) of the models on one frame, from the cache when it has them."""
+def load_or_infer(stack: Any, frame: DriveFrame, cache: Path | None, tag: str) -> tuple[np.ndarray, np.ndarray, float, str]:
+    """(depth, labels, inference seconds, range correction outcome) of the models on one frame, from the cache
+    when it has them."""
     file = cache / f"{tag}-s{frame.seed}-f{frame.index}.npz" if cache else None
     if file is not None and file.is_file():
         data = np.load(file)
-        return data["depth"], data["labels"], float(data["seconds"])
+        return data["depth"], data["labels"], float(data["seconds"]), (str(data["range_correction"]) if "range_correction" in data.files else "off")
     start = time.perf_counter()
-    depth = stack.depth.infer(frame.rgb, "RGB", camera_k=frame.k, camera_height=frame.camera_height).depth
+    depth_out = stack.depth.infer(frame.rgb, "RGB", camera_k=frame.k, camera_height=frame.camera_height)
+    depth = depth_out.depth
     labels = stack.seg.infer(frame.rgb, "RGB").labels
     seconds = time.perf_counter() - start
     if file is not None:  # written whole, then renamed: benches run side by side may share a cache
         file.parent.mkdir(parents=True, exist_ok=True)
         partial = file.with_name(f"{file.stem}.{os.getpid()}.partial.npz")
-        np.savez(partial, depth=depth, labels=labels, seconds=seconds)
+        np.savez(partial, depth=depth, labels=labels, seconds=seconds, range_correction=depth_out.range_correction)
         os.replace(partial, file)
-    return depth, labels, seconds
+    return depth, labels, seconds, depth_out.range_correction
+
+
+def range_correction_path(args: argparse.Namespace) -> Path | None:
+    """The range correction file the bench's depth runs with (see --range-correction), absolute, or None."""
+    text = args.range_correction
+    if text is None and args.params and args.params.is_file():
+        from model_tools.bags.eval_bag import node_parameters
+
+        text = node_parameters(args.params, "depth_node").get("range_correction_file", "")
+    if not text:
+        return None
+    path = Path(text)
+    return path if path.is_absolute() else ROOT / path  # relative to the repository, as the config's model paths
+
+
+def file_digest(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
 
 
 def best_frame_scale(depth: np.ndarray, truth: np.ndarray, config: Any) -> float:
@@ -233,6 +250,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seg-model", type=Path, default=ROOT / "models" / "ddrnet23s_offroad.onnx")
     parser.add_argument("--params", type=Path, default=ROOT / "config" / "perception.yaml",
                         help="parameter YAML with the costmap_node section")
+    parser.add_argument("--range-correction", default=None, metavar="YAML",
+                        help="the depth model's range correction (perception_core.range_correction); default: the "
+                             "depth_node's range_correction_file in --params; '' for none. It applies only where it "
+                             "fits the model and the rig's camera, as in the node")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a costmap parameter (YAML value), e.g. --set min_points_per_cell=2")
     parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0: its default)")
@@ -269,12 +290,14 @@ def main(argv: list[str] | None = None) -> int:
     classes = class_map_from_ontology(params.get("ontology_path") or None,
                                       params.get("flat_obstacle_classes", DEFAULT_FLAT_OBSTACLE_CLASSES),
                                       params.get("unknown_class_category", "BLOCKED"))
-    stack = OfflineStack(args.depth_model, args.seg_model, "cpu", config, classes, num_threads=args.threads)
+    correction_file = range_correction_path(args)
+    stack = OfflineStack(args.depth_model, args.seg_model, "cpu", config, classes, num_threads=args.threads,
+                         depth_params={"range_correction_file": str(correction_file or "")})
     grid = BevGrid(config.resolution, config.origin_x, config.origin_y, config.rows, config.cols)
     tag = "-".join([model_key(args.depth_model), model_key(args.seg_model), f"{args.width}x{args.height}",
                     f"h{args.mount_height}", f"p{args.pitch_deg}", *([f"roll{args.roll_deg}"] if args.roll_deg else []),
                     f"f{args.hfov_deg}", f"v{args.speed}",
-                    f"r{args.fps}"])
+                    f"r{args.fps}", *([f"rc-{file_digest(correction_file)}"] if correction_file else [])])
 
     # Where the loss comes from: each model's output swapped for the ground truth at the model's size.
     paths = ("models", "gt", "gt_depth_model_labels", "model_depth_gt_labels")
@@ -285,6 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     build_ms: dict[str, list[float]] = {path: [] for path in paths}
     ground_offset: dict[str, list[float]] = {path: [] for path in paths}
     inference_s: list[float] = []
+    correction_status: dict[str, int] = {}  # the depth pipeline's range correction, frames per outcome
     frame_scales: list[dict[str, float]] = []  # --split-depth: each frame's best scale
     sources = dict.fromkeys(FALSE_LETHAL_SOURCES, 0)
     # The depth model on these frames (the costmap's pixels): all, and those whose true label stands up.
@@ -301,7 +325,8 @@ def main(argv: list[str] | None = None) -> int:
     for seed in args.seeds:
         per_seed[seed] = {path: CostmapMeasures() for path in paths}
         for frame in drive_frames(rig, seed, args.frames, args.fps, args.speed, grid):
-            depth, labels, seconds = load_or_infer(stack, frame, args.cache, tag)
+            depth, labels, seconds, corrected = load_or_infer(stack, frame, args.cache, tag)
+            correction_status[corrected] = correction_status.get(corrected, 0) + 1
             inference_s.append(seconds)
             truth = frame_truth(frame, config, classes, grid)
             import cv2
@@ -361,6 +386,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{args.mount_height} m / {args.pitch_deg} deg down / roll {args.roll_deg} deg / hfov {args.hfov_deg} deg; depth "
           f"{args.depth_model.name}, seg {args.seg_model.name}")
     print_table(rows)
+    print("depth range correction: " + (f"{os.path.relpath(correction_file, ROOT)}, " if correction_file else "")
+          + ", ".join(f"{outcome} on {n} frames" for outcome, n in correction_status.items()))
     print("observed ground above the ground plane (median, m; |x| > max_ground_offset_m is flagged): "
           + ", ".join(f"{path} {np.nanmedian(values):+.2f}" for path, values in ground_offset.items()))
     model_depth = {str(key): {"all": everywhere.compute(), "standing_obstacles": on_obstacles.compute()}
@@ -390,6 +417,8 @@ def main(argv: list[str] | None = None) -> int:
                     "mount_height_m": args.mount_height, "pitch_deg": args.pitch_deg, "roll_deg": args.roll_deg},
             "drive": {"seeds": args.seeds, "frames_per_seed": args.frames, "fps": args.fps, "speed_mps": args.speed},
             "models": {"depth": str(os.path.relpath(args.depth_model, ROOT)), "seg": str(os.path.relpath(args.seg_model, ROOT))},
+            "range_correction": {"file": str(os.path.relpath(correction_file, ROOT)) if correction_file else "",
+                                 "frames": correction_status},
             "costmap_parameters": {k: v for k, v in params.items()},
             "models_in_the_loop": totals["models"].summary(),
             "gt_in_gt_out": totals["gt"].summary(),

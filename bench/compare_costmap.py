@@ -12,6 +12,11 @@ frames, rig); other models or costmap parameters are what is compared.
 
     python bench/compare_costmap.py BASE.json CANDIDATE.json [MORE.json ...]
     python bench/compare_costmap.py BASE.json X.json --row model_depth_gt_labels --out /tmp/compare.md
+    python bench/compare_costmap.py --pairs B1.json C1.json B2.json C2.json ... --out /tmp/compare.md
+
+``--pairs`` compares each candidate with its own base (benches of different drives or rigs, one change between
+each pair) and adds the measures pooled over all pairs: from the summed cell and group counts, so a large bench
+weighs as much as its cells.
 """
 
 from __future__ import annotations
@@ -122,20 +127,64 @@ def markdown(base_name: str, candidate_name: str, row: str, changes: list[Measur
     return "\n".join(lines) + "\n"
 
 
+def pooled_markdown(pairs: list[tuple[dict[str, Any], dict[str, Any]]], row: str) -> str:
+    """A Markdown table of the measures pooled over every pair (summed counts) and on how many pairs each moved
+    the right way."""
+    from perception_core.metrics.costmap import measures_from_counts
+
+    totals = []
+    for side in (0, 1):
+        counts: dict[str, int] = {}
+        for pair in pairs:
+            for key, value in pair[side][row]["counts"].items():
+                counts[key] = counts.get(key, 0) + value
+        totals.append(measures_from_counts(counts))
+    goals = pairs[0][0][row]["goals"]
+    lines = [f"Pooled over {len(pairs)} pairs (row `{row}`; summed counts)", "",
+             "| measure | base | candidate | change | pairs better / worse / of |", "|---|---|---|---|---|"]
+    for measure, goal in goals.items():
+        up = higher_is_better(goal)
+        moved = [(c[row][measure], b[row][measure]) for b, c in pairs
+                 if math.isfinite(b[row][measure] + c[row][measure])]
+        better = sum(1 for c, b in moved if abs(c - b) > SAME and (c > b) == up)
+        worse = sum(1 for c, b in moved if abs(c - b) > SAME and (c > b) != up)
+        base, cand = totals[0][measure], totals[1][measure]
+        arrow = "higher is better" if up else "lower is better"
+        lines.append(f"| {measure} ({arrow}) | {base:.3f} | {cand:.3f} | {cand - base:+.3f} | "
+                     f"{better} / {worse} / {len(moved)} |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("base", type=Path, help="bench_costmap.py JSON of the reference run")
-    parser.add_argument("candidates", type=Path, nargs="+", help="bench_costmap.py JSONs to compare with it")
+    parser.add_argument("base", type=Path, nargs="?", help="bench_costmap.py JSON of the reference run")
+    parser.add_argument("candidates", type=Path, nargs="*", help="bench_costmap.py JSONs to compare with it")
+    parser.add_argument("--pairs", type=Path, nargs="+", metavar="JSON",
+                        help="BASE CANDIDATE BASE CANDIDATE ...: each candidate against its own base, and pooled")
     parser.add_argument("--row", default="models_in_the_loop",
                         help="which input combination to compare (a top-level row of the JSON; default models_in_the_loop)")
     parser.add_argument("--out", type=Path, help="also write the tables as Markdown here")
     args = parser.parse_args(argv)
+    if args.pairs is not None:
+        if args.base is not None or len(args.pairs) % 2:
+            parser.error("--pairs takes BASE CANDIDATE pairs (an even number of files) and no positional files")
+    elif args.base is None or not args.candidates:
+        parser.error("give BASE and at least one CANDIDATE, or --pairs")
     try:
-        base = load_result(args.base)
         tables = []
-        for path in args.candidates:
-            changes = compare(base, load_result(path), args.row, (str(args.base), str(path)))
-            tables.append(markdown(str(args.base), str(path), args.row, changes))
+        if args.pairs is not None:
+            pairs = []
+            for base_path, path in zip(args.pairs[::2], args.pairs[1::2], strict=True):
+                base, candidate = load_result(base_path), load_result(path)
+                changes = compare(base, candidate, args.row, (str(base_path), str(path)))
+                tables.append(markdown(str(base_path), str(path), args.row, changes))
+                pairs.append((base, candidate))
+            tables.insert(0, pooled_markdown(pairs, args.row))
+        else:
+            base = load_result(args.base)
+            for path in args.candidates:
+                changes = compare(base, load_result(path), args.row, (str(args.base), str(path)))
+                tables.append(markdown(str(args.base), str(path), args.row, changes))
     except CompareError as err:
         print(f"compare_costmap: {err}", file=sys.stderr)
         return 2

@@ -59,6 +59,23 @@ def _start(commands: dict[str, list[str]]) -> dict[str, subprocess.Popen[str]]:
             for name, command in commands.items()}
 
 
+def _wait_until_importing(processes: dict[str, subprocess.Popen[str]], timeout: float = 60.0) -> None:
+    """Until every process has loaded numpy's extension (so it is inside the entry point's own imports, past the
+    interpreter's and the console script's start): a fixed sleep lands before that on a loaded machine."""
+    deadline = time.monotonic() + timeout
+    waiting = set(processes)
+    while waiting and time.monotonic() < deadline:
+        for name in list(waiting):
+            try:
+                maps = Path(f"/proc/{processes[name].pid}/maps").read_text()
+            except OSError:  # exited already: _assert_clean says how
+                maps = "numpy"
+            if "numpy" in maps:
+                waiting.discard(name)
+        time.sleep(0.02)
+    assert not waiting, f"{sorted(waiting)} did not start importing within {timeout} s"
+
+
 def _interrupt_all(processes: dict[str, subprocess.Popen[str]]) -> dict[str, str]:
     """One SIGINT to each process group, then each process's output once it has exited."""
     for process in processes.values():
@@ -76,7 +93,7 @@ def _assert_clean(processes: dict[str, subprocess.Popen[str]], outputs: dict[str
                          outcome="exit code 0, no traceback")
 def test_ctrl_c_during_start_up_exits_cleanly(tmp_path: Path) -> None:
     processes = _start(_commands(tmp_path))
-    time.sleep(0.4)  # inside Python's imports of rclpy, OpenCV and ONNX Runtime
+    _wait_until_importing(processes)  # inside Python's imports of rclpy, OpenCV and ONNX Runtime
     _assert_clean(processes, _interrupt_all(processes))
 
 

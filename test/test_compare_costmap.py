@@ -87,3 +87,31 @@ def test_cli_writes_markdown_and_names_a_bad_file(compare_costmap, tmp_path: Pat
     bad.write_text(json.dumps({"rig": {}}))
     assert compare_costmap.main([str(base), str(bad)]) == 2
     assert "bad.json" in capsys.readouterr().err
+
+
+def _counted(recall_hits: int, holes_unknown: int) -> dict:
+    """BASE's fields with counts behind its obstacle recall and holes (of 100 cells each)."""
+    result = copy.deepcopy(BASE)
+    result["models_in_the_loop"].update(obstacle_recall=recall_hits / 100, holes=holes_unknown / 100)
+    result["models_in_the_loop"]["counts"] = {"gt_obstacle_cells": 100, "gt_obstacle_cells_hit": recall_hits,
+                                              "gt_traversable_cells": 100,
+                                              "gt_traversable_cells_unknown": holes_unknown}
+    return result
+
+
+def test_pairs_compare_each_candidate_with_its_base_and_pool_the_counts(compare_costmap, tmp_path: Path) -> None:
+    files = []
+    for name, result in (("a_base", _counted(50, 2)), ("a_cand", _counted(60, 1)), ("b_base", _counted(10, 4)),
+                         ("b_cand", _counted(10, 5))):
+        files.append(tmp_path / f"{name}.json")
+        files[-1].write_text(json.dumps(result))
+    out = tmp_path / "pairs.md"
+    assert compare_costmap.main(["--pairs", *map(str, files), "--out", str(out)]) == 0
+    table = out.read_text()
+    assert "Pooled over 2 pairs" in table
+    assert "| obstacle_recall (higher is better) | 0.300 | 0.350 | +0.050 | 1 / 0 / 2 |" in table
+    assert "| holes (lower is better) | 0.030 | 0.030 | +0.000 | 1 / 1 / 2 |" in table
+    assert "| drop_recall (higher is better) | nan | nan | +nan | 0 / 0 / 2 |" in table  # no counts behind it
+    assert table.count("against") == 2  # and each pair's own table
+    with pytest.raises(SystemExit):
+        compare_costmap.main(["--pairs", str(files[0])])

@@ -11,11 +11,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from diagnostic_msgs.msg import DiagnosticArray
 from inference_node_harness import Probe, as_array, camera_info_msg, image_msg, ros_context
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import CameraInfo, Image
 
 from perception_core.errors import ConfigError
+from perception_core.model_metadata import read_metadata
+from perception_core.range_correction import CameraCurve, RangeCorrection, save_range_correction
 from perception_core.testing.tiny_models import make_tiny_depth_model
 
 pytestmark = pytest.mark.system
@@ -29,13 +32,19 @@ def _node(model: Path, **params: object):
     return lambda context: DepthNode(context=context, parameter_overrides=overrides)
 
 
-def _published_depth(model: Path) -> np.ndarray:
+def _published_depth(model: Path, **params: object) -> np.ndarray:
     """The depth the node publishes for a grey 64x48 frame (fx 50, fy 60) and camera_height 1.2 m."""
+    return _published(model, **params)[0]
+
+
+def _published(model: Path, **params: object) -> tuple[np.ndarray, dict[str, str]]:
+    """(depth, the node's /diagnostics values after it) for a grey 64x48 frame (fx 50, fy 60), camera_height 1.2 m."""
     grey = np.full((48, 64, 3), round(LEVEL * 255 / 15), np.uint8)
     with ros_context() as context:
-        node = _node(model, backend="cpu", num_threads=1, camera_height=1.2)(context)
+        node = _node(model, backend="cpu", num_threads=1, camera_height=1.2, **params)(context)
         probe = Probe(context, node)
         depth = probe.listen(Image, "/perception/depth/image")
+        diagnostics = probe.listen(DiagnosticArray, "/diagnostics")
         image_pub = probe.publisher(Image, "/camera/image_raw")
         info_pub = probe.publisher(CameraInfo, "/camera/camera_info")
 
@@ -43,10 +52,15 @@ def _published_depth(model: Path) -> np.ndarray:
             info_pub.publish(camera_info_msg(64, 48, fx=50.0, fy=60.0, cx=31.5, cy=23.5))
             image_pub.publish(image_msg(grey, "rgb8", stamp_sec=9))
 
+        def values() -> dict[str, str]:
+            return {kv.key: kv.value for array in diagnostics for status in array.status for kv in status.values}
+
         assert probe.spin_until(lambda: depth, every=send), "no depth within 15 s"
+        assert probe.spin_until(lambda: values().get("depth_range_correction", "off") != "off"
+                                or "range_correction_file" not in params), "no diagnostics after the frame"
         probe.close()
         node.destroy_node()
-    return as_array(depth[0], np.float32)
+    return as_array(depth[0], np.float32), values()
 
 
 # 64x48 -> the 32x32 input: fx' = 50 * 0.5 = 25, fy' = 60 * 2/3 = 40, so the focal factor is sqrt(25 * 40) / 20;
@@ -81,3 +95,40 @@ def test_the_node_feeds_a_camera_input_model_its_camera(tmp_path: Path) -> None:
     logit = GREY_T - 0.5 + np.log(FOCAL_RATIO) + np.log(HEIGHT_RATIO)  # the tiny model adds the camera input's sum
     want = (LEVEL + 1.0 / (1.0 + np.exp(-logit))) * FOCAL_RATIO * HEIGHT_RATIO
     np.testing.assert_allclose(_published_depth(model), want, rtol=1e-5)
+
+
+def test_a_range_correction_applies_to_its_model_and_camera_only(tmp_path: Path) -> None:
+    """The node multiplies the depth by the correction measured for this model and camera, and reports it;
+    a correction measured for another camera (or model) is refused with the reason, the depth left as it is."""
+    model = make_tiny_depth_model(tmp_path / "aware.onnx", outputs="separate", levels=16, max_depth=15.0,
+                                  depth_camera="canonical_focal_height", canonical_focal_px=20.0, canonical_height_m=1.0)
+    digest = read_metadata(model).content_sha256
+    plain = (LEVEL + 1.0 / (1.0 + np.exp(-(GREY_T - 0.5)))) * FOCAL_RATIO * HEIGHT_RATIO
+
+    def correction(name: str, height_ratio: float, sha: str = digest) -> str:
+        path = tmp_path / name
+        curve = CameraCurve((1.0, 30.0), (1.1, 1.1))
+        save_range_correction(RangeCorrection((FOCAL_RATIO,), (height_ratio,), ((curve,),), sha), path)
+        return str(path)
+
+    depth, values = _published(model, range_correction_file=correction("this_camera.yaml", HEIGHT_RATIO * 1.05))
+    np.testing.assert_allclose(depth, plain * 1.1, rtol=1e-5)
+    assert values["depth_range_correction"] == "applied"
+
+    depth, values = _published(model, range_correction_file=correction("higher_camera.yaml", HEIGHT_RATIO * 1.5))
+    np.testing.assert_allclose(depth, plain, rtol=1e-5)
+    assert values["depth_range_correction"].startswith("measured for other cameras (height ratio 1.800")
+
+    depth, values = _published(model, range_correction_file=correction("other_model.yaml", HEIGHT_RATIO, "0" * 64))
+    np.testing.assert_allclose(depth, plain, rtol=1e-5)
+    assert values["depth_range_correction"].startswith("measured for model 000000000000, running " + digest[:12])
+
+
+def test_an_unreadable_range_correction_file_is_a_start_up_error_naming_it(tmp_path: Path) -> None:
+    model = make_tiny_depth_model(tmp_path / "aware.onnx", depth_camera="canonical_focal_height",
+                                  canonical_focal_px=20.0, canonical_height_m=1.0)
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("format: perception_core.range_correction/2\nfocal_ratios: [1, 2]\n")
+    with ros_context() as context:
+        with pytest.raises(ConfigError, match=f"range correction {broken}: missing field.*curves"):
+            _node(model, backend="cpu", camera_height=1.2, range_correction_file=str(broken))(context)

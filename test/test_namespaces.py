@@ -96,7 +96,9 @@ def test_two_namespaced_pipelines_keep_their_own_frames_and_parameters(tmp_path:
         for topic in OUTPUTS:
             assert {m.header.stamp.sec for m in received[ns][topic]} == {stamps[ns]}, f"cross-talk on /{ns}/{topic}"
     assert not any(root_outputs) and not root_costmaps, "a namespaced stack published on root topics"
-    assert {g.header.stamp.sec for g in costmaps["front"]} == {stamps["front"]} and not costmaps["rear"]
+    # Grids of other stamps may only be the watchdog's all-unknown ones (a start-up slower than stale_timeout_s).
+    own = [g for g in costmaps["front"] if g.header.stamp.sec == stamps["front"]]
+    assert own and all(set(g.data) == {-1} for g in costmaps["front"] if g not in own) and not costmaps["rear"]
     # Each camera's own parameters: the depth scale of its model, the opacity of its overlay.
     for ns, max_depth in (("front", 15.0), ("rear", 7.5)):
         got = as_array(received[ns]["perception/depth/image"][-1], np.float32)

@@ -30,6 +30,8 @@ from perception_core.pipelines import (
     pack_points,
     scale_intrinsics,
 )
+from perception_core.range_correction import load_range_correction
+from perception_core.resources import resolve_in_share
 from perception_msgs.msg import DepthHeads
 from perception_ros.inference_node import CameraFrame, InferenceHead, InferenceNodeBase
 
@@ -59,6 +61,12 @@ class DepthHead(InferenceHead):
             "camera_height", 0.0, "camera height above the ground plane of the base frame in metres, for depth "
             "models that need it (metadata depth_camera canonical_focal_height); 0 = unset",
             read_only=True, float_range=(0.0, 100.0))
+        self.range_correction_file = self.declare(
+            "range_correction_file", "", "the model's range bias measured for this camera "
+            "(python -m model_tools.depth_range_fit): absolute, or relative to the installed "
+            "offroad_perception_bringup share; applied only to the model and camera it was measured for; "
+            "'' = none", read_only=True)
+        self.range_correction_status = "off"  # the last frame's: applied, off, or why it was refused
         self.pipeline: DepthPipeline | None = None
         runtime = node.runtime
         runtime.add(self.prefix + "point_stride", lambda v: setattr(self, "point_stride", int(v)))
@@ -88,8 +96,16 @@ class DepthHead(InferenceHead):
         if meta.needs_camera and not self.node.require_camera_info:
             raise ConfigError(f"{self.model.path} rescales depth with the camera's K: require_camera_info must "
                               "stay true")
+        correction = None
+        if self.range_correction_file:
+            correction = load_range_correction(resolve_in_share(self.range_correction_file))
+            refusal = correction.model_refusal(meta.content_sha256)
+            if refusal:  # the camera is checked per frame; a wrong model is known now
+                self.node.get_logger().warning(f"{self.prefix}range_correction_file {self.range_correction_file}: "
+                                               f"not applied: {refusal}")
         self.pipeline = DepthPipeline(self.model, max_depth=self.max_depth or None,
-                                      min_depth=None if self.min_depth < 0 else self.min_depth)
+                                      min_depth=None if self.min_depth < 0 else self.min_depth,
+                                      range_correction=correction)
         if self.publish_heads and self.model.metadata.depth_outputs != "separate":
             self.node.get_logger().warning(f"publish_heads ignored: {self.model.path} outputs composed depth, "
                                            "no heads")
@@ -118,8 +134,14 @@ class DepthHead(InferenceHead):
         info.header = header
         self.info_pub.publish(info)
 
+    def diagnostic_values(self) -> dict[str, Any]:
+        return {"depth_range_correction": self.range_correction_status}
+
     def publish(self, result: DepthOutput, frame: CameraFrame) -> None:
         assert self.pipeline is not None and self.model is not None
+        if result.range_correction != self.range_correction_status and result.range_correction != "applied":
+            self.node.get_logger().warning(f"{self.prefix}range_correction_file not applied: {result.range_correction}")
+        self.range_correction_status = result.range_correction
         converter = self.node.converter
         camera_hw = frame.hw
         depth = self.at_camera_size(result.depth, frame)

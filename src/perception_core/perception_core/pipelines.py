@@ -33,6 +33,7 @@ from perception_core.depth_codec import compose_depth, integer_step
 from perception_core.errors import ConfigError, DataError, ModelFileError
 from perception_core.model_metadata import CAMERA_INPUT_SHAPE, ModelMetadata
 from perception_core.preprocess import Preprocessor
+from perception_core.range_correction import RangeCorrection
 
 LOG = logging.getLogger(__name__)
 IGNORE_ID = 255
@@ -55,6 +56,7 @@ class DepthOutput:
     fractional: np.ndarray | None  # [h, w] float32 metres (the model's own, before depth_scale); None if composed
     timings: dict[str, float] = field(default_factory=dict)
     depth_scale: float = 1.0  # metres per model-output metre for this camera (1 for a fixed-camera model)
+    range_correction: str = "off"  # "applied", "off" (none given) or why the given one was refused
 
 
 @dataclass
@@ -125,7 +127,8 @@ class DepthPipeline(_ModelPipeline):
     canonical_height_m``) before the range is applied (in metres).
     """
 
-    def __init__(self, model: RunnableModel, max_depth: float | None = None, min_depth: float | None = None) -> None:
+    def __init__(self, model: RunnableModel, max_depth: float | None = None, min_depth: float | None = None,
+                 range_correction: RangeCorrection | None = None) -> None:
         meta = model.metadata
         if meta.task != "depth":
             raise ModelFileError(f"DepthPipeline needs a depth model, got task {meta.task!r}")
@@ -147,18 +150,13 @@ class DepthPipeline(_ModelPipeline):
         if not 0 <= self.min_depth < self.max_depth:
             raise ConfigError(f"depth range [{self.min_depth}, {self.max_depth}] m is empty or negative")
         self.preprocessor = Preprocessor(meta)
+        self.range_correction = range_correction
 
     def infer(self, image: np.ndarray, channel_order: str = "RGB", camera_k: np.ndarray | list[float] | None = None,
               camera_hw: tuple[int, int] | None = None, camera_height: float | None = None) -> DepthOutput:
         """Depth of ``image``; a camera-aware model needs ``camera_k`` (3x3 or flat 9), and ``camera_height``."""
         return super().infer(image, channel_order, camera_k=camera_k,
                              camera_hw=tuple(camera_hw) if camera_hw else image.shape[:2], camera_height=camera_height)
-
-    def depth_scale(self, camera_k: np.ndarray | list[float] | None, camera_hw: tuple[int, int] | None,
-                    camera_height: float | None = None) -> float:
-        """Metres per model-output metre for this camera: 1 for a fixed-camera model (see :func:`camera_ratios`)."""
-        focal_ratio, height_ratio = camera_ratios(self.metadata, camera_k, camera_hw, camera_height)
-        return focal_ratio * height_ratio
 
     def extra_feeds(self, camera_k: np.ndarray | list[float] | None = None, camera_hw: tuple[int, int] | None = None,
                     camera_height: float | None = None) -> dict[str, np.ndarray]:
@@ -169,8 +167,10 @@ class DepthPipeline(_ModelPipeline):
 
     def postprocess(self, outputs: dict[str, np.ndarray], camera_k: np.ndarray | list[float] | None = None,
                     camera_hw: tuple[int, int] | None = None, camera_height: float | None = None) -> DepthOutput:
-        """Model outputs (by name) -> metric depth with REP 117's +Inf / -Inf / NaN (camera: see :meth:`infer`)."""
-        scale = np.float32(self.depth_scale(camera_k, camera_hw, camera_height))
+        """Model outputs (by name) -> metric depth with REP 117's +Inf / -Inf / NaN (camera: see :meth:`infer`);
+        the range correction, where one is given and fits this model and camera, before the range is applied."""
+        focal_ratio, height_ratio = camera_ratios(self.metadata, camera_k, camera_hw, camera_height)
+        scale = np.float32(focal_ratio * height_ratio)
         names = self.metadata.output_names
         if self.metadata.depth_outputs == "separate":
             integer = np.asarray(outputs[names[0]], np.float32)[0, 0]
@@ -182,8 +182,15 @@ class DepthPipeline(_ModelPipeline):
             fractional = None
         if scale != 1.0:
             depth *= scale
+        corrected = "off"
+        if self.range_correction is not None:
+            corrected = self.range_correction.refusal(self.metadata.content_sha256, focal_ratio, height_ratio) or ""
+            if not corrected:
+                self.range_correction.apply(depth, focal_ratio, height_ratio)
+                corrected = "applied"
         mark_depth_range(depth, self.min_depth, self.max_depth)
-        return DepthOutput(depth=depth, integer=integer, fractional=fractional, depth_scale=float(scale))
+        return DepthOutput(depth=depth, integer=integer, fractional=fractional, depth_scale=float(scale),
+                           range_correction=corrected)
 
 
 def mark_depth_range(depth: np.ndarray, min_depth: float, max_depth: float) -> np.ndarray:

@@ -135,6 +135,10 @@ class InferenceHead:
     def configure_outputs(self) -> None:
         raise NotImplementedError
 
+    def diagnostic_values(self) -> dict[str, Any]:
+        """Key/values of this model's status for the node's /diagnostics; heads may add their own."""
+        return {}
+
     def infer(self, frame: CameraFrame) -> Any:
         assert self.pipeline is not None
         return self.pipeline.infer(frame.image, frame.order)
@@ -373,6 +377,7 @@ class InferenceNodeBase(ManagedNode):
             if head.model is not None:
                 values[f"{head.TASK}_model_path"] = str(head.model.path)
                 values[f"{head.TASK}_backend_requested"] = head.model.backend_requested
+                values.update(head.diagnostic_values())
         values.update(self.diagnostic_values())
         tasks = "+".join(h.TASK for h in self.heads)
         self.diagnostics_pub.publish(diagnostic_array(

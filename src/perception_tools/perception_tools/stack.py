@@ -154,7 +154,10 @@ def main(argv: list[str] | None = None) -> int:
     except PerceptionError as err:
         print(f"perception-stack: error: {err}", file=sys.stderr)
         return 1
-    return run(args)
+    try:
+        return run(args)
+    except KeyboardInterrupt:  # Ctrl-C before run_nodes has its handlers (imports take a while): a clean exit
+        return 0
 
 
 if __name__ == "__main__":

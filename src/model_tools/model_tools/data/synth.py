@@ -24,7 +24,7 @@ Only numpy, cv2 and yaml are needed here (the GPU box has no ROS or rosbags).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Any
@@ -790,6 +790,16 @@ def random_pose(scene: Scene, rng: np.random.Generator, jitter: bool = True) -> 
     roll = float(rng.normal(0.0, 0.02)) if jitter else 0.0
     pitch = float(rng.normal(0.0, 0.025)) if jitter else 0.0
     return terrain_pose(scene.terrain, x, y, yaw, roll, pitch)
+
+
+def drive_frames(rig: CameraRig, seed: int, frames: int, fps: float, speed: float) -> Iterator[tuple[Scene, np.ndarray, SynthFrame]]:
+    """(scene, T_world_base, frame) of a drive of ``frames`` frames at ``fps`` and ``speed`` along scene ``seed``'s
+    road: a scene kept clear for the drive (``clear_corridor``), as the drive bags and the benches render it."""
+    scene = build_scene(seed, length=speed * frames / fps, clear_corridor=True)
+    for index in range(frames):
+        time_s = index / fps
+        pose = drive_pose(scene, time_s, speed)
+        yield scene, pose, render_frame(rig, seed, pose, time_s=time_s, scene=scene)
 
 
 def render_frame(
