@@ -140,7 +140,8 @@ def load_or_infer(stack: Any, frame: DriveFrame, cache: Path | None, tag: str) -
 
 
 def range_correction_path(args: argparse.Namespace) -> Path | None:
-    """The range correction file the bench's depth runs with (see --range-correction), absolute, or None."""
+    """The range correction (a file or a folder) the bench's depth runs with (see --range-correction),
+    absolute, or None."""
     text = args.range_correction
     if text is None and args.params and args.params.is_file():
         from model_tools.bags.eval_bag import node_parameters
@@ -152,10 +153,11 @@ def range_correction_path(args: argparse.Namespace) -> Path | None:
     return path if path.is_absolute() else ROOT / path  # relative to the repository, as the config's model paths
 
 
-def file_digest(path: Path) -> str:
+def correction_digest(correction: Any) -> str:
+    """A cache key of a range correction: the hash of its contents."""
     import hashlib
 
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+    return hashlib.sha256(json.dumps(correction.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
 
 
 def best_frame_scale(depth: np.ndarray, truth: np.ndarray, config: Any) -> float:
@@ -290,14 +292,15 @@ def main(argv: list[str] | None = None) -> int:
     classes = class_map_from_ontology(params.get("ontology_path") or None,
                                       params.get("flat_obstacle_classes", DEFAULT_FLAT_OBSTACLE_CLASSES),
                                       params.get("unknown_class_category", "BLOCKED"))
-    correction_file = range_correction_path(args)
+    correction_path = range_correction_path(args)
     stack = OfflineStack(args.depth_model, args.seg_model, "cpu", config, classes, num_threads=args.threads,
-                         depth_params={"range_correction_file": str(correction_file or "")})
+                         depth_params={"range_correction_file": str(correction_path or "")})
+    correction = stack.depth.range_correction  # the file the node would take for this model, or None
     grid = BevGrid(config.resolution, config.origin_x, config.origin_y, config.rows, config.cols)
     tag = "-".join([model_key(args.depth_model), model_key(args.seg_model), f"{args.width}x{args.height}",
                     f"h{args.mount_height}", f"p{args.pitch_deg}", *([f"roll{args.roll_deg}"] if args.roll_deg else []),
                     f"f{args.hfov_deg}", f"v{args.speed}",
-                    f"r{args.fps}", *([f"rc-{file_digest(correction_file)}"] if correction_file else [])])
+                    f"r{args.fps}", *([f"rc-{correction_digest(correction)}"] if correction else [])])
 
     # Where the loss comes from: each model's output swapped for the ground truth at the model's size.
     paths = ("models", "gt", "gt_depth_model_labels", "model_depth_gt_labels")
@@ -386,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{args.mount_height} m / {args.pitch_deg} deg down / roll {args.roll_deg} deg / hfov {args.hfov_deg} deg; depth "
           f"{args.depth_model.name}, seg {args.seg_model.name}")
     print_table(rows)
-    print("depth range correction: " + (f"{os.path.relpath(correction_file, ROOT)}, " if correction_file else "")
+    print("depth range correction: " + (f"{os.path.relpath(correction_path, ROOT)}, " if correction_path else "")
           + ", ".join(f"{outcome} on {n} frames" for outcome, n in correction_status.items()))
     print("observed ground above the ground plane (median, m; |x| > max_ground_offset_m is flagged): "
           + ", ".join(f"{path} {np.nanmedian(values):+.2f}" for path, values in ground_offset.items()))
@@ -417,7 +420,8 @@ def main(argv: list[str] | None = None) -> int:
                     "mount_height_m": args.mount_height, "pitch_deg": args.pitch_deg, "roll_deg": args.roll_deg},
             "drive": {"seeds": args.seeds, "frames_per_seed": args.frames, "fps": args.fps, "speed_mps": args.speed},
             "models": {"depth": str(os.path.relpath(args.depth_model, ROOT)), "seg": str(os.path.relpath(args.seg_model, ROOT))},
-            "range_correction": {"file": str(os.path.relpath(correction_file, ROOT)) if correction_file else "",
+            "range_correction": {"file": str(os.path.relpath(correction_path, ROOT)) if correction_path else "",
+                                 "model_sha256": correction.model_sha256 if correction else "",
                                  "frames": correction_status},
             "costmap_parameters": {k: v for k, v in params.items()},
             "models_in_the_loop": totals["models"].summary(),

@@ -121,7 +121,19 @@ def test_a_range_correction_applies_to_its_model_and_camera_only(tmp_path: Path)
 
     depth, values = _published(model, range_correction_file=correction("other_model.yaml", HEIGHT_RATIO, "0" * 64))
     np.testing.assert_allclose(depth, plain, rtol=1e-5)
-    assert values["depth_range_correction"].startswith("measured for model 000000000000, running " + digest[:12])
+    assert values["depth_range_correction"] == "off: measured for model 000000000000, running " + digest[:12]
+
+    # A folder: the file measured for the running model is taken (the shipped config names config/range_correction).
+    for name in ("this_camera.yaml", "higher_camera.yaml"):
+        (tmp_path / name).unlink()
+    depth, values = _published(model, range_correction_file=str(tmp_path))
+    np.testing.assert_allclose(depth, plain, rtol=1e-5)
+    assert values["depth_range_correction"] == (f"off: none of the 1 correction file(s) in {tmp_path} was measured "
+                                                f"for model {digest[:12]}")
+    correction("this_camera.yaml", HEIGHT_RATIO)
+    depth, values = _published(model, range_correction_file=str(tmp_path))
+    np.testing.assert_allclose(depth, plain * 1.1, rtol=1e-5)
+    assert values["depth_range_correction"] == "applied"
 
 
 def test_an_unreadable_range_correction_file_is_a_start_up_error_naming_it(tmp_path: Path) -> None:

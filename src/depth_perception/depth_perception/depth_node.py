@@ -30,7 +30,7 @@ from perception_core.pipelines import (
     pack_points,
     scale_intrinsics,
 )
-from perception_core.range_correction import load_range_correction
+from perception_core.range_correction import load_range_correction_for
 from perception_core.resources import resolve_in_share
 from perception_msgs.msg import DepthHeads
 from perception_ros.inference_node import CameraFrame, InferenceHead, InferenceNodeBase
@@ -62,10 +62,10 @@ class DepthHead(InferenceHead):
             "models that need it (metadata depth_camera canonical_focal_height); 0 = unset",
             read_only=True, float_range=(0.0, 100.0))
         self.range_correction_file = self.declare(
-            "range_correction_file", "", "the model's range bias measured for this camera "
-            "(python -m model_tools.depth_range_fit): absolute, or relative to the installed "
-            "offroad_perception_bringup share; applied only to the model and camera it was measured for; "
-            "'' = none", read_only=True)
+            "range_correction_file", "", "the model's range bias measured over a grid of cameras "
+            "(python -m model_tools.depth_range_fit): a correction file, or a folder of them (the one measured "
+            "for the running model is taken); absolute, or relative to the installed offroad_perception_bringup "
+            "share. Applied only to its model and to cameras inside its grid; '' = none", read_only=True)
         self.range_correction_status = "off"  # the last frame's: applied, off, or why it was refused
         self.pipeline: DepthPipeline | None = None
         runtime = node.runtime
@@ -97,12 +97,16 @@ class DepthHead(InferenceHead):
             raise ConfigError(f"{self.model.path} rescales depth with the camera's K: require_camera_info must "
                               "stay true")
         correction = None
+        self.range_correction_status = "off"
         if self.range_correction_file:
-            correction = load_range_correction(resolve_in_share(self.range_correction_file))
-            refusal = correction.model_refusal(meta.content_sha256)
-            if refusal:  # the camera is checked per frame; a wrong model is known now
+            correction, missing = load_range_correction_for(resolve_in_share(self.range_correction_file),
+                                                            meta.content_sha256)
+            refusal = missing or (correction.model_refusal(meta.content_sha256) if correction else None)
+            if refusal:  # the camera is checked per frame; a wrong or missing model is known now
                 self.node.get_logger().warning(f"{self.prefix}range_correction_file {self.range_correction_file}: "
                                                f"not applied: {refusal}")
+                self.range_correction_status = f"off: {refusal}"
+                correction = None
         self.pipeline = DepthPipeline(self.model, max_depth=self.max_depth or None,
                                       min_depth=None if self.min_depth < 0 else self.min_depth,
                                       range_correction=correction)
@@ -139,9 +143,11 @@ class DepthHead(InferenceHead):
 
     def publish(self, result: DepthOutput, frame: CameraFrame) -> None:
         assert self.pipeline is not None and self.model is not None
-        if result.range_correction != self.range_correction_status and result.range_correction != "applied":
-            self.node.get_logger().warning(f"{self.prefix}range_correction_file not applied: {result.range_correction}")
-        self.range_correction_status = result.range_correction
+        if result.range_correction != "off":  # "off": none to apply, and configure said why
+            if result.range_correction != self.range_correction_status and result.range_correction != "applied":
+                self.node.get_logger().warning(f"{self.prefix}range_correction_file not applied: "
+                                               f"{result.range_correction}")
+            self.range_correction_status = result.range_correction
         converter = self.node.converter
         camera_hw = frame.hw
         depth = self.at_camera_size(result.depth, frame)

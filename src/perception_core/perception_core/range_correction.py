@@ -229,3 +229,19 @@ def load_range_correction(path: str | Path) -> RangeCorrection:
         raise ConfigError(f"range correction {path}: a field is missing or not a number ({exc!r})") from exc
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from exc
+
+
+def load_range_correction_for(path: str | Path, model_sha256: str) -> tuple[RangeCorrection | None, str]:
+    """The correction at ``path`` for a model: a file is read as it is (its model is checked per frame, like its
+    camera); a folder holds one file per model (``*.yaml``), and the one measured for ``model_sha256`` is taken.
+    Returns (correction, "") or (None, why there is none). Every file read must be valid: a broken one is named."""
+    path = Path(path)
+    if not path.is_dir():
+        return load_range_correction(path), ""
+    files = sorted(path.glob("*.yaml"))
+    for file in files:
+        correction = load_range_correction(file)
+        if correction.model_refusal(model_sha256) is None:
+            return correction, ""
+    return None, (f"none of the {len(files)} correction file(s) in {path} was measured for model "
+                  f"{model_sha256[:12] or '(no hash)'}")

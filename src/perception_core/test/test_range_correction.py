@@ -15,6 +15,7 @@ from perception_core.range_correction import (
     RangeCorrection,
     fit_camera_curve,
     load_range_correction,
+    load_range_correction_for,
     save_range_correction,
 )
 
@@ -142,3 +143,17 @@ def test_the_file_round_trips_and_its_problems_name_the_file_and_field(tmp_path:
     path.write_text(": [")
     with pytest.raises(ConfigError, match="not YAML"):
         load_range_correction(path)
+
+
+def test_a_folder_gives_the_file_measured_for_the_running_model(tmp_path: Path) -> None:
+    fp32, int8 = _grid(), _grid(model_sha256="cd" * 32, curves=((STEEP, STEEP), (STEEP, STEEP)))
+    save_range_correction(fp32, tmp_path / "fp32.yaml")
+    save_range_correction(int8, tmp_path / "int8.yaml")
+    assert load_range_correction_for(tmp_path, SHA) == (fp32, "")
+    assert load_range_correction_for(tmp_path, "cd" * 32) == (int8, "")
+    assert load_range_correction_for(tmp_path, "ef" * 32) == (
+        None, f"none of the 2 correction file(s) in {tmp_path} was measured for model efefefefefef")
+    assert load_range_correction_for(tmp_path / "int8.yaml", SHA) == (int8, "")  # a file: its model checked later
+    (tmp_path / "broken.yaml").write_text("format: perception_core.range_correction/2\n")
+    with pytest.raises(ConfigError, match=f"range correction {tmp_path / 'broken.yaml'}: missing field"):
+        load_range_correction_for(tmp_path, SHA)

@@ -127,7 +127,8 @@ class OfflineStack:
     Node parameters that change outputs are honoured as the nodes do:
     depth_node ``max_depth``/``min_depth`` (0 / -1 = the model's metadata), ``camera_height``
     (for depth models that rescale with it; K comes from each frame's camera_info), ``range_correction_file``
-    (absolute, or relative to the installed bringup share as the node resolves it; "" for none) and
+    (a file or a folder of them, absolute or relative to the installed bringup share, as the node takes it;
+    "" for none) and
     ``resize_to_camera`` of both inference nodes (nearest resize to the camera size).
     """
 
@@ -143,7 +144,7 @@ class OfflineStack:
         seg_params: Mapping[str, Any] | None = None,
     ) -> None:
         from perception_core.pipelines import DepthPipeline, SegPipeline
-        from perception_core.range_correction import load_range_correction
+        from perception_core.range_correction import load_range_correction_for
         from perception_core.resources import resolve_in_share
         from perception_core.runtime.loader import load_model
 
@@ -154,11 +155,13 @@ class OfflineStack:
         max_depth = float(depth_params.get("max_depth", 0.0) or 0.0)
         min_depth = float(depth_params.get("min_depth", -1.0))
         self.camera_height = float(depth_params.get("camera_height", 0.0) or 0.0) or None
-        correction_file = str(depth_params.get("range_correction_file", "") or "")
+        correction_path = str(depth_params.get("range_correction_file", "") or "")
+        correction = None
+        if correction_path:  # the node's rule: a file, or the folder's file for this model
+            correction, _ = load_range_correction_for(resolve_in_share(correction_path),
+                                                      self.depth_model.metadata.content_sha256)
         self.depth = DepthPipeline(self.depth_model, max_depth=max_depth or None,
-                                   min_depth=None if min_depth < 0 else min_depth,
-                                   range_correction=load_range_correction(resolve_in_share(correction_file))
-                                   if correction_file else None)
+                                   min_depth=None if min_depth < 0 else min_depth, range_correction=correction)
         self.seg = SegPipeline(self.seg_model)
         self.depth_to_camera = bool(depth_params.get("resize_to_camera", False))
         self.labels_to_camera = bool(seg_params.get("resize_to_camera", False))
