@@ -1,8 +1,8 @@
 """A depth model's range bias, measured over a grid of cameras, and its correction (numpy + yaml).
 
 A monocular network's error grows with range, and so can its bias: the shipped
-model reads the vehicle camera's ground at 9-15 m 3-8 % too near, and a low
-wide-angle camera's by 9-19 % from 3 m on (by predicted depth;
+model reads the vehicle camera's depth at 9-12 m 4-7 % too near, and a low
+wide-angle camera's by 9-15 % from 3 m on (by predicted depth;
 ``docs/depth.md``, "Range correction"), which puts obstacles and drop edges
 short by more than a costmap cell. The bias depends on the model and on the
 camera (and on the scene), so it is measured like a calibration
