@@ -236,6 +236,15 @@ def print_table(rows: list[tuple[str, dict[str, float]]]) -> None:
         print(f"{name:<{width}}" + "".join(cells))
 
 
+def print_by_range(summary: dict[str, Any]) -> None:
+    """The models' recall by kind of obstacle and precision by source, one row per band of distance ahead."""
+    columns = [key for key in summary if key.startswith(("recall_", "precision_"))]
+    print("models' costmap by distance ahead (recall: GT obstacle cells by kind; precision: lethal cells by source)")
+    print(f"{'x (m)':>8}" + "".join(f"{name:>22}" for name in columns))
+    for i, (low, high) in enumerate(summary["bands_m"]):
+        print(f"{f'{low:g}-{high:g}':>8}" + "".join(f"{fmt(summary[name][i]):>22}" for name in columns))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=list(DEFAULT_SEEDS), help="scene seeds, one drive each")
@@ -281,7 +290,14 @@ def main(argv: list[str] | None = None) -> int:
         class_map_from_ontology,
         resize_nearest,
     )
-    from perception_core.metrics.costmap import RELIEF_BAND_M, BevGrid, CostmapMeasures, terrain_under_pixels
+    from perception_core.metrics.costmap import (
+        LETHAL_CATEGORIES,
+        RELIEF_BAND_M,
+        BevGrid,
+        CostmapMeasures,
+        RangeBandMeasures,
+        terrain_under_pixels,
+    )
     from perception_core.metrics.depth import DepthMetricAccumulator
     from perception_core.pipelines import scale_intrinsics
 
@@ -307,6 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.split_depth:
         paths += ("gt_ground_depth_gt_labels", "gt_obstacle_depth_gt_labels", "frame_scaled_depth_gt_labels")
     totals = {path: CostmapMeasures() for path in paths}
+    by_range = RangeBandMeasures()  # the models' costmap per band of distance ahead
     per_seed: dict[int, dict[str, CostmapMeasures]] = {}
     build_ms: dict[str, list[float]] = {path: [] for path in paths}
     ground_offset: dict[str, list[float]] = {path: [] for path in paths}
@@ -369,11 +386,17 @@ def main(argv: list[str] | None = None) -> int:
                 ground_offset[path].append(result.ground_offset_m)
                 totals[path].add(result.category, truth, grid)
                 per_seed[seed][path].add(result.category, truth, grid)
-                if path == "models" and args.explain_false_lethal and config.ground_geometry:
+                if path != "models":
+                    continue
+                lethal_sources = None
+                if args.explain_false_lethal and config.ground_geometry:
                     labels_only = build_costmap(d, lab, frame.k, labels_only_config, classes, k_hw=frame.depth.shape)
                     wrong = totals[path].false_lethal_cells(result.category, truth, grid)
                     for name, cells in false_lethal_sources(result, labels_only, wrong, config).items():
                         sources[name] += cells
+                    by_labels = np.isin(labels_only.category, [int(c) for c in LETHAL_CATEGORIES])
+                    lethal_sources = {"labels": by_labels, "geometry": ~by_labels}
+                by_range.add(result.category, truth, grid, lethal_sources)
             bar.update(1)
     bar.close()
 
@@ -406,6 +429,7 @@ def main(argv: list[str] | None = None) -> int:
           "scale, all pixels | standing obstacles): " + ", ".join(
               f"{band} {m['all']['abs_rel']:.3f} / {m['all']['scale']:.3f} | {m['standing_obstacles']['abs_rel']:.3f} / "
               f"{m['standing_obstacles']['scale']:.3f}" for band, m in by_terrain.items()))
+    print_by_range(by_range.summary())
     if any(sources.values()):
         clear = totals["models"].counts["clear_cells"]
         print("models' false lethal by source (% of clear cells): "
@@ -442,6 +466,7 @@ def main(argv: list[str] | None = None) -> int:
                                  "those whose GT label is a standing obstacle; by_terrain: all seeds, split by the exact "
                                  f"terrain height under the pixel's GT point: within {RELIEF_BAND_M} m of the vehicle's "
                                  "ground plane (level), below it (lower), above it (higher)"}
+        report["models_by_range"] = by_range.summary()
         if frame_scales:
             report["frame_scales"] = frame_scales
         if any(sources.values()):

@@ -37,3 +37,12 @@ def test_best_frame_scale_is_the_median_ratio_so_a_minority_of_wrong_pixels_does
 def test_best_frame_scale_is_one_when_no_pixel_is_in_range(bench_costmap) -> None:
     nothing = np.full((4, 4), np.nan, np.float32)
     assert bench_costmap.best_frame_scale(nothing, nothing, RANGE) == 1.0
+
+
+def test_by_range_table_has_a_row_per_band_and_marks_empty_bands(bench_costmap, capsys) -> None:
+    summary = {"bands_m": [[0.0, 3.0], [3.0, 6.0]], "recall_labelled": [1.0, float("nan")],
+               "precision_all": [0.5, 0.25], "frames": 1, "counts": {}}
+    bench_costmap.print_by_range(summary)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].split() == ["x", "(m)", "recall_labelled", "precision_all"]
+    assert lines[2].split() == ["0-3", "1.000", "0.500"] and lines[3].split() == ["3-6", "n/a", "0.250"]

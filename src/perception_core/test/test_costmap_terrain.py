@@ -206,17 +206,34 @@ def test_bad_limits_are_one_config_error(field: str, value: object) -> None:
         CostmapConfig(**{field: value})
 
 
+def strip_grid(length_m: float) -> tuple:
+    """A 4 m wide strip of 0.1 m cells from x = 0 to ``length_m``: (config, grid, x, y), x and y per cell."""
+    from perception_core.metrics.costmap import BevGrid
+
+    config = CostmapConfig(resolution=0.1, width_m=length_m, height_m=4.0, origin_x=0.0, origin_y=-2.0)
+    grid = BevGrid(config.resolution, config.origin_x, config.origin_y, config.rows, config.cols)
+    xs, ys = grid.centres()
+    return (config, grid, np.broadcast_to(xs, (config.rows, config.cols)),
+            np.broadcast_to(ys[:, None], (config.rows, config.cols)))
+
+
+def rock_before_a_drop(x: np.ndarray, y: np.ndarray, brink_x: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(heights, truth, rock): level ground to a 1 m drop at ``brink_x`` (seen up to the brink), a labelled rock
+    at x 2.0-2.4 m."""
+    heights = np.where(x < brink_x, 0.0, -1.0).astype(np.float32)
+    truth = np.where(x < brink_x, np.int8(Category.FREE), np.int8(UNKNOWN))
+    rock = (x > 2.0) & (x < 2.4) & (y > -1.0) & (y < -0.6)
+    truth[rock] = Category.BLOCKED
+    return heights, truth, rock
+
+
 def test_ground_truth_geometry_and_the_terrain_measures() -> None:
     """A 1 m drop at x = 5: the truth blocks the seen brink (drop recall counts it) and the hidden face
     (a prediction may mark it, recall does not ask for it); a 15-degree hillside counts for false lethal
     on slopes."""
-    from perception_core.metrics.costmap import BevGrid, CostmapMeasures, ground_truth_geometry
+    from perception_core.metrics.costmap import CostmapMeasures, ground_truth_geometry
 
-    config = CostmapConfig(resolution=0.1, width_m=10.0, height_m=4.0, origin_x=0.0, origin_y=-2.0)
-    grid = BevGrid(config.resolution, config.origin_x, config.origin_y, config.rows, config.cols)
-    xs, ys = grid.centres()
-    x = np.broadcast_to(xs, (config.rows, config.cols))
-    y = np.broadcast_to(ys[:, None], (config.rows, config.cols))
+    config, grid, x, y = strip_grid(10.0)
     heights = np.where(x < 5.0, 0.0, -1.0) + np.where(y > 0.5, (y - 0.5) * math.tan(math.radians(15)), 0.0)
     heights = heights.astype(np.float32)
     truth = np.where(x < 5.0, np.int8(Category.FREE), np.int8(UNKNOWN))  # the camera sees up to the brink
@@ -247,17 +264,10 @@ def test_ground_truth_geometry_and_the_terrain_measures() -> None:
 def test_labelled_object_recall_counts_the_groups_the_labels_make() -> None:
     """Two obstacle groups on terrain: a rock the labels mark and a drop only geometry finds. A costmap that
     marks the drop and not the rock has object recall 1/2 and labelled object recall 0; the reverse, 1/2 and 1."""
-    from perception_core.metrics.costmap import BevGrid, CostmapMeasures, ground_truth_geometry
+    from perception_core.metrics.costmap import CostmapMeasures, ground_truth_geometry
 
-    config = CostmapConfig(resolution=0.1, width_m=10.0, height_m=4.0, origin_x=0.0, origin_y=-2.0)
-    grid = BevGrid(config.resolution, config.origin_x, config.origin_y, config.rows, config.cols)
-    xs, ys = grid.centres()
-    x = np.broadcast_to(xs, (config.rows, config.cols))
-    y = np.broadcast_to(ys[:, None], (config.rows, config.cols))
-    heights = np.where(x < 5.0, 0.0, -1.0).astype(np.float32)
-    truth = np.where(x < 5.0, np.int8(Category.FREE), np.int8(UNKNOWN))
-    rock = (x > 2.0) & (x < 2.4) & (y > -1.0) & (y < -0.6)
-    truth[rock] = Category.BLOCKED
+    config, grid, x, y = strip_grid(10.0)
+    heights, truth, rock = rock_before_a_drop(x, y, 5.0)
     raised = ground_truth_geometry(truth, heights, config)
     assert raised.labelled_lethal[rock].all() and not raised.labelled_lethal[raised.drops].any()
     drop_only = np.where(rock, np.int8(Category.FREE), raised.category)
@@ -271,3 +281,29 @@ def test_labelled_object_recall_counts_the_groups_the_labels_make() -> None:
     flat = CostmapMeasures()  # without terrain every group is one the labels make
     flat.add(truth, truth, grid)
     assert flat.summary()["labelled_object_recall"] == flat.summary()["object_recall"] == 1.0
+
+
+def test_range_bands_split_recall_by_kind_and_precision_by_source() -> None:
+    """A rock at 2 m (labelled) and a drop at 7.5 m (geometry): a prediction that marks the rock and, well past
+    the brink, a false cell, scores recall 1 for labelled cells in 0-3 m and 0 for the drop in 6-9 m, and
+    precision 1 / 0 in those bands; each lethal cell counts under the source the caller names."""
+    from perception_core.metrics.costmap import RangeBandMeasures, ground_truth_geometry
+
+    config, grid, x, y = strip_grid(12.0)
+    heights, truth, rock = rock_before_a_drop(x, y, 7.5)
+    raised = ground_truth_geometry(truth, heights, config)
+    predicted = np.where(rock, np.int8(Category.BLOCKED), np.int8(Category.FREE))
+    # 1.3 m past the brink: farther than the hidden face that excuses a cell (HIDDEN_REACH_M) plus the tolerance
+    late = (x > 8.7) & (x < 8.9) & (np.abs(y) < 0.5)
+    predicted[late] = Category.BLOCKED
+    bands = RangeBandMeasures()
+    bands.add(predicted, raised, grid, {"labels": rock, "geometry": late})
+    summary = bands.summary()
+    assert summary["bands_m"] == [[0.0, 3.0], [3.0, 6.0], [6.0, 9.0], [9.0, 12.0]]
+    assert summary["recall_labelled"][0] == 1.0 and math.isnan(summary["recall_labelled"][2])
+    assert summary["recall_drop"][2] == 0.0 and summary["counts"]["gt_drop_cells"][2] == int(raised.drops.sum())
+    assert summary["precision_all"][0] == 1.0 and summary["precision_all"][2] == 0.0
+    assert summary["precision_labels"][0] == 1.0 and summary["precision_geometry"][2] == 0.0
+    assert math.isnan(summary["precision_labels"][2]) and summary["counts"]["lethal_geometry_cells"][2] == late.sum()
+    bands.add(predicted, raised, grid, {"labels": rock, "geometry": late})  # counts add up frame by frame
+    assert bands.summary()["counts"]["gt_all_cells"] == [2 * n for n in summary["counts"]["gt_all_cells"]]

@@ -419,6 +419,91 @@ class CostmapMeasures:
         }
 
 
+RANGE_BANDS_M = (0.0, 3.0, 6.0, 9.0, 12.0)  # bands of distance ahead (x in the base frame) for RangeBandMeasures
+OBSTACLE_KINDS = ("labelled", "drop", "terrain")  # what makes a GT obstacle cell lethal (RangeBandMeasures)
+
+
+@dataclass
+class RangeBandMeasures:
+    """Obstacle recall and precision per band of distance ahead, split by what makes a cell lethal.
+
+    The totals of :class:`CostmapMeasures` hide where a costmap loses: a depth network's error grows with
+    range, and the obstacles of terrain (drops, steps, slopes) need the ground's shape, where labelled ones
+    (a rock, a tree) need only its position. Per band of ``edges_m`` (a cell's centre x; the last band
+    includes its top, like ``CostmapMeasures``' window), with the same tolerance:
+
+    - recall of the GT obstacle cells by kind: ``labelled`` (lethal by their labels), ``drop`` (seen cells at
+      a drop, ``GeometryTruth.drops``), ``terrain`` (any other cell that geometry makes lethal), and of all;
+    - precision of the predicted lethal cells, of all and, when the caller passes them, of each source's
+      (e.g. the cells the labels alone make lethal, and the rest).
+
+    A truth without terrain (a plain category grid) has only labelled obstacles.
+    """
+
+    edges_m: tuple[float, ...] = RANGE_BANDS_M
+    tolerance_m: float = 0.3
+    counts: dict[str, list[int]] = field(default_factory=dict)
+    frames: int = 0
+
+    def _count(self, key: str, per_band: list[int]) -> None:
+        if key not in self.counts:
+            self.counts[key] = [0] * len(per_band)
+        self.counts[key] = [a + b for a, b in zip(self.counts[key], per_band, strict=True)]
+
+    def add(self, predicted: np.ndarray, ground_truth: np.ndarray | GeometryTruth, grid: BevGrid,
+            lethal_sources: dict[str, np.ndarray] | None = None) -> None:
+        """Score one frame; ``lethal_sources`` maps a source name to a bool grid of the cells it makes lethal."""
+        terrain = ground_truth if isinstance(ground_truth, GeometryTruth) else None
+        category = np.asarray(terrain.category if terrain is not None else ground_truth)
+        predicted = np.asarray(predicted)
+        if predicted.shape != category.shape or predicted.shape != (grid.rows, grid.cols):
+            raise ValueError(f"costmap shapes differ: prediction {predicted.shape}, ground truth {category.shape}, "
+                             f"grid {(grid.rows, grid.cols)}")
+        xs, _ = grid.centres()
+        x = np.broadcast_to(xs, category.shape)
+        reach = self.tolerance_m / grid.resolution + 1e-6
+        gt_obstacle = np.isin(category, _LETHAL_VALUES)
+        if terrain is not None:
+            gt_obstacle &= ~terrain.unseen_lethal
+            labelled = gt_obstacle & terrain.labelled_lethal
+            drop = gt_obstacle & terrain.drops & ~labelled
+            kinds = {"labelled": labelled, "drop": drop, "terrain": gt_obstacle & ~labelled & ~drop}
+        else:
+            kinds = {"labelled": gt_obstacle, "drop": np.zeros_like(gt_obstacle), "terrain": np.zeros_like(gt_obstacle)}
+        lethal = np.isin(predicted, _LETHAL_VALUES)
+        near_lethal = _distance_to(lethal) <= reach
+        near_gt = _distance_to(np.isin(category, _LETHAL_VALUES)) <= reach
+        sources = {"all": lethal, **{name: lethal & np.asarray(cells, bool) for name, cells in (lethal_sources or {}).items()}}
+        bands = []
+        last = len(self.edges_m) - 2
+        for i, (low, high) in enumerate(zip(self.edges_m[:-1], self.edges_m[1:], strict=True)):
+            bands.append((x >= low) & ((x <= high) if i == last else (x < high)))
+        for kind, cells in {**kinds, "all": gt_obstacle}.items():
+            self._count(f"gt_{kind}_cells", [int((cells & band).sum()) for band in bands])
+            self._count(f"gt_{kind}_cells_hit", [int((cells & near_lethal & band).sum()) for band in bands])
+        for name, cells in sources.items():
+            self._count(f"lethal_{name}_cells", [int((cells & band).sum()) for band in bands])
+            self._count(f"lethal_{name}_cells_near_gt", [int((cells & near_gt & band).sum()) for band in bands])
+        self.frames += 1
+
+    def summary(self) -> dict[str, Any]:
+        """Per band: ``recall_<kind>``, ``precision_<source>`` (NaN where a band has nothing to count), the
+        counts behind them, and the band edges."""
+        def ratios(num: str, den: str) -> list[float]:
+            return [n / d if d else math.nan for n, d in zip(self.counts[num], self.counts[den], strict=True)]
+
+        recall = {f"recall_{kind}": ratios(f"gt_{kind}_cells_hit", f"gt_{kind}_cells")
+                  for kind in (*OBSTACLE_KINDS, "all") if f"gt_{kind}_cells" in self.counts}
+        sources = [key[len("lethal_"):-len("_cells")] for key in self.counts
+                   if key.startswith("lethal_") and key.endswith("_cells")]
+        precision = {f"precision_{name}": ratios(f"lethal_{name}_cells_near_gt", f"lethal_{name}_cells")
+                     for name in sources}
+        return {"bands_m": [[low, high] for low, high in zip(self.edges_m[:-1], self.edges_m[1:], strict=True)],
+                **recall, **precision, "frames": self.frames, "counts": {k: list(v) for k, v in self.counts.items()},
+                "definition": {"tolerance_m": self.tolerance_m, "kinds": "labelled: lethal by the labels; drop: seen "
+                               "cells at a drop (GeometryTruth.drops); terrain: the rest that geometry makes lethal"}}
+
+
 def measures_from_counts(counts: dict[str, int]) -> dict[str, float]:
     """The measures from cell and group counts (NaN where a measure has nothing to count)."""
     def ratio(num: str, den: str) -> float:
