@@ -325,7 +325,7 @@ def test_mixed_pixels_behind_an_obstacle_are_pulled_onto_it(classes: ClassMap) -
     for col in np.nonzero(box.any(axis=0))[0]:
         for i, row in enumerate(range(top[col], top[col] + 3)):  # three rows blend to 8, 10, 12 m
             ramp[row, col] = 12.0 - 2.0 * i
-    config = scene_config(resolution=0.1, max_obstacle_depth_m=0.5)
+    config = scene_config(resolution=0.1)  # the default limit (1.5 m)
     naive = build_costmap(ramp, labels, k, CostmapConfig(**{**_fields(config), "max_obstacle_depth_m": 1000.0}),
                           classes)
     sharp = build_costmap(ramp, labels, k, config, classes)
@@ -335,6 +335,26 @@ def test_mixed_pixels_behind_an_obstacle_are_pulled_onto_it(classes: ClassMap) -
     assert not (sharp.present[Category.BLOCKED] & behind).any()
     assert sharp.present[Category.BLOCKED][cell_of(config, BOX_X, 0.0)]
     assert sharp.clamped_pixels > 0
+
+
+def test_an_object_that_reaches_back_keeps_its_depth(classes: ClassMap) -> None:
+    """The box's upper part reads 1 m behind its face (its top, seen receding, or a deep object): within the
+    default limit those pixels are the object, and its lethal cells reach back that far; a 0.5 m limit pulls
+    them onto its front."""
+    k = pinhole_k(160, 120, 100.0)
+    depth, labels = render_scene(160, 120, k, box_height=0.8)
+    box = labels == BOX
+    bottom = box.shape[0] - 1 - np.argmax(box[::-1], axis=0)  # last box row per column
+    upper = box & (np.arange(box.shape[0])[:, None] < bottom[None, :] - 1)
+    receding = np.where(upper, depth * np.float32((BOX_X + 1.0) / BOX_X), depth)
+    config = scene_config(resolution=0.1)
+    xs = config.origin_x + (np.arange(config.cols) + 0.5) * config.resolution
+    back = (xs > BOX_X + 0.7) & (xs < BOX_X + 1.2)
+    deep = build_costmap(receding, labels, k, config, classes)
+    assert deep.present[Category.BLOCKED][:, back].any() and deep.clamped_pixels == 0
+    shallow = build_costmap(receding, labels, k, CostmapConfig(**{**_fields(config), "max_obstacle_depth_m": 0.5}),
+                            classes)
+    assert not shallow.present[Category.BLOCKED][:, back].any() and shallow.clamped_pixels > 0
 
 
 def test_an_obstacle_whose_depth_is_wrong_is_marked_where_it_stands(classes: ClassMap) -> None:

@@ -163,7 +163,7 @@ PARAMETERS: dict[str, tuple[Any, str, dict[str, Any]]] = {
     "min_obstacle_area_m2": (0.001, "surface area a standing BLOCKED/HAZARD obstacle needs in a cell (each "
                                     "pixel counts z^2 / (fx fy)): many pixels near, few far",
                              {"float_range": (0.0, 100.0)}),
-    "max_obstacle_depth_m": (0.5, "how far behind the ground it stands on an obstacle pixel may lie; farther "
+    "max_obstacle_depth_m": (1.5, "how far behind the ground it stands on an obstacle pixel may lie; farther "
                                   "(mixed pixels, depth error) is pulled onto this limit",
                              {"float_range": (0.0, 1000.0)}),
     "column_step": (0, "work on every n-th column of the depth image; 0: the largest n whose columns stay within "

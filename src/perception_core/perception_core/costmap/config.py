@@ -63,7 +63,7 @@ class CostmapConfig:
     max_point_height: float = 3.0  # points higher above the ground are dropped (canopy, overhangs)
     min_points_per_cell: int = 1  # points (and surface samples) a traversable category needs in a cell
     min_obstacle_area_m2: float = 0.001  # surface area a BLOCKED/HAZARD category needs in a cell (see docs/costmap.md)
-    max_obstacle_depth_m: float = 0.5  # how far behind its ground contact an obstacle pixel may lie
+    max_obstacle_depth_m: float = 1.5  # how far behind its ground contact an obstacle pixel may lie (an object's depth)
     column_step: int = 0  # work on every n-th depth column; 0: the largest n that keeps columns a cell apart at max_range
     dense_ground: bool = True  # fill the ground surface between neighbouring pixel rows
     surface_step_ratio: float = 3.0  # largest inverse-depth step between rows, relative to flat ground's, still a surface
