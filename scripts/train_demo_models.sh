@@ -40,6 +40,10 @@ FRAME_H=${FRAME_H:-544}
 QUEUE_TRAIN_MIN=${QUEUE_TRAIN_MIN:-6.0}
 NGPU=${NGPU:-$($PY -c 'import torch; print(torch.cuda.device_count())')}
 JOBS_PER_GPU=${JOBS_PER_GPU:-1}
+if [[ " ${ONLY:-} " == *" depth_levels_r18_variant "* && -z ${VARIANT_ARGS:-} ]]; then
+  echo "train_demo_models.sh: depth_levels_r18_variant needs VARIANT_ARGS=\"--set key=value ...\" (what differs)" >&2
+  exit 2
+fi
 START=$(date +%s)
 log() { echo "[train_demo $(( $(date +%s) - START ))s] $*"; }
 mkdir -p "$OUT" "$SCRATCH"
@@ -101,15 +105,15 @@ JOBS=(
 )
 # Jobs that run only when ONLY names them: the levels depth run with the depth-edge weight (loss.edge_weight,
 # docs/depth.md; EDGE_WEIGHT, default 3.0), with the relief weight (loss.relief_weight: the ground off the
-# vehicle's plane; RELIEF_WEIGHT, default 3.0) or with the camera as an input, each for an A/B against depth_levels_r18 on the same frames in one
-# call (JOBS_PER_GPU=2 trains two at once on one GPU). Each has its own frame cache: two runs must not fill one folder.
+# vehicle's plane; RELIEF_WEIGHT, default 3.0) or with any other settings (VARIANT_ARGS="--set k=v ...", required
+# for depth_levels_r18_variant), each for an A/B against depth_levels_r18 on the same frames in one call
+# (JOBS_PER_GPU=2 trains two at once on one GPU). Each has its own frame cache: two runs must not fill one folder.
 OPTIONAL_JOBS=(
   "depth_levels_r18_edges|$PY -m model_tools.cli depth train --config config/train/depth_levels_r18.yaml $DEPTH_DATA --run-dir $RUNS/depth_levels_r18_edges --time-budget-min @BUDGET@ --set num_workers=@WORKERS@ ${FAST_DEPTH//frame_cache_depth/frame_cache_depth_edges} --set loss.edge_weight=${EDGE_WEIGHT:-3.0} ${EXTRA_TRAIN_ARGS:-}"
   "depth_levels_r18_relief|$PY -m model_tools.cli depth train --config config/train/depth_levels_r18.yaml $DEPTH_DATA --run-dir $RUNS/depth_levels_r18_relief --time-budget-min @BUDGET@ --set num_workers=@WORKERS@ ${FAST_DEPTH//frame_cache_depth/frame_cache_depth_relief} --set loss.relief_weight=${RELIEF_WEIGHT:-3.0} ${EXTRA_TRAIN_ARGS:-}"
-  # The camera as a network input (model.camera_input: docs/depth.md, "Camera-aware depth"), the other
-  # half of an A/B against depth_levels_r18; from weights without it, its modulation starts as the identity.
-  # The config has camera_input: true since run 16: the control then needs --set model.camera_input=false.
-  "depth_levels_r18_camera|$PY -m model_tools.cli depth train --config config/train/depth_levels_r18.yaml $DEPTH_DATA --run-dir $RUNS/depth_levels_r18_camera --time-budget-min @BUDGET@ --set num_workers=@WORKERS@ ${FAST_DEPTH//frame_cache_depth/frame_cache_depth_camera} --set model.camera_input=true ${EXTRA_TRAIN_ARGS:-}"
+  # (Run 16's A/B of the camera input used a job depth_levels_r18_camera, "--set model.camera_input=true": the
+  # config has it since, and VARIANT_ARGS="--set model.camera_input=false" gives that A/B's other half.)
+  "depth_levels_r18_variant|$PY -m model_tools.cli depth train --config config/train/depth_levels_r18.yaml $DEPTH_DATA --run-dir $RUNS/depth_levels_r18_variant --time-budget-min @BUDGET@ --set num_workers=@WORKERS@ ${FAST_DEPTH//frame_cache_depth/frame_cache_depth_variant} ${VARIANT_ARGS:-} ${EXTRA_TRAIN_ARGS:-}"
 )
 # ONLY="name ..." keeps just those jobs (e.g. one device call per pair of runs).
 if [[ -n ${ONLY:-} ]]; then
