@@ -65,6 +65,7 @@ def test_eval_bag_writes_complete_metrics_csv_and_self_contained_report(drive_ba
     assert all(src.startswith("data:image/png;base64,") for src in images)  # self-contained
     assert "Costmap vs GT-derived costmap" in html and "Sample frames" in html
     assert "What the planner sees" in html and metrics["costmap_measures"]["frames"] == 3
+    assert "By distance ahead" in html and metrics["costmap_by_range"]["frames"] == 3
 
 
 @pytest.mark.parametrize("seed", [7, 21])

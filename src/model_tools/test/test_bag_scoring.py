@@ -161,3 +161,6 @@ def test_costmap_measures_are_kept_per_frame_and_summarised() -> None:
     assert frame["obstacle_recall"] == 1.0 and frame["holes"] == pytest.approx(4 / 74)
     summary = scorer.summary()["costmap_measures"]
     assert summary["frames"] == 1 and summary["obstacle_precision"] == 1.0 and 7 in scorer.frames
+    by_range = scorer.summary()["costmap_by_range"]  # the obstacle at x 4-5.5 m: the 3-6 m band holds it all
+    assert by_range["counts"]["gt_all_cells"] == [0, 6, 0, 0] and by_range["recall_all"][1] == 1.0
+    assert math.isnan(by_range["recall_all"][0]) and by_range["precision_all"][1] == 1.0

@@ -241,6 +241,17 @@ def render_html(
             names += ["drop_recall", "false_lethal_on_slopes", "labelled_object_recall"]  # terrain was scored
         rows = [[name.replace("_", " "), measures[name], measures["goals"][name]] for name in names]
         out.append(_table(rows, ["measure", "value", "goal"]))
+    by_range = metrics.get("costmap_by_range")
+    if by_range:
+        kinds = [k for k in ("labelled", "drop", "terrain") if any(by_range["counts"][f"gt_{k}_cells"])]
+        out.append("<p>By distance ahead: obstacle recall of the GT obstacle cells by what makes them lethal "
+                   "(labelled: their labels; drop: a seen brink; terrain: another step or slope), and the "
+                   "precision of the predicted lethal cells:</p>")
+        rows = [[f"{low:g}-{high:g}", *(by_range[f"recall_{k}"][i] for k in (*kinds, "all")),
+                 by_range["precision_all"][i], by_range["counts"]["gt_all_cells"][i]]
+                for i, (low, high) in enumerate(by_range["bands_m"])]
+        out.append(_table(rows, ["x (m)", *(f"recall, {k}" for k in kinds), "recall, all", "precision",
+                                 "GT obstacle cells"]))
 
     out.append("<h2>Latency per frame (ms)</h2>")
     lat = metrics.get("latency_ms", {})

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from perception_core.costmap import CATEGORIES, UNKNOWN, Category, resize_nearest
-from perception_core.metrics.costmap import BevGrid, CostmapMeasures, GeometryTruth
+from perception_core.metrics.costmap import BevGrid, CostmapMeasures, GeometryTruth, RangeBandMeasures
 from perception_core.metrics.depth import DepthMetricAccumulator
 from perception_core.metrics.segmentation import ConfusionMatrix
 
@@ -87,6 +87,7 @@ class EvalScorer:
         self.latencies: dict[str, list[float]] = {}
         self.frames: dict[int, FrameRecord] = {}
         self.costmap_measures = CostmapMeasures()
+        self.costmap_by_range = RangeBandMeasures()  # where along the way the costmap loses
 
     def _frame(self, stamp_ns: int) -> FrameRecord:
         return self.frames.setdefault(stamp_ns, FrameRecord(stamp_ns))
@@ -136,8 +137,10 @@ class EvalScorer:
 
     def add_costmap_measures(self, stamp_ns: int, pred_category: np.ndarray, truth: np.ndarray | GeometryTruth,
                              grid: BevGrid) -> dict[str, float]:
-        """Score a costmap against the bird's-eye ground truth (perception_core.metrics.costmap); frame measures."""
+        """Score a costmap against the bird's-eye ground truth (perception_core.metrics.costmap), in total and by
+        distance ahead; returns the frame's measures."""
         self._frame(stamp_ns)
+        self.costmap_by_range.add(pred_category, truth, grid)
         return self.costmap_measures.add(pred_category, truth, grid)
 
     def add_latency(self, stamp_ns: int, timings_ms: Mapping[str, float]) -> None:
@@ -199,6 +202,7 @@ class EvalScorer:
             "segmentation": seg if self.segmentation.matrix.sum() or self.segmentation.out_of_range.sum() else None,
             "costmap": self.costmap_summary() if self.cell_confusion.sum() else None,
             "costmap_measures": self.costmap_measures.summary() if self.costmap_measures.frames else None,
+            "costmap_by_range": self.costmap_by_range.summary() if self.costmap_by_range.frames else None,
             "latency_ms": self.latency_summary(),
         }
 
