@@ -287,7 +287,7 @@ def test_range_bands_split_recall_by_kind_and_precision_by_source() -> None:
     """A rock at 2 m (labelled) and a drop at 7.5 m (geometry): a prediction that marks the rock and, well past
     the brink, a false cell, scores recall 1 for labelled cells in 0-3 m and 0 for the drop in 6-9 m, and
     precision 1 / 0 in those bands; each lethal cell counts under the source the caller names."""
-    from perception_core.metrics.costmap import RangeBandMeasures, ground_truth_geometry
+    from perception_core.metrics.costmap import CostmapMeasures, RangeBandMeasures, ground_truth_geometry
 
     config, grid, x, y = strip_grid(12.0)
     heights, truth, rock = rock_before_a_drop(x, y, 7.5)
@@ -305,5 +305,10 @@ def test_range_bands_split_recall_by_kind_and_precision_by_source() -> None:
     assert summary["precision_all"][0] == 1.0 and summary["precision_all"][2] == 0.0
     assert summary["precision_labels"][0] == 1.0 and summary["precision_geometry"][2] == 0.0
     assert math.isnan(summary["precision_labels"][2]) and summary["counts"]["lethal_geometry_cells"][2] == late.sum()
+    totals = CostmapMeasures()  # the bands split the totals' cells, no more and no fewer
+    totals.add(predicted, raised, grid)
+    for band_key, total_key in (("gt_all_cells", "gt_obstacle_cells"), ("gt_all_cells_hit", "gt_obstacle_cells_hit"),
+                                ("lethal_all_cells", "lethal_cells"), ("lethal_all_cells_near_gt", "lethal_cells_near_gt")):
+        assert sum(summary["counts"][band_key]) == totals.counts[total_key]
     bands.add(predicted, raised, grid, {"labels": rock, "geometry": late})  # counts add up frame by frame
     assert bands.summary()["counts"]["gt_all_cells"] == [2 * n for n in summary["counts"]["gt_all_cells"]]
