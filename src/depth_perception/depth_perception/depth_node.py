@@ -96,20 +96,18 @@ class DepthHead(InferenceHead):
         if meta.needs_camera and not self.node.require_camera_info:
             raise ConfigError(f"{self.model.path} rescales depth with the camera's K: require_camera_info must "
                               "stay true")
-        correction = None
-        self.range_correction_status = "off"
+        correction, missing = None, ""
         if self.range_correction_file:
             correction, missing = load_range_correction_for(resolve_in_share(self.range_correction_file),
                                                             meta.content_sha256)
-            refusal = missing or (correction.model_refusal(meta.content_sha256) if correction else None)
-            if refusal:  # the camera is checked per frame; a wrong or missing model is known now
-                self.node.get_logger().warning(f"{self.prefix}range_correction_file {self.range_correction_file}: "
-                                               f"not applied: {refusal}")
-                self.range_correction_status = f"off: {refusal}"
-                correction = None
         self.pipeline = DepthPipeline(self.model, max_depth=self.max_depth or None,
                                       min_depth=None if self.min_depth < 0 else self.min_depth,
                                       range_correction=correction)
+        # The camera is checked per frame; a missing file or another model's is known now (the pipeline drops it).
+        self.range_correction_status = f"off: {missing}" if missing else self.pipeline.range_correction_off
+        if self.range_correction_status != "off":
+            self.node.get_logger().warning(f"{self.prefix}range_correction_file {self.range_correction_file}: "
+                                           f"not applied: {self.range_correction_status[len('off: '):]}")
         if self.publish_heads and self.model.metadata.depth_outputs != "separate":
             self.node.get_logger().warning(f"publish_heads ignored: {self.model.path} outputs composed depth, "
                                            "no heads")
@@ -143,7 +141,7 @@ class DepthHead(InferenceHead):
 
     def publish(self, result: DepthOutput, frame: CameraFrame) -> None:
         assert self.pipeline is not None and self.model is not None
-        if result.range_correction != "off":  # "off": none to apply, and configure said why
+        if not result.range_correction.startswith("off"):  # "off...": none to apply, and configure said why
             if result.range_correction != self.range_correction_status and result.range_correction != "applied":
                 self.node.get_logger().warning(f"{self.prefix}range_correction_file not applied: "
                                                f"{result.range_correction}")

@@ -56,7 +56,7 @@ class DepthOutput:
     fractional: np.ndarray | None  # [h, w] float32 metres (the model's own, before depth_scale); None if composed
     timings: dict[str, float] = field(default_factory=dict)
     depth_scale: float = 1.0  # metres per model-output metre for this camera (1 for a fixed-camera model)
-    range_correction: str = "off"  # "applied", "off" (none given) or why the given one was refused
+    range_correction: str = "off"  # "applied", "off" (none given), "off: <why>" (another model's) or why not this camera
 
 
 @dataclass
@@ -150,7 +150,13 @@ class DepthPipeline(_ModelPipeline):
         if not 0 <= self.min_depth < self.max_depth:
             raise ConfigError(f"depth range [{self.min_depth}, {self.max_depth}] m is empty or negative")
         self.preprocessor = Preprocessor(meta)
+        # A correction measured for another model never applies: dropped here, once, with the reason that every
+        # frame then reports ("off" when none was given). The camera is checked per frame.
         self.range_correction = range_correction
+        self.range_correction_off = "off"
+        refusal = range_correction.model_refusal(meta.content_sha256) if range_correction is not None else None
+        if refusal:
+            self.range_correction, self.range_correction_off = None, f"off: {refusal}"
 
     def infer(self, image: np.ndarray, channel_order: str = "RGB", camera_k: np.ndarray | list[float] | None = None,
               camera_hw: tuple[int, int] | None = None, camera_height: float | None = None) -> DepthOutput:
@@ -182,9 +188,9 @@ class DepthPipeline(_ModelPipeline):
             fractional = None
         if scale != 1.0:
             depth *= scale
-        corrected = "off"
+        corrected = self.range_correction_off
         if self.range_correction is not None:
-            corrected = self.range_correction.refusal(self.metadata.content_sha256, focal_ratio, height_ratio) or ""
+            corrected = self.range_correction.camera_refusal(focal_ratio, height_ratio) or ""
             if not corrected:
                 self.range_correction.apply(depth, focal_ratio, height_ratio)
                 corrected = "applied"

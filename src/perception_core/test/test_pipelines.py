@@ -67,6 +67,31 @@ def test_separate_depth_is_composed_on_the_host_with_rep117_values_outside_the_r
     assert out.fractional is not None and set(out.timings) == {"preprocess_ms", "inference_ms", "postprocess_ms"}
 
 
+def test_a_range_correction_applies_to_its_model_only_and_another_models_is_dropped_once(models: dict[str, Path]) -> None:
+    """The pipeline checks a correction's model when it is built (the model never changes), and reports the
+    reason on every frame; the camera (here the fixed model's, ratios 1 and 1) is checked per frame."""
+    from perception_core.range_correction import CameraCurve, RangeCorrection
+
+    model = load_model(models["separate"], backend="cpu", num_threads=1)
+    rgb = _grey(np.tile(np.arange(3, 12), (32, 4))[:, :32], 16)
+    curve = ((CameraCurve((1.0, 14.0), (1.1, 1.1)),),)  # 10 % farther everywhere
+    plain = DepthPipeline(model).infer(rgb)
+    assert plain.range_correction == "off"
+    mine = DepthPipeline(model, range_correction=RangeCorrection((1.0,), (1.0,), curve, model.metadata.content_sha256))
+    out = mine.infer(rgb)
+    finite = np.isfinite(plain.depth)
+    assert out.range_correction == "applied" and finite.any()
+    np.testing.assert_allclose(out.depth[finite], plain.depth[finite] * 1.1, rtol=1e-5)
+    other = DepthPipeline(model, range_correction=RangeCorrection((1.0,), (1.0,), curve, "0" * 64))
+    assert other.range_correction is None
+    assert other.range_correction_off == other.infer(rgb).range_correction == (
+        f"off: measured for model 000000000000, running {model.metadata.content_sha256[:12]}")
+    np.testing.assert_array_equal(other.infer(rgb).depth, plain.depth)
+    elsewhere = DepthPipeline(model, range_correction=RangeCorrection((2.0,), (1.0,), curve,
+                                                                      model.metadata.content_sha256))
+    assert elsewhere.infer(rgb).range_correction.startswith("measured for other cameras (focal ratio 2.000")
+
+
 def test_max_depth_override_rescales_separate_and_only_clips_composed(models: dict[str, Path]) -> None:
     rgb = _grey(np.full((32, 32), 8), 16)
     sep = DepthPipeline(load_model(models["separate"], backend="cpu", num_threads=1), max_depth=10.0)
