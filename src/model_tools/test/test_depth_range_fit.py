@@ -32,7 +32,7 @@ def test_the_fit_writes_a_correction_for_this_model_and_camera(tmp_path: Path, c
     focal, height = camera_ratios(meta, np.asarray(rig.K, float), (270, 320), 1.6)
     assert corr.model_sha256 == meta.content_sha256
     assert (corr.focal_ratios, corr.height_ratios) == (pytest.approx((focal,)), pytest.approx((height,)))
-    assert corr.refusal(meta.content_sha256, focal, height) is None
+    assert corr.model_refusal(meta.content_sha256) is None and corr.camera_refusal(focal, height) is None
     curve = corr.curves[0][0]
     assert len(curve.depths_m) >= 5 and all(0.8 <= f <= 1.25 for f in curve.factors)
     camera = corr.source["cameras"][0]

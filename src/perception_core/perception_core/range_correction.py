@@ -111,10 +111,6 @@ class RangeCorrection:
                         f"{self.max_camera_difference:g} apart in log)")
         return None
 
-    def refusal(self, model_sha256: str, focal_ratio: float, height_ratio: float) -> str | None:
-        """Why this correction does not apply to that model and camera, or None when it does."""
-        return self.model_refusal(model_sha256) or self.camera_refusal(focal_ratio, height_ratio)
-
     def factors_at(self, depth: np.ndarray, focal_ratio: float, height_ratio: float) -> np.ndarray:
         """The factor at each depth for this camera: the grid's curves, bilinear in the logs of the ratios."""
         out = np.zeros(np.shape(depth), np.float64)

@@ -95,15 +95,15 @@ def test_between_cameras_the_factors_are_bilinear_in_the_logs_of_the_ratios() ->
 
 def test_it_refuses_another_model_or_a_camera_off_the_grid_and_names_why() -> None:
     grid = _grid()
-    assert grid.refusal(SHA, 2.0, 1.5) is None
-    assert grid.refusal(SHA, 4.0 * 1.09, 1.0 / 1.09) is None  # within 0.1 in log of the grid's edge
-    assert grid.refusal("cd" * 32, 2.0, 1.5) == "measured for model abababababab, running cdcdcdcdcdcd"
-    assert grid.refusal("", 2.0, 1.5) == "measured for model abababababab, running (no hash)"
-    assert grid.refusal(SHA, 4.0 * 1.2, 1.5) == ("measured for other cameras (focal ratio 1.000-4.000, this camera "
-                                                  "4.800, more than 0.1 apart in log)")
-    assert grid.refusal(SHA, 2.0, 0.5).startswith("measured for other cameras (height ratio 1.000-2.000")
+    assert grid.model_refusal(SHA) is None and grid.camera_refusal(2.0, 1.5) is None
+    assert grid.camera_refusal(4.0 * 1.09, 1.0 / 1.09) is None  # within 0.1 in log of the grid's edge
+    assert grid.model_refusal("cd" * 32) == "measured for model abababababab, running cdcdcdcdcdcd"
+    assert grid.model_refusal("") == "measured for model abababababab, running (no hash)"
+    assert grid.camera_refusal(4.0 * 1.2, 1.5) == ("measured for other cameras (focal ratio 1.000-4.000, this camera "
+                                                    "4.800, more than 0.1 apart in log)")
+    assert grid.camera_refusal(2.0, 0.5).startswith("measured for other cameras (height ratio 1.000-2.000")
     one = _grid(focal_ratios=(2.0,), height_ratios=(1.0,), curves=((STEEP,),))
-    assert one.refusal(SHA, 2.0, 1.3).startswith("measured for other cameras (height ratio 1.000, this camera 1.300")
+    assert one.camera_refusal(2.0, 1.3).startswith("measured for other cameras (height ratio 1.000, this camera 1.300")
 
 
 @pytest.mark.parametrize(("make", "message"), [
