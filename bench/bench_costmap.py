@@ -56,6 +56,7 @@ import dataclasses
 import json
 import math
 import os
+import shlex
 import sys
 import time
 from collections.abc import Iterator
@@ -439,7 +440,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{np.median(build_ms['gt']):.1f} ms at {args.width}x{args.height}")
     if args.out and str(args.out) != "-":
         report = {
-            "command": "python bench/bench_costmap.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+            "command": "python bench/bench_costmap.py " + shlex.join(argv if argv is not None else sys.argv[1:]),
             "rig": {"width": args.width, "height": args.height, "hfov_deg": args.hfov_deg,
                     "mount_height_m": args.mount_height, "pitch_deg": args.pitch_deg, "roll_deg": args.roll_deg},
             "drive": {"seeds": args.seeds, "frames_per_seed": args.frames, "fps": args.fps, "speed_mps": args.speed},

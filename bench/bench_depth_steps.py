@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -74,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     bar.close()
     fraction = np.concatenate(fractions) if fractions else np.empty(0)
     report = {
-        "command": "python bench/bench_depth_steps.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": "python bench/bench_depth_steps.py " + shlex.join(argv if argv is not None else sys.argv[1:]),
         "depth_model": str(args.depth_model.relative_to(ROOT)) if args.depth_model.is_relative_to(ROOT) else
         str(args.depth_model),
         "seeds": args.seeds, "frames_per_seed": args.frames,

@@ -32,6 +32,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import shutil
 import signal
 import subprocess
@@ -328,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
 
     work = Path(tempfile.mkdtemp(prefix="bench_e2e_"))
     report: dict[str, Any] = {
-        "command": "python bench/bench_e2e.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": "python bench/bench_e2e.py " + shlex.join(argv if argv is not None else sys.argv[1:]),
         "date": time.strftime("%Y-%m-%d %H:%M"), "host": f"{platform.machine()}, {os.cpu_count()} CPU cores "
         "(shared with other work: read the ratios, not the absolute times)",
         "load_average_1min_at_start": round(os.getloadavg()[0], 1),

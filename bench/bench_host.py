@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import array
 import os
+import shlex
 import statistics
 import sys
 import time
@@ -298,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
 
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({
-            "command": "python bench/bench_host.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+            "command": "python bench/bench_host.py " + shlex.join(argv if argv is not None else sys.argv[1:]),
             "frames": args.frames, "threads": 1, "clock": args.clock, "goal_ms": 5.0,
             "stages": {name: {"optimised_ms": fast, "naive_ms": naive} for name, fast, naive in rows},
             "load_average_1min": os.getloadavg()[0],

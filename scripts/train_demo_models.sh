@@ -30,7 +30,9 @@ SEED=${SEED:-7}                      # generator seed of the rendered data set
 DRIVE_SHARE=${DRIVE_SHARE:-0}        # share of frames from drive scenes (model-tools synth --drive-share), every split
 # FOCUS_SYNTH_ARGS="--hfov 60 70" (any `model-tools synth` options) renders a second folder, FOCUS_SHARE of the
 # train and val frames and of the render time, mixed into every depth run's data (e.g. more frames of the cameras
-# that the held-out grid shows the model worst at). Segmentation and the test split keep the main folder only.
+# that the held-out grid shows the model worst at). Several focus folders: option groups separated by ";"
+# (FOCUS_SYNTH_ARGS="--mount-height 1.6 2.2 --hfov 60 80 ; --mount-height 0.8 1.1 --hfov 100 110"), each folder
+# FOCUS_SHARE of the frames and its own seed. Segmentation and the test split keep the main folder only.
 FOCUS_SYNTH_ARGS=${FOCUS_SYNTH_ARGS:-}
 FOCUS_SHARE=${FOCUS_SHARE:-0.3}
 FRAME_W=${FRAME_W:-640}
@@ -49,14 +51,20 @@ log() { echo "[train_demo $(( $(date +%s) - START ))s] $*"; }
 mkdir -p "$OUT" "$SCRATCH"
 rm -f "$SCRATCH"/*.failed
 DATA=$SCRATCH/synth
-DATA_FOCUS=$SCRATCH/synth_focus
+FOCUS_GROUPS=()
+# Focus folder i: synth_focus, then synth_focus2, synth_focus3, ... (the first keeps its name from one-folder runs).
+focus_dir() { if (( $1 == 0 )); then echo "$SCRATCH/synth_focus"; else echo "$SCRATCH/synth_focus$(( $1 + 1 ))"; fi; }
+if [[ -n $FOCUS_SYNTH_ARGS ]]; then IFS=';' read -r -a FOCUS_GROUPS <<< "$FOCUS_SYNTH_ARGS"; fi
 RUNS=$SCRATCH/runs
 DEPTH_DATA="--data $DATA"
 share() { $PY -c "import sys; print(max(1, round(float(sys.argv[1]) * float(sys.argv[2]))))" "$@"; }
 MAIN_SHARE=1
-if [[ -n $FOCUS_SYNTH_ARGS ]]; then
-  MAIN_SHARE=$($PY -c "print(1.0 - float('$FOCUS_SHARE'))")
-  DEPTH_DATA="--source synthetic=$DATA --source synthetic=$DATA_FOCUS"
+if (( ${#FOCUS_GROUPS[@]} > 0 )); then
+  MAIN_SHARE=$($PY -c "print(1.0 - ${#FOCUS_GROUPS[@]} * float('$FOCUS_SHARE'))")
+  $PY -c "import sys; sys.exit(float('$MAIN_SHARE') <= 0)" \
+    || { echo "train_demo_models.sh: ${#FOCUS_GROUPS[@]} focus folders x FOCUS_SHARE=$FOCUS_SHARE leave no main share" >&2; exit 2; }
+  DEPTH_DATA="--source synthetic=$DATA"
+  for i in "${!FOCUS_GROUPS[@]}"; do DEPTH_DATA+=" --source synthetic=$(focus_dir "$i")"; done
 fi
 
 # ---- 1. data -----------------------------------------------------------------------------------
@@ -74,15 +82,18 @@ if [[ ! -f $DATA/.complete ]]; then
       ${RENDER_MAX_S:+--max-seconds "$(share "$MAIN_SHARE" "$RENDER_MAX_S")"}
   touch "$DATA/.complete"
 fi
-if [[ -n $FOCUS_SYNTH_ARGS && ! -f $DATA_FOCUS/.complete ]]; then
-  # Its own seed, so that its scenes are not the main folder's again.
-  focus() { render "$DATA_FOCUS" "$(( SEED + 1000 ))" $FOCUS_SYNTH_ARGS "$@"; }
-  log "rendering the focus folder ($FOCUS_SYNTH_ARGS, $FOCUS_SHARE of the frames) into $DATA_FOCUS"
+for i in "${!FOCUS_GROUPS[@]}"; do
+  # Each folder its own seed (SEED + 1000, + 2000, ...), so that its scenes are not another folder's again.
+  dir=$(focus_dir "$i")
+  [[ -f $dir/.complete ]] && continue
+  focus_args=${FOCUS_GROUPS[$i]}
+  focus() { render "$dir" "$(( SEED + 1000 * (i + 1) ))" $focus_args "$@"; }
+  log "rendering focus folder $(( i + 1 )) ($focus_args, $FOCUS_SHARE of the frames) into $dir"
   focus --split val --frames "$(share "$FOCUS_SHARE" "$VAL_FRAMES")"
   focus --split train --frames "$(share "$FOCUS_SHARE" "$TRAIN_FRAMES")" \
       ${RENDER_MAX_S:+--max-seconds "$(share "$FOCUS_SHARE" "$RENDER_MAX_S")"}
-  touch "$DATA_FOCUS/.complete"
-fi
+  touch "$dir/.complete"
+done
 
 # ---- 2. training jobs --------------------------------------------------------------------------
 if [[ ${FAST_PATH:-1} == 1 ]]; then

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import sys
 from pathlib import Path
 
@@ -24,6 +25,16 @@ def test_the_recorded_command_is_run_with_this_python(rerun, tmp_path: Path) -> 
     file = _record(tmp_path / "m.json", f"python bench/bench_x.py --seeds 1 2 --out {tmp_path / 'm.json'}")
     assert rerun.recorded_command(file) == [sys.executable, "bench/bench_x.py", "--seeds", "1", "2",
                                             "--out", str(tmp_path / "m.json")]
+
+
+def test_an_empty_value_survives_the_record_and_the_rerun(rerun, tmp_path: Path) -> None:
+    """Benches record shlex.join(argv): `--range-correction ''` (correction off) must come back as an argument.
+
+    Joined with spaces it became `--range-correction  --out ...`, which the bench's parser refuses.
+    """
+    argv = ["--range-correction", "", "--out", str(tmp_path / "m.json")]
+    file = _record(tmp_path / "m.json", "python bench/bench_x.py " + shlex.join(argv))
+    assert rerun.recorded_command(file)[2:] == argv
 
 
 def test_a_command_without_out_must_be_the_bench_default_file(rerun, tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ The depth node applies it with ``range_correction_file`` (docs/depth.md, "Range 
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -196,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         grid = [[results[i * len(heights) + j] for j in range(len(heights))] for i in range(len(hfovs))]
         cameras = [{k: r[k] for k in ("mount_height", "hfov", "focal_ratio", "height_ratio", "pixels", "bins",
                                       "before", "after")} for r in results]
-        source = {"command": "python -m model_tools.depth_range_fit " + " ".join(argv if argv is not None
+        source = {"command": "python -m model_tools.depth_range_fit " + shlex.join(argv if argv is not None
                                                                                  else sys.argv[1:]),
                   "model": str(args.model), "image_size": [args.width, args.height], "seeds": list(args.seeds),
                   "pitches_deg": list(args.pitches), "frames_per_seed": args.frames, "dead_band": args.dead_band,

@@ -25,6 +25,7 @@ import argparse
 import itertools
 import json
 import math
+import shlex
 import time
 from pathlib import Path
 from typing import Any
@@ -209,7 +210,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "model": str(args.model), "metadata": {"depth_camera": pipeline.metadata.depth_camera,
                                                "canonical_focal_px": pipeline.metadata.canonical_focal_px,
                                                "canonical_height_m": pipeline.metadata.canonical_height_m},
-        "command": "python -m model_tools.eval_cameras " + " ".join(args.argv),
+        "command": "python -m model_tools.eval_cameras " + shlex.join(args.argv),
         "frame_size": f"{args.width}x{args.height}", "seed": args.seed,
         "depth_range": [pipeline.min_depth, pipeline.max_depth], "goals": goals, "sets": entries,
         "summary": {
