@@ -1,20 +1,24 @@
 """Re-run committed measurements with the commands they record.
 
-Every bench JSON under ``docs/measurements/`` holds the command that wrote it.
+Every bench JSON under ``docs/measurements/`` holds the command that wrote it,
+and so do the held-out camera reports (``cameras.json``, written by
+``python -m model_tools.eval_cameras``) and the range corrections (a YAML's
+``source.command``, written by ``python -m model_tools.depth_range_fit``).
 After a change of a default (a costmap parameter, a model), the numbers the
 docs quote must all be measured again with the same commands; this runs them,
 several at once, from the repository root:
 
     python bench/rerun_measurements.py docs/measurements/costmap_bench*.json --skip-refused --jobs 8
     python bench/rerun_measurements.py docs/measurements/depth_steps.json --dry-run
+    python bench/rerun_measurements.py config/range_correction/*.yaml models/reports/depth_cameras*/cameras.json
 
 A file whose command writes somewhere else (``--out`` naming another file, as
 a one-off record made on another machine does) is refused rather than
 silently left stale: by default nothing runs then; ``--skip-refused`` names
 each refused file and runs the rest, so that a glob over the folder works.
-Each command's output goes to ``<json stem>.log`` in
-``--log-dir``; a failed command is named and makes the exit status non-zero,
-and the others still run.
+Each command's output goes to ``<file stem>.log`` in
+``--log-dir`` (a camera report's to ``<its folder>.log``); a failed command is
+named and makes the exit status non-zero, and the others still run.
 """
 
 from __future__ import annotations
@@ -30,22 +34,44 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 # A recorded command without --out wrote to its bench's default file.
 DEFAULT_OUTS = {"bench/bench_costmap.py": ROOT / "docs" / "measurements" / "costmap_bench.json"}
+# Tools run as `python -m MODULE ... --out X`: the file that X names (eval_cameras writes a folder).
+MODULE_OUTS = {
+    "model_tools.eval_cameras": lambda out: out / "cameras.json",
+    "model_tools.depth_range_fit": lambda out: out,
+}
 
 
 class RerunError(ValueError):
     """A measurement file whose command cannot be re-run (naming the file and why)."""
 
 
+def _command_text(path: Path) -> str:
+    """The command a record holds: a JSON's ``command``, a range correction YAML's ``source.command``."""
+    import yaml
+
+    text = path.read_text()
+    record = yaml.safe_load(text) if path.suffix in (".yaml", ".yml") else json.loads(text)
+    command = record["source"]["command"] if path.suffix in (".yaml", ".yml") else record["command"]
+    if not isinstance(command, str):
+        raise TypeError(f"the command is {type(command).__name__}, not a string")
+    return command
+
+
 def recorded_command(path: Path) -> list[str]:
     """The command that wrote ``path``, checked to write that very file again."""
     try:
-        command = json.loads(path.read_text())["command"]
+        command = _command_text(path)
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise RerunError(f"{path}: no recorded 'command' ({error})") from error
     words = shlex.split(command)
-    if len(words) < 2 or words[0] != "python" or not words[1].startswith("bench/"):
-        raise RerunError(f"{path}: command is not 'python bench/...': {command!r}")
-    out = Path(words[words.index("--out") + 1]) if "--out" in words[:-1] else DEFAULT_OUTS.get(words[1])
+    out = Path(words[words.index("--out") + 1]) if "--out" in words[:-1] else None
+    if len(words) >= 3 and words[:2] == ["python", "-m"] and words[2] in MODULE_OUTS:
+        out = MODULE_OUTS[words[2]](out) if out is not None else None
+    elif len(words) >= 2 and words[0] == "python" and words[1].startswith("bench/"):
+        out = out or DEFAULT_OUTS.get(words[1])
+    else:
+        raise RerunError(f"{path}: command is not 'python bench/...' or 'python -m {{{', '.join(MODULE_OUTS)}}}': "
+                         f"{command!r}")
     if out is None or (ROOT / out).resolve() != path.resolve():
         raise RerunError(f"{path}: its command writes {out}, not this file: {command!r}")
     return [sys.executable, *words[1:]]
@@ -82,7 +108,9 @@ def main(argv: list[str] | None = None) -> int:
             print(shlex.join(command))
         return 0
     args.log_dir.mkdir(parents=True, exist_ok=True)
-    logs = {path: args.log_dir / f"{path.stem}.log" for path in commands}
+    # Every camera report is called cameras.json: its folder names its log.
+    logs = {path: args.log_dir / f"{path.parent.name if path.name == 'cameras.json' else path.stem}.log"
+            for path in commands}
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         codes = dict(zip(commands, pool.map(run_one, commands.values(), logs.values()), strict=True))
     failed = [path for path, code in codes.items() if code != 0]

@@ -80,3 +80,50 @@ def test_skip_refused_names_the_one_off_record_and_runs_the_rest(rerun, tmp_path
     assert f"skipped: {record}" in captured.err and "not this file" in captured.err
     assert captured.out.strip().split("\n") == [f"{sys.executable} bench/compare_costmap.py {tmp_path}/a.json "
                                                 f"{tmp_path}/b.json --out {tmp_path / 'm.json'}"]
+
+
+def test_camera_reports_and_range_corrections_are_rerun_by_their_module(rerun, tmp_path: Path) -> None:
+    """`python -m model_tools.eval_cameras --out DIR` wrote DIR/cameras.json; a fit's YAML holds source.command."""
+    cameras = tmp_path / "cams" / "cameras.json"
+    cameras.parent.mkdir()
+    _record(cameras, f"python -m model_tools.eval_cameras --model m.onnx --out {cameras.parent} --seed 3")
+    assert rerun.recorded_command(cameras) == [sys.executable, "-m", "model_tools.eval_cameras", "--model", "m.onnx",
+                                               "--out", str(cameras.parent), "--seed", "3"]
+    fit = tmp_path / "fit.yaml"
+    fit.write_text(f"format: x\nsource:\n  command: python -m model_tools.depth_range_fit --model m.onnx\n"
+                   f"    --out {fit} --workers 2\n")
+    assert rerun.recorded_command(fit)[1:] == ["-m", "model_tools.depth_range_fit", "--model", "m.onnx",
+                                               "--out", str(fit), "--workers", "2"]
+    elsewhere = tmp_path / "old.yaml"
+    elsewhere.write_text(f"source:\n  command: python -m model_tools.depth_range_fit --out {fit}\n")
+    with pytest.raises(rerun.RerunError, match=f"{re.escape(str(elsewhere))}: its command writes .*fit.yaml"):
+        rerun.recorded_command(elsewhere)
+    unknown = _record(tmp_path / "u.json", "python -m model_tools.other --out u.json")
+    with pytest.raises(rerun.RerunError, match=r"not 'python bench/\.\.\.' or 'python -m \{model_tools"):
+        rerun.recorded_command(unknown)
+
+
+def test_every_committed_range_correction_and_camera_report_can_be_rerun(rerun, capsys) -> None:
+    """What a retrained model needs measured again: each fit and held-out camera set, by its own command."""
+    files = sorted((rerun.ROOT / "config" / "range_correction").glob("*.yaml"))
+    files += sorted((rerun.ROOT / "models" / "reports").glob("depth_cameras*/cameras.json"))
+    assert len(files) >= 6
+    assert rerun.main([*map(str, files), "--dry-run"]) == 0
+    printed = capsys.readouterr().out.strip().split("\n")
+    assert len(printed) == len(files)
+    for file, line in zip(files, printed, strict=True):
+        words = shlex.split(line)
+        out = Path(words[words.index("--out") + 1])
+        assert (rerun.ROOT / out).resolve() in (file.resolve(), file.parent.resolve()), line
+
+
+def test_a_module_command_runs_in_this_environment(rerun, tmp_path: Path, capsys) -> None:
+    """A real subprocess: eval_cameras is found (not 'No module named') and refuses a model that is not there."""
+    cameras = tmp_path / "cams" / "cameras.json"
+    cameras.parent.mkdir()
+    _record(cameras, f"python -m model_tools.eval_cameras --model {tmp_path / 'missing.onnx'} --out {cameras.parent}")
+    assert rerun.main([str(cameras), "--log-dir", str(tmp_path / "logs")]) == 1
+    assert "FAIL (exit" in capsys.readouterr().out
+    log = (tmp_path / "logs" / "cams.log").read_text()
+    assert "eval_cameras: error: " in log and "missing.onnx: model file does not exist" in log
+    assert "Traceback" not in log
