@@ -16,9 +16,9 @@ A file whose command writes somewhere else (``--out`` naming another file, as
 a one-off record made on another machine does) is refused rather than
 silently left stale: by default nothing runs then; ``--skip-refused`` names
 each refused file and runs the rest, so that a glob over the folder works.
-Each command's output goes to ``<file stem>.log`` in
-``--log-dir`` (a camera report's to ``<its folder>.log``); a failed command is
-named and makes the exit status non-zero, and the others still run.
+Each command's output goes to ``<file stem>.log`` in ``--log-dir``
+(``<folder>_<stem>.log`` where files of one run share a stem); a failed
+command is named and makes the exit status non-zero, and the others still run.
 """
 
 from __future__ import annotations
@@ -46,12 +46,20 @@ class RerunError(ValueError):
 
 
 def _command_text(path: Path) -> str:
-    """The command a record holds: a JSON's ``command``, a range correction YAML's ``source.command``."""
-    import yaml
+    """The command a record holds: a JSON's ``command``, a range correction YAML's ``source.command``.
 
-    text = path.read_text()
-    record = yaml.safe_load(text) if path.suffix in (".yaml", ".yml") else json.loads(text)
-    command = record["source"]["command"] if path.suffix in (".yaml", ".yml") else record["command"]
+    Only the command is read (not the whole correction through its loader): a correction whose curves are broken
+    is just what re-running its fit mends.
+    """
+    if path.suffix in (".yaml", ".yml"):
+        import yaml
+
+        try:
+            command = yaml.safe_load(path.read_text())["source"]["command"]
+        except yaml.YAMLError as error:
+            raise ValueError(f"not YAML ({str(error).splitlines()[0]})") from error
+    else:
+        command = json.loads(path.read_text())["command"]
     if not isinstance(command, str):
         raise TypeError(f"the command is {type(command).__name__}, not a string")
     return command
@@ -75,6 +83,13 @@ def recorded_command(path: Path) -> list[str]:
     if out is None or (ROOT / out).resolve() != path.resolve():
         raise RerunError(f"{path}: its command writes {out}, not this file: {command!r}")
     return [sys.executable, *words[1:]]
+
+
+def log_names(paths: list[Path]) -> dict[Path, str]:
+    """Each file's stem, with its folder's name in front where files of one run share a stem (every camera report
+    is cameras.json; a bench and its without-correction twin share theirs), so no two commands write one log."""
+    stems = [path.stem for path in paths]
+    return {path: path.stem if stems.count(path.stem) == 1 else f"{path.parent.name}_{path.stem}" for path in paths}
 
 
 def run_one(command: list[str], log: Path) -> int:
@@ -108,9 +123,7 @@ def main(argv: list[str] | None = None) -> int:
             print(shlex.join(command))
         return 0
     args.log_dir.mkdir(parents=True, exist_ok=True)
-    # Every camera report is called cameras.json: its folder names its log.
-    logs = {path: args.log_dir / f"{path.parent.name if path.name == 'cameras.json' else path.stem}.log"
-            for path in commands}
+    logs = {path: args.log_dir / f"{name}.log" for path, name in log_names(list(commands)).items()}
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         codes = dict(zip(commands, pool.map(run_one, commands.values(), logs.values()), strict=True))
     failed = [path for path, code in codes.items() if code != 0]

@@ -124,6 +124,19 @@ def test_a_module_command_runs_in_this_environment(rerun, tmp_path: Path, capsys
     _record(cameras, f"python -m model_tools.eval_cameras --model {tmp_path / 'missing.onnx'} --out {cameras.parent}")
     assert rerun.main([str(cameras), "--log-dir", str(tmp_path / "logs")]) == 1
     assert "FAIL (exit" in capsys.readouterr().out
-    log = (tmp_path / "logs" / "cams.log").read_text()
+    log = (tmp_path / "logs" / "cameras.log").read_text()
     assert "eval_cameras: error: " in log and "missing.onnx: model file does not exist" in log
     assert "Traceback" not in log
+
+
+def test_files_that_share_a_stem_get_their_own_logs(rerun, tmp_path: Path) -> None:
+    """Every camera report is cameras.json, and a bench shares its stem with its without-correction twin."""
+    a, b, c = tmp_path / "set_a" / "cameras.json", tmp_path / "set_b" / "cameras.json", tmp_path / "x" / "bench.json"
+    assert rerun.log_names([a, b, c]) == {a: "set_a_cameras", b: "set_b_cameras", c: "bench"}
+
+
+def test_a_broken_range_correction_is_refused_by_name(rerun, tmp_path: Path) -> None:
+    broken = tmp_path / "fit.yaml"
+    broken.write_text("source: [unclosed\n")
+    with pytest.raises(rerun.RerunError, match=f"{re.escape(str(broken))}: no recorded 'command'.*not YAML"):
+        rerun.recorded_command(broken)
