@@ -4,7 +4,8 @@ What the depth and segmentation nodes do around ``session.run`` on each
 1280x1080 rgb8 camera frame: message -> array, resize + normalise, head
 composition / argmax, colouring, and building the output messages (plus the
 costmap build on a rendered synthetic frame at the models' output sizes). The
-model is replaced by fixed outputs of the real shapes (depth 384x640,
+model is replaced by fixed outputs of the real shapes (the shipped models'
+input sizes, read from the committed INT8 models' metadata: depth 544x640,
 segmentation 544x640), so the numbers are the host's share alone. Goal: <= 5 ms
 per frame per node on one core.
 
@@ -38,6 +39,7 @@ import cv2
 import numpy as np
 
 from perception_core.image_codec import array_to_image_fields, image_to_array
+from perception_core.model_metadata import read_metadata
 from perception_core.pipelines import (
     DepthPipeline,
     SegPipeline,
@@ -49,9 +51,10 @@ from perception_core.pipelines import (
 from perception_core.runtime.loader import load_model
 from perception_core.testing.tiny_models import make_tiny_depth_model, make_tiny_seg_model
 
+MODELS = Path(__file__).resolve().parents[1] / "models"
 CAMERA_HW = (1080, 1280)
-DEPTH_HW = (384, 640)
-SEG_HW = (544, 640)
+DEPTH_HW = read_metadata(MODELS / "depth_levels_r18_int8_qdq.onnx").input_hw
+SEG_HW = read_metadata(MODELS / "ddrnet23s_offroad_int8_qdq.onnx").input_hw
 LEVELS = 256
 MAX_DEPTH = 15.0
 K = np.array([[1000.0, 0, 639.5], [0, 1000.0, 539.5], [0, 0, 1]])
@@ -152,7 +155,7 @@ def seg_frame_naive(msg, outputs: dict, colors: np.ndarray, image_cls) -> None:
 
 def _costmap_scene() -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, float]]:
     """A synthetic drive frame (model_tools.data.synth) as the costmap node receives it: depth at the depth
-    model's size (384x640, nearest), labels at the segmentation model's (544x640), K of the camera and its mount.
+    model's size (DEPTH_HW, nearest), labels at the segmentation model's (SEG_HW), K of the camera and its mount.
 
     Random model outputs would give random labels and depth (a grid of speckle); a rendered scene has the
     ground, obstacles and sky whose handling the build time depends on.
