@@ -5,10 +5,10 @@ SHELL := /bin/bash
 ENV_STAMP := install/.setup-done
 ENV := source scripts/env.sh &&
 # Inputs whose change needs a new venv or a colcon rebuild (Python sources are
-# symlink-installed, so editing them needs neither; a new file in an installed folder does).
+# symlink-installed, so editing them needs neither; a new or removed file in an installed folder does).
 ENV_INPUTS := $(wildcard models/weights/*.pt) scripts/export_demo_models.sh requirements.in requirements.lock scripts/setup_env.sh colcon.meta \
 	$(wildcard src/*/package.xml src/*/setup.cfg src/*/setup.py src/*/CMakeLists.txt src/perception_msgs/msg/*.msg) \
-	$(wildcard config/range_correction/*.yaml)
+	config/range_correction $(wildcard config/range_correction/*.yaml)
 PYTEST_ARGS ?=
 
 .PHONY: help setup build demo test lint lock bench reliability-doc clean

@@ -55,6 +55,9 @@ done
 colcon --log-base log build --symlink-install --base-paths src \
   --event-handlers console_direct- --cmake-args -DPython3_EXECUTABLE="$VENV/bin/python" \
   > log/colcon-build.txt 2>&1 || { tail -40 log/colcon-build.txt >&2; echo "[setup] colcon build failed: see log/colcon-build.txt" >&2; exit 1; }
+# --symlink-install links each installed data file to its source; a file since deleted from the sources (a range
+# correction of a replaced model) would stay behind as a dangling link that readers of its folder trip over.
+find "$ROOT/install" -xtype l -delete
 flock -u 9
 touch "$ROOT/install/.setup-done"
 echo "[setup] done: source scripts/env.sh to use the workspace"
