@@ -24,6 +24,7 @@ import contextlib
 import json
 import shlex
 import sys
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -118,8 +119,11 @@ def main(argv: list[str] | None = None) -> int:
     stack = OfflineStack(args.depth_model, args.seg_model, "cpu", config, classes, num_threads=args.threads,
                          depth_params={"range_correction_file": str(correction or "")})
     grid = BevGrid(config.resolution, config.origin_x, config.origin_y, config.rows, config.cols)
-    totals = {name: {"pairs": 0, "confirmed": 0} for name in FAR_KINDS}
-    wrong_depths: dict[str, list[np.ndarray]] = {name: [] for name in FAR_KINDS}  # unconfirmed: near model/GT, far GT
+    # Per frame: each BLOCKED pair's far-pixel kind, whether exact depth confirms it, and its depths (near model,
+    # near GT, far GT); pooled at the end.
+    kinds_seen: list[np.ndarray] = []
+    confirmed_seen: list[np.ndarray] = []
+    depths_seen: list[np.ndarray] = []
     bar = tqdm(total=len(args.seeds) * args.frames, desc="explain_drop_edges", unit="frame")
     with drop_pairs_recorded() as seen:
         for seed in args.seeds:
@@ -132,18 +136,16 @@ def main(argv: list[str] | None = None) -> int:
                 exact = (np.concatenate([exact_caution[0], exact_blocked[0]]),
                          np.concatenate([exact_caution[1], exact_blocked[1]]))
                 build_costmap(depth, labels, frame.k, config, classes, k_hw=frame.depth.shape)
-                z, blocked = seen["z"], seen["pairs"][1]
-                kinds = far_pixel_kinds(z, seen["categories"], blocked[1], config.max_range)
-                confirmed = confirmed_mask(blocked, exact, z.size)
-                for name, counts in count_by_kind(kinds, confirmed).items():
-                    for key in counts:
-                        totals[name][key] += counts[key]
-                for i, name in enumerate(FAR_KINDS):
-                    pick = (kinds == i) & ~confirmed
-                    near, far = blocked[0][pick], blocked[1][pick]
-                    wrong_depths[name].append(np.stack([z.ravel()[near], exact_z.ravel()[near], exact_z.ravel()[far]]))
+                z, (near, far) = seen["z"], seen["pairs"][1]
+                kinds_seen.append(far_pixel_kinds(z, seen["categories"], far, config.max_range))
+                confirmed_seen.append(confirmed_mask((near, far), exact, z.size))
+                depths_seen.append(np.stack([z.ravel()[near], exact_z.ravel()[near], exact_z.ravel()[far]]))
                 bar.update(1)
     bar.close()
+    kinds = np.concatenate(kinds_seen) if kinds_seen else np.empty(0, np.int64)
+    confirmed = np.concatenate(confirmed_seen) if confirmed_seen else np.empty(0, bool)
+    depths = np.concatenate(depths_seen, axis=1) if depths_seen else np.empty((3, 0), np.float32)
+    depths = np.where(np.isfinite(depths), depths, np.nan)  # +Inf (beyond range) has no median depth
 
     report: dict[str, Any] = {
         "command": "python bench/explain_drop_edges.py " + shlex.join(argv if argv is not None else sys.argv[1:]),
@@ -157,17 +159,17 @@ def main(argv: list[str] | None = None) -> int:
           f"{args.mount_height} m / {args.pitch_deg} deg / {args.hfov_deg} deg")
     print(f"{'far pixel':>14} {'pairs':>7} {'confirmed':>10} {'share':>6}   unconfirmed, median depth (m): near model / "
           "near GT / far GT")
-    for name in FAR_KINDS:
-        values = np.concatenate(wrong_depths[name], axis=1) if wrong_depths[name] else np.empty((3, 0))
-        with np.errstate(invalid="ignore"), contextlib.suppress(RuntimeWarning):
-            medians = [float(np.nanmedian(np.where(np.isfinite(row), row, np.nan))) if row.size else float("nan")
-                       for row in values]
-        pairs, confirmed = totals[name]["pairs"], totals[name]["confirmed"]
-        share = confirmed / pairs if pairs else float("nan")
+    for i, (name, counts) in enumerate(count_by_kind(kinds, confirmed).items()):
+        wrong = depths[:, (kinds == i) & ~confirmed]
+        with warnings.catch_warnings():  # a kind without unconfirmed pairs has no median: NaN, said in the table
+            warnings.simplefilter("ignore", RuntimeWarning)
+            medians = [float(np.nanmedian(row)) if row.size else float("nan") for row in wrong]
+        pairs, hits = counts["pairs"], counts["confirmed"]
+        share = hits / pairs if pairs else float("nan")
         report["blocked_drop_pairs_by_far_pixel"][name] = {
-            "pairs": pairs, "confirmed_by_exact_depth": confirmed, "share_confirmed": share,
+            "pairs": pairs, "confirmed_by_exact_depth": hits, "share_confirmed": share,
             "unconfirmed_median_depth_m": dict(zip(("near_model", "near_gt", "far_gt"), medians, strict=True))}
-        print(f"{name:>14} {pairs:>7} {confirmed:>10} {share:>6.3f}   " + " / ".join(f"{m:.2f}" for m in medians))
+        print(f"{name:>14} {pairs:>7} {hits:>10} {share:>6.3f}   " + " / ".join(f"{m:.2f}" for m in medians))
     if args.out:
         args.out.write_text(json.dumps(report, indent=2) + "\n")
         print(f"wrote {args.out}")

@@ -242,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--random-frames", type=int, default=200)
     parser.add_argument("--width", type=int, default=640)
     parser.add_argument("--height", type=int, default=544)
-    parser.add_argument("--seed", type=int, default=1001, help="generator seed (the demo models trained on 7-21, 23, 29, 1021, 1023, 1029 and 2029)")
+    parser.add_argument("--seed", type=int, default=1001, help="generator seed (the demo models trained on 7-21, 23, 29, 31, 1021, 1023, 1029, 1031, 2029 and 2031)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (0 = its default)")
     parser.add_argument("--goal-default", type=float, nargs=2, default=[0.06, 0.95], metavar=("ABS_REL", "A1"))
