@@ -154,6 +154,18 @@ def range_correction_path(args: argparse.Namespace) -> Path | None:
     return path if path.is_absolute() else ROOT / path  # relative to the repository, as the config's model paths
 
 
+def interpolate_levels(args: argparse.Namespace) -> bool:
+    """Whether the bench's depth interpolates its level staircase, as the depth node would (see
+    --interpolate-levels)."""
+    if args.interpolate_levels is not None:
+        return args.interpolate_levels == "true"
+    if args.params and args.params.is_file():
+        from model_tools.bags.eval_bag import node_parameters
+
+        return bool(node_parameters(args.params, "depth_node").get("interpolate_levels", True))
+    return True
+
+
 def correction_digest(correction: Any) -> str:
     """A cache key of a range correction: the hash of its contents."""
     import hashlib
@@ -266,6 +278,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="the depth model's range correction (perception_core.range_correction); default: the "
                              "depth_node's range_correction_file in --params; '' for none. It applies only where it "
                              "fits the model and the rig's camera, as in the node")
+    parser.add_argument("--interpolate-levels", choices=("true", "false"), default=None,
+                        help="the depth node's interpolate_levels (default: the --params file's depth_node value, "
+                        "else true, the node's default)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a costmap parameter (YAML value), e.g. --set min_points_per_cell=2")
     parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0: its default)")
@@ -310,14 +325,17 @@ def main(argv: list[str] | None = None) -> int:
                                       params.get("flat_obstacle_classes", DEFAULT_FLAT_OBSTACLE_CLASSES),
                                       params.get("unknown_class_category", "BLOCKED"))
     correction_path = range_correction_path(args)
+    interpolate = interpolate_levels(args)
     stack = OfflineStack(args.depth_model, args.seg_model, "cpu", config, classes, num_threads=args.threads,
-                         depth_params={"range_correction_file": str(correction_path or "")})
+                         depth_params={"range_correction_file": str(correction_path or ""),
+                                       "interpolate_levels": interpolate})
     correction = stack.depth.range_correction  # the file the node would take for this model, or None
     grid = BevGrid(config.resolution, config.origin_x, config.origin_y, config.rows, config.cols)
     tag = "-".join([model_key(args.depth_model), model_key(args.seg_model), f"{args.width}x{args.height}",
                     f"h{args.mount_height}", f"p{args.pitch_deg}", *([f"roll{args.roll_deg}"] if args.roll_deg else []),
                     f"f{args.hfov_deg}", f"v{args.speed}",
-                    f"r{args.fps}", *([f"rc-{correction_digest(correction)}"] if correction else [])])
+                    f"r{args.fps}", *([f"rc-{correction_digest(correction)}"] if correction else []),
+                    *(["li"] if stack.depth.interpolate_levels else [])])
 
     # Where the loss comes from: each model's output swapped for the ground truth at the model's size.
     paths = ("models", "gt", "gt_depth_model_labels", "model_depth_gt_labels")
@@ -448,6 +466,7 @@ def main(argv: list[str] | None = None) -> int:
             "range_correction": {"file": str(os.path.relpath(correction_path, ROOT)) if correction_path else "",
                                  "model_sha256": correction.model_sha256 if correction else "",
                                  "frames": correction_status},
+            "interpolate_levels": stack.depth.interpolate_levels,
             "costmap_parameters": {k: v for k, v in params.items()},
             "models_in_the_loop": totals["models"].summary(),
             "gt_in_gt_out": totals["gt"].summary(),

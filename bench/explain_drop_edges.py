@@ -97,12 +97,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--params", type=Path, default=ROOT / "config" / "perception.yaml")
     parser.add_argument("--range-correction", default=None, metavar="YAML",
                         help="as bench_costmap.py's: default the depth node's range_correction_file; '' for none")
+    parser.add_argument("--interpolate-levels", choices=("true", "false"), default=None,
+                        help="as bench_costmap.py's: default the depth node's interpolate_levels")
     parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0: its default)")
     parser.add_argument("--out", type=Path, help="JSON output")
     args = parser.parse_args(argv)
 
     import cv2
-    from bench_costmap import costmap_parameters, drive_frames, range_correction_path
+    from bench_costmap import costmap_parameters, drive_frames, interpolate_levels, range_correction_path
     from tqdm import tqdm
 
     from model_tools.bags.eval_bag import OfflineStack
@@ -117,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     classes = class_map_from_ontology()
     correction = range_correction_path(args)
     stack = OfflineStack(args.depth_model, args.seg_model, "cpu", config, classes, num_threads=args.threads,
-                         depth_params={"range_correction_file": str(correction or "")})
+                         depth_params={"range_correction_file": str(correction or ""),
+                                       "interpolate_levels": interpolate_levels(args)})
     grid = BevGrid(config.resolution, config.origin_x, config.origin_y, config.rows, config.cols)
     # Per frame: each BLOCKED pair's far-pixel kind, whether exact depth confirms it, and its depths (near model,
     # near GT, far GT); pooled at the end.

@@ -66,6 +66,10 @@ class DepthHead(InferenceHead):
             "(python -m model_tools.depth_range_fit): a correction file, or a folder of them (the one measured "
             "for the running model is taken); absolute, or relative to the installed offroad_perception_bringup "
             "share. Applied only to its model and to cameras inside its grid; '' = none", read_only=True)
+        self.interpolate_levels = self.declare(
+            "interpolate_levels", True, "a levels depth model: replace the staircase its integer steps leave on "
+            "smooth surfaces by the surface through the level edges, column by column (docs/depth.md, \"Level "
+            "interpolation\"); false = the two heads' composition as exported", read_only=True)
         self.range_correction_status = "off"  # the last frame's: applied, off, or why it was refused
         self.pipeline: DepthPipeline | None = None
         runtime = node.runtime
@@ -102,7 +106,7 @@ class DepthHead(InferenceHead):
                                                             meta.content_sha256)
         self.pipeline = DepthPipeline(self.model, max_depth=self.max_depth or None,
                                       min_depth=None if self.min_depth < 0 else self.min_depth,
-                                      range_correction=correction)
+                                      range_correction=correction, interpolate_levels=self.interpolate_levels)
         # The camera is checked per frame; a missing file or another model's is known now (the pipeline drops it).
         self.range_correction_status = f"off: {missing}" if missing else self.pipeline.range_correction_off
         if self.range_correction_status != "off":

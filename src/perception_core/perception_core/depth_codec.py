@@ -89,3 +89,53 @@ def _floor(x: Any) -> Any:
     import numpy as np
 
     return np.floor(x)
+
+
+def interpolate_level_runs(depth: Any, level: Any, step: float) -> Any:
+    """Depth with each column's staircase of integer levels replaced by the surface through the level edges.
+
+    A levels head whose fractional head does not resolve its step (the demo model's reads about half a step
+    everywhere; docs/depth.md, "Level interpolation") gives a smooth surface as a staircase: a run of rows at
+    level k, then one at k + 1. Where a run of one level in an image column has level k - 1 on one side and
+    k + 1 on the other, the surface crosses depth k * step at its edge with the first and (k + 1) * step at its
+    edge with the second; the run's pixels are set on the line between those two edges in inverse depth (which
+    is linear in the image row on a plane). Every other pixel keeps ``depth``: runs at a jump of more than one
+    level (an outline, an object's face), a run that turns back (a crest), runs at the image's top or bottom
+    row and runs of level 0. ``depth`` and ``level`` are H x W (``level`` the integer head's index, ``step`` its
+    metres per level, in the units of ``depth``); a new float32 array is returned.
+    """
+    import numpy as np
+
+    depth = np.asarray(depth, np.float32)
+    level = np.asarray(level)
+    if depth.shape != level.shape or depth.ndim != 2:
+        raise ValueError(f"depth {depth.shape} and level {level.shape} must be the same H x W")
+    height = depth.shape[0]
+    columns = np.ascontiguousarray(level.T, np.int32).ravel()  # one image column after another, top row first
+    starts = np.ones(columns.size, bool)
+    starts[1:] = columns[1:] != columns[:-1]
+    starts[::height] = True  # a column's first row starts a run
+    first = np.flatnonzero(starts)
+    last = np.append(first[1:], columns.size) - 1
+    k = columns[first]
+    top_row, bottom_row = first % height, last % height
+    inner = (top_row > 0) & (bottom_row < height - 1) & (k >= 1)
+    above = columns[np.maximum(first - 1, 0)]  # the run's neighbour one row up (farther on the ground)
+    below = columns[np.minimum(last + 1, columns.size - 1)]
+    rising = inner & (above == k + 1) & (below == k - 1)  # ground: farther up the image
+    falling = inner & (above == k - 1) & (below == k + 1)  # an overhang or a ceiling
+    chosen = np.flatnonzero(rising | falling)
+    out = np.ascontiguousarray(depth.T).ravel().copy()
+    if chosen.size == 0:
+        return out.reshape(depth.shape[1], height).T.copy()
+    lengths = last[chosen] - first[chosen] + 1
+    lower_edge = np.where(rising[chosen], k[chosen], k[chosen] + 1).astype(np.float64) * step
+    upper_edge = np.where(rising[chosen], k[chosen] + 1, k[chosen]).astype(np.float64) * step
+    run_of_pixel = np.repeat(np.arange(chosen.size), lengths)
+    pixels = np.repeat(first[chosen], lengths) + (np.arange(run_of_pixel.size) - np.repeat(np.cumsum(lengths) - lengths,
+                                                                                         lengths))
+    # 0 at the run's lower edge (half a row below its bottom pixel), 1 at its upper edge
+    up = (last[chosen][run_of_pixel] + 0.5 - pixels) / lengths[run_of_pixel]
+    inverse = (1.0 - up) / lower_edge[run_of_pixel] + up / upper_edge[run_of_pixel]
+    out[pixels] = (1.0 / inverse).astype(np.float32)
+    return out.reshape(depth.shape[1], height).T.copy()

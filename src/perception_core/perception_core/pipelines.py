@@ -29,7 +29,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from perception_core.depth_codec import compose_depth, integer_step
+from perception_core.depth_codec import compose_depth, integer_step, interpolate_level_runs
 from perception_core.errors import ConfigError, DataError, ModelFileError
 from perception_core.model_metadata import CAMERA_INPUT_SHAPE, ModelMetadata
 from perception_core.preprocess import Preprocessor
@@ -125,10 +125,15 @@ class DepthPipeline(_ModelPipeline):
     (``camera_height``, metres). The composed depth is multiplied by
     ``input_focal_px(K) / canonical_focal_px`` (and by ``camera_height /
     canonical_height_m``) before the range is applied (in metres).
+
+    ``interpolate_levels`` (a ``levels`` head only) replaces the staircase that a fractional head which does not
+    resolve its step leaves on smooth surfaces by the surface through the level edges, column by column
+    (:func:`perception_core.depth_codec.interpolate_level_runs`), before the camera scale; off, the depth is
+    the two heads' composition as exported. The depth node turns it on by default (docs/depth.md).
     """
 
     def __init__(self, model: RunnableModel, max_depth: float | None = None, min_depth: float | None = None,
-                 range_correction: RangeCorrection | None = None) -> None:
+                 range_correction: RangeCorrection | None = None, interpolate_levels: bool = False) -> None:
         meta = model.metadata
         if meta.task != "depth":
             raise ModelFileError(f"DepthPipeline needs a depth model, got task {meta.task!r}")
@@ -145,8 +150,13 @@ class DepthPipeline(_ModelPipeline):
             self.max_depth = float(max_depth)
         self.min_depth = float(meta.min_depth if min_depth is None else min_depth)
         # The host composes with this scale: its integer step must stay representable by the fractional head.
+        self.level_step = 0.0
         if meta.depth_outputs == "separate":
-            integer_step(self.max_depth, meta.integer_head_kind, meta.levels or 256)
+            step = integer_step(self.max_depth, meta.integer_head_kind, meta.levels or 256)
+            if meta.integer_head_kind == "levels":
+                self.level_step = step
+        # Only a levels head has a staircase to interpolate (depth_codec.interpolate_level_runs).
+        self.interpolate_levels = bool(interpolate_levels) and self.level_step > 0
         if not 0 <= self.min_depth < self.max_depth:
             raise ConfigError(f"depth range [{self.min_depth}, {self.max_depth}] m is empty or negative")
         self.preprocessor = Preprocessor(meta)
@@ -182,6 +192,9 @@ class DepthPipeline(_ModelPipeline):
             integer = np.asarray(outputs[names[0]], np.float32)[0, 0]
             fractional = np.asarray(outputs[names[1]], np.float32)[0, 0]
             depth = np.asarray(compose_depth(integer, fractional, np.float32(self.max_depth)), np.float32)
+            if self.interpolate_levels:
+                level = np.rint(integer * np.float32((self.metadata.levels or 256) - 1)).astype(np.int32)
+                depth = interpolate_level_runs(depth, level, self.level_step)
         else:
             depth = np.array(outputs[names[0]][0, 0], np.float32)  # a copy: we write NaNs into it
             integer = np.clip(depth / np.float32(self.metadata.max_depth), 0.0, 1.0)

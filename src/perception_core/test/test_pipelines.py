@@ -67,6 +67,27 @@ def test_separate_depth_is_composed_on_the_host_with_rep117_values_outside_the_r
     assert out.fractional is not None and set(out.timings) == {"preprocess_ms", "inference_ms", "postprocess_ms"}
 
 
+def test_level_interpolation_smooths_a_separate_levels_models_staircase_and_only_that(models: dict[str, Path]) -> None:
+    # levels climbing one at a time up the image, four rows each: a ground plane's staircase (32x32, the input)
+    level = np.repeat(np.arange(13, 5, -1), 4)[:, None] * np.ones((1, 32), int)
+    rgb = _grey(level, 16)
+    composed = DepthPipeline(load_model(models["separate"], backend="cpu", num_threads=1)).infer(rgb)
+    smooth_pipe = DepthPipeline(load_model(models["separate"], backend="cpu", num_threads=1), interpolate_levels=True)
+    smooth = smooth_pipe.infer(rgb)
+    assert smooth_pipe.interpolate_levels and smooth_pipe.level_step == 1.0
+    inner = (level > 6) & (level < 13)  # runs with a level on both sides
+    assert np.array_equal(smooth.depth[~inner], composed.depth[~inner])
+    # within a run the depth now falls row by row down the image, inside its own level
+    column = smooth.depth[:, 0]
+    runs = column[np.flatnonzero(inner[:, 0])].reshape(-1, 4)
+    assert np.all(np.diff(runs, axis=1) < 0)
+    lv = level[inner[:, 0], 0].reshape(-1, 4)
+    assert np.all(runs >= lv) and np.all(runs <= lv + 1)
+    np.testing.assert_allclose(smooth.integer, composed.integer)
+    # a composed model has no levels to read: the option is off for it
+    assert not DepthPipeline(load_model(models["composed"], backend="cpu"), interpolate_levels=True).interpolate_levels
+
+
 def test_a_range_correction_applies_to_its_model_only_and_another_models_is_dropped_once(models: dict[str, Path]) -> None:
     """The pipeline checks a correction's model when it is built (the model never changes), and reports the
     reason on every frame; the camera (here the fixed model's, ratios 1 and 1) is checked per frame."""

@@ -161,7 +161,8 @@ class OfflineStack:
             correction, _ = load_range_correction_for(resolve_in_share(correction_path),
                                                       self.depth_model.metadata.content_sha256)
         self.depth = DepthPipeline(self.depth_model, max_depth=max_depth or None,
-                                   min_depth=None if min_depth < 0 else min_depth, range_correction=correction)
+                                   min_depth=None if min_depth < 0 else min_depth, range_correction=correction,
+                                   interpolate_levels=bool(depth_params.get("interpolate_levels", True)))
         self.seg = SegPipeline(self.seg_model)
         self.depth_to_camera = bool(depth_params.get("resize_to_camera", False))
         self.labels_to_camera = bool(seg_params.get("resize_to_camera", False))
