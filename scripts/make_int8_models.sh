@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Regenerate the committed INT8 models from the committed FP32 ONNX models:
-#   models/depth_levels_r18_int8_qdq.onnx      (W8A8 + 16-bit depth-head tail)
+#   models/depth_levels_r18_int8_qdq.onnx      (W8A8; 16-bit head tail, camera conditioning, encoder layer1)
 #   models/ddrnet23s_offroad_int8_qdq.onnx     (W8A8)
 # plus their QNN context binaries for the Dragonwing IQ-9075 (soc_model 77, htp_arch 73;
 # NOT committed, written as models/*.ctx.onnx) and the FP32-vs-INT8 reports in
@@ -39,13 +39,13 @@ fi
 # Depth: the tool's defaults for depth models, W8A8 with the head tail (last Conv of each head,
 # Cast/Div of the integer head, the fractional Sigmoid) and the camera conditioning (the camera
 # input's MLP and the encoder features it scales and shifts; at 8 bit INT8 read abs_rel 1.12x
-# FP32's, at 16 bit 1.04x: docs/int8.md) at 16-bit activations. The committed model was made with
-# `--raise-16bit /net/camera_modulation` before --camera-bits existed; this command gives the same
-# graph, byte for byte. The depth model's input is 384x640, the frames 544x640:
-# --resize-calibration resizes them exactly as the node does.
+# FP32's, at 16 bit 1.04x: docs/int8.md) at 16-bit activations, and the encoder's first residual stage
+# (`--raise-16bit /net/encoder/layer1`, named at --part-depth 3): `model-tools sensitivity` ranks it first by far
+# (models/reports/int8/depth_sensitivity/), and with it INT8 reads 1.05x FP32's abs_rel instead of 1.10x.
+# --resize-calibration resizes frames of another size exactly as the node does (these are the input's 544x640).
 wanted depth && timed model-tools quantize --model models/depth_levels_r18.onnx \
     --out models/depth_levels_r18_int8_qdq.onnx --calib-data "$DATA" --calib-split train --calib-count 300 \
-    --resize-calibration --overwrite
+    --raise-16bit /net/encoder/layer1 --part-depth 3 --resize-calibration --overwrite
 wanted segmentation && timed model-tools quantize --model models/ddrnet23s_offroad.onnx \
     --out models/ddrnet23s_offroad_int8_qdq.onnx --calib-data "$DATA" --calib-split train --calib-count 300 --overwrite
 
