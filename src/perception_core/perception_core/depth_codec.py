@@ -111,31 +111,34 @@ def interpolate_level_runs(depth: Any, level: Any, step: float) -> Any:
     if depth.shape != level.shape or depth.ndim != 2:
         raise ValueError(f"depth {depth.shape} and level {level.shape} must be the same H x W")
     height = depth.shape[0]
-    columns = np.ascontiguousarray(level.T, np.int32).ravel()  # one image column after another, top row first
-    starts = np.ones(columns.size, bool)
-    starts[1:] = columns[1:] != columns[:-1]
+    columns = np.ascontiguousarray(level.T, np.int16).ravel()  # one image column after another, top row first
+    starts = np.empty(columns.size, bool)
+    starts[0] = True
+    np.not_equal(columns[1:], columns[:-1], out=starts[1:])
     starts[::height] = True  # a column's first row starts a run
     first = np.flatnonzero(starts)
-    last = np.append(first[1:], columns.size) - 1
-    k = columns[first]
-    top_row, bottom_row = first % height, last % height
-    inner = (top_row > 0) & (bottom_row < height - 1) & (k >= 1)
+    last = np.empty_like(first)
+    last[:-1] = first[1:] - 1
+    last[-1] = columns.size - 1
+    k = columns[first].astype(np.int32)
     above = columns[np.maximum(first - 1, 0)]  # the run's neighbour one row up (farther on the ground)
     below = columns[np.minimum(last + 1, columns.size - 1)]
+    inner = (first % height > 0) & (last % height < height - 1) & (k >= 1)
     rising = inner & (above == k + 1) & (below == k - 1)  # ground: farther up the image
     falling = inner & (above == k - 1) & (below == k + 1)  # an overhang or a ceiling
     chosen = np.flatnonzero(rising | falling)
-    out = np.ascontiguousarray(depth.T).ravel().copy()
-    if chosen.size == 0:
-        return out.reshape(depth.shape[1], height).T.copy()
-    lengths = last[chosen] - first[chosen] + 1
-    lower_edge = np.where(rising[chosen], k[chosen], k[chosen] + 1).astype(np.float64) * step
-    upper_edge = np.where(rising[chosen], k[chosen] + 1, k[chosen]).astype(np.float64) * step
-    run_of_pixel = np.repeat(np.arange(chosen.size), lengths)
-    pixels = np.repeat(first[chosen], lengths) + (np.arange(run_of_pixel.size) - np.repeat(np.cumsum(lengths) - lengths,
-                                                                                         lengths))
-    # 0 at the run's lower edge (half a row below its bottom pixel), 1 at its upper edge
-    up = (last[chosen][run_of_pixel] + 0.5 - pixels) / lengths[run_of_pixel]
-    inverse = (1.0 - up) / lower_edge[run_of_pixel] + up / upper_edge[run_of_pixel]
-    out[pixels] = (1.0 / inverse).astype(np.float32)
+    out = np.array(depth.T, np.float32, order="C").ravel()  # always a copy: the caller's depth stays as it was
+    if chosen.size:
+        first_c, last_c, k_c, rising_c = first[chosen], last[chosen], k[chosen], rising[chosen]
+        lengths = last_c - first_c + 1
+        inv_lower = 1.0 / (np.where(rising_c, k_c, k_c + 1) * float(step))  # at the run's lower edge
+        inv_upper = 1.0 / (np.where(rising_c, k_c + 1, k_c) * float(step))
+        # inverse depth of the run's pixel i rows above its bottom one: bottom + slope * i (the edges lie half a row
+        # beyond the end pixels)
+        slope = (inv_upper - inv_lower) / lengths
+        bottom = inv_lower + 0.5 * slope
+        rows_up = (np.arange(int(lengths.sum()), dtype=np.float32)
+                   - np.repeat((np.cumsum(lengths) - lengths).astype(np.float32), lengths))
+        inverse = np.repeat(bottom.astype(np.float32), lengths) + np.repeat(slope.astype(np.float32), lengths) * rows_up
+        out[np.repeat(last_c, lengths) - rows_up.astype(np.int64)] = np.float32(1.0) / inverse
     return out.reshape(depth.shape[1], height).T.copy()

@@ -64,7 +64,9 @@ def test_jumps_crests_image_borders_and_level_zero_keep_their_depth() -> None:
     ]
     level = np.array(column, np.int32)[:, None]
     depth = (level + 0.5).astype(np.float32) * STEP
+    given = depth.copy()
     out = interpolate_level_runs(depth, level, STEP)
+    assert np.array_equal(depth, given)  # a new array; the caller's is left as it was (a one-column image too)
     moved = np.flatnonzero(out[:, 0] != depth[:, 0]).tolist()
     assert moved == [8, 9, 15]  # the run of 7 between 8 and 6, and the lone 6 between 7 and 5
 
