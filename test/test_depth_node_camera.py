@@ -144,3 +144,40 @@ def test_an_unreadable_range_correction_file_is_a_start_up_error_naming_it(tmp_p
     with ros_context() as context:
         with pytest.raises(ConfigError, match=f"range correction {broken}: missing field.*curves"):
             _node(model, backend="cpu", camera_height=1.2, range_correction_file=str(broken))(context)
+
+
+@pytest.mark.parametrize("interpolate", [True, False])
+def test_the_node_interpolates_a_levels_models_staircase_unless_told_not_to(tmp_path: Path, interpolate: bool) -> None:
+    """A staircase of levels down the image (bands of 8 camera rows, 4 model rows each) comes out as a smooth
+    surface inside each band with interpolate_levels (the default), and as the flat composition without it."""
+    model = make_tiny_depth_model(tmp_path / "sep.onnx", outputs="separate", levels=16, max_depth=15.0)
+    bands = np.repeat(np.arange(12, 4, -1), 8)  # 64 rows, levels 12 (top) .. 5 (bottom)
+    image = np.repeat(np.repeat(np.round(bands * 255 / 15).astype(np.uint8)[:, None], 64, axis=1)[:, :, None], 3,
+                      axis=2)
+    with ros_context() as context:
+        node = _node(model, backend="cpu", num_threads=1, interpolate_levels=interpolate)(context)
+        probe = Probe(context, node)
+        depth = probe.listen(Image, "/perception/depth/image")
+        diagnostics = probe.listen(DiagnosticArray, "/diagnostics")
+        image_pub = probe.publisher(Image, "/camera/image_raw")
+        info_pub = probe.publisher(CameraInfo, "/camera/camera_info")
+
+        def send() -> None:
+            info_pub.publish(camera_info_msg(64, 64, fx=50.0, fy=50.0, cx=31.5, cy=31.5))
+            image_pub.publish(image_msg(image, "rgb8", stamp_sec=9))
+
+        def values() -> dict[str, str]:
+            return {kv.key: kv.value for array in diagnostics for status in array.status for kv in status.values}
+
+        assert probe.spin_until(lambda: depth, every=send), "no depth within 15 s"
+        assert probe.spin_until(lambda: "depth_level_interpolation" in values()), "no diagnostics after the frame"
+        probe.close()
+        node.destroy_node()
+    column = as_array(depth[0], np.float32)[:, 16]
+    inner_bands = column[4:-4].reshape(-1, 4)  # the 6 bands with a level above and below
+    if interpolate:
+        assert np.all(np.diff(inner_bands, axis=1) < 0)  # nearer row by row down each band
+        assert values()["depth_level_interpolation"] == "on"
+    else:
+        assert np.all(np.diff(inner_bands, axis=1) == 0)
+        assert values()["depth_level_interpolation"] == "off"

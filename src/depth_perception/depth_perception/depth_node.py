@@ -141,7 +141,12 @@ class DepthHead(InferenceHead):
         self.info_pub.publish(info)
 
     def diagnostic_values(self) -> dict[str, Any]:
-        return {"depth_range_correction": self.range_correction_status}
+        values = {"depth_range_correction": self.range_correction_status}
+        if self.pipeline is not None:
+            values["depth_level_interpolation"] = (
+                "on" if self.pipeline.interpolate_levels else
+                "off" if not self.interpolate_levels else "off: the model has no integer levels to interpolate")
+        return values
 
     def publish(self, result: DepthOutput, frame: CameraFrame) -> None:
         assert self.pipeline is not None and self.model is not None
