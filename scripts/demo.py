@@ -10,7 +10,7 @@ With no arguments, on a fresh machine after `make setup`:
 4. writes both HTML reports and prints where they are, the headline numbers and
    how closely the two paths agree.
 
-    python scripts/demo.py                       # CPU backend, 24 frames at 448x378
+    python scripts/demo.py                       # CPU backend, 24 frames at 544x459
     python scripts/demo.py --backend npu         # QNN HTP (emulated on x86: slow, so 3 frames)
     python scripts/demo.py --frames 3 --size 64x54 --out /tmp/demo   # the reduced mode tests use
 
@@ -35,8 +35,9 @@ NPU_FRAMES = 3
 TINY_MODEL_WIDTH = 160
 # The vehicle camera's aspect (1280x1080, 1.185), as the models were trained (640x544 frames, squashed to each
 # model's input): another aspect distorts the geometry the depth model learned. Not 640x540: Fast DDS loses many
-# of its 1.04 MB rgb8 images between processes on best-effort QoS; 448x378 is 508 kB (docs/demo.md).
-DEFAULT_SIZE = "448x378"
+# of its 1.04 MB rgb8 images between processes on best-effort QoS. 544x459 (749 kB) passed whole here, and keeps
+# more of the models' 544 input rows than 448x378 did, whose upsampled frames cost the costmap (docs/demo.md).
+DEFAULT_SIZE = "544x459"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
