@@ -180,7 +180,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from perception_core.runtime.loader import load_model
 
     model = load_model(args.model, backend="cpu", expected_task="depth", num_threads=args.threads)
-    pipeline = DepthPipeline(model)
+    pipeline = DepthPipeline(model, interpolate_levels=args.interpolate_levels)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     work_root = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="eval_cameras_"))
@@ -212,6 +212,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                                "canonical_height_m": pipeline.metadata.canonical_height_m},
         "command": "python -m model_tools.eval_cameras " + shlex.join(args.argv),
         "frame_size": f"{args.width}x{args.height}", "seed": args.seed,
+        "interpolate_levels": pipeline.interpolate_levels,
         "depth_range": [pipeline.min_depth, pipeline.max_depth], "goals": goals, "sets": entries,
         "summary": {
             "grid_cells": len(grid),
@@ -243,6 +244,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--width", type=int, default=640)
     parser.add_argument("--height", type=int, default=544)
     parser.add_argument("--seed", type=int, default=1001, help="generator seed (the demo models trained on 7-21, 23, 29, 31, 1021, 1023, 1029, 1031, 2029 and 2031)")
+    parser.add_argument("--interpolate-levels", action="store_true",
+                        help="score the depth as the depth node publishes it by default, its level staircase "
+                        "interpolated (DepthPipeline(interpolate_levels=True)); default: the network's own composition")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (0 = its default)")
     parser.add_argument("--goal-default", type=float, nargs=2, default=[0.06, 0.95], metavar=("ABS_REL", "A1"))

@@ -45,6 +45,12 @@ def test_reports_every_camera_set_with_its_goal_verdict(tmp_path):
     assert main(argv) == 0
     again = json.loads((tmp_path / "report" / "cameras.json").read_text())
     assert [s["metrics"] for s in again["sets"]] == [s["metrics"] for s in report["sets"]]
+    # The network's own composition by default; the node's interpolated depth when asked, and the report says which.
+    assert report["interpolate_levels"] is False
+    assert main([*argv[:3], str(tmp_path / "interpolated"), *argv[4:], "--interpolate-levels"]) == 0
+    interpolated = json.loads((tmp_path / "interpolated" / "cameras.json").read_text())
+    assert interpolated["interpolate_levels"] is True and "--interpolate-levels" in interpolated["command"]
+    assert [s["name"] for s in interpolated["sets"]] == names
     with pytest.raises(SystemExit):
         main(["--model", str(model)])  # --out is required
 
