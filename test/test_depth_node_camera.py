@@ -37,9 +37,13 @@ def _published_depth(model: Path, **params: object) -> np.ndarray:
     return _published(model, **params)[0]
 
 
-def _published(model: Path, **params: object) -> tuple[np.ndarray, dict[str, str]]:
-    """(depth, the node's /diagnostics values after it) for a grey 64x48 frame (fx 50, fy 60), camera_height 1.2 m."""
-    grey = np.full((48, 64, 3), round(LEVEL * 255 / 15), np.uint8)
+def _published(model: Path, image: np.ndarray | None = None, fy: float = 60.0,
+               **params: object) -> tuple[np.ndarray, dict[str, str]]:
+    """(depth, the node's /diagnostics values after it) for ``image`` (default a grey 64x48 frame; fx 50, fy ``fy``,
+    principal point at the centre), camera_height 1.2 m."""
+    if image is None:
+        image = np.full((48, 64, 3), round(LEVEL * 255 / 15), np.uint8)
+    h, w = image.shape[:2]
     with ros_context() as context:
         node = _node(model, backend="cpu", num_threads=1, camera_height=1.2, **params)(context)
         probe = Probe(context, node)
@@ -49,15 +53,16 @@ def _published(model: Path, **params: object) -> tuple[np.ndarray, dict[str, str
         info_pub = probe.publisher(CameraInfo, "/camera/camera_info")
 
         def send() -> None:
-            info_pub.publish(camera_info_msg(64, 48, fx=50.0, fy=60.0, cx=31.5, cy=23.5))
-            image_pub.publish(image_msg(grey, "rgb8", stamp_sec=9))
+            info_pub.publish(camera_info_msg(w, h, fx=50.0, fy=fy, cx=(w - 1) / 2, cy=(h - 1) / 2))
+            image_pub.publish(image_msg(image, "rgb8", stamp_sec=9))
 
         def values() -> dict[str, str]:
             return {kv.key: kv.value for array in diagnostics for status in array.status for kv in status.values}
 
         assert probe.spin_until(lambda: depth, every=send), "no depth within 15 s"
-        assert probe.spin_until(lambda: values().get("depth_range_correction", "off") != "off"
-                                or "range_correction_file" not in params), "no diagnostics after the frame"
+        assert probe.spin_until(lambda: "depth_level_interpolation" in values()
+                                and (values().get("depth_range_correction", "off") != "off"
+                                     or "range_correction_file" not in params)), "no diagnostics after the frame"
         probe.close()
         node.destroy_node()
     return as_array(depth[0], np.float32), values()
@@ -154,30 +159,11 @@ def test_the_node_interpolates_a_levels_models_staircase_unless_told_not_to(tmp_
     bands = np.repeat(np.arange(12, 4, -1), 8)  # 64 rows, levels 12 (top) .. 5 (bottom)
     image = np.repeat(np.repeat(np.round(bands * 255 / 15).astype(np.uint8)[:, None], 64, axis=1)[:, :, None], 3,
                       axis=2)
-    with ros_context() as context:
-        node = _node(model, backend="cpu", num_threads=1, interpolate_levels=interpolate)(context)
-        probe = Probe(context, node)
-        depth = probe.listen(Image, "/perception/depth/image")
-        diagnostics = probe.listen(DiagnosticArray, "/diagnostics")
-        image_pub = probe.publisher(Image, "/camera/image_raw")
-        info_pub = probe.publisher(CameraInfo, "/camera/camera_info")
-
-        def send() -> None:
-            info_pub.publish(camera_info_msg(64, 64, fx=50.0, fy=50.0, cx=31.5, cy=31.5))
-            image_pub.publish(image_msg(image, "rgb8", stamp_sec=9))
-
-        def values() -> dict[str, str]:
-            return {kv.key: kv.value for array in diagnostics for status in array.status for kv in status.values}
-
-        assert probe.spin_until(lambda: depth, every=send), "no depth within 15 s"
-        assert probe.spin_until(lambda: "depth_level_interpolation" in values()), "no diagnostics after the frame"
-        probe.close()
-        node.destroy_node()
-    column = as_array(depth[0], np.float32)[:, 16]
-    inner_bands = column[4:-4].reshape(-1, 4)  # the 6 bands with a level above and below
+    depth, values = _published(model, image=image, fy=50.0, interpolate_levels=interpolate)
+    inner_bands = depth[:, 16][4:-4].reshape(-1, 4)  # the 6 bands with a level above and below
     if interpolate:
         assert np.all(np.diff(inner_bands, axis=1) < 0)  # nearer row by row down each band
-        assert values()["depth_level_interpolation"] == "on"
+        assert values["depth_level_interpolation"] == "on"
     else:
         assert np.all(np.diff(inner_bands, axis=1) == 0)
-        assert values()["depth_level_interpolation"] == "off"
+        assert values["depth_level_interpolation"] == "off"
