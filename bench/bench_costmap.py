@@ -140,14 +140,21 @@ def load_or_infer(stack: Any, frame: DriveFrame, cache: Path | None, tag: str) -
     return depth, labels, seconds, depth_out.range_correction
 
 
+def depth_node_parameter(args: argparse.Namespace, name: str, default: Any) -> Any:
+    """The depth node's parameter ``name`` in the --params file, or ``default`` (the node's) without one."""
+    if args.params and args.params.is_file():
+        from model_tools.bags.eval_bag import node_parameters
+
+        return node_parameters(args.params, "depth_node").get(name, default)
+    return default
+
+
 def range_correction_path(args: argparse.Namespace) -> Path | None:
     """The range correction (a file or a folder) the bench's depth runs with (see --range-correction),
     absolute, or None."""
     text = args.range_correction
-    if text is None and args.params and args.params.is_file():
-        from model_tools.bags.eval_bag import node_parameters
-
-        text = node_parameters(args.params, "depth_node").get("range_correction_file", "")
+    if text is None:
+        text = depth_node_parameter(args, "range_correction_file", "")
     if not text:
         return None
     path = Path(text)
@@ -159,11 +166,7 @@ def interpolate_levels(args: argparse.Namespace) -> bool:
     --interpolate-levels)."""
     if args.interpolate_levels is not None:
         return args.interpolate_levels == "true"
-    if args.params and args.params.is_file():
-        from model_tools.bags.eval_bag import node_parameters
-
-        return bool(node_parameters(args.params, "depth_node").get("interpolate_levels", True))
-    return True
+    return bool(depth_node_parameter(args, "interpolate_levels", True))
 
 
 def correction_digest(correction: Any) -> str:

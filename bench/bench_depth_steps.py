@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     from perception_core.costmap import CostmapConfig, build_costmap, class_map_from_ontology
     from perception_core.depth_codec import integer_step, interpolate_level_runs
     from perception_core.metrics.costmap import BevGrid, CostmapMeasures
-    from perception_core.pipelines import DepthPipeline, mark_depth_range
+    from perception_core.pipelines import DepthPipeline
     from perception_core.runtime.loader import load_model
 
     rig = CameraRig.default(1280, 1080, hfov_deg=args.hfov_deg, mount_height=args.mount_height,
@@ -54,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     classes = class_map_from_ontology()
     grid = BevGrid(config.resolution, config.origin_x, config.origin_y, config.rows, config.cols)
     pipe = DepthPipeline(load_model(args.depth_model, backend="cpu", expected_task="depth"))
+    interpolating = DepthPipeline(pipe.model, interpolate_levels=True)  # the same model's outputs, as the node does
     meta = pipe.metadata
     step = integer_step(pipe.max_depth, meta.integer_head_kind, meta.levels or 256)
     names = ("gt_depth", "gt_depth_in_model_steps", "gt_depth_in_model_steps_interpolated", "model_depth",
@@ -76,10 +77,9 @@ def main(argv: list[str] | None = None) -> int:
             stepped = (gt_level + np.float32(0.5)) * metres
             finite_level = np.where(np.isfinite(gt_level), gt_level, -1).astype(np.int32)  # sky: no level
             stepped_interpolated = interpolate_level_runs(stepped, finite_level, metres)
-            level = np.rint(out.integer * (meta.levels - 1)).astype(np.int32)
-            composed = out.integer * np.float32(pipe.max_depth) + out.fractional
-            model_interpolated = mark_depth_range(interpolate_level_runs(composed, level, step) * np.float32(scale),
-                                                  pipe.min_depth, pipe.max_depth)
+            heads = dict(zip(meta.output_names, (out.integer[None, None], out.fractional[None, None]), strict=True))
+            model_interpolated = interpolating.postprocess(heads, camera_k=frame.k, camera_hw=frame.rgb.shape[:2],
+                                                           camera_height=frame.camera_height).depth
             truth = frame_truth(frame, config, classes, grid)
             for name, depth in (("gt_depth", gt_small), ("gt_depth_in_model_steps", stepped),
                                 ("gt_depth_in_model_steps_interpolated", stepped_interpolated),

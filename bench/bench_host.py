@@ -256,8 +256,8 @@ def _print_stages(msg, depth_pipe: DepthPipeline, seg_pipe: SegPipeline, cid_pip
     print(f"{'optimised stage':<28}{'ms':>8}")
     timed = {}
     for name, fn in stages:
-        timed[name.strip()] = _time(fn, lambda: None, frames)[0]
-        print(f"{name:<28}{timed[name.strip()]:>8.3f}")
+        ms = timed[name.strip()] = _time(fn, lambda: None, frames)[0]
+        print(f"{name:<28}{ms:>8.3f}")
     return timed
 
 
