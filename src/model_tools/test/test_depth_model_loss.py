@@ -15,6 +15,7 @@ from model_tools.tasks.depth import (
     depth_loss,
     distill_loss,
     label_weight_table,
+    log_gradient_loss,
 )
 from perception_core.depth_codec import compose_depth, decompose_depth, integer_step
 from perception_core.errors import ConfigError
@@ -140,6 +141,49 @@ def test_class_weights_make_each_term_the_label_weighted_mean() -> None:
     assert all(float(unit[k]) == pytest.approx(float(plain[k]), abs=1e-7) for k in plain)
     assert label_weight_table({}) is None
     assert float(table[255]) == 1.0 and float(table[0]) == 1.0 and float(table[4]) == 3.0
+
+
+def test_log_gradient_loss_is_blind_to_scale_and_scores_a_staircase_against_its_ramp() -> None:
+    """Ground receding 2 % a row: a depth right up to a global scale costs 0; a staircase of 4-row steps through
+    the same depths costs the ramp's log step on each flat pair and 3 of them at each jump."""
+    ratio = 1.02
+    rows = 4.0 * ratio ** torch.arange(16, dtype=torch.float64)
+    target = rows.view(1, 1, 16, 1).expand(1, 1, 16, 3).float()
+    ones = torch.ones_like(target)
+    in_range = torch.ones_like(target, dtype=torch.bool)
+    assert float(log_gradient_loss(target * 1.3, target, ones, in_range, 0.1)) == pytest.approx(0.0, abs=1e-6)
+    stairs = target[..., ::4, :].repeat_interleave(4, dim=-2)  # rows 0-3 read row 0's depth, 4-7 row 4's, ...
+    g = math.log(ratio)
+    # Per column: 12 flat row pairs (error g each) and 3 jumps (the staircase climbs 4g where the target climbs g: 3g);
+    # column pairs cost 0. Pairs: 15 row pairs in each of 3 columns, 2 column pairs in each of 16 rows.
+    expected = (12 * g + 3 * 3 * g) * 3 / (15 * 3 + 2 * 16)
+    assert float(log_gradient_loss(stairs, target, ones, in_range, 0.1)) == pytest.approx(expected, rel=1e-4)
+    # A pair with an invalid (weight 0) or out-of-range pixel does not count.
+    weight = ones.clone()
+    weight[..., 5, :] = 0.0
+    far = in_range.clone()
+    far[..., 9, :] = False
+    removed_pairs = (4 * 3 + 2 * 2)  # rows 4-5, 5-6, 8-9, 9-10 in 3 columns; rows 5 and 9's 2 column pairs each
+    jumps_left = 3  # rows 3-4, 7-8 and 11-12: none touches row 5 or 9
+    flat_left = 12 - 4  # the flat pairs 4-5, 5-6, 8-9, 9-10 are gone
+    expected = (flat_left * g + jumps_left * 3 * g) * 3 / (15 * 3 + 2 * 16 - removed_pairs)
+    assert float(log_gradient_loss(stairs, target, weight, far, 0.1)) == pytest.approx(expected, rel=1e-4)
+
+
+def test_the_gradient_term_adds_to_the_loss_only_when_weighted() -> None:
+    cfg = DepthModelConfig(kind="sigmoid", max_depth=15.0, input_height=32, input_width=32)
+    gt = torch.linspace(3.0, 9.0, 32).view(1, 1, 32, 1).expand(1, 1, 32, 32).contiguous()
+    out = _constant_outputs(6 / 15, 0.25, 1, (32, 32))
+    plain_total, plain = depth_loss(out, gt, cfg, DepthLossConfig(scales=1))
+    assert "gradient" not in plain
+    total, parts = depth_loss(out, gt, cfg, DepthLossConfig(scales=1, w_gradient=5.0))
+    assert float(parts["gradient"]) > 0.0  # a flat prediction of a receding ground
+    assert float(total) == pytest.approx(float(plain_total) + 5.0 * float(parts["gradient"]), rel=1e-5)
+    with pytest.raises(ConfigError, match="w_gradient"):
+        from model_tools.tasks.depth import parse_depth_sections
+        from model_tools.training.config import config_from_dict
+
+        parse_depth_sections(config_from_dict({"task": "depth", "loss": {"w_gradient": -1.0}}))
 
 
 def test_class_weights_with_an_unknown_class_name_fail() -> None:

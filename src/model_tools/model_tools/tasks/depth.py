@@ -22,7 +22,9 @@ truth (:func:`depth_edge_weight`: outlines, brinks of drops). ``loss.relief_weig
 more than ``loss.relief_band_m`` above or below the vehicle's ground plane
 (:func:`relief_weight_map`: hills, ditches, the ground past a drop-off, where
 the costmap reads steps, slopes and drops); it needs each frame's camera
-(:class:`FrameCameras`).
+(:class:`FrameCameras`). ``loss.w_gradient`` (0: off) adds the log-depth
+gradient-matching term (:func:`log_gradient_loss`): the error of neighbouring
+pixels' depth differences, the relief's shape.
 
 A camera-aware model (``model.camera`` ``canonical_focal`` or
 ``canonical_focal_height``) learns depth for a canonical camera: each
@@ -100,6 +102,7 @@ class DepthLossConfig:
     edge_radius_px: int = 2  # pixels on either side of the step that take edge_weight
     relief_weight: float = 1.0  # weight of the ground pixels off the vehicle's ground plane (1: off)
     relief_band_m: float = 0.3  # how far off the plane (metres, along base z) a ground point must lie to count
+    w_gradient: float = 0.0  # weight of the log-depth gradient-matching term (0: off); see log_gradient_loss
 
 
 @dataclass
@@ -126,6 +129,8 @@ def parse_depth_sections(config: TrainConfig, source: str = "config") -> tuple[D
     if not loss.relief_weight > 0 or not loss.relief_band_m > 0:
         raise ConfigError(f"{source}: loss.relief_weight ({loss.relief_weight}) and loss.relief_band_m "
                           f"({loss.relief_band_m}) must be > 0")
+    if not loss.w_gradient >= 0:
+        raise ConfigError(f"{source}: loss.w_gradient ({loss.w_gradient}) must be >= 0")
     if loss.relief_weight != 1.0 and model.camera == "fixed":
         raise ConfigError(f"{source}: loss.relief_weight needs each frame's camera (model.camera canonical_focal or "
                           "canonical_focal_height, synthetic data)")
@@ -296,6 +301,30 @@ def depth_edge_weight(depth: torch.Tensor, weight: float, jump: float, radius_px
     return 1.0 + (weight - 1.0) * near
 
 
+def log_gradient_loss(depth: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, in_range: torch.Tensor,
+                      min_depth: float) -> torch.Tensor:
+    """Weighted mean of |d(log depth - log target)| between row and column neighbours (0 without any pair).
+
+    The error of a neighbouring pair's depth difference, the local shape of the surface: the rise of a slope, the
+    edge of a step, the ground's climb from row to row that a staircase of integer levels flattens. The per-pixel
+    terms score each pixel's depth on its own, so a depth that is right on average and wrong in its relief costs
+    them little. In log depth the term is blind to a global scale and weighs a far pair's error like a near one's.
+    A pair counts where both pixels are valid and inside the model's range (``in_range``: the target is clipped at
+    max_depth, whose flat plateau is no surface); its weight is the smaller of the two pixels' ``weight``.
+    """
+    residual = depth.float().clamp(min=min_depth).log() - target.clamp(min=min_depth).log()
+    pair_weight = torch.where(in_range, weight, torch.zeros_like(weight))
+    total = residual.new_zeros(())
+    count = residual.new_zeros(())
+    for dim in (-1, -2):
+        n = residual.shape[dim]
+        w = torch.minimum(pair_weight.narrow(dim, 1, n - 1), pair_weight.narrow(dim, 0, n - 1))
+        diff = (residual.narrow(dim, 1, n - 1) - residual.narrow(dim, 0, n - 1)).abs()
+        total = total + (diff * w).sum()
+        count = count + w.sum()
+    return total / count.clamp(min=1e-6)
+
+
 def depth_loss(
     out: dict[tuple[str, int], torch.Tensor], gt: torch.Tensor, model_cfg: DepthModelConfig, loss_cfg: DepthLossConfig,
     pixel_weight: torch.Tensor | None = None,
@@ -311,6 +340,8 @@ def depth_loss(
     gt = gt.float()
     step = model_cfg.step
     parts = {"integer": gt.new_zeros(()), "fractional": gt.new_zeros(()), "depth": gt.new_zeros(())}
+    if loss_cfg.w_gradient > 0:
+        parts["gradient"] = gt.new_zeros(())
     for s in range(loss_cfg.scales):
         int_out = out[("integer", s)]
         frac = out[("fractional", s)].float()
@@ -339,7 +370,13 @@ def depth_loss(
         parts["integer"] = parts["integer"] + l_int / loss_cfg.scales
         parts["fractional"] = parts["fractional"] + l_frac / loss_cfg.scales
         parts["depth"] = parts["depth"] + l_depth / loss_cfg.scales
+        if loss_cfg.w_gradient > 0:
+            in_range = gt_s < model_cfg.max_depth
+            l_grad = log_gradient_loss(depth, safe, valid.float(), in_range, model_cfg.min_depth)
+            parts["gradient"] = parts["gradient"] + l_grad / loss_cfg.scales
     total = loss_cfg.w_integer * parts["integer"] + loss_cfg.w_fractional * parts["fractional"] + loss_cfg.w_depth * parts["depth"]
+    if loss_cfg.w_gradient > 0:
+        total = total + loss_cfg.w_gradient * parts["gradient"]
     return total, {k: v.detach() for k, v in parts.items()}
 
 
