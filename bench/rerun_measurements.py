@@ -16,6 +16,13 @@ A file whose command writes somewhere else (``--out`` naming another file, as
 a one-off record made on another machine does) is refused rather than
 silently left stale: by default nothing runs then; ``--skip-refused`` names
 each refused file and runs the rest, so that a glob over the folder works.
+A variant of committed benches (another model, an option changed) is measured
+with ``--into DIR`` (each bench writes ``DIR/<file name>`` instead, the record
+stays as it is) and ``--append "ARGS"`` (arguments added to every command):
+
+    python bench/rerun_measurements.py models/reports/range_correction/without_correction/*.json \
+        --into run26_without_correction --append "--interpolate-levels false" --jobs 16
+
 Each command's output goes to ``<file stem>.log`` in ``--log-dir``
 (``<folder>_<stem>.log`` where files of one run share a stem); a failed
 command is named and makes the exit status non-zero, and the others still run.
@@ -85,6 +92,23 @@ def recorded_command(path: Path) -> list[str]:
     return [sys.executable, *words[1:]]
 
 
+def redirected(command: list[str], path: Path, into: Path, extra: list[str]) -> list[str]:
+    """A bench's recorded ``command`` writing ``into / path.name`` instead of ``path``, with ``extra`` appended.
+
+    Only ``bench/`` commands: a module's ``--out`` may name a folder (eval_cameras), which a file name cannot stand
+    in for.
+    """
+    if len(command) < 2 or not command[1].startswith("bench/"):
+        raise RerunError(f"{path}: --into takes bench commands only, not {shlex.join(command[1:])!r}")
+    words = list(command)
+    target = str(into / path.name)
+    if "--out" in words[:-1]:
+        words[words.index("--out") + 1] = target
+    else:
+        words += ["--out", target]
+    return [*words, *extra]
+
+
 def log_names(paths: list[Path]) -> dict[Path, str]:
     """Each file's stem, with its folder's name in front where files of one run share a stem (every camera report
     is cameras.json; a bench and its without-correction twin share theirs), so no two commands write one log."""
@@ -105,14 +129,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-dir", type=Path, default=Path("/tmp/rerun_measurements"),
                         help="folder for each command's output")
     parser.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
+    parser.add_argument("--into", type=Path,
+                        help="write each bench's result into this folder (same file name), not over the record")
+    parser.add_argument("--append", default="", help="arguments added to every command (one string, shell-quoted)")
     parser.add_argument("--skip-refused", action="store_true",
                         help="name and skip files that cannot be re-run (one-off records) instead of running nothing")
     args = parser.parse_intermixed_args(argv)
     commands: dict[Path, list[str]] = {}
     refused = []
+    extra = shlex.split(args.append)
+    if extra and args.into is None:
+        parser.error("--append changes what a record measured: give --into too, so that the record is not overwritten")
     for path in args.files:
         try:
-            commands[path] = recorded_command(path)
+            command = recorded_command(path)
+            commands[path] = redirected(command, path, args.into, extra) if args.into is not None else command
         except RerunError as error:
             print(f"rerun_measurements: {'skipped: ' if args.skip_refused else ''}{error}", file=sys.stderr)
             refused.append(path)
@@ -123,6 +154,8 @@ def main(argv: list[str] | None = None) -> int:
             print(shlex.join(command))
         return 0
     args.log_dir.mkdir(parents=True, exist_ok=True)
+    if args.into is not None:
+        (ROOT / args.into).mkdir(parents=True, exist_ok=True)
     logs = {path: args.log_dir / f"{name}.log" for path, name in log_names(list(commands)).items()}
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         codes = dict(zip(commands, pool.map(run_one, commands.values(), logs.values()), strict=True))

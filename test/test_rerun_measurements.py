@@ -37,6 +37,30 @@ def test_an_empty_value_survives_the_record_and_the_rerun(rerun, tmp_path: Path)
     assert rerun.recorded_command(file)[2:] == argv
 
 
+def test_into_and_append_measure_a_variant_beside_the_record(rerun, tmp_path: Path, capsys) -> None:
+    """--into moves each bench's --out (adding one where the command had none); --append adds the variant's
+    arguments; the committed record is not touched."""
+    default = rerun.ROOT / "docs" / "measurements" / "costmap_bench.json"
+    into = tmp_path / "variant"
+    command = rerun.redirected(rerun.recorded_command(default), default, into, ["--interpolate-levels", "false"])
+    assert command[1] == "bench/bench_costmap.py"
+    assert command[command.index("--out") + 1] == str(into / "costmap_bench.json")
+    assert command[-2:] == ["--interpolate-levels", "false"] and command.count("--out") == 1
+    file = _record(tmp_path / "m.json", f"python bench/bench_x.py --seeds 1 --out {tmp_path / 'm.json'}")
+    assert rerun.main([str(file), "--into", str(into), "--append", "--range-correction ''", "--dry-run"]) == 0
+    printed = shlex.split(capsys.readouterr().out.strip())
+    assert printed[1:] == ["bench/bench_x.py", "--seeds", "1", "--out", str(into / "m.json"), "--range-correction", ""]
+    assert json.loads(file.read_text())["value"] == 1
+    # Appending without --into would overwrite the record with another measurement.
+    with pytest.raises(SystemExit):
+        rerun.main([str(file), "--append", "--interpolate-levels false"])
+    # A module's --out may be a folder: not redirected.
+    fit = _record(tmp_path / "fit.yaml", "")
+    fit.write_text(f"source:\n  command: python -m model_tools.depth_range_fit --out {fit}\n")
+    with pytest.raises(rerun.RerunError, match="bench commands only"):
+        rerun.redirected(rerun.recorded_command(fit), fit, into, [])
+
+
 def test_a_command_without_out_must_be_the_bench_default_file(rerun, tmp_path: Path) -> None:
     default = rerun.ROOT / "docs" / "measurements" / "costmap_bench.json"
     assert rerun.recorded_command(default)[1] == "bench/bench_costmap.py"
