@@ -89,3 +89,51 @@ def test_columns_are_independent_and_shapes_must_match() -> None:
     np.testing.assert_allclose(out[:, 0], interpolate_level_runs(stairs[:, :1], level[:, :1], STEP)[:, 0])
     with pytest.raises(ValueError, match="same H x W"):
         interpolate_level_runs(stairs, level[:-1], STEP)
+
+
+def _interpolated_by_the_rule(depth: np.ndarray, level: np.ndarray, step: float) -> tuple[np.ndarray, np.ndarray]:
+    """The docstring's rule, one column and one run at a time: (depth, which pixels it sets)."""
+    out = depth.astype(np.float64)
+    moved = np.zeros(level.shape, bool)
+    height, width = level.shape
+    for col in range(width):
+        column = [int(v) for v in level[:, col]]
+        start = 0
+        while start < height:
+            end = start  # the run is rows start..end
+            while end + 1 < height and column[end + 1] == column[start]:
+                end += 1
+            k = column[start]
+            if 0 < start and end < height - 1 and k >= 1:
+                above, below = column[start - 1], column[end + 1]
+                if (above, below) in ((k + 1, k - 1), (k - 1, k + 1)):
+                    # depth k * step at the edge with k - 1 and (k + 1) * step at the edge with k + 1, each half a
+                    # row beyond the run's end pixels; inverse depth linear in the row in between
+                    lower, upper = (k, k + 1) if above == k + 1 else (k + 1, k)  # levels at the bottom, top edge
+                    for row in range(start, end + 1):
+                        up = (end - row + 0.5) / (end - start + 1)  # of the way from the bottom edge to the top one
+                        out[row, col] = 1.0 / ((1 - up) / (lower * step) + up / (upper * step))
+                        moved[row, col] = True
+            start = end + 1
+    return out, moved
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_random_staircases_follow_the_rule_column_by_column(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    for _ in range(40):
+        rows, cols = int(rng.integers(1, 16)), int(rng.choice([1, 2, 3, 4, 300]))  # wide: hundreds of runs
+        # columns that wander a level at a time, with runs, crests, jumps and level 0 (and -1, "no level")
+        moves = rng.choice([-1, 0, 0, 0, 1, 1, 6], (rows, cols))
+        level = np.clip(int(rng.integers(0, 4)) + np.cumsum(moves, axis=0), -1, None)
+        if rng.random() < 0.5:
+            level = level[::-1]  # falling runs too
+        level = level.astype(rng.choice([np.int32, np.int64, np.int16, np.uint8]))  # -1 is 255 in uint8
+        step = float(rng.choice([STEP, 0.1, 1.0]))
+        depth = ((level + rng.random(level.shape)) * step).astype(np.float32)
+        depth[rng.random(level.shape) < 0.1] = np.nan
+        out = interpolate_level_runs(depth, level, step)
+        want, moved = _interpolated_by_the_rule(depth, level, step)
+        assert out.dtype == np.float32 and out.shape == depth.shape
+        assert np.array_equal(out[~moved].view(np.uint32), depth[~moved].view(np.uint32))  # the rest kept, bit for bit
+        np.testing.assert_allclose(out[moved], want[moved], rtol=2e-6)

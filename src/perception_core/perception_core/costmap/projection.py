@@ -63,7 +63,7 @@ import numpy as np
 
 from perception_core.costmap.classes import ClassMap, as_class_map
 from perception_core.costmap.config import CATEGORIES, UNKNOWN, CostmapConfig
-from perception_core.costmap.terrain import GroundGeometry, ground_geometry
+from perception_core.costmap.terrain import GroundGeometry, _set_where, ground_geometry
 from perception_core.errors import DataError
 from perception_core.geometry import camera_optical_pose
 from perception_core.ontology import Category
@@ -198,8 +198,13 @@ class CostmapResult:
 
 def camera_to_grid_transform(config: CostmapConfig) -> np.ndarray:
     """4x4 transform taking camera optical-frame points to the base frame, from the mount fields."""
-    return camera_optical_pose(config.mount_x, config.mount_y, config.mount_z, config.mount_roll, config.mount_pitch,
-                               config.mount_yaw)
+    return _mount_pose(config.mount_x, config.mount_y, config.mount_z, config.mount_roll, config.mount_pitch,
+                       config.mount_yaw).copy()
+
+
+@functools.lru_cache(maxsize=8)
+def _mount_pose(*mount: float) -> np.ndarray:
+    return camera_optical_pose(*mount)  # a few trigonometric matrices per frame otherwise
 
 
 def resize_nearest(image: np.ndarray, to_hw: tuple[int, int]) -> np.ndarray:
@@ -272,9 +277,10 @@ def _surface_of(labels: np.ndarray, classes: ClassMap) -> np.ndarray:
 # so only points that close to a cell edge may differ from the float64 reference (``project_points`` +
 # ``grid_from_points``, still used for the flat-ground fallback and as the tests' oracle).
 #
-# Two choices keep the work to what the grid can hold. The build takes every ``column_step``-th column of the
-# depth image (by default as many as keep columns within a cell of each other at max_range), and it works on
-# the box of the window in front of the camera (``_reach_window``), placing the result in the whole window.
+# Three choices keep the work to what the grid can hold. The build takes every ``column_step``-th column of the
+# depth image (by default as many as keep columns within a cell of each other at max_range), it starts at the
+# row above the first projected pixel (``_first_row_used``: the sky above holds nothing), and it works on the
+# box of the window in front of the camera (``_reach_window``), placing the result in the whole window.
 
 
 @dataclass(frozen=True)
@@ -284,6 +290,7 @@ class _RayGeometry:
     gz: np.ndarray
     t: np.ndarray  # float64 (3,): camera origin in the base frame
     near_rows: int  # first row below those that flat ground spreads over a cell: many pixels per cell from here
+    # (of the rows worked on: negative when the build starts below it)
     step_limit: np.ndarray  # float32 [H - 1, W]: largest inverse-depth step of a surface between rows r, r + 1
     slope_limit: float  # tan of the steepest surface slope between neighbouring pixels
     wide_quads: np.ndarray  # bool [H - 1, W - 1]: quads whose columns are a cell apart on flat ground
@@ -392,8 +399,8 @@ def _reach_window(geometry: _RayGeometry, window: GridWindow) -> tuple[GridWindo
     corner, size = [], []
     for (low, high), offset, cells in ((extremes[2:], row_offset, window.rows), (extremes[:2], col_offset, window.cols)):
         # z * gain + offset over z in [0, max_range]: extremes at the camera or at max_range.
-        first = int(np.clip(math.floor(offset + min(0.0, reach * low)) - pad, 0, cells))
-        last = int(np.clip(math.floor(offset + max(0.0, reach * high)) + 1 + pad, 0, cells))
+        first = min(max(math.floor(offset + min(0.0, reach * low)) - pad, 0), cells)
+        last = min(max(math.floor(offset + max(0.0, reach * high)) + 1 + pad, 0), cells)
         corner.append(first)
         size.append(max(last - first, 1))
     if corner == [0, 0] and size == [window.rows, window.cols]:
@@ -445,9 +452,10 @@ def _pull_onto_contact(z: np.ndarray, valid: np.ndarray, standing: np.ndarray, s
                        config: CostmapConfig) -> tuple[int, tuple[np.ndarray, np.ndarray], np.ndarray, np.ndarray]:
     """Place standing-obstacle pixels lying farther than ``limit`` m behind their foot at the foot (in place).
 
-    The contact of a pixel is the first pixel below it in its column that is not a standing obstacle; it
-    must be a valid surface pixel. The obstacle's foot lies between the contact's depth and the depth at
-    which the run's bottom pixel's ray meets the contact's height (one row further on the ground). A pixel
+    ``standing`` (uint8 or bool) is non-zero at standing-obstacle pixels. The contact of a pixel is the first
+    pixel below it in its column that is not a standing obstacle; it must be a valid surface pixel. The
+    obstacle's foot lies between the contact's depth and the depth at which the run's bottom pixel's ray
+    meets the contact's height (one row further on the ground). A pixel
     deeper than that by more than ``limit`` is placed there: on the foot's far bound, which keeps the
     object's extent better than its near bound in the measurements (docs/costmap.md). A run whose bottom
     pixel is itself beyond that bound stands behind a hidden gap (past a brink or a crest), not on the
@@ -469,13 +477,19 @@ def _pull_onto_contact(z: np.ndarray, valid: np.ndarray, standing: np.ndarray, s
     run_start[1:] = np.diff(column_major) != 1
     run_id = np.cumsum(run_start) - 1
     run_last = np.append(np.flatnonzero(run_start[1:]), column_major.size - 1)
-    contact_cm = column_major[run_last[run_id]] + 1
-    has_contact = contact_cm % h != 0  # the run does not reach the bottom edge
     col = column_major // h
-    own = (column_major % h) * w + col
+    own = (column_major - col * h) * w + col
+    # The foot is shared by the pixels of a run in one column (a run that leaves the bottom of a column goes
+    # on at the top of the next): worked out once per such segment, a few hundred against thousands of pixels.
+    segment_start = run_start.copy()
+    segment_start[1:] |= col[1:] != col[:-1]
+    segment = np.cumsum(segment_start) - 1
+    first = np.flatnonzero(segment_start)
+    contact_cm = column_major[run_last[run_id[first]]] + 1
+    has_contact = contact_cm % h != 0  # the run does not reach the bottom edge
     contact_row = np.where(has_contact, contact_cm % h, 1)
-    contact = contact_row * w + col
-    bottom = (contact_row - 1) * w + col
+    contact = contact_row * w + col[first]
+    bottom = contact - w
     has_contact &= surface_ok.ravel()[contact] != 0
     flat_z, gz = z.ravel(), geometry.gz.ravel()
     near = flat_z[contact]
@@ -483,21 +497,23 @@ def _pull_onto_contact(z: np.ndarray, valid: np.ndarray, standing: np.ndarray, s
         # Depth along the bottom pixel's ray at the contact point's height (gz < 0: the ray descends).
         far = np.where(gz[bottom] < 0, near * gz[contact] / gz[bottom], near)
     far = np.maximum(far, near)
-    own_z = flat_z[own]
+    bound = far + np.float32(limit)
     with np.errstate(invalid="ignore"):
         # A run whose bottom pixel already lies beyond the bound does not stand on that contact: it stands
         # behind something that hides its foot (a brink, a crest), and none of it is pulled.
-        standing_there = flat_z[bottom] <= far + np.float32(limit)
-        pull = has_contact & standing_there & ~(own_z <= far + np.float32(limit))
-    place = far
-    pull &= (place > config.min_range) & (place < config.max_range)
+        movable = has_contact & (flat_z[bottom] <= bound) & (far > config.min_range) & (far < config.max_range)
+        # Per pixel: those beyond the bound (or without depth) go to the foot.
+        pull = movable[segment] & ~(flat_z[own] <= bound[segment])
     pulled = own[pull]
-    flat_z[pulled] = place[pull]
+    flat_z[pulled] = far[segment[pull]]
     valid.ravel()[pulled] = 255
-    last = run_last[has_contact[run_last]]  # one entry per run (its last pixel) that has a surface contact
+    ends = segment[run_last]  # the segment of each run's last pixel
+    on_contact = has_contact[ends]  # the runs with a surface contact
+    ends = ends[on_contact]
     with np.errstate(invalid="ignore"):
-        grounded = flat_z[own[last]] >= near[last] * np.float32(1 - config.surface_depth_noise)
-    return int(pulled.size), (contact[last][grounded], bottom[last][grounded]), own, np.where(has_contact, contact, -1)
+        grounded = flat_z[own[run_last[on_contact]]] >= near[ends] * np.float32(1 - config.surface_depth_noise)
+    return (int(pulled.size), (contact[ends][grounded], bottom[ends][grounded]), own,
+            np.where(has_contact, contact, -1)[segment])
 
 
 def _spread(per_item: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -507,13 +523,13 @@ def _spread(per_item: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return item, np.arange(int(ends[-1]) if ends.size else 0) - (ends - per_item)[item]
 
 
-def _surface_samples(z: np.ndarray, surface_ok: np.ndarray, categories: np.ndarray, geometry: _RayGeometry,
-                     col_f: np.ndarray, row_f: np.ndarray, height: np.ndarray, resolution: float,
-                     feet: tuple[np.ndarray, np.ndarray, np.ndarray], depth_noise: float,
+def _surface_samples(z: np.ndarray, inverse: np.ndarray, surface_ok: np.ndarray, categories: np.ndarray,
+                     geometry: _RayGeometry, col_f: np.ndarray, row_f: np.ndarray, height: np.ndarray,
+                     resolution: float, feet: tuple[np.ndarray, np.ndarray, np.ndarray], depth_noise: float,
                      with_heights: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Samples of the surface between neighbouring pixels: (col_f, row_f, category, height) arrays.
 
-    Heights (interpolated like the positions) are left empty unless ``with_heights``.
+    Heights (interpolated like the positions) are left empty unless ``with_heights``; ``inverse`` is 1 / z.
 
     Two vertically neighbouring pixels (r, r + 1) are one surface when both are valid surface pixels, the
     step in inverse depth between them is within ``step_limit`` (plus depth noise) and the segment between
@@ -526,6 +542,8 @@ def _surface_samples(z: np.ndarray, surface_ok: np.ndarray, categories: np.ndarr
     horizontal neighbours are also more than a cell apart (a low-resolution depth image), the quad of four
     surface pixels is sampled inside as a bilinear patch.
     """
+    import cv2
+
     cats = categories.ravel()
     step = np.float32(SURFACE_SAMPLE_STEP)
     out_col: list[np.ndarray] = []
@@ -534,29 +552,38 @@ def _surface_samples(z: np.ndarray, surface_ok: np.ndarray, categories: np.ndarr
     out_height: list[np.ndarray] = []
 
     def sample(col_a: np.ndarray, row_a: np.ndarray, d_col: np.ndarray, d_row: np.ndarray, gap: np.ndarray,
-               cat_a: np.ndarray, cat_b: np.ndarray | None, h_a: np.ndarray, d_h: np.ndarray) -> None:
-        """Segments from (col_a, row_a, h_a) by (d_col, d_row, d_h): samples at every step, the first half cat_a."""
-        per_pair = np.minimum(np.ceil(gap / step), MAX_SURFACE_SAMPLES).astype(np.int64) - 1
-        wide = np.flatnonzero(per_pair > 0)
+               cat_a: np.ndarray, cat_b: np.ndarray, h_a: np.ndarray, d_h: np.ndarray, use: np.ndarray) -> None:
+        """Segments from (col_a, row_a, h_a) by (d_col, d_row, d_h): samples at every step, the first half cat_a,
+        of the segments in ``use``."""
+        per_pair = np.minimum(np.ceil(gap / step), MAX_SURFACE_SAMPLES).astype(np.int64)
+        per_pair -= 1
+        wide = per_pair > 0
+        wide &= use
+        wide = np.flatnonzero(wide)
         if not wide.size:
             return
-        item, number = _spread(per_pair[wide])
+        per_wide = per_pair[wide]
+        item, number = _spread(per_wide)
         source = wide[item]  # the segment of each sample: one gather per output, no filtered copies first
-        t = (number + 1).astype(np.float32) / (per_pair + 1).astype(np.float32)[source]
+        number += 1
+        t = number.astype(np.float32)
+        t /= (per_wide + 1).astype(np.float32)[item]
         out_col.append(col_a[source] + t * d_col[source])
         out_row.append(row_a[source] + t * d_row[source])
         if with_heights:
             out_height.append(h_a[source] + t * d_h[source])
-        low = cat_a[source]
-        out_cat.append(low if cat_b is None else np.where(t < 0.5, low, cat_b[source]))
+        out_cat.append(np.where(t < 0.5, cat_a[source], cat_b[source]))
 
+    # Segments to sample, (col_a, row_a, d_col, d_row, gap, cat_a, cat_b, h_a, d_h, use) each; sampled together
+    # (numpy's per-call cost outweighs the few feet).
+    segments = []
     if feet[0].size:
         col_flat, row_flat = col_f.ravel(), row_f.ravel()
         lower, upper_col, upper_row = feet
         d_col, d_row = upper_col - col_flat[lower], upper_row - row_flat[lower]
         ground = height.ravel()[lower]  # the ground up to the foot continues at the contact's height
-        sample(col_flat[lower], row_flat[lower], d_col, d_row, np.maximum(np.abs(d_col), np.abs(d_row)),
-               cats[lower], None, ground, np.zeros_like(ground))
+        segments.append((col_flat[lower], row_flat[lower], d_col, d_row, np.maximum(np.abs(d_col), np.abs(d_row)),
+                         cats[lower], cats[lower], ground, np.zeros_like(ground), np.ones(lower.size, bool)))
 
     # Every row pair is examined: on flat ground only the pairs that the ground spreads over a cell would need
     # it, but a hill rising ahead is seen in rows at and above the flat horizon, and a depth that comes in steps
@@ -567,14 +594,9 @@ def _surface_samples(z: np.ndarray, surface_ok: np.ndarray, categories: np.ndarr
     if hi > lo:  # pairs (r, r + 1) for r in lo..hi-1: rows lo..hi
         in_band = slice(lo, hi)  # the per-pair tables, cut alike
         w = z.shape[1]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            inverse = np.float32(1.0) / z[lo : hi + 1]
+        inverse = inverse[lo : hi + 1]  # 1 / z
         ok = surface_ok[lo : hi + 1] != 0
         cf, rf, hf = col_f[lo : hi + 1], row_f[lo : hi + 1], height[lo : hi + 1]
-        with np.errstate(invalid="ignore"):  # invalid pixels (NaN, inf) are masked out below
-            d_col, d_row = cf[:-1] - cf[1:], rf[:-1] - rf[1:]  # from the lower pixel (r + 1) to the upper (r)
-            gap = np.maximum(np.abs(d_col), np.abs(d_row))
-        limit = geometry.step_limit[in_band] + np.float32(depth_noise) * inverse[1:]
         rise_per_cell = np.float32(geometry.slope_limit * resolution)
 
         def gentle(d_h: np.ndarray, d_c: np.ndarray, d_r: np.ndarray) -> np.ndarray:
@@ -582,22 +604,35 @@ def _surface_samples(z: np.ndarray, surface_ok: np.ndarray, categories: np.ndarr
             with np.errstate(invalid="ignore"):
                 return np.abs(d_h) <= rise_per_cell * np.hypot(d_c, d_r) + np.float32(SURFACE_HEIGHT_NOISE)
 
-        with np.errstate(invalid="ignore"):
-            # Depth is noisy (surface_depth_noise): a relative allowance keeps uneven rows of one surface together.
-            vertical = ok[:-1] & ok[1:] & (np.abs(inverse[1:] - inverse[:-1]) <= limit)
-            pairs = np.flatnonzero(vertical & (gap > step))
-        # The slope test on the pairs that would be sampled only (a third of the band, and hypot is dear).
-        pairs = pairs[gentle(hf[:-1].ravel()[pairs] - hf[1:].ravel()[pairs], d_col.ravel()[pairs],
-                             d_row.ravel()[pairs])]
-        sample(cf[1:].ravel()[pairs], rf[1:].ravel()[pairs], d_col.ravel()[pairs], d_row.ravel()[pairs],
-               gap.ravel()[pairs], categories[lo + 1 : hi + 1].ravel()[pairs], categories[lo:hi].ravel()[pairs],
-               hf[1:].ravel()[pairs], hf[:-1].ravel()[pairs] - hf[1:].ravel()[pairs])
+        # Pairs more than a cell apart come first (few: a third of the band); the depth step and slope are tested
+        # on those alone. The gap of two surface pixels is finite, where cv2's max and numpy's agree.
+        gap = cv2.max(cv2.absdiff(cf[:-1], cf[1:]), cv2.absdiff(rf[:-1], rf[1:]))
+        apart = ok[:-1] & ok[1:]
+        with np.errstate(invalid="ignore"):  # NaN gaps (no depth) are not ok anyway
+            apart &= gap > step
+        pairs = np.flatnonzero(apart)  # flat over the band's upper rows: pixel `pair` above pixel `pair` + w
+        inverse_up, inverse_low = inverse[:-1].ravel()[pairs], inverse[1:].ravel()[pairs]
+        limit = geometry.step_limit[in_band].ravel()[pairs] + np.float32(depth_noise) * inverse_low
+        # Depth is noisy (surface_depth_noise): a relative allowance keeps uneven rows of one surface together.
+        pairs = pairs[np.abs(inverse_low - inverse_up) <= limit]
+        col_low, row_low, h_low = cf[1:].ravel()[pairs], rf[1:].ravel()[pairs], hf[1:].ravel()[pairs]
+        d_col, d_row = cf[:-1].ravel()[pairs] - col_low, rf[:-1].ravel()[pairs] - row_low  # lower (r + 1) to upper (r)
+        d_h = hf[:-1].ravel()[pairs] - h_low
+        segments.append((col_low, row_low, d_col, d_row, gap.ravel()[pairs], categories[lo + 1 : hi + 1].ravel()[pairs],
+                         categories[lo:hi].ravel()[pairs], h_low, d_h, gentle(d_h, d_col, d_row)))
+    if segments:
+        sample(*(segments[0] if len(segments) == 1 else map(np.concatenate, zip(*segments, strict=True))))
 
+    if hi > lo:
         # Quads whose columns are more than a cell apart (on flat ground; a low-resolution depth image): sample
         # between their two vertical segments.
         quad = np.empty(0, np.int64)
         if geometry.any_wide_quads:
-            with np.errstate(invalid="ignore"):  # invalid pixels (NaN, inf) are already out of vertical
+            # The same tests on every pair (a low-resolution image: small).
+            limit = geometry.step_limit[in_band] + np.float32(depth_noise) * inverse[1:]
+            with np.errstate(invalid="ignore"):  # invalid pixels (NaN, inf) are masked out by ok
+                d_col, d_row = cf[:-1] - cf[1:], rf[:-1] - rf[1:]
+                vertical = ok[:-1] & ok[1:] & (np.abs(inverse[1:] - inverse[:-1]) <= limit)
                 vertical &= gentle(hf[:-1] - hf[1:], d_col, d_row)
             quads = vertical[:, :-1] & vertical[:, 1:] & geometry.wide_quads[in_band]
             with np.errstate(invalid="ignore"):
@@ -641,11 +676,12 @@ def _surface_samples(z: np.ndarray, surface_ok: np.ndarray, categories: np.ndarr
     return np.concatenate(out_col), np.concatenate(out_row), np.concatenate(out_cat), heights
 
 
-_LABEL_TABLES: dict[int, tuple[ClassMap, int, tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
+_LABEL_TABLES: dict[int, tuple[ClassMap, int, tuple[np.ndarray, np.ndarray]]] = {}
 
 
-def _label_tables(classes: ClassMap, cells: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """256-entry LUTs on label ids: category bin offset (int32), standing-obstacle mask and surface mask (uint8).
+def _label_tables(classes: ClassMap, cells: int) -> tuple[np.ndarray, np.ndarray]:
+    """256-entry LUTs on label ids: category bin offset (int32) and class code (uint8): 2 * kind + 1 if the
+    ontology lacks the id, with kind 0 not projected, 1 projected, 2 a surface, 3 standing up (each class is one).
 
     Cached for the last class map and cell count (a node keeps both for its life).
     """
@@ -653,41 +689,79 @@ def _label_tables(classes: ClassMap, cells: int) -> tuple[np.ndarray, np.ndarray
     if cached is not None and cached[0] is classes and cached[1] == cells:
         return cached[2]
     category = classes.category.astype(np.int64)
-    tables = ((np.maximum(category, 0) * cells).astype(np.int32), np.where(classes.standing, 255, 0).astype(np.uint8),
-              np.where(classes.surface & (category >= 0), 255, 0).astype(np.uint8))
+    kind = np.where(category >= 0, 1, 0)
+    kind[classes.surface & (category >= 0)] = 2
+    kind[classes.standing] = 3
+    tables = ((np.maximum(category, 0) * cells).astype(np.int32), (2 * kind + ~classes.known).astype(np.uint8))
     _LABEL_TABLES.clear()
     _LABEL_TABLES[id(classes)] = (classes, cells, tables)
     return tables
 
 
+def _label_masks(labels: np.ndarray, categories: np.ndarray, classes: ClassMap,
+                 cells: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """uint8 masks (255 = yes) of standing-obstacle, surface and projected pixels, and how many pixels carry
+    an id the ontology lacks."""
+    import cv2
+
+    code_lut = _label_tables(classes, cells)[1]
+    if labels.dtype == np.uint8:
+        code = cv2.LUT(np.ascontiguousarray(labels), code_lut)  # one LUT pass; each mask is then a cheap range test
+        return (cv2.inRange(code, 6, 7), cv2.inRange(code, 4, 5), cv2.inRange(code, 2, 7),
+                cv2.countNonZero(code & np.uint8(1)))
+    ids = np.clip(labels.astype(np.int64), 0, 255)
+    code = code_lut[ids]
+    return ((code >= 6).view(np.uint8) * np.uint8(255), ((code >> 1) == 2).view(np.uint8) * np.uint8(255),
+            _at_least(categories, 0), classes.unknown_ids(labels))
+
+
+def _first_row_used(projected: np.ndarray) -> int:
+    """The first row the build needs: one above the first projected pixel (uint8 mask), as a multiple of 4.
+
+    Rows above it hold sky and ignored pixels alone, which neither land nor stand on anything; the row above
+    the first projected pixel may be the far side of a drop edge, and a multiple of 4 keeps the every-4th-row
+    sample of the ground offset on the same rows.
+    """
+    first = int(np.argmax(projected))  # first non-zero in row-major order (0 also when there is none)
+    top = max(first // projected.shape[1] - 1, 0)
+    return top - top % 4
+
+
 def _observe_depth(
-    depth: np.ndarray, labels: np.ndarray, categories: np.ndarray, classes: ClassMap, k: np.ndarray,
-    camera_to_base: np.ndarray, window: GridWindow, config: CostmapConfig,
+    depth: np.ndarray, labels: np.ndarray, categories: np.ndarray, masks: tuple[np.ndarray, np.ndarray, np.ndarray],
+    classes: ClassMap, geometry: _RayGeometry, window: GridWindow, config: CostmapConfig,
 ) -> dict[str, Any]:
-    """Evidence per bin and cell, lethal area and height sums, the ground's heights and drop edges, for one frame."""
+    """Evidence per bin and cell, lethal area and height sums, the ground's heights and drop edges, for one frame.
+
+    ``masks``: the standing, surface and projected pixels (``_label_masks``); ``geometry``: the depth's
+    ``_ray_geometry``.
+    """
     import cv2
 
     rows, cols = window.rows, window.cols
     cells = rows * cols
-    geometry = _ray_geometry(k, depth.shape, camera_to_base, config)
     col_gain, row_gain, col_offset, row_offset = _cell_gains(geometry, window)
-    bin_lut, standing_lut, surface_lut = _label_tables(classes, cells)
-    labels8 = np.ascontiguousarray(labels, dtype=np.uint8) if labels.dtype == np.uint8 else None
-    if labels8 is not None:
-        standing, surface = cv2.LUT(labels8, standing_lut), cv2.LUT(labels8, surface_lut)
-    else:
-        ids = np.clip(labels.astype(np.int64), 0, 255)
-        standing, surface = standing_lut[ids], surface_lut[ids]
-    z = np.array(depth, dtype=np.float32, copy=True)
-    cats8 = np.ascontiguousarray(categories, np.int8)
+    standing, surface, projected = masks
+    # Work on the rows from the first that can hold a point down: the sky above holds nothing (a third of the image).
+    top = _first_row_used(projected | standing)
+    standing, surface = standing[top:], surface[top:]
+    z = np.array(depth[top:], dtype=np.float32, copy=True)
     # uint8 masks (255 = keep); NaN fails every inRange test.
     valid = cv2.inRange(z, _f32_at_least_above(config.min_range), _f32_below(config.max_range))
-    valid &= _at_least(cats8, 0)
+    valid &= projected[top:]
+    cats8 = np.ascontiguousarray(categories[top:], np.int8)
+    # Ids outside 0..255 are binned by the clipped id's category, as they always were (uint8 labels: cats8).
+    ids = None if labels.dtype == np.uint8 else np.clip(labels[top:].astype(np.int64), 0, 255)
+    if top:
+        geometry = dataclasses.replace(geometry, gx=geometry.gx[top:], gy=geometry.gy[top:], gz=geometry.gz[top:],
+                                       step_limit=geometry.step_limit[top:], wide_quads=geometry.wide_quads[top:],
+                                       near_rows=geometry.near_rows - top)
+        col_gain, row_gain = col_gain[top:], row_gain[top:]
     surface_ok = surface & valid
     clamped, feet = 0, (np.empty(0, np.int64), np.empty(0, np.int64))
     standing_pixels = contacts = np.empty(0, np.int64)
     if cv2.countNonZero(standing):
-        clamped, feet, standing_pixels, contacts = _pull_onto_contact(z, valid, standing != 0, surface_ok, geometry,
+        clamped, feet, standing_pixels, contacts = _pull_onto_contact(z, valid, standing, surface_ok, geometry,
                                                                       config.max_obstacle_depth_m, config)
 
     # Heights above the ground plane. REP 117 depth is +Inf beyond range (free up to max range, no point) and -Inf
@@ -718,30 +792,40 @@ def _observe_depth(
     # far from 0 when the depth's scale or the camera pose disagrees with the mount / TF.
     ground_heights = height[::4, ::4][surface_ok[::4, ::4] != 0]
     ground_offset = float(np.median(ground_heights)) if ground_heights.size >= 16 else float("nan")
-    drops = _drop_edges(z, height, surface_ok, cats8, geometry, config) if config.ground_geometry else None
+    inverse = None
+    if config.dense_ground or config.ground_geometry:  # inverse depth: the surface and drop tests both use it
+        with np.errstate(divide="ignore", invalid="ignore"):
+            inverse = np.float32(1.0) / z
+    drops = _drop_edges(z, inverse, height, surface_ok, cats8, geometry, config) if config.ground_geometry else None
     valid &= cv2.inRange(row_f, 0.0, float(np.nextafter(np.float32(rows), np.float32(0))))
     valid &= cv2.inRange(col_f, 0.0, float(np.nextafter(np.float32(cols), np.float32(0))))
     with np.errstate(invalid="ignore"):  # NaN/inf cells of dropped pixels cast to garbage that is masked anyway
         cell = row_f.astype(np.int32)  # truncation == floor on the kept, non-negative values
         cell *= np.int32(cols)
         cell += col_f.astype(np.int32)
-    flat = cell.copy() if config.ground_geometry else cell  # the cell alone feeds the ground heights
-    flat += (cv2.LUT(labels8, bin_lut) if labels8 is not None else bin_lut[ids])  # category * cells + cell
-    flat = flat.ravel()
-    # Standing obstacles count by area: their own (small) bincounts. Everything else: one bincount of the kept
-    # pixels alone (rejected ones sent to a spare bin would add up one after another in that one bin: slow).
-    kept = valid.ravel()[standing_pixels] != 0
-    standing_kept, height_above = standing_pixels[kept], height_above[kept]
-    standing_bins = flat[standing_kept] - 2 * cells  # (category - BLOCKED) * cells + cell
-    ground = (valid != 0) & (standing == 0)
-    ground_bins = flat[ground.ravel()]
-    bins = [ground_bins]
+    ground = valid > standing  # kept, and not standing up (both masks are 0 or 255)
     elevation = _GroundHeights(cells) if config.ground_geometry else None
     if elevation is not None:
-        # Near rows hold many pixels per cell: every other row there.
-        split = geometry.near_rows
-        elevation.add(cell[:split][ground[:split]], height[:split][ground[:split]])
-        elevation.add(cell[split::2][ground[split::2]], height[split::2][ground[split::2]])
+        # Near rows hold many pixels per cell: every other row there (rows near_rows, near_rows + 2, ...).
+        every_other = ground.copy()
+        split = geometry.near_rows  # negative when the work starts below it (cropped rows)
+        every_other[split + 1 if split >= 0 else (split + 1) % 2 :: 2] = False
+        elevation.add(cell[every_other], height[every_other])
+    # Bins: category * cells + cell, of the kept pixels only. Standing obstacles count by area: their own (small)
+    # bincounts. Everything else: one bincount of the kept pixels alone (rejected ones sent to a spare bin would
+    # add up one after another in that one bin: slow).
+    kept = valid.ravel()[standing_pixels] != 0
+    standing_kept, height_above = standing_pixels[kept], height_above[kept]
+    if ids is None:
+        standing_bins = (cats8.ravel()[standing_kept].astype(np.int32) - 2) * np.int32(cells)
+        ground_bins = cats8[ground].astype(np.int32) * np.int32(cells)
+    else:
+        bin_lut = _label_tables(classes, cells)[0]
+        standing_bins = bin_lut[ids.ravel()[standing_kept]] - 2 * cells
+        ground_bins = bin_lut[ids[ground]]
+    standing_bins += cell.ravel()[standing_kept]  # (category - BLOCKED) * cells + cell
+    ground_bins += cell[ground]
+    bins = [ground_bins]
 
     samples = 0
     if config.dense_ground:
@@ -754,20 +838,21 @@ def _observe_depth(
         if beyond.any():
             upper_col[beyond] = at_range * col_gain.ravel()[upper[beyond]] + np.float32(col_offset)
             upper_row[beyond] = at_range * row_gain.ravel()[upper[beyond]] + np.float32(row_offset)
-        s_col, s_row, s_cat, s_height = _surface_samples(z, surface_ok, cats8, geometry, col_f, row_f, height,
-                                                         config.resolution, (feet[0], upper_col, upper_row),
+        s_col, s_row, s_cat, s_height = _surface_samples(z, inverse, surface_ok, cats8, geometry, col_f, row_f,
+                                                         height, config.resolution, (feet[0], upper_col, upper_row),
                                                          config.surface_depth_noise, config.ground_geometry)
         if s_col.size:
             keep = (s_col >= 0) & (s_col < cols) & (s_row >= 0) & (s_row < rows)
+            s_cell = s_row[keep].astype(np.int32)
+            s_cell *= np.int32(cols)
+            s_cell += s_col[keep].astype(np.int32)
             index = s_cat[keep].astype(np.int32) * np.int32(cells)
-            index += s_row[keep].astype(np.int32) * np.int32(cols)
-            index += s_col[keep].astype(np.int32)
+            index += s_cell
             bins.append(index)
             samples = int(index.size)
             if elevation is not None:
-                s_cell = s_row[keep].astype(np.int32) * np.int32(cols) + s_col[keep].astype(np.int32)
                 elevation.add(s_cell, s_height[keep])
-    every_bin = np.concatenate(bins) if len(bins) > 1 else ground_bins
+    every_bin = np.concatenate(bins, dtype=np.intp) if len(bins) > 1 else ground_bins
     counts = np.bincount(every_bin, minlength=4 * cells).reshape(4, rows, cols)
     evidence: dict[str, Any] = {}
     if elevation is not None:
@@ -822,8 +907,8 @@ class _GroundHeights:
 _PixelPairs = tuple[np.ndarray, np.ndarray]  # (near, far) flat pixel indices
 
 
-def _drop_edges(z: np.ndarray, height: np.ndarray, surface_ok: np.ndarray, categories: np.ndarray,
-                geometry: _RayGeometry, config: CostmapConfig) -> tuple[_PixelPairs, _PixelPairs]:
+def _drop_edges(z: np.ndarray, inverse: np.ndarray, height: np.ndarray, surface_ok: np.ndarray,
+                categories: np.ndarray, geometry: _RayGeometry, config: CostmapConfig) -> tuple[_PixelPairs, _PixelPairs]:
     """(near, far) flat pixel indices of pairs at the edge of a drop: (CAUTION-sized, BLOCKED-sized) drops.
 
     A ground pixel (row r + 1) whose neighbour above (row r) sees something farther than a continuous
@@ -839,13 +924,11 @@ def _drop_edges(z: np.ndarray, height: np.ndarray, surface_ok: np.ndarray, categ
     if z.shape[0] < 2:
         none = np.empty(0, np.int64)
         return (none, none), (none, none)
-    # Inverse depth with "beyond range" (+Inf, or at least max_range) at 1 / max_range (numpy divides 6x faster
-    # than cv2.divide, to the same bits); cv2.max may turn a NaN into 1 / max_range, so NaN far pixels are
-    # dropped explicitly below.
-    with np.errstate(divide="ignore", invalid="ignore"):
-        inverse = cv2.max(np.float32(1.0) / z, 1.0 / config.max_range)
+    # Inverse depth (``inverse``: 1 / z) with "beyond range" (+Inf, or at least max_range) at 1 / max_range;
+    # cv2.max may turn a NaN into 1 / max_range, so NaN far pixels are dropped explicitly below.
+    inverse = cv2.max(inverse, 1.0 / config.max_range)
     not_projected = categories < 0  # sky (and ignore): as if beyond range, checked for a descending ray below
-    np.copyto(inverse, np.float32(1.0 / config.max_range), where=not_projected)
+    _set_where(inverse, 1.0 / config.max_range, not_projected)
     excess = cv2.subtract(inverse[1:], inverse[:-1])  # near (row r + 1) minus far (row r): > 0 when far is farther
     cv2.subtract(excess, geometry.step_limit, dst=excess)
     cv2.scaleAdd(inverse[1:], -config.surface_depth_noise, excess, dst=excess)
@@ -877,30 +960,34 @@ def _drop_edge_cells(drops: tuple[_PixelPairs, _PixelPairs] | None, z: np.ndarra
     """
     col_gain, row_gain, col_offset, row_offset = gains
     rows, cols = window.rows, window.cols
-    out = np.zeros((2, rows, cols), np.int32)
     base = np.float32(geometry.t[2] - config.ground_z)
-    for layer, (near, far) in enumerate(drops or ()):
-        keep = valid.ravel()[near] != 0
-        near, far = near[keep], far[keep]
-        if not near.size:
-            continue
-        gz_far = geometry.gz.ravel()[far]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            reach = (height.ravel()[near] - base) / gz_far  # depth of the far ray at the near point's height
-        reach = np.where((gz_far < 0) & np.isfinite(reach), np.maximum(reach, z.ravel()[near]), z.ravel()[near])
-        c0, r0 = col_f.ravel()[near], row_f.ravel()[near]
-        d_col = reach * col_gain.ravel()[far] + np.float32(col_offset) - c0
-        d_row = reach * row_gain.ravel()[far] + np.float32(row_offset) - r0
-        span = np.minimum(np.maximum(np.abs(d_col), np.abs(d_row)), MAX_EDGE_SPAN_CELLS)
-        length = np.maximum(np.hypot(d_col, d_row), 1e-6)
-        scale = np.minimum(1.0, span / length)
-        item, number = _spread(np.floor(span).astype(np.int64) + 1)
-        t = number.astype(np.float32) * scale[item] / np.maximum(span[item], 1.0)
-        col = (c0[item] + t * d_col[item]).astype(np.int64)
-        row = (r0[item] + t * d_row[item]).astype(np.int64)
-        inside = (col >= 0) & (col < cols) & (row >= 0) & (row < rows)
-        out[layer] = np.bincount(row[inside] * cols + col[inside], minlength=rows * cols).reshape(rows, cols)
-    return out
+    if drops is None:
+        return np.zeros((2, rows, cols), np.int32)
+    # Both sizes of drop in one pass (few pixels: numpy's per-call cost dominates), told apart by their layer.
+    (near_caution, far_caution), (near_blocked, far_blocked) = drops
+    near, far = np.concatenate([near_caution, near_blocked]), np.concatenate([far_caution, far_blocked])
+    layer = np.repeat(np.arange(2), [near_caution.size, near_blocked.size])
+    keep = valid.ravel()[near] != 0
+    near, far, layer = near[keep], far[keep], layer[keep]
+    if not near.size:
+        return np.zeros((2, rows, cols), np.int32)
+    gz_far = geometry.gz.ravel()[far]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        reach = (height.ravel()[near] - base) / gz_far  # depth of the far ray at the near point's height
+    reach = np.where((gz_far < 0) & np.isfinite(reach), np.maximum(reach, z.ravel()[near]), z.ravel()[near])
+    c0, r0 = col_f.ravel()[near], row_f.ravel()[near]
+    d_col = reach * col_gain.ravel()[far] + np.float32(col_offset) - c0
+    d_row = reach * row_gain.ravel()[far] + np.float32(row_offset) - r0
+    span = np.minimum(np.maximum(np.abs(d_col), np.abs(d_row)), MAX_EDGE_SPAN_CELLS)
+    length = np.maximum(np.hypot(d_col, d_row), 1e-6)
+    scale = np.minimum(1.0, span / length)
+    item, number = _spread(np.floor(span).astype(np.int64) + 1)
+    t = number.astype(np.float32) * scale[item] / np.maximum(span[item], 1.0)
+    col = (c0[item] + t * d_col[item]).astype(np.int64)
+    row = (r0[item] + t * d_row[item]).astype(np.int64)
+    inside = (col >= 0) & (col < cols) & (row >= 0) & (row < rows)
+    cell = (layer[item][inside] * rows + row[inside]) * cols + col[inside]
+    return np.bincount(cell, minlength=2 * rows * cols).reshape(2, rows, cols).astype(np.int32)
 
 
 # --------------------------------------------------------------------------- float64 reference path
@@ -990,15 +1077,18 @@ def _ground_statistics(evidence: dict[str, Any], config: CostmapConfig) -> tuple
     Top and bottom are mean -+ sqrt(3) sigma: the ends of heights spread evenly over a cell (a wall in it).
     """
     n_all = evidence["ground_n"]
-    n = np.maximum(n_all, 1)
+    # NaN where a cell has too few points (min_points_per_cell >= 1): its mean, top and bottom come out NaN.
+    n = np.where(n_all >= config.min_points_per_cell, n_all, np.nan)
     mean = evidence["ground_sum"] / n
-    spread = evidence["ground_sq"] / n
+    spread = np.divide(evidence["ground_sq"], n, out=n)
     spread -= mean * mean
     np.maximum(spread, 0.0, out=spread)
     spread *= 3.0
     np.sqrt(spread, out=spread)
-    np.copyto(mean, np.nan, where=n_all < config.min_points_per_cell)  # and so top and bottom
-    return mean.astype(np.float32), (mean + spread).astype(np.float32), (mean - spread).astype(np.float32)
+    # float64 sums rounded once to float32 (as astype), without float64 temporaries
+    top = np.add(mean, spread, out=np.empty(mean.shape, np.float32), casting="same_kind")
+    bottom = np.subtract(mean, spread, out=np.empty(mean.shape, np.float32), casting="same_kind")
+    return mean.astype(np.float32), top, bottom
 
 
 def _resolve(evidence: dict[str, Any], config: CostmapConfig, window: GridWindow, used_flat_ground: bool,
@@ -1115,7 +1205,6 @@ def build_costmap(
             depth, labels = depth[:, ::step], np.ascontiguousarray(labels[:, ::step])
             k = k.copy()
             k[0] /= step
-    unknown = classes.unknown_ids(labels)  # of the pixels the build uses
     categories = _categories_of(labels, classes)
     transform = camera_to_grid_transform(config) if camera_to_base is None else np.asarray(camera_to_base, np.float64)
     if not transform[2, 3] > config.ground_z:
@@ -1123,12 +1212,14 @@ def build_costmap(
                         f"(ground_z = {config.ground_z} m): check the camera pose")
     window = window or GridWindow.base_frame(config)
     if depth is not None:
-        reach, row0, col0 = _reach_window(_ray_geometry(k, depth.shape, transform, config), window)
-        evidence = _observe_depth(depth, labels, categories, classes, k, transform, reach, config)
+        geometry = _ray_geometry(k, depth.shape, transform, config)
+        reach, row0, col0 = _reach_window(geometry, window)
+        *masks, unknown = _label_masks(labels, categories, classes, reach.rows * reach.cols)  # of the pixels used
+        evidence = _observe_depth(depth, labels, categories, masks, classes, geometry, reach, config)
         result = _resolve(evidence, config, reach, used_flat_ground=False, unknown_label_pixels=unknown)
         return result if reach is window else _placed_in(result, window, row0, col0)
     points, cats, used_flat_ground, areas, index = project_points(None, categories, k, transform, config)
     standing = _surface_of(labels, classes).ravel()[index] == 0
     result = grid_from_points(points, cats, config, used_flat_ground, areas, standing, window)
-    result.unknown_label_pixels = unknown
+    result.unknown_label_pixels = classes.unknown_ids(labels)  # of the pixels the build uses
     return result

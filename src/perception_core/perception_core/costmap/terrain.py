@@ -49,11 +49,25 @@ class GroundGeometry:
 
 def bounding_box(mask: np.ndarray, pad: int = 0) -> tuple[slice, slice] | None:
     """(rows, cols) slices of the box around a 2-D mask's non-zero cells, widened by ``pad``; None if empty."""
-    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-    if rows.size == 0:
+    import cv2
+
+    mask = np.asarray(mask)
+    mask8 = mask.view(np.uint8) if mask.dtype in (np.bool_, np.uint8) else (mask != 0).view(np.uint8)
+    col, row, width, height = cv2.boundingRect(np.ascontiguousarray(mask8))  # of the non-zero cells, in one C pass
+    if width == 0:
         return None
-    return (slice(max(int(rows[0]) - pad, 0), int(rows[-1]) + 1 + pad),
-            slice(max(int(cols[0]) - pad, 0), int(cols[-1]) + 1 + pad))
+    return slice(max(row - pad, 0), row + height + pad), slice(max(col - pad, 0), col + width + pad)
+
+
+def _set_where(target: np.ndarray, value: float, mask: np.ndarray) -> None:
+    """``target[mask] = value`` in place (``mask`` uint8 or bool): cv2.copyTo, several times faster than numpy's
+    masked assignment."""
+    import cv2
+
+    if not target.flags.c_contiguous:  # cv2 would write into a copy
+        np.copyto(target, value, where=mask != 0)
+        return
+    cv2.copyTo(np.full_like(target, value), mask.view(np.uint8), target)
 
 
 def slope_window_cells(config: CostmapConfig) -> int:
@@ -96,14 +110,14 @@ def _step_and_slope(elevation: np.ndarray, top: np.ndarray, bottom: np.ndarray, 
 
     unknown = known == 0
     # Lowest known bottom in the 3x3 neighbourhood (unknown cells +inf, so they never count).
-    filled = bottom.copy()
-    np.copyto(filled, np.float32(np.inf), where=unknown)  # copyto: a masked assignment without the index machinery
+    filled = np.array(bottom, np.float32)
+    _set_where(filled, np.inf, unknown)
     lowest = cv2.erode(filled, np.ones((3, 3), np.uint8), borderType=cv2.BORDER_CONSTANT, borderValue=np.inf)
     step = cv2.subtract(np.ascontiguousarray(top), lowest)
-    np.copyto(step, np.float32(np.nan), where=unknown)
+    _set_where(step, np.nan, unknown)
 
     slope = window_slope(elevation, unknown, slope_window_cells(config), config.resolution)
-    np.copyto(slope, np.float32(np.nan), where=unknown)
+    _set_where(slope, np.nan, unknown)
     return step, slope
 
 
@@ -127,35 +141,62 @@ def window_slope(elevation: np.ndarray, unknown: np.ndarray, side: int, resoluti
     import cv2
 
     rows, cols = elevation.shape
-    known = (~unknown).astype(np.float32)
+    slope = np.full((rows, cols), np.nan, np.float32)
+    if rows < 3 or cols < 3:
+        return slope
+    known = np.logical_not(unknown).view(np.uint8)  # 0 / 1
     z = elevation.astype(np.float32, copy=True)
     cv2.patchNaNs(z, 0)  # unknown cells are NaN in the elevation: they add nothing to a window's sums
-    v = np.arange(rows, dtype=np.float32)[:, None] * known  # cell coordinates within the box
-    u = np.arange(cols, dtype=np.float32)[None, :] * known
 
-    def window_sum(values: np.ndarray) -> np.ndarray:
-        return cv2.boxFilter(values, -1, (side, side), normalize=False, borderType=cv2.BORDER_CONSTANT)
+    def window_sum(values: np.ndarray, depth: int = -1) -> np.ndarray:
+        return cv2.boxFilter(values, depth, (side, side), normalize=False, borderType=cv2.BORDER_CONSTANT)
 
-    n = window_sum(known)
+    # Counts and cell coordinates sum to integers, exact from integer images too (and faster than from float32).
+    n = window_sum(known, cv2.CV_32F)
     # 1 / n where a window has a third of its cells known, NaN where it has fewer (no mean there).
     inverse = cv2.divide(np.float32(1), n)
-    inverse[n < side * side / 3.0] = np.nan
-    mean_z, mean_u, mean_v = (window_sum(values) * inverse for values in (z, u, v))
-    dz_u, du_u, dv_u = (mean[1:-1, 2:] - mean[1:-1, :-2] for mean in (mean_z, mean_u, mean_v))  # either side
-    dz_v, du_v, dv_v = (mean[2:, 1:-1] - mean[:-2, 1:-1] for mean in (mean_z, mean_u, mean_v))
-    det = du_u * dv_v - dv_u * du_v  # 4 (cells^2) with every cell known
+    _set_where(inverse, np.nan, n < side * side / 3.0)
+    coordinate = np.uint16 if max(rows, cols) <= np.iinfo(np.uint16).max else np.int32
+    u = np.arange(cols, dtype=coordinate)[None, :] * known  # cell coordinates within the box
+    v = np.arange(rows, dtype=coordinate)[:, None] * known
+    # Window means of z, u and v, flat and one row longer: the neighbours either side (p -+ 1) and above and
+    # below (p -+ cols) of the cells of rows 1..rows-2 are then contiguous slices (strided 2-D views are slower).
+    size = rows * cols
+    means = np.empty((3, size + cols), np.float32)
+    means[:, size:] = 0  # read only for the unused cells past the last column
+    for mean, values, depth in zip(means, (z, u, v), (-1, cv2.CV_32F, cv2.CV_32F), strict=True):
+        np.multiply(window_sum(values, depth).ravel(), inverse.ravel(), out=mean[:size])
+    first, count = cols + 1, (rows - 2) * cols  # cell (1, 1) on: (rows - 2) rows of cols, the last 2 of each unused
+    dz_u, du_u, dv_u = means[:, first + 1 : first + 1 + count] - means[:, first - 1 : first - 1 + count]
+    dz_v, du_v, dv_v = means[:, first + cols : first + cols + count] - means[:, first - cols : first - cols + count]
+    det = du_u * dv_v  # 4 (cells^2) with every cell known
+    det -= dv_u * du_v
     # The compared centroids must stand at least SOLVE_MIN_SPREAD cells apart in every direction (the 2x2
     # system's smaller singular value: 2 with every cell known, a little under 1 for windows cut by a crest
     # or the ragged edge of the view). A band of seen cells along the edge of the field of view at range has
     # them apart along the band mostly, and the solve would extrapolate the band's noise across it into a
     # steep slope; there the nominal two-cell difference is kept.
-    spread = du_u * du_u + dv_u * dv_u + du_v * du_v + dv_v * dv_v
+    spread = du_u * du_u
+    spread += dv_u * dv_u
+    spread += du_v * du_v
+    spread += dv_v * dv_v
     with np.errstate(invalid="ignore"):
-        smaller_sq = (spread - np.sqrt(np.maximum(spread * spread - 4.0 * det * det, 0.0))) * 0.5
-        solvable = smaller_sq >= SOLVE_MIN_SPREAD * SOLVE_MIN_SPREAD
-    det[~solvable] = 1.0  # any finite value: overwritten below
-    grad_u = np.where(solvable, (dz_u * dv_v - dv_u * dz_v) / det, dz_u * 0.5)
-    grad_v = np.where(solvable, (du_u * dz_v - dz_u * du_v) / det, dz_v * 0.5)
-    slope = np.full((rows, cols), np.nan, np.float32)
-    slope[1:-1, 1:-1] = cv2.magnitude(grad_u, grad_v) * np.float32(1.0 / resolution)  # float32 throughout
+        smaller_sq = spread * spread
+        smaller_sq -= 4.0 * det * det
+        np.maximum(smaller_sq, 0.0, out=smaller_sq)
+        np.sqrt(smaller_sq, out=smaller_sq)
+        np.subtract(spread, smaller_sq, out=smaller_sq)
+        smaller_sq *= 0.5
+        unsolvable = ~(smaller_sq >= SOLVE_MIN_SPREAD * SOLVE_MIN_SPREAD)
+    _set_where(det, 1.0, unsolvable)  # any finite value: overwritten below
+    grads = []
+    for a, b, c, d, nominal in ((dz_u, dv_v, dv_u, dz_v, dz_u), (du_u, dz_v, dz_u, du_v, dz_v)):
+        grad = a * b
+        grad -= c * d
+        grad /= det
+        cv2.copyTo(nominal * 0.5, unsolvable.view(np.uint8), grad)
+        grads.append(np.ascontiguousarray(grad.reshape(rows - 2, cols)[:, : cols - 2]))
+    magnitude = cv2.magnitude(*grads)  # float32 throughout
+    magnitude *= np.float32(1.0 / resolution)
+    slope[1:-1, 1:-1] = magnitude
     return slope
