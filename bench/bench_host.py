@@ -23,6 +23,9 @@ frame is timed in turn with its baseline frame, so a slow spell hits both and
 the ratio holds; read the ratios.
 
     python bench/bench_host.py [--frames 30] [--stages] [--out docs/measurements/bench_host.json]
+
+``--depth-hw H W`` times the depth node and the costmap at another depth model size (a candidate model's,
+before it ships).
 """
 
 from __future__ import annotations
@@ -279,6 +282,7 @@ def _time(fast: Callable[[], None], naive: Callable[[], None], frames: int) -> t
 
 
 def main(argv: list[str] | None = None) -> int:
+    global DEPTH_HW
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=30)
     parser.add_argument("--workdir", default="/tmp/bench_host_models")
@@ -287,8 +291,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clock", choices=tuple(CLOCKS), default="wall",
                         help="wall: elapsed time; cpu: this process's CPU time, which other users of a shared "
                              "machine do not inflate (every stage runs on one thread)")
+    parser.add_argument("--depth-hw", type=int, nargs=2, metavar=("H", "W"),
+                        help=f"the depth model's input size (default: the committed INT8 model's, {DEPTH_HW[0]} "
+                             f"{DEPTH_HW[1]})")
     args = parser.parse_args(argv)
     global _clock
+    if args.depth_hw:
+        DEPTH_HW = (args.depth_hw[0], args.depth_hw[1])
     _clock = CLOCKS[args.clock]
     cv2.setNumThreads(1)
     work = Path(args.workdir)
@@ -331,6 +340,7 @@ def main(argv: list[str] | None = None) -> int:
         args.out.write_text(json.dumps({
             "command": "python bench/bench_host.py " + shlex.join(argv if argv is not None else sys.argv[1:]),
             "frames": args.frames, "threads": 1, "clock": args.clock, "goal_ms": 5.0,
+            "depth_hw": list(DEPTH_HW), "seg_hw": list(SEG_HW),
             "stages": {name: {"optimised_ms": fast, "naive_ms": naive} for name, fast, naive in rows},
             **({"optimised_steps_ms": stages} if stages else {}),
             "load_average_1min": os.getloadavg()[0],
