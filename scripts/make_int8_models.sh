@@ -14,13 +14,20 @@
 # Usage: bash scripts/make_int8_models.sh [WORK_DIR]   (default /tmp/int8_models; ~20 min on 2 cores)
 #   INT8_DATA=folder reuses an already rendered copy of step 0's data set (same command, same bytes).
 #   INT8_ONLY=depth or INT8_ONLY=segmentation remakes one model and its report (after retraining only that one).
+#   INT8_WIDTH / INT8_HEIGHT (default 640 / 544, the shipped models' input) render step 0's frames at another size:
+#   a model with a larger input should calibrate and be judged on frames at least as large (upsampled frames are
+#   blurred, and a 768x896 depth model reads them worse: models/reports/int8/depth_run26_candidate/). Another size
+#   renders into its own folder, $WORK/synth_<W>x<H>.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck disable=SC1091
 source scripts/env.sh
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 WORK=${1:-/tmp/int8_models}
-DATA=${INT8_DATA:-$WORK/synth}
+INT8_WIDTH=${INT8_WIDTH:-640}
+INT8_HEIGHT=${INT8_HEIGHT:-544}
+if [[ $INT8_WIDTH == 640 && $INT8_HEIGHT == 544 ]]; then DEFAULT_DATA=$WORK/synth; else DEFAULT_DATA=$WORK/synth_${INT8_WIDTH}x${INT8_HEIGHT}; fi
+DATA=${INT8_DATA:-$DEFAULT_DATA}
 REPORTS=models/reports/int8
 mkdir -p "$WORK" "$REPORTS"
 timed() { local s; s=$(date +%s); "$@"; echo "[make_int8 $(( $(date +%s) - s )) s] $*"; }
@@ -30,7 +37,7 @@ wanted() { [[ -z $ONLY || $ONLY == "$1" ]]; }  # wanted TASK: this run remakes T
 
 # ---- 0. held-out data (same generator settings as scripts/train_demo_models.sh, other seed) ------
 if [[ ! -f $DATA/.complete ]]; then
-  timed model-tools synth --out "$DATA" --frames 360 --width 640 --height 544 --val-fraction 0.17 \
+  timed model-tools synth --out "$DATA" --frames 360 --width "$INT8_WIDTH" --height "$INT8_HEIGHT" --val-fraction 0.17 \
       --test-fraction 0.0 --workers 2 --seed 101 --overwrite --no-progress
   touch "$DATA/.complete"
 fi
@@ -42,7 +49,7 @@ fi
 # FP32's, at 16 bit 1.04x: docs/int8.md) at 16-bit activations, and the encoder's first residual stage
 # (`--raise-16bit /net/encoder/layer1`, named at --part-depth 3): `model-tools sensitivity` ranks it first by far
 # (models/reports/int8/depth_sensitivity/), and with it INT8 reads 1.05x FP32's abs_rel instead of 1.10x.
-# --resize-calibration resizes frames of another size exactly as the node does (these are the input's 544x640).
+# --resize-calibration resizes frames of another size exactly as the node does (by default these are the input's 544x640).
 wanted depth && timed model-tools quantize --model models/depth_levels_r18.onnx \
     --out models/depth_levels_r18_int8_qdq.onnx --calib-data "$DATA" --calib-split train --calib-count 300 \
     --raise-16bit /net/encoder/layer1 --part-depth 3 --resize-calibration --overwrite
