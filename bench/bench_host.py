@@ -282,7 +282,7 @@ def _time(fast: Callable[[], None], naive: Callable[[], None], frames: int) -> t
 
 
 def main(argv: list[str] | None = None) -> int:
-    global DEPTH_HW
+    global DEPTH_HW, _clock
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=30)
     parser.add_argument("--workdir", default="/tmp/bench_host_models")
@@ -295,7 +295,6 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"the depth model's input size (default: the committed INT8 model's, {DEPTH_HW[0]} "
                              f"{DEPTH_HW[1]})")
     args = parser.parse_args(argv)
-    global _clock
     if args.depth_hw:
         DEPTH_HW = (args.depth_hw[0], args.depth_hw[1])
     _clock = CLOCKS[args.clock]
