@@ -692,3 +692,39 @@ def test_tiny_images_build_an_empty_or_small_grid_without_error(table: np.ndarra
     result = build_costmap(np.full(hw, 3.0, np.float32), np.zeros(hw, np.uint8), k, config, table)
     assert result.grid.shape == (config.rows, config.cols)
     assert build_costmap(None, np.zeros(hw, np.uint8), k, config, table).grid.shape == (config.rows, config.cols)
+
+
+@pytest.mark.parametrize(("terrain_z", "canopy_bottom", "kept"), [
+    (0.8, 3.2, True),  # 2.4 m above the terrain it hangs over: an obstacle, though 3.2 m above the plane
+    (0.8, 3.9, False),  # 3.1 m above that terrain: canopy
+    (0.0, 3.2, False),  # level terrain: 3.2 m above it
+])
+def test_obstacle_seen_against_the_sky_is_judged_above_the_ground_around_it(
+        table: np.ndarray, terrain_z: float, canopy_bottom: float, kept: bool) -> None:
+    """A face of a standing class with sky below it in the image (a canopy's edge) has no ground contact. Its
+    height is judged against the ground seen around its cell, not the vehicle's plane, as the bird's-eye truth
+    judges it against the terrain under it: on terrain that rises ahead it is lethal up to max_point_height
+    above that terrain."""
+    width, height, face_x = 160, 120, 8.05
+    k = pinhole_k(width, height, 80.0)
+    rays = camera_rays(width, height, k, pitch=0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t_ground = np.where(rays[..., 2] < 0, (terrain_z - CAM_HEIGHT) / rays[..., 2], np.inf)
+        t_face = face_x / rays[..., 0]
+    hit = np.array([0.0, 0.0, CAM_HEIGHT]) + rays * t_face[..., None]
+    on_face = (np.abs(hit[..., 1]) <= 1.0) & (hit[..., 2] >= canopy_bottom) & (hit[..., 2] <= 4.5)
+    depth = np.where(on_face, t_face, t_ground)
+    labels = np.where(on_face, BOX, np.where(np.isfinite(depth), GROUND, SKY)).astype(np.uint8)
+    depth = np.where(np.isfinite(depth), depth, np.nan).astype(np.float32)
+    below_face = np.zeros_like(on_face)
+    below_face[1:] = on_face[:-1] & ~on_face[1:]
+    assert on_face.any() and (labels[below_face] == SKY).all(), "precondition: sky right below the face"
+    config = scene_config(resolution=0.1, mount_pitch=0.0, max_range=15.0)
+    result = build_costmap(depth, labels, k, config, table)
+    lethal = np.isin(result.category, [int(c) for c in (Category.BLOCKED, Category.HAZARD)])
+    _, cols = np.nonzero(lethal)
+    if kept:
+        xs = config.origin_x + (cols + 0.5) * config.resolution
+        assert lethal.sum() >= 10 and np.all(np.abs(xs - face_x) < 0.2)
+    else:
+        assert not lethal.any()

@@ -75,6 +75,7 @@ SURFACE_SAMPLE_STEP = 1.0  # sample spacing along a surface segment, in cells (a
 FILL_ROW_SPACING = 0.35  # row pairs whose flat-ground spacing is at least this many cells are checked for gaps
 MAX_EDGE_SPAN_CELLS = 8  # the most cells a drop's edge is marked over, from the last ground seen towards the brink
 SURFACE_HEIGHT_NOISE = 0.05  # metres of height noise allowed on top of the slope limit between two surface pixels
+GROUND_BLOCK_M = 1.0  # contact-less obstacle pixels take the mean ground seen in this square around them
 
 
 @dataclass(frozen=True)
@@ -777,12 +778,18 @@ def _observe_depth(
     low_enough = cv2.inRange(height, -float(np.finfo(np.float32).max), _f32_at_most(config.max_point_height))
     low_enough |= surface
     height_above = np.zeros(standing_pixels.size, np.float32)
+    unsure = np.empty(0, np.int64)  # standing pixels without a contact that stand too high above the plane
     if standing_pixels.size:
         flat_height = height.ravel()
         grounded = contacts >= 0
         height_above = flat_height[standing_pixels] - np.where(grounded, flat_height[np.maximum(contacts, 0)], 0)
         with np.errstate(invalid="ignore"):
-            low_enough.ravel()[standing_pixels] = np.where(height_above > config.max_point_height, 0, 255)
+            too_high = height_above > config.max_point_height
+        # A run with no contact (sky or nothing in range below it: a canopy seen against the sky) has only the
+        # plane for its ground, which rising terrain lies above: such pixels are judged again once the ground
+        # around them is binned (_above_seen_ground).
+        unsure = np.flatnonzero(too_high & ~grounded)
+        low_enough.ravel()[standing_pixels] = np.where(too_high & grounded, 0, 255)
     valid &= low_enough
     row_f += np.float32(row_offset)
     col_f += np.float32(col_offset)
@@ -859,6 +866,24 @@ def _observe_depth(
         counts_, sums, squares = elevation.binned()
         evidence["ground_n"], evidence["ground_sum"], evidence["ground_sq"] = (
             a.reshape(rows, cols) for a in (counts_, sums, squares))
+    if unsure.size:  # contact-less pixels too high above the plane: judged against the ground binned around them
+        if elevation is not None:
+            seen_n, seen_sum = counts_, sums
+        else:  # every 4th ground pixel each way: plenty for a 1 m block's mean, a sixteenth of the work
+            sparse = ground[::4, ::4]
+            seen_cells = cell[::4, ::4][sparse]
+            seen_n = np.bincount(seen_cells, minlength=cells)
+            seen_sum = np.bincount(seen_cells, weights=height[::4, ::4][sparse], minlength=cells)
+        position = np.cumsum(kept) - 1  # each standing pixel's index among the kept ones
+        unsure = unsure[kept[unsure]]  # those still kept (in range, on the grid)
+        above = _above_seen_ground(standing_pixels[unsure], height, cell, seen_n, seen_sum, window, config)
+        height_above[position[unsure]] = above
+        too_high = above > config.max_point_height
+        valid.ravel()[standing_pixels[unsure[too_high]]] = 0
+        stay = np.ones(standing_kept.size, dtype=bool)
+        stay[position[unsure[too_high]]] = False
+        standing_kept, standing_bins, height_above = standing_kept[stay], standing_bins[stay], height_above[stay]
+    if elevation is not None:
         evidence["drop_edges"] = _drop_edge_cells(drops, z, height, row_f, col_f, valid, geometry,
                                                   (col_gain, row_gain, col_offset, row_offset), window, config)
 
@@ -878,6 +903,29 @@ def _observe_depth(
         "clamped": clamped, "ground_offset": ground_offset,
     })
     return evidence
+
+
+def _above_seen_ground(pixels: np.ndarray, height: np.ndarray, cell: np.ndarray, seen_n: np.ndarray,
+                       seen_sum: np.ndarray, window: GridWindow, config: CostmapConfig) -> np.ndarray:
+    """float32 height of each of ``pixels`` (flat indices of kept pixels) above the ground seen around its cell: the
+    mean of the ground heights binned per cell (``seen_n`` counts, ``seen_sum`` sums, flat over the window) in the
+    GROUND_BLOCK_M square block that holds the cell, or above the plane where that block shows no ground."""
+    rows, cols = window.rows, window.cols
+    block = max(1, round(GROUND_BLOCK_M / config.resolution))
+    cells = cell.ravel()[pixels].astype(np.int64)
+    block_cols = -(-cols // block)
+    # Only the blocks that hold such pixels (a few dozen), each summed over its cells.
+    blocks, which = np.unique((cells // cols // block) * block_cols + (cells % cols) // block, return_inverse=True)
+    d_row, d_col = np.divmod(np.arange(block * block), block)
+    rr = (blocks // block_cols * block)[:, None] + d_row
+    cc = (blocks % block_cols * block)[:, None] + d_col
+    inside = (rr < rows) & (cc < cols)
+    flat = np.where(inside, rr * cols + cc, 0)
+    n = np.where(inside, seen_n[flat], 0).sum(axis=1)
+    total = np.where(inside, seen_sum[flat], 0.0).sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        base = np.where(n > 0, total / np.maximum(n, 1), 0.0)
+    return (height.ravel()[pixels] - base[which]).astype(np.float32)
 
 
 class _GroundHeights:
