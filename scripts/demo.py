@@ -10,7 +10,7 @@ With no arguments, on a fresh machine after `make setup`:
 4. writes both HTML reports and prints where they are, the headline numbers and
    how closely the two paths agree.
 
-    python scripts/demo.py                       # CPU backend, 24 frames at 544x459
+    python scripts/demo.py                       # CPU backend, 24 frames at 896x756
     python scripts/demo.py --backend npu         # QNN HTP (emulated on x86: slow, so 3 frames)
     python scripts/demo.py --frames 3 --size 64x54 --out /tmp/demo   # the reduced mode tests use
 
@@ -33,11 +33,11 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_FRAMES = 24
 NPU_FRAMES = 3
 TINY_MODEL_WIDTH = 160
-# The vehicle camera's aspect (1280x1080, 1.185), as the models were trained (640x544 frames, squashed to each
-# model's input): another aspect distorts the geometry the depth model learned. Not 640x540: Fast DDS loses many
-# of its 1.04 MB rgb8 images between processes on best-effort QoS. 544x459 (749 kB) passed whole here, and keeps
-# more of the models' 544 input rows than 448x378 did, whose upsampled frames cost the costmap (docs/demo.md).
-DEFAULT_SIZE = "544x459"
+# The vehicle camera's aspect (1280x1080, 1.185), as the models were trained (squashed to each model's input):
+# another aspect distorts the geometry the depth model learned. 896x756 is about the depth model's 768x896 input
+# (run 26), which reads frames upsampled from a smaller camera badly (the earlier default, 544x459, among them).
+# The live path passed its 2.0 MB rgb8 images whole in the runs made here; it counts any it loses (docs/demo.md).
+DEFAULT_SIZE = "896x756"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

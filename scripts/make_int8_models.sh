@@ -11,23 +11,22 @@
 # (CPU fallback disabled: any node HTP refuses is an error); 3 compare (QDQ on the CPU EP over all
 # 61 val frames + 2 frames on QNN HTP from the context binary).
 #
-# Usage: bash scripts/make_int8_models.sh [WORK_DIR]   (default /tmp/int8_models; ~20 min on 2 cores)
+# Usage: bash scripts/make_int8_models.sh [WORK_DIR]   (default /tmp/int8_models; INT8_ONLY=depth took 27 min on 2 cores)
 #   INT8_DATA=folder reuses an already rendered copy of step 0's data set (same command, same bytes).
 #   INT8_ONLY=depth or INT8_ONLY=segmentation remakes one model and its report (after retraining only that one).
-#   INT8_WIDTH / INT8_HEIGHT (default 640 / 544, the shipped models' input) render step 0's frames at another size:
-#   a model with a larger input should calibrate and be judged on frames at least as large (upsampled frames are
-#   blurred, and a 768x896 depth model reads them worse: models/reports/int8/depth_run26_candidate/). Another size
-#   renders into its own folder, $WORK/synth_<W>x<H>.
+#   Each model calibrates and is judged on step 0's frames rendered at its own input size, WxH: depth 896x768,
+#   segmentation 640x544 (upsampled frames are blurred, and the 768x896 depth model reads them worse:
+#   models/reports/int8/depth_run26_candidate/). INT8_WIDTH / INT8_HEIGHT render both at another size. A size
+#   other than 640x544 renders into its own folder, $WORK/synth_<W>x<H>.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck disable=SC1091
 source scripts/env.sh
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 WORK=${1:-/tmp/int8_models}
-INT8_WIDTH=${INT8_WIDTH:-640}
-INT8_HEIGHT=${INT8_HEIGHT:-544}
-if [[ $INT8_WIDTH == 640 && $INT8_HEIGHT == 544 ]]; then DEFAULT_DATA=$WORK/synth; else DEFAULT_DATA=$WORK/synth_${INT8_WIDTH}x${INT8_HEIGHT}; fi
-DATA=${INT8_DATA:-$DEFAULT_DATA}
+DEPTH_SIZE=${INT8_WIDTH:-896}x${INT8_HEIGHT:-768}
+SEG_SIZE=${INT8_WIDTH:-640}x${INT8_HEIGHT:-544}
+data_for() { if [[ $1 == 640x544 ]]; then echo "$WORK/synth"; else echo "$WORK/synth_$1"; fi; }  # data_for WxH
 REPORTS=models/reports/int8
 mkdir -p "$WORK" "$REPORTS"
 timed() { local s; s=$(date +%s); "$@"; echo "[make_int8 $(( $(date +%s) - s )) s] $*"; }
@@ -36,10 +35,18 @@ case $ONLY in ""|depth|segmentation) ;; *) echo "INT8_ONLY must be depth or segm
 wanted() { [[ -z $ONLY || $ONLY == "$1" ]]; }  # wanted TASK: this run remakes TASK's model
 
 # ---- 0. held-out data (same generator settings as scripts/train_demo_models.sh, other seed) ------
-if [[ ! -f $DATA/.complete ]]; then
-  timed model-tools synth --out "$DATA" --frames 360 --width "$INT8_WIDTH" --height "$INT8_HEIGHT" --val-fraction 0.17 \
+render() {  # render WxH: step 0's frames at that size, once
+  local out; out=$(data_for "$1")
+  [[ -f $out/.complete ]] && return 0
+  timed model-tools synth --out "$out" --frames 360 --width "${1%x*}" --height "${1#*x}" --val-fraction 0.17 \
       --test-fraction 0.0 --workers 2 --seed 101 --overwrite --no-progress
-  touch "$DATA/.complete"
+  touch "$out/.complete"
+}
+DEPTH_DATA=${INT8_DATA:-$(data_for "$DEPTH_SIZE")}
+SEG_DATA=${INT8_DATA:-$(data_for "$SEG_SIZE")}
+if [[ -z ${INT8_DATA:-} ]]; then
+  wanted depth && render "$DEPTH_SIZE"
+  wanted segmentation && render "$SEG_SIZE"
 fi
 
 # ---- 1. quantize (min/max calibration on all 299 train frames) ---------------------------------
@@ -49,12 +56,12 @@ fi
 # FP32's, at 16 bit 1.04x: docs/int8.md) at 16-bit activations, and the encoder's first residual stage
 # (`--raise-16bit /net/encoder/layer1`, named at --part-depth 3): `model-tools sensitivity` ranks it first by far
 # (models/reports/int8/depth_sensitivity/), and with it INT8 reads 1.05x FP32's abs_rel instead of 1.10x.
-# --resize-calibration resizes frames of another size exactly as the node does (by default these are the input's 544x640).
+# --resize-calibration resizes frames of another size exactly as the node does (by default they are the input size).
 wanted depth && timed model-tools quantize --model models/depth_levels_r18.onnx \
-    --out models/depth_levels_r18_int8_qdq.onnx --calib-data "$DATA" --calib-split train --calib-count 300 \
+    --out models/depth_levels_r18_int8_qdq.onnx --calib-data "$DEPTH_DATA" --calib-split train --calib-count 300 \
     --raise-16bit /net/encoder/layer1 --part-depth 3 --resize-calibration --overwrite
 wanted segmentation && timed model-tools quantize --model models/ddrnet23s_offroad.onnx \
-    --out models/ddrnet23s_offroad_int8_qdq.onnx --calib-data "$DATA" --calib-split train --calib-count 300 --overwrite
+    --out models/ddrnet23s_offroad_int8_qdq.onnx --calib-data "$SEG_DATA" --calib-split train --calib-count 300 --overwrite
 
 # ---- 2. compile to QNN context binaries (IQ-9075), op placement next to them -------------------
 for pair in depth:depth_levels_r18 segmentation:ddrnet23s_offroad; do
@@ -67,10 +74,10 @@ done
 # ---- 3. compare FP32 vs INT8 on the 61 held-out val frames --------------------------------------
 wanted depth && timed model-tools compare --fp32 models/depth_levels_r18.onnx \
     --int8 models/depth_levels_r18_int8_qdq.onnx --htp-model models/depth_levels_r18_int8.ctx.onnx \
-    --htp-frames 2 --data "$DATA" --split val --out-dir "$WORK/compare_depth" --overwrite
+    --htp-frames 2 --data "$DEPTH_DATA" --split val --out-dir "$WORK/compare_depth" --overwrite
 wanted segmentation && timed model-tools compare --fp32 models/ddrnet23s_offroad.onnx \
     --int8 models/ddrnet23s_offroad_int8_qdq.onnx --htp-model models/ddrnet23s_offroad_int8.ctx.onnx \
-    --htp-frames 2 --data "$DATA" --split val --out-dir "$WORK/compare_seg" --overwrite
+    --htp-frames 2 --data "$SEG_DATA" --split val --out-dir "$WORK/compare_seg" --overwrite
 
 # Reports without the per-frame npz outputs (those stay in $WORK).
 for pair in depth:compare_depth segmentation:compare_seg; do
@@ -83,9 +90,9 @@ done
 # shows why the head tail is kept at 16 bit; its report goes to $REPORTS/depth_w8a8_baseline/.
 if [[ ${INT8_BASELINE:-0} == 1 ]] && wanted depth; then
   timed model-tools quantize --model models/depth_levels_r18.onnx --out "$WORK/depth_w8a8_qdq.onnx" \
-      --calib-data "$DATA" --calib-split train --calib-count 300 --resize-calibration --head-bits 8 --overwrite
+      --calib-data "$DEPTH_DATA" --calib-split train --calib-count 300 --resize-calibration --head-bits 8 --overwrite
   timed model-tools compare --fp32 models/depth_levels_r18.onnx --int8 "$WORK/depth_w8a8_qdq.onnx" --htp-frames 0 \
-      --no-save-outputs --data "$DATA" --split val --out-dir "$WORK/compare_depth_w8a8" --overwrite
+      --no-save-outputs --data "$DEPTH_DATA" --split val --out-dir "$WORK/compare_depth_w8a8" --overwrite
   mkdir -p "$REPORTS/depth_w8a8_baseline"
   cp "$WORK"/compare_depth_w8a8/comparison.json "$WORK"/compare_depth_w8a8/comparison.md \
      "$WORK"/compare_depth_w8a8/*.png "$REPORTS/depth_w8a8_baseline/"

@@ -35,8 +35,8 @@ DRIVE_SHARE=${DRIVE_SHARE:-0}        # share of frames from drive scenes (model-
 # FOCUS_SHARE of the frames and its own seed. Segmentation and the test split keep the main folder only.
 FOCUS_SYNTH_ARGS=${FOCUS_SYNTH_ARGS:-}
 FOCUS_SHARE=${FOCUS_SHARE:-0.3}
-FRAME_W=${FRAME_W:-640}
-FRAME_H=${FRAME_H:-544}
+FRAME_W=${FRAME_W:-896}  # the depth model's input (config/train/depth_levels_r18.yaml): frames are not upsampled
+FRAME_H=${FRAME_H:-768}
 # Minutes of training per GPU queue (split between the jobs that share a queue); the rest of the
 # 9.5 minutes goes to rendering, start-up, evaluation and packaging.
 QUEUE_TRAIN_MIN=${QUEUE_TRAIN_MIN:-6.0}
@@ -181,7 +181,7 @@ for name in "${EVAL_NAMES[@]}"; do
 done
 # ---- segmentation evaluation ----
 # Per-class IoU, mIoU, pixel accuracy and the confusion matrix on the held-out test frames (the full
-# 640x544 image), written beside the weights: eval_test.json ("metrics" key), eval_test.md,
+# FRAME_WxFRAME_H image), written beside the weights: eval_test.json ("metrics" key), eval_test.md,
 # eval_test_confusion.png.
 if [[ -d $DATA/test/rgb && " ${NAMES[*]} " == *" seg_ddrnet23s "* ]]; then
 log "evaluating seg_ddrnet23s on the test split"

@@ -14,10 +14,10 @@ ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_shipped_depth_configs_load_with_seed_loss_weights() -> None:
-    for name, kind, height in (("depth_levels_r18.yaml", "levels", 544), ("depth_sigmoid_r18.yaml", "sigmoid", 384)):
+    for name, kind, hw in (("depth_levels_r18.yaml", "levels", (768, 896)), ("depth_sigmoid_r18.yaml", "sigmoid", (384, 640))):
         config = load_config(ROOT / "config" / "train" / name)
         model, _, loss, _ = parse_depth_sections(config, name)
-        assert (model.kind, model.encoder, model.input_height, model.input_width) == (kind, "resnet18", height, 640)
+        assert (model.kind, model.encoder, model.input_height, model.input_width) == (kind, "resnet18", *hw)
         assert (loss.w_integer, loss.w_fractional, loss.w_depth) == (1.0, 10.0, 0.5)
 
 
