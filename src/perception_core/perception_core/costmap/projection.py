@@ -871,17 +871,17 @@ def _observe_depth(
             seen_n, seen_sum = counts_, sums
         else:  # every 4th ground pixel each way: plenty for a 1 m block's mean, a sixteenth of the work
             sparse = ground[::4, ::4]
-            seen_cells = cell[::4, ::4][sparse]
-            seen_n = np.bincount(seen_cells, minlength=cells)
-            seen_sum = np.bincount(seen_cells, weights=height[::4, ::4][sparse], minlength=cells)
+            seen = _GroundHeights(cells)
+            seen.add(cell[::4, ::4][sparse], height[::4, ::4][sparse])
+            seen_n, seen_sum, _ = seen.binned()
         position = np.cumsum(kept) - 1  # each standing pixel's index among the kept ones
         unsure = unsure[kept[unsure]]  # those still kept (in range, on the grid)
         above = _above_seen_ground(standing_pixels[unsure], height, cell, seen_n, seen_sum, window, config)
         height_above[position[unsure]] = above
-        too_high = above > config.max_point_height
-        valid.ravel()[standing_pixels[unsure[too_high]]] = 0
+        dropped = unsure[above > config.max_point_height]
+        valid.ravel()[standing_pixels[dropped]] = 0
         stay = np.ones(standing_kept.size, dtype=bool)
-        stay[position[unsure[too_high]]] = False
+        stay[position[dropped]] = False
         standing_kept, standing_bins, height_above = standing_kept[stay], standing_bins[stay], height_above[stay]
     if elevation is not None:
         evidence["drop_edges"] = _drop_edge_cells(drops, z, height, row_f, col_f, valid, geometry,
