@@ -131,7 +131,7 @@ def test_every_committed_range_correction_and_camera_report_can_be_rerun(rerun, 
     """What a retrained model needs measured again: each fit and held-out camera set, by its own command."""
     files = sorted((rerun.ROOT / "config" / "range_correction").glob("*.yaml"))
     files += sorted((rerun.ROOT / "models" / "reports").glob("depth_cameras*/cameras.json"))
-    # The FP32 model's fit and the four held-out camera sets at least (the INT8 model's fit is added when made).
+    # The FP32 model's fit and the four held-out camera sets at least (and the INT8 model's fit).
     assert rerun.ROOT / "config" / "range_correction" / "depth_levels_r18.yaml" in files
     assert len(files) >= 5
     assert rerun.main([*map(str, files), "--dry-run"]) == 0
