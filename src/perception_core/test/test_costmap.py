@@ -56,13 +56,13 @@ def camera_rays(width: int, height: int, k: np.ndarray, pitch: float = CAM_PITCH
 
 
 def render_scene(width: int, height: int, k: np.ndarray, with_box: bool = True, box_height: float = BOX_HEIGHT,
-                 box_label: int = BOX) -> tuple[np.ndarray, np.ndarray]:
-    """Analytic depth (optical z, NaN = sky) and labels of flat ground plus a box face at x = BOX_X."""
+                 box_label: int = BOX, box_x: float = BOX_X) -> tuple[np.ndarray, np.ndarray]:
+    """Analytic depth (optical z, NaN = sky) and labels of flat ground plus a box face at x = box_x."""
     rays = camera_rays(width, height, k)
     origin = np.array([0.0, 0.0, CAM_HEIGHT])
     with np.errstate(divide="ignore", invalid="ignore"):
         t_ground = np.where(rays[..., 2] < 0, -origin[2] / rays[..., 2], np.inf)
-        t_box = np.where(rays[..., 0] > 0, BOX_X / rays[..., 0], np.inf)
+        t_box = np.where(rays[..., 0] > 0, box_x / rays[..., 0], np.inf)
     hit_box = origin + rays * t_box[..., None]
     on_box = with_box & (np.abs(hit_box[..., 1]) <= BOX_HALF_WIDTH) & (hit_box[..., 2] >= 0) & (
         hit_box[..., 2] <= box_height)
@@ -211,6 +211,52 @@ def test_the_automatic_column_step_leaves_the_box_and_the_ground_where_they_are(
     free = every.category == Category.FREE
     assert (stepped.category[free] == Category.FREE).mean() > 0.99
     assert not ((stepped.category != UNKNOWN) & (every.category == UNKNOWN)).any(), "nothing seen that was not"
+
+
+def test_near_rows_are_thinned_to_the_set_spacing_of_flat_ground() -> None:
+    """Rows that flat ground packs closer than near_row_spacing cells are thinned (at most every 8th), each pair
+    of worked rows at most that far apart there; the rows above, where flat ground spreads, are all kept."""
+    from perception_core.costmap.projection import MAX_ROW_STEP, _ray_geometry
+
+    k = pinhole_k(640, 480, 400.0)
+    config = scene_config(resolution=0.1)  # near_row_spacing 0.35 cells by default: 3.5 cm
+    geometry = _ray_geometry(k, (480, 640), camera_to_grid_transform(config), config)
+    rows = geometry.rows
+    assert rows is not None and rows[-1] == 479 and np.all(np.diff(rows) >= 1)
+    assert geometry.gz.shape == (rows.size, 640) and geometry.step_limit.shape == (rows.size - 1, 640)
+    # Flat-ground x of each row's centre column, written independently of the module (camera_rays).
+    rays = camera_rays(640, 480, k)[:, 320]
+    ground_x = rays[:, 0] * CAM_HEIGHT / -rays[:, 2]
+    steps = np.diff(rows)
+    assert steps.max() <= MAX_ROW_STEP and steps.max() > 1 and rows.size < 480
+    apart = np.abs(np.diff(ground_x[rows]))
+    assert (apart[steps > 1] <= 0.035 + 1e-9).all()
+    first_thinned = rows[np.flatnonzero(steps > 1)[0]]
+    assert np.array_equal(rows[rows <= first_thinned], np.arange(first_thinned + 1))
+    assert np.abs(np.diff(ground_x[: first_thinned + 2])).max() >= 0.0175 - 1e-9  # kept: two would exceed 3.5 cm
+    # Each worked row stands for the rows halfway to its neighbours: all 480 rows once.
+    assert geometry.row_weight.sum() == pytest.approx(480.0)
+    off = _ray_geometry(k, (480, 640), camera_to_grid_transform(config),
+                        CostmapConfig(**{**_fields(config), "near_row_spacing": 0.0}))
+    assert off.rows is None and off.row_weight is None and off.gz.shape == (480, 640)
+
+
+def test_thinned_near_rows_place_the_same_box_and_ground(classes: ClassMap) -> None:
+    """A low box 2.5 m ahead, seen in the thinned rows: the same lethal cells, about the same surface area
+    in them (thinned pixels count for the rows they stand for), the same ground, nothing seen that was not."""
+    k = pinhole_k(640, 480, 400.0)
+    depth, labels = render_scene(640, 480, k, box_x=2.5, box_height=0.3)
+    config = scene_config(resolution=0.1, column_step=1)
+    every_row = CostmapConfig(**{**_fields(config), "near_row_spacing": 0.0})
+    thinned, every = build_costmap(depth, labels, k, config, classes), build_costmap(depth, labels, k, every_row, classes)
+    blocked = every.category == Category.BLOCKED
+    assert blocked.sum() > 10 and np.array_equal(thinned.category == Category.BLOCKED, blocked)
+    area, area_every = thinned.obstacle_area[0][blocked], every.obstacle_area[0][blocked]
+    assert area.sum() == pytest.approx(area_every.sum(), rel=0.02)
+    free = every.category == Category.FREE
+    assert (thinned.category[free] == Category.FREE).mean() > 0.999
+    assert not ((thinned.category != UNKNOWN) & (every.category == UNKNOWN)).any()
+    assert thinned.points_projected < 0.8 * every.points_projected
 
 
 def test_the_build_works_on_the_part_of_the_window_the_camera_reaches(classes: ClassMap) -> None:
@@ -659,6 +705,8 @@ def test_class_tables_from_ontology_forms(tmp_path) -> None:
     ({"min_points_per_cell": 0}, "min_points_per_cell must be an integer >= 1"),
     ({"column_step": -1}, r"column_step must be an integer >= 0 \(0: automatic\)"),
     ({"column_step": 1.5}, "column_step must be an integer >= 0"),
+    ({"near_row_spacing": -0.1}, r"near_row_spacing must be in \[0, 1\] cells"),
+    ({"near_row_spacing": 1.5}, "near_row_spacing must be in"),
     ({"origin_x": "far"}, "origin_x must be a number"),
 ])
 def test_config_rejects_bad_values_naming_the_parameter(values: dict, message: str) -> None:

@@ -169,6 +169,9 @@ PARAMETERS: dict[str, tuple[Any, str, dict[str, Any]]] = {
     "column_step": (0, "work on every n-th column of the depth image; 0: the largest n whose columns stay within "
                        "one cell of each other at max_range (finer columns add work, not cells)",
                     {"int_range": (0, 64)}),
+    "near_row_spacing": (0.35, "near rows that flat ground packs closer than this (cells) are thinned to about this "
+                               "spacing: fewer pixels, the same cells; 0 works on every row",
+                         {"float_range": (0.0, 1.0)}),
     "dense_ground": (True, "fill the ground surface between neighbouring pixel rows", {}),
     "surface_step_ratio": (3.0, "largest inverse-depth step between rows, relative to flat ground's, that is "
                                 "still one surface (larger: a depth discontinuity, never filled)",

@@ -65,6 +65,7 @@ class CostmapConfig:
     min_obstacle_area_m2: float = 0.001  # surface area a BLOCKED/HAZARD category needs in a cell (see docs/costmap.md)
     max_obstacle_depth_m: float = 1.5  # how far behind its ground contact an obstacle pixel may lie (an object's depth)
     column_step: int = 0  # work on every n-th depth column; 0: the largest n that keeps columns a cell apart at max_range
+    near_row_spacing: float = 0.35  # near rows that flat ground packs closer are thinned to this spacing (cells); 0: off
     dense_ground: bool = True  # fill the ground surface between neighbouring pixel rows
     surface_step_ratio: float = 3.0  # largest inverse-depth step between rows, relative to flat ground's, still a surface
     max_surface_slope_deg: float = 35.0  # steepest segment between neighbouring surface pixels still one surface
@@ -122,6 +123,9 @@ class CostmapConfig:
         if int(self.column_step) != self.column_step or self.column_step < 0:
             raise ConfigError(f"costmap parameter column_step must be an integer >= 0 (0: automatic), got "
                               f"{self.column_step}")
+        if not 0.0 <= self.near_row_spacing <= 1.0:
+            raise ConfigError(f"costmap parameter near_row_spacing must be in [0, 1] cells (0: every row), got "
+                              f"{self.near_row_spacing}")
         for name in ("min_obstacle_area_m2", "max_obstacle_depth_m"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"costmap parameter {name} must be >= 0, got {getattr(self, name)}")

@@ -73,6 +73,7 @@ LETHAL = (Category.BLOCKED, Category.HAZARD)
 MAX_SURFACE_SAMPLES = 64  # samples between two pixels at most (6.4 m of 0.1 m cells)
 SURFACE_SAMPLE_STEP = 1.0  # sample spacing along a surface segment, in cells (at most one cell between samples)
 FILL_ROW_SPACING = 0.35  # row pairs whose flat-ground spacing is at least this many cells are checked for gaps
+MAX_ROW_STEP = 8  # near rows are thinned to every n-th at most (near_row_spacing)
 MAX_EDGE_SPAN_CELLS = 8  # the most cells a drop's edge is marked over, from the last ground seen towards the brink
 SURFACE_HEIGHT_NOISE = 0.05  # metres of height noise allowed on top of the slope limit between two surface pixels
 GROUND_BLOCK_M = 1.0  # contact-less obstacle pixels take the mean ground seen in this square around them
@@ -278,10 +279,12 @@ def _surface_of(labels: np.ndarray, classes: ClassMap) -> np.ndarray:
 # so only points that close to a cell edge may differ from the float64 reference (``project_points`` +
 # ``grid_from_points``, still used for the flat-ground fallback and as the tests' oracle).
 #
-# Three choices keep the work to what the grid can hold. The build takes every ``column_step``-th column of the
-# depth image (by default as many as keep columns within a cell of each other at max_range), it starts at the
-# row above the first projected pixel (``_first_row_used``: the sky above holds nothing), and it works on the
-# box of the window in front of the camera (``_reach_window``), placing the result in the whole window.
+# Four choices keep the work to what the grid can hold. The build takes every ``column_step``-th column of the
+# depth image (by default as many as keep columns within a cell of each other at max_range), and of the near
+# rows, which flat ground packs a few millimetres apart, only as many as keep them ``near_row_spacing`` cells
+# apart (``_thinned_rows``); it starts at the row above the first projected pixel (``_first_row_used``: the sky
+# above holds nothing), and it works on the box of the window in front of the camera (``_reach_window``),
+# placing the result in the whole window.
 
 
 @dataclass(frozen=True)
@@ -298,6 +301,8 @@ class _RayGeometry:
     any_wide_quads: bool
     area_per_z2: float  # footprint of a pixel per squared metre of depth: 1 / (fx fy)
     max_range: float  # the config's: nothing is placed deeper
+    rows: np.ndarray | None = None  # int64: the image rows worked on (None: every row; _thinned_rows)
+    row_weight: np.ndarray | None = None  # float32 [H]: image rows each worked row stands for (None: 1 each)
 
 
 _GEOMETRY_CACHE: OrderedDict[tuple, _RayGeometry] = OrderedDict()
@@ -305,12 +310,40 @@ _GEOMETRY_CACHE_SIZE = 4  # a few cameras / mounts; a moving camera mount (TF) r
 _GAIN_CACHE: OrderedDict[tuple, tuple[np.ndarray, np.ndarray, float, float]] = OrderedDict()
 
 
+def _thinned_rows(spacing: np.ndarray, in_range: np.ndarray, config: CostmapConfig) -> np.ndarray | None:
+    """The image rows to work on: every row, but where flat ground packs rows closer than ``near_row_spacing``
+    cells, only as many as keep them that far apart (at most every ``MAX_ROW_STEP``-th); None when that is all.
+
+    ``spacing`` [H - 1, W]: flat ground's spacing between rows r and r + 1 (metres); ``in_range``: where both of
+    the pair meet the ground in range. A row pair with any column out of range is never skipped: what it sees is
+    not known to be near. Below ~4 m a 768-row image of the vehicle camera puts rows 1-25 mm apart on 0.1 m
+    cells; dense ground and the geometry tests work on any row pair, so fewer of them cost no cell.
+    """
+    if config.near_row_spacing <= 0 or spacing.shape[0] < 2:
+        return None
+    with np.errstate(invalid="ignore"):
+        widest = np.where(in_range & np.isfinite(spacing), spacing, np.inf).max(axis=1)
+    target = config.near_row_spacing * config.resolution
+    rows, row, last = [], 0, spacing.shape[0]  # rows 0..last
+    while row <= last:
+        rows.append(row)
+        step, run = 1, float(widest[row]) if row < last else 0.0
+        while step < MAX_ROW_STEP and row + step < last and run + widest[row + step] <= target:
+            run += float(widest[row + step])
+            step += 1
+        row += step
+    return None if len(rows) == last + 1 else np.asarray(rows, dtype=np.int64)
+
+
 def _ray_geometry(k: np.ndarray, hw: tuple[int, int], camera_to_base: np.ndarray, config: CostmapConfig) -> _RayGeometry:
-    """Per-pixel base-frame ray gains and the dense-ground tables for (K, size, mount, ground, cells), cached."""
+    """Per-pixel base-frame ray gains and the dense-ground tables for (K, size, mount, ground, cells), cached.
+
+    Its planes cover the rows the build works on (``rows``; every row of ``hw`` when None).
+    """
     k = np.asarray(k, dtype=np.float64).reshape(3, 3)
     transform = np.asarray(camera_to_base, dtype=np.float64)
     key = (tuple(hw), k.tobytes(), transform[:3].tobytes(), config.ground_z, config.resolution, config.max_range,
-           config.surface_step_ratio, config.max_surface_slope_deg)
+           config.surface_step_ratio, config.max_surface_slope_deg, config.near_row_spacing)
     cached = _GEOMETRY_CACHE.get(key)
     if cached is not None:
         _GEOMETRY_CACHE.move_to_end(key)
@@ -321,12 +354,23 @@ def _ray_geometry(k: np.ndarray, hw: tuple[int, int], camera_to_base: np.ndarray
     # Flat ground z = ground_z: a ray with gz < 0 meets it at depth (ground_z - t_z) / gz, i.e. inverse depth
     # gz / (ground_z - t_z), linear in v. Its step between rows bounds what a continuous surface may do.
     drop = translation[2] - config.ground_z  # camera height above the ground (> 0, checked by the config)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        depth_hit = np.where(gz < 0, -drop / gz, np.inf)
-    with np.errstate(invalid="ignore"):  # rays above the horizon meet the ground at infinity
-        hit_x, hit_y = gx * depth_hit + translation[0], gy * depth_hit + translation[1]
-        spacing = np.hypot(hit_x[1:] - hit_x[:-1], hit_y[1:] - hit_y[:-1])
-    in_range = (depth_hit[1:] < config.max_range) & (depth_hit[:-1] < config.max_range * 1.5)
+
+    def flat_ground() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(x, y) where each ray meets flat ground, the rows' spacing there, and where both rows are in range."""
+        with np.errstate(divide="ignore", invalid="ignore"):
+            depth_at = np.where(gz < 0, -drop / gz, np.inf)
+        with np.errstate(invalid="ignore"):  # rays above the horizon meet the ground at infinity
+            x, y = gx * depth_at + translation[0], gy * depth_at + translation[1]
+            apart = np.hypot(x[1:] - x[:-1], y[1:] - y[:-1])
+        return x, y, apart, (depth_at[1:] < config.max_range) & (depth_at[:-1] < config.max_range * 1.5)
+
+    hit_x, hit_y, spacing, in_range = flat_ground()
+    rows = _thinned_rows(spacing, in_range, config)
+    row_weight = None
+    if rows is not None:  # the worked rows' rays, and their pairs' spacing
+        gx, gy, gz = gx[rows], gy[rows], gz[rows]
+        hit_x, hit_y, spacing, in_range = flat_ground()
+        row_weight = np.gradient(rows.astype(np.float64)).astype(np.float32)  # halfway to each neighbour
     spacing = np.where(in_range & np.isfinite(spacing), spacing, 0.0).max(axis=1)
     wide_rows = np.flatnonzero(spacing >= config.resolution * FILL_ROW_SPACING)
     near_rows = int(wide_rows[-1]) + 1 if wide_rows.size else 0  # below it, many pixels per cell on flat ground
@@ -343,7 +387,8 @@ def _ray_geometry(k: np.ndarray, hw: tuple[int, int], camera_to_base: np.ndarray
         near_rows=near_rows, step_limit=(step * config.surface_step_ratio).astype(np.float32),
         slope_limit=float(np.tan(np.radians(config.max_surface_slope_deg))), wide_quads=wide_quads,
         any_wide_quads=bool(wide_quads.any()),
-        area_per_z2=float(1.0 / (k[0, 0] * k[1, 1])), max_range=float(config.max_range),
+        area_per_z2=float(1.0 / (k[0, 0] * k[1, 1])), max_range=float(config.max_range), rows=rows,
+        row_weight=row_weight,
     )
     _GEOMETRY_CACHE[key] = geometry
     while len(_GEOMETRY_CACHE) > _GEOMETRY_CACHE_SIZE:
@@ -756,7 +801,8 @@ def _observe_depth(
     if top:
         geometry = dataclasses.replace(geometry, gx=geometry.gx[top:], gy=geometry.gy[top:], gz=geometry.gz[top:],
                                        step_limit=geometry.step_limit[top:], wide_quads=geometry.wide_quads[top:],
-                                       near_rows=geometry.near_rows - top)
+                                       near_rows=geometry.near_rows - top,
+                                       row_weight=None if geometry.row_weight is None else geometry.row_weight[top:])
         col_gain, row_gain = col_gain[top:], row_gain[top:]
     surface_ok = surface & valid
     clamped, feet = 0, (np.empty(0, np.int64), np.empty(0, np.int64))
@@ -889,8 +935,10 @@ def _observe_depth(
 
     # Footprint area and count of standing lethal pixels, and the height sum of every lethal point (its mean).
     z_standing = z.ravel()[standing_kept].astype(np.float64)
-    area = np.bincount(standing_bins, weights=z_standing * z_standing * geometry.area_per_z2,
-                       minlength=2 * cells).reshape(2, rows, cols)
+    footprint = z_standing * z_standing * geometry.area_per_z2
+    if geometry.row_weight is not None:  # a pixel of a thinned row stands for the rows skipped around it
+        footprint *= geometry.row_weight[standing_kept // z.shape[1]]
+    area = np.bincount(standing_bins, weights=footprint, minlength=2 * cells).reshape(2, rows, cols)
     standing_counts = np.bincount(standing_bins, minlength=2 * cells).reshape(2, rows, cols)
     flat_lethal = ground_bins[ground_bins >= np.int32(2 * cells)]  # surface BLOCKED / HAZARD (water): on the ground
     lethal_cells = np.concatenate([standing_bins % cells, flat_lethal % cells])
@@ -1253,7 +1301,6 @@ def build_costmap(
             depth, labels = depth[:, ::step], np.ascontiguousarray(labels[:, ::step])
             k = k.copy()
             k[0] /= step
-    categories = _categories_of(labels, classes)
     transform = camera_to_grid_transform(config) if camera_to_base is None else np.asarray(camera_to_base, np.float64)
     if not transform[2, 3] > config.ground_z:
         raise DataError(f"camera is at height {transform[2, 3]:.3f} m, not above the ground plane "
@@ -1261,11 +1308,15 @@ def build_costmap(
     window = window or GridWindow.base_frame(config)
     if depth is not None:
         geometry = _ray_geometry(k, depth.shape, transform, config)
+        if geometry.rows is not None:  # the near rows thinned (near_row_spacing)
+            depth, labels = depth[geometry.rows], labels[geometry.rows]
+        categories = _categories_of(labels, classes)
         reach, row0, col0 = _reach_window(geometry, window)
         *masks, unknown = _label_masks(labels, categories, classes, reach.rows * reach.cols)  # of the pixels used
         evidence = _observe_depth(depth, labels, categories, masks, classes, geometry, reach, config)
         result = _resolve(evidence, config, reach, used_flat_ground=False, unknown_label_pixels=unknown)
         return result if reach is window else _placed_in(result, window, row0, col0)
+    categories = _categories_of(labels, classes)
     points, cats, used_flat_ground, areas, index = project_points(None, categories, k, transform, config)
     standing = _surface_of(labels, classes).ravel()[index] == 0
     result = grid_from_points(points, cats, config, used_flat_ground, areas, standing, window)
