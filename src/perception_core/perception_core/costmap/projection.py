@@ -209,6 +209,14 @@ def _mount_pose(*mount: float) -> np.ndarray:
     return camera_optical_pose(*mount)  # a few trigonometric matrices per frame otherwise
 
 
+@functools.lru_cache(maxsize=16)
+def _nearest_source(size: int, to_size: int) -> np.ndarray:
+    """Source index of each of ``to_size`` pixels along an axis of ``size``, by pixel centres (read-only)."""
+    index = np.minimum(((np.arange(to_size) + 0.5) * size / to_size).astype(np.int64), size - 1)
+    index.flags.writeable = False
+    return index
+
+
 def resize_nearest(image: np.ndarray, to_hw: tuple[int, int]) -> np.ndarray:
     """Nearest-neighbour resize by pixel centres (class ids must never be blended)."""
     src_h, src_w = image.shape[:2]
@@ -216,12 +224,25 @@ def resize_nearest(image: np.ndarray, to_hw: tuple[int, int]) -> np.ndarray:
         return image
     out = image
     if src_h != to_hw[0]:
-        rows = np.minimum(((np.arange(to_hw[0]) + 0.5) * src_h / to_hw[0]).astype(np.int64), src_h - 1)
-        out = np.take(out, rows, axis=0)
+        out = np.take(out, _nearest_source(src_h, to_hw[0]), axis=0)
     if src_w != to_hw[1]:
-        cols = np.minimum(((np.arange(to_hw[1]) + 0.5) * src_w / to_hw[1]).astype(np.int64), src_w - 1)
-        out = np.take(out, cols, axis=1)
+        out = np.take(out, _nearest_source(src_w, to_hw[1]), axis=1)
     return out
+
+
+def _worked_labels(labels: np.ndarray, work_hw: tuple[int, int], rows: np.ndarray | None, step: int) -> np.ndarray:
+    """The labels at the pixels the build works on: ``resize_nearest`` to ``work_hw``, then ``rows`` (None: all)
+    and every ``step``-th column, in one gather of those pixels alone (contiguous)."""
+    src_h, src_w = labels.shape
+    row_index = None if src_h == work_hw[0] else _nearest_source(src_h, work_hw[0])
+    if rows is not None:
+        row_index = rows if row_index is None else row_index[rows]
+    col_index = None if src_w == work_hw[1] else _nearest_source(src_w, work_hw[1])
+    if step > 1:
+        col_index = np.arange(0, work_hw[1], step) if col_index is None else col_index[::step]
+    out = labels if row_index is None else np.take(labels, row_index, axis=0)
+    out = out if col_index is None else np.take(out, col_index, axis=1)
+    return np.ascontiguousarray(out)
 
 
 def _check_inputs(depth: np.ndarray | None, labels: np.ndarray, k_matrix: np.ndarray) -> None:
@@ -1293,12 +1314,12 @@ def build_costmap(
     work_hw = depth.shape if depth is not None else labels.shape
     # Depth, labels and camera_info are whole-frame resizes of one camera image (the nodes squash
     # the frame to each model's input), so their aspect ratios may differ: K scales per axis.
-    labels = resize_nearest(labels, work_hw)
     k = scale_intrinsics(k_matrix, tuple(k_hw) if k_hw else tuple(work_hw), tuple(work_hw))
+    step = 1
     if depth is not None:
         step = column_step(k, config)
         if step > 1:  # every step-th column: column j is the image's column step * j, so u scales by 1 / step
-            depth, labels = depth[:, ::step], np.ascontiguousarray(labels[:, ::step])
+            depth = depth[:, ::step]
             k = k.copy()
             k[0] /= step
     transform = camera_to_grid_transform(config) if camera_to_base is None else np.asarray(camera_to_base, np.float64)
@@ -1309,7 +1330,8 @@ def build_costmap(
     if depth is not None:
         geometry = _ray_geometry(k, depth.shape, transform, config)
         if geometry.rows is not None:  # the near rows thinned (near_row_spacing)
-            depth, labels = depth[geometry.rows], labels[geometry.rows]
+            depth = depth[geometry.rows]
+        labels = _worked_labels(labels, work_hw, geometry.rows, step)
         categories = _categories_of(labels, classes)
         reach, row0, col0 = _reach_window(geometry, window)
         *masks, unknown = _label_masks(labels, categories, classes, reach.rows * reach.cols)  # of the pixels used
