@@ -327,7 +327,7 @@ class _RayGeometry:
 
 
 _GEOMETRY_CACHE: OrderedDict[tuple, _RayGeometry] = OrderedDict()
-_GEOMETRY_CACHE_SIZE = 4  # a few cameras / mounts; a moving camera mount (TF) recomputes (~2 ms at 640x384)
+_GEOMETRY_CACHE_SIZE = 4  # a few cameras / mounts; a camera moving on its mount (TF) recomputes: tens of ms at 768 rows
 _GAIN_CACHE: OrderedDict[tuple, tuple[np.ndarray, np.ndarray, float, float]] = OrderedDict()
 
 
