@@ -238,14 +238,12 @@ def _costmap_steps() -> list[tuple[str, Callable[[], object], Callable[[], objec
 def _costmap_rows_worked() -> dict[str, int]:
     """Depth rows the default build works on (near rows thinned, ``near_row_spacing``) and the image's rows."""
     from perception_core import costmap
-    from perception_core.costmap.projection import _ray_geometry
+    from perception_core.costmap.projection import _depth_geometry
 
     depth, _, k, mount = _costmap_scene()
     config = costmap.CostmapConfig(**mount)
-    k = scale_intrinsics(k, CAMERA_HW, depth.shape).copy()
-    step = costmap.column_step(k, config)
-    k[0] /= step
-    geometry = _ray_geometry(k, depth[:, ::step].shape, costmap.camera_to_grid_transform(config), config)
+    step, geometry = _depth_geometry(scale_intrinsics(k, CAMERA_HW, depth.shape), depth.shape,
+                                     costmap.camera_to_grid_transform(config), config)
     rows = depth.shape[0] if geometry.rows is None else int(geometry.rows.size)
     return {"rows_worked": rows, "image_rows": int(depth.shape[0]), "column_step": int(step)}
 

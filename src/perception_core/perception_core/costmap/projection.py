@@ -375,22 +375,23 @@ def _ray_geometry(k: np.ndarray, hw: tuple[int, int], camera_to_base: np.ndarray
     # Flat ground z = ground_z: a ray with gz < 0 meets it at depth (ground_z - t_z) / gz, i.e. inverse depth
     # gz / (ground_z - t_z), linear in v. Its step between rows bounds what a continuous surface may do.
     drop = translation[2] - config.ground_z  # camera height above the ground (> 0, checked by the config)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        depth_hit = np.where(gz < 0, -drop / gz, np.inf)
+    with np.errstate(invalid="ignore"):  # rays above the horizon meet the ground at infinity
+        hit_x, hit_y = gx * depth_hit + translation[0], gy * depth_hit + translation[1]
 
-    def flat_ground() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(x, y) where each ray meets flat ground, the rows' spacing there, and where both rows are in range."""
-        with np.errstate(divide="ignore", invalid="ignore"):
-            depth_at = np.where(gz < 0, -drop / gz, np.inf)
-        with np.errstate(invalid="ignore"):  # rays above the horizon meet the ground at infinity
-            x, y = gx * depth_at + translation[0], gy * depth_at + translation[1]
-            apart = np.hypot(x[1:] - x[:-1], y[1:] - y[:-1])
-        return x, y, apart, (depth_at[1:] < config.max_range) & (depth_at[:-1] < config.max_range * 1.5)
+    def row_pairs() -> tuple[np.ndarray, np.ndarray]:
+        """Flat ground's spacing between each row and the next, and where both meet it in range."""
+        with np.errstate(invalid="ignore"):
+            apart = np.hypot(hit_x[1:] - hit_x[:-1], hit_y[1:] - hit_y[:-1])
+        return apart, (depth_hit[1:] < config.max_range) & (depth_hit[:-1] < config.max_range * 1.5)
 
-    hit_x, hit_y, spacing, in_range = flat_ground()
+    spacing, in_range = row_pairs()
     rows = _thinned_rows(spacing, in_range, config)
     row_weight = None
-    if rows is not None:  # the worked rows' rays, and their pairs' spacing
-        gx, gy, gz = gx[rows], gy[rows], gz[rows]
-        hit_x, hit_y, spacing, in_range = flat_ground()
+    if rows is not None:  # the worked rows alone, and the spacing of their pairs
+        gx, gy, gz, depth_hit, hit_x, hit_y = (plane[rows] for plane in (gx, gy, gz, depth_hit, hit_x, hit_y))
+        spacing, in_range = row_pairs()
         row_weight = np.gradient(rows.astype(np.float64)).astype(np.float32)  # halfway to each neighbour
     spacing = np.where(in_range & np.isfinite(spacing), spacing, 0.0).max(axis=1)
     wide_rows = np.flatnonzero(spacing >= config.resolution * FILL_ROW_SPACING)
@@ -1284,6 +1285,18 @@ def column_step(k: np.ndarray, config: CostmapConfig) -> int:
     return max(1, int(config.resolution * float(k[0, 0]) / config.max_range))
 
 
+def _depth_geometry(k: np.ndarray, depth_hw: tuple[int, int], camera_to_base: np.ndarray,
+                    config: CostmapConfig) -> tuple[int, _RayGeometry]:
+    """(column step, ray geometry) of the pixels the build works on in a depth image of ``depth_hw`` whose
+    intrinsics are ``k``: every step-th column (column j is the image's column step * j, so u scales by 1 / step)
+    and the rows the geometry keeps (``rows``)."""
+    step = column_step(k, config)
+    if step > 1:
+        k = k.copy()
+        k[0] /= step
+    return step, _ray_geometry(k, (depth_hw[0], -(-depth_hw[1] // step)), camera_to_base, config)
+
+
 def build_costmap(
     depth: np.ndarray | None,
     labels: np.ndarray,
@@ -1315,22 +1328,14 @@ def build_costmap(
     # Depth, labels and camera_info are whole-frame resizes of one camera image (the nodes squash
     # the frame to each model's input), so their aspect ratios may differ: K scales per axis.
     k = scale_intrinsics(k_matrix, tuple(k_hw) if k_hw else tuple(work_hw), tuple(work_hw))
-    step = 1
-    if depth is not None:
-        step = column_step(k, config)
-        if step > 1:  # every step-th column: column j is the image's column step * j, so u scales by 1 / step
-            depth = depth[:, ::step]
-            k = k.copy()
-            k[0] /= step
     transform = camera_to_grid_transform(config) if camera_to_base is None else np.asarray(camera_to_base, np.float64)
     if not transform[2, 3] > config.ground_z:
         raise DataError(f"camera is at height {transform[2, 3]:.3f} m, not above the ground plane "
                         f"(ground_z = {config.ground_z} m): check the camera pose")
     window = window or GridWindow.base_frame(config)
     if depth is not None:
-        geometry = _ray_geometry(k, depth.shape, transform, config)
-        if geometry.rows is not None:  # the near rows thinned (near_row_spacing)
-            depth = depth[geometry.rows]
+        step, geometry = _depth_geometry(k, depth.shape, transform, config)
+        depth = depth[:, ::step] if geometry.rows is None else depth[geometry.rows, ::step]
         labels = _worked_labels(labels, work_hw, geometry.rows, step)
         categories = _categories_of(labels, classes)
         reach, row0, col0 = _reach_window(geometry, window)
