@@ -16,6 +16,7 @@ from model_tools.tasks.depth import (
     distill_loss,
     label_weight_table,
     log_gradient_loss,
+    range_weight_map,
 )
 from perception_core.depth_codec import compose_depth, decompose_depth, integer_step
 from perception_core.errors import ConfigError
@@ -291,6 +292,37 @@ def test_relief_weight_needs_a_camera_aware_model_and_a_positive_band() -> None:
         DepthTask(load_config(None, ["task=depth", "loss.relief_weight=3.0"]))
     with pytest.raises(ConfigError, match=r"loss\.relief_band_m"):
         DepthTask(load_config(None, ["task=depth", "loss.relief_band_m=0"]))
+
+
+def test_range_weight_grows_with_the_true_depth_and_is_clipped() -> None:
+    """Power 2, 4 m reference, ceiling 8: 1 m -> 1/8 (clipped from 1/16), 2 m -> 1/4, 4 m -> 1, 8 m -> 4,
+    12 m -> 8 (clipped from 9); invalid depth (NaN, 0, inf) weighs 1."""
+    depth = torch.tensor([1.0, 2.0, 4.0, 8.0, 12.0, float("nan"), 0.0, float("inf")]).view(1, 1, 1, 8)
+    weight = range_weight_map(depth, 2.0, 4.0, 8.0)[0, 0, 0]
+    assert torch.allclose(weight, torch.tensor([0.125, 0.25, 1.0, 4.0, 8.0, 1.0, 1.0, 1.0]))
+    # Power 1 with a ceiling of 2: linear between 2 m and 8 m.
+    assert torch.allclose(range_weight_map(depth[..., :5], 1.0, 4.0, 2.0)[0, 0, 0],
+                          torch.tensor([0.5, 0.5, 1.0, 2.0, 2.0]))
+
+
+def test_range_weight_weighs_a_far_pixel_more_in_the_task(tmp_path) -> None:
+    """A 2 m obstacle pixel and a 12 m ground pixel: with the range weight the far one weighs 8, the near one a
+    quarter of its class weight; without it (and without class weights) there is no pixel weight at all."""
+    from model_tools.tasks.depth import DepthTask
+    from model_tools.training.config import load_config
+
+    on = DepthTask(load_config(None, ["task=depth", "model.kind=levels", "loss.range_weight_power=2",
+                                      "loss.class_weights={static_obstacle: 3.0}"]))
+    depth = torch.tensor([[2.0, 12.0]]).view(1, 1, 1, 2)
+    label = torch.tensor([[[4, 0]]])  # static_obstacle, then ground
+    weight = on._pixel_weight({"depth": depth, "label": label})[0, 0, 0]
+    assert torch.allclose(weight, torch.tensor([3.0 * 0.25, 8.0]))
+    off = DepthTask(load_config(None, ["task=depth", "model.kind=levels"]))
+    assert off._pixel_weight({"depth": depth, "label": label}) is None
+    with pytest.raises(ConfigError, match=r"loss\.range_weight_power"):
+        DepthTask(load_config(None, ["task=depth", "loss.range_weight_power=-1"]))
+    with pytest.raises(ConfigError, match=r"loss\.range_weight_max"):
+        DepthTask(load_config(None, ["task=depth", "loss.range_weight_max=0.5"]))
 
 
 def _depth_loss_autograd_reference(out: dict, gt: torch.Tensor, model_cfg: DepthModelConfig,

@@ -22,7 +22,12 @@ truth (:func:`depth_edge_weight`: outlines, brinks of drops). ``loss.relief_weig
 more than ``loss.relief_band_m`` above or below the vehicle's ground plane
 (:func:`relief_weight_map`: hills, ditches, the ground past a drop-off, where
 the costmap reads steps, slopes and drops); it needs each frame's camera
-(:class:`FrameCameras`). ``loss.w_gradient`` (0: off) adds the log-depth
+(:class:`FrameCameras`). ``loss.range_weight_power`` (0: off) multiplies in
+``(true depth / loss.range_weight_ref_m) ** power``, clipped to
+``[1 / range_weight_max, range_weight_max]`` (:func:`range_weight_map`): the
+costmap scores cells, and the far ground and obstacles that fill most of its
+cells come in few rows, which a per-pixel mean outvotes with the near ground.
+``loss.w_gradient`` (0: off) adds the log-depth
 gradient-matching term (:func:`log_gradient_loss`): the error of neighbouring
 pixels' depth differences, the relief's shape.
 
@@ -103,6 +108,9 @@ class DepthLossConfig:
     relief_weight: float = 1.0  # weight of the ground pixels off the vehicle's ground plane (1: off)
     relief_band_m: float = 0.3  # how far off the plane (metres, along base z) a ground point must lie to count
     w_gradient: float = 0.0  # weight of the log-depth gradient-matching term (0: off); see log_gradient_loss
+    range_weight_power: float = 0.0  # > 0: pixel weight (true depth / range_weight_ref_m) ** power (0: off)
+    range_weight_ref_m: float = 4.0  # depth (metres) whose pixels weigh 1 under range_weight_power
+    range_weight_max: float = 8.0  # the range weight is clipped to [1 / max, max]
 
 
 @dataclass
@@ -131,6 +139,10 @@ def parse_depth_sections(config: TrainConfig, source: str = "config") -> tuple[D
                           f"({loss.relief_band_m}) must be > 0")
     if not loss.w_gradient >= 0:
         raise ConfigError(f"{source}: loss.w_gradient ({loss.w_gradient}) must be >= 0")
+    if not loss.range_weight_power >= 0 or not loss.range_weight_ref_m > 0 or not loss.range_weight_max >= 1:
+        raise ConfigError(f"{source}: loss.range_weight_power ({loss.range_weight_power}) must be >= 0, "
+                          f"loss.range_weight_ref_m ({loss.range_weight_ref_m}) > 0 and loss.range_weight_max "
+                          f"({loss.range_weight_max}) >= 1")
     if loss.relief_weight != 1.0 and model.camera == "fixed":
         raise ConfigError(f"{source}: loss.relief_weight needs each frame's camera (model.camera canonical_focal or "
                           "canonical_focal_height, synthetic data)")
@@ -272,6 +284,19 @@ def relief_weight_map(batch: dict[str, Any], surface_ids: torch.Tensor, weight: 
     height = torch.where(on_plane_mirrored > on_plane, height_mirrored, height)
     relief = ground & (height.abs() > band_m)
     return 1.0 + (weight - 1.0) * relief.float()
+
+
+def range_weight_map(depth: torch.Tensor, power: float, ref_m: float, max_weight: float) -> torch.Tensor:
+    """[B,1,H,W] loss weight ``(depth / ref_m) ** power`` clipped to ``[1 / max_weight, max_weight]``; 1 where
+    ``depth`` (metres, the frame's true depth) is invalid.
+
+    With power 2 a pixel weighs about what it covers of a vertical surface (z^2 / (fx fy)), so the few rows of the
+    far ground and of far obstacles, where the costmap loses, are not outvoted by the near ground's many rows.
+    """
+    depth = depth.float()
+    valid = torch.isfinite(depth) & (depth > 0)
+    ratio = torch.where(valid, depth, torch.full_like(depth, ref_m)) / ref_m
+    return ratio.pow(power).clamp(1.0 / max_weight, max_weight)
 
 
 def depth_edge_weight(depth: torch.Tensor, weight: float, jump: float, radius_px: int) -> torch.Tensor:
@@ -584,7 +609,8 @@ class DepthTask:
 
     def _pixel_weight(self, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
         """[B,1,H,W] loss weight of each pixel, or None for 1: its label's (``loss.class_weights``) times its
-        depth edge's (``loss.edge_weight``) times its relief's (``loss.relief_weight``)."""
+        depth edge's (``loss.edge_weight``) times its relief's (``loss.relief_weight``) times its depth's
+        (``loss.range_weight_power``)."""
         weight = None
         if self._label_weights is not None and "label" in batch:
             label = batch["label"]
@@ -600,6 +626,10 @@ class DepthTask:
                 self._surface_ids = self._surface_ids.to(batch["depth"].device)
             relief = relief_weight_map(batch, self._surface_ids, cfg.relief_weight, cfg.relief_band_m)
             weight = relief if weight is None else weight * relief
+        if cfg.range_weight_power > 0:
+            depth = batch["depth"] if batch["depth"].dim() == 4 else batch["depth"][:, None]
+            ranged = range_weight_map(depth, cfg.range_weight_power, cfg.range_weight_ref_m, cfg.range_weight_max)
+            weight = ranged if weight is None else weight * ranged
         return weight
 
     @torch.no_grad()
