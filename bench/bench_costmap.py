@@ -188,6 +188,51 @@ def best_frame_scale(depth: np.ndarray, truth: np.ndarray, config: Any) -> float
 FALSE_LETHAL_SOURCES = ("labels_hazard", "labels_blocked", "drop_edge", "step", "slope", "other")
 
 
+def object_offsets_removed(depth: np.ndarray, truth: np.ndarray, standing: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``depth`` with each standing obstacle's own offset taken out, and per object (offset, spread, pixels, depth).
+
+    Every 4-connected group of ``standing`` pixels (an object, as its GT labels outline it) is scaled by the median
+    truth / depth ratio of its pixels. What is left on the obstacles is their depth's spread within each object; the
+    ground keeps the model's depth. Per object [n, 4]: the median log(depth / truth) (its offset), the median
+    |log ratio - offset| (its spread), its pixel count and its median true depth.
+    """
+    import cv2
+
+    known = standing & np.isfinite(truth) & np.isfinite(depth) & (depth > 0) & (truth > 0)
+    count, groups = cv2.connectedComponents(known.astype(np.uint8), connectivity=4)
+    out = depth.copy()
+    if count < 2:
+        return out, np.zeros((0, 4))
+    ids = groups[known]
+    order = np.argsort(ids, kind="stable")
+    log_ratio = np.log(depth[known] / truth[known])[order]
+    true_depth = truth[known][order]
+    starts = np.searchsorted(ids[order], np.arange(2, count))
+    stats = np.array([(np.median(part), np.median(np.abs(part - np.median(part))), part.size, np.median(z))
+                      for part, z in zip(np.split(log_ratio, starts), np.split(true_depth, starts), strict=True)])
+    factor = np.ones(count, np.float64)
+    factor[1:] = np.exp(-stats[:, 0])
+    out[known] = depth[known] * factor[ids].astype(np.float32)
+    return out, stats
+
+
+def object_offset_summary(stats: np.ndarray, bands: list[tuple[float, float]]) -> dict[str, Any]:
+    """Per band of true depth: objects, and the pixel-weighted median |offset| and spread (relative, from logs)."""
+    summary: dict[str, Any] = {"bands_m": bands, "objects": [], "offset": [], "spread": []}
+    for low, high in bands:
+        part = stats[(stats[:, 3] >= low) & (stats[:, 3] < high)] if stats.size else stats
+        summary["objects"].append(len(part))
+        for key, column in (("offset", 0), ("spread", 1)):
+            if not len(part):
+                summary[key].append(float("nan"))
+                continue
+            values = np.abs(part[:, column])
+            order = np.argsort(values)
+            weights = np.cumsum(part[order, 2])
+            summary[key].append(float(np.expm1(values[order][np.searchsorted(weights, weights[-1] / 2)])))
+    return summary
+
+
 def false_lethal_sources(result: Any, labels_only: Any, false_lethal: np.ndarray, config: Any) -> dict[str, int]:
     """Cells of ``false_lethal`` per source (FALSE_LETHAL_SOURCES), each cell counted once, in that order.
 
@@ -293,7 +338,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="split the models' false lethal cells by the evidence that made them lethal")
     parser.add_argument("--split-depth", action="store_true",
                         help="three more rows with GT labels: the model's depth with GT depth on the ground pixels, "
-                             "with GT depth on the standing obstacles (which part of the depth limits the costmap), and "
+                             "with GT depth on the standing obstacles (which part of the depth limits the costmap), with "
+                             "each obstacle's own depth offset removed (how much of that is a per-object offset), and "
                              "scaled per frame by the factor that best fits the truth (how much is a global scale)")
     args = parser.parse_args(argv)
 
@@ -343,7 +389,8 @@ def main(argv: list[str] | None = None) -> int:
     # Where the loss comes from: each model's output swapped for the ground truth at the model's size.
     paths = ("models", "gt", "gt_depth_model_labels", "model_depth_gt_labels")
     if args.split_depth:
-        paths += ("gt_ground_depth_gt_labels", "gt_obstacle_depth_gt_labels", "frame_scaled_depth_gt_labels")
+        paths += ("gt_ground_depth_gt_labels", "gt_obstacle_depth_gt_labels", "object_offset_removed_depth_gt_labels",
+                  "frame_scaled_depth_gt_labels")
     totals = {path: CostmapMeasures() for path in paths}
     by_range = RangeBandMeasures()  # the models' costmap per band of distance ahead
     per_seed: dict[int, dict[str, CostmapMeasures]] = {}
@@ -352,6 +399,7 @@ def main(argv: list[str] | None = None) -> int:
     inference_s: list[float] = []
     correction_status: dict[str, int] = {}  # the depth pipeline's range correction, frames per outcome
     frame_scales: list[dict[str, float]] = []  # --split-depth: each frame's best scale
+    object_stats: list[np.ndarray] = []  # --split-depth: each standing object's depth offset and spread
     sources = dict.fromkeys(FALSE_LETHAL_SOURCES, 0)
     # The depth model on these frames (the costmap's pixels): all, and those whose true label stands up.
     standing_ids = classes.defined_standing
@@ -386,6 +434,9 @@ def main(argv: list[str] | None = None) -> int:
                                                        gt_labels_small)
                 inputs["gt_obstacle_depth_gt_labels"] = (np.where(known & standing_gt, gt_depth_small, depth),
                                                          gt_labels_small)
+                offsets_removed, stats = object_offsets_removed(depth, gt_depth_small, standing_gt)
+                object_stats.append(stats)
+                inputs["object_offset_removed_depth_gt_labels"] = (offsets_removed, gt_labels_small)
                 scale = best_frame_scale(depth, gt_depth_small, config)
                 frame_scales.append({"seed": seed, "frame": frame.index, "scale": scale})
                 inputs["frame_scaled_depth_gt_labels"] = (depth * np.float32(scale), gt_labels_small)
@@ -428,6 +479,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.split_depth:
         rows += [("  + GT depth on the ground", totals["gt_ground_depth_gt_labels"].summary()),
                  ("  + GT depth on obstacles", totals["gt_obstacle_depth_gt_labels"].summary()),
+                 ("  + each obstacle's offset removed", totals["object_offset_removed_depth_gt_labels"].summary()),
                  ("  at each frame's best scale", totals["frame_scaled_depth_gt_labels"].summary())]
     rows += [(f"  seed {seed} models", m["models"].summary()) for seed, m in per_seed.items()]
     print(f"\n{len(args.seeds)} drives x {args.frames} frames at {args.width}x{args.height}, mount "
@@ -492,6 +544,14 @@ def main(argv: list[str] | None = None) -> int:
         report["models_by_range"] = by_range.summary()
         if frame_scales:
             report["frame_scales"] = frame_scales
+        if object_stats:
+            report["object_depth_offsets"] = {
+                **object_offset_summary(np.concatenate(object_stats), [(0.0, 3.0), (3.0, 6.0), (6.0, 9.0), (9.0, 12.0),
+                                                                       (12.0, 15.0)]),
+                "definition": "standing objects (4-connected groups of GT standing pixels at the depth model's size) "
+                "by their median true depth: how many, and the pixel-weighted median over objects of the factor by "
+                "which each is off as a whole, exp(|median log(depth / truth)|) - 1 (offset), and of its pixels' "
+                "spread about that, exp(median |log ratio - its median|) - 1 (spread)"}
         if any(sources.values()):
             report["models_false_lethal_sources"] = {
                 "cells": sources, "clear_cells": totals["models"].counts["clear_cells"],

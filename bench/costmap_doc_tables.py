@@ -34,6 +34,7 @@ ROW_LABELS = {
     "model depth + GT labels": "model_depth_gt_labels",
     "... with GT depth on the ground pixels": "gt_ground_depth_gt_labels",
     "... with GT depth on standing obstacles": "gt_obstacle_depth_gt_labels",
+    "... with each obstacle's own offset removed": "object_offset_removed_depth_gt_labels",
     "... scaled per frame to fit the truth": "frame_scaled_depth_gt_labels",
 }
 CITED_JSON = re.compile(r"docs/measurements/(costmap_bench[\w.]*\.json)")

@@ -46,3 +46,33 @@ def test_by_range_table_has_a_row_per_band_and_marks_empty_bands(bench_costmap, 
     lines = capsys.readouterr().out.splitlines()
     assert lines[1].split() == ["x", "(m)", "recall_labelled", "precision_all"]
     assert lines[2].split() == ["0-3", "1.000", "0.500"] and lines[3].split() == ["3-6", "n/a", "0.250"]
+
+
+def test_object_offsets_removed_scales_each_object_by_its_own_median_and_keeps_the_rest(bench_costmap) -> None:
+    """Two objects read 10 % too far and 20 % too near, with a within-object wobble; the ground is off too.
+    Each object comes back to the truth times its wobble (its median ratio removed); the ground is untouched."""
+    truth = np.full((8, 12), 10.0, np.float32)
+    truth[1:4, 1:4] = 5.0
+    truth[5:8, 7:11] = 8.0
+    standing = np.zeros(truth.shape, bool)
+    standing[1:4, 1:4] = True
+    standing[5:8, 7:11] = True
+    wobble = np.ones(truth.shape, np.float32)
+    wobble[2, 2] = 1.05  # one pixel of the first object off its object's depth
+    depth = truth * 1.3  # the ground: read 30 % far, and kept so
+    depth[1:4, 1:4] = truth[1:4, 1:4] * 1.1 * wobble[1:4, 1:4]
+    depth[5:8, 7:11] = truth[5:8, 7:11] * 0.8
+    depth[0, 0] = np.nan  # no depth: left as it is
+    out, stats = bench_costmap.object_offsets_removed(depth, truth, standing)
+    assert np.allclose(out[1:4, 1:4], truth[1:4, 1:4] * wobble[1:4, 1:4], rtol=1e-5)
+    # Per object: offset (log), spread, pixels, median true depth.
+    assert np.allclose(stats, [[np.log(1.1), 0.0, 9, 5.0], [np.log(0.8), 0.0, 12, 8.0]], atol=1e-6)
+    summary = bench_costmap.object_offset_summary(stats, [(0.0, 6.0), (6.0, 15.0), (15.0, 20.0)])
+    assert summary["objects"] == [1, 1, 0]
+    assert np.allclose(summary["offset"][:2], [0.1, 0.25], rtol=1e-5)  # |log 0.8| as a ratio: 1 / 0.8 - 1
+    assert np.isnan(summary["offset"][2])
+    assert np.allclose(out[5:8, 7:11], truth[5:8, 7:11], rtol=1e-5)
+    assert np.array_equal(out[~standing], depth[~standing], equal_nan=True)
+    # No standing pixel: the depth comes back unchanged.
+    unchanged, none = bench_costmap.object_offsets_removed(depth, truth, np.zeros_like(standing))
+    assert np.array_equal(unchanged, depth, equal_nan=True) and none.shape == (0, 4)
