@@ -201,8 +201,9 @@ def _costmap_scene() -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, floa
 
 def _costmap_steps() -> list[tuple[str, Callable[[], object], Callable[[], object]]]:
     """(name, optimised, naive) costmap builds on a rendered scene: the node's default base-frame grid, the same
-    with ``ground_geometry`` off (labels alone), and the grid in a fixed frame (a moving pose, so the per-pixel
-    gains are recomputed every frame). Naive: float64
+    with ``ground_geometry`` off (labels alone), the grid in a fixed frame (a moving pose, so the per-pixel
+    gains are recomputed every frame), and a camera moving on its mount (TF base -> camera changing every frame
+    by a hundredth of a degree of pitch, so the cached ray geometry is computed anew each time). Naive: float64
     N x 3 points, boolean-mask copies, np.floor binning (``project_points`` + ``grid_from_points``, the
     module's own reference path; it has no dense ground)."""
     import math
@@ -222,6 +223,9 @@ def _costmap_steps() -> list[tuple[str, Callable[[], object], Callable[[], objec
                                                   costmap.camera_to_grid_transform(config), config)
         costmap.grid_from_points(points, cats, config)
 
+    moving_mounts = iter(costmap.camera_to_grid_transform(
+        costmap.CostmapConfig(**{**mount, "mount_pitch": mount["mount_pitch"] + math.radians(0.01) * (i % 50)}))
+        for i in range(10**9))
     labels_only = costmap.CostmapConfig(**mount, ground_geometry=False)
     every_row = costmap.CostmapConfig(**mount, near_row_spacing=0.0)
     return [
@@ -232,6 +236,9 @@ def _costmap_steps() -> list[tuple[str, Callable[[], object], Callable[[], objec
          naive),
         ("costmap (odom grid)", lambda: costmap.build_costmap(depth, labels, k, config, classes, k_hw=CAMERA_HW,
                                                               window=rolling.window_for(next(poses))), naive),
+        ("costmap, moving mount", lambda: costmap.build_costmap(depth, labels, k, config, classes,
+                                                                camera_to_base=next(moving_mounts), k_hw=CAMERA_HW),
+         naive),
     ]
 
 

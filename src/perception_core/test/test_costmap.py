@@ -241,6 +241,23 @@ def test_near_rows_are_thinned_to_the_set_spacing_of_flat_ground() -> None:
     assert off.rows is None and off.row_weight is None and off.gz.shape == (480, 640)
 
 
+@pytest.mark.parametrize("skew", [0.0, 2.5])
+def test_pixel_rays_broadcast_to_the_whole_image_planes_exactly(skew: float) -> None:
+    """The ray geometry builds its planes from a row of x and a column of y (a camera moving on its mount
+    recomputes them every frame); per pixel they must be the very float64 values of the whole-image formula,
+    written here independently, with and without a skewed K."""
+    from perception_core.costmap.projection import _pixel_rays
+
+    k = np.array([[301.7, skew, 159.3], [0.0, 297.1, 121.9], [0.0, 0.0, 1.0]])
+    ray_x, ray_y = _pixel_rays(k, (240, 320))
+    assert ray_y.shape == (240, 1) and ray_x.shape == ((1, 320) if skew == 0 else (240, 320))
+    v, u = np.mgrid[0:240, 0:320].astype(np.float64)
+    whole_y = (v - k[1, 2]) / k[1, 1]
+    whole_x = (u - k[0, 2] - k[0, 1] * whole_y) / k[0, 0]
+    bx, by = np.broadcast_arrays(ray_x, ray_y)
+    assert np.array_equal(bx, whole_x) and np.array_equal(by, whole_y)
+
+
 def test_thinned_near_rows_place_the_same_box_and_ground(classes: ClassMap) -> None:
     """A low box 2.5 m ahead, seen in the thinned rows: the same lethal cells, about the same surface area
     in them (thinned pixels count for the rows they stand for), the same ground, nothing seen that was not."""

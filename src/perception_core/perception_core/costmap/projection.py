@@ -256,11 +256,15 @@ def _check_inputs(depth: np.ndarray | None, labels: np.ndarray, k_matrix: np.nda
 
 
 def _pixel_rays(k: np.ndarray, hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Optical-frame ray (x/z, y/z) per pixel of an image of size ``hw`` with intrinsics ``k``."""
-    v, u = np.mgrid[0 : hw[0], 0 : hw[1]].astype(np.float64)
-    ray_y = (v - k[1, 2]) / k[1, 1]
-    ray_x = (u - k[0, 2] - k[0, 1] * ray_y) / k[0, 0]
-    return ray_x, ray_y
+    """Optical-frame ray (x/z, y/z) per pixel of an image of size ``hw`` with intrinsics ``k``, as arrays that
+    broadcast to ``hw``: y is [H, 1], x is [1, W] (or [H, W] with a skewed K). Per pixel the same float64 values
+    as whole planes, for a fraction of the work (the ray geometry is recomputed when a camera moves on its mount).
+    """
+    ray_y = (np.arange(hw[0], dtype=np.float64)[:, None] - k[1, 2]) / k[1, 1]
+    u = np.arange(hw[1], dtype=np.float64)[None, :]
+    if k[0, 1] == 0:  # subtracting 0 * ray_y changes no value: x depends on the column alone
+        return (u - k[0, 2]) / k[0, 0], ray_y
+    return (u - k[0, 2] - k[0, 1] * ray_y) / k[0, 0], ray_y
 
 
 def _categories_of(labels: np.ndarray, classes: ClassMap) -> np.ndarray:
@@ -327,7 +331,7 @@ class _RayGeometry:
 
 
 _GEOMETRY_CACHE: OrderedDict[tuple, _RayGeometry] = OrderedDict()
-_GEOMETRY_CACHE_SIZE = 4  # a few cameras / mounts; a camera moving on its mount (TF) recomputes: tens of ms at 768 rows
+_GEOMETRY_CACHE_SIZE = 4  # a few cameras / mounts; a camera moving on its mount (TF) recomputes: ~20 ms at 768 rows
 _GAIN_CACHE: OrderedDict[tuple, tuple[np.ndarray, np.ndarray, float, float]] = OrderedDict()
 
 
@@ -402,8 +406,10 @@ def _ray_geometry(k: np.ndarray, hw: tuple[int, int], camera_to_base: np.ndarray
         lateral = np.maximum(lateral[:-1], lateral[1:])  # the wider of a quad's two edges
         # Judged where flat ground lies in range, like the rows' spacing (a quad's columns are far apart only
         # where the image is coarse for the ground it sees).
-        lateral = np.where(in_range[:, 1:] & in_range[:, :-1], lateral, 0.0)
-        wide_quads = np.nan_to_num(lateral, nan=0.0, posinf=0.0) >= config.resolution * SURFACE_SAMPLE_STEP
+        wide_quads = lateral >= config.resolution * SURFACE_SAMPLE_STEP
+        wide_quads &= np.isfinite(lateral)  # a ray at the horizon: its hit (and its spacing) at infinity
+        wide_quads &= in_range[:, 1:]
+        wide_quads &= in_range[:, :-1]
     geometry = _RayGeometry(
         gx=gx.astype(np.float32), gy=gy.astype(np.float32), gz=gz.astype(np.float32), t=translation.copy(),
         near_rows=near_rows, step_limit=(step * config.surface_step_ratio).astype(np.float32),
@@ -1125,7 +1131,7 @@ def project_points(
     ground plane z = ground_z (flat-ground fallback).
     """
     k = np.asarray(k_matrix, dtype=np.float64).reshape(3, 3)
-    ray_x, ray_y = _pixel_rays(k, categories.shape)
+    ray_x, ray_y = np.broadcast_arrays(*_pixel_rays(k, categories.shape))
     transform = np.asarray(camera_to_base, dtype=np.float64)
     rotation, translation = transform[:3, :3], transform[:3, 3]
     keep = categories >= 0
