@@ -258,6 +258,48 @@ def test_pixel_rays_broadcast_to_the_whole_image_planes_exactly(skew: float) -> 
     assert np.array_equal(bx, whole_x) and np.array_equal(by, whole_y)
 
 
+def test_a_camera_moving_a_little_on_its_mount_keeps_the_tables_and_gets_exact_gains(classes: ClassMap) -> None:
+    """A mount moved by 0.05 deg (under TABLES_REUSE_DEG) reuses the cached tables (rows, limits) with ray gains
+    exact for the new mount; moves are measured from the tables' own mount (0.05 then 0.12 deg: the second
+    recomputes); a move of 0.5 deg recomputes. Reused tables change next to nothing in the grid against a fresh computation."""
+    from perception_core.costmap import projection
+    from perception_core.costmap.projection import _pixel_rays, _ray_geometry
+
+    k = pinhole_k(640, 480, 400.0)
+    config = scene_config(resolution=0.1)
+
+    def mount(pitch_deg: float) -> np.ndarray:
+        return camera_to_grid_transform(CostmapConfig(**{**_fields(config),
+                                                         "mount_pitch": CAM_PITCH + math.radians(pitch_deg)}))
+
+    projection._GEOMETRY_CACHE.clear()
+    base = _ray_geometry(k, (480, 640), mount(0.0), config)
+    moved = _ray_geometry(k, (480, 640), mount(0.05), config)
+    assert moved.step_limit is base.step_limit and moved.rows is base.rows and moved.near_rows == base.near_rows
+    ray_x, ray_y = np.broadcast_arrays(*_pixel_rays(k, (480, 640)))
+    rotation = mount(0.05)[:3, :3]
+    expected_gz = (rotation[2, 0] * ray_x + rotation[2, 1] * ray_y + rotation[2, 2])[base.rows].astype(np.float32)
+    assert np.array_equal(moved.gz, expected_gz) and not np.array_equal(moved.gz, base.gz)
+    assert np.array_equal(moved.t, mount(0.05)[:3, 3])
+    further = _ray_geometry(k, (480, 640), mount(0.12), config)  # 0.07 deg from the last, 0.12 from the tables
+    assert further.step_limit is not base.step_limit
+    projection._GEOMETRY_CACHE.clear()
+    fresh = _ray_geometry(k, (480, 640), mount(0.5), config)
+    projection._GEOMETRY_CACHE.clear()
+    _ray_geometry(k, (480, 640), mount(0.0), config)
+    far = _ray_geometry(k, (480, 640), mount(0.5), config)
+    assert np.array_equal(far.step_limit, fresh.step_limit) and np.array_equal(far.rows, fresh.rows)
+
+    depth, labels = render_scene(640, 480, k)
+    projection._GEOMETRY_CACHE.clear()
+    build_costmap(depth, labels, k, config, classes, camera_to_base=mount(0.0))
+    reused = build_costmap(depth, labels, k, config, classes, camera_to_base=mount(0.05))
+    projection._GEOMETRY_CACHE.clear()
+    exact = build_costmap(depth, labels, k, config, classes, camera_to_base=mount(0.05))
+    seen = exact.category != UNKNOWN
+    assert seen.sum() > 1000 and (reused.category != exact.category).sum() <= 0.002 * seen.sum()
+
+
 def test_thinned_near_rows_place_the_same_box_and_ground(classes: ClassMap) -> None:
     """A low box 2.5 m ahead, seen in the thinned rows: the same lethal cells, about the same surface area
     in them (thinned pixels count for the rows they stand for), the same ground, nothing seen that was not."""

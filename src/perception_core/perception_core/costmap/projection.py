@@ -330,8 +330,14 @@ class _RayGeometry:
     row_weight: np.ndarray | None = None  # float32 [H]: image rows each worked row stands for (None: 1 each)
 
 
-_GEOMETRY_CACHE: OrderedDict[tuple, _RayGeometry] = OrderedDict()
-_GEOMETRY_CACHE_SIZE = 4  # a few cameras / mounts; a camera moving on its mount (TF) recomputes: ~20 ms at 768 rows
+# Per (K, size, config, mount): the geometry and the mount its tables were computed for.
+_GEOMETRY_CACHE: OrderedDict[tuple, tuple[_RayGeometry, np.ndarray]] = OrderedDict()
+_GEOMETRY_CACHE_SIZE = 4  # a few cameras / mounts; a mount moved past TABLES_REUSE_* recomputes: ~20 ms at 768 rows
+# A camera moving on its mount by less than this since a cached geometry's tables were computed keeps those tables
+# (rows worked, continuity limits, wide quads: thresholds that a hundredth of a degree does not move) and gets
+# exact ray gains for its own mount; farther, all is computed anew. A few ms instead of ~20 at 768 rows.
+TABLES_REUSE_DEG = 0.1
+TABLES_REUSE_M = 0.01
 _GAIN_CACHE: OrderedDict[tuple, tuple[np.ndarray, np.ndarray, float, float]] = OrderedDict()
 
 
@@ -367,12 +373,18 @@ def _ray_geometry(k: np.ndarray, hw: tuple[int, int], camera_to_base: np.ndarray
     """
     k = np.asarray(k, dtype=np.float64).reshape(3, 3)
     transform = np.asarray(camera_to_base, dtype=np.float64)
-    key = (tuple(hw), k.tobytes(), transform[:3].tobytes(), config.ground_z, config.resolution, config.max_range,
-           config.surface_step_ratio, config.max_surface_slope_deg, config.near_row_spacing)
+    camera = (tuple(hw), k.tobytes(), config.ground_z, config.resolution, config.max_range,
+              config.surface_step_ratio, config.max_surface_slope_deg, config.near_row_spacing)
+    key = (*camera, transform[:3].tobytes())
     cached = _GEOMETRY_CACHE.get(key)
     if cached is not None:
         _GEOMETRY_CACHE.move_to_end(key)
-        return cached
+        return cached[0]
+    near = _geometry_near(camera, transform)
+    if near is not None:
+        geometry = _moved_geometry(near[0], k, hw, transform)
+        _cache_geometry(key, geometry, near[1])
+        return geometry
     ray_x, ray_y = _pixel_rays(k, hw)
     rotation, translation = transform[:3, :3], transform[:3, 3]
     gx, gy, gz = (rotation[i, 0] * ray_x + rotation[i, 1] * ray_y + rotation[i, 2] for i in range(3))
@@ -418,10 +430,41 @@ def _ray_geometry(k: np.ndarray, hw: tuple[int, int], camera_to_base: np.ndarray
         area_per_z2=float(1.0 / (k[0, 0] * k[1, 1])), max_range=float(config.max_range), rows=rows,
         row_weight=row_weight,
     )
-    _GEOMETRY_CACHE[key] = geometry
+    _cache_geometry(key, geometry, transform)
+    return geometry
+
+
+def _cache_geometry(key: tuple, geometry: _RayGeometry, tables_transform: np.ndarray) -> None:
+    _GEOMETRY_CACHE[key] = (geometry, tables_transform)
     while len(_GEOMETRY_CACHE) > _GEOMETRY_CACHE_SIZE:
         _GEOMETRY_CACHE.popitem(last=False)
-    return geometry
+
+
+def _geometry_near(camera: tuple, transform: np.ndarray) -> tuple[_RayGeometry, np.ndarray] | None:
+    """A cached (geometry, tables' mount) of the same camera and config whose tables were computed for a mount
+    within TABLES_REUSE_DEG / TABLES_REUSE_M of ``transform`` (compared with the tables' own mount, so that
+    small moves cannot add up), or None."""
+    for key, (geometry, tables_transform) in reversed(_GEOMETRY_CACHE.items()):
+        if key[:-1] != camera:
+            continue
+        moved = np.linalg.norm(transform[:3, 3] - tables_transform[:3, 3])
+        cos_turn = (np.trace(tables_transform[:3, :3].T @ transform[:3, :3]) - 1.0) / 2.0
+        if moved <= TABLES_REUSE_M and math.degrees(math.acos(min(1.0, max(-1.0, cos_turn)))) <= TABLES_REUSE_DEG:
+            return geometry, tables_transform
+    return None
+
+
+def _moved_geometry(tables: _RayGeometry, k: np.ndarray, hw: tuple[int, int], transform: np.ndarray) -> _RayGeometry:
+    """``tables``' rows and limits with the ray gains and origin of ``transform``: per pixel the float64 values a
+    full computation for ``transform`` would give on those rows."""
+    ray_x, ray_y = _pixel_rays(k, hw)
+    if tables.rows is not None:
+        ray_y = ray_y[tables.rows]
+        ray_x = ray_x if ray_x.shape[0] == 1 else ray_x[tables.rows]
+    rotation = transform[:3, :3]
+    gx, gy, gz = ((rotation[i, 0] * ray_x + rotation[i, 1] * ray_y + rotation[i, 2]).astype(np.float32)
+                  for i in range(3))
+    return dataclasses.replace(tables, gx=gx, gy=gy, gz=gz, t=transform[:3, 3].copy())
 
 
 def _cell_gains(geometry: _RayGeometry, window: GridWindow) -> tuple[np.ndarray, np.ndarray, float, float]:
