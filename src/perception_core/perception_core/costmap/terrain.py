@@ -126,6 +126,17 @@ def _step_and_slope(elevation: np.ndarray, top: np.ndarray, bottom: np.ndarray, 
 SOLVE_MIN_SPREAD = 0.75
 
 
+def magnitude32(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """float32 sqrt(x^2 + y^2), each step rounded once, so the same on any buffer.
+
+    Not cv2.magnitude: its last bit depends on where the buffers start in memory (a few elements of a 148 x 298
+    image differ between offsets), so a cell exactly at a slope limit could change class from one run to the next.
+    """
+    out = np.multiply(x, x, dtype=np.float32)
+    out += np.multiply(y, y, dtype=np.float32)
+    return np.sqrt(out, out=out)
+
+
 def window_slope(elevation: np.ndarray, unknown: np.ndarray, side: int, resolution: float) -> np.ndarray:
     """tan of the slope of the ground over side x side windows: central differences of window means.
 
@@ -196,7 +207,7 @@ def window_slope(elevation: np.ndarray, unknown: np.ndarray, side: int, resoluti
         grad /= det
         cv2.copyTo(nominal * 0.5, unsolvable.view(np.uint8), grad)
         grads.append(np.ascontiguousarray(grad.reshape(rows - 2, cols)[:, : cols - 2]))
-    magnitude = cv2.magnitude(*grads)  # float32 throughout
+    magnitude = magnitude32(*grads)
     magnitude *= np.float32(1.0 / resolution)
     slope[1:-1, 1:-1] = magnitude
     return slope
