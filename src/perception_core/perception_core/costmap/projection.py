@@ -430,7 +430,7 @@ def _ray_geometry(k: np.ndarray, hw: tuple[int, int], camera_to_base: np.ndarray
         area_per_z2=float(1.0 / (k[0, 0] * k[1, 1])), max_range=float(config.max_range), rows=rows,
         row_weight=row_weight,
     )
-    _cache_geometry(key, geometry, transform)
+    _cache_geometry(key, geometry, transform.copy())  # not the caller's array, which it may change later
     return geometry
 
 
