@@ -294,9 +294,10 @@ CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 _clock = time.perf_counter
 
 
-def _time(fast: Callable[[], None], naive: Callable[[], None], frames: int) -> tuple[float, float]:
-    """Median ms of each, timed in turns frame by frame: a shared machine's slow spells hit both alike, so
-    their ratio holds even when the absolute times drift between runs."""
+def _time(fast: Callable[[], None], naive: Callable[[], None], frames: int) -> tuple[float, float, float]:
+    """Median ms of each, timed in turns frame by frame (a shared machine's slow spells hit both alike, so
+    their ratio holds even when the absolute times drift between runs), and the 90th percentile of the fast one:
+    a stage that pays a cost on some frames only (a moving mount's geometry) shows it there, not in the median."""
     fast(), naive()  # warm-up: first-call allocations, lazy imports
     samples: tuple[list[float], list[float]] = ([], [])
     for _ in range(frames):
@@ -304,7 +305,8 @@ def _time(fast: Callable[[], None], naive: Callable[[], None], frames: int) -> t
             start = _clock()
             fn()
             out.append((_clock() - start) * 1e3)
-    return statistics.median(samples[0]), statistics.median(samples[1])
+    p90 = statistics.quantiles(samples[0], n=10)[-1] if frames >= 2 else samples[0][0]
+    return statistics.median(samples[0]), statistics.median(samples[1]), p90
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -351,9 +353,10 @@ def main(argv: list[str] | None = None) -> int:
         *_costmap_steps(),
     ]
     rows = [(name, *_time(fast, naive, args.frames)) for name, fast, naive in steps]
-    print(f"{'stage':<20}{'optimised ms':>14}{'naive ms':>12}{'speed-up':>10}{'goal 5 ms':>11}")
-    for name, fast, naive in rows:
-        print(f"{name:<20}{fast:>14.2f}{naive:>12.2f}{naive / fast:>9.1f}x{'ok' if fast <= 5.0 else 'MISSED':>11}")
+    print(f"{'stage':<20}{'optimised ms':>14}{'(p90)':>8}{'naive ms':>12}{'speed-up':>10}{'goal 5 ms':>11}")
+    for name, fast, naive, p90 in rows:
+        print(f"{name:<20}{fast:>14.2f}{p90:>8.2f}{naive:>12.2f}{naive / fast:>9.1f}x"
+              f"{'ok' if fast <= 5.0 else 'MISSED':>11}")
     stages = {}
     if args.stages:
         stages = _print_stages(msg, depth_pipe, seg_pipe, cid_pipe, depth_out, seg_out, cid_out, image_cls,
@@ -366,7 +369,8 @@ def main(argv: list[str] | None = None) -> int:
             "command": "python bench/bench_host.py " + shlex.join(argv if argv is not None else sys.argv[1:]),
             "frames": args.frames, "threads": 1, "clock": args.clock, "goal_ms": 5.0,
             "depth_hw": list(DEPTH_HW), "seg_hw": list(SEG_HW),
-            "stages": {name: {"optimised_ms": fast, "naive_ms": naive} for name, fast, naive in rows},
+            "stages": {name: {"optimised_ms": fast, "naive_ms": naive, "optimised_p90_ms": p90}
+                       for name, fast, naive, p90 in rows},
             **({"optimised_steps_ms": stages} if stages else {}),
             "costmap_work": _costmap_rows_worked(),
             "load_average_1min": os.getloadavg()[0],

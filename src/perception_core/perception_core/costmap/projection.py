@@ -332,10 +332,10 @@ class _RayGeometry:
 
 # Per (K, size, config, mount): the geometry and the mount its tables were computed for.
 _GEOMETRY_CACHE: OrderedDict[tuple, tuple[_RayGeometry, np.ndarray]] = OrderedDict()
-_GEOMETRY_CACHE_SIZE = 4  # a few cameras / mounts; a mount moved past TABLES_REUSE_* recomputes: ~20 ms at 768 rows
+_GEOMETRY_CACHE_SIZE = 4  # a few cameras / mounts; a mount moved past TABLES_REUSE_* recomputes: 20-30 ms at 768 rows
 # A camera moving on its mount by less than this since a cached geometry's tables were computed keeps those tables
 # (rows worked, continuity limits, wide quads: thresholds that a hundredth of a degree does not move) and gets
-# exact ray gains for its own mount; farther, all is computed anew. A few ms instead of ~20 at 768 rows.
+# exact ray gains for its own mount; farther, all is computed anew (bench/bench_ray_geometry.py: 0.08x the time).
 TABLES_REUSE_DEG = 0.1
 TABLES_REUSE_M = 0.01
 _GAIN_CACHE: OrderedDict[tuple, tuple[np.ndarray, np.ndarray, float, float]] = OrderedDict()
