@@ -267,6 +267,12 @@ def _pixel_rays(k: np.ndarray, hw: tuple[int, int]) -> tuple[np.ndarray, np.ndar
     return (u - k[0, 2] - k[0, 1] * ray_y) / k[0, 0], ray_y
 
 
+def _base_rays(rotation: np.ndarray, ray_x: np.ndarray, ray_y: np.ndarray) -> tuple[np.ndarray, ...]:
+    """float64 base-frame (x, y, z) per metre of optical depth: ``rotation`` applied to the optical rays
+    (``_pixel_rays``, broadcast to their image or to some of its rows)."""
+    return tuple(rotation[i, 0] * ray_x + rotation[i, 1] * ray_y + rotation[i, 2] for i in range(3))
+
+
 def _categories_of(labels: np.ndarray, classes: ClassMap) -> np.ndarray:
     """int8 Category value per pixel (NOT_PROJECTED for sky and ignore)."""
     lut = classes.category
@@ -385,9 +391,8 @@ def _ray_geometry(k: np.ndarray, hw: tuple[int, int], camera_to_base: np.ndarray
         geometry = _moved_geometry(near[0], k, hw, transform)
         _cache_geometry(key, geometry, near[1])
         return geometry
-    ray_x, ray_y = _pixel_rays(k, hw)
-    rotation, translation = transform[:3, :3], transform[:3, 3]
-    gx, gy, gz = (rotation[i, 0] * ray_x + rotation[i, 1] * ray_y + rotation[i, 2] for i in range(3))
+    translation = transform[:3, 3]
+    gx, gy, gz = _base_rays(transform[:3, :3], *_pixel_rays(k, hw))
     # Flat ground z = ground_z: a ray with gz < 0 meets it at depth (ground_z - t_z) / gz, i.e. inverse depth
     # gz / (ground_z - t_z), linear in v. Its step between rows bounds what a continuous surface may do.
     drop = translation[2] - config.ground_z  # camera height above the ground (> 0, checked by the config)
@@ -461,9 +466,7 @@ def _moved_geometry(tables: _RayGeometry, k: np.ndarray, hw: tuple[int, int], tr
     if tables.rows is not None:
         ray_y = ray_y[tables.rows]
         ray_x = ray_x if ray_x.shape[0] == 1 else ray_x[tables.rows]
-    rotation = transform[:3, :3]
-    gx, gy, gz = ((rotation[i, 0] * ray_x + rotation[i, 1] * ray_y + rotation[i, 2]).astype(np.float32)
-                  for i in range(3))
+    gx, gy, gz = (g.astype(np.float32) for g in _base_rays(transform[:3, :3], ray_x, ray_y))
     return dataclasses.replace(tables, gx=gx, gy=gy, gz=gz, t=transform[:3, 3].copy())
 
 
