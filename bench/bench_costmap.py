@@ -203,16 +203,16 @@ def object_offsets_removed(depth: np.ndarray, truth: np.ndarray, standing: np.nd
     out = depth.copy()
     if count < 2:
         return out, np.zeros((0, 4))
-    ids = groups[known]
+    ids, depth_known, truth_known = groups[known], depth[known], truth[known]
     order = np.argsort(ids, kind="stable")
-    log_ratio = np.log(depth[known] / truth[known])[order]
-    true_depth = truth[known][order]
+    log_ratio = np.log(depth_known / truth_known)[order]
+    true_depth = truth_known[order]
     starts = np.searchsorted(ids[order], np.arange(2, count))
     stats = np.array([(np.median(part), np.median(np.abs(part - np.median(part))), part.size, np.median(z))
                       for part, z in zip(np.split(log_ratio, starts), np.split(true_depth, starts), strict=True)])
     factor = np.ones(count, np.float64)
     factor[1:] = np.exp(-stats[:, 0])
-    out[known] = depth[known] * factor[ids].astype(np.float32)
+    out[known] = depth_known * factor[ids].astype(np.float32)
     return out, stats
 
 
