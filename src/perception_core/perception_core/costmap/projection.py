@@ -61,6 +61,7 @@ from typing import Any
 
 import numpy as np
 
+from perception_core.costmap import kernels
 from perception_core.costmap.classes import ClassMap, as_class_map
 from perception_core.costmap.config import CATEGORIES, UNKNOWN, CostmapConfig
 from perception_core.costmap.terrain import GroundGeometry, _set_where, ground_geometry
@@ -646,71 +647,40 @@ def _spread(per_item: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _surface_samples(z: np.ndarray, inverse: np.ndarray, surface_ok: np.ndarray, categories: np.ndarray,
                      geometry: _RayGeometry, col_f: np.ndarray, row_f: np.ndarray, height: np.ndarray,
                      resolution: float, feet: tuple[np.ndarray, np.ndarray, np.ndarray], depth_noise: float,
-                     with_heights: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Samples of the surface between neighbouring pixels: (col_f, row_f, category, height) arrays.
+                     ) -> tuple[tuple[np.ndarray, ...] | None, tuple[np.ndarray, ...] | None]:
+    """The dense ground that numpy prepares: (feet segment, quad samples), each None when there is none.
 
-    Heights (interpolated like the positions) are left empty unless ``with_heights``; ``inverse`` is 1 / z.
-
-    Two vertically neighbouring pixels (r, r + 1) are one surface when both are valid surface pixels, the
-    step in inverse depth between them is within ``step_limit`` (plus depth noise) and the segment between
-    their points is no steeper than the geometry's slope limit (an occlusion edge seen obliquely is a small
-    depth step but a steep segment). The points between two pixels of a surface lie on the 3-D segment
-    between their points, so the segment is sampled in the grid every ``SURFACE_SAMPLE_STEP`` cells: the
-    lower pixel's category covers its lower half, the upper's the rest. The ground between a standing
-    obstacle's ground contact and its bottom pixel (``feet``: the contacts, and the column and row where each
-    foot ends) is sampled with the contact's category. Where
-    horizontal neighbours are also more than a cell apart (a low-resolution depth image), the quad of four
-    surface pixels is sampled inside as a bilinear patch.
+    The ground between a standing obstacle's ground contact and its bottom pixel (``feet``: the contacts, and
+    the column and row where each foot ends) is one 3-D segment per foot, of the contact's category: (col_a,
+    row_a, d_col, d_row, gap, cat_a, cat_b, h_a, d_h, use) arrays that ``kernels.bin_segment_samples`` samples
+    every ``SURFACE_SAMPLE_STEP`` cells. Two vertically neighbouring pixels (r, r + 1) are one surface when both
+    are valid surface pixels, the step in inverse depth between them is within ``step_limit`` (plus depth
+    noise) and the segment between their points is no steeper than the geometry's slope limit (an occlusion
+    edge seen obliquely is a small depth step but a steep segment): ``kernels.bin_surface_pairs`` samples
+    those. Where horizontal neighbours are also more than a cell apart (a low-resolution depth image), the quad
+    of four such pairs' pixels is sampled inside as a bilinear patch: quad samples are the (col_f, row_f,
+    category, height) of those points. ``inverse`` is 1 / z.
     """
-    import cv2
-
     cats = categories.ravel()
     step = np.float32(SURFACE_SAMPLE_STEP)
-    out_col: list[np.ndarray] = []
-    out_row: list[np.ndarray] = []
-    out_cat: list[np.ndarray] = []
-    out_height: list[np.ndarray] = []
+    quad_samples = None
 
-    def sample(col_a: np.ndarray, row_a: np.ndarray, d_col: np.ndarray, d_row: np.ndarray, gap: np.ndarray,
-               cat_a: np.ndarray, cat_b: np.ndarray, h_a: np.ndarray, d_h: np.ndarray, use: np.ndarray) -> None:
-        """Segments from (col_a, row_a, h_a) by (d_col, d_row, d_h): samples at every step, the first half cat_a,
-        of the segments in ``use``."""
-        per_pair = np.minimum(np.ceil(gap / step), MAX_SURFACE_SAMPLES).astype(np.int64)
-        per_pair -= 1
-        wide = per_pair > 0
-        wide &= use
-        wide = np.flatnonzero(wide)
-        if not wide.size:
-            return
-        per_wide = per_pair[wide]
-        item, number = _spread(per_wide)
-        source = wide[item]  # the segment of each sample: one gather per output, no filtered copies first
-        number += 1
-        t = number.astype(np.float32)
-        t /= (per_wide + 1).astype(np.float32)[item]
-        out_col.append(col_a[source] + t * d_col[source])
-        out_row.append(row_a[source] + t * d_row[source])
-        if with_heights:
-            out_height.append(h_a[source] + t * d_h[source])
-        out_cat.append(np.where(t < 0.5, cat_a[source], cat_b[source]))
-
-    # Segments to sample, (col_a, row_a, d_col, d_row, gap, cat_a, cat_b, h_a, d_h, use) each; sampled together
-    # (numpy's per-call cost outweighs the few feet).
-    segments = []
+    feet_segment = None  # (col_a, row_a, d_col, d_row, gap, cat_a, cat_b, h_a, d_h, use)
     if feet[0].size:
         col_flat, row_flat = col_f.ravel(), row_f.ravel()
         lower, upper_col, upper_row = feet
         d_col, d_row = upper_col - col_flat[lower], upper_row - row_flat[lower]
         ground = height.ravel()[lower]  # the ground up to the foot continues at the contact's height
-        segments.append((col_flat[lower], row_flat[lower], d_col, d_row, np.maximum(np.abs(d_col), np.abs(d_row)),
-                         cats[lower], cats[lower], ground, np.zeros_like(ground), np.ones(lower.size, bool)))
+        feet_segment = (col_flat[lower], row_flat[lower], d_col, d_row, np.maximum(np.abs(d_col), np.abs(d_row)),
+                        cats[lower], cats[lower], ground, np.zeros_like(ground), np.ones(lower.size, bool))
 
-    # Every row pair is examined: on flat ground only the pairs that the ground spreads over a cell would need
-    # it, but a hill rising ahead is seen in rows at and above the flat horizon, and a depth that comes in steps
-    # (a network's levels) or with noise leaves cells between the near rows too. Pairs need a surface pixel in
-    # both rows: the band is cut to the rows that hold one (the sky's are out).
-    surface_rows = np.flatnonzero(surface_ok.any(axis=1))  # (cv2.reduce along rows is 30x slower)
-    lo, hi = (int(surface_rows[0]), int(surface_rows[-1])) if surface_rows.size else (0, 0)
+    # Pairs of vertically neighbouring pixels are kernels.bin_surface_pairs' (the caller's). Quads whose columns are
+    # more than a cell apart (on flat ground; a low-resolution depth image) are sampled between their two vertical
+    # segments: the same tests on every pair of the band of rows that hold a surface pixel (such an image is small).
+    lo = hi = 0
+    if geometry.any_wide_quads:
+        surface_rows = np.flatnonzero(surface_ok.any(axis=1))  # (cv2.reduce along rows is 30x slower)
+        lo, hi = (int(surface_rows[0]), int(surface_rows[-1])) if surface_rows.size else (0, 0)
     if hi > lo:  # pairs (r, r + 1) for r in lo..hi-1: rows lo..hi
         in_band = slice(lo, hi)  # the per-pair tables, cut alike
         w = z.shape[1]
@@ -718,47 +688,18 @@ def _surface_samples(z: np.ndarray, inverse: np.ndarray, surface_ok: np.ndarray,
         ok = surface_ok[lo : hi + 1] != 0
         cf, rf, hf = col_f[lo : hi + 1], row_f[lo : hi + 1], height[lo : hi + 1]
         rise_per_cell = np.float32(geometry.slope_limit * resolution)
-
-        def gentle(d_h: np.ndarray, d_c: np.ndarray, d_r: np.ndarray) -> np.ndarray:
-            """A surface segment rises at most slope_limit per metre run (plus height noise)."""
-            with np.errstate(invalid="ignore"):
-                return np.abs(d_h) <= rise_per_cell * np.hypot(d_c, d_r) + np.float32(SURFACE_HEIGHT_NOISE)
-
-        # Pairs more than a cell apart come first (few: a third of the band); the depth step and slope are tested
-        # on those alone. The gap of two surface pixels is finite, where cv2's max and numpy's agree.
-        gap = cv2.max(cv2.absdiff(cf[:-1], cf[1:]), cv2.absdiff(rf[:-1], rf[1:]))
-        apart = ok[:-1] & ok[1:]
-        with np.errstate(invalid="ignore"):  # NaN gaps (no depth) are not ok anyway
-            apart &= gap > step
-        pairs = np.flatnonzero(apart)  # flat over the band's upper rows: pixel `pair` above pixel `pair` + w
-        inverse_up, inverse_low = inverse[:-1].ravel()[pairs], inverse[1:].ravel()[pairs]
-        limit = geometry.step_limit[in_band].ravel()[pairs] + np.float32(depth_noise) * inverse_low
-        # Depth is noisy (surface_depth_noise): a relative allowance keeps uneven rows of one surface together.
-        pairs = pairs[np.abs(inverse_low - inverse_up) <= limit]
-        col_low, row_low, h_low = cf[1:].ravel()[pairs], rf[1:].ravel()[pairs], hf[1:].ravel()[pairs]
-        d_col, d_row = cf[:-1].ravel()[pairs] - col_low, rf[:-1].ravel()[pairs] - row_low  # lower (r + 1) to upper (r)
-        d_h = hf[:-1].ravel()[pairs] - h_low
-        segments.append((col_low, row_low, d_col, d_row, gap.ravel()[pairs], categories[lo + 1 : hi + 1].ravel()[pairs],
-                         categories[lo:hi].ravel()[pairs], h_low, d_h, gentle(d_h, d_col, d_row)))
-    if segments:
-        sample(*(segments[0] if len(segments) == 1 else map(np.concatenate, zip(*segments, strict=True))))
-
-    if hi > lo:
-        # Quads whose columns are more than a cell apart (on flat ground; a low-resolution depth image): sample
-        # between their two vertical segments.
-        quad = np.empty(0, np.int64)
-        if geometry.any_wide_quads:
-            # The same tests on every pair (a low-resolution image: small).
-            limit = geometry.step_limit[in_band] + np.float32(depth_noise) * inverse[1:]
-            with np.errstate(invalid="ignore"):  # invalid pixels (NaN, inf) are masked out by ok
-                d_col, d_row = cf[:-1] - cf[1:], rf[:-1] - rf[1:]
-                vertical = ok[:-1] & ok[1:] & (np.abs(inverse[1:] - inverse[:-1]) <= limit)
-                vertical &= gentle(hf[:-1] - hf[1:], d_col, d_row)
-            quads = vertical[:, :-1] & vertical[:, 1:] & geometry.wide_quads[in_band]
-            with np.errstate(invalid="ignore"):
-                across = np.abs(inverse[:, 1:] - inverse[:, :-1]) <= np.max(limit)
-            quads &= across[:-1] & across[1:]
-            quad, quad_col = np.nonzero(quads)
+        limit = geometry.step_limit[in_band] + np.float32(depth_noise) * inverse[1:]
+        with np.errstate(invalid="ignore"):  # invalid pixels (NaN, inf) are masked out by ok
+            d_col, d_row = cf[:-1] - cf[1:], rf[:-1] - rf[1:]
+            vertical = ok[:-1] & ok[1:] & (np.abs(inverse[1:] - inverse[:-1]) <= limit)
+            # A surface segment rises at most slope_limit per metre run (plus height noise).
+            vertical &= np.abs(hf[:-1] - hf[1:]) <= (rise_per_cell * np.hypot(d_col, d_row)
+                                                     + np.float32(SURFACE_HEIGHT_NOISE))
+        quads = vertical[:, :-1] & vertical[:, 1:] & geometry.wide_quads[in_band]
+        with np.errstate(invalid="ignore"):
+            across = np.abs(inverse[:, 1:] - inverse[:, :-1]) <= np.max(limit)
+        quads &= across[:-1] & across[1:]
+        quad, quad_col = np.nonzero(quads)
         if quad.size:
             rows_top = lo + quad
             corners = [(rows_top + 1) * w + quad_col, (rows_top + 1) * w + quad_col + 1, rows_top * w + quad_col,
@@ -782,18 +723,14 @@ def _surface_samples(z: np.ndarray, inverse: np.ndarray, surface_ok: np.ndarray,
                 u = (j / n_across[item]).astype(np.float32)
                 v = (i / n_along[item]).astype(np.float32)
                 weights = ((1 - u) * (1 - v), u * (1 - v), (1 - u) * v, u * v)
-                out_col.append(sum(wt * c[keep][item] for wt, c in zip(weights, cq, strict=True)))
-                out_row.append(sum(wt * r[keep][item] for wt, r in zip(weights, rq, strict=True)))
-                if with_heights:
-                    hq = [height.ravel()[c][keep][item] for c in corners]
-                    out_height.append(sum(wt * h for wt, h in zip(weights, hq, strict=True)))
+                hq = [height.ravel()[c][keep][item] for c in corners]
                 nearest = np.rint(v).astype(np.int64) * 2 + np.rint(u).astype(np.int64)
                 corner_cats = np.stack([cats[c[keep]] for c in corners])
-                out_cat.append(corner_cats[nearest, item])
-    if not out_col:
-        return np.empty(0, np.float32), np.empty(0, np.float32), np.empty(0, np.int8), np.empty(0, np.float32)
-    heights = np.concatenate(out_height) if out_height else np.empty(0, np.float32)
-    return np.concatenate(out_col), np.concatenate(out_row), np.concatenate(out_cat), heights
+                quad_samples = (sum(wt * c[keep][item] for wt, c in zip(weights, cq, strict=True)),
+                                sum(wt * r[keep][item] for wt, r in zip(weights, rq, strict=True)),
+                                corner_cats[nearest, item],
+                                sum(wt * h for wt, h in zip(weights, hq, strict=True)))
+    return feet_segment, quad_samples
 
 
 _LABEL_TABLES: dict[int, tuple[ClassMap, int, tuple[np.ndarray, np.ndarray]]] = {}
@@ -885,18 +822,14 @@ def _observe_depth(
         clamped, feet, standing_pixels, contacts = _pull_onto_contact(z, valid, standing, surface_ok, geometry,
                                                                       config.max_obstacle_depth_m, config)
 
-    # Heights above the ground plane. REP 117 depth is +Inf beyond range (free up to max range, no point) and -Inf
-    # too near to measure; times a zero gain (a ray parallel to a grid axis) that is NaN. Those pixels already
-    # failed the range test above, so the NaN is never used.
-    with np.errstate(invalid="ignore"):
-        height = z * geometry.gz
-        row_f = np.multiply(z, row_gain)
-        col_f = np.multiply(z, col_gain)
-    height += np.float32(geometry.t[2] - config.ground_z)
+    # Heights above the ground plane, grid positions and inverse depth, in one pass. REP 117 depth is +Inf beyond
+    # range (free up to max range, no point) and -Inf too near to measure; times a zero gain (a ray parallel to a
+    # grid axis) that is NaN. Those pixels already failed the range test above, so the NaN is never used.
     # Points higher than max_point_height above their ground (canopy, overhangs) are dropped. The ground is the
     # plane, or for a standing pixel its ground contact (a tree on a hillside); surface pixels are the ground.
-    low_enough = cv2.inRange(height, -float(np.finfo(np.float32).max), _f32_at_most(config.max_point_height))
-    low_enough |= surface
+    height, row_f, col_f, inverse, low_enough = kernels.heights_and_positions(
+        z, geometry.gz, row_gain, col_gain, np.float32(row_offset), np.float32(col_offset), surface,
+        np.float32(geometry.t[2] - config.ground_z), np.float32(_f32_at_most(config.max_point_height)))
     height_above = np.zeros(standing_pixels.size, np.float32)
     unsure = np.empty(0, np.int64)  # standing pixels without a contact that stand too high above the plane
     if standing_pixels.size:
@@ -911,48 +844,28 @@ def _observe_depth(
         unsure = np.flatnonzero(too_high & ~grounded)
         low_enough.ravel()[standing_pixels] = np.where(too_high & grounded, 0, 255)
     valid &= low_enough
-    row_f += np.float32(row_offset)
-    col_f += np.float32(col_offset)
     # Surface pixels anywhere in range feed the dense ground (their samples may fall inside the grid).
     surface_ok &= valid
     # Where the observed ground lies relative to the ground plane (median of every 4th pixel in each direction):
     # far from 0 when the depth's scale or the camera pose disagrees with the mount / TF.
     ground_heights = height[::4, ::4][surface_ok[::4, ::4] != 0]
     ground_offset = float(np.median(ground_heights)) if ground_heights.size >= 16 else float("nan")
-    inverse = None
-    if config.dense_ground or config.ground_geometry:  # inverse depth: the surface and drop tests both use it
-        with np.errstate(divide="ignore", invalid="ignore"):
-            inverse = np.float32(1.0) / z
     drops = _drop_edges(z, inverse, height, surface_ok, cats8, geometry, config) if config.ground_geometry else None
-    valid &= cv2.inRange(row_f, 0.0, float(np.nextafter(np.float32(rows), np.float32(0))))
-    valid &= cv2.inRange(col_f, 0.0, float(np.nextafter(np.float32(cols), np.float32(0))))
-    with np.errstate(invalid="ignore"):  # NaN/inf cells of dropped pixels cast to garbage that is masked anyway
-        cell = row_f.astype(np.int32)  # truncation == floor on the kept, non-negative values
-        cell *= np.int32(cols)
-        cell += col_f.astype(np.int32)
-    ground = valid > standing  # kept, and not standing up (both masks are 0 or 255)
-    elevation = _GroundHeights(cells) if config.ground_geometry else None
-    if elevation is not None:
-        # Near rows hold many pixels per cell: every other row there (rows near_rows, near_rows + 2, ...).
-        every_other = ground.copy()
-        split = geometry.near_rows  # negative when the work starts below it (cropped rows)
-        every_other[split + 1 if split >= 0 else (split + 1) % 2 :: 2] = False
-        elevation.add(cell[every_other], height[every_other])
-    # Bins: category * cells + cell, of the kept pixels only. Standing obstacles count by area: their own (small)
-    # bincounts. Everything else: one bincount of the kept pixels alone (rejected ones sent to a spare bin would
-    # add up one after another in that one bin: slow).
+    # Bins: category * cells + cell. Kept pixels that do not stand up, and the dense ground's samples, are counted
+    # per category and their heights binned (near rows hold many pixels per cell: every other row there, from
+    # row near_rows). Standing obstacles count by area: their own (small) bincounts below.
+    with_elevation = bool(config.ground_geometry)
+    counts = np.zeros(4 * cells, np.int64)
+    lethal_n = np.zeros(cells, np.int64)  # lethal points per cell: standing ones added below
+    elevation = tuple(np.zeros(cells, dtype) for dtype in (np.int64, np.float64, np.float64))
+    # Ids outside 0..255 are binned by the clipped id's category, as they always were (uint8 labels: cats8).
+    bin_cats = cats8 if ids is None else (_label_tables(classes, cells)[0][ids] // np.int32(cells)).astype(np.int8)
+    cell = kernels.bin_ground_pixels(valid, standing, row_f, col_f, height, bin_cats, rows, cols,
+                                     geometry.near_rows, counts, lethal_n, *elevation, with_elevation)
     kept = valid.ravel()[standing_pixels] != 0
     standing_kept, height_above = standing_pixels[kept], height_above[kept]
-    if ids is None:
-        standing_bins = (cats8.ravel()[standing_kept].astype(np.int32) - 2) * np.int32(cells)
-        ground_bins = cats8[ground].astype(np.int32) * np.int32(cells)
-    else:
-        bin_lut = _label_tables(classes, cells)[0]
-        standing_bins = bin_lut[ids.ravel()[standing_kept]] - 2 * cells
-        ground_bins = bin_lut[ids[ground]]
+    standing_bins = (bin_cats.ravel()[standing_kept].astype(np.int32) - 2) * np.int32(cells)
     standing_bins += cell.ravel()[standing_kept]  # (category - BLOCKED) * cells + cell
-    ground_bins += cell[ground]
-    bins = [ground_bins]
 
     samples = 0
     if config.dense_ground:
@@ -965,35 +878,35 @@ def _observe_depth(
         if beyond.any():
             upper_col[beyond] = at_range * col_gain.ravel()[upper[beyond]] + np.float32(col_offset)
             upper_row[beyond] = at_range * row_gain.ravel()[upper[beyond]] + np.float32(row_offset)
-        s_col, s_row, s_cat, s_height = _surface_samples(z, inverse, surface_ok, cats8, geometry, col_f, row_f,
-                                                         height, config.resolution, (feet[0], upper_col, upper_row),
-                                                         config.surface_depth_noise, config.ground_geometry)
-        if s_col.size:
-            keep = (s_col >= 0) & (s_col < cols) & (s_row >= 0) & (s_row < rows)
-            s_cell = s_row[keep].astype(np.int32)
-            s_cell *= np.int32(cols)
-            s_cell += s_col[keep].astype(np.int32)
-            index = s_cat[keep].astype(np.int32) * np.int32(cells)
-            index += s_cell
-            bins.append(index)
-            samples = int(index.size)
-            if elevation is not None:
-                elevation.add(s_cell, s_height[keep])
-    every_bin = np.concatenate(bins, dtype=np.intp) if len(bins) > 1 else ground_bins
-    counts = np.bincount(every_bin, minlength=4 * cells).reshape(4, rows, cols)
+        feet_segment, quads = _surface_samples(z, inverse, surface_ok, cats8, geometry, col_f, row_f, height,
+                                               config.resolution, (feet[0], upper_col, upper_row),
+                                               config.surface_depth_noise)
+        sampling = (np.float32(SURFACE_SAMPLE_STEP), MAX_SURFACE_SAMPLES, rows, cols, counts, *elevation,
+                    with_elevation)
+        if feet_segment is not None:
+            samples += kernels.bin_segment_samples(*feet_segment, *sampling)
+        # Every row pair is examined: on flat ground only the pairs that the ground spreads over a cell would need
+        # it, but a hill rising ahead is seen in rows at and above the flat horizon, and a depth that comes in
+        # steps (a network's levels) or with noise leaves cells between the near rows too. Depth is noisy
+        # (surface_depth_noise): a relative allowance keeps uneven rows of one surface together.
+        samples += kernels.bin_surface_pairs(
+            surface_ok, inverse, col_f, row_f, height, cats8, geometry.step_limit, np.float32(config.surface_depth_noise),
+            np.float32(geometry.slope_limit * config.resolution), np.float32(SURFACE_HEIGHT_NOISE), *sampling)
+        if quads is not None:
+            samples += kernels.bin_points(*quads, rows, cols, counts, *elevation, with_elevation)
+    counts = counts.reshape(4, rows, cols)
     evidence: dict[str, Any] = {}
-    if elevation is not None:
-        counts_, sums, squares = elevation.binned()
-        evidence["ground_n"], evidence["ground_sum"], evidence["ground_sq"] = (
-            a.reshape(rows, cols) for a in (counts_, sums, squares))
+    if with_elevation:
+        evidence["ground_n"], evidence["ground_sum"], evidence["ground_sq"] = (a.reshape(rows, cols)
+                                                                               for a in elevation)
     if unsure.size:  # contact-less pixels too high above the plane: judged against the ground binned around them
-        if elevation is not None:
-            seen_n, seen_sum = counts_, sums
+        if with_elevation:
+            seen_n, seen_sum = elevation[:2]
         else:  # every 4th ground pixel each way: plenty for a 1 m block's mean, a sixteenth of the work
-            sparse = ground[::4, ::4]
-            seen = _GroundHeights(cells)
-            seen.add(cell[::4, ::4][sparse], height[::4, ::4][sparse])
-            seen_n, seen_sum, _ = seen.binned()
+            sparse = valid[::4, ::4] > standing[::4, ::4]  # kept, and not standing up (both masks are 0 or 255)
+            seen_cells = cell[::4, ::4][sparse].astype(np.intp)
+            seen_n = np.bincount(seen_cells, minlength=cells)
+            seen_sum = np.bincount(seen_cells, weights=height[::4, ::4][sparse].astype(np.float64), minlength=cells)
         position = np.cumsum(kept) - 1  # each standing pixel's index among the kept ones
         unsure = unsure[kept[unsure]]  # those still kept (in range, on the grid)
         above = _above_seen_ground(standing_pixels[unsure], height, cell, seen_n, seen_sum, window, config)
@@ -1003,7 +916,7 @@ def _observe_depth(
         stay = np.ones(standing_kept.size, dtype=bool)
         stay[position[dropped]] = False
         standing_kept, standing_bins, height_above = standing_kept[stay], standing_bins[stay], height_above[stay]
-    if elevation is not None:
+    if with_elevation:
         evidence["drop_edges"] = _drop_edge_cells(drops, z, height, row_f, col_f, valid, geometry,
                                                   (col_gain, row_gain, col_offset, row_offset), window, config)
 
@@ -1014,11 +927,11 @@ def _observe_depth(
         footprint *= geometry.row_weight[standing_kept // z.shape[1]]
     area = np.bincount(standing_bins, weights=footprint, minlength=2 * cells).reshape(2, rows, cols)
     standing_counts = np.bincount(standing_bins, minlength=2 * cells).reshape(2, rows, cols)
-    flat_lethal = ground_bins[ground_bins >= np.int32(2 * cells)]  # surface BLOCKED / HAZARD (water): on the ground
-    lethal_cells = np.concatenate([standing_bins % cells, flat_lethal % cells])
-    lethal_heights = np.concatenate([height_above, np.zeros(flat_lethal.size, np.float32)])
-    height_sum = np.bincount(lethal_cells, weights=lethal_heights, minlength=cells)
-    height_n = np.bincount(lethal_cells, minlength=cells)
+    # Surface BLOCKED / HAZARD points (water) lie on the ground: they count in lethal_n with height 0.
+    standing_cells = standing_bins % np.int32(cells)
+    # (float64 also with no standing pixel: bincount of an empty input gives int64 zeros)
+    height_sum = np.bincount(standing_cells, weights=height_above, minlength=cells).astype(np.float64, copy=False)
+    height_n = np.bincount(standing_cells, minlength=cells) + lethal_n
     evidence.update({
         "counts": counts, "standing": standing_counts, "area": area, "height_sum": height_sum.reshape(rows, cols),
         "height_n": height_n.reshape(rows, cols), "projected": int(cv2.countNonZero(valid)), "samples": samples,
@@ -1048,30 +961,6 @@ def _above_seen_ground(pixels: np.ndarray, height: np.ndarray, cell: np.ndarray,
     with np.errstate(invalid="ignore", divide="ignore"):
         base = np.where(n > 0, total / np.maximum(n, 1), 0.0)
     return (height.ravel()[pixels] - base[which]).astype(np.float32)
-
-
-class _GroundHeights:
-    """Count, sum and sum of squares of ground heights per cell (every kept pixel that does not stand up lies
-    on the ground). Points are gathered, then binned once."""
-
-    def __init__(self, cells: int) -> None:
-        self.cells = cells
-        self._index: list[np.ndarray] = []
-        self._height: list[np.ndarray] = []
-
-    def add(self, cell: np.ndarray, height: np.ndarray) -> None:
-        """Add points at flat ``cell`` indices (each inside the grid)."""
-        self._index.append(cell.ravel())
-        self._height.append(height.ravel())
-
-    def binned(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(count, sum, sum of squares) per cell."""
-        index = np.concatenate(self._index).astype(np.intp)  # bincount's own index type: cast once, not thrice
-        height = np.concatenate(self._height).astype(np.float64)
-        counts = np.bincount(index, minlength=self.cells)
-        sums = np.bincount(index, weights=height, minlength=self.cells)
-        height *= height
-        return counts, sums, np.bincount(index, weights=height, minlength=self.cells)
 
 
 _PixelPairs = tuple[np.ndarray, np.ndarray]  # (near, far) flat pixel indices
@@ -1247,18 +1136,9 @@ def _ground_statistics(evidence: dict[str, Any], config: CostmapConfig) -> tuple
     Top and bottom are mean -+ sqrt(3) sigma: the ends of heights spread evenly over a cell (a wall in it).
     """
     n_all = evidence["ground_n"]
-    # NaN where a cell has too few points (min_points_per_cell >= 1): its mean, top and bottom come out NaN.
-    n = np.where(n_all >= config.min_points_per_cell, n_all, np.nan)
-    mean = evidence["ground_sum"] / n
-    spread = np.divide(evidence["ground_sq"], n, out=n)
-    spread -= mean * mean
-    np.maximum(spread, 0.0, out=spread)
-    spread *= 3.0
-    np.sqrt(spread, out=spread)
-    # float64 sums rounded once to float32 (as astype), without float64 temporaries
-    top = np.add(mean, spread, out=np.empty(mean.shape, np.float32), casting="same_kind")
-    bottom = np.subtract(mean, spread, out=np.empty(mean.shape, np.float32), casting="same_kind")
-    return mean.astype(np.float32), top, bottom
+    stats = kernels.ground_statistics(n_all.ravel(), evidence["ground_sum"].ravel(), evidence["ground_sq"].ravel(),
+                                      int(config.min_points_per_cell))
+    return tuple(a.reshape(n_all.shape) for a in stats)
 
 
 def _resolve(evidence: dict[str, Any], config: CostmapConfig, window: GridWindow, used_flat_ground: bool,

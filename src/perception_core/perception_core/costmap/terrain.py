@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from perception_core.costmap import kernels
 from perception_core.costmap.config import CostmapConfig
 
 
@@ -126,17 +127,6 @@ def _step_and_slope(elevation: np.ndarray, top: np.ndarray, bottom: np.ndarray, 
 SOLVE_MIN_SPREAD = 0.75
 
 
-def magnitude32(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """float32 sqrt(x^2 + y^2), each step rounded once, so the same on any buffer.
-
-    Not cv2.magnitude: its last bit depends on where the buffers start in memory (a few elements of a 148 x 298
-    image differ between offsets), so a cell exactly at a slope limit could change class from one run to the next.
-    """
-    out = np.multiply(x, x, dtype=np.float32)
-    out += np.multiply(y, y, dtype=np.float32)
-    return np.sqrt(out, out=out)
-
-
 def window_slope(elevation: np.ndarray, unknown: np.ndarray, side: int, resolution: float) -> np.ndarray:
     """tan of the slope of the ground over side x side windows: central differences of window means.
 
@@ -152,9 +142,8 @@ def window_slope(elevation: np.ndarray, unknown: np.ndarray, side: int, resoluti
     import cv2
 
     rows, cols = elevation.shape
-    slope = np.full((rows, cols), np.nan, np.float32)
     if rows < 3 or cols < 3:
-        return slope
+        return np.full((rows, cols), np.nan, np.float32)
     known = np.logical_not(unknown).view(np.uint8)  # 0 / 1
     z = elevation.astype(np.float32, copy=True)
     cv2.patchNaNs(z, 0)  # unknown cells are NaN in the elevation: they add nothing to a window's sums
@@ -170,44 +159,14 @@ def window_slope(elevation: np.ndarray, unknown: np.ndarray, side: int, resoluti
     coordinate = np.uint16 if max(rows, cols) <= np.iinfo(np.uint16).max else np.int32
     u = np.arange(cols, dtype=coordinate)[None, :] * known  # cell coordinates within the box
     v = np.arange(rows, dtype=coordinate)[:, None] * known
-    # Window means of z, u and v, flat and one row longer: the neighbours either side (p -+ 1) and above and
-    # below (p -+ cols) of the cells of rows 1..rows-2 are then contiguous slices (strided 2-D views are slower).
-    size = rows * cols
-    means = np.empty((3, size + cols), np.float32)
-    means[:, size:] = 0  # read only for the unused cells past the last column
-    for mean, values, depth in zip(means, (z, u, v), (-1, cv2.CV_32F, cv2.CV_32F), strict=True):
-        np.multiply(window_sum(values, depth).ravel(), inverse.ravel(), out=mean[:size])
-    first, count = cols + 1, (rows - 2) * cols  # cell (1, 1) on: (rows - 2) rows of cols, the last 2 of each unused
-    dz_u, du_u, dv_u = means[:, first + 1 : first + 1 + count] - means[:, first - 1 : first - 1 + count]
-    dz_v, du_v, dv_v = means[:, first + cols : first + cols + count] - means[:, first - cols : first - cols + count]
-    det = du_u * dv_v  # 4 (cells^2) with every cell known
-    det -= dv_u * du_v
+    means = [np.multiply(window_sum(values, depth), inverse)
+             for values, depth in ((z, -1), (u, cv2.CV_32F), (v, cv2.CV_32F))]  # of z, u and v
+    # The differences, the 2x2 solve and the magnitude per cell, compiled (kernels.slope_from_window_means).
     # The compared centroids must stand at least SOLVE_MIN_SPREAD cells apart in every direction (the 2x2
     # system's smaller singular value: 2 with every cell known, a little under 1 for windows cut by a crest
     # or the ragged edge of the view). A band of seen cells along the edge of the field of view at range has
     # them apart along the band mostly, and the solve would extrapolate the band's noise across it into a
     # steep slope; there the nominal two-cell difference is kept.
-    spread = du_u * du_u
-    spread += dv_u * dv_u
-    spread += du_v * du_v
-    spread += dv_v * dv_v
-    with np.errstate(invalid="ignore"):
-        smaller_sq = spread * spread
-        smaller_sq -= 4.0 * det * det
-        np.maximum(smaller_sq, 0.0, out=smaller_sq)
-        np.sqrt(smaller_sq, out=smaller_sq)
-        np.subtract(spread, smaller_sq, out=smaller_sq)
-        smaller_sq *= 0.5
-        unsolvable = ~(smaller_sq >= SOLVE_MIN_SPREAD * SOLVE_MIN_SPREAD)
-    _set_where(det, 1.0, unsolvable)  # any finite value: overwritten below
-    grads = []
-    for a, b, c, d, nominal in ((dz_u, dv_v, dv_u, dz_v, dz_u), (du_u, dz_v, dz_u, du_v, dz_v)):
-        grad = a * b
-        grad -= c * d
-        grad /= det
-        cv2.copyTo(nominal * 0.5, unsolvable.view(np.uint8), grad)
-        grads.append(np.ascontiguousarray(grad.reshape(rows - 2, cols)[:, : cols - 2]))
-    magnitude = magnitude32(*grads)
-    magnitude *= np.float32(1.0 / resolution)
-    slope[1:-1, 1:-1] = magnitude
-    return slope
+    return kernels.slope_from_window_means(*means,
+                                           np.float32(SOLVE_MIN_SPREAD * SOLVE_MIN_SPREAD),
+                                           np.float32(1.0 / resolution))

@@ -1,0 +1,214 @@
+"""The compiled costmap loops (costmap.kernels) against the numpy expressions they replace: bit for bit, since a
+cell at a threshold must not change class with the implementation, and on the edge cases (NaN and infinite depth,
+points on the window's border, empty inputs)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from perception_core.costmap import kernels
+
+
+def _depth(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
+    """Depths 0.5-40 m with NaN, +Inf and -Inf sprinkled in (REP 117)."""
+    z = rng.uniform(0.5, 40.0, shape).astype(np.float32)
+    flat = z.ravel()
+    for value, share in ((np.nan, 0.05), (np.inf, 0.03), (-np.inf, 0.01)):
+        flat[rng.random(flat.size) < share] = value
+    return z
+
+
+def test_heights_and_positions_are_the_numpy_float32_expressions() -> None:
+    rng = np.random.default_rng(1)
+    shape = (37, 53)
+    z = _depth(rng, shape)
+    gz, row_gain, col_gain = (rng.normal(0, 1, shape).astype(np.float32) for _ in range(3))
+    gz[0, :5] = 0.0  # a zero gain times inf depth: NaN
+    surface = np.where(rng.random(shape) < 0.4, 255, 0).astype(np.uint8)
+    offsets = np.float32(12.3), np.float32(-4.7), np.float32(1.5)
+    max_height = np.float32(0.8)
+    height, row_f, col_f, inverse, low = kernels.heights_and_positions(
+        z, gz, row_gain, col_gain, offsets[0], offsets[1], surface, offsets[2], max_height)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        expected_height = z * gz + offsets[2]
+        expected_low = ((expected_height >= -np.finfo(np.float32).max) & (expected_height <= max_height)) | (surface > 0)
+        for got, want in ((height, expected_height), (row_f, z * row_gain + offsets[0]),
+                          (col_f, z * col_gain + offsets[1]), (inverse, np.float32(1) / z)):
+            assert got.dtype == np.float32
+            np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(low, np.where(expected_low, 255, 0).astype(np.uint8))
+    assert np.isnan(height[0, :5][np.isinf(z[0, :5])]).all()
+
+
+def _bin_reference(valid, standing, row_f, col_f, height, categories, rows, cols, thin_after):
+    """The numpy path: range tests, floor binning, np.bincount in pixel order."""
+    cells = rows * cols
+    valid = valid.copy()
+    with np.errstate(invalid="ignore"):
+        valid &= np.where((row_f >= 0) & (row_f < rows) & (col_f >= 0) & (col_f < cols), 255, 0).astype(np.uint8)
+        cell = row_f.astype(np.int32) * np.int32(cols) + col_f.astype(np.int32)
+    ground = valid > standing
+    thinned = ground.copy()
+    thinned[thin_after + 1 if thin_after >= 0 else (thin_after + 1) % 2 :: 2] = False
+    counts = np.bincount(categories[ground].astype(np.int64) * cells + cell[ground], minlength=4 * cells)
+    lethal = np.bincount(cell[ground & (categories >= 2)], minlength=cells)
+    index, h = cell[thinned], height[thinned].astype(np.float64)
+    elevation = (np.bincount(index, minlength=cells), np.bincount(index, weights=h, minlength=cells),
+                 np.bincount(index, weights=h * h, minlength=cells))
+    return valid, cell, counts, lethal, elevation
+
+
+@pytest.mark.parametrize("thin_after", [10, -1, -2, 0, 100])
+def test_bin_ground_pixels_matches_bincount_in_pixel_order(thin_after: int) -> None:
+    rng = np.random.default_rng(thin_after + 7)
+    shape, rows, cols = (41, 29), 17, 23
+    valid = np.where(rng.random(shape) < 0.8, 255, 0).astype(np.uint8)
+    standing = np.where(rng.random(shape) < 0.2, 255, 0).astype(np.uint8)
+    row_f = rng.uniform(-2, rows + 2, shape).astype(np.float32)
+    col_f = rng.uniform(-2, cols + 2, shape).astype(np.float32)
+    row_f[0, :3] = [0.0, np.float32(rows) - np.float32(1e-5), np.nan]  # on the border, just inside, NaN
+    col_f[1, :2] = [np.float32(cols), np.float32(-1e-7)]  # just outside
+    height = rng.normal(0, 0.3, shape).astype(np.float32)
+    categories = rng.integers(0, 4, shape).astype(np.int8)
+    want_valid, want_cell, want_counts, want_lethal, want_elevation = _bin_reference(
+        valid, standing, row_f, col_f, height, categories, rows, cols, thin_after)
+    counts, lethal = np.zeros(4 * rows * cols, np.int64), np.zeros(rows * cols, np.int64)
+    elevation = (np.zeros(rows * cols, np.int64), np.zeros(rows * cols), np.zeros(rows * cols))
+    got_valid = valid.copy()
+    cell = kernels.bin_ground_pixels(got_valid, standing, row_f, col_f, height, categories, rows, cols, thin_after,
+                                     counts, lethal, *elevation, True)
+    np.testing.assert_array_equal(got_valid, want_valid)
+    kept = want_valid != 0
+    np.testing.assert_array_equal(cell[kept], want_cell[kept])
+    np.testing.assert_array_equal(counts, want_counts)
+    np.testing.assert_array_equal(lethal, want_lethal)
+    for got, want in zip(elevation, want_elevation, strict=True):
+        np.testing.assert_array_equal(got, want)  # float64 sums added in the same order: equal, not close
+    assert counts.sum() == int((want_valid > standing).sum()) > 0
+
+
+def _sample_reference(col_a, row_a, d_col, d_row, gap, cat_a, cat_b, h_a, d_h, use, step, max_samples):
+    """The numpy sampling the kernel replaces: per segment min(ceil(gap / step), max) intervals, the inner points."""
+    per = np.minimum(np.ceil(gap / step), max_samples)
+    out = []
+    for i in np.flatnonzero(use & (per >= 2)):
+        n = int(per[i])
+        t = np.arange(1, n, dtype=np.float32) / np.float32(n)
+        out.append((col_a[i] + t * d_col[i], row_a[i] + t * d_row[i], np.where(t < 0.5, cat_a[i], cat_b[i]),
+                    h_a[i] + t * d_h[i]))
+    return [np.concatenate(a) for a in zip(*out, strict=True)]
+
+
+def test_bin_segment_samples_bins_the_inner_points_of_each_used_segment() -> None:
+    rng = np.random.default_rng(5)
+    n, rows, cols, step = 300, 40, 30, np.float32(1.0)
+    col_a, row_a = rng.uniform(-5, cols + 5, n).astype(np.float32), rng.uniform(-5, rows + 5, n).astype(np.float32)
+    d_col, d_row = rng.normal(0, 6, n).astype(np.float32), rng.normal(0, 6, n).astype(np.float32)
+    gap = np.maximum(np.abs(d_col), np.abs(d_row))
+    gap[:4] = [np.nan, 0.5, 1.0, 200.0]  # no depth; one interval; exactly one; capped at max_samples
+    cat_a, cat_b = rng.integers(0, 4, n).astype(np.int8), rng.integers(0, 4, n).astype(np.int8)
+    h_a, d_h = rng.normal(0, 0.2, n).astype(np.float32), rng.normal(0, 0.1, n).astype(np.float32)
+    use = rng.random(n) < 0.8
+    use[:4] = True
+    args = (col_a, row_a, d_col, d_row, gap, cat_a, cat_b, h_a, d_h, use)
+    counts = np.zeros(4 * rows * cols, np.int64)
+    elevation = (np.zeros(rows * cols, np.int64), np.zeros(rows * cols), np.zeros(rows * cols))
+    binned = kernels.bin_segment_samples(*args, step, 64, rows, cols, counts, *elevation, True)
+    c, r, cat, h = _sample_reference(*args, step, 64)
+    inside = (c >= 0) & (c < cols) & (r >= 0) & (r < rows)
+    cell = r[inside].astype(np.int32) * cols + c[inside].astype(np.int32)
+    assert binned == int(inside.sum()) > 500
+    np.testing.assert_array_equal(counts, np.bincount(cat[inside].astype(np.int64) * rows * cols + cell,
+                                                      minlength=4 * rows * cols))
+    heights = h[inside].astype(np.float64)
+    np.testing.assert_array_equal(elevation[1], np.bincount(cell, weights=heights, minlength=rows * cols))
+    np.testing.assert_array_equal(elevation[2], np.bincount(cell, weights=heights * heights, minlength=rows * cols))
+    # bin_points bins explicit points the same way; without elevation it leaves the height sums alone
+    more = np.zeros_like(counts)
+    untouched = (np.zeros(rows * cols, np.int64), np.zeros(rows * cols), np.zeros(rows * cols))
+    assert kernels.bin_points(c, r, cat, h, rows, cols, more, *untouched, False) == binned
+    np.testing.assert_array_equal(more, counts)
+    assert not any(a.any() for a in untouched)
+
+
+def test_ground_statistics_is_the_float64_formula_rounded_once() -> None:
+    rng = np.random.default_rng(2)
+    n_all = rng.integers(0, 6, 500)
+    heights = [rng.normal(0.1, 0.05, k) for k in n_all]
+    sums = np.array([h.sum() for h in heights])
+    squares = np.array([(h * h).sum() for h in heights])
+    mean, top, bottom = kernels.ground_statistics(n_all, sums, squares, 2)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        n = np.where(n_all >= 2, n_all, np.nan)
+        m = sums / n
+        spread = np.sqrt(np.maximum(squares / n - m * m, 0.0) * 3.0)
+    np.testing.assert_array_equal(mean, m.astype(np.float32))
+    np.testing.assert_array_equal(top, (m + spread).astype(np.float32))
+    np.testing.assert_array_equal(bottom, (m - spread).astype(np.float32))
+    assert np.isnan(mean[n_all < 2]).all() and not np.isnan(mean[n_all >= 2]).any()
+
+
+def test_the_slope_is_the_same_wherever_its_buffers_start() -> None:
+    """Window means in buffers that start at 16 different offsets give bit-identical slopes (a cell at a slope
+    limit must not change class between runs; cv2.magnitude, used once, differed between offsets)."""
+    rng = np.random.default_rng(0)
+    means = [rng.normal(size=(48, 98)).astype(np.float32) for _ in range(3)]
+    means[0][5, 5] = np.nan  # a window with too few known cells
+    reference = kernels.slope_from_window_means(*means, np.float32(0.5625), np.float32(10.0))
+    assert np.isnan(reference[0]).all() and np.isnan(reference[:, -1]).all() and np.isnan(reference[5, 4])
+    assert np.isfinite(reference[20:30, 20:30]).all()
+    for offset in range(16):
+        shifted = []
+        for i, m in enumerate(means):
+            start = (offset * (i + 1)) % 16
+            buffer = np.empty(m.size + 16, np.float32)[start : start + m.size].reshape(m.shape)
+            buffer[...] = m
+            shifted.append(buffer)
+        np.testing.assert_array_equal(kernels.slope_from_window_means(*shifted, np.float32(0.5625),
+                                                                      np.float32(10.0)), reference)
+
+
+def test_bin_surface_pairs_samples_the_pairs_that_pass_the_surface_tests() -> None:
+    """The pair tests as numpy wrote them (gap over a step, inverse-depth step within the limit plus noise, a
+    gentle rise), then the reference sampling, against the fused kernel: same counts, same float64 height sums."""
+    rng = np.random.default_rng(9)
+    shape, rows, cols, step = (60, 45), 50, 40, np.float32(1.0)
+    v, u = np.mgrid[0 : shape[0], 0 : shape[1]].astype(np.float32)
+    z = (40.0 / (v + 4.0) * (1 + 0.02 * rng.normal(size=shape))).astype(np.float32)  # ground receding upwards
+    z[20:24, 10:20] *= np.float32(0.5)  # an occluding edge: depth steps the tests must reject
+    inverse = np.float32(1) / z
+    col_f = (u * 0.9 + 0.1 * rng.normal(size=shape)).astype(np.float32)
+    row_f = (z * 6.0).astype(np.float32)  # rows 1-4 cells apart in the lower half
+    height = (0.02 * rng.normal(size=shape) + 0.8 * (v < 15)).astype(np.float32)  # a step: too steep
+    surface_ok = np.where(rng.random(shape) < 0.9, 255, 0).astype(np.uint8)
+    categories = rng.integers(0, 4, shape).astype(np.int8)
+    step_limit = np.full((shape[0] - 1, shape[1]), 0.03, np.float32)
+    noise, rise, height_noise = np.float32(0.03), np.float32(0.2), np.float32(0.05)
+
+    ok = surface_ok != 0
+    with np.errstate(invalid="ignore"):
+        d_col, d_row = col_f[:-1] - col_f[1:], row_f[:-1] - row_f[1:]
+        gap = np.maximum(np.abs(d_col), np.abs(d_row))
+        d_h = height[:-1] - height[1:]
+        pair = ok[:-1] & ok[1:] & (gap > step)
+        pair &= np.abs(inverse[1:] - inverse[:-1]) <= step_limit + noise * inverse[1:]
+        pair &= np.abs(d_h) <= rise * np.hypot(d_col, d_row) + height_noise
+    p = np.flatnonzero(pair)
+    c, r, cat, h = _sample_reference(col_f[1:].ravel()[p], row_f[1:].ravel()[p], d_col.ravel()[p], d_row.ravel()[p],
+                                     gap.ravel()[p], categories[1:].ravel()[p], categories[:-1].ravel()[p],
+                                     height[1:].ravel()[p], d_h.ravel()[p], np.ones(p.size, bool), step, 64)
+    inside = (c >= 0) & (c < cols) & (r >= 0) & (r < rows)
+    cell = r[inside].astype(np.int32) * cols + c[inside].astype(np.int32)
+
+    counts = np.zeros(4 * rows * cols, np.int64)
+    elevation = (np.zeros(rows * cols, np.int64), np.zeros(rows * cols), np.zeros(rows * cols))
+    binned = kernels.bin_surface_pairs(surface_ok, inverse, col_f, row_f, height, categories, step_limit, noise, rise,
+                                       height_noise, step, 64, rows, cols, counts, *elevation, True)
+    assert 0 < pair.sum() < (ok[:-1] & ok[1:] & (gap > step)).sum()  # the tests reject some pairs, keep others
+    assert binned == int(inside.sum()) > 100
+    np.testing.assert_array_equal(counts, np.bincount(cat[inside].astype(np.int64) * rows * cols + cell,
+                                                      minlength=4 * rows * cols))
+    heights = h[inside].astype(np.float64)
+    np.testing.assert_array_equal(elevation[0], np.bincount(cell, minlength=rows * cols))
+    np.testing.assert_array_equal(elevation[1], np.bincount(cell, weights=heights, minlength=rows * cols))
