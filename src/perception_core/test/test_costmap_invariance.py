@@ -134,3 +134,24 @@ def test_window_slope_matches_its_direct_formulation(shape: tuple[int, int]) -> 
     # The window sums differ in the last bit (cv2's float32 box filter against float64 sums here).
     np.testing.assert_allclose(slope[known], expected[known], rtol=1e-6)
     assert np.array_equal(np.isnan(slope[known]), np.isnan(expected[known]))
+
+
+@pytest.mark.parametrize("invalid", [0.0, -2.0, -np.inf])
+def test_zero_and_negative_depth_are_invalid_like_nan(invalid: float) -> None:
+    """A depth of 0 or below (a driver's "no return") is dropped like NaN, and the compiled loops take 1 / 0 as
+    numpy does (inf), not as an exception."""
+    width, height = 96, 72
+    k = np.array([[60.0, 0.0, 47.5], [0.0, 60.0, 35.5], [0.0, 0.0, 1.0]])
+    depth, labels = _scene(width, height, k)
+    holes = np.zeros(depth.shape, bool)
+    holes[40:60:3, 10:80:2] = True
+    with_nan, with_invalid = depth.copy(), depth.copy()
+    with_nan[holes], with_invalid[holes] = np.nan, invalid
+    config = CostmapConfig(resolution=0.2, mount_z=CAM_HEIGHT, mount_pitch=CAM_PITCH, width_m=16.0, height_m=16.0,
+                           origin_x=-2.0, origin_y=-8.0)
+    classes = class_map_from_ontology(ONTOLOGY)
+    expected = build_costmap(with_nan, labels, k, config, classes)
+    got = build_costmap(with_invalid, labels, k, config, classes)
+    assert expected.observed_cells > 100
+    np.testing.assert_array_equal(got.grid, expected.grid)
+    assert got.points_projected == expected.points_projected

@@ -11,10 +11,11 @@ from perception_core.costmap import kernels
 
 
 def _depth(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
-    """Depths 0.5-40 m with NaN, +Inf and -Inf sprinkled in (REP 117)."""
+    """Depths 0.5-40 m with NaN, +Inf and -Inf sprinkled in (REP 117), and zeros and negatives (invalid; 1 / 0 must
+    give inf as in numpy, not raise)."""
     z = rng.uniform(0.5, 40.0, shape).astype(np.float32)
     flat = z.ravel()
-    for value, share in ((np.nan, 0.05), (np.inf, 0.03), (-np.inf, 0.01)):
+    for value, share in ((np.nan, 0.05), (np.inf, 0.03), (-np.inf, 0.01), (0.0, 0.02), (-1.0, 0.01)):
         flat[rng.random(flat.size) < share] = value
     return z
 

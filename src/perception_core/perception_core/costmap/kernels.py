@@ -6,7 +6,8 @@ float32 / float64 types as the numpy expressions they replace, so the outputs ar
 products and sums are rounded per operation (numba does not fuse them into FMAs without ``fastmath``), and
 per-cell float64 sums add their terms in the order ``np.bincount`` did.
 
-Compiled on first use (about 2 s for all of them) and cached on disk beside this file (``cache=True``; set
+``error_model="numpy"``: a division by zero gives inf / NaN as in numpy (a depth of 0 is 1 / 0, not an
+exception). Compiled on first use (about 2 s for all of them) and cached on disk beside this file (``cache=True``; set
 ``NUMBA_CACHE_DIR`` where the install is read-only), so a node pays the compilation once per install, not per
 start.
 """
@@ -17,7 +18,7 @@ import numpy as np
 from numba import njit
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def worked_labels(labels: np.ndarray, row_index: np.ndarray, col_index: np.ndarray, category_lut: np.ndarray,
                   code_lut: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
     """uint8 labels gathered at (row_index x col_index), their int8 categories (``category_lut``), the uint8
@@ -45,7 +46,7 @@ def worked_labels(labels: np.ndarray, row_index: np.ndarray, col_index: np.ndarr
     return out, categories, standing, surface, projected, unknown
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def heights_and_positions(z: np.ndarray, gz: np.ndarray, row_gain: np.ndarray, col_gain: np.ndarray,
                           row_offset: np.float32, col_offset: np.float32, surface: np.ndarray,
                           height_offset: np.float32,
@@ -76,7 +77,7 @@ def heights_and_positions(z: np.ndarray, gz: np.ndarray, row_gain: np.ndarray, c
     return height, row_f, col_f, inverse, low_enough
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def bin_ground_pixels(valid: np.ndarray, standing: np.ndarray, row_f: np.ndarray, col_f: np.ndarray,
                       height: np.ndarray, categories: np.ndarray, rows: int, cols: int, thin_after: int,
                       counts: np.ndarray, lethal_n: np.ndarray, ground_n: np.ndarray, ground_sum: np.ndarray,
@@ -117,7 +118,7 @@ def bin_ground_pixels(valid: np.ndarray, standing: np.ndarray, row_f: np.ndarray
     return cell
 
 
-@njit(cache=True, nogil=True, inline="always")  # a call per pair otherwise: 3x the loop's time
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")  # a call per pair otherwise: 3x the loop's time
 def _bin_segment(col_a: np.float32, row_a: np.float32, d_col: np.float32, d_row: np.float32, gap: np.float32,
                  cat_a: np.int8, cat_b: np.int8, h_a: np.float32, d_h: np.float32, step: np.float32,
                  max_samples: int, rows: int, cols: int, counts: np.ndarray, ground_n: np.ndarray,
@@ -151,7 +152,7 @@ def _bin_segment(col_a: np.float32, row_a: np.float32, d_col: np.float32, d_row:
     return binned
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def bin_segment_samples(col_a: np.ndarray, row_a: np.ndarray, d_col: np.ndarray, d_row: np.ndarray,
                         gap: np.ndarray, cat_a: np.ndarray, cat_b: np.ndarray, h_a: np.ndarray, d_h: np.ndarray,
                         use: np.ndarray, step: np.float32, max_samples: int, rows: int, cols: int,
@@ -169,7 +170,7 @@ def bin_segment_samples(col_a: np.ndarray, row_a: np.ndarray, d_col: np.ndarray,
     return binned
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def bin_surface_pairs(surface_ok: np.ndarray, inverse: np.ndarray, col_f: np.ndarray, row_f: np.ndarray,
                       height: np.ndarray, categories: np.ndarray, step_limit: np.ndarray, depth_noise: np.float32,
                       rise_per_cell: np.float32, height_noise: np.float32, step: np.float32, max_samples: int,
@@ -206,7 +207,7 @@ def bin_surface_pairs(surface_ok: np.ndarray, inverse: np.ndarray, col_f: np.nda
     return binned
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def bin_points(col: np.ndarray, row: np.ndarray, categories: np.ndarray, height: np.ndarray, rows: int, cols: int,
                counts: np.ndarray, ground_n: np.ndarray, ground_sum: np.ndarray, ground_sq: np.ndarray,
                with_elevation: bool) -> int:
@@ -230,7 +231,7 @@ def bin_points(col: np.ndarray, row: np.ndarray, categories: np.ndarray, height:
     return binned
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def ground_statistics(n_all: np.ndarray, sums: np.ndarray, squares: np.ndarray,
                       min_points: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """float32 (mean, top, bottom) per cell from float64 count, sum and sum of squares of its heights, NaN where
@@ -258,7 +259,7 @@ def ground_statistics(n_all: np.ndarray, sums: np.ndarray, squares: np.ndarray,
     return mean, top, bottom
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def slope_from_window_means(mean_z: np.ndarray, mean_u: np.ndarray, mean_v: np.ndarray, min_spread_sq: np.float32,
                             per_metre: np.float32) -> np.ndarray:
     """tan slope of the cells of rows and columns 1..n-2 (NaN elsewhere) from [rows, cols] window means of the

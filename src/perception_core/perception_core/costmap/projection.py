@@ -811,6 +811,9 @@ def _observe_depth(
     top = _first_row_used(projected | standing)
     standing, surface = standing[top:], surface[top:]
     z = np.array(depth[top:], dtype=np.float32, copy=True)
+    # A depth of 0 or below (a driver's "no return"; REP 117's -Inf, too near to measure) is no measurement: NaN,
+    # so that every later test (an obstacle's foot, its bottom pixel) treats it as one.
+    _set_where(z, np.nan, cv2.compare(z, np.zeros_like(z), cv2.CMP_LE))
     # uint8 masks (255 = keep); NaN fails every inRange test.
     valid = cv2.inRange(z, _f32_at_least_above(config.min_range), _f32_below(config.max_range))
     valid &= projected[top:]
