@@ -213,36 +213,3 @@ def test_bin_surface_pairs_samples_the_pairs_that_pass_the_surface_tests() -> No
     heights = h[inside].astype(np.float64)
     np.testing.assert_array_equal(elevation[0], np.bincount(cell, minlength=rows * cols))
     np.testing.assert_array_equal(elevation[1], np.bincount(cell, weights=heights, minlength=rows * cols))
-
-
-def test_worked_labels_is_the_gather_lut_and_masks_of_the_numpy_path() -> None:
-    """mono8 labels through the fused gather against _worked_labels + _categories_of + _label_masks, with ids the
-    ontology lacks among them (counted) and a resize plus thinned rows and a column step."""
-    from perception_core.costmap import class_map_from_ontology
-    from perception_core.costmap.projection import (
-        _categories_of,
-        _label_masks,
-        _label_tables,
-        _worked_index,
-        _worked_labels,
-    )
-
-    rng = np.random.default_rng(4)
-    classes = class_map_from_ontology()
-    labels = rng.integers(0, 12, (90, 130)).astype(np.uint8)  # the default ontology has 7 classes and 255
-    labels[rng.random(labels.shape) < 0.1] = 255
-    work_hw, rows, step = (120, 160), np.array([0, 1, 2, 5, 9, 30, 31, 119]), 3
-    want_labels = _worked_labels(labels, work_hw, rows, step)
-    want_categories = _categories_of(want_labels, classes)
-    *want_masks, want_unknown = _label_masks(want_labels, want_categories, classes, 100)
-    index = tuple(np.arange(n) if i is None else i
-                  for i, n in zip(_worked_index(labels.shape, work_hw, rows, step), labels.shape, strict=True))
-    got_labels, got_categories, *got_masks, got_unknown = kernels.worked_labels(
-        labels, *index, classes.category, _label_tables(classes, 100)[1])
-    np.testing.assert_array_equal(got_labels, want_labels)
-    assert got_categories.dtype == want_categories.dtype
-    np.testing.assert_array_equal(got_categories, want_categories)
-    for got, want in zip(got_masks, want_masks, strict=True):
-        np.testing.assert_array_equal(got, want)
-    assert got_unknown == want_unknown > 0
-    assert all(m.any() for m in want_masks)

@@ -19,34 +19,6 @@ from numba import njit
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def worked_labels(labels: np.ndarray, row_index: np.ndarray, col_index: np.ndarray, category_lut: np.ndarray,
-                  code_lut: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
-    """uint8 labels gathered at (row_index x col_index), their int8 categories (``category_lut``), the uint8
-    masks (255 = yes) of standing, surface and projected pixels from the class code (``code_lut``: 2 * kind + 1
-    if the ontology lacks the id; kind 3 standing, 2 surface, 1 or more projected), and how many pixels carry
-    an id the ontology lacks."""
-    h, w = row_index.size, col_index.size
-    out = np.empty((h, w), np.uint8)
-    categories = np.empty((h, w), np.int8)
-    standing = np.empty((h, w), np.uint8)
-    surface = np.empty((h, w), np.uint8)
-    projected = np.empty((h, w), np.uint8)
-    unknown = 0
-    for r in range(h):
-        source = labels[row_index[r]]
-        for c in range(w):
-            label = source[col_index[c]]
-            out[r, c] = label
-            categories[r, c] = category_lut[label]
-            code = code_lut[label]
-            standing[r, c] = 255 if code >= 6 else 0
-            surface[r, c] = 255 if code == 4 or code == 5 else 0
-            projected[r, c] = 255 if code >= 2 else 0
-            unknown += code & 1
-    return out, categories, standing, surface, projected, unknown
-
-
-@njit(cache=True, nogil=True, error_model="numpy")
 def heights_and_positions(z: np.ndarray, gz: np.ndarray, row_gain: np.ndarray, col_gain: np.ndarray,
                           row_offset: np.float32, col_offset: np.float32, surface: np.ndarray,
                           height_offset: np.float32,

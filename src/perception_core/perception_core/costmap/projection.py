@@ -231,24 +231,16 @@ def resize_nearest(image: np.ndarray, to_hw: tuple[int, int]) -> np.ndarray:
     return out
 
 
-def _worked_index(src_hw: tuple[int, int], work_hw: tuple[int, int], rows: np.ndarray | None,
-                  step: int) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """(row, column) source indices in an image of ``src_hw`` of the pixels the build works on: ``resize_nearest``
-    to ``work_hw``, then ``rows`` (None: all) and every ``step``-th column; None where an axis is taken whole."""
-    src_h, src_w = src_hw
+def _worked_labels(labels: np.ndarray, work_hw: tuple[int, int], rows: np.ndarray | None, step: int) -> np.ndarray:
+    """The labels at the pixels the build works on: ``resize_nearest`` to ``work_hw``, then ``rows`` (None: all)
+    and every ``step``-th column, in one gather of those pixels alone (contiguous)."""
+    src_h, src_w = labels.shape
     row_index = None if src_h == work_hw[0] else _nearest_source(src_h, work_hw[0])
     if rows is not None:
         row_index = rows if row_index is None else row_index[rows]
     col_index = None if src_w == work_hw[1] else _nearest_source(src_w, work_hw[1])
     if step > 1:
         col_index = np.arange(0, work_hw[1], step) if col_index is None else col_index[::step]
-    return row_index, col_index
-
-
-def _worked_labels(labels: np.ndarray, work_hw: tuple[int, int], rows: np.ndarray | None, step: int) -> np.ndarray:
-    """The labels at the pixels the build works on (``_worked_index``), in one gather of those pixels alone
-    (contiguous)."""
-    row_index, col_index = _worked_index(labels.shape, work_hw, rows, step)
     out = labels if row_index is None else np.take(labels, row_index, axis=0)
     out = out if col_index is None else np.take(out, col_index, axis=1)
     return np.ascontiguousarray(out)
@@ -1279,16 +1271,10 @@ def build_costmap(
     if depth is not None:
         step, geometry = _depth_geometry(k, depth.shape, transform, config)
         depth = depth[:, ::step] if geometry.rows is None else depth[geometry.rows, ::step]
+        labels = _worked_labels(labels, work_hw, geometry.rows, step)
+        categories = _categories_of(labels, classes)
         reach, row0, col0 = _reach_window(geometry, window)
-        if labels.dtype == np.uint8:  # the nodes' mono8: gathered, looked up and masked in one pass
-            index = _worked_index(labels.shape, work_hw, geometry.rows, step)
-            index = tuple(np.arange(n) if i is None else i for i, n in zip(index, labels.shape, strict=True))
-            labels, categories, *masks, unknown = kernels.worked_labels(
-                labels, *index, classes.category, _label_tables(classes, reach.rows * reach.cols)[1])
-        else:
-            labels = _worked_labels(labels, work_hw, geometry.rows, step)
-            categories = _categories_of(labels, classes)
-            *masks, unknown = _label_masks(labels, categories, classes, reach.rows * reach.cols)  # of the pixels used
+        *masks, unknown = _label_masks(labels, categories, classes, reach.rows * reach.cols)  # of the pixels used
         evidence = _observe_depth(depth, labels, categories, masks, classes, geometry, reach, config)
         result = _resolve(evidence, config, reach, used_flat_ground=False, unknown_label_pixels=unknown)
         return result if reach is window else _placed_in(result, window, row0, col0)
