@@ -213,3 +213,109 @@ def test_bin_surface_pairs_samples_the_pairs_that_pass_the_surface_tests() -> No
     heights = h[inside].astype(np.float64)
     np.testing.assert_array_equal(elevation[0], np.bincount(cell, minlength=rows * cols))
     np.testing.assert_array_equal(elevation[1], np.bincount(cell, weights=heights, minlength=rows * cols))
+
+
+def _drop_edges_reference(z, inverse, height, surface_ok, categories, gz, step_limit, base, min_range, max_range,
+                          noise, caution_m, blocked_m):
+    """The numpy + cv2 drop-edge test the kernel replaced (cv2.scaleAdd fuses its multiply-add)."""
+    import cv2
+
+    inverse = cv2.max(inverse, 1.0 / max_range)
+    inverse[categories < 0] = np.float32(1.0 / max_range)
+    excess = cv2.subtract(inverse[1:], inverse[:-1])
+    cv2.subtract(excess, step_limit, dst=excess)
+    cv2.scaleAdd(inverse[1:], -noise, excess, dst=excess)
+    with np.errstate(invalid="ignore"):
+        far_index = np.flatnonzero(excess > 0)
+    near_index = far_index + z.shape[1]
+    far_z = z.ravel()[far_index]
+    sky = (categories.ravel()[far_index] < 0) & (gz.ravel()[far_index] < 0)
+    far_z = np.where(sky, np.float32(max_range), far_z)
+    with np.errstate(invalid="ignore"):
+        usable = (surface_ok.ravel()[near_index] != 0) & ((categories.ravel()[far_index] >= 0) | sky) & (
+            (far_z > min_range) & ~np.isnan(far_z))
+    near_index, far_index = near_index[usable], far_index[usable]
+    far = np.minimum(far_z[usable], np.float32(max_range))
+    drop = height.ravel()[near_index] - (far * gz.ravel()[far_index] + np.float32(base))
+    blocked = drop > blocked_m
+    caution = ~blocked & (drop > caution_m)
+    return near_index[caution], far_index[caution], near_index[blocked], far_index[blocked]
+
+
+def test_drop_edge_pairs_match_the_numpy_and_cv2_test() -> None:
+    rng = np.random.default_rng(12)
+    shape = (70, 55)
+    v = np.mgrid[0 : shape[0], 0 : shape[1]][0].astype(np.float32)
+    z = (60.0 / (v + 3.0)).astype(np.float32)  # ground receding upwards
+    z[30:34, 5:40] *= np.float32(3.0)  # past a brink: the rows above see much farther
+    z[rng.random(shape) < 0.03] = np.nan
+    z[:3] = np.inf  # beyond range
+    inverse = np.float32(1) / z
+    gz = (-0.2 + 0.004 * v - 0.01 * rng.random(shape)).astype(np.float32)  # rays rising towards the top rows
+    height = (z * gz + np.float32(1.6) + 0.02 * rng.normal(size=shape)).astype(np.float32)
+    categories = rng.integers(0, 3, shape).astype(np.int8)
+    categories[:5, 20:] = -1  # sky
+    surface_ok = np.where(np.isfinite(z) & (rng.random(shape) < 0.9), 255, 0).astype(np.uint8)
+    step_limit = np.full((shape[0] - 1, shape[1]), 0.002, np.float32)
+    base, min_range, max_range, noise, caution_m, blocked_m = 1.6, 0.3, 25.0, 0.03, 0.15, 0.4
+    want = _drop_edges_reference(z, inverse, height, surface_ok, categories, gz, step_limit, base, min_range,
+                                 max_range, noise, caution_m, blocked_m)
+    got = kernels.drop_edge_pairs(z, inverse, height, surface_ok, categories, gz, step_limit, np.float32(base),
+                                  *(np.float32(x) for x in (min_range, max_range, 1.0 / max_range, noise, caution_m,
+                                                            blocked_m)))
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_array_equal(g, w)
+    assert got[0].size > 0 and got[2].size > 0  # both sizes of drop occur
+
+
+def test_working_depth_is_a_copy_with_non_positive_depth_nan_and_the_range_mask() -> None:
+    rng = np.random.default_rng(3)
+    depth = _depth(rng, (31, 47))
+    projected = np.where(rng.random(depth.shape) < 0.8, 255, 0).astype(np.uint8)
+    lowest, highest = np.float32(0.5), np.float32(30.0)
+    z, valid = kernels.working_depth(depth, projected, lowest, highest)
+    np.testing.assert_array_equal(z, np.where(depth > 0, depth, np.nan).astype(np.float32))
+    with np.errstate(invalid="ignore"):
+        in_range = (depth >= lowest) & (depth <= highest) & (projected != 0)
+    np.testing.assert_array_equal(valid, np.where(in_range, 255, 0).astype(np.uint8))
+    assert z is not depth and np.isnan(z[depth == 0]).all() and (z[np.isfinite(depth) & (depth > 0)] > 0).all()
+
+
+def test_drop_edge_cells_match_the_numpy_spans() -> None:
+    """The brink's samples as numpy placed them (a span of cells from the near point towards where the far ray
+    comes down to its height, at most max_span, columns and rows truncated towards zero)."""
+    rng = np.random.default_rng(21)
+    shape, rows, cols, max_span = (40, 50), 30, 35, np.float32(8.0)
+    z = rng.uniform(2, 20, shape).astype(np.float32)
+    height = rng.normal(0, 0.5, shape).astype(np.float32)
+    row_f, col_f = (rng.uniform(-3, n + 3, shape).astype(np.float32) for n in (rows, cols))
+    gz = rng.uniform(-0.3, 0.1, shape).astype(np.float32)  # some rays rising: the near point's depth stands
+    col_gain, row_gain = (rng.normal(0, 3, shape).astype(np.float32) for _ in range(2))
+    valid = np.where(rng.random(shape) < 0.85, 255, 0).astype(np.uint8)
+    offsets = np.float32(4.0), np.float32(-2.0), np.float32(1.5)
+    pairs = tuple(rng.integers(0, z.size, n) for n in (300, 300, 200, 200))
+    got = kernels.drop_edge_cells(pairs, z, height, row_f, col_f, valid, gz, col_gain, row_gain, *offsets, rows, cols,
+                                  max_span)
+
+    expected = np.zeros((2, rows, cols), np.int32)
+    for layer in range(2):
+        near, far = pairs[2 * layer], pairs[2 * layer + 1]
+        keep = valid.ravel()[near] != 0
+        near, far = near[keep], far[keep]
+        gz_far = gz.ravel()[far]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            reach = (height.ravel()[near] - offsets[2]) / gz_far
+        reach = np.where((gz_far < 0) & np.isfinite(reach), np.maximum(reach, z.ravel()[near]), z.ravel()[near])
+        c0, r0 = col_f.ravel()[near], row_f.ravel()[near]
+        d_col = reach * col_gain.ravel()[far] + offsets[0] - c0
+        d_row = reach * row_gain.ravel()[far] + offsets[1] - r0
+        span = np.minimum(np.maximum(np.abs(d_col), np.abs(d_row)), max_span)
+        scale = np.minimum(1.0, span / np.maximum(np.hypot(d_col, d_row), np.float32(1e-6)))
+        for i in range(near.size):
+            for number in range(int(np.floor(span[i])) + 1):
+                t = np.float32(number) * scale[i] / np.maximum(span[i], np.float32(1.0))
+                col, row = int(c0[i] + t * d_col[i]), int(r0[i] + t * d_row[i])
+                if 0 <= col < cols and 0 <= row < rows:
+                    expected[layer, row, col] += 1
+    np.testing.assert_array_equal(got, expected)
+    assert expected[0].sum() > 100 and expected[1].sum() > 100

@@ -19,6 +19,25 @@ from numba import njit
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
+def working_depth(depth: np.ndarray, projected: np.ndarray, lowest: np.float32,
+                  highest: np.float32) -> tuple[np.ndarray, np.ndarray]:
+    """A float32 copy of ``depth`` with every value of 0 or below NaN, and the uint8 mask (255) of the projected
+    pixels whose depth lies in [lowest, highest] (NaN never does)."""
+    h, w = depth.shape
+    z = np.empty((h, w), np.float32)
+    valid = np.empty((h, w), np.uint8)
+    nan = np.float32(np.nan)
+    zero = np.float32(0.0)
+    for r in range(h):
+        for c in range(w):
+            d = depth[r, c]
+            d = d if d > zero else nan
+            z[r, c] = d
+            valid[r, c] = 255 if projected[r, c] != 0 and d >= lowest and d <= highest else 0
+    return z, valid
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
 def heights_and_positions(z: np.ndarray, gz: np.ndarray, row_gain: np.ndarray, col_gain: np.ndarray,
                           row_offset: np.float32, col_offset: np.float32, surface: np.ndarray,
                           height_offset: np.float32,
@@ -274,3 +293,113 @@ def slope_from_window_means(mean_z: np.ndarray, mean_u: np.ndarray, mean_v: np.n
             magnitude = magnitude + gv * gv
             slope[r, c] = np.sqrt(magnitude) * per_metre
     return slope
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def drop_edge_pairs(z: np.ndarray, inverse: np.ndarray, height: np.ndarray, surface_ok: np.ndarray,
+                    categories: np.ndarray, gz: np.ndarray, step_limit: np.ndarray, height_offset: np.float32,
+                    min_range: np.float32, max_range: np.float32, floor: np.float32, noise: np.float32,
+                    step_caution: np.float32,
+                    step_blocked: np.float32) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(near, far) flat pixel indices of the pairs (r + 1, r) at a drop's edge, CAUTION-sized then BLOCKED-sized
+    (projection._drop_edges says what a drop edge is), in row-major order of the far pixel.
+
+    The far pixel's inverse depth is at least ``floor`` (1 / max_range; sky counts as beyond range); the pair is a
+    discontinuity when the near pixel's inverse depth exceeds the far one's by more than step_limit[r] plus
+    ``noise`` times its own (a fused multiply-add, as cv2.scaleAdd computes it: one rounding of the float64
+    product and sum). Comparisons against the float32 limits, as numpy does against Python floats.
+    """
+    h, w = z.shape
+    size = max(h - 1, 0) * w
+    near_out = np.empty(size, np.int64)
+    far_out = np.empty(size, np.int64)
+    blocked_out = np.empty(size, np.bool_)
+    count = 0
+    minus_noise = np.float64(-noise)
+    for r in range(h - 1):
+        for c in range(w):
+            if surface_ok[r + 1, c] == 0:  # the near pixel must be valid ground
+                continue
+            sky = categories[r, c] < 0
+            inv_far = floor if sky else max(inverse[r, c], floor)
+            inv_near = floor if categories[r + 1, c] < 0 else max(inverse[r + 1, c], floor)
+            excess = inv_near - inv_far
+            excess = excess - step_limit[r, c]
+            excess = np.float32(np.float64(inv_near) * minus_noise + np.float64(excess))
+            if not excess > 0:
+                continue
+            far_z = z[r, c]
+            if sky:
+                if not gz[r, c] < 0:  # sky seen along a rising ray bounds nothing
+                    continue
+                far_z = max_range
+            if not far_z > min_range:  # NaN too
+                continue
+            far = min(far_z, max_range)
+            far_height = far * gz[r, c]
+            far_height = far_height + height_offset
+            drop = height[r + 1, c] - far_height
+            if drop > step_blocked:
+                blocked_out[count] = True
+            elif drop > step_caution:
+                blocked_out[count] = False
+            else:
+                continue
+            near_out[count] = (r + 1) * w + c
+            far_out[count] = r * w + c
+            count += 1
+    near_out, far_out, blocked_out = near_out[:count], far_out[:count], blocked_out[:count]
+    caution = ~blocked_out
+    return near_out[caution], far_out[caution], near_out[blocked_out], far_out[blocked_out]
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def drop_edge_cells(pairs: tuple, z: np.ndarray, height: np.ndarray, row_f: np.ndarray, col_f: np.ndarray,
+                    valid: np.ndarray, gz: np.ndarray, col_gain: np.ndarray, row_gain: np.ndarray,
+                    col_offset: np.float32, row_offset: np.float32, height_offset: np.float32, rows: int, cols: int,
+                    max_span: np.float32) -> np.ndarray:
+    """int32 [2, rows, cols] drop-edge samples per cell of the (near, far) pixel pairs of each size (``pairs``:
+    CAUTION near, far, BLOCKED near, far; flat indices): projection._drop_edge_cells says where the brink lies.
+    Samples every cell (at most ``max_span``) from the near point towards where the far ray comes down to the
+    near point's height; a sample's column and row truncate towards zero, as numpy's astype does."""
+    out = np.zeros((2, rows, cols), np.int32)
+    flat = (z.ravel(), height.ravel(), row_f.ravel(), col_f.ravel(), valid.ravel(), gz.ravel(), col_gain.ravel(),
+            row_gain.ravel())
+    zs, hs, rfs, cfs, vs, gzs, cgs, rgs = flat
+    one = np.float32(1.0)
+    tiny = np.float32(1e-6)
+    for layer in range(2):
+        near_all = pairs[2 * layer]
+        far_all = pairs[2 * layer + 1]
+        for i in range(near_all.size):
+            near = near_all[i]
+            far = far_all[i]
+            if vs[near] == 0:
+                continue
+            gz_far = gzs[far]
+            reach = (hs[near] - height_offset) / gz_far  # depth of the far ray at the near point's height
+            z_near = zs[near]
+            if gz_far < 0 and np.isfinite(reach):
+                reach = max(reach, z_near)
+            else:
+                reach = z_near
+            c0 = cfs[near]
+            r0 = rfs[near]
+            d_col = reach * cgs[far] + col_offset
+            d_col = d_col - c0
+            d_row = reach * rgs[far] + row_offset
+            d_row = d_row - r0
+            span = min(max(abs(d_col), abs(d_row)), max_span)
+            # float32 hypot as glibc's hypotf (numpy's) computes it: the float64 root rounded once
+            length = np.float32(np.sqrt(np.float64(d_col) * np.float64(d_col) + np.float64(d_row) * np.float64(d_row)))
+            length = max(length, tiny)
+            scale = min(one, span / length)
+            divisor = max(span, one)
+            for number in range(int(np.floor(span)) + 1):
+                t = np.float32(number) * scale
+                t = t / divisor
+                col = int(c0 + t * d_col)
+                row = int(r0 + t * d_row)
+                if col >= 0 and col < cols and row >= 0 and row < rows:
+                    out[layer, row, col] += 1
+    return out

@@ -64,7 +64,7 @@ import numpy as np
 from perception_core.costmap import kernels
 from perception_core.costmap.classes import ClassMap, as_class_map
 from perception_core.costmap.config import CATEGORIES, UNKNOWN, CostmapConfig
-from perception_core.costmap.terrain import GroundGeometry, _set_where, ground_geometry
+from perception_core.costmap.terrain import GroundGeometry, ground_geometry
 from perception_core.errors import DataError
 from perception_core.geometry import camera_optical_pose
 from perception_core.ontology import Category
@@ -802,13 +802,12 @@ def _observe_depth(
     # Work on the rows from the first that can hold a point down: the sky above holds nothing (a third of the image).
     top = _first_row_used(projected | standing)
     standing, surface = standing[top:], surface[top:]
-    z = np.array(depth[top:], dtype=np.float32, copy=True)
     # A depth of 0 or below (a driver's "no return"; REP 117's -Inf, too near to measure) is no measurement: NaN,
-    # so that every later test (an obstacle's foot, its bottom pixel) treats it as one.
-    _set_where(z, np.nan, cv2.compare(z, np.zeros_like(z), cv2.CMP_LE))
-    # uint8 masks (255 = keep); NaN fails every inRange test.
-    valid = cv2.inRange(z, _f32_at_least_above(config.min_range), _f32_below(config.max_range))
-    valid &= projected[top:]
+    # so that every later test (an obstacle's foot, its bottom pixel) treats it as one. valid: uint8 mask (255 =
+    # keep) of the projected pixels in range.
+    z, valid = kernels.working_depth(np.asarray(depth[top:], np.float32), projected[top:],
+                                     np.float32(_f32_at_least_above(config.min_range)),
+                                     np.float32(_f32_below(config.max_range)))
     cats8 = np.ascontiguousarray(categories[top:], np.int8)
     # Ids outside 0..255 are binned by the clipped id's category, as they always were (uint8 labels: cats8).
     ids = None if labels.dtype == np.uint8 else np.clip(labels[top:].astype(np.int64), 0, 255)
@@ -981,34 +980,12 @@ def _drop_edges(z: np.ndarray, inverse: np.ndarray, height: np.ndarray, surface_
     sight), passed over ground that lies below its ray there, so the ray's height at max_range bounds
     that ground from above.
     """
-    import cv2
-
-    if z.shape[0] < 2:
-        none = np.empty(0, np.int64)
-        return (none, none), (none, none)
-    # Inverse depth (``inverse``: 1 / z) with "beyond range" (+Inf, or at least max_range) at 1 / max_range;
-    # cv2.max may turn a NaN into 1 / max_range, so NaN far pixels are dropped explicitly below.
-    inverse = cv2.max(inverse, 1.0 / config.max_range)
-    not_projected = categories < 0  # sky (and ignore): as if beyond range, checked for a descending ray below
-    _set_where(inverse, 1.0 / config.max_range, not_projected)
-    excess = cv2.subtract(inverse[1:], inverse[:-1])  # near (row r + 1) minus far (row r): > 0 when far is farther
-    cv2.subtract(excess, geometry.step_limit, dst=excess)
-    cv2.scaleAdd(inverse[1:], -config.surface_depth_noise, excess, dst=excess)
-    with np.errstate(invalid="ignore"):
-        far_index = np.flatnonzero(excess > 0)  # a bool mask: numpy finds its non-zeros far faster than a uint8's
-    near_index = far_index + z.shape[1]
-    far_z = z.ravel()[far_index]
-    sky = (categories.ravel()[far_index] < 0) & (geometry.gz.ravel()[far_index] < 0)
-    far_z = np.where(sky, np.float32(config.max_range), far_z)
-    usable = (surface_ok.ravel()[near_index] != 0) & ((categories.ravel()[far_index] >= 0) | sky) & (
-        (far_z > config.min_range) & ~np.isnan(far_z))
-    near_index, far_index = near_index[usable], far_index[usable]
-    far = np.minimum(far_z[usable], np.float32(config.max_range))
-    far_height = far * geometry.gz.ravel()[far_index] + np.float32(geometry.t[2] - config.ground_z)
-    drop = height.ravel()[near_index] - far_height
-    blocked = drop > config.step_blocked_m
-    caution = ~blocked & (drop > config.step_caution_m)
-    return (near_index[caution], far_index[caution]), (near_index[blocked], far_index[blocked])
+    limits = (config.min_range, config.max_range, 1.0 / config.max_range, config.surface_depth_noise,
+              config.step_caution_m, config.step_blocked_m)
+    near_c, far_c, near_b, far_b = kernels.drop_edge_pairs(
+        z, inverse, height, surface_ok, categories, geometry.gz, geometry.step_limit,
+        np.float32(geometry.t[2] - config.ground_z), *(np.float32(v) for v in limits))
+    return (near_c, far_c), (near_b, far_b)
 
 
 def _drop_edge_cells(drops: tuple[_PixelPairs, _PixelPairs] | None, z: np.ndarray, height: np.ndarray, row_f: np.ndarray, col_f: np.ndarray,
@@ -1020,36 +997,14 @@ def _drop_edge_cells(drops: tuple[_PixelPairs, _PixelPairs] | None, z: np.ndarra
     point's height (the next row would have seen ground there); the cells along that span, up to
     ``MAX_EDGE_SPAN_CELLS``, are marked, so a coarse image does not place the edge a row short.
     """
-    col_gain, row_gain, col_offset, row_offset = gains
-    rows, cols = window.rows, window.cols
-    base = np.float32(geometry.t[2] - config.ground_z)
     if drops is None:
-        return np.zeros((2, rows, cols), np.int32)
-    # Both sizes of drop in one pass (few pixels: numpy's per-call cost dominates), told apart by their layer.
+        return np.zeros((2, window.rows, window.cols), np.int32)
+    col_gain, row_gain, col_offset, row_offset = gains
     (near_caution, far_caution), (near_blocked, far_blocked) = drops
-    near, far = np.concatenate([near_caution, near_blocked]), np.concatenate([far_caution, far_blocked])
-    layer = np.repeat(np.arange(2), [near_caution.size, near_blocked.size])
-    keep = valid.ravel()[near] != 0
-    near, far, layer = near[keep], far[keep], layer[keep]
-    if not near.size:
-        return np.zeros((2, rows, cols), np.int32)
-    gz_far = geometry.gz.ravel()[far]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        reach = (height.ravel()[near] - base) / gz_far  # depth of the far ray at the near point's height
-    reach = np.where((gz_far < 0) & np.isfinite(reach), np.maximum(reach, z.ravel()[near]), z.ravel()[near])
-    c0, r0 = col_f.ravel()[near], row_f.ravel()[near]
-    d_col = reach * col_gain.ravel()[far] + np.float32(col_offset) - c0
-    d_row = reach * row_gain.ravel()[far] + np.float32(row_offset) - r0
-    span = np.minimum(np.maximum(np.abs(d_col), np.abs(d_row)), MAX_EDGE_SPAN_CELLS)
-    length = np.maximum(np.hypot(d_col, d_row), 1e-6)
-    scale = np.minimum(1.0, span / length)
-    item, number = _spread(np.floor(span).astype(np.int64) + 1)
-    t = number.astype(np.float32) * scale[item] / np.maximum(span[item], 1.0)
-    col = (c0[item] + t * d_col[item]).astype(np.int64)
-    row = (r0[item] + t * d_row[item]).astype(np.int64)
-    inside = (col >= 0) & (col < cols) & (row >= 0) & (row < rows)
-    cell = (layer[item][inside] * rows + row[inside]) * cols + col[inside]
-    return np.bincount(cell, minlength=2 * rows * cols).reshape(2, rows, cols).astype(np.int32)
+    return kernels.drop_edge_cells((near_caution, far_caution, near_blocked, far_blocked), z, height, row_f, col_f,
+                                   valid, geometry.gz, col_gain, row_gain, np.float32(col_offset),
+                                   np.float32(row_offset), np.float32(geometry.t[2] - config.ground_z), window.rows,
+                                   window.cols, np.float32(MAX_EDGE_SPAN_CELLS))
 
 
 # --------------------------------------------------------------------------- float64 reference path
