@@ -319,3 +319,90 @@ def test_drop_edge_cells_match_the_numpy_spans() -> None:
                     expected[layer, row, col] += 1
     np.testing.assert_array_equal(got, expected)
     assert expected[0].sum() > 100 and expected[1].sum() > 100
+
+
+def _pull_reference(z, valid, standing, surface_ok, gz, limit, min_range, max_range, noise):
+    """The numpy _pull_onto_contact the kernel replaced (commit ae7876d), on bare arrays."""
+    import cv2
+
+    h, w = z.shape
+    # Standing pixels in column-major order: a run of consecutive indices is one vertical run of a column,
+    # and the index after its last pixel is its contact (when still in the same column).
+    column_major = np.flatnonzero(cv2.transpose(standing.view(np.uint8)) != 0)
+    if column_major.size == 0:
+        return 0, (np.empty(0, np.int64), np.empty(0, np.int64)), np.empty(0, np.int64), np.empty(0, np.int64)
+    run_start = np.ones(column_major.size, dtype=bool)
+    run_start[1:] = np.diff(column_major) != 1
+    run_id = np.cumsum(run_start) - 1
+    run_last = np.append(np.flatnonzero(run_start[1:]), column_major.size - 1)
+    col = column_major // h
+    own = (column_major - col * h) * w + col
+    # The foot is shared by the pixels of a run in one column (a run that leaves the bottom of a column goes
+    # on at the top of the next): worked out once per such segment, a few hundred against thousands of pixels.
+    segment_start = run_start.copy()
+    segment_start[1:] |= col[1:] != col[:-1]
+    segment = np.cumsum(segment_start) - 1
+    first = np.flatnonzero(segment_start)
+    contact_cm = column_major[run_last[run_id[first]]] + 1
+    has_contact = contact_cm % h != 0  # the run does not reach the bottom edge
+    contact_row = np.where(has_contact, contact_cm % h, 1)
+    contact = contact_row * w + col[first]
+    bottom = contact - w
+    has_contact &= surface_ok.ravel()[contact] != 0
+    flat_z, gz = z.ravel(), gz.ravel()
+    near = flat_z[contact]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        # Depth along the bottom pixel's ray at the contact point's height (gz < 0: the ray descends).
+        far = np.where(gz[bottom] < 0, near * gz[contact] / gz[bottom], near)
+    far = np.maximum(far, near)
+    bound = far + np.float32(limit)
+    with np.errstate(invalid="ignore"):
+        # A run whose bottom pixel already lies beyond the bound does not stand on that contact: it stands
+        # behind something that hides its foot (a brink, a crest), and none of it is pulled.
+        movable = has_contact & (flat_z[bottom] <= bound) & (far > min_range) & (far < max_range)
+        # Per pixel: those beyond the bound (or without depth) go to the foot.
+        pull = movable[segment] & ~(flat_z[own] <= bound[segment])
+    pulled = own[pull]
+    flat_z[pulled] = far[segment[pull]]
+    valid.ravel()[pulled] = 255
+    ends = segment[run_last]  # the segment of each run's last pixel
+    on_contact = has_contact[ends]  # the runs with a surface contact
+    ends = ends[on_contact]
+    with np.errstate(invalid="ignore"):
+        grounded = flat_z[own[run_last[on_contact]]] >= near[ends] * np.float32(1 - noise)
+    return (int(pulled.size), (contact[ends][grounded], bottom[ends][grounded]), own,
+            np.where(has_contact, contact, -1)[segment])
+
+
+
+def test_pull_onto_contact_matches_the_numpy_runs_and_segments() -> None:
+    """Random standing runs, some reaching the image's bottom edge and some going on at the top of the next
+    column (cut into one segment per column), against the numpy column-major runs: same pulls, same feet."""
+    rng = np.random.default_rng(8)
+    h, w = 40, 30
+    v = np.mgrid[0:h, 0:w][0].astype(np.float32)
+    z = (50.0 / (v + 5.0)).astype(np.float32)
+    gz = (-0.05 - 0.01 * v).astype(np.float32)
+    standing = np.zeros((h, w), np.uint8)
+    for c in range(w):
+        top = int(rng.integers(0, h - 3))
+        standing[top : top + int(rng.integers(1, 12)), c] = 255
+    standing[h - 3 :, 4] = 255  # reaches the bottom edge ...
+    standing[:2, 5] = 255  # ... and goes on at the top of the next column
+    far = standing != 0
+    z[far] *= rng.uniform(0.8, 3.0, far.sum()).astype(np.float32)  # some behind their foot, some in front
+    z[far & (rng.random((h, w)) < 0.1)] = np.nan  # obstacle pixels without depth go to the foot
+    surface_ok = np.where(~far & (rng.random((h, w)) < 0.9), 255, 0).astype(np.uint8)
+    valid = np.where(np.isfinite(z), 255, 0).astype(np.uint8)
+    args = (gz, 0.5, 0.3, 25.0, 0.03)
+    z_want, valid_want = z.copy(), valid.copy()
+    want = _pull_reference(z_want, valid_want, standing, surface_ok, *args)
+    z_got, valid_got = z.copy(), valid.copy()
+    pulled, contact, bottom, own, contacts = kernels.pull_onto_contact(
+        z_got, valid_got, standing, surface_ok, gz, *(np.float32(a) for a in args[1:4]), np.float32(1 - args[4]))
+    assert pulled == want[0] > 3
+    np.testing.assert_array_equal(z_got, z_want)
+    np.testing.assert_array_equal(valid_got, valid_want)
+    for got, expected in ((contact, want[1][0]), (bottom, want[1][1]), (own, want[2]), (contacts, want[3])):
+        np.testing.assert_array_equal(got, expected)
+    assert want[1][0].size > 5 and (want[3] == -1).any()

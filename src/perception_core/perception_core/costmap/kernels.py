@@ -403,3 +403,101 @@ def drop_edge_cells(pairs: tuple, z: np.ndarray, height: np.ndarray, row_f: np.n
                 if col >= 0 and col < cols and row >= 0 and row < rows:
                     out[layer, row, col] += 1
     return out
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def pull_onto_contact(z: np.ndarray, valid: np.ndarray, standing: np.ndarray, surface_ok: np.ndarray,
+                      gz: np.ndarray, limit: np.float32, min_range: np.float32, max_range: np.float32,
+                      keep_ratio: np.float32) -> tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """projection._pull_onto_contact's work (its docstring says what and why), in place on ``z`` and ``valid``.
+
+    Standing pixels are taken in column-major order (a run of consecutive indices is a vertical run; one that
+    leaves the bottom of a column goes on at the top of the next, and is cut into one segment per column).
+    Every segment's foot is worked out from the depths before any pixel is pulled. Returns (pixels pulled,
+    contacts and bottom pixels of the runs grounded on their contact, every standing pixel's flat index, each
+    one's contact or -1).
+    """
+    h, w = z.shape
+    n = 0
+    for r in range(h):
+        for c in range(w):
+            if standing[r, c] != 0:
+                n += 1
+    own = np.empty(n, np.int64)
+    major = np.empty(n, np.int64)  # column-major index c * h + r
+    k = 0
+    for c in range(w):
+        for r in range(h):
+            if standing[r, c] != 0:
+                own[k] = r * w + c
+                major[k] = c * h + r
+                k += 1
+    # Runs and their last pixel; segments (a run's part in one column) and their run.
+    run_of = np.empty(n, np.int64)
+    run_last = np.empty(n, np.int64)
+    segment_of = np.empty(n, np.int64)
+    segment_run = np.empty(n, np.int64)
+    segment_col = np.empty(n, np.int64)
+    runs = -1
+    segments = -1
+    for k in range(n):
+        col = major[k] // h
+        new_run = k == 0 or major[k] != major[k - 1] + 1
+        if new_run:
+            runs += 1
+        if new_run or col != major[k - 1] // h:
+            segments += 1
+            segment_run[segments] = runs
+            segment_col[segments] = col
+        run_of[k] = runs
+        run_last[runs] = k
+        segment_of[k] = segments
+    runs += 1
+    segments += 1
+    flat_z = z.ravel()
+    flat_gz = gz.ravel()
+    flat_surface = surface_ok.ravel()
+    contact = np.empty(segments, np.int64)
+    bottom = np.empty(segments, np.int64)
+    has_contact = np.empty(segments, np.bool_)
+    near = np.empty(segments, np.float32)
+    far = np.empty(segments, np.float32)
+    movable = np.empty(segments, np.bool_)
+    for s in range(segments):
+        after = major[run_last[segment_run[s]]] + 1  # the pixel below the run's last one, column-major
+        reaches_bottom = after % h == 0
+        contact[s] = (1 if reaches_bottom else after % h) * w + segment_col[s]
+        bottom[s] = contact[s] - w
+        has_contact[s] = not reaches_bottom and flat_surface[contact[s]] != 0
+        near[s] = flat_z[contact[s]]
+        foot = near[s]
+        if flat_gz[bottom[s]] < 0:  # depth along the bottom pixel's ray at the contact's height
+            foot = near[s] * flat_gz[contact[s]]
+            foot = foot / flat_gz[bottom[s]]
+        if foot < near[s]:
+            foot = near[s]
+        far[s] = foot
+        bound = foot + limit
+        movable[s] = has_contact[s] and flat_z[bottom[s]] <= bound and foot > min_range and foot < max_range
+    flat_valid = valid.ravel()
+    pulled = 0
+    for k in range(n):
+        s = segment_of[k]
+        if movable[s] and not flat_z[own[k]] <= far[s] + limit:
+            flat_z[own[k]] = far[s]
+            flat_valid[own[k]] = 255
+            pulled += 1
+    grounded_contact = np.empty(runs, np.int64)
+    grounded_bottom = np.empty(runs, np.int64)
+    grounded = 0
+    for run in range(runs):
+        s = segment_of[run_last[run]]
+        if has_contact[s] and flat_z[own[run_last[run]]] >= near[s] * keep_ratio:
+            grounded_contact[grounded] = contact[s]
+            grounded_bottom[grounded] = bottom[s]
+            grounded += 1
+    contacts = np.empty(n, np.int64)
+    for k in range(n):
+        s = segment_of[k]
+        contacts[k] = contact[s] if has_contact[s] else -1
+    return pulled, grounded_contact[:grounded], grounded_bottom[:grounded], own, contacts

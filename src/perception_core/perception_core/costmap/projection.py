@@ -586,55 +586,10 @@ def _pull_onto_contact(z: np.ndarray, valid: np.ndarray, standing: np.ndarray, s
     a contact in front of them (the ground between the two is seen up to the obstacle's foot), the flat
     indices of every standing pixel, and each one's contact (its local ground; -1 where it has none).
     """
-    import cv2
-
-    h, w = z.shape
-    # Standing pixels in column-major order: a run of consecutive indices is one vertical run of a column,
-    # and the index after its last pixel is its contact (when still in the same column).
-    column_major = np.flatnonzero(cv2.transpose(standing.view(np.uint8)) != 0)
-    if column_major.size == 0:
-        return 0, (np.empty(0, np.int64), np.empty(0, np.int64)), np.empty(0, np.int64), np.empty(0, np.int64)
-    run_start = np.ones(column_major.size, dtype=bool)
-    run_start[1:] = np.diff(column_major) != 1
-    run_id = np.cumsum(run_start) - 1
-    run_last = np.append(np.flatnonzero(run_start[1:]), column_major.size - 1)
-    col = column_major // h
-    own = (column_major - col * h) * w + col
-    # The foot is shared by the pixels of a run in one column (a run that leaves the bottom of a column goes
-    # on at the top of the next): worked out once per such segment, a few hundred against thousands of pixels.
-    segment_start = run_start.copy()
-    segment_start[1:] |= col[1:] != col[:-1]
-    segment = np.cumsum(segment_start) - 1
-    first = np.flatnonzero(segment_start)
-    contact_cm = column_major[run_last[run_id[first]]] + 1
-    has_contact = contact_cm % h != 0  # the run does not reach the bottom edge
-    contact_row = np.where(has_contact, contact_cm % h, 1)
-    contact = contact_row * w + col[first]
-    bottom = contact - w
-    has_contact &= surface_ok.ravel()[contact] != 0
-    flat_z, gz = z.ravel(), geometry.gz.ravel()
-    near = flat_z[contact]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        # Depth along the bottom pixel's ray at the contact point's height (gz < 0: the ray descends).
-        far = np.where(gz[bottom] < 0, near * gz[contact] / gz[bottom], near)
-    far = np.maximum(far, near)
-    bound = far + np.float32(limit)
-    with np.errstate(invalid="ignore"):
-        # A run whose bottom pixel already lies beyond the bound does not stand on that contact: it stands
-        # behind something that hides its foot (a brink, a crest), and none of it is pulled.
-        movable = has_contact & (flat_z[bottom] <= bound) & (far > config.min_range) & (far < config.max_range)
-        # Per pixel: those beyond the bound (or without depth) go to the foot.
-        pull = movable[segment] & ~(flat_z[own] <= bound[segment])
-    pulled = own[pull]
-    flat_z[pulled] = far[segment[pull]]
-    valid.ravel()[pulled] = 255
-    ends = segment[run_last]  # the segment of each run's last pixel
-    on_contact = has_contact[ends]  # the runs with a surface contact
-    ends = ends[on_contact]
-    with np.errstate(invalid="ignore"):
-        grounded = flat_z[own[run_last[on_contact]]] >= near[ends] * np.float32(1 - config.surface_depth_noise)
-    return (int(pulled.size), (contact[ends][grounded], bottom[ends][grounded]), own,
-            np.where(has_contact, contact, -1)[segment])
+    pulled, contact, bottom, own, contacts = kernels.pull_onto_contact(
+        z, valid, standing, surface_ok, geometry.gz, np.float32(limit), np.float32(config.min_range),
+        np.float32(config.max_range), np.float32(1 - config.surface_depth_noise))
+    return pulled, (contact, bottom), own, contacts
 
 
 def _spread(per_item: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
