@@ -155,3 +155,28 @@ def test_zero_and_negative_depth_are_invalid_like_nan(invalid: float) -> None:
     assert expected.observed_cells > 100
     np.testing.assert_array_equal(got.grid, expected.grid)
     assert got.points_projected == expected.points_projected
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int32])
+@pytest.mark.parametrize("unknown_category", [None, "BLOCKED"])
+def test_unknown_ids_are_counted_over_every_worked_pixel_sky_rows_included(dtype: type, unknown_category) -> None:
+    """The build skips the rows above the first projected one, but the diagnostic count of ids the ontology lacks
+    covers all the pixels it samples: an unknown id that is not projected (unknown_category None) in the sky
+    counts too."""
+    from perception_core.costmap.projection import _worked_labels
+
+    width, height = 96, 72
+    k = np.array([[60.0, 0.0, 47.5], [0.0, 60.0, 35.5], [0.0, 0.0, 1.0]])
+    depth, labels = _scene(width, height, k)
+    labels = labels.astype(dtype)
+    rng = np.random.default_rng(5)
+    labels[rng.random(labels.shape) < 0.05] = 77
+    labels[:4, :10] = 77  # in the sky rows
+    if dtype == np.int32:
+        labels[1, 20:25], labels[50, :3] = 999, -4  # outside 0..255: unknown as well
+    config = CostmapConfig(resolution=0.2, mount_z=CAM_HEIGHT, mount_pitch=CAM_PITCH, width_m=16.0, height_m=16.0,
+                           origin_x=-2.0, origin_y=-8.0)
+    classes = class_map_from_ontology(ONTOLOGY, unknown_category=unknown_category)
+    result = build_costmap(depth, labels, k, config, classes)
+    worked = _worked_labels(labels, depth.shape, None, 1)  # every pixel of this image (column step 1 here)
+    assert result.unknown_label_pixels == classes.unknown_ids(worked) > 40

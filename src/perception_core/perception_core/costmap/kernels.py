@@ -501,3 +501,29 @@ def pull_onto_contact(z: np.ndarray, valid: np.ndarray, standing: np.ndarray, su
         s = segment_of[k]
         contacts[k] = contact[s] if has_contact[s] else -1
     return pulled, grounded_contact[:grounded], grounded_bottom[:grounded], own, contacts
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def first_used_row(labels: np.ndarray, row_index: np.ndarray, col_index: np.ndarray, code_lut: np.ndarray,
+                   known: np.ndarray) -> tuple[int, np.ndarray]:
+    """The first worked row holding a projected or standing pixel (-1 when none does) of the worked pixels
+    ``labels[row_index][:, col_index]``, and the pixels with an id the ontology lacks in the rows before each
+    row up to it (``unknown_before[r]``: rows 0..r-1).
+
+    ``code_lut``: 2 * kind + (id unknown), kind >= 1 projected (projection._label_tables); ids outside 0..255 take
+    the clipped id's code and count as unknown, as ClassMap.unknown_ids counts them.
+    """
+    unknown_before = np.zeros(row_index.size + 1, np.int64)
+    for r in range(row_index.size):
+        line = labels[row_index[r]]
+        for c in range(col_index.size):
+            label = np.int64(line[col_index[c]])
+            if code_lut[min(max(label, 0), 255)] >= 2:
+                return r, unknown_before
+        unknown = 0
+        for c in range(col_index.size):  # a row above the first used one: count its unknown ids
+            label = np.int64(line[col_index[c]])
+            if label < 0 or label > 255 or not known[label]:
+                unknown += 1
+        unknown_before[r + 1] = unknown_before[r] + unknown
+    return -1, unknown_before

@@ -231,19 +231,22 @@ def resize_nearest(image: np.ndarray, to_hw: tuple[int, int]) -> np.ndarray:
     return out
 
 
-def _worked_labels(labels: np.ndarray, work_hw: tuple[int, int], rows: np.ndarray | None, step: int) -> np.ndarray:
-    """The labels at the pixels the build works on: ``resize_nearest`` to ``work_hw``, then ``rows`` (None: all)
-    and every ``step``-th column, in one gather of those pixels alone (contiguous)."""
-    src_h, src_w = labels.shape
-    row_index = None if src_h == work_hw[0] else _nearest_source(src_h, work_hw[0])
+def _worked_index(src_hw: tuple[int, int], work_hw: tuple[int, int], rows: np.ndarray | None,
+                  step: int) -> tuple[np.ndarray, np.ndarray]:
+    """(row, column) indices in an image of ``src_hw`` of the pixels the build works on: ``resize_nearest`` to
+    ``work_hw``, then ``rows`` (None: all) and every ``step``-th column."""
+    row_index = np.arange(src_hw[0]) if src_hw[0] == work_hw[0] else _nearest_source(src_hw[0], work_hw[0])
     if rows is not None:
-        row_index = rows if row_index is None else row_index[rows]
-    col_index = None if src_w == work_hw[1] else _nearest_source(src_w, work_hw[1])
-    if step > 1:
-        col_index = np.arange(0, work_hw[1], step) if col_index is None else col_index[::step]
-    out = labels if row_index is None else np.take(labels, row_index, axis=0)
-    out = out if col_index is None else np.take(out, col_index, axis=1)
-    return np.ascontiguousarray(out)
+        row_index = row_index[rows]
+    col_index = np.arange(src_hw[1]) if src_hw[1] == work_hw[1] else _nearest_source(src_hw[1], work_hw[1])
+    return row_index, col_index[::step]
+
+
+def _worked_labels(labels: np.ndarray, work_hw: tuple[int, int], rows: np.ndarray | None, step: int) -> np.ndarray:
+    """The labels at the pixels the build works on (``_worked_index``), in one gather of those pixels alone
+    (contiguous)."""
+    row_index, col_index = _worked_index(labels.shape, work_hw, rows, step)
+    return np.ascontiguousarray(np.take(np.take(labels, row_index, axis=0), col_index, axis=1))
 
 
 def _check_inputs(depth: np.ndarray | None, labels: np.ndarray, k_matrix: np.ndarray) -> None:
@@ -727,26 +730,35 @@ def _label_masks(labels: np.ndarray, categories: np.ndarray, classes: ClassMap,
             _at_least(categories, 0), classes.unknown_ids(labels))
 
 
-def _first_row_used(projected: np.ndarray) -> int:
-    """The first row the build needs: one above the first projected pixel (uint8 mask), as a multiple of 4.
+def _first_row_used(labels: np.ndarray, work_hw: tuple[int, int], rows: np.ndarray, step: int, classes: ClassMap,
+                    cells: int) -> tuple[int, int]:
+    """(the first of the worked ``rows`` the build needs, pixels with ids the ontology lacks in the rows above it):
+    one above the first row with a projected pixel, as a multiple of 4 (0 when none has one).
 
     Rows above it hold sky and ignored pixels alone, which neither land nor stand on anything; the row above
     the first projected pixel may be the far side of a drop edge, and a multiple of 4 keeps the every-4th-row
-    sample of the ground offset on the same rows.
+    sample of the ground offset on the same rows. Scans the labels at the worked pixels row by row
+    (``_worked_labels``' pixels) and stops at the first such row.
     """
-    first = int(np.argmax(projected))  # first non-zero in row-major order (0 also when there is none)
-    top = max(first // projected.shape[1] - 1, 0)
-    return top - top % 4
+    row_index, col_index = _worked_index(labels.shape, work_hw, rows, step)
+    first, unknown_before = kernels.first_used_row(labels, row_index, col_index, _label_tables(classes, cells)[1],
+                                                   classes.known)
+    if first < 0:
+        return 0, 0
+    top = max(first - 1, 0)
+    top -= top % 4
+    return top, int(unknown_before[top])
 
 
 def _observe_depth(
     depth: np.ndarray, labels: np.ndarray, categories: np.ndarray, masks: tuple[np.ndarray, np.ndarray, np.ndarray],
-    classes: ClassMap, geometry: _RayGeometry, window: GridWindow, config: CostmapConfig,
+    classes: ClassMap, geometry: _RayGeometry, top: int, window: GridWindow, config: CostmapConfig,
 ) -> dict[str, Any]:
     """Evidence per bin and cell, lethal area and height sums, the ground's heights and drop edges, for one frame.
 
-    ``masks``: the standing, surface and projected pixels (``_label_masks``); ``geometry``: the depth's
-    ``_ray_geometry``.
+    ``depth``, ``labels``, ``categories`` and ``masks`` (the standing, surface and projected pixels,
+    ``_label_masks``) are of the worked rows from the ``top``-th on; ``geometry``: the depth's ``_ray_geometry``,
+    of every worked row.
     """
     import cv2
 
@@ -754,18 +766,15 @@ def _observe_depth(
     cells = rows * cols
     col_gain, row_gain, col_offset, row_offset = _cell_gains(geometry, window)
     standing, surface, projected = masks
-    # Work on the rows from the first that can hold a point down: the sky above holds nothing (a third of the image).
-    top = _first_row_used(projected | standing)
-    standing, surface = standing[top:], surface[top:]
     # A depth of 0 or below (a driver's "no return"; REP 117's -Inf, too near to measure) is no measurement: NaN,
     # so that every later test (an obstacle's foot, its bottom pixel) treats it as one. valid: uint8 mask (255 =
     # keep) of the projected pixels in range.
-    z, valid = kernels.working_depth(np.asarray(depth[top:], np.float32), projected[top:],
+    z, valid = kernels.working_depth(np.asarray(depth, np.float32), projected,
                                      np.float32(_f32_at_least_above(config.min_range)),
                                      np.float32(_f32_below(config.max_range)))
-    cats8 = np.ascontiguousarray(categories[top:], np.int8)
+    cats8 = np.ascontiguousarray(categories, np.int8)
     # Ids outside 0..255 are binned by the clipped id's category, as they always were (uint8 labels: cats8).
-    ids = None if labels.dtype == np.uint8 else np.clip(labels[top:].astype(np.int64), 0, 255)
+    ids = None if labels.dtype == np.uint8 else np.clip(labels.astype(np.int64), 0, 255)
     if top:
         geometry = dataclasses.replace(geometry, gx=geometry.gx[top:], gy=geometry.gy[top:], gz=geometry.gz[top:],
                                        step_limit=geometry.step_limit[top:], wide_quads=geometry.wide_quads[top:],
@@ -1180,12 +1189,18 @@ def build_costmap(
     window = window or GridWindow.base_frame(config)
     if depth is not None:
         step, geometry = _depth_geometry(k, depth.shape, transform, config)
-        depth = depth[:, ::step] if geometry.rows is None else depth[geometry.rows, ::step]
-        labels = _worked_labels(labels, work_hw, geometry.rows, step)
-        categories = _categories_of(labels, classes)
         reach, row0, col0 = _reach_window(geometry, window)
+        # Work on the rows from the one above the first that can hold a point down: the sky above holds nothing
+        # (a third of the image). Unknown ids above it are counted all the same.
+        rows = np.arange(depth.shape[0]) if geometry.rows is None else geometry.rows
+        top, unknown_above = _first_row_used(labels, work_hw, rows, step, classes, reach.rows * reach.cols)
+        rows = rows[top:]
+        depth = depth[rows, ::step]
+        labels = _worked_labels(labels, work_hw, rows, step)
+        categories = _categories_of(labels, classes)
         *masks, unknown = _label_masks(labels, categories, classes, reach.rows * reach.cols)  # of the pixels used
-        evidence = _observe_depth(depth, labels, categories, masks, classes, geometry, reach, config)
+        evidence = _observe_depth(depth, labels, categories, masks, classes, geometry, top, reach, config)
+        unknown += unknown_above
         result = _resolve(evidence, config, reach, used_flat_ground=False, unknown_label_pixels=unknown)
         return result if reach is window else _placed_in(result, window, row0, col0)
     categories = _categories_of(labels, classes)
