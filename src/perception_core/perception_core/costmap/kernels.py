@@ -516,14 +516,14 @@ def first_used_row(labels: np.ndarray, row_index: np.ndarray, col_index: np.ndar
     unknown_before = np.zeros(row_index.size + 1, np.int64)
     for r in range(row_index.size):
         line = labels[row_index[r]]
+        used = False
+        unknown = 0
         for c in range(col_index.size):
             label = np.int64(line[col_index[c]])
-            if code_lut[min(max(label, 0), 255)] >= 2:
-                return r, unknown_before
-        unknown = 0
-        for c in range(col_index.size):  # a row above the first used one: count its unknown ids
-            label = np.int64(line[col_index[c]])
-            if label < 0 or label > 255 or not known[label]:
-                unknown += 1
+            code = code_lut[min(max(label, 0), 255)]
+            used |= code >= 2
+            unknown += 1 if label < 0 or label > 255 or not known[label] else 0
+        if used:
+            return r, unknown_before
         unknown_before[r + 1] = unknown_before[r] + unknown
     return -1, unknown_before
