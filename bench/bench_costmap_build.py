@@ -9,6 +9,9 @@ today's one after the other, frame after frame: the default base-frame build, la
 off) and a fixed-frame (odom) window at a pose that changes every frame. Timing in turns keeps a shared machine's
 slow spells out of the ratio; bench_host's stages, minutes apart, differ by up to 1.5x here. Both revisions must
 build the same grid (checked on every frame), so a speed-up that changes the output is reported as an error.
+
+Also records what today's compiled loops cost a node at start (``costmap.warm_up``, in two new processes sharing an
+empty ``NUMBA_CACHE_DIR``): compiling them (the first) and loading them from the cache (the second).
 """
 
 from __future__ import annotations
@@ -50,6 +53,23 @@ def export_revision(rev: str, into: Path) -> None:
     (into / PACKAGE).rename(target)
     for path in target.rglob("*.py"):
         path.write_text(re.sub(r"\bperception_core\b", BASE_NAME, path.read_text()))
+
+
+WARM_UP = ("import time; t = time.perf_counter(); from perception_core import costmap; "
+           "costmap.warm_up(costmap.CostmapConfig(), costmap.class_map_from_ontology()); "
+           "print(time.perf_counter() - t)")
+
+
+def warm_up_seconds() -> dict[str, float]:
+    """Seconds to import the costmap and run ``warm_up`` in a new process: with an empty numba cache, then with
+    the cache the first one wrote."""
+    seconds = {}
+    with tempfile.TemporaryDirectory() as cache:
+        env = {**os.environ, "NUMBA_CACHE_DIR": cache}
+        for name in ("compile (empty cache)", "load (cached)"):
+            run = subprocess.run([sys.executable, "-c", WARM_UP], env=env, check=True, capture_output=True, text=True)
+            seconds[name] = float(run.stdout.strip().splitlines()[-1])
+    return seconds
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -111,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         "depth_hw": list(depth.shape),
         "labels_hw": list(labels.shape),
         "stages": {},
+        "warm_up_s": warm_up_seconds(),
     }
     print(f"costmap build, {args.frames} frames in turns, median ms (CPU clock)")
     print(f"{'stage':16s} {'base ' + args.base:>18s} {'today':>8s} {'ratio':>7s}")
@@ -118,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
         base_ms, today_ms = statistics.median(values["base"]), statistics.median(values["today"])
         report["stages"][name] = {"base_ms": base_ms, "today_ms": today_ms, "ratio": today_ms / base_ms}
         print(f"{name:16s} {base_ms:18.2f} {today_ms:8.2f} {today_ms / base_ms:6.2f}x")
+    print("warm_up (import + costmap.warm_up, new process): " + ", ".join(
+        f"{name} {value:.2f} s" for name, value in report["warm_up_s"].items()))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(report, indent=2) + "\n")

@@ -18,3 +18,5 @@ def test_it_times_a_revision_beside_today_and_checks_they_build_the_same_grid(lo
     assert report["depth_hw"] == [768, 896] and report["command"].startswith("python bench/bench_costmap_build.py")
     for stage in report["stages"].values():
         assert stage["base_ms"] > 0 and stage["today_ms"] > 0 and stage["ratio"] > 0
+    warm = report["warm_up_s"]
+    assert warm["load (cached)"] < warm["compile (empty cache)"]  # the second process found the first one's cache

@@ -406,3 +406,28 @@ def test_pull_onto_contact_matches_the_numpy_runs_and_segments() -> None:
     for got, expected in ((contact, want[1][0]), (bottom, want[1][1]), (own, want[2]), (contacts, want[3])):
         np.testing.assert_array_equal(got, expected)
     assert want[1][0].size > 5 and (want[3] == -1).any()
+
+
+def test_warm_up_compiles_every_loop_a_real_frame_uses() -> None:
+    """After warm_up, a frame of another size (labels resized to the depth's, every other column worked, rows
+    thinned) adds no compiled signature: the first real frame of a node is not late by a compilation."""
+    import math
+
+    from perception_core.costmap import CostmapConfig, build_costmap, class_map_from_ontology, warm_up
+
+    config = CostmapConfig(mount_z=1.4, mount_pitch=math.radians(12.0), column_step=2)
+    classes = class_map_from_ontology()
+    assert warm_up(config, classes) >= 0.0
+    compiled = {name: list(getattr(kernels, name).signatures) for name in dir(kernels)
+                if hasattr(getattr(kernels, name), "signatures")}
+    h, w = 240, 320
+    k = np.array([[200.0, 0.0, w / 2], [0.0, 200.0, h / 2], [0.0, 0.0, 1.0]])
+    v = np.arange(h, dtype=np.float32)[:, None]
+    depth = np.broadcast_to(np.where(v > h / 2 - 20, 1.4 * 200.0 / np.maximum(v - h / 2 + 42, 1.0), np.nan),
+                            (h, w)).astype(np.float32)
+    rng = np.random.default_rng(0)
+    labels = rng.choice(np.flatnonzero(classes.category >= 0), size=(180, 200)).astype(np.uint8)  # another size
+    result = build_costmap(depth, labels, k, config, classes)
+    assert result.points_projected > 1000
+    for name, signatures in compiled.items():
+        assert list(getattr(kernels, name).signatures) == signatures, name

@@ -36,6 +36,7 @@ from perception_core.costmap.projection import (
     grid_from_points,
     project_points,
     resize_nearest,
+    warm_up,
 )
 from perception_core.costmap.rolling import FusedCostmap, RollingGrid, costs_of
 from perception_core.costmap.sync import DepthLabelSync, ExactStampPairer, StalenessWatchdog, Work
@@ -49,5 +50,5 @@ __all__ = [
     "check_corridor_fits", "class_categories_from_ontology", "class_map_from_ontology", "column_step",
     "corridor_distances",
     "corridor_report", "costs_of", "depth_from_16uc1", "depth_problem", "grid_from_points", "project_points",
-    "resize_nearest", "unknown_report",
+    "resize_nearest", "unknown_report", "warm_up",
 ]

@@ -7,9 +7,10 @@ products and sums are rounded per operation (numba does not fuse them into FMAs 
 per-cell float64 sums add their terms in the order ``np.bincount`` did.
 
 ``error_model="numpy"``: a division by zero gives inf / NaN as in numpy (a depth of 0 is 1 / 0, not an
-exception). Compiled on first use (about 2 s for all of them) and cached on disk beside this file (``cache=True``; set
-``NUMBA_CACHE_DIR`` where the install is read-only), so a node pays the compilation once per install, not per
-start.
+exception). Compiled on first use (seconds: ``warm_up_s`` in docs/measurements/costmap_build_turns.json) and cached
+on disk beside this file (``cache=True``; set ``NUMBA_CACHE_DIR`` where the install is read-only).
+``projection.warm_up`` runs them once on a small frame; the costmap node calls it while it configures, so its
+first frame is not late.
 """
 
 from __future__ import annotations

@@ -239,7 +239,9 @@ def _worked_index(src_hw: tuple[int, int], work_hw: tuple[int, int], rows: np.nd
     if rows is not None:
         row_index = row_index[rows]
     col_index = np.arange(src_hw[1]) if src_hw[1] == work_hw[1] else _nearest_source(src_hw[1], work_hw[1])
-    return row_index, col_index[::step]
+    # Fresh contiguous copies (a few hundred entries): the compiled scan then sees one array type whatever the
+    # step and the cache (numba compiles once per layout and write flag).
+    return np.array(row_index), np.array(col_index[::step])
 
 
 def _worked_labels(labels: np.ndarray, work_hw: tuple[int, int], rows: np.ndarray | None, step: int) -> np.ndarray:
@@ -1209,3 +1211,35 @@ def build_costmap(
     result = grid_from_points(points, cats, config, used_flat_ground, areas, standing, window)
     result.unknown_label_pixels = classes.unknown_ids(labels)  # of the pixels the build uses
     return result
+
+
+def warm_up(config: CostmapConfig, classes: ClassMap | np.ndarray) -> float:
+    """Build a small synthetic frame with ``config`` and ``classes`` so that the compiled loops (costmap.kernels)
+    are compiled, or loaded from their cache, before the first real frame; returns the seconds it took.
+
+    Numba compiles a loop on its first call: about 2 s for all of them on a new install, a few hundred
+    milliseconds to load them from the cache after that. A node calls this while it configures, so its first
+    frame is not late by that much. The frame: flat ground at the mount's height (a surface class) with a wall
+    of a standing class on it 4 m ahead, mono8 labels and float32 depth, as the nodes publish them.
+    """
+    import time
+
+    start = time.perf_counter()
+    classes = as_class_map(classes)
+    h, w = 48, 64
+    k = np.array([[40.0, 0.0, w / 2 - 0.5], [0.0, 40.0, h / 2 - 0.5], [0.0, 0.0, 1.0]])
+    transform = camera_to_grid_transform(config)
+    _, _, gz = _base_rays(transform[:3, :3], *_pixel_rays(k, (h, w)))
+    gz = np.broadcast_to(gz, (h, w))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        depth = np.where(gz < 0, (config.ground_z - transform[2, 3]) / gz, np.nan).astype(np.float32)
+    ids = np.arange(256)
+    surface_ids = ids[classes.surface & (classes.category == int(Category.FREE))]
+    standing_ids = ids[classes.standing]
+    labels = np.full((h, w), surface_ids[0] if surface_ids.size else 0, np.uint8)
+    if standing_ids.size:
+        wall = (np.abs(ids[:w] - w / 2) < w / 6)[None, :] & ~(depth < 4.0)  # every row above 4 m of ground
+        depth[wall] = 4.0
+        labels[wall] = standing_ids[0]
+    build_costmap(depth, labels, k, config, classes)
+    return time.perf_counter() - start
