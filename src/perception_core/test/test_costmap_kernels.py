@@ -431,3 +431,14 @@ def test_warm_up_compiles_every_loop_a_real_frame_uses() -> None:
     assert result.points_projected > 1000
     for name, signatures in compiled.items():
         assert list(getattr(kernels, name).signatures) == signatures, name
+
+
+def test_without_numba_the_import_says_what_to_install(monkeypatch) -> None:
+    import importlib.util
+    import sys
+
+    monkeypatch.setitem(sys.modules, "numba", None)  # what an environment without numba gives
+    spec = importlib.util.spec_from_file_location("kernels_without_numba", kernels.__file__)
+    module = importlib.util.module_from_spec(spec)
+    with pytest.raises(ImportError, match=r"needs numba .*requirements-runtime\.txt"):
+        spec.loader.exec_module(module)

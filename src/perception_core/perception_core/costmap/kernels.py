@@ -16,7 +16,12 @@ first frame is not late.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+
+try:
+    from numba import njit
+except ImportError as error:  # the vehicle's runtime requirements bring it (requirements-runtime.txt)
+    raise ImportError("perception_core.costmap needs numba for its compiled loops: pip install numba (it is in "
+                      "requirements-runtime.txt and perception_core's install_requires)") from error
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
