@@ -442,3 +442,24 @@ def test_without_numba_the_import_says_what_to_install(monkeypatch) -> None:
     module = importlib.util.module_from_spec(spec)
     with pytest.raises(ImportError, match=r"needs numba .*requirements-runtime\.txt"):
         spec.loader.exec_module(module)
+
+
+def test_resolve_cells_is_the_most_severe_category_with_enough_evidence() -> None:
+    rng = np.random.default_rng(13)
+    rows, cols, min_points, min_area = 30, 40, 3, 0.02
+    counts = rng.integers(0, 5, (4, rows, cols))
+    standing = rng.integers(0, 2, (2, rows, cols))
+    area = rng.uniform(0, 0.05, (2, rows, cols))
+    raise_caution, raise_blocked = rng.random((rows, cols)) < 0.1, rng.random((rows, cols)) < 0.05
+    costs = np.array([-1, 0, 50, 100, 99], np.int8)
+    present, rank, grid = kernels.resolve_cells(counts, standing, area, raise_caution, raise_blocked, min_points,
+                                                min_area, costs)
+    want = counts >= min_points
+    want[2:] |= (standing > 0) & (area >= min_area)
+    want[1] |= raise_caution
+    want[2] |= raise_blocked
+    np.testing.assert_array_equal(present, want)
+    want_rank = np.max(want * np.arange(1, 5)[:, None, None], axis=0)
+    np.testing.assert_array_equal(rank, want_rank)
+    np.testing.assert_array_equal(grid, costs[want_rank])
+    assert set(np.unique(want_rank)) == {0, 1, 2, 3, 4}

@@ -533,3 +533,35 @@ def first_used_row(labels: np.ndarray, row_index: np.ndarray, col_index: np.ndar
             return r, unknown_before
         unknown_before[r + 1] = unknown_before[r] + unknown
     return -1, unknown_before
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def resolve_cells(counts: np.ndarray, standing: np.ndarray, area: np.ndarray, raise_caution: np.ndarray,
+                  raise_blocked: np.ndarray, min_points: int, min_area: float,
+                  cost_of_rank: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per cell: which of the 4 categories (FREE, CAUTION, BLOCKED, HAZARD) have enough evidence (``present``
+    [4, rows, cols]: ``min_points`` points, or for BLOCKED / HAZARD a standing pixel and ``min_area`` m^2 of
+    footprint; ``raise_caution`` / ``raise_blocked``: the ground's geometry and drop edges), the winner's
+    severity rank + 1 (0 where none) and its cost (``cost_of_rank[rank]``, int8)."""
+    _, rows, cols = counts.shape
+    present = np.empty((4, rows, cols), np.bool_)
+    rank = np.empty((rows, cols), np.uint8)
+    grid = np.empty((rows, cols), np.int8)
+    for r in range(rows):
+        for c in range(cols):
+            best = 0
+            for category in range(4):
+                here = counts[category, r, c] >= min_points
+                if category >= 2:
+                    lethal = category - 2
+                    here = here or (standing[lethal, r, c] > 0 and area[lethal, r, c] >= min_area)
+                if category == 1:
+                    here = here or raise_caution[r, c]
+                elif category == 2:
+                    here = here or raise_blocked[r, c]
+                present[category, r, c] = here
+                if here:
+                    best = category + 1
+            rank[r, c] = best
+            grid[r, c] = cost_of_rank[best]
+    return present, rank, grid

@@ -1068,28 +1068,21 @@ def _ground_statistics(evidence: dict[str, Any], config: CostmapConfig) -> tuple
 def _resolve(evidence: dict[str, Any], config: CostmapConfig, window: GridWindow, used_flat_ground: bool,
              unknown_label_pixels: int = 0) -> CostmapResult:
     """Each cell's category (the most severe with enough evidence) and its cost."""
-    import cv2
-
-    counts, area, standing = evidence["counts"], evidence["area"], evidence["standing"]
-    present = counts >= config.min_points_per_cell
-    for category, index in _LETHAL_INDEX.items():
-        present[category] |= (standing[index] > 0) & (area[index] >= config.min_obstacle_area_m2)
+    counts = evidence["counts"]
+    raise_caution = raise_blocked = np.zeros(counts.shape[1:], bool)
     ground = None
     if "ground_sum" in evidence:
         # Geometry raises what the ground is: slopes and steps over the vehicle's limits, and drop edges.
         elevation, top, bottom = _ground_statistics(evidence, config)
         ground = ground_geometry(elevation, config, top=top, bottom=bottom)
         drops = evidence["drop_edges"] >= config.min_points_per_cell
-        present[Category.CAUTION] |= ground.caution | drops[0]
-        present[Category.BLOCKED] |= ground.blocked | drops[1]
+        raise_caution, raise_blocked = ground.caution | drops[0], ground.blocked | drops[1]
         evidence["elevation"] = elevation  # float32 already (_ground_statistics)
-    # Severity rank + 1 of the winning category per cell, 0 where none.
-    rank = present[0].view(np.uint8).copy()
-    for category in CATEGORIES[1:]:
-        np.maximum(rank, present[category].view(np.uint8) * np.uint8(category + 1), out=rank)
-    cost_of_rank = np.zeros(256, np.int8)
-    cost_of_rank[: len(CATEGORIES) + 1] = [UNKNOWN] + [config.category_costs[c] for c in CATEGORIES]
-    grid = cv2.LUT(rank, cost_of_rank.view(np.uint8)).view(np.int8)
+    # Which categories have enough evidence, the severity rank + 1 of the winner per cell (0 where none), its cost.
+    cost_of_rank = np.array([UNKNOWN] + [config.category_costs[c] for c in CATEGORIES], np.int8)
+    present, rank, grid = kernels.resolve_cells(counts, evidence["standing"], evidence["area"], raise_caution,
+                                                raise_blocked, int(config.min_points_per_cell),
+                                                float(config.min_obstacle_area_m2), cost_of_rank)
     return CostmapResult(
         grid=grid, category=rank.view(np.int8) - np.int8(1), present=present, evidence=evidence,
         window=window, used_flat_ground=used_flat_ground, points_projected=evidence["projected"],
