@@ -463,3 +463,69 @@ def test_resolve_cells_is_the_most_severe_category_with_enough_evidence() -> Non
     np.testing.assert_array_equal(rank, want_rank)
     np.testing.assert_array_equal(grid, costs[want_rank])
     assert set(np.unique(want_rank)) == {0, 1, 2, 3, 4}
+
+
+def _flat_ground_planes(h: int, w: int, pitch_deg: float, roll_deg: float = 0.0):
+    """float64 base-frame ray gains of an h x w pinhole camera 1.5 m above flat ground (a few rays above it)."""
+    import math
+
+    from perception_core.costmap.projection import _base_rays, _pixel_rays
+    from perception_core.geometry import camera_optical_pose
+
+    k = np.array([[w * 0.6, 0.0, w / 2], [0.0, w * 0.6, h / 2], [0.0, 0.0, 1.0]])
+    pose = camera_optical_pose(0.0, 0.0, 1.5, math.radians(roll_deg), math.radians(pitch_deg), 0.0)
+    return tuple(np.ascontiguousarray(np.broadcast_to(g, (h, w))) for g in _base_rays(pose[:3, :3], *_pixel_rays(k, (h, w))))
+
+
+def test_geometry_tables_match_their_numpy_formulation() -> None:
+    """Flat-ground hits, row-pair spacings (every pair, and worked rows reusing the adjacent pairs), thinned rows
+    and wide quads against the numpy expressions they replaced, bit for bit."""
+    gx, gy, gz = _flat_ground_planes(90, 70, 12.0, roll_deg=4.0)
+    drop, t_x, t_y, max_range = 1.5, 0.3, -0.1, 15.0
+    depth_hit, hit_x, hit_y = kernels.flat_ground_hits(gx, gy, gz, t_x, t_y, drop)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        want_depth = np.where(gz < 0, -drop / gz, np.inf)
+        want_x, want_y = gx * want_depth + t_x, gy * want_depth + t_y
+    for got, want in ((depth_hit, want_depth), (hit_x, want_x), (hit_y, want_y)):
+        np.testing.assert_array_equal(got, want)
+    assert np.isinf(depth_hit).any() and np.isfinite(depth_hit).any()  # rays above and below the horizon
+
+    def pairs_numpy(rows):
+        x, y, d = want_x[rows], want_y[rows], want_depth[rows]
+        with np.errstate(invalid="ignore"):
+            spacing = np.hypot(x[1:] - x[:-1], y[1:] - y[:-1])
+        in_range = (d[1:] < max_range) & (d[:-1] < max_range * 1.5)
+        ok = in_range & np.isfinite(spacing)
+        return np.where(ok, spacing, np.inf).max(axis=1), np.where(ok, spacing, 0.0).max(axis=1), in_range, x, y
+
+    every = np.arange(90)
+    widest, spacing = kernels.row_pair_spacing(hit_x, hit_y, depth_hit, every, max_range, np.empty(0))
+    want_widest, want_spacing, _, _, _ = pairs_numpy(every)
+    np.testing.assert_array_equal(widest, want_widest)
+    np.testing.assert_array_equal(spacing, want_spacing)
+    assert np.isinf(widest).any() and np.isfinite(widest).any()
+
+    target, max_step = 0.4, 8
+    rows = kernels.thinned_rows(want_widest, target, max_step)
+    want_rows, row, last = [], 0, want_widest.size
+    while row <= last:  # the Python loop the kernel replaced
+        want_rows.append(row)
+        step, run = 1, float(want_widest[row]) if row < last else 0.0
+        while step < max_step and row + step < last and run + want_widest[row + step] <= target:
+            run += float(want_widest[row + step])
+            step += 1
+        row += step
+    np.testing.assert_array_equal(rows, want_rows)
+    assert rows.size < 91 and np.diff(rows).max() > 1  # some rows thinned
+
+    reused = kernels.row_pair_spacing(hit_x, hit_y, depth_hit, rows, max_range, spacing)[1]
+    _, want_reused, in_range, x, y = pairs_numpy(rows)
+    np.testing.assert_array_equal(reused, want_reused)
+
+    quads = kernels.wide_quads(hit_x, hit_y, depth_hit, rows, 0.1, max_range)
+    with np.errstate(invalid="ignore"):
+        lateral = np.hypot(np.diff(x, axis=1), np.diff(y, axis=1))
+        lateral = np.maximum(lateral[:-1], lateral[1:])
+        want_quads = (lateral >= 0.1) & np.isfinite(lateral) & in_range[:, 1:] & in_range[:, :-1]
+    np.testing.assert_array_equal(quads, want_quads)
+    assert want_quads.any() and not want_quads.all()

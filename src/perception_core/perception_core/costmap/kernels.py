@@ -565,3 +565,108 @@ def resolve_cells(counts: np.ndarray, standing: np.ndarray, area: np.ndarray, ra
             rank[r, c] = best
             grid[r, c] = cost_of_rank[best]
     return present, rank, grid
+
+
+# --------------------------------------------------------------------------- ray geometry (a camera's tables)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def flat_ground_hits(gx: np.ndarray, gy: np.ndarray, gz: np.ndarray, t_x: float, t_y: float,
+                     drop: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """float64 depth at which each ray meets flat ground ``drop`` below the camera (inf for a ray that does not
+    descend), and the base-frame x and y of that point (``g * depth + t``)."""
+    h, w = gz.shape
+    depth_hit = np.empty((h, w))
+    hit_x = np.empty((h, w))
+    hit_y = np.empty((h, w))
+    for r in range(h):
+        for c in range(w):
+            g = gz[r, c]
+            d = -drop / g if g < 0 else np.inf
+            depth_hit[r, c] = d
+            hit_x[r, c] = gx[r, c] * d + t_x
+            hit_y[r, c] = gy[r, c] * d + t_y
+    return depth_hit, hit_x, hit_y
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def row_pair_spacing(hit_x: np.ndarray, hit_y: np.ndarray, depth_hit: np.ndarray, rows: np.ndarray,
+                     max_range: float, adjacent: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each pair of consecutive worked ``rows`` (r, r'): the flat ground's widest spacing between them over the
+    columns where both meet it in range (depth_hit[r'] < max_range, depth_hit[r] < 1.5 max_range), with inf where
+    some column does not (``widest``), and with such columns left out, 0 where none is in range (``in_range``).
+
+    ``adjacent``: ``in_range`` of every image row pair (r, r + 1) from an earlier call, taken as is for such pairs
+    (``widest`` is then not computed for them: nan); empty to compute every pair."""
+    pairs = max(rows.size - 1, 0)
+    w = hit_x.shape[1]
+    widest = np.empty(pairs)
+    in_range = np.empty(pairs)
+    far = max_range * 1.5
+    for i in range(pairs):
+        upper, lower = rows[i], rows[i + 1]
+        if adjacent.size and lower == upper + 1:
+            widest[i] = np.nan
+            in_range[i] = adjacent[upper]
+            continue
+        any_out = False
+        best = 0.0
+        for c in range(w):
+            spacing = np.hypot(hit_x[lower, c] - hit_x[upper, c], hit_y[lower, c] - hit_y[upper, c])
+            if depth_hit[lower, c] < max_range and depth_hit[upper, c] < far and np.isfinite(spacing):
+                best = max(best, spacing)
+            else:
+                any_out = True
+        widest[i] = np.inf if any_out else best
+        in_range[i] = best
+    return widest, in_range
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def thinned_rows(widest: np.ndarray, target: float, max_step: int) -> np.ndarray:
+    """The rows kept from 0 to ``widest.size``: from each kept row, skip on while the rows' spacings add up to
+    at most ``target`` (and fewer than ``max_step`` rows); the last row is always kept."""
+    last = widest.size
+    rows = np.empty(last + 1, np.int64)
+    kept = 0
+    row = 0
+    while row <= last:
+        rows[kept] = row
+        kept += 1
+        step = 1
+        run = widest[row] if row < last else 0.0
+        while step < max_step and row + step < last and run + widest[row + step] <= target:
+            run += widest[row + step]
+            step += 1
+        row += step
+    return rows[:kept]
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def wide_quads(hit_x: np.ndarray, hit_y: np.ndarray, depth_hit: np.ndarray, rows: np.ndarray, threshold: float,
+               max_range: float) -> np.ndarray:
+    """bool [len(rows) - 1, w - 1]: quads of the worked ``rows`` whose wider horizontal edge is at least
+    ``threshold`` apart on flat ground (both edges finite), with all four corners in range as row pairs count it."""
+    pairs = max(rows.size - 1, 0)
+    w = hit_x.shape[1]
+    out = np.zeros((pairs, max(w - 1, 0)), np.bool_)
+    far = max_range * 1.5
+    lateral = np.empty((2, max(w - 1, 0)))  # the horizontal edges of the upper and the lower row, each once
+    for i in range(rows.size):
+        row = rows[i]
+        this = lateral[i % 2]
+        for c in range(w - 1):
+            this[c] = np.hypot(hit_x[row, c + 1] - hit_x[row, c], hit_y[row, c + 1] - hit_y[row, c])
+        if i == 0:
+            continue
+        upper, lower = rows[i - 1], row
+        above = lateral[(i - 1) % 2]
+        for c in range(w - 1):
+            top = above[c]
+            bottom = this[c]
+            if not (np.isfinite(top) and np.isfinite(bottom)):
+                continue
+            if max(top, bottom) >= threshold and depth_hit[lower, c] < max_range and depth_hit[upper, c] < far \
+                    and depth_hit[lower, c + 1] < max_range and depth_hit[upper, c + 1] < far:
+                out[i - 1, c] = True
+    return out

@@ -353,29 +353,19 @@ TABLES_REUSE_M = 0.01
 _GAIN_CACHE: OrderedDict[tuple, tuple[np.ndarray, np.ndarray, float, float]] = OrderedDict()
 
 
-def _thinned_rows(spacing: np.ndarray, in_range: np.ndarray, config: CostmapConfig) -> np.ndarray | None:
+def _thinned_rows(widest: np.ndarray, config: CostmapConfig) -> np.ndarray | None:
     """The image rows to work on: every row, but where flat ground packs rows closer than ``near_row_spacing``
     cells, only as many as keep them that far apart (at most every ``MAX_ROW_STEP``-th); None when that is all.
 
-    ``spacing`` [H - 1, W]: flat ground's spacing between rows r and r + 1 (metres); ``in_range``: where both of
-    the pair meet the ground in range. A row pair with any column out of range is never skipped: what it sees is
-    not known to be near. Below ~4 m a 768-row image of the vehicle camera puts rows 1-25 mm apart on 0.1 m
-    cells; dense ground and the geometry tests work on any row pair, so fewer of them cost no cell.
+    ``widest`` [H - 1]: flat ground's widest spacing between rows r and r + 1 (metres), inf where some column of
+    the pair does not meet the ground in range: what it sees is not known to be near, so it is never skipped.
+    Below ~4 m a 768-row image of the vehicle camera puts rows 1-25 mm apart on 0.1 m cells; dense ground and the
+    geometry tests work on any row pair, so fewer of them cost no cell.
     """
-    if config.near_row_spacing <= 0 or spacing.shape[0] < 2:
+    if config.near_row_spacing <= 0 or widest.shape[0] < 2:
         return None
-    with np.errstate(invalid="ignore"):
-        widest = np.where(in_range & np.isfinite(spacing), spacing, np.inf).max(axis=1)
-    target = config.near_row_spacing * config.resolution
-    rows, row, last = [], 0, spacing.shape[0]  # rows 0..last
-    while row <= last:
-        rows.append(row)
-        step, run = 1, float(widest[row]) if row < last else 0.0
-        while step < MAX_ROW_STEP and row + step < last and run + widest[row + step] <= target:
-            run += float(widest[row + step])
-            step += 1
-        row += step
-    return None if len(rows) == last + 1 else np.asarray(rows, dtype=np.int64)
+    rows = kernels.thinned_rows(widest, config.near_row_spacing * config.resolution, MAX_ROW_STEP)
+    return None if rows.size == widest.shape[0] + 1 else rows
 
 
 def _ray_geometry(k: np.ndarray, hw: tuple[int, int], camera_to_base: np.ndarray, config: CostmapConfig) -> _RayGeometry:
@@ -402,37 +392,26 @@ def _ray_geometry(k: np.ndarray, hw: tuple[int, int], camera_to_base: np.ndarray
     # Flat ground z = ground_z: a ray with gz < 0 meets it at depth (ground_z - t_z) / gz, i.e. inverse depth
     # gz / (ground_z - t_z), linear in v. Its step between rows bounds what a continuous surface may do.
     drop = translation[2] - config.ground_z  # camera height above the ground (> 0, checked by the config)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        depth_hit = np.where(gz < 0, -drop / gz, np.inf)
-    with np.errstate(invalid="ignore"):  # rays above the horizon meet the ground at infinity
-        hit_x, hit_y = gx * depth_hit + translation[0], gy * depth_hit + translation[1]
-
-    def row_pairs() -> tuple[np.ndarray, np.ndarray]:
-        """Flat ground's spacing between each row and the next, and where both meet it in range."""
-        with np.errstate(invalid="ignore"):
-            apart = np.hypot(hit_x[1:] - hit_x[:-1], hit_y[1:] - hit_y[:-1])
-        return apart, (depth_hit[1:] < config.max_range) & (depth_hit[:-1] < config.max_range * 1.5)
-
-    spacing, in_range = row_pairs()
-    rows = _thinned_rows(spacing, in_range, config)
+    depth_hit, hit_x, hit_y = kernels.flat_ground_hits(gx, gy, gz, translation[0], translation[1], drop)
+    # Flat ground's spacing between each row and the next where both meet it in range (rays above the horizon
+    # meet it at infinity).
+    worked = np.arange(hw[0])
+    widest, spacing = kernels.row_pair_spacing(hit_x, hit_y, depth_hit, worked, config.max_range, np.empty(0))
+    rows = _thinned_rows(widest, config)
     row_weight = None
     if rows is not None:  # the worked rows alone, and the spacing of their pairs
-        gx, gy, gz, depth_hit, hit_x, hit_y = (plane[rows] for plane in (gx, gy, gz, depth_hit, hit_x, hit_y))
-        spacing, in_range = row_pairs()
+        worked = rows
+        gx, gy, gz = (plane[rows] for plane in (gx, gy, gz))
         row_weight = np.gradient(rows.astype(np.float64)).astype(np.float32)  # halfway to each neighbour
-    spacing = np.where(in_range & np.isfinite(spacing), spacing, 0.0).max(axis=1)
+        spacing = kernels.row_pair_spacing(hit_x, hit_y, depth_hit, worked, config.max_range, spacing)[1]
     wide_rows = np.flatnonzero(spacing >= config.resolution * FILL_ROW_SPACING)
     near_rows = int(wide_rows[-1]) + 1 if wide_rows.size else 0  # below it, many pixels per cell on flat ground
     step = np.abs(gz[1:] - gz[:-1]) / drop
-    with np.errstate(invalid="ignore"):
-        lateral = np.hypot(np.diff(hit_x, axis=1), np.diff(hit_y, axis=1))
-        lateral = np.maximum(lateral[:-1], lateral[1:])  # the wider of a quad's two edges
-        # Judged where flat ground lies in range, like the rows' spacing (a quad's columns are far apart only
-        # where the image is coarse for the ground it sees).
-        wide_quads = lateral >= config.resolution * SURFACE_SAMPLE_STEP
-        wide_quads &= np.isfinite(lateral)  # a ray at the horizon: its hit (and its spacing) at infinity
-        wide_quads &= in_range[:, 1:]
-        wide_quads &= in_range[:, :-1]
+    # Quads whose columns are more than a cell apart, judged where flat ground lies in range like the rows'
+    # spacing (a quad's columns are far apart only where the image is coarse for the ground it sees); a ray at
+    # the horizon has its hit (and its spacing) at infinity.
+    wide_quads = kernels.wide_quads(hit_x, hit_y, depth_hit, worked, config.resolution * SURFACE_SAMPLE_STEP,
+                                    config.max_range)
     geometry = _RayGeometry(
         gx=gx.astype(np.float32), gy=gy.astype(np.float32), gz=gz.astype(np.float32), t=translation.copy(),
         near_rows=near_rows, step_limit=(step * config.surface_step_ratio).astype(np.float32),
