@@ -10,12 +10,14 @@ cd "$(dirname "$0")/.."
 export PYTHONPATH=$PWD/src/model_tools:$PWD/src/perception_core${PYTHONPATH:+:$PYTHONPATH}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 
-fresh() {  # fresh OUT PART...: OUT exists, is newer than every PART and carries its content hash
+fresh() {  # fresh OUT PART...: OUT exists, is newer than every PART and carries its content hash (and, for a
+  # depth model, the hash of the weights it came from, which its range correction is matched by)
   local out=$1; shift
   [[ -f $out ]] || return 1
   for part in "$@"; do [[ $out -nt $part ]] || return 1; done
   python -c 'import sys; from perception_core.model_metadata import read_metadata
-sys.exit(0 if read_metadata(sys.argv[1]).content_sha256 else 1)' "$out"
+meta = read_metadata(sys.argv[1])
+sys.exit(0 if meta.content_sha256 and (meta.task != "depth" or meta.extra.get("weights_sha256")) else 1)' "$out"
 }
 
 export_if_stale() {  # export_if_stale OUT WEIGHTS_PREFIX WHAT COMMAND...: run COMMAND unless OUT is fresh
@@ -30,7 +32,7 @@ export_if_stale() {  # export_if_stale OUT WEIGHTS_PREFIX WHAT COMMAND...: run C
 }
 
 export_if_stale models/depth_levels_r18.onnx models/weights/depth_levels_r18_fp16 \
-  "ResNet-18 dual head, 256 levels, 384x640" \
+  "ResNet-18 dual head, 256 levels, 768x896" \
   python -m model_tools.cli depth export --checkpoint models/weights/depth_levels_r18_fp16 \
     --config models/reports/depth_levels_r18/config.yaml --out models/depth_levels_r18.onnx \
     --variant separate --overwrite

@@ -102,8 +102,7 @@ class DepthHead(InferenceHead):
                               "stay true")
         correction, missing = None, ""
         if self.range_correction_file:
-            correction, missing = load_range_correction_for(resolve_in_share(self.range_correction_file),
-                                                            meta.content_sha256)
+            correction, missing = load_range_correction_for(resolve_in_share(self.range_correction_file), meta)
         self.pipeline = DepthPipeline(self.model, max_depth=self.max_depth or None,
                                       min_depth=None if self.min_depth < 0 else self.min_depth,
                                       range_correction=correction, interpolate_levels=self.interpolate_levels)

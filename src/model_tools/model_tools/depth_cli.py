@@ -84,9 +84,22 @@ def depth_metadata(model_cfg: Any, variant: str, height: int, width: int, checkp
         depth_camera=model_cfg.camera, canonical_focal_px=float(model_cfg.canonical_focal_px),
         canonical_height_m=float(model_cfg.canonical_height_m),
         camera_input="camera" if model_cfg.camera_input else "",
-        extra={"checkpoint": str(checkpoint), "encoder": model_cfg.encoder, "padding": model_cfg.padding,
+        extra={"checkpoint": str(checkpoint), "weights_sha256": _weights_sha256(checkpoint),
+               "encoder": model_cfg.encoder, "padding": model_cfg.padding,
                "integer_step_m": step, "decoder_channels": list(model_cfg.decoder_channels)},
     )
+
+
+def _weights_sha256(checkpoint: str) -> str:
+    """The checkpoint's content hash, or "" where it cannot be read as a file or split parts (a model built in
+    memory, as tests do)."""
+    from model_tools.training.checkpoint import checkpoint_sha256
+    from perception_core.errors import ModelFileError
+
+    try:
+        return checkpoint_sha256(checkpoint)
+    except (OSError, ModelFileError):
+        return ""
 
 
 def discrete_outputs(model_cfg: Any, variant: str) -> dict[str, float]:

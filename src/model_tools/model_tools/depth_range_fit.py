@@ -87,6 +87,8 @@ def measure_camera(job: dict[str, Any]) -> dict[str, Any]:
     return {"mount_height": job["mount_height"], "hfov": job["hfov"], "focal_ratio": focal, "height_ratio": height,
             "curve": curve, "bins": bins, "pixels": int(predicted_all.size),
             "model_sha256": pipeline.metadata.content_sha256,
+            "weights_sha256": str(pipeline.metadata.extra.get("weights_sha256", "") or ""),
+            "input_shape": [int(v) for v in pipeline.metadata.input_shape],
             "before": band_stats(predicted_all, truth_all), "after": band_stats(after, truth_all)}
 
 
@@ -208,6 +210,8 @@ def main(argv: list[str] | None = None) -> int:
             height_ratios=tuple(float(np.mean([grid[i][j]["height_ratio"] for i in range(len(hfovs))]))
                                 for j in range(len(heights))),
             curves=tuple(tuple(r["curve"] for r in row) for row in grid), model_sha256=results[0]["model_sha256"],
+            weights_sha256=results[0]["weights_sha256"],
+            input_shape=tuple(results[0]["input_shape"]) if results[0]["weights_sha256"] else (),
             max_camera_difference=args.max_camera_difference, source=source)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         save_range_correction(correction, args.out)

@@ -53,3 +53,21 @@ def test_a_model_that_is_not_a_depth_model_is_refused_by_name(tmp_path: Path, ca
             "--heights", "1.4", "--hfovs", "90", "--seeds", "1201", "--frames", "1", "--no-progress"]
     assert depth_range_fit.main(args) == 1
     assert "depth_range_fit: error:" in capsys.readouterr().err and not (tmp_path / "rc.yaml").exists()
+
+
+def test_a_checkpoint_hash_covers_every_split_part_in_order(tmp_path) -> None:
+    import hashlib
+
+    import torch
+
+    from model_tools.training.checkpoint import checkpoint_sha256, save_split
+
+    state = {f"w{i}": torch.full((64, 64), float(i)) for i in range(4)}
+    paths = save_split(state, tmp_path / "net_fp16", max_part_bytes=64 * 1024 + 40_000)  # 64 KiB framing + 2 tensors
+    assert len(paths) > 1
+    expected = hashlib.sha256(b"".join(p.read_bytes() for p in paths)).hexdigest()
+    assert checkpoint_sha256(tmp_path / "net_fp16") == expected
+    assert checkpoint_sha256(paths[0]) == hashlib.sha256(paths[0].read_bytes()).hexdigest()  # one file: itself
+    state["w0"][0, 0] = 5.0
+    save_split(state, tmp_path / "net_fp16", max_part_bytes=64 * 1024 + 40_000)
+    assert checkpoint_sha256(tmp_path / "net_fp16") != expected

@@ -42,6 +42,10 @@ def test_export_writes_metadata_and_validates_against_pytorch(tmp_path: Path, ki
     assert meta.levels == (32 if kind == "levels" else 0)
     assert meta.output_names == (["depth"] if variant == "composed" else ["integer", "fractional"])
     assert meta.content_sha256 == graph_sha256_of_file(out)
+    # The weights it came from, by which a range correction measured on another export of them is matched.
+    from model_tools.training.checkpoint import checkpoint_sha256
+
+    assert meta.extra["weights_sha256"] == checkpoint_sha256(ckpt) != ""
     assert report["verdict"] in ("excellent", "good")
     saved = json.loads(Path(report["report_path"]).read_text())
     for name in meta.output_names:

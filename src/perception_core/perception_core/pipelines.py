@@ -164,7 +164,7 @@ class DepthPipeline(_ModelPipeline):
         # frame then reports ("off" when none was given). The camera is checked per frame.
         self.range_correction = range_correction
         self.range_correction_off = "off"
-        refusal = range_correction.model_refusal(meta.content_sha256) if range_correction is not None else None
+        refusal = range_correction.model_refusal(meta) if range_correction is not None else None
         if refusal:
             self.range_correction, self.range_correction_off = None, f"off: {refusal}"
 

@@ -13,9 +13,14 @@ correction is the median of truth / prediction per bin of predicted depth,
 less a dead band toward 1 (a bias as small as the scene-to-scene spread is left
 alone; ``fit_camera_curve``), interpolated in between, so ``d * factor(d)``; between the grid's cameras the factors are interpolated
 bilinearly in the logs of the ratios. It is applied only to the model it was
-measured for (the graph's content hash) and to cameras inside the grid (or
-``max_camera_difference`` beyond its edge, in log), and is otherwise refused
-with a reason the node reports.
+measured for and to cameras inside the grid (or ``max_camera_difference``
+beyond its edge, in log), and is otherwise refused with a reason the node
+reports. The model is known by its graph's content hash, or by the weights it
+was exported from (``weights_sha256`` in the export's metadata) at the same
+input shape: an FP32 model is exported at set-up from the committed fp16
+weights, and two machines' exports of the same weights differ in the last bits
+of the weights that the export folds (their graph hashes then differ), which
+the range correction, a smooth curve of the depth, does not notice.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from perception_core.errors import ConfigError
+from perception_core.model_metadata import ModelMetadata
 
 FORMAT = "perception_core.range_correction/2"
 DEFAULT_MAX_CAMERA_DIFFERENCE = 0.1  # |ln ratio| beyond the grid's edge: 10 % of focal length or height
@@ -81,6 +87,10 @@ class RangeCorrection:
     model_sha256: str  # the ONNX graph's content hash (ModelMetadata.content_sha256)
     max_camera_difference: float = DEFAULT_MAX_CAMERA_DIFFERENCE
     source: dict[str, Any] = field(default_factory=dict)  # how it was measured (command, cameras, frames, stats)
+    # The weights the measured model was exported from and its input shape (metadata extra ``weights_sha256``,
+    # ``input_shape``): another export of them at that shape is the same model; "" / () for the graph alone.
+    weights_sha256: str = ""
+    input_shape: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         for name in ("focal_ratios", "height_ratios"):
@@ -95,11 +105,21 @@ class RangeCorrection:
         if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
             raise ConfigError(f"range correction: max_camera_difference must be >= 0, got {value!r}")
 
-    def model_refusal(self, model_sha256: str) -> str | None:
-        """Why this correction does not apply to that model (by its graph's content hash), or None."""
-        if not model_sha256 or model_sha256 != self.model_sha256:
-            return f"measured for model {self.model_sha256[:12] or '?'}, running {model_sha256[:12] or '(no hash)'}"
-        return None
+    def model_refusal(self, model: ModelMetadata | str) -> str | None:
+        """Why this correction does not apply to that model, or None: the same graph (content hash), or an export
+        of the same weights at the same input shape. ``model``: its metadata, or its graph's content hash alone."""
+        content, weights, shape = _model_identity(model)
+        if content and content == self.model_sha256:
+            return None
+        if self.weights_sha256 and weights == self.weights_sha256 and shape == tuple(self.input_shape):
+            return None
+        measured = f"measured for model {self.model_sha256[:12] or '?'}"
+        if self.weights_sha256:
+            measured += f" (weights {self.weights_sha256[:12]} at {list(self.input_shape)})"
+        running = content[:12] or "(no hash)"
+        if weights:
+            running += f" (weights {weights[:12]} at {list(shape)})"
+        return f"{measured}, running {running}"
 
     def camera_refusal(self, focal_ratio: float, height_ratio: float) -> str | None:
         """Why this correction does not apply to that camera (outside the grid by more than the margin), or None."""
@@ -132,6 +152,8 @@ class RangeCorrection:
         # plain floats and lists: safe_dump refuses numpy scalars and tuples
         return {
             "format": FORMAT, "model_sha256": self.model_sha256,
+            **({"weights_sha256": self.weights_sha256, "input_shape": [int(v) for v in self.input_shape]}
+               if self.weights_sha256 else {}),
             "max_camera_difference": float(self.max_camera_difference),
             "focal_ratios": [float(v) for v in self.focal_ratios],
             "height_ratios": [float(v) for v in self.height_ratios],
@@ -219,6 +241,8 @@ def load_range_correction(path: str | Path) -> RangeCorrection:
             focal_ratios=tuple(float(v) for v in data["focal_ratios"]),
             height_ratios=tuple(float(v) for v in data["height_ratios"]), curves=curves,
             model_sha256=str(data["model_sha256"]),
+            weights_sha256=str(data.get("weights_sha256") or ""),
+            input_shape=tuple(int(v) for v in data.get("input_shape") or ()),
             max_camera_difference=float(data.get("max_camera_difference", DEFAULT_MAX_CAMERA_DIFFERENCE)),
             source=dict(data.get("source") or {}))
     except (TypeError, ValueError, KeyError) as exc:
@@ -227,17 +251,26 @@ def load_range_correction(path: str | Path) -> RangeCorrection:
         raise ConfigError(f"{path}: {exc}") from exc
 
 
-def load_range_correction_for(path: str | Path, model_sha256: str) -> tuple[RangeCorrection | None, str]:
-    """The correction at ``path`` for a model: a file is read as it is (its model is checked per frame, like its
-    camera); a folder holds one file per model (``*.yaml``), and the one measured for ``model_sha256`` is taken.
-    Returns (correction, "") or (None, why there is none). Every file read must be valid: a broken one is named."""
+def load_range_correction_for(path: str | Path, model: ModelMetadata | str) -> tuple[RangeCorrection | None, str]:
+    """The correction at ``path`` for a model (its metadata, or its graph's content hash): a file is read as it is
+    (its model is checked per frame, like its camera); a folder holds one file per model (``*.yaml``), and the one
+    measured for this model (``RangeCorrection.model_refusal``) is taken. Returns (correction, "") or (None, why
+    there is none). Every file read must be valid: a broken one is named."""
     path = Path(path)
     if not path.is_dir():
         return load_range_correction(path), ""
     files = sorted(path.glob("*.yaml"))
     for file in files:
         correction = load_range_correction(file)
-        if correction.model_refusal(model_sha256) is None:
+        if correction.model_refusal(model) is None:
             return correction, ""
     return None, (f"none of the {len(files)} correction file(s) in {path} was measured for model "
-                  f"{model_sha256[:12] or '(no hash)'}")
+                  f"{_model_identity(model)[0][:12] or '(no hash)'}")
+
+
+def _model_identity(model: ModelMetadata | str) -> tuple[str, str, tuple[int, ...]]:
+    """(graph content hash, weights hash, input shape) of a model's metadata; a bare string is the graph hash."""
+    if isinstance(model, str):
+        return model, "", ()
+    return (model.content_sha256, str(model.extra.get("weights_sha256", "") or ""),
+            tuple(int(v) for v in model.input_shape))

@@ -157,3 +157,31 @@ def test_a_folder_gives_the_file_measured_for_the_running_model(tmp_path: Path) 
     (tmp_path / "broken.yaml").write_text("format: perception_core.range_correction/2\n")
     with pytest.raises(ConfigError, match=f"range correction {tmp_path / 'broken.yaml'}: missing field"):
         load_range_correction_for(tmp_path, SHA)
+
+
+def test_another_export_of_the_same_weights_at_the_same_input_is_the_same_model(tmp_path: Path) -> None:
+    """Two machines' exports of one checkpoint differ in their graph's hash (folded weights' last bits): the
+    correction measured on one applies to the other by the weights' hash and input shape, and nowhere else."""
+    from perception_core.model_metadata import ModelMetadata
+
+    weights = "12" * 32
+    grid = _grid(weights_sha256=weights, input_shape=(1, 3, 768, 896))
+
+    def exported(content: str, weights_sha256: str = weights, shape: tuple[int, ...] = (1, 3, 768, 896)):
+        return ModelMetadata(task="depth", input_name="rgb", input_shape=list(shape), output_names=["depth"],
+                             content_sha256=content,
+                             extra={"weights_sha256": weights_sha256} if weights_sha256 else {})
+
+    assert grid.model_refusal(exported(SHA)) is None  # the graph it was measured on
+    assert grid.model_refusal(exported("cd" * 32)) is None  # another export of those weights
+    assert grid.model_refusal(exported("cd" * 32, shape=(1, 3, 544, 640))) == (
+        "measured for model abababababab (weights 121212121212 at [1, 3, 768, 896]), running cdcdcdcdcdcd "
+        "(weights 121212121212 at [1, 3, 544, 640])")  # the same weights at another input size behave otherwise
+    assert grid.model_refusal(exported("cd" * 32, weights_sha256="34" * 32)) is not None
+    assert grid.model_refusal(exported("cd" * 32, weights_sha256="")) is not None  # an export without the hash
+    assert _grid().model_refusal(exported("cd" * 32)) is not None  # a correction that names no weights
+    # The file keeps both, and a folder's file is found by them.
+    save_range_correction(grid, tmp_path / "fp32.yaml")
+    loaded = load_range_correction(tmp_path / "fp32.yaml")
+    assert (loaded.weights_sha256, loaded.input_shape) == (weights, (1, 3, 768, 896))
+    assert load_range_correction_for(tmp_path, exported("ef" * 32))[0] == loaded

@@ -158,8 +158,7 @@ class OfflineStack:
         correction_path = str(depth_params.get("range_correction_file", "") or "")
         correction = None
         if correction_path:  # the node's rule: a file, or the folder's file for this model
-            correction, _ = load_range_correction_for(resolve_in_share(correction_path),
-                                                      self.depth_model.metadata.content_sha256)
+            correction, _ = load_range_correction_for(resolve_in_share(correction_path), self.depth_model.metadata)
         self.depth = DepthPipeline(self.depth_model, max_depth=max_depth or None,
                                    min_depth=None if min_depth < 0 else min_depth, range_correction=correction,
                                    interpolate_levels=bool(depth_params.get("interpolate_levels", True)))

@@ -146,6 +146,21 @@ def split_part_paths(prefix: str | os.PathLike[str]) -> list[Path]:
     return [found[i] for i in range(count)]
 
 
+def checkpoint_sha256(checkpoint: str | os.PathLike[str]) -> str:
+    """SHA-256 of a checkpoint's bytes: the file, or a split state dict's parts in order (``split_part_paths``).
+    Exports record it (metadata extra ``weights_sha256``) so that what was measured for one export of the weights
+    (a range correction) is known to hold for another export of them."""
+    import hashlib
+
+    path = Path(checkpoint)
+    digest = hashlib.sha256()
+    for part in [path] if path.is_file() else split_part_paths(path):
+        with open(part, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
 def load_split(prefix: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     """Join the parts written by :func:`save_split` into one state dict."""
     state: dict[str, torch.Tensor] = {}
