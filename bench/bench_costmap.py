@@ -487,7 +487,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{args.depth_model.name}, seg {args.seg_model.name}")
     print_table(rows)
     print("depth range correction: " + (f"{os.path.relpath(correction_path, ROOT)}, " if correction_path else "")
-          + ", ".join(f"{outcome} on {n} frames" for outcome, n in correction_status.items()))
+          + ", ".join(f"{outcome} on {n} frames" for outcome, n in correction_status.items())
+          + (f" ({stack.range_correction_missing})" if stack.range_correction_missing else ""))
     print("observed ground above the ground plane (median, m; |x| > max_ground_offset_m is flagged): "
           + ", ".join(f"{path} {np.nanmedian(values):+.2f}" for path, values in ground_offset.items()))
     model_depth = {str(key): {"all": everywhere.compute(), "standing_obstacles": on_obstacles.compute()}

@@ -326,3 +326,19 @@ def test_elevation_on_grid_reads_the_bags_cells_into_the_costmap_grid() -> None:
     expected = (0.01 * xs[None, :] + 0.1 * ys[:, None]).astype(np.float32)
     np.testing.assert_allclose(out[inside], np.broadcast_to(expected, out.shape)[inside], atol=1e-5)
     assert np.isnan(out[~inside]).all()
+
+
+def test_the_offline_stack_says_why_a_correction_folder_has_none_for_its_model(models, tmp_path) -> None:
+    """A correction folder without a file for the running model: no correction, and the reason (which the costmap
+    bench prints beside 'off'), as the depth node reports it."""
+    from perception_core import costmap
+    from perception_core.range_correction import CameraCurve, RangeCorrection, save_range_correction
+
+    folder = tmp_path / "corrections"
+    folder.mkdir()
+    flat = CameraCurve((2.0, 10.0), (1.0, 1.0))
+    save_range_correction(RangeCorrection((1.0,), (1.0,), ((flat,),), model_sha256="ab" * 32), folder / "other.yaml")
+    stack = OfflineStack(*models, "cpu", costmap.CostmapConfig(), costmap.class_map_from_ontology(),
+                         depth_params={"range_correction_file": str(folder)})
+    assert stack.depth.range_correction is None
+    assert stack.range_correction_missing.startswith(f"none of the 1 correction file(s) in {folder} was measured")

@@ -156,12 +156,15 @@ class OfflineStack:
         min_depth = float(depth_params.get("min_depth", -1.0))
         self.camera_height = float(depth_params.get("camera_height", 0.0) or 0.0) or None
         correction_path = str(depth_params.get("range_correction_file", "") or "")
-        correction = None
+        correction, missing = None, ""
         if correction_path:  # the node's rule: a file, or the folder's file for this model
-            correction, _ = load_range_correction_for(resolve_in_share(correction_path), self.depth_model.metadata)
+            correction, missing = load_range_correction_for(resolve_in_share(correction_path),
+                                                            self.depth_model.metadata)
         self.depth = DepthPipeline(self.depth_model, max_depth=max_depth or None,
                                    min_depth=None if min_depth < 0 else min_depth, range_correction=correction,
                                    interpolate_levels=bool(depth_params.get("interpolate_levels", True)))
+        # Why a correction that was asked for is not used (the node's range_correction_status says the same).
+        self.range_correction_missing = missing
         self.seg = SegPipeline(self.seg_model)
         self.depth_to_camera = bool(depth_params.get("resize_to_camera", False))
         self.labels_to_camera = bool(seg_params.get("resize_to_camera", False))
