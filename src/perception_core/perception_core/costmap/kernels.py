@@ -24,6 +24,32 @@ except ImportError as error:  # the vehicle's runtime requirements bring it (req
                       "requirements-runtime.txt and perception_core's install_requires)") from error
 
 
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _window_cell(row_f: np.float32, col_f: np.float32, rows: int, cols: int) -> int:
+    """Flat index of the window cell at float grid position (row_f, col_f), -1 outside (NaN too); truncation is
+    the floor on the kept, non-negative positions."""
+    zero = np.float32(0.0)
+    if not (row_f >= zero and row_f < rows and col_f >= zero and col_f < cols):
+        return -1
+    return np.int32(row_f) * np.int32(cols) + np.int32(col_f)
+
+
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _add_height(at: int, value: np.float64, ground_n: np.ndarray, ground_sum: np.ndarray,
+                ground_sq: np.ndarray) -> None:
+    """One ground height into its cell's count, sum and sum of squares (float64, in call order)."""
+    ground_n[at] += 1
+    ground_sum[at] += value
+    ground_sq[at] += value * value
+
+
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _hypot32(x: np.float32, y: np.float32) -> np.float32:
+    """float32 hypot as glibc's hypotf (numpy's float32 hypot) computes it: the float64 root, rounded once (numba's
+    own would be a libm call per pair, several times slower)."""
+    return np.float32(np.sqrt(np.float64(x) * np.float64(x) + np.float64(y) * np.float64(y)))
+
+
 @njit(cache=True, nogil=True, error_model="numpy")
 def working_depth(depth: np.ndarray, projected: np.ndarray, lowest: np.float32,
                   highest: np.float32) -> tuple[np.ndarray, np.ndarray]:
@@ -88,18 +114,15 @@ def bin_ground_pixels(valid: np.ndarray, standing: np.ndarray, row_f: np.ndarray
     h, w = valid.shape
     cells = rows * cols
     cell = np.zeros((h, w), np.int32)
-    zero = np.float32(0.0)
     for r in range(h):
         this_row = r <= thin_after or (r - thin_after) % 2 == 0
         for c in range(w):
             if valid[r, c] == 0:
                 continue
-            rf = row_f[r, c]
-            cf = col_f[r, c]
-            if not (rf >= zero and rf < rows and cf >= zero and cf < cols):
+            at = _window_cell(row_f[r, c], col_f[r, c], rows, cols)
+            if at < 0:
                 valid[r, c] = 0
                 continue
-            at = np.int32(rf) * np.int32(cols) + np.int32(cf)
             cell[r, c] = at
             if standing[r, c] != 0:
                 continue
@@ -108,10 +131,7 @@ def bin_ground_pixels(valid: np.ndarray, standing: np.ndarray, row_f: np.ndarray
             if category >= 2:
                 lethal_n[at] += 1
             if with_elevation and this_row:
-                value = np.float64(height[r, c])
-                ground_n[at] += 1
-                ground_sum[at] += value
-                ground_sq[at] += value * value
+                _add_height(at, np.float64(height[r, c]), ground_n, ground_sum, ground_sq)
     return cell
 
 
@@ -128,24 +148,18 @@ def _bin_segment(col_a: np.float32, row_a: np.float32, d_col: np.float32, d_row:
     cells = rows * cols
     per = max_samples if limit >= max_samples else int(limit)
     total = np.float32(per)
-    zero = np.float32(0.0)
     half = np.float32(0.5)
     binned = 0
     for number in range(1, per):
         t = np.float32(number) / total
-        cf = col_a + t * d_col
-        rf = row_a + t * d_row
-        if not (cf >= zero and cf < cols and rf >= zero and rf < rows):
+        at = _window_cell(row_a + t * d_row, col_a + t * d_col, rows, cols)
+        if at < 0:
             continue
-        at = np.int32(rf) * np.int32(cols) + np.int32(cf)
         category = cat_a if t < half else cat_b
         counts[category * cells + at] += 1
         binned += 1
         if with_elevation:
-            value = np.float64(h_a + t * d_h)
-            ground_n[at] += 1
-            ground_sum[at] += value
-            ground_sq[at] += value * value
+            _add_height(at, np.float64(h_a + t * d_h), ground_n, ground_sum, ground_sq)
     return binned
 
 
@@ -193,10 +207,7 @@ def bin_surface_pairs(surface_ok: np.ndarray, inverse: np.ndarray, col_f: np.nda
             if not abs(inverse_low - inverse[r, c]) <= limit:
                 continue
             d_h = height[r, c] - height[r + 1, c]
-            # float32 hypot as glibc's hypotf computes it (the square root of the float64 sum, rounded once):
-            # numpy's float32 hypot calls it, and numba's would be a libm call per pair, several times slower.
-            run = np.float32(np.sqrt(np.float64(d_col) * np.float64(d_col) + np.float64(d_row) * np.float64(d_row)))
-            if not abs(d_h) <= rise_per_cell * run + height_noise:
+            if not abs(d_h) <= rise_per_cell * _hypot32(d_col, d_row) + height_noise:
                 continue
             binned += _bin_segment(col_f[r + 1, c], row_f[r + 1, c], d_col, d_row, gap, categories[r + 1, c],
                                    categories[r, c], height[r + 1, c], d_h, step, max_samples, rows, cols, counts,
@@ -211,20 +222,14 @@ def bin_points(col: np.ndarray, row: np.ndarray, categories: np.ndarray, height:
     """Bin points given by their grid column and row (those inside the window) like ``bin_segment_samples``."""
     cells = rows * cols
     binned = 0
-    zero = np.float32(0.0)
     for i in range(col.size):
-        cf = col[i]
-        rf = row[i]
-        if not (cf >= zero and cf < cols and rf >= zero and rf < rows):
+        at = _window_cell(row[i], col[i], rows, cols)
+        if at < 0:
             continue
-        at = np.int32(rf) * np.int32(cols) + np.int32(cf)
         counts[categories[i] * cells + at] += 1
         binned += 1
         if with_elevation:
-            value = np.float64(height[i])
-            ground_n[at] += 1
-            ground_sum[at] += value
-            ground_sq[at] += value * value
+            _add_height(at, np.float64(height[i]), ground_n, ground_sum, ground_sq)
     return binned
 
 
@@ -369,9 +374,8 @@ def drop_edge_cells(pairs: tuple, z: np.ndarray, height: np.ndarray, row_f: np.n
     Samples every cell (at most ``max_span``) from the near point towards where the far ray comes down to the
     near point's height; a sample's column and row truncate towards zero, as numpy's astype does."""
     out = np.zeros((2, rows, cols), np.int32)
-    flat = (z.ravel(), height.ravel(), row_f.ravel(), col_f.ravel(), valid.ravel(), gz.ravel(), col_gain.ravel(),
-            row_gain.ravel())
-    zs, hs, rfs, cfs, vs, gzs, cgs, rgs = flat
+    zs, hs, rfs, cfs, vs = z.ravel(), height.ravel(), row_f.ravel(), col_f.ravel(), valid.ravel()
+    gzs, cgs, rgs = gz.ravel(), col_gain.ravel(), row_gain.ravel()
     one = np.float32(1.0)
     tiny = np.float32(1e-6)
     for layer in range(2):
@@ -396,9 +400,7 @@ def drop_edge_cells(pairs: tuple, z: np.ndarray, height: np.ndarray, row_f: np.n
             d_row = reach * rgs[far] + row_offset
             d_row = d_row - r0
             span = min(max(abs(d_col), abs(d_row)), max_span)
-            # float32 hypot as glibc's hypotf (numpy's) computes it: the float64 root rounded once
-            length = np.float32(np.sqrt(np.float64(d_col) * np.float64(d_col) + np.float64(d_row) * np.float64(d_row)))
-            length = max(length, tiny)
+            length = max(_hypot32(d_col, d_row), tiny)
             scale = min(one, span / length)
             divisor = max(span, one)
             for number in range(int(np.floor(span)) + 1):
@@ -439,7 +441,6 @@ def pull_onto_contact(z: np.ndarray, valid: np.ndarray, standing: np.ndarray, su
                 major[k] = c * h + r
                 k += 1
     # Runs and their last pixel; segments (a run's part in one column) and their run.
-    run_of = np.empty(n, np.int64)
     run_last = np.empty(n, np.int64)
     segment_of = np.empty(n, np.int64)
     segment_run = np.empty(n, np.int64)
@@ -455,7 +456,6 @@ def pull_onto_contact(z: np.ndarray, valid: np.ndarray, standing: np.ndarray, su
             segments += 1
             segment_run[segments] = runs
             segment_col[segments] = col
-        run_of[k] = runs
         run_last[runs] = k
         segment_of[k] = segments
     runs += 1
@@ -589,6 +589,13 @@ def flat_ground_hits(gx: np.ndarray, gy: np.ndarray, gz: np.ndarray, t_x: float,
     return depth_hit, hit_x, hit_y
 
 
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _pair_in_range(depth_hit: np.ndarray, upper: int, lower: int, c: int, max_range: float) -> bool:
+    """Both pixels of column ``c`` of the row pair meet flat ground in range: the lower one within max_range, the
+    upper one within 1.5 max_range (its ground is farther)."""
+    return depth_hit[lower, c] < max_range and depth_hit[upper, c] < max_range * 1.5
+
+
 @njit(cache=True, nogil=True, error_model="numpy")
 def row_pair_spacing(hit_x: np.ndarray, hit_y: np.ndarray, depth_hit: np.ndarray, rows: np.ndarray,
                      max_range: float, adjacent: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -602,7 +609,6 @@ def row_pair_spacing(hit_x: np.ndarray, hit_y: np.ndarray, depth_hit: np.ndarray
     w = hit_x.shape[1]
     widest = np.empty(pairs)
     in_range = np.empty(pairs)
-    far = max_range * 1.5
     for i in range(pairs):
         upper, lower = rows[i], rows[i + 1]
         if adjacent.size and lower == upper + 1:
@@ -613,7 +619,7 @@ def row_pair_spacing(hit_x: np.ndarray, hit_y: np.ndarray, depth_hit: np.ndarray
         best = 0.0
         for c in range(w):
             spacing = np.hypot(hit_x[lower, c] - hit_x[upper, c], hit_y[lower, c] - hit_y[upper, c])
-            if depth_hit[lower, c] < max_range and depth_hit[upper, c] < far and np.isfinite(spacing):
+            if _pair_in_range(depth_hit, upper, lower, c, max_range) and np.isfinite(spacing):
                 best = max(best, spacing)
             else:
                 any_out = True
@@ -650,7 +656,6 @@ def wide_quads(hit_x: np.ndarray, hit_y: np.ndarray, depth_hit: np.ndarray, rows
     pairs = max(rows.size - 1, 0)
     w = hit_x.shape[1]
     out = np.zeros((pairs, max(w - 1, 0)), np.bool_)
-    far = max_range * 1.5
     lateral = np.empty((2, max(w - 1, 0)))  # the horizontal edges of the upper and the lower row, each once
     for i in range(rows.size):
         row = rows[i]
@@ -666,7 +671,7 @@ def wide_quads(hit_x: np.ndarray, hit_y: np.ndarray, depth_hit: np.ndarray, rows
             bottom = this[c]
             if not (np.isfinite(top) and np.isfinite(bottom)):
                 continue
-            if max(top, bottom) >= threshold and depth_hit[lower, c] < max_range and depth_hit[upper, c] < far \
-                    and depth_hit[lower, c + 1] < max_range and depth_hit[upper, c + 1] < far:
+            if max(top, bottom) >= threshold and _pair_in_range(depth_hit, upper, lower, c, max_range) \
+                    and _pair_in_range(depth_hit, upper, lower, c + 1, max_range):
                 out[i - 1, c] = True
     return out
