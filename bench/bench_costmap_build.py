@@ -32,6 +32,7 @@ import tarfile
 import tempfile
 import time
 from pathlib import Path
+from types import ModuleType
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
@@ -53,6 +54,16 @@ def export_revision(rev: str, into: Path) -> None:
     (into / PACKAGE).rename(target)
     for path in target.rglob("*.py"):
         path.write_text(re.sub(r"\bperception_core\b", BASE_NAME, path.read_text()))
+
+
+def import_revision(rev: str, into: Path, module: str = "costmap") -> ModuleType:
+    """``perception_core.<module>`` as it was at ``rev``, exported under ``into`` (which must outlive its use) and
+    imported as ``BASE_NAME.<module>``; a base revision imported before in this process is forgotten first."""
+    for name in [name for name in sys.modules if name == BASE_NAME or name.startswith(BASE_NAME + ".")]:
+        del sys.modules[name]
+    export_revision(rev, into)
+    sys.path.insert(0, str(into))
+    return importlib.import_module(f"{BASE_NAME}.{module}")
 
 
 WARM_UP = ("import time; t = time.perf_counter(); from perception_core import costmap; "
@@ -88,9 +99,7 @@ def main(argv: list[str] | None = None) -> int:
 
     depth, labels, k, mount = bench_host._costmap_scene()
     with tempfile.TemporaryDirectory() as folder:
-        export_revision(args.base, Path(folder))
-        sys.path.insert(0, folder)
-        base = importlib.import_module(f"{BASE_NAME}.costmap")
+        base = import_revision(args.base, Path(folder))
 
         def stages(module) -> dict:
             config = module.CostmapConfig(**mount)

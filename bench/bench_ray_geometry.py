@@ -2,8 +2,8 @@
 
     python bench/bench_ray_geometry.py --base 1527069 --out docs/measurements/ray_geometry.json
 
-Loads ``costmap/projection.py`` as it was at ``--base`` (``git show``; it must still import against today's
-sibling modules) beside today's, and times, frame by frame in turns on one core's CPU clock, on the bench_host
+Imports ``perception_core`` as it was at ``--base`` beside today's (``bench_costmap_build.import_revision``: the
+package exported under another name) and times, frame by frame in turns on one core's CPU clock, on the bench_host
 scene (the vehicle camera's 768x896 depth image): the base revision's full computation, today's full computation,
 and today's geometry for a mount moved a hundredth of a degree from a cached one (the tables kept, the rays
 exact). Timing them in turns in one process keeps a shared machine's slow spells out of the comparison, which
@@ -13,33 +13,16 @@ bench_host's separate stages do not.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import math
 import shlex
 import statistics
-import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-MODULE = "src/perception_core/perception_core/costmap/projection.py"
-
-
-def load_revision(rev: str):
-    """The projection module of ``rev``, as a module of its own (today's siblings imported beside it)."""
-    try:
-        source = subprocess.run(["git", "show", f"{rev}:{MODULE}"], cwd=ROOT, check=True, capture_output=True,
-                                text=True).stdout
-    except subprocess.CalledProcessError as error:
-        raise SystemExit(f"bench_ray_geometry: cannot read {MODULE} at {rev!r}: {error.stderr.strip()}") from error
-    name = "perception_core.costmap._projection_at_base"
-    spec = importlib.util.spec_from_loader(name, loader=None)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up while the class is made
-    exec(compile(source, f"{rev}:{MODULE}", "exec"), module.__dict__)  # this repository's own file, at rev
-    return module
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,12 +33,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     sys.path.insert(0, str(ROOT / "bench"))
+    import bench_costmap_build
     import bench_host
 
     from perception_core import costmap
     from perception_core.costmap import projection
 
-    base = load_revision(args.base)
+    folder = tempfile.TemporaryDirectory()  # the base revision's package, for the run
+    base = bench_costmap_build.import_revision(args.base, Path(folder.name), "costmap.projection")
     depth, _, k, mount = bench_host._costmap_scene()
     config = costmap.CostmapConfig(**mount)
     k_depth = bench_host.scale_intrinsics(k, bench_host.CAMERA_HW, depth.shape)
@@ -76,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
             module._depth_geometry(k_depth, depth.shape, mount_now, config)
             if frame:
                 samples[name].append((time.process_time() - start) * 1e3)
+    folder.cleanup()
     medians = {name: statistics.median(values) for name, values in samples.items()}
     reference = medians["base, full"]
     print(f"ray geometry at {depth.shape[0]}x{depth.shape[1]} (median of {args.frames}, CPU clock, in turns):")
