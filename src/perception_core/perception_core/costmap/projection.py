@@ -754,8 +754,6 @@ def _observe_depth(
                                      np.float32(_f32_at_least_above(config.min_range)),
                                      np.float32(_f32_below(config.max_range)))
     cats8 = np.ascontiguousarray(categories, np.int8)
-    # Ids outside 0..255 are binned by the clipped id's category, as they always were (uint8 labels: cats8).
-    ids = None if labels.dtype == np.uint8 else np.clip(labels.astype(np.int64), 0, 255)
     if top:
         geometry = dataclasses.replace(geometry, gx=geometry.gx[top:], gy=geometry.gy[top:], gz=geometry.gz[top:],
                                        step_limit=geometry.step_limit[top:], wide_quads=geometry.wide_quads[top:],
@@ -806,7 +804,8 @@ def _observe_depth(
     lethal_n = np.zeros(cells, np.int64)  # lethal points per cell: standing ones added below
     elevation = tuple(np.zeros(cells, dtype) for dtype in (np.int64, np.float64, np.float64))
     # Ids outside 0..255 are binned by the clipped id's category, as they always were (uint8 labels: cats8).
-    bin_cats = cats8 if ids is None else (_label_tables(classes, cells)[0][ids] // np.int32(cells)).astype(np.int8)
+    bin_cats = cats8 if labels.dtype == np.uint8 else (
+        np.maximum(classes.category[np.clip(labels.astype(np.int64), 0, 255)], 0).astype(np.int8))
     cell = kernels.bin_ground_pixels(valid, standing, row_f, col_f, height, bin_cats, rows, cols,
                                      geometry.near_rows, counts, lethal_n, *elevation, with_elevation)
     kept = valid.ravel()[standing_pixels] != 0
