@@ -10,6 +10,7 @@ key) and :func:`load_split` joins them again.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import random
@@ -150,8 +151,6 @@ def checkpoint_sha256(checkpoint: str | os.PathLike[str]) -> str:
     """SHA-256 of a checkpoint's bytes: the file, or a split state dict's parts in order (``split_part_paths``).
     Exports record it (metadata extra ``weights_sha256``) so that what was measured for one export of the weights
     (a range correction) is known to hold for another export of them."""
-    import hashlib
-
     path = Path(checkpoint)
     digest = hashlib.sha256()
     for part in [path] if path.is_file() else split_part_paths(path):
