@@ -195,7 +195,9 @@ fi
 # Each levels depth run exported to ONNX and scored on the costmap bench's drives (bench/bench_costmap.py, with
 # the segmentation model of models/weights, or of this call when it trained one), all runs at once on the CPU
 # cores; costmap_bench.json joins the reports archive. COSTMAP_BENCH_ARGS is appended (default --split-depth;
-# e.g. "--seeds 101 202 --split-depth"). The time comes out of the call's: lower QUEUE_TRAIN_MIN by ~3 min.
+# e.g. "--seeds 101 202 --split-depth"), split as the shell splits a command line, so quotes work
+# (COSTMAP_BENCH_ARGS="--range-correction ''" passes an empty value; plain word splitting passed the two quote
+# characters). The time comes out of the call's: lower QUEUE_TRAIN_MIN by ~3 min.
 BENCH_NAMES=(); for name in "${NAMES[@]}"; do [[ $name == depth_levels_* ]] && BENCH_NAMES+=("$name"); done
 if [[ ${COSTMAP_BENCH:-0} == 1 && ${#BENCH_NAMES[@]} -gt 0 ]]; then
   mkdir -p "$SCRATCH/onnx"
@@ -206,6 +208,7 @@ if [[ ${COSTMAP_BENCH:-0} == 1 && ${#BENCH_NAMES[@]} -gt 0 ]]; then
   log "costmap bench: exporting ${BENCH_NAMES[*]} and the segmentation model"
   $PY -m model_tools.cli seg export --checkpoint "$seg_ckpt" --config "$seg_config" --out "$SCRATCH/onnx/seg.onnx" \
       --variant class_id --overwrite > "$SCRATCH/seg_export.log" 2>&1 || { tail -20 "$SCRATCH/seg_export.log"; exit 1; }
+  eval "bench_args=(${COSTMAP_BENCH_ARGS:---split-depth})"
   bench_pids=()
   threads=$(( CORES / ${#BENCH_NAMES[@]} )); (( threads < 1 )) && threads=1
   for name in "${BENCH_NAMES[@]}"; do
@@ -214,7 +217,7 @@ if [[ ${COSTMAP_BENCH:-0} == 1 && ${#BENCH_NAMES[@]} -gt 0 ]]; then
           --out "$SCRATCH/onnx/$name.onnx" --variant separate --overwrite > "$SCRATCH/$name.export.log" 2>&1 \
         && OMP_NUM_THREADS=$threads $PY bench/bench_costmap.py --depth-model "$SCRATCH/onnx/$name.onnx" \
           --seg-model "$SCRATCH/onnx/seg.onnx" --threads "$threads" --out "$RUNS/$name/costmap_bench.json" \
-          ${COSTMAP_BENCH_ARGS:---split-depth} > "$SCRATCH/$name.bench.log" 2>&1
+          "${bench_args[@]}" > "$SCRATCH/$name.bench.log" 2>&1
     ) &
     bench_pids+=($!)
   done
