@@ -327,13 +327,13 @@ def test_thinned_near_rows_place_the_same_box_and_ground(classes: ClassMap) -> N
 def test_worked_labels_are_the_resized_labels_at_the_worked_pixels(src_hw, work_hw, thinned: bool, step: int) -> None:
     """One gather of the pixels the build works on equals resizing all (nearest, by pixel centres), then taking
     the worked rows and every step-th column."""
-    from perception_core.costmap.projection import _worked_labels, resize_nearest
+    from perception_core.costmap.projection import _worked_index, _worked_labels, resize_nearest
 
     labels = np.random.default_rng(3).integers(0, 7, src_hw).astype(np.uint8)
     rows = np.array([0, 1, 2, 4, work_hw[0] - 1]) if thinned else None
     expected = resize_nearest(labels, work_hw)
     expected = (expected if rows is None else expected[rows])[:, ::step]
-    worked = _worked_labels(labels, work_hw, rows, step)
+    worked = _worked_labels(labels, *_worked_index(labels.shape, work_hw, rows, step))
     assert worked.flags.c_contiguous and worked.dtype == np.uint8 and np.array_equal(worked, expected)
     # By pixel centres: upsampling 2x repeats each label twice.
     assert np.array_equal(resize_nearest(np.arange(3)[None, :], (1, 6)), [[0, 0, 1, 1, 2, 2]])

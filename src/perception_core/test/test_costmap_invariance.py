@@ -163,7 +163,7 @@ def test_unknown_ids_are_counted_over_every_worked_pixel_sky_rows_included(dtype
     """The build skips the rows above the first projected one, but the diagnostic count of ids the ontology lacks
     covers all the pixels it samples: an unknown id that is not projected (unknown_category None) in the sky
     counts too."""
-    from perception_core.costmap.projection import _worked_labels
+    from perception_core.costmap.projection import _worked_index, _worked_labels
 
     width, height = 96, 72
     k = np.array([[60.0, 0.0, 47.5], [0.0, 60.0, 35.5], [0.0, 0.0, 1.0]])
@@ -178,5 +178,6 @@ def test_unknown_ids_are_counted_over_every_worked_pixel_sky_rows_included(dtype
                            origin_x=-2.0, origin_y=-8.0)
     classes = class_map_from_ontology(ONTOLOGY, unknown_category=unknown_category)
     result = build_costmap(depth, labels, k, config, classes)
-    worked = _worked_labels(labels, depth.shape, None, 1)  # every pixel of this image (column step 1 here)
+    # every pixel of this image (column step 1 here)
+    worked = _worked_labels(labels, *_worked_index(labels.shape, depth.shape, None, 1))
     assert result.unknown_label_pixels == classes.unknown_ids(worked) > 40

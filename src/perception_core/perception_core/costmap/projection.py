@@ -244,10 +244,9 @@ def _worked_index(src_hw: tuple[int, int], work_hw: tuple[int, int], rows: np.nd
     return np.array(row_index), np.array(col_index[::step])
 
 
-def _worked_labels(labels: np.ndarray, work_hw: tuple[int, int], rows: np.ndarray | None, step: int) -> np.ndarray:
-    """The labels at the pixels the build works on (``_worked_index``), in one gather of those pixels alone
-    (contiguous)."""
-    row_index, col_index = _worked_index(labels.shape, work_hw, rows, step)
+def _worked_labels(labels: np.ndarray, row_index: np.ndarray, col_index: np.ndarray) -> np.ndarray:
+    """The labels at the pixels the build works on (their indices: ``_worked_index``), in one gather of those
+    pixels alone (contiguous)."""
     return np.ascontiguousarray(np.take(np.take(labels, row_index, axis=0), col_index, axis=1))
 
 
@@ -711,17 +710,16 @@ def _label_masks(labels: np.ndarray, categories: np.ndarray, classes: ClassMap,
             _at_least(categories, 0), classes.unknown_ids(labels))
 
 
-def _first_row_used(labels: np.ndarray, work_hw: tuple[int, int], rows: np.ndarray, step: int, classes: ClassMap,
+def _first_row_used(labels: np.ndarray, row_index: np.ndarray, col_index: np.ndarray, classes: ClassMap,
                     cells: int) -> tuple[int, int]:
-    """(the first of the worked ``rows`` the build needs, pixels with ids the ontology lacks in the rows above it):
+    """(the first of the worked rows the build needs, pixels with ids the ontology lacks in the rows above it):
     one above the first row with a projected pixel, as a multiple of 4 (0 when none has one).
 
     Rows above it hold sky and ignored pixels alone, which neither land nor stand on anything; the row above
     the first projected pixel may be the far side of a drop edge, and a multiple of 4 keeps the every-4th-row
-    sample of the ground offset on the same rows. Scans the labels at the worked pixels row by row
-    (``_worked_labels``' pixels) and stops at the first such row.
+    sample of the ground offset on the same rows. Scans the labels at the worked pixels (``_worked_index``) row by
+    row and stops at the first such row.
     """
-    row_index, col_index = _worked_index(labels.shape, work_hw, rows, step)
     first, unknown_before = kernels.first_used_row(labels, row_index, col_index, _label_tables(classes, cells)[1],
                                                    classes.known)
     if first < 0:
@@ -1166,10 +1164,10 @@ def build_costmap(
         # Work on the rows from the one above the first that can hold a point down: the sky above holds nothing
         # (a third of the image). Unknown ids above it are counted all the same.
         rows = np.arange(depth.shape[0]) if geometry.rows is None else geometry.rows
-        top, unknown_above = _first_row_used(labels, work_hw, rows, step, classes, reach.rows * reach.cols)
-        rows = rows[top:]
-        depth = depth[rows, ::step]
-        labels = _worked_labels(labels, work_hw, rows, step)
+        row_index, col_index = _worked_index(labels.shape, work_hw, rows, step)
+        top, unknown_above = _first_row_used(labels, row_index, col_index, classes, reach.rows * reach.cols)
+        depth = depth[rows[top:], ::step]
+        labels = _worked_labels(labels, row_index[top:], col_index)
         categories = _categories_of(labels, classes)
         *masks, unknown = _label_masks(labels, categories, classes, reach.rows * reach.cols)  # of the pixels used
         evidence = _observe_depth(depth, labels, categories, masks, classes, geometry, top, reach, config)
@@ -1188,8 +1186,8 @@ def warm_up(config: CostmapConfig, classes: ClassMap | np.ndarray) -> float:
     """Build a small synthetic frame with ``config`` and ``classes`` so that the compiled loops (costmap.kernels)
     are compiled, or loaded from their cache, before the first real frame; returns the seconds it took.
 
-    Numba compiles a loop on its first call: about 2 s for all of them on a new install, a few hundred
-    milliseconds to load them from the cache after that. A node calls this while it configures, so its first
+    Numba compiles a loop on its first call: seconds for all of them on a new install, under a second to load them
+    from the cache after that (``warm_up_s`` in docs/measurements/costmap_build_turns.json). A node calls this while it configures, so its first
     frame is not late by that much. The frame: flat ground at the mount's height (a surface class) with a wall
     of a standing class on it 4 m ahead, mono8 labels and float32 depth, as the nodes publish them.
     """
